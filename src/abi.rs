@@ -1,0 +1,62 @@
+//! The ABI tag: what must match for bytecode written by one build to be loadable by another.
+
+use std::sync::OnceLock;
+
+use crate::format::FORMAT_VERSION;
+
+/// The bytecode producer when the `quickjs` feature is off: the crate cannot ask an engine, so
+/// entries are only shared with builds that also have no engine linked.
+#[cfg(not(feature = "quickjs"))]
+const PRODUCER: &str = "noengine";
+
+/// The ABI tag of this build: the cache directory's name under the root, folded into every
+/// key, and checked in every file header.
+///
+/// It names the bytecode producer (QuickJS's version from `JS_GetVersion` and the rquickjs
+/// series that writes and reads bytecode), this crate's on-disk format version, and the target
+/// architecture, endianness and pointer width. Bytecode is only ever loaded by a build whose
+/// tag is identical, e.g. `bp1-quickjs-ng0.10.1-rquickjs0.14-x86_64-le-64`.
+pub fn abi_tag() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| {
+        #[cfg(feature = "quickjs")]
+        let producer = crate::quickjs::producer_tag();
+        #[cfg(not(feature = "quickjs"))]
+        let producer = PRODUCER.to_owned();
+        let endian = if cfg!(target_endian = "little") {
+            "le"
+        } else {
+            "be"
+        };
+        let raw = format!(
+            "bp{FORMAT_VERSION}-{producer}-{}-{endian}-{}",
+            std::env::consts::ARCH,
+            usize::BITS
+        );
+        // The tag is a directory name: keep it to a portable alphabet whatever the engine says.
+        raw.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tag_names_format_arch_and_width_and_is_a_plain_file_name() {
+        let tag = super::abi_tag();
+        assert!(tag.starts_with(&format!("bp{}-", crate::format::FORMAT_VERSION)));
+        assert!(tag.contains(std::env::consts::ARCH));
+        assert!(tag.ends_with(&format!("-{}", usize::BITS)));
+        assert!(
+            tag.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        );
+    }
+}

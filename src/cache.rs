@@ -1,0 +1,610 @@
+//! The public handle: opening a cache, `get`, `put`, maintenance and statistics.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::abi::abi_tag;
+use crate::compact::{self, CompactReport};
+use crate::error::{Error, Result};
+use crate::format::ArchivedEntryRecord;
+use crate::freshness::{self, Input};
+use crate::fsys;
+use crate::key::Key;
+use crate::options::{Durability, Options};
+use crate::snapshot::{self, Snapshot};
+use crate::writer::{self, WriteState};
+
+/// Names the cache root; overrides the per-user cache directory in [`Cache::open_default`].
+pub const ENV_CACHE_DIR: &str = "BYTECODE_PACK_CACHE_DIR";
+/// Set to `1` (or `true`, `yes`) to make every `get` miss and every `put` a no-op.
+pub const ENV_DISABLE: &str = "BYTECODE_PACK_DISABLE";
+
+/// A handle on one cache directory, `<root>/<abi_tag>/`.
+///
+/// Cheap to clone (clones share one snapshot and one set of counters), `Send` and `Sync`.
+/// Any number of handles in any number of processes may use the same directory at once.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    options: Options,
+    snapshot: ArcSwap<Snapshot>,
+    /// Serialises this handle's writers before they contend for the file lock (a flock is
+    /// per open file description, so threads must not share one unguarded).
+    writer: parking_lot::Mutex<()>,
+    counters: AtomicCounters,
+}
+
+/// Options for opening a cache; from [`Cache::builder`].
+#[derive(Debug, Clone)]
+pub struct CacheBuilder {
+    root: PathBuf,
+    options: Options,
+}
+
+impl CacheBuilder {
+    /// Live bytes (bytecode, source maps and aux, with their headers) above which the least
+    /// recently inserted entries are evicted, down to three quarters of the limit. Default
+    /// 512 MiB. An entry larger than the limit is refused by `put`.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.options.max_bytes = bytes;
+        self
+    }
+
+    /// Compact automatically after a `put` once the pack is at least `min_pack_bytes` long and
+    /// more than `dead_ratio` of it is dead (superseded entries, torn tails). Defaults 8 MiB
+    /// and 0.5.
+    pub fn auto_compact(mut self, min_pack_bytes: u64, dead_ratio: f64) -> Self {
+        self.options.compact_min_bytes = min_pack_bytes;
+        self.options.dead_ratio = dead_ratio.clamp(0.0, 1.0);
+        self
+    }
+
+    /// How long `put`, `compact` and `clear` wait for another writer's lock before failing
+    /// with [`Error::LockTimeout`]. Default 5 s.
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.options.lock_timeout = timeout;
+        self
+    }
+
+    /// When writes are flushed to stable storage. Default [`Durability::Process`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.options.durability = durability;
+        self
+    }
+
+    /// Makes the handle inert: every `get` misses and every `put` does nothing. Defaults to
+    /// whether [`ENV_DISABLE`] is set.
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.options.disabled = disabled;
+        self
+    }
+
+    /// Opens (creating if needed) the cache under the root. The root is created with mode
+    /// 0700 if missing; the root and the cache directory must belong to this user and not be
+    /// writable by group or others, and the cache directory must not be a symlink.
+    pub fn open(self) -> Result<Cache> {
+        let dir = self.root.join(abi_tag());
+        let snapshot = if self.options.disabled {
+            Snapshot::empty()
+        } else {
+            fsys::ensure_private_dir(&self.root, true)?;
+            fsys::ensure_private_dir(&dir, false)?;
+            Snapshot::load(&dir, abi_tag())?
+        };
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                dir,
+                options: self.options,
+                snapshot: ArcSwap::from_pointee(snapshot),
+                writer: parking_lot::Mutex::new(()),
+                counters: AtomicCounters::default(),
+            }),
+        })
+    }
+}
+
+fn disabled_by_env() -> bool {
+    std::env::var(ENV_DISABLE).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+}
+
+/// The root [`Cache::open_default`] uses: [`ENV_CACHE_DIR`] if set, else the per-user cache
+/// directory joined with `bytecode-pack`. Never a shared temp directory.
+pub fn default_root() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(ENV_CACHE_DIR).filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    dirs::cache_dir()
+        .map(|d| d.join("bytecode-pack"))
+        .ok_or(Error::NoCacheDir)
+}
+
+/// Why a lookup missed. Counted per handle in [`Stats::counters`] and logged at debug level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MissReason {
+    /// No entry under the key.
+    Absent,
+    /// An input was edited, replaced or deleted since the entry was recorded.
+    Stale,
+    /// The index or a segment failed its checks.
+    Corrupt,
+    /// The cache could not be read.
+    Io,
+    /// The handle is disabled.
+    Disabled,
+}
+
+/// What [`Cache::put`] stores: bytecode, and optionally a source map, an opaque sidecar and
+/// the inputs whose content the bytecode depends on.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    module_name: &'a str,
+    bytecode: &'a [u8],
+    source_map: Option<&'a str>,
+    aux: Option<&'a str>,
+    inputs: Vec<Input>,
+}
+
+impl<'a> NewEntry<'a> {
+    /// An entry for `module_name` holding `bytecode`.
+    pub fn new(module_name: &'a str, bytecode: &'a [u8]) -> Self {
+        NewEntry {
+            module_name,
+            bytecode,
+            source_map: None,
+            aux: None,
+            inputs: Vec::new(),
+        }
+    }
+
+    /// Stores the module's source map with it.
+    pub fn source_map(mut self, source_map: &'a str) -> Self {
+        self.source_map = Some(source_map);
+        self
+    }
+
+    /// Stores an opaque caller sidecar with it (e.g. a JSON list of the module's imports).
+    pub fn aux(mut self, aux: &'a str) -> Self {
+        self.aux = Some(aux);
+        self
+    }
+
+    /// The files the bytecode was compiled from; if any of them changes, the entry misses.
+    pub fn inputs(mut self, inputs: Vec<Input>) -> Self {
+        self.inputs = inputs;
+        self
+    }
+}
+
+/// A cache hit: verified bytes, borrowed straight from the mapped pack.
+///
+/// A `Hit` keeps its snapshot of the cache alive, so its bytes stay valid while other handles
+/// or processes append, compact or clear.
+pub struct Hit {
+    snapshot: Arc<Snapshot>,
+    entry: usize,
+}
+
+impl Hit {
+    fn record(&self) -> &ArchivedEntryRecord {
+        let body = self.snapshot.body().expect("a hit's snapshot has an index");
+        &body.entries.as_slice()[self.entry]
+    }
+
+    /// The bytecode, checksum-verified, zero-copy.
+    pub fn bytecode(&self) -> &[u8] {
+        self.snapshot.segment(&self.record().bytecode)
+    }
+
+    /// The module name given to `put`.
+    pub fn module_name(&self) -> &str {
+        self.record().module_name.as_str()
+    }
+
+    /// The source map, if one was stored.
+    pub fn source_map(&self) -> Option<&str> {
+        let segment = self.record().source_map.as_ref()?;
+        std::str::from_utf8(self.snapshot.segment(segment)).ok()
+    }
+
+    /// The caller's sidecar, if one was stored.
+    pub fn aux(&self) -> Option<&str> {
+        let segment = self.record().aux.as_ref()?;
+        std::str::from_utf8(self.snapshot.segment(segment)).ok()
+    }
+}
+
+impl std::fmt::Debug for Hit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hit")
+            .field("module_name", &self.module_name())
+            .field("bytecode_len", &self.bytecode().len())
+            .finish()
+    }
+}
+
+/// This handle's lookup and write counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Lookups that returned a hit.
+    pub hits: u64,
+    /// Misses: no entry under the key.
+    pub misses_absent: u64,
+    /// Misses: an input changed.
+    pub misses_stale: u64,
+    /// Misses: the index or a segment failed its checks.
+    pub misses_corrupt: u64,
+    /// Misses: the cache could not be read.
+    pub misses_io: u64,
+    /// Misses: the handle is disabled.
+    pub misses_disabled: u64,
+    /// Successful `put`s.
+    pub puts: u64,
+    /// Compactions run by this handle, requested or automatic.
+    pub compactions: u64,
+}
+
+impl Counters {
+    /// All misses, whatever the reason.
+    pub fn misses(&self) -> u64 {
+        self.misses_absent
+            + self.misses_stale
+            + self.misses_corrupt
+            + self.misses_io
+            + self.misses_disabled
+    }
+}
+
+#[derive(Default)]
+struct AtomicCounters {
+    hits: AtomicU64,
+    misses_absent: AtomicU64,
+    misses_stale: AtomicU64,
+    misses_corrupt: AtomicU64,
+    misses_io: AtomicU64,
+    misses_disabled: AtomicU64,
+    puts: AtomicU64,
+    compactions: AtomicU64,
+}
+
+impl AtomicCounters {
+    fn miss(&self, reason: MissReason) {
+        let counter = match reason {
+            MissReason::Absent => &self.misses_absent,
+            MissReason::Stale => &self.misses_stale,
+            MissReason::Corrupt => &self.misses_corrupt,
+            MissReason::Io => &self.misses_io,
+            MissReason::Disabled => &self.misses_disabled,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> Counters {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters {
+            hits: r(&self.hits),
+            misses_absent: r(&self.misses_absent),
+            misses_stale: r(&self.misses_stale),
+            misses_corrupt: r(&self.misses_corrupt),
+            misses_io: r(&self.misses_io),
+            misses_disabled: r(&self.misses_disabled),
+            puts: r(&self.puts),
+            compactions: r(&self.compactions),
+        }
+    }
+}
+
+/// The state of a cache directory, and this handle's counters.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Live entries.
+    pub entries: u64,
+    /// Bytes in the current pack file, dead space included.
+    pub pack_bytes: u64,
+    /// Bytes in the pack that live entries use (header included).
+    pub live_bytes: u64,
+    /// Bytes of the index file.
+    pub index_bytes: u64,
+    /// The current pack generation (increases with every compaction or clear).
+    pub generation: u64,
+    /// The cache directory.
+    pub dir: PathBuf,
+    /// This handle's counters.
+    pub counters: Counters,
+}
+
+impl Stats {
+    /// Dead bytes in the pack: superseded entries and torn tails, reclaimed by compaction.
+    pub fn dead_bytes(&self) -> u64 {
+        self.pack_bytes.saturating_sub(self.live_bytes)
+    }
+}
+
+impl Cache {
+    /// Opens the cache for this build under `root`, in `root/<abi_tag>/`, with default
+    /// options. See [`CacheBuilder::open`] for the directory checks.
+    pub fn open(root: impl AsRef<Path>) -> Result<Cache> {
+        Cache::builder(root).open()
+    }
+
+    /// Opens the cache under [`default_root`].
+    pub fn open_default() -> Result<Cache> {
+        Cache::open(default_root()?)
+    }
+
+    /// Options for opening the cache under `root`.
+    pub fn builder(root: impl AsRef<Path>) -> CacheBuilder {
+        CacheBuilder {
+            root: root.as_ref().to_path_buf(),
+            options: Options {
+                disabled: disabled_by_env(),
+                ..Options::default()
+            },
+        }
+    }
+
+    /// The directory this handle uses, `<root>/<abi_tag>/`.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Looks up `key`. Any miss, stale input, corruption or I/O error is `None`; the reason
+    /// is counted in [`Cache::stats`] and logged at debug level. Never blocks on writers.
+    pub fn get(&self, key: &Key) -> Option<Hit> {
+        self.lookup(key).ok()
+    }
+
+    /// [`Cache::get`], saying why it missed.
+    pub fn lookup(&self, key: &Key) -> Result<Hit, MissReason> {
+        let inner = &self.inner;
+        if inner.options.disabled {
+            inner.counters.miss(MissReason::Disabled);
+            return Err(MissReason::Disabled);
+        }
+        let snapshot = inner.snapshot.load_full();
+        let result = match lookup_in(&snapshot, key) {
+            Ok(hit) => Ok(hit),
+            // A handle sees other processes' writes no later than its next miss.
+            Err(reason) => match self.refresh_if_changed(&snapshot) {
+                Ok(Some(newer)) => lookup_in(&newer, key),
+                Ok(None) => Err(reason),
+                Err(e) => {
+                    log::debug!("bytecode-pack: cannot reload {}: {e}", inner.dir.display());
+                    Err(MissReason::Io)
+                }
+            },
+        };
+        match &result {
+            Ok(_) => {
+                inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(reason) => {
+                inner.counters.miss(*reason);
+                log::debug!("bytecode-pack: miss ({reason:?}) for {key}");
+            }
+        }
+        result
+    }
+
+    /// Loads the published index if it is not the one `current` was read from.
+    fn refresh_if_changed(&self, current: &Snapshot) -> Result<Option<Arc<Snapshot>>> {
+        let published = snapshot::published_identity(&self.inner.dir);
+        if published == current.identity() {
+            return Ok(None);
+        }
+        Ok(Some(self.reload()?))
+    }
+
+    fn reload(&self) -> Result<Arc<Snapshot>> {
+        let fresh = Arc::new(Snapshot::load(&self.inner.dir, abi_tag())?);
+        self.inner.snapshot.store(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+
+    /// Stores `entry` under `key`, replacing any entry there, and publishes it to every
+    /// handle. Inputs are hashed before the writer lock is taken. Returns once the entry is
+    /// durable against a process crash (and, with [`Durability::Full`], a power loss).
+    pub fn put(&self, key: &Key, entry: &NewEntry<'_>) -> Result<()> {
+        let options = &self.inner.options;
+        if options.disabled {
+            return Ok(());
+        }
+        let stored = [
+            Some(entry.bytecode),
+            entry.source_map.map(str::as_bytes),
+            entry.aux.map(str::as_bytes),
+        ];
+        let size: u64 = stored
+            .iter()
+            .flatten()
+            .map(|p| p.len() as u64 + crate::format::SEGMENT_HEADER_LEN)
+            .sum();
+        if size + crate::format::PACK_HEADER_LEN > options.max_bytes {
+            return Err(Error::InvalidEntry(format!(
+                "{} needs {size} bytes, over the cache's max_bytes of {}",
+                entry.module_name, options.max_bytes
+            )));
+        }
+        let inputs = entry
+            .inputs
+            .iter()
+            .map(freshness::record)
+            .collect::<Result<Vec<_>>>()?;
+        let recorded_at_ns = freshness::now_nanos();
+
+        self.write(|state| {
+            state.append(
+                key.as_bytes(),
+                entry.module_name,
+                stored,
+                inputs,
+                recorded_at_ns,
+                options.durability,
+            )?;
+            self.inner.counters.puts.fetch_add(1, Ordering::Relaxed);
+            if options.wants_compaction(state.pack_file_len, state.body.live_bytes()) {
+                // The new entry is appended but unpublished: compaction carries it over.
+                compact::compact(state, options)?;
+                self.inner
+                    .counters
+                    .compactions
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    }
+
+    /// Rewrites the live entries into a new pack, dropping superseded, stale (an input is
+    /// gone or changed) and corrupt entries, and evicting over the size limit. Readers
+    /// holding hits from before keep them.
+    pub fn compact(&self) -> Result<CompactReport> {
+        if self.inner.options.disabled {
+            return Ok(CompactReport::default());
+        }
+        let report = self.write(|state| compact::compact(state, &self.inner.options))?;
+        self.inner
+            .counters
+            .compactions
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// Removes every entry, starting a new, empty pack generation.
+    pub fn clear(&self) -> Result<()> {
+        if self.inner.options.disabled {
+            return Ok(());
+        }
+        self.write(|state| {
+            state.body.entries.clear();
+            state.body.generation += 1;
+            state.body.pack_len = 0;
+            state.pack_file_len = 0;
+            Ok(())
+        })
+    }
+
+    /// Runs `change` on the published state under the writer lock, then publishes the
+    /// result, sweeps leftovers of other generations and refreshes this handle's snapshot.
+    fn write<T>(&self, change: impl FnOnce(&mut WriteState) -> Result<T>) -> Result<T> {
+        let inner = &self.inner;
+        let dir = &inner.dir;
+        let _local = inner
+            .writer
+            .try_lock_for(inner.options.lock_timeout)
+            .ok_or_else(|| Error::LockTimeout {
+                path: dir.join(writer::LOCK_FILE),
+                waited: inner.options.lock_timeout,
+            })?;
+        let _lock = writer::lock(dir, inner.options.lock_timeout)?;
+        let mut state = WriteState::load(dir, abi_tag())?;
+        let generation_before = state.body.generation;
+        let out = change(&mut state)?;
+        state.publish(inner.options.durability)?;
+        if state.body.generation != generation_before || state.body.entries.is_empty() {
+            writer::sweep(dir, state.body.generation);
+        }
+        drop(_lock);
+        if let Err(e) = self.reload() {
+            log::debug!("bytecode-pack: cannot reload after writing: {e}");
+        }
+        Ok(out)
+    }
+
+    /// Checks everything: the index against the rkyv validator, every entry's segments
+    /// against their checksums and the pack's own segment headers. Reports problems; never
+    /// changes the cache (a `compact` drops what is corrupt).
+    pub fn verify(&self) -> Result<crate::VerifyReport> {
+        if self.inner.options.disabled {
+            return Ok(crate::VerifyReport::default());
+        }
+        Ok(crate::verify::verify(&*self.reload()?))
+    }
+
+    /// The cache directory's state and this handle's counters. Reads the published index.
+    pub fn stats(&self) -> Result<Stats> {
+        let counters = self.inner.counters.read();
+        let dir = self.inner.dir.clone();
+        if self.inner.options.disabled {
+            return Ok(Stats {
+                entries: 0,
+                pack_bytes: 0,
+                live_bytes: 0,
+                index_bytes: 0,
+                generation: 0,
+                dir,
+                counters,
+            });
+        }
+        let snapshot = self.reload()?;
+        let (entries, live_bytes, generation) = match snapshot.body() {
+            Some(body) => {
+                let live: u64 = body
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let owned: [Option<crate::format::SegmentRef>; 3] = [
+                            Some((&e.bytecode).into()),
+                            e.source_map.as_ref().map(Into::into),
+                            e.aux.as_ref().map(Into::into),
+                        ];
+                        owned.iter().flatten().map(|s| s.stored_len()).sum::<u64>()
+                    })
+                    .sum();
+                (
+                    body.entries.len() as u64,
+                    crate::format::PACK_HEADER_LEN + live,
+                    body.generation.to_native(),
+                )
+            }
+            None => (0, 0, 0),
+        };
+        let pack_bytes = std::fs::symlink_metadata(dir.join(snapshot::pack_file_name(generation)))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        Ok(Stats {
+            entries,
+            pack_bytes: if generation == 0 { 0 } else { pack_bytes },
+            live_bytes,
+            index_bytes: snapshot.index_len(),
+            generation,
+            dir,
+            counters,
+        })
+    }
+}
+
+/// Looks `key` up in one snapshot: present, intact, and every input fresh.
+fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key) -> Result<Hit, MissReason> {
+    let Some((i, entry)) = snapshot.find(key.as_bytes()) else {
+        return Err(if snapshot.is_damaged() {
+            MissReason::Corrupt
+        } else {
+            MissReason::Absent
+        });
+    };
+    if !snapshot.segments_intact(i, entry) {
+        return Err(MissReason::Corrupt);
+    }
+    let recorded_at = entry.recorded_at_ns.to_native();
+    if !entry
+        .inputs
+        .iter()
+        .all(|input| freshness::is_fresh(input, recorded_at))
+    {
+        return Err(MissReason::Stale);
+    }
+    Ok(Hit {
+        snapshot: Arc::clone(snapshot),
+        entry: i,
+    })
+}

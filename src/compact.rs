@@ -1,0 +1,167 @@
+//! Compaction: rewrite the live entries into a new pack generation.
+//!
+//! Runs under the writer lock. The new pack is written to a temp file and renamed to
+//! `pack-<generation + 1>` before the index naming it is published; the old pack is removed
+//! only after that, and readers that still map it keep reading it undisturbed.
+
+use std::io::Write;
+
+use crate::error::{Error, Result};
+use crate::format::{self, EntryRecord, PACK_HEADER_LEN, SegmentKind, SegmentRef};
+use crate::freshness;
+use crate::options::{Durability, Options};
+use crate::snapshot::{map_committed_pack, pack_file_name};
+use crate::writer::{TEMP_PREFIX, WriteState};
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactReport {
+    /// Entries in the index before.
+    pub entries_before: u64,
+    /// Entries kept.
+    pub entries_after: u64,
+    /// Entries dropped because an input no longer exists or no longer holds its content.
+    pub dropped_stale: u64,
+    /// Entries dropped because a segment failed its checksum.
+    pub dropped_corrupt: u64,
+    /// Entries evicted, least recently inserted first, to get under the size limit.
+    pub evicted: u64,
+    /// Pack file bytes before (including dead space and torn tails).
+    pub pack_bytes_before: u64,
+    /// Pack file bytes after.
+    pub pack_bytes_after: u64,
+    /// The new pack generation.
+    pub generation: u64,
+}
+
+/// Rewrites `state` into a new generation, keeping only intact, fresh entries within the
+/// size limit. The caller publishes the new index and sweeps the old pack.
+pub(crate) fn compact(state: &mut WriteState, options: &Options) -> Result<CompactReport> {
+    let mut report = CompactReport {
+        entries_before: state.body.entries.len() as u64,
+        pack_bytes_before: state.pack_file_len,
+        ..CompactReport::default()
+    };
+    let old_pack_path = state.dir.join(pack_file_name(state.body.generation));
+    let old_pack = if state.body.pack_len >= PACK_HEADER_LEN {
+        Some(
+            map_committed_pack(
+                &old_pack_path,
+                state.body.generation,
+                state.body.pack_len,
+                state.abi_tag,
+            )
+            .map_err(Error::from)?,
+        )
+    } else {
+        None
+    };
+    let old_pack: &[u8] = old_pack.as_deref().unwrap_or(&[]);
+
+    let mut kept: Vec<EntryRecord> = Vec::with_capacity(state.body.entries.len());
+    for entry in std::mem::take(&mut state.body.entries) {
+        if !entry
+            .segments()
+            .all(|(_, s)| format::checked_segment_bytes(old_pack, s).is_ok())
+        {
+            report.dropped_corrupt += 1;
+            continue;
+        }
+        match revalidate_inputs(entry) {
+            Some(entry) => kept.push(entry),
+            None => report.dropped_stale += 1,
+        }
+    }
+    report.evicted = evict(&mut kept, options);
+
+    let generation = state.body.generation + 1;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(&state.dir)
+        .map_err(Error::io(&state.dir))?;
+    let tmp_path = tmp.path().to_path_buf();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+    out.write_all(&format::encode_pack_header(generation, state.abi_tag))
+        .map_err(Error::io(&tmp_path))?;
+    let mut offset = PACK_HEADER_LEN;
+    for entry in &mut kept {
+        let key = entry.key;
+        let mut copy = |kind: SegmentKind, s: &mut SegmentRef| -> std::io::Result<()> {
+            let payload = format::segment_bytes(old_pack, s).expect("checked above");
+            out.write_all(&format::encode_segment_header(kind, &key, payload))?;
+            out.write_all(payload)?;
+            s.offset = offset + format::SEGMENT_HEADER_LEN;
+            offset += s.stored_len();
+            Ok(())
+        };
+        copy(SegmentKind::Bytecode, &mut entry.bytecode).map_err(Error::io(&tmp_path))?;
+        if let Some(s) = entry.source_map.as_mut() {
+            copy(SegmentKind::SourceMap, s).map_err(Error::io(&tmp_path))?;
+        }
+        if let Some(s) = entry.aux.as_mut() {
+            copy(SegmentKind::Aux, s).map_err(Error::io(&tmp_path))?;
+        }
+    }
+    out.flush().map_err(Error::io(&tmp_path))?;
+    drop(out);
+    if options.durability == Durability::Full {
+        tmp.as_file().sync_all().map_err(Error::io(&tmp_path))?;
+    }
+    let new_pack_path = state.dir.join(pack_file_name(generation));
+    tmp.persist(&new_pack_path)
+        .map_err(|e| Error::io(&new_pack_path)(e.error))?;
+
+    report.entries_after = kept.len() as u64;
+    report.pack_bytes_after = offset;
+    report.generation = generation;
+    state.body.generation = generation;
+    state.body.pack_len = offset;
+    state.body.entries = kept;
+    state.pack_file_len = offset;
+    Ok(report)
+}
+
+/// Keeps an entry only if all its inputs still hold their recorded content; re-records racy
+/// or missing stat data, so that entries written moments after their sources were saved stop
+/// paying a re-hash on every `get`.
+fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
+    if !entry.inputs.iter().all(freshness::exists) {
+        return None;
+    }
+    let racy = entry
+        .inputs
+        .iter()
+        .any(|i| freshness::needs_refresh(i, entry.recorded_at_ns));
+    if !racy {
+        return Some(entry);
+    }
+    let refreshed: Option<Vec<_>> = entry.inputs.iter().map(freshness::refresh).collect();
+    entry.inputs = refreshed?;
+    entry.recorded_at_ns = freshness::now_nanos();
+    Some(entry)
+}
+
+/// Drops least recently inserted entries until live bytes fit the size limit's target.
+fn evict(entries: &mut Vec<EntryRecord>, options: &Options) -> u64 {
+    let live = |es: &[EntryRecord]| -> u64 { es.iter().map(EntryRecord::stored_len).sum() };
+    let mut total = PACK_HEADER_LEN + live(entries);
+    if total <= options.max_bytes {
+        return 0;
+    }
+    let mut by_age: Vec<(u64, [u8; 16], u64)> = entries
+        .iter()
+        .map(|e| (e.seq, e.key, e.stored_len()))
+        .collect();
+    by_age.sort_unstable();
+    let mut dropped = std::collections::HashSet::new();
+    for (_, key, len) in by_age {
+        if total <= options.eviction_target() {
+            break;
+        }
+        total -= len;
+        dropped.insert(key);
+    }
+    entries.retain(|e| !dropped.contains(&e.key));
+    dropped.len() as u64
+}

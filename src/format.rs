@@ -1,0 +1,678 @@
+//! The on-disk format: every byte this crate writes is laid out here, and only here.
+//!
+//! This module does no I/O. It turns owned values into bytes and checks bytes handed to it, so
+//! it is tested on `Vec`s and fuzzed without a filesystem. `FORMAT.md` at the repository root
+//! is the prose version of the same specification, with the concurrency protocol around it.
+//!
+//! # Files in a cache directory (`<root>/<abi_tag>/`)
+//!
+//! | name | written by | contents |
+//! |---|---|---|
+//! | `index` | writers, by temp file + `rename` | [index header](#index-file) + rkyv [`IndexBody`] |
+//! | `pack-<generation as 16 hex digits>` | writers, append-only | [pack header](#pack-file) + [segments](#segment) |
+//! | `lock` | writers | empty; `flock(2)`ed exclusively around every change |
+//! | `.tmp-*` | writers, under the lock | a file being prepared; a leftover is swept by the next writer |
+//!
+//! All integers are little-endian. Checksums are XXH3: 128-bit over payloads and bodies, 64-bit
+//! over fixed-size headers.
+//!
+//! # Index file
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `b"BCPKIDX\0"` |
+//! | 8 | 4 | [`FORMAT_VERSION`] |
+//! | 12 | 4 | header length, [`HEADER_LEN`] (64) |
+//! | 16 | 16 | `xxh3_128` of the ABI tag string ([`crate::abi_tag`]) |
+//! | 32 | 8 | body length in bytes; the file is exactly `64 + body length` long |
+//! | 40 | 8 | layout fingerprint of the archived types ([`layout_fingerprint`]) |
+//! | 48 | 8 | reserved, zero |
+//! | 56 | 8 | `xxh3_64` of bytes 0..56 |
+//! | 64 | 16 | `xxh3_128` of the body |
+//! | 80 | .. | body: an rkyv archive of [`IndexBody`], starting 16-byte aligned |
+//!
+//! rkyv stores no magic, version or length of its own and reads its root from the *end* of the
+//! buffer, so a torn or padded file could still "validate". The exact length in the header and
+//! the body checksum rule that out; only then is the body accessed, without rkyv's validator
+//! (which costs ~80 µs for 10,000 entries), through `unsafe_io::CheckedIndex`.
+//!
+//! # Pack file
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `b"BCPKPACK"` |
+//! | 8 | 4 | [`FORMAT_VERSION`] |
+//! | 12 | 4 | header length (64) |
+//! | 16 | 16 | `xxh3_128` of the ABI tag string |
+//! | 32 | 8 | generation (matches the file name and the index's `generation`) |
+//! | 40 | 16 | reserved, zero |
+//! | 56 | 8 | `xxh3_64` of bytes 0..56 |
+//! | 64 | .. | segments, back to back |
+//!
+//! The pack is only ever appended to. The index records how many bytes of it are committed
+//! (`pack_len`); bytes past that are a torn append from a crashed writer, never read, and count
+//! as dead space until compaction drops them. A pack is never truncated: readers map it.
+//!
+//! # Segment
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 4 | magic `b"BSEG"` |
+//! | 4 | 1 | kind: 1 bytecode, 2 source map, 3 aux |
+//! | 5 | 3 | reserved, zero |
+//! | 8 | 16 | the entry's key |
+//! | 24 | 8 | payload length |
+//! | 32 | 16 | `xxh3_128` of the payload |
+//! | 48 | 8 | `xxh3_64` of bytes 0..48 |
+//! | 56 | .. | payload |
+//!
+//! The index's [`SegmentRef`] repeats offset, length and checksum, so a reader never trusts the
+//! pack's own headers; they exist so that `verify` and recovery can walk a pack on its own.
+//!
+//! # Evolution
+//!
+//! Any change to a header, a segment or an archived type bumps [`FORMAT_VERSION`]. The version is
+//! part of the ABI tag, so a new version uses a new directory and never reads an old one; the
+//! old directory is left for pruning. There is no in-place migration: this is a cache, and
+//! rebuilding it is always correct.
+
+use rkyv::{Archive, Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+/// Bumped on any change to the bytes this module writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Length of the fixed part of the index header; the body checksum follows it.
+pub const HEADER_LEN: usize = 64;
+/// Offset of the index body: header plus its 16-byte body checksum. A multiple of 16, so an
+/// aligned file start gives an aligned rkyv root.
+pub const INDEX_BODY_OFFSET: usize = HEADER_LEN + 16;
+/// Length of a pack file's header; the first segment starts here.
+pub const PACK_HEADER_LEN: u64 = HEADER_LEN as u64;
+/// Length of a segment header; the payload starts this far after the segment's offset.
+pub const SEGMENT_HEADER_LEN: u64 = 56;
+
+const INDEX_MAGIC: [u8; 8] = *b"BCPKIDX\0";
+const PACK_MAGIC: [u8; 8] = *b"BCPKPACK";
+const SEGMENT_MAGIC: [u8; 4] = *b"BSEG";
+
+/// What a segment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SegmentKind {
+    /// Compiled bytecode, handed to the engine.
+    Bytecode = 1,
+    /// The entry's source map (UTF-8).
+    SourceMap = 2,
+    /// The caller's opaque sidecar (UTF-8).
+    Aux = 3,
+}
+
+/// Why bytes were rejected. Every variant is a miss for readers and a rebuild for writers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The file is shorter than its fixed header, or its length disagrees with the header.
+    #[error("length {got} bytes, expected {expected}")]
+    Length {
+        /// What the header (or the format) requires.
+        expected: u64,
+        /// What is there.
+        got: u64,
+    },
+    /// The first bytes are not this format's magic number.
+    #[error("bad magic number")]
+    Magic,
+    /// Written by another format version.
+    #[error("format version {got}, expected {expected}")]
+    Version {
+        /// This build's [`FORMAT_VERSION`].
+        expected: u32,
+        /// The file's.
+        got: u32,
+    },
+    /// Written for another ABI tag (QuickJS version, arch, endianness or pointer width).
+    #[error("written for another ABI tag")]
+    Abi,
+    /// Written by a build whose archived types have another layout.
+    #[error("archived type layout differs from this build")]
+    Layout,
+    /// A checksum did not match.
+    #[error("{what} checksum mismatch")]
+    Checksum {
+        /// Which checksum.
+        what: &'static str,
+    },
+    /// A pack belongs to another generation than the index names.
+    #[error("generation {got}, expected {expected}")]
+    Generation {
+        /// What the index names.
+        expected: u64,
+        /// What the pack header says.
+        got: u64,
+    },
+    /// The body does not start 16-byte aligned in memory (an in-memory caller's mistake).
+    #[error("index body is not 16-byte aligned in memory")]
+    Misaligned,
+    /// A reference points outside the committed part of the pack.
+    #[error("segment {offset}+{len} lies outside the committed {committed} bytes")]
+    OutOfBounds {
+        /// The segment's payload offset.
+        offset: u64,
+        /// The segment's payload length.
+        len: u64,
+        /// Committed pack length.
+        committed: u64,
+    },
+    /// The rkyv body failed structural validation (only checked by `verify`).
+    #[error("index body is malformed: {0}")]
+    Malformed(String),
+}
+
+/// The index: every live entry, sorted by key, and where the pack's committed data ends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct IndexBody {
+    /// The pack generation this index describes: `pack-<generation>`.
+    pub generation: u64,
+    /// Committed length of that pack, header included.
+    pub pack_len: u64,
+    /// Next insertion sequence number; eviction drops the smallest first.
+    pub next_seq: u64,
+    /// One record per key, sorted by key, no duplicates.
+    pub entries: Vec<EntryRecord>,
+}
+
+/// One cached module.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EntryRecord {
+    /// The key's 16 bytes.
+    pub key: [u8; 16],
+    /// Insertion order, for least-recently-inserted eviction.
+    pub seq: u64,
+    /// The module's name, as given to `NewEntry::new`.
+    pub module_name: String,
+    /// Wall-clock nanoseconds since the epoch, taken after the inputs were hashed; stat data
+    /// within the racy window before this instant is not trusted.
+    pub recorded_at_ns: i64,
+    /// Where the bytecode is.
+    pub bytecode: SegmentRef,
+    /// Where the source map is, if any.
+    pub source_map: Option<SegmentRef>,
+    /// Where the aux sidecar is, if any.
+    pub aux: Option<SegmentRef>,
+    /// Every input the entry depends on.
+    pub inputs: Vec<InputRecord>,
+}
+
+/// A segment's payload in the pack.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentRef {
+    /// Offset of the payload (not the segment header) from the start of the pack.
+    pub offset: u64,
+    /// Payload length.
+    pub len: u64,
+    /// `xxh3_128` of the payload, little-endian.
+    pub checksum: [u8; 16],
+}
+
+/// An input file and what it held when the entry was recorded.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct InputRecord {
+    /// The path's bytes (`OsStr` bytes on Unix).
+    pub path: Vec<u8>,
+    /// `xxh3_128` of the content the entry was compiled from, little-endian.
+    pub content_hash: [u8; 16],
+    /// Stat data that short-cuts re-hashing; `None` means "always re-hash".
+    pub stat: Option<StatRecord>,
+}
+
+/// The stat fields that change when a file's content may have changed.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatRecord {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Status-change time, nanoseconds since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number.
+    pub dev: u64,
+}
+
+impl SegmentRef {
+    /// Bytes this segment takes in the pack, header included.
+    pub fn stored_len(&self) -> u64 {
+        SEGMENT_HEADER_LEN + self.len
+    }
+}
+
+impl EntryRecord {
+    /// Bytes this entry's segments take in the pack.
+    pub fn stored_len(&self) -> u64 {
+        self.segments().map(|(_, s)| s.stored_len()).sum()
+    }
+
+    /// The entry's segments with their kinds.
+    pub fn segments(&self) -> impl Iterator<Item = (SegmentKind, &SegmentRef)> {
+        std::iter::once((SegmentKind::Bytecode, &self.bytecode))
+            .chain(self.source_map.iter().map(|s| (SegmentKind::SourceMap, s)))
+            .chain(self.aux.iter().map(|s| (SegmentKind::Aux, s)))
+    }
+}
+
+impl IndexBody {
+    /// Live bytes in the pack: header plus every entry's segments.
+    pub fn live_bytes(&self) -> u64 {
+        PACK_HEADER_LEN
+            + self
+                .entries
+                .iter()
+                .map(EntryRecord::stored_len)
+                .sum::<u64>()
+    }
+
+    /// Position of `key` in `entries` (`Ok`) or where it would go (`Err`).
+    pub fn position(&self, key: &[u8; 16]) -> Result<usize, usize> {
+        self.entries.binary_search_by(|e| e.key.cmp(key))
+    }
+}
+
+impl ArchivedIndexBody {
+    /// The archived record for `key`, by binary search over the sorted entries.
+    pub fn find(&self, key: &[u8; 16]) -> Option<&ArchivedEntryRecord> {
+        let entries = self.entries.as_slice();
+        entries
+            .binary_search_by(|e| e.key.cmp(key))
+            .ok()
+            .map(|i| &entries[i])
+    }
+}
+
+/// A fingerprint of the archived types' sizes and alignments, stored in the index header so a
+/// build whose layout differs (a forgotten [`FORMAT_VERSION`] bump) rejects the file instead
+/// of reading it through unchecked access. The idea is odht's: record your own type sizes.
+pub fn layout_fingerprint() -> u64 {
+    use std::mem::{align_of, size_of};
+    let sizes = [
+        size_of::<ArchivedIndexBody>(),
+        align_of::<ArchivedIndexBody>(),
+        size_of::<ArchivedEntryRecord>(),
+        align_of::<ArchivedEntryRecord>(),
+        size_of::<ArchivedSegmentRef>(),
+        size_of::<ArchivedInputRecord>(),
+        size_of::<ArchivedStatRecord>(),
+        size_of::<rkyv::option::ArchivedOption<ArchivedSegmentRef>>(),
+    ];
+    let mut bytes = Vec::with_capacity(sizes.len() * 8);
+    for s in sizes {
+        bytes.extend_from_slice(&(s as u64).to_le_bytes());
+    }
+    xxh3_64(&bytes)
+}
+
+/// `xxh3_128` of the ABI tag, as stored in headers.
+pub fn abi_hash(abi_tag: &str) -> [u8; 16] {
+    xxh3_128(abi_tag.as_bytes()).to_le_bytes()
+}
+
+/// `xxh3_128` of a payload, as stored in [`SegmentRef::checksum`] and segment headers.
+pub fn payload_checksum(bytes: &[u8]) -> [u8; 16] {
+    xxh3_128(bytes).to_le_bytes()
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Fills in the version, header length, ABI hash and the trailing header checksum around the
+/// magic and the file-specific fields at 32..56.
+fn seal_header(magic: [u8; 8], abi_tag: &str, fields: [u8; 24]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&magic);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    h[16..32].copy_from_slice(&abi_hash(abi_tag));
+    h[32..56].copy_from_slice(&fields);
+    let sum = xxh3_64(&h[..56]);
+    h[56..64].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
+/// Checks the parts [`seal_header`] wrote; returns bytes 32..56 for the caller to interpret.
+fn open_header<'a>(
+    bytes: &'a [u8],
+    magic: [u8; 8],
+    abi_tag: &str,
+) -> Result<&'a [u8], FormatError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(FormatError::Length {
+            expected: HEADER_LEN as u64,
+            got: bytes.len() as u64,
+        });
+    }
+    if bytes[0..8] != magic {
+        return Err(FormatError::Magic);
+    }
+    if xxh3_64(&bytes[..56]) != u64_at(bytes, 56) {
+        return Err(FormatError::Checksum { what: "header" });
+    }
+    let version = u32_at(bytes, 8);
+    if version != FORMAT_VERSION {
+        return Err(FormatError::Version {
+            expected: FORMAT_VERSION,
+            got: version,
+        });
+    }
+    if u32_at(bytes, 12) as usize != HEADER_LEN {
+        return Err(FormatError::Malformed("header length".into()));
+    }
+    if bytes[16..32] != abi_hash(abi_tag) {
+        return Err(FormatError::Abi);
+    }
+    Ok(&bytes[32..56])
+}
+
+/// Serialises `body` into a complete index file.
+pub fn encode_index(body: &IndexBody, abi_tag: &str) -> Vec<u8> {
+    let archived = rkyv::to_bytes::<rkyv::rancor::BoxedError>(body)
+        .expect("serialising plain owned data into a Vec cannot fail");
+    let mut fields = [0u8; 24];
+    fields[0..8].copy_from_slice(&(archived.len() as u64).to_le_bytes());
+    fields[8..16].copy_from_slice(&layout_fingerprint().to_le_bytes());
+    let mut out = Vec::with_capacity(INDEX_BODY_OFFSET + archived.len());
+    out.extend_from_slice(&seal_header(INDEX_MAGIC, abi_tag, fields));
+    out.extend_from_slice(&payload_checksum(&archived));
+    out.extend_from_slice(&archived);
+    out
+}
+
+/// Checks a whole index file's bytes: header, exact length, layout fingerprint, body checksum
+/// and alignment. Returns the body, which is then exactly what this build's serializer wrote.
+pub fn check_index<'a>(file: &'a [u8], abi_tag: &str) -> Result<&'a [u8], FormatError> {
+    let fields = open_header(file, INDEX_MAGIC, abi_tag)?;
+    let body_len = u64::from_le_bytes(fields[0..8].try_into().expect("8 bytes"));
+    let expected = (INDEX_BODY_OFFSET as u64).saturating_add(body_len);
+    if file.len() as u64 != expected {
+        return Err(FormatError::Length {
+            expected,
+            got: file.len() as u64,
+        });
+    }
+    if fields[8..16] != layout_fingerprint().to_le_bytes() {
+        return Err(FormatError::Layout);
+    }
+    let body = &file[INDEX_BODY_OFFSET..];
+    if payload_checksum(body) != file[HEADER_LEN..INDEX_BODY_OFFSET] {
+        return Err(FormatError::Checksum { what: "index body" });
+    }
+    if !(body.as_ptr() as usize).is_multiple_of(16) {
+        return Err(FormatError::Misaligned);
+    }
+    // rkyv needs at least the root's bytes; an empty body is never written.
+    if body.len() < std::mem::size_of::<ArchivedIndexBody>() {
+        return Err(FormatError::Malformed("body shorter than its root".into()));
+    }
+    Ok(body)
+}
+
+/// Full structural validation of a body with rkyv's validator: slower than the checksum, used
+/// by `verify` to catch a writer bug that a checksum cannot.
+pub fn validate_body(body: &[u8]) -> Result<&ArchivedIndexBody, FormatError> {
+    rkyv::access::<ArchivedIndexBody, rkyv::rancor::BoxedError>(body)
+        .map_err(|e| FormatError::Malformed(e.to_string()))
+}
+
+/// The header of a new pack file of `generation`.
+pub fn encode_pack_header(generation: u64, abi_tag: &str) -> [u8; HEADER_LEN] {
+    let mut fields = [0u8; 24];
+    fields[0..8].copy_from_slice(&generation.to_le_bytes());
+    seal_header(PACK_MAGIC, abi_tag, fields)
+}
+
+/// Checks a pack's header against the generation its index names.
+pub fn check_pack_header(pack: &[u8], generation: u64, abi_tag: &str) -> Result<(), FormatError> {
+    let fields = open_header(pack, PACK_MAGIC, abi_tag)?;
+    let got = u64::from_le_bytes(fields[0..8].try_into().expect("8 bytes"));
+    if got != generation {
+        return Err(FormatError::Generation {
+            expected: generation,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// The header of a segment holding `payload`.
+pub fn encode_segment_header(
+    kind: SegmentKind,
+    key: &[u8; 16],
+    payload: &[u8],
+) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    h[0..4].copy_from_slice(&SEGMENT_MAGIC);
+    h[4] = kind as u8;
+    h[8..24].copy_from_slice(key);
+    h[24..32].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    h[32..48].copy_from_slice(&payload_checksum(payload));
+    let sum = xxh3_64(&h[..48]);
+    h[48..56].copy_from_slice(&sum.to_le_bytes());
+    h
+}
+
+/// A segment found by walking a pack on its own (for `verify` and recovery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedSegment {
+    /// What it holds.
+    pub kind: SegmentKind,
+    /// The key it was written for.
+    pub key: [u8; 16],
+    /// Where its payload is.
+    pub payload: SegmentRef,
+}
+
+/// Parses the segment whose header starts at `offset` in `pack`, checking both checksums.
+pub fn scan_segment(pack: &[u8], offset: u64) -> Result<ScannedSegment, FormatError> {
+    let committed = pack.len() as u64;
+    let out_of_bounds = |len| FormatError::OutOfBounds {
+        offset,
+        len,
+        committed,
+    };
+    let start = usize::try_from(offset).map_err(|_| out_of_bounds(SEGMENT_HEADER_LEN))?;
+    let header_end = offset
+        .checked_add(SEGMENT_HEADER_LEN)
+        .filter(|&end| end <= committed)
+        .ok_or_else(|| out_of_bounds(SEGMENT_HEADER_LEN))?;
+    let h = &pack[start..header_end as usize];
+    if h[0..4] != SEGMENT_MAGIC {
+        return Err(FormatError::Magic);
+    }
+    if xxh3_64(&h[..48]) != u64_at(h, 48) {
+        return Err(FormatError::Checksum {
+            what: "segment header",
+        });
+    }
+    let kind = match h[4] {
+        1 => SegmentKind::Bytecode,
+        2 => SegmentKind::SourceMap,
+        3 => SegmentKind::Aux,
+        other => return Err(FormatError::Malformed(format!("segment kind {other}"))),
+    };
+    let payload = SegmentRef {
+        offset: header_end,
+        len: u64_at(h, 24),
+        checksum: h[32..48].try_into().expect("16 bytes"),
+    };
+    let bytes = segment_bytes(pack, &payload)?;
+    if payload_checksum(bytes) != payload.checksum {
+        return Err(FormatError::Checksum {
+            what: "segment payload",
+        });
+    }
+    Ok(ScannedSegment {
+        kind,
+        key: h[8..24].try_into().expect("16 bytes"),
+        payload,
+    })
+}
+
+/// The payload bytes `segment` names, bounds-checked against the committed pack.
+pub fn segment_bytes<'p>(pack: &'p [u8], segment: &SegmentRef) -> Result<&'p [u8], FormatError> {
+    let committed = pack.len() as u64;
+    let end = segment.offset.checked_add(segment.len);
+    match end {
+        Some(end) if end <= committed && segment.offset >= PACK_HEADER_LEN => {
+            Ok(&pack[segment.offset as usize..end as usize])
+        }
+        _ => Err(FormatError::OutOfBounds {
+            offset: segment.offset,
+            len: segment.len,
+            committed,
+        }),
+    }
+}
+
+/// [`segment_bytes`], then the payload checksum.
+pub fn checked_segment_bytes<'p>(
+    pack: &'p [u8],
+    segment: &SegmentRef,
+) -> Result<&'p [u8], FormatError> {
+    let bytes = segment_bytes(pack, segment)?;
+    if payload_checksum(bytes) != segment.checksum {
+        return Err(FormatError::Checksum {
+            what: "segment payload",
+        });
+    }
+    Ok(bytes)
+}
+
+/// The owned form of an archived segment reference.
+impl From<&ArchivedSegmentRef> for SegmentRef {
+    fn from(a: &ArchivedSegmentRef) -> Self {
+        SegmentRef {
+            offset: a.offset.to_native(),
+            len: a.len.to_native(),
+            checksum: a.checksum,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAG: &str = "test-abi";
+
+    fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec {
+        let mut v = rkyv::util::AlignedVec::new();
+        v.extend_from_slice(bytes);
+        v
+    }
+
+    fn sample_body() -> IndexBody {
+        IndexBody {
+            generation: 7,
+            pack_len: 1000,
+            next_seq: 2,
+            entries: vec![EntryRecord {
+                key: [3; 16],
+                seq: 1,
+                module_name: "main.js".into(),
+                recorded_at_ns: 42,
+                bytecode: SegmentRef {
+                    offset: 120,
+                    len: 10,
+                    checksum: [9; 16],
+                },
+                source_map: None,
+                aux: Some(SegmentRef {
+                    offset: 200,
+                    len: 3,
+                    checksum: [1; 16],
+                }),
+                inputs: vec![InputRecord {
+                    path: b"/a/b.js".to_vec(),
+                    content_hash: [5; 16],
+                    stat: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn index_round_trips_and_every_header_byte_is_covered() {
+        let body = sample_body();
+        let file = aligned(&encode_index(&body, TAG));
+        let verified = check_index(&file, TAG).expect("valid");
+        let archived = validate_body(verified).expect("structurally valid");
+        let back: IndexBody = rkyv::deserialize::<_, rkyv::rancor::BoxedError>(archived).unwrap();
+        assert_eq!(back, body);
+
+        for i in 0..INDEX_BODY_OFFSET {
+            let mut bad = aligned(&file);
+            bad[i] ^= 0x40;
+            assert!(check_index(&bad, TAG).is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn index_rejects_other_abi_trailing_bytes_and_truncation() {
+        let file = aligned(&encode_index(&sample_body(), TAG));
+        assert_eq!(check_index(&file, "other").err(), Some(FormatError::Abi));
+        let mut padded = aligned(&file);
+        padded.extend_from_slice(&[0; 16]);
+        assert!(matches!(
+            check_index(&padded, TAG),
+            Err(FormatError::Length { .. })
+        ));
+        let short = aligned(&file[..file.len() - 1]);
+        assert!(matches!(
+            check_index(&short, TAG),
+            Err(FormatError::Length { .. })
+        ));
+        let mut flipped = aligned(&file);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(
+            check_index(&flipped, TAG).err(),
+            Some(FormatError::Checksum { what: "index body" })
+        );
+    }
+
+    #[test]
+    fn segments_scan_and_reject_damage() {
+        let key = [7u8; 16];
+        let payload = b"bytecode bytes";
+        let mut pack = encode_pack_header(3, TAG).to_vec();
+        pack.extend_from_slice(&encode_segment_header(SegmentKind::Bytecode, &key, payload));
+        pack.extend_from_slice(payload);
+        check_pack_header(&pack, 3, TAG).unwrap();
+        assert!(matches!(
+            check_pack_header(&pack, 4, TAG),
+            Err(FormatError::Generation { .. })
+        ));
+        let seg = scan_segment(&pack, PACK_HEADER_LEN).unwrap();
+        assert_eq!(seg.kind, SegmentKind::Bytecode);
+        assert_eq!(seg.key, key);
+        assert_eq!(checked_segment_bytes(&pack, &seg.payload).unwrap(), payload);
+
+        for i in PACK_HEADER_LEN as usize..pack.len() {
+            let mut bad = pack.clone();
+            bad[i] ^= 0x01;
+            assert!(scan_segment(&bad, PACK_HEADER_LEN).is_err(), "flip at {i}");
+        }
+        assert!(scan_segment(&pack[..pack.len() - 1], PACK_HEADER_LEN).is_err());
+        let huge = SegmentRef {
+            offset: u64::MAX - 2,
+            len: 10,
+            checksum: [0; 16],
+        };
+        assert!(segment_bytes(&pack, &huge).is_err());
+    }
+}

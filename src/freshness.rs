@@ -1,0 +1,261 @@
+//! Freshness: which files an entry was compiled from, and whether they still hold that content.
+//!
+//! Each input is recorded with the XXH3-128 of its content and its stat data (size, mtime,
+//! ctime, inode, device). A `get` re-hashes an input only when the stat data changed or cannot
+//! be trusted, so an unchanged tree costs one `stat` per input.
+//!
+//! Stat data is not trusted when it is *racy*, as git calls it: a timestamp within
+//! [`RACY_WINDOW`] of the moment the entry was recorded. Filesystem timestamps are coarse (whole
+//! seconds on some filesystems, a kernel tick on others), so a file edited just after it was
+//! hashed can keep the same size and mtime; for such inputs every `get` re-hashes instead.
+//! An input whose stat changed between before and after hashing is recorded with no stat at
+//! all, and always re-hashed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use xxhash_rust::xxh3::xxh3_128;
+
+use crate::error::{Error, Result};
+use crate::format::{ArchivedInputRecord, InputRecord, StatRecord};
+use crate::key::canonical_or_absolute;
+
+/// How close to the recording instant a timestamp must be to count as racy. Two seconds covers
+/// FAT's 2 s mtime granularity and coarse kernel clocks everywhere else.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// A file an entry was compiled from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    path: PathBuf,
+    compiled_hash: Option<[u8; 16]>,
+}
+
+impl Input {
+    /// An input whose content is read and hashed when `put` runs.
+    pub fn path(path: impl Into<PathBuf>) -> Input {
+        Input {
+            path: path.into(),
+            compiled_hash: None,
+        }
+    }
+
+    /// An input recorded with the bytes the compiler actually read. If the file no longer
+    /// holds exactly these bytes when `put` runs (it was edited between compile and `put`),
+    /// the entry is stored so that it misses: it can never serve bytecode for content it was
+    /// not compiled from.
+    pub fn with_content(path: impl Into<PathBuf>, content: &[u8]) -> Input {
+        Input {
+            path: path.into(),
+            compiled_hash: Some(xxh3_128(content).to_le_bytes()),
+        }
+    }
+
+    /// The input's path, as given.
+    pub fn as_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Nanoseconds since the epoch, saturating; times before 1970 are negative.
+pub(crate) fn epoch_nanos(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+pub(crate) fn now_nanos() -> i64 {
+    epoch_nanos(SystemTime::now())
+}
+
+#[cfg(unix)]
+fn stat_record(meta: &fs::Metadata) -> StatRecord {
+    use std::os::unix::fs::MetadataExt;
+    StatRecord {
+        size: meta.size(),
+        mtime_ns: meta
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.mtime_nsec()),
+        ctime_ns: meta
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.ctime_nsec()),
+        ino: meta.ino(),
+        dev: meta.dev(),
+    }
+}
+
+#[cfg(not(unix))]
+fn stat_record(meta: &fs::Metadata) -> StatRecord {
+    let mtime_ns = meta.modified().map(epoch_nanos).unwrap_or(0);
+    StatRecord {
+        size: meta.len(),
+        mtime_ns,
+        // No ctime or inode here: the mtime stands in, and the racy rule still applies.
+        ctime_ns: mtime_ns,
+        ino: 0,
+        dev: 0,
+    }
+}
+
+fn path_bytes(path: &Path) -> Vec<u8> {
+    path.as_os_str().as_encoded_bytes().to_vec()
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: &[u8]) -> Option<&Path> {
+    use std::os::unix::ffi::OsStrExt;
+    Some(Path::new(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: &[u8]) -> Option<&Path> {
+    std::str::from_utf8(bytes).ok().map(Path::new)
+}
+
+/// Hashes `input` for a `put`. The path is canonicalised so the record does not depend on the
+/// current directory.
+pub(crate) fn record(input: &Input) -> Result<InputRecord> {
+    let path = canonical_or_absolute(&input.path);
+    let read = || -> std::io::Result<_> {
+        let before = fs::metadata(&path)?;
+        let content = fs::read(&path)?;
+        let after = fs::metadata(&path)?;
+        Ok((
+            stat_record(&before),
+            xxh3_128(&content).to_le_bytes(),
+            stat_record(&after),
+        ))
+    };
+    match (read(), input.compiled_hash) {
+        (Ok((before, on_disk, after)), compiled) => {
+            let content_hash = compiled.unwrap_or(on_disk);
+            // Trust stat data only if it describes exactly the content recorded.
+            let stable = before == after && content_hash == on_disk;
+            Ok(InputRecord {
+                path: path_bytes(&path),
+                content_hash,
+                stat: stable.then_some(before),
+            })
+        }
+        // The compiler read this file but it is gone now: record it so the entry misses.
+        (Err(_), Some(compiled)) => Ok(InputRecord {
+            path: path_bytes(&path),
+            content_hash: compiled,
+            stat: None,
+        }),
+        (Err(source), None) => Err(Error::Input { path, source }),
+    }
+}
+
+/// Whether stat data recorded at `recorded_at_ns` can stand in for the content.
+fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
+    let horizon = recorded_at_ns.saturating_sub(RACY_WINDOW.as_nanos() as i64);
+    stat.mtime_ns < horizon && stat.ctime_ns < horizon
+}
+
+/// Whether the input still holds the content the entry was compiled from.
+pub(crate) fn is_fresh(input: &ArchivedInputRecord, recorded_at_ns: i64) -> bool {
+    let Some(path) = path_from_bytes(input.path.as_slice()) else {
+        return false;
+    };
+    let Ok(meta) = fs::metadata(path) else {
+        return false;
+    };
+    let recorded = input.stat.as_ref().map(|s| StatRecord {
+        size: s.size.to_native(),
+        mtime_ns: s.mtime_ns.to_native(),
+        ctime_ns: s.ctime_ns.to_native(),
+        ino: s.ino.to_native(),
+        dev: s.dev.to_native(),
+    });
+    if let Some(recorded) = recorded {
+        let now = stat_record(&meta);
+        if now == recorded && stat_is_trusted(&recorded, recorded_at_ns) {
+            return true;
+        }
+        // Recorded stat data describes the recorded content, so another size is another file.
+        if now.size != recorded.size {
+            return false;
+        }
+    }
+    match fs::read(path) {
+        Ok(content) => xxh3_128(&content).to_le_bytes() == input.content_hash,
+        Err(_) => false,
+    }
+}
+
+/// Whether an owned record's stat data is racy or missing, so that compaction may refresh it.
+pub(crate) fn needs_refresh(input: &InputRecord, recorded_at_ns: i64) -> bool {
+    input
+        .stat
+        .as_ref()
+        .is_none_or(|s| !stat_is_trusted(s, recorded_at_ns))
+}
+
+/// Re-records an input for compaction: `Some` with fresh stat data if the file still holds
+/// the recorded content, `None` if it does not (the entry is stale and is dropped).
+pub(crate) fn refresh(input: &InputRecord) -> Option<InputRecord> {
+    let path = path_from_bytes(&input.path)?;
+    let before = fs::metadata(path).ok()?;
+    let content = fs::read(path).ok()?;
+    let after = fs::metadata(path).ok()?;
+    if xxh3_128(&content).to_le_bytes() != input.content_hash {
+        return None;
+    }
+    let (before, after) = (stat_record(&before), stat_record(&after));
+    Some(InputRecord {
+        stat: (before == after).then_some(before),
+        ..input.clone()
+    })
+}
+
+/// Whether an owned input's file still exists (compaction drops entries whose inputs vanished).
+pub(crate) fn exists(input: &InputRecord) -> bool {
+    path_from_bytes(&input.path).is_some_and(|p| fs::metadata(p).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn racy_window_is_relative_to_recording() {
+        let t = 10_000_000_000i64;
+        let old = StatRecord {
+            size: 1,
+            mtime_ns: t - 3_000_000_000,
+            ctime_ns: t - 3_000_000_000,
+            ino: 1,
+            dev: 1,
+        };
+        assert!(stat_is_trusted(&old, t));
+        assert!(!stat_is_trusted(
+            &StatRecord {
+                mtime_ns: t - 1,
+                ..old
+            },
+            t
+        ));
+        assert!(!stat_is_trusted(&StatRecord { ctime_ns: t, ..old }, t));
+    }
+
+    #[test]
+    fn with_content_mismatch_records_no_stat() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.js");
+        fs::write(&p, "new").unwrap();
+        let rec = record(&Input::with_content(&p, b"old")).unwrap();
+        assert!(rec.stat.is_none());
+        assert_eq!(rec.content_hash, xxh3_128(b"old").to_le_bytes());
+        let rec = record(&Input::with_content(&p, b"new")).unwrap();
+        assert!(rec.stat.is_some());
+        assert!(matches!(
+            record(&Input::path(dir.path().join("missing"))),
+            Err(Error::Input { .. })
+        ));
+    }
+}

@@ -1,0 +1,92 @@
+//! Gathering a module's inputs from its entry files and its source map.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// The files a compiled module depends on: `entry_paths` plus every file named in the source
+/// map's `sources` that exists, resolved against `cwd`, canonicalised and deduplicated (sorted).
+///
+/// Source map entries that are not files (`webpack://…`, `<anonymous>`, inlined virtual
+/// modules) or that do not exist are skipped; an unparsable source map contributes nothing.
+/// A source map may omit files a bundler inlined completely, so a host with a bundler should
+/// add the bundler's own module graph to the inputs.
+pub fn collect_inputs<P: AsRef<Path>>(
+    entry_paths: &[P],
+    source_map_json: Option<&str>,
+    cwd: &Path,
+) -> Vec<PathBuf> {
+    let mut found = BTreeSet::new();
+    let mut add = |path: &Path| {
+        let path = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            cwd.join(path)
+        };
+        if let Ok(canonical) = path.canonicalize()
+            && canonical.is_file()
+        {
+            found.insert(canonical);
+        }
+    };
+    for entry in entry_paths {
+        add(entry.as_ref());
+    }
+    if let Some(json) = source_map_json {
+        for source in source_map_sources(json) {
+            let source = source.strip_prefix("file://").unwrap_or(&source);
+            if source.contains("://") || source.starts_with('<') || source.is_empty() {
+                continue;
+            }
+            add(Path::new(source));
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// The `sources` of a regular or indexed source map, with `sourceRoot` applied.
+fn source_map_sources(json: &str) -> Vec<String> {
+    let decoded = match sourcemap::decode_slice(json.as_bytes()) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            log::debug!("bytecode-pack: ignoring unparsable source map: {e}");
+            return Vec::new();
+        }
+    };
+    let sources = |map: &sourcemap::SourceMap| map.sources().map(str::to_owned).collect();
+    match decoded {
+        sourcemap::DecodedMap::Regular(map) => sources(&map),
+        sourcemap::DecodedMap::Index(index) => {
+            index.flatten().map(|m| sources(&m)).unwrap_or_default()
+        }
+        sourcemap::DecodedMap::Hermes(hermes) => sources(&hermes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collects_entries_and_existing_sources_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("src")).unwrap();
+        for f in ["entry.js", "src/a.js", "src/b.js"] {
+            std::fs::write(root.join(f), "x").unwrap();
+        }
+        let map = r#"{"version":3,"sources":["src/a.js","./src/b.js","src/missing.js","webpack://x/y.js","entry.js"],"names":[],"mappings":""}"#;
+        let got = collect_inputs(&[root.join("entry.js")], Some(map), &root);
+        assert_eq!(
+            got,
+            vec![
+                root.join("entry.js"),
+                root.join("src/a.js"),
+                root.join("src/b.js")
+            ]
+        );
+        assert_eq!(
+            collect_inputs(&[root.join("entry.js")], Some("not json"), &root),
+            vec![root.join("entry.js")]
+        );
+    }
+}

@@ -1,0 +1,77 @@
+//! A cross-process on-disk cache for compiled QuickJS bytecode.
+//!
+//! One append-only pack file holds the bytecode (with each entry's source map and an opaque
+//! `aux` sidecar); an rkyv index, memory-mapped and published by atomic rename, answers
+//! lookups without copying and without locks. Writers append under an advisory file lock;
+//! compaction rewrites the live entries into a new pack without disturbing readers. Every
+//! entry records its input files with XXH3 content hashes, so an edit makes it miss, and every
+//! byte handed out has passed a checksum.
+//!
+//! ```
+//! use bytecode_pack::{Cache, Input, Key, NewEntry};
+//!
+//! # fn main() -> Result<(), bytecode_pack::Error> {
+//! let root = tempfile::tempdir().unwrap();
+//! let src = root.path().join("main.js");
+//! std::fs::write(&src, "export const answer = 42;").unwrap();
+//!
+//! let cache = Cache::open(root.path().join("cache"))?;
+//! let key = Key::for_paths(&[&src]);
+//! assert!(cache.get(&key).is_none());
+//!
+//! let bytecode = b"...bytes from Module::write...";
+//! cache.put(&key, &NewEntry::new("main.js", bytecode).inputs(vec![Input::path(&src)]))?;
+//!
+//! let hit = cache.get(&key).expect("fresh entry");
+//! assert_eq!(hit.bytecode(), bytecode);
+//!
+//! std::fs::write(&src, "export const answer = 43;").unwrap(); // an edit makes it miss
+//! assert!(cache.get(&key).is_none());
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! | module | responsibility |
+//! |---|---|
+//! | `format` | the on-disk format, byte by byte (see also `FORMAT.md`) |
+//! | `unsafe_io` | the only `unsafe`: mmap, unchecked access to a checksummed index |
+//! | `snapshot` | the reader's immutable, lock-free view |
+//! | `writer` | the advisory lock, appends, atomic publication |
+//! | `compact` | rewriting live entries into a new generation |
+//! | `freshness` | input hashing, stat short-cuts, the racy-timestamp rule |
+//! | `quickjs` | compiling, loading and a cache-backed module loader |
+
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod abi;
+mod cache;
+mod compact;
+mod error;
+pub mod format;
+mod freshness;
+mod fsys;
+mod inputs;
+mod key;
+mod options;
+#[cfg(feature = "quickjs")]
+pub mod quickjs;
+mod snapshot;
+#[allow(unsafe_code)]
+mod unsafe_io;
+mod verify;
+mod writer;
+
+pub use abi::abi_tag;
+pub use cache::{
+    Cache, CacheBuilder, Counters, ENV_CACHE_DIR, ENV_DISABLE, Hit, MissReason, NewEntry, Stats,
+    default_root,
+};
+pub use compact::CompactReport;
+pub use error::{Error, Result};
+pub use freshness::{Input, RACY_WINDOW};
+pub use inputs::collect_inputs;
+pub use key::Key;
+pub use options::Durability;
+pub use verify::VerifyReport;

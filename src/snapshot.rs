@@ -1,0 +1,318 @@
+//! The reader's view: one published index and the committed prefix of its pack, both mapped.
+//!
+//! A snapshot never changes and never takes a lock. Writers publish a new index by `rename`
+//! and only append to packs beyond any committed length, so a snapshot's mappings stay valid
+//! while other processes write or compact; a [`crate::Hit`] holds its snapshot alive.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+use crate::format::{self, ArchivedEntryRecord, ArchivedIndexBody, FormatError, SegmentRef};
+use crate::unsafe_io::{CheckedIndex, map_prefix};
+
+/// The index file's name in a cache directory.
+pub(crate) const INDEX_FILE: &str = "index";
+
+/// The pack file of `generation`.
+pub(crate) fn pack_file_name(generation: u64) -> String {
+    format!("pack-{generation:016x}")
+}
+
+/// Which index file a snapshot was read from: `rename` gives every publication a new inode,
+/// and the old one stays allocated while mapped, so equal identities mean the same index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileIdentity {
+    dev: u64,
+    ino: u64,
+}
+
+#[cfg(unix)]
+fn identity_of(meta: &fs::Metadata) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    FileIdentity {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    }
+}
+
+#[cfg(not(unix))]
+fn identity_of(meta: &fs::Metadata) -> FileIdentity {
+    use crate::freshness::epoch_nanos;
+    FileIdentity {
+        dev: meta.len(),
+        ino: meta.modified().map(epoch_nanos).unwrap_or(0) as u64,
+    }
+}
+
+/// The identity of the index currently published in `dir`, `None` if there is none.
+pub(crate) fn published_identity(dir: &Path) -> Option<FileIdentity> {
+    fs::symlink_metadata(dir.join(INDEX_FILE))
+        .ok()
+        .map(|m| identity_of(&m))
+}
+
+const UNCHECKED: u8 = 0;
+const GOOD: u8 = 1;
+const BAD: u8 = 2;
+
+/// A consistent, immutable view of a cache directory.
+pub(crate) struct Snapshot {
+    index: Option<CheckedIndex<Mmap>>,
+    pack: Option<Mmap>,
+    identity: Option<FileIdentity>,
+    /// The index file exists but was rejected; every lookup is a corrupt miss until a writer
+    /// publishes a good one.
+    damaged: bool,
+    /// Per entry: whether its segments' checksums were checked, and the verdict. Mapped bytes
+    /// never change (see `unsafe_io`), so one check per snapshot is enough.
+    checked: Box<[AtomicU8]>,
+}
+
+/// How many times to re-read the index when its pack vanished under us (a compactor removed
+/// it between our reading the index and opening the pack).
+const LOAD_ATTEMPTS: usize = 4;
+
+impl Snapshot {
+    /// The view of a directory with no index yet.
+    pub(crate) fn empty() -> Snapshot {
+        Snapshot {
+            index: None,
+            pack: None,
+            identity: None,
+            damaged: false,
+            checked: Box::new([]),
+        }
+    }
+
+    /// Reads the published index and maps its pack. A missing index is an empty snapshot; a
+    /// rejected one is an empty, damaged snapshot (logged), so callers only see I/O errors.
+    pub(crate) fn load(dir: &Path, abi_tag: &str) -> Result<Snapshot> {
+        let mut last_err = None;
+        for _ in 0..LOAD_ATTEMPTS {
+            match Self::try_load(dir, abi_tag) {
+                Ok(snapshot) => return Ok(snapshot),
+                Err(LoadError::PackVanished(path)) => {
+                    last_err = Some(Error::Io {
+                        path,
+                        source: io::ErrorKind::NotFound.into(),
+                    })
+                }
+                Err(LoadError::Format {
+                    path,
+                    source,
+                    identity,
+                }) => {
+                    log::warn!("bytecode-pack: ignoring {}: {source}", path.display());
+                    return Ok(Snapshot {
+                        damaged: true,
+                        identity,
+                        ..Snapshot::empty()
+                    });
+                }
+                Err(LoadError::Io(e)) => return Err(e),
+            }
+        }
+        Err(last_err.expect("at least one attempt"))
+    }
+
+    fn try_load(dir: &Path, abi_tag: &str) -> Result<Snapshot, LoadError> {
+        let index_path = dir.join(INDEX_FILE);
+        let (index, identity) = match open_index(&index_path, abi_tag) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(Snapshot::empty()),
+            Err(e) => return Err(e),
+        };
+        let body = index.body();
+        let generation = body.generation.to_native();
+        let pack_len = body.pack_len.to_native();
+        let pack_path = dir.join(pack_file_name(generation));
+        let pack = match map_committed_pack(&pack_path, generation, pack_len, abi_tag) {
+            Ok(pack) => pack,
+            Err(LoadError::Format { path, source, .. }) => {
+                return Err(LoadError::Format {
+                    path,
+                    source,
+                    identity: Some(identity),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let checked = (0..body.entries.len())
+            .map(|_| AtomicU8::new(UNCHECKED))
+            .collect();
+        Ok(Snapshot {
+            index: Some(index),
+            pack: Some(pack),
+            identity: Some(identity),
+            damaged: false,
+            checked,
+        })
+    }
+
+    /// The archived index, if there is one.
+    pub(crate) fn body(&self) -> Option<&ArchivedIndexBody> {
+        self.index.as_ref().map(CheckedIndex::body)
+    }
+
+    /// The index file's raw body bytes (for full validation).
+    pub(crate) fn body_bytes(&self) -> Option<&[u8]> {
+        self.index.as_ref().map(CheckedIndex::body_bytes)
+    }
+
+    /// The committed bytes of the pack.
+    pub(crate) fn pack(&self) -> &[u8] {
+        self.pack.as_deref().unwrap_or(&[])
+    }
+
+    pub(crate) fn identity(&self) -> Option<FileIdentity> {
+        self.identity
+    }
+
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.damaged
+    }
+
+    /// The index file's length, 0 if there is none.
+    pub(crate) fn index_len(&self) -> u64 {
+        self.index.as_ref().map_or(0, |i| i.file_len() as u64)
+    }
+
+    /// Finds `key`: its position and record.
+    pub(crate) fn find(&self, key: &[u8; 16]) -> Option<(usize, &ArchivedEntryRecord)> {
+        let entries = self.body()?.entries.as_slice();
+        let i = entries.binary_search_by(|e| e.key.cmp(key)).ok()?;
+        Some((i, &entries[i]))
+    }
+
+    /// Whether every segment of entry `i` passes its checksum; checked once per snapshot.
+    pub(crate) fn segments_intact(&self, i: usize, entry: &ArchivedEntryRecord) -> bool {
+        let Some(state) = self.checked.get(i) else {
+            return false;
+        };
+        match state.load(Ordering::Acquire) {
+            GOOD => return true,
+            BAD => return false,
+            _ => {}
+        }
+        let pack = self.pack();
+        let segments = std::iter::once(Some(&entry.bytecode))
+            .chain([entry.source_map.as_ref(), entry.aux.as_ref()])
+            .flatten();
+        let good = segments
+            .map(SegmentRef::from)
+            .all(|s| format::checked_segment_bytes(pack, &s).is_ok());
+        state.store(if good { GOOD } else { BAD }, Ordering::Release);
+        good
+    }
+
+    /// The bytes of a segment of an entry whose segments are intact.
+    pub(crate) fn segment(&self, segment: &format::ArchivedSegmentRef) -> &[u8] {
+        format::segment_bytes(self.pack(), &SegmentRef::from(segment)).unwrap_or(&[])
+    }
+}
+
+pub(crate) enum LoadError {
+    PackVanished(PathBuf),
+    Format {
+        path: PathBuf,
+        source: FormatError,
+        identity: Option<FileIdentity>,
+    },
+    Io(Error),
+}
+
+impl From<LoadError> for Error {
+    fn from(e: LoadError) -> Error {
+        match e {
+            LoadError::PackVanished(path) => Error::Io {
+                path,
+                source: io::ErrorKind::NotFound.into(),
+            },
+            LoadError::Format { path, source, .. } => Error::Format { path, source },
+            LoadError::Io(e) => e,
+        }
+    }
+}
+
+fn fstat_len(file: &File, path: &Path) -> Result<(u64, fs::Metadata), LoadError> {
+    let meta = file
+        .metadata()
+        .map_err(|e| LoadError::Io(Error::io(path)(e)))?;
+    Ok((meta.len(), meta))
+}
+
+/// Maps and checks the index at `path`; `Ok(None)` if there is none.
+pub(crate) fn open_index(
+    path: &Path,
+    abi_tag: &str,
+) -> Result<Option<(CheckedIndex<Mmap>, FileIdentity)>, LoadError> {
+    let file = match crate::fsys::open_read(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LoadError::Io(Error::io(path)(e))),
+    };
+    let (len, meta) = fstat_len(&file, path)?;
+    let identity = identity_of(&meta);
+    let format_error = |source| LoadError::Format {
+        path: path.to_path_buf(),
+        source,
+        identity: Some(identity),
+    };
+    let len = usize::try_from(len).map_err(|_| {
+        format_error(FormatError::Length {
+            expected: 0,
+            got: len,
+        })
+    })?;
+    if len < format::INDEX_BODY_OFFSET {
+        return Err(format_error(FormatError::Length {
+            expected: format::INDEX_BODY_OFFSET as u64,
+            got: len as u64,
+        }));
+    }
+    let map = map_prefix(&file, len).map_err(|e| LoadError::Io(Error::io(path)(e)))?;
+    let index = CheckedIndex::new(map, abi_tag).map_err(format_error)?;
+    Ok(Some((index, identity)))
+}
+
+/// Maps the committed prefix of a pack after checking its length and header.
+pub(crate) fn map_committed_pack(
+    path: &Path,
+    generation: u64,
+    committed: u64,
+    abi_tag: &str,
+) -> Result<Mmap, LoadError> {
+    let file = match crate::fsys::open_read(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(LoadError::PackVanished(path.to_path_buf()));
+        }
+        Err(e) => return Err(LoadError::Io(Error::io(path)(e))),
+    };
+    let format_error = |source| LoadError::Format {
+        path: path.to_path_buf(),
+        source,
+        identity: None,
+    };
+    let (len, _) = fstat_len(&file, path)?;
+    if len < committed || committed < format::PACK_HEADER_LEN {
+        return Err(format_error(FormatError::Length {
+            expected: committed,
+            got: len,
+        }));
+    }
+    let committed = usize::try_from(committed).map_err(|_| {
+        format_error(FormatError::Length {
+            expected: committed,
+            got: len,
+        })
+    })?;
+    let map = map_prefix(&file, committed).map_err(|e| LoadError::Io(Error::io(path)(e)))?;
+    format::check_pack_header(&map, generation, abi_tag).map_err(format_error)?;
+    Ok(map)
+}

@@ -1,0 +1,287 @@
+//! The writer: the advisory lock, appending segments, and publishing a new index.
+//!
+//! Every change happens under an exclusive `flock(2)` on the `lock` file (`File::try_lock`),
+//! in this order: read the published index, append segments to the pack, write the new index
+//! to a temp file, `rename` it over `index`. A crash at any point leaves either the old index
+//! (the appended bytes are a dead tail) or the new one, each pointing at committed bytes only.
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    self, EntryRecord, IndexBody, InputRecord, PACK_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentKind,
+    SegmentRef,
+};
+use crate::fsys;
+use crate::options::Durability;
+use crate::snapshot::{self, INDEX_FILE, LoadError, pack_file_name};
+
+/// The lock file's name in a cache directory.
+pub(crate) const LOCK_FILE: &str = "lock";
+/// Prefix of every temp file; anything carrying it is swept by the next writer.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
+/// The exclusive writer lock, released on drop (closing the descriptor releases the flock).
+pub(crate) struct WriterLock {
+    _file: File,
+}
+
+/// Takes the writer lock on `dir`, waiting up to `timeout`.
+pub(crate) fn lock(dir: &Path, timeout: Duration) -> Result<WriterLock> {
+    let path = dir.join(LOCK_FILE);
+    let file = fsys::open_write(&path, true).map_err(Error::io(&path))?;
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(WriterLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            return Err(Error::LockTimeout { path, waited });
+        }
+        std::thread::sleep(pause.min(timeout - waited));
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// What a writer knows under the lock: the published index, owned, and the pack's real size.
+pub(crate) struct WriteState {
+    pub(crate) dir: PathBuf,
+    pub(crate) abi_tag: &'static str,
+    pub(crate) body: IndexBody,
+    /// Bytes in the pack file, including any torn tail past `body.pack_len`.
+    pub(crate) pack_file_len: u64,
+}
+
+impl WriteState {
+    /// Reads the published index. A missing, damaged or foreign index, or a pack that does not
+    /// match it, starts a new, empty generation: the cache is rebuilt, never trusted.
+    pub(crate) fn load(dir: &Path, abi_tag: &'static str) -> Result<WriteState> {
+        let index_path = dir.join(INDEX_FILE);
+        let found = match snapshot::open_index(&index_path, abi_tag) {
+            Ok(found) => found,
+            Err(LoadError::Io(e)) => return Err(e),
+            Err(e) => {
+                log::warn!("bytecode-pack: rebuilding: {}", Error::from(e));
+                None
+            }
+        };
+        if let Some((index, _)) = found {
+            match rkyv::deserialize::<IndexBody, rkyv::rancor::BoxedError>(index.body()) {
+                Ok(body) => match pack_len_on_disk(dir, &body, abi_tag) {
+                    Ok(pack_file_len) => {
+                        return Ok(WriteState {
+                            dir: dir.to_path_buf(),
+                            abi_tag,
+                            body,
+                            pack_file_len,
+                        });
+                    }
+                    Err(e) => log::warn!("bytecode-pack: rebuilding: {e}"),
+                },
+                Err(e) => log::warn!("bytecode-pack: rebuilding: index body: {e}"),
+            }
+        }
+        Ok(WriteState {
+            dir: dir.to_path_buf(),
+            abi_tag,
+            body: IndexBody {
+                generation: next_generation(dir)?,
+                ..IndexBody::default()
+            },
+            pack_file_len: 0,
+        })
+    }
+
+    fn pack_path(&self) -> PathBuf {
+        self.dir.join(pack_file_name(self.body.generation))
+    }
+
+    /// Appends an entry's segments to the pack and records it, replacing any entry under the
+    /// same key. Not visible to anyone until [`WriteState::publish`].
+    pub(crate) fn append(
+        &mut self,
+        key: &[u8; 16],
+        module_name: &str,
+        payloads: [Option<&[u8]>; 3],
+        inputs: Vec<InputRecord>,
+        recorded_at_ns: i64,
+        durability: Durability,
+    ) -> Result<()> {
+        let path = self.pack_path();
+        let mut file = self.open_pack_for_append(&path)?;
+        let start = file.seek(SeekFrom::End(0)).map_err(Error::io(&path))?;
+        let kinds = [
+            SegmentKind::Bytecode,
+            SegmentKind::SourceMap,
+            SegmentKind::Aux,
+        ];
+        let mut buf = Vec::with_capacity(
+            payloads
+                .iter()
+                .flatten()
+                .map(|p| p.len() + SEGMENT_HEADER_LEN as usize)
+                .sum(),
+        );
+        let mut refs = [None; 3];
+        for ((kind, payload), slot) in kinds.into_iter().zip(payloads).zip(&mut refs) {
+            let Some(payload) = payload else { continue };
+            buf.extend_from_slice(&format::encode_segment_header(kind, key, payload));
+            *slot = Some(SegmentRef {
+                offset: start + buf.len() as u64,
+                len: payload.len() as u64,
+                checksum: format::payload_checksum(payload),
+            });
+            buf.extend_from_slice(payload);
+        }
+        file.write_all(&buf).map_err(Error::io(&path))?;
+        if durability == Durability::Full {
+            file.sync_data().map_err(Error::io(&path))?;
+        }
+        self.pack_file_len = start + buf.len() as u64;
+        self.body.pack_len = self.pack_file_len;
+
+        let [bytecode, source_map, aux] = refs;
+        let record = EntryRecord {
+            key: *key,
+            seq: self.body.next_seq,
+            module_name: module_name.to_owned(),
+            recorded_at_ns,
+            bytecode: bytecode.expect("bytecode is always written"),
+            source_map,
+            aux,
+            inputs,
+        };
+        self.body.next_seq += 1;
+        match self.body.position(key) {
+            Ok(i) => self.body.entries[i] = record,
+            Err(i) => self.body.entries.insert(i, record),
+        }
+        Ok(())
+    }
+
+    /// Opens the current generation's pack, creating it (with its header) if this generation
+    /// has none yet.
+    fn open_pack_for_append(&mut self, path: &Path) -> Result<File> {
+        if self.body.pack_len >= PACK_HEADER_LEN {
+            return fsys::open_write(path, false).map_err(Error::io(path));
+        }
+        let mut file = match fsys::create_new(path) {
+            // Left by a writer that crashed before publishing it: no reader can map it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(path).map_err(Error::io(path))?;
+                fsys::create_new(path)
+            }
+            other => other,
+        }
+        .map_err(Error::io(path))?;
+        let header = format::encode_pack_header(self.body.generation, self.abi_tag);
+        file.write_all(&header).map_err(Error::io(path))?;
+        self.body.pack_len = PACK_HEADER_LEN;
+        self.pack_file_len = PACK_HEADER_LEN;
+        Ok(file)
+    }
+
+    /// Makes the current body the published index: temp file, then `rename`.
+    pub(crate) fn publish(&mut self, durability: Durability) -> Result<()> {
+        if self.body.pack_len < PACK_HEADER_LEN {
+            // An empty generation still gets its pack, so readers always find one.
+            let path = self.pack_path();
+            drop(self.open_pack_for_append(&path)?);
+        }
+        let bytes = format::encode_index(&self.body, self.abi_tag);
+        write_atomically(&self.dir, INDEX_FILE, &bytes, durability)
+    }
+}
+
+/// Writes `bytes` to `dir/name` through a temp file and `rename`, so readers see the old file
+/// or the new one, never a mix.
+pub(crate) fn write_atomically(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(Error::io(dir))?;
+    tmp.write_all(bytes).map_err(Error::io(tmp.path()))?;
+    if durability == Durability::Full {
+        tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
+    }
+    let target = dir.join(name);
+    tmp.persist(&target)
+        .map_err(|e| Error::io(&target)(e.error))?;
+    if durability == Durability::Full {
+        fsys::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// The pack's on-disk length, after checking it exists, is long enough and has the right
+/// header.
+fn pack_len_on_disk(dir: &Path, body: &IndexBody, abi_tag: &str) -> Result<u64> {
+    let path = dir.join(pack_file_name(body.generation));
+    // Mapping checks the header and the committed length in one place shared with readers.
+    snapshot::map_committed_pack(&path, body.generation, body.pack_len, abi_tag)
+        .map_err(Error::from)?;
+    Ok(std::fs::symlink_metadata(&path)
+        .map_err(Error::io(&path))?
+        .len())
+}
+
+/// Parses `pack-<16 hex digits>`.
+pub(crate) fn parse_pack_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("pack-")?;
+    (hex.len() == 16).then_some(())?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// One more than the highest generation present, so a rebuilt cache never reuses the name
+/// of a pack some reader may still map.
+fn next_generation(dir: &Path) -> Result<u64> {
+    let mut max = 0;
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+        let entry = entry.map_err(Error::io(dir))?;
+        if let Some(g) = entry.file_name().to_str().and_then(parse_pack_name) {
+            max = max.max(g);
+        }
+    }
+    Ok(max + 1)
+}
+
+/// Removes leftovers under the lock: temp files of crashed writers and packs of other
+/// generations. Mappings of removed packs stay valid for the readers that hold them.
+/// Failures are logged, not returned: a leftover only costs space.
+pub(crate) fn sweep(dir: &Path, keep_generation: u64) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stale = name.starts_with(TEMP_PREFIX)
+            || parse_pack_name(name).is_some_and(|g| g != keep_generation);
+        if !stale {
+            continue;
+        }
+        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => freed += len,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!(
+                "bytecode-pack: cannot remove {}: {e}",
+                entry.path().display()
+            ),
+        }
+    }
+    freed
+}
