@@ -1,0 +1,589 @@
+//! The pack store through its public API, on real files.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytecode_pack::{Cache, Error, Input, Key, MissReason, NewEntry, abi_tag};
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    src: PathBuf,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().canonicalize().unwrap();
+        let src = base.join("src");
+        fs::create_dir(&src).unwrap();
+        Fixture {
+            root: base.join("cache"),
+            src,
+            _tmp: tmp,
+        }
+    }
+
+    fn cache(&self) -> Cache {
+        Cache::open(&self.root).unwrap()
+    }
+
+    /// Writes a source file and backdates it past the racy window, as an unchanged tree is.
+    fn source(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.src.join(name);
+        fs::write(&path, content).unwrap();
+        backdate(&path);
+        path
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.root.join(abi_tag())
+    }
+}
+
+fn backdate(path: &Path) {
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+}
+
+fn bytes(tag: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ tag).collect()
+}
+
+#[test]
+fn round_trip_with_every_field() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let main = f.source("main.js", "export default 1");
+    let helper = f.source("helper.js", "export const h = 2");
+    let key = Key::for_paths(&[&main]);
+    let bc = bytes(1, 5000);
+    let entry = NewEntry::new("main.js", &bc)
+        .source_map(r#"{"version":3,"sources":["main.js"]}"#)
+        .aux("imports: helper.js")
+        .inputs(vec![Input::path(&main), Input::path(&helper)]);
+    cache.put(&key, &entry).unwrap();
+
+    for handle in [cache.clone(), f.cache()] {
+        let hit = handle.get(&key).expect("hit");
+        assert_eq!(hit.bytecode(), &bc[..]);
+        assert_eq!(hit.module_name(), "main.js");
+        assert_eq!(
+            hit.source_map(),
+            Some(r#"{"version":3,"sources":["main.js"]}"#)
+        );
+        assert_eq!(hit.aux(), Some("imports: helper.js"));
+    }
+    let plain = Key::for_source("plain", b"x");
+    cache.put(&plain, &NewEntry::new("plain", b"bc")).unwrap();
+    let hit = cache.get(&plain).unwrap();
+    assert_eq!((hit.source_map(), hit.aux()), (None, None));
+
+    let stats = cache.stats().unwrap();
+    assert_eq!(stats.entries, 2);
+    assert!(stats.live_bytes > 5000 && stats.pack_bytes >= stats.live_bytes);
+    assert_eq!(stats.counters.hits, 2);
+    assert_eq!(stats.dir, f.dir());
+}
+
+#[test]
+fn misses_are_counted_by_reason() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let key = Key::for_source("m", b"1");
+    assert_eq!(cache.lookup(&key).err(), Some(MissReason::Absent));
+    let input = f.source("a.js", "a");
+    cache
+        .put(
+            &key,
+            &NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]),
+        )
+        .unwrap();
+    fs::write(&input, "b").unwrap();
+    assert_eq!(cache.lookup(&key).err(), Some(MissReason::Stale));
+    let c = cache.stats().unwrap().counters;
+    assert_eq!(
+        (c.misses_absent, c.misses_stale, c.hits, c.puts),
+        (1, 1, 0, 1)
+    );
+}
+
+#[test]
+fn edited_deleted_and_replaced_inputs_miss() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let a = f.source("a.js", "const a = 1;");
+    let b = f.source("b.js", "const b = 1;");
+    let key = Key::for_paths(&[&a]);
+    let put = || {
+        cache
+            .put(
+                &key,
+                &NewEntry::new("a", b"bc").inputs(vec![Input::path(&a), Input::path(&b)]),
+            )
+            .unwrap()
+    };
+
+    put();
+    assert!(cache.get(&key).is_some());
+    fs::write(&b, "const b = 2;").unwrap(); // same size, new content
+    backdate(&b);
+    assert!(cache.get(&key).is_none(), "edit of a dependency");
+
+    put();
+    assert!(cache.get(&key).is_some());
+    fs::remove_file(&b).unwrap();
+    assert!(cache.get(&key).is_none(), "deleted dependency");
+
+    f.source("b.js", "const b = 2;");
+    put();
+    assert!(cache.get(&key).is_some());
+    let tmp = f.src.join("b.new");
+    fs::write(&tmp, "const b = 3;").unwrap();
+    backdate(&tmp);
+    fs::rename(&tmp, &b).unwrap(); // replaced by rename, old mtime
+    assert!(cache.get(&key).is_none(), "replaced dependency");
+}
+
+#[test]
+fn same_content_rewrite_still_hits() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let a = f.source("a.js", "same");
+    let key = Key::for_paths(&[&a]);
+    cache
+        .put(
+            &key,
+            &NewEntry::new("a", b"bc").inputs(vec![Input::path(&a)]),
+        )
+        .unwrap();
+    fs::write(&a, "same").unwrap(); // new mtime and ctime, same bytes
+    assert!(cache.get(&key).is_some());
+}
+
+#[test]
+fn racy_same_timestamp_edit_misses() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let a = f.src.join("a.js");
+    fs::write(&a, "v1").unwrap();
+    let stamp = SystemTime::now();
+    fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(stamp)
+        .unwrap();
+    let key = Key::for_paths(&[&a]);
+    cache
+        .put(
+            &key,
+            &NewEntry::new("a", b"bc").inputs(vec![Input::path(&a)]),
+        )
+        .unwrap();
+    assert!(cache.get(&key).is_some());
+    // Same size, same mtime, within the same second: stat data alone cannot tell.
+    fs::write(&a, "v2").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(stamp)
+        .unwrap();
+    assert!(cache.get(&key).is_none());
+}
+
+#[test]
+fn content_read_by_the_compiler_must_still_be_there() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let a = f.source("a.js", "edited after compile");
+    let key = Key::for_paths(&[&a]);
+    let entry =
+        NewEntry::new("a", b"bc").inputs(vec![Input::with_content(&a, b"what the compiler read")]);
+    cache.put(&key, &entry).unwrap();
+    assert!(cache.get(&key).is_none());
+
+    let entry =
+        NewEntry::new("a", b"bc").inputs(vec![Input::with_content(&a, b"edited after compile")]);
+    cache.put(&key, &entry).unwrap();
+    assert!(cache.get(&key).is_some());
+}
+
+#[test]
+fn missing_input_is_a_typed_error_with_the_path() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let missing = f.src.join("nope.js");
+    let err = cache
+        .put(
+            &Key::for_source("m", b""),
+            &NewEntry::new("m", b"bc").inputs(vec![Input::path(&missing)]),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Input { path, .. } if path.ends_with("nope.js")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_later_put_supersedes() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let other = f.cache();
+    let key = Key::for_source("m", b"src");
+    cache.put(&key, &NewEntry::new("m", b"first")).unwrap();
+    assert_eq!(cache.get(&key).unwrap().bytecode(), b"first");
+    assert_eq!(other.get(&key).unwrap().bytecode(), b"first");
+    cache.put(&key, &NewEntry::new("m", b"second")).unwrap();
+    assert_eq!(cache.get(&key).unwrap().bytecode(), b"second");
+    assert_eq!(f.cache().get(&key).unwrap().bytecode(), b"second");
+    assert_eq!(cache.stats().unwrap().entries, 1);
+}
+
+#[test]
+fn compaction_keeps_live_entries_shrinks_the_pack_and_old_hits_stay_valid() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let doomed_input = f.source("doomed.js", "x");
+    let keys: Vec<Key> = (0..20u8).map(|i| Key::for_source("m", &[i])).collect();
+    for round in 0..3u8 {
+        for (i, key) in keys.iter().enumerate() {
+            cache
+                .put(key, &NewEntry::new("m", &bytes(round ^ i as u8, 4000)))
+                .unwrap();
+        }
+    }
+    let doomed = Key::for_source("doomed", b"");
+    cache
+        .put(
+            &doomed,
+            &NewEntry::new("d", b"bc").inputs(vec![Input::path(&doomed_input)]),
+        )
+        .unwrap();
+    let held = cache.get(&keys[0]).unwrap();
+    let held_bytes = held.bytecode().to_vec();
+    let before = cache.stats().unwrap();
+    fs::remove_file(&doomed_input).unwrap();
+
+    let report = cache.compact().unwrap();
+    assert_eq!(report.entries_before, 21);
+    assert_eq!(report.entries_after, 20);
+    assert_eq!(report.dropped_stale, 1);
+    let after = cache.stats().unwrap();
+    assert!(
+        after.pack_bytes * 2 < before.pack_bytes,
+        "{} -> {}",
+        before.pack_bytes,
+        after.pack_bytes
+    );
+    assert_eq!(after.pack_bytes, after.live_bytes);
+    assert_eq!(after.generation, before.generation + 1);
+    for (i, key) in keys.iter().enumerate() {
+        assert_eq!(
+            cache.get(key).unwrap().bytecode(),
+            &bytes(2 ^ i as u8, 4000)[..]
+        );
+    }
+    // The hit taken before still reads the old (now unlinked) generation.
+    assert_eq!(held.bytecode(), &held_bytes[..]);
+    let packs = fs::read_dir(f.dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("pack-")
+        })
+        .count();
+    assert_eq!(packs, 1, "old generation removed");
+    assert!(cache.verify().unwrap().is_ok());
+}
+
+#[test]
+fn dead_space_triggers_compaction_automatically() {
+    let f = Fixture::new();
+    let cache = Cache::builder(&f.root)
+        .auto_compact(64 << 10, 0.5)
+        .open()
+        .unwrap();
+    let key = Key::for_source("m", b"");
+    for i in 0..40u8 {
+        cache
+            .put(&key, &NewEntry::new("m", &bytes(i, 8000)))
+            .unwrap();
+    }
+    let stats = cache.stats().unwrap();
+    assert!(stats.counters.compactions >= 1);
+    assert!(
+        stats.pack_bytes < (64 << 10) + 16000,
+        "pack stayed small: {}",
+        stats.pack_bytes
+    );
+    assert_eq!(cache.get(&key).unwrap().bytecode(), &bytes(39, 8000)[..]);
+}
+
+#[test]
+fn size_limit_evicts_least_recently_inserted_first() {
+    let f = Fixture::new();
+    let cache = Cache::builder(&f.root).max_bytes(100_000).open().unwrap();
+    let keys: Vec<Key> = (0..30u8).map(|i| Key::for_source("m", &[i])).collect();
+    for (i, key) in keys.iter().enumerate() {
+        cache
+            .put(key, &NewEntry::new("m", &bytes(i as u8, 9000)))
+            .unwrap();
+    }
+    let stats = cache.stats().unwrap();
+    assert!(stats.live_bytes <= 100_000);
+    assert!(cache.get(&keys[29]).is_some(), "newest kept");
+    assert!(cache.get(&keys[0]).is_none(), "oldest evicted");
+    let kept: Vec<bool> = keys.iter().map(|k| cache.get(k).is_some()).collect();
+    let first_kept = kept.iter().position(|&k| k).unwrap();
+    assert!(
+        kept[first_kept..].iter().all(|&k| k),
+        "evicted in insertion order: {kept:?}"
+    );
+
+    let too_big = cache.put(&keys[0], &NewEntry::new("big", &bytes(0, 200_000)));
+    assert!(matches!(too_big, Err(Error::InvalidEntry(_))));
+}
+
+#[test]
+fn clear_removes_everything_and_the_cache_goes_on() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let key = Key::for_source("m", b"");
+    cache.put(&key, &NewEntry::new("m", b"bc")).unwrap();
+    let held = cache.get(&key).unwrap();
+    cache.clear().unwrap();
+    assert!(cache.get(&key).is_none());
+    assert!(f.cache().get(&key).is_none());
+    assert_eq!(held.bytecode(), b"bc");
+    assert_eq!(cache.stats().unwrap().entries, 0);
+    cache.put(&key, &NewEntry::new("m", b"again")).unwrap();
+    assert_eq!(f.cache().get(&key).unwrap().bytecode(), b"again");
+}
+
+#[test]
+fn disabled_handles_do_nothing() {
+    let f = Fixture::new();
+    let cache = Cache::builder(&f.root).disabled(true).open().unwrap();
+    let key = Key::for_source("m", b"");
+    cache.put(&key, &NewEntry::new("m", b"bc")).unwrap();
+    assert_eq!(cache.lookup(&key).err(), Some(MissReason::Disabled));
+    assert!(!f.root.exists(), "a disabled cache touches no files");
+}
+
+fn files_of(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn corrupted_and_truncated_files_are_misses_never_wrong_bytes() {
+    let f = Fixture::new();
+    let setup = || {
+        let _ = fs::remove_dir_all(&f.root);
+        let cache = f.cache();
+        for i in 0..4u8 {
+            let bc = bytes(i, 300);
+            cache
+                .put(
+                    &Key::for_source("m", &[i]),
+                    &NewEntry::new("m", &bc).source_map("{}").aux("a"),
+                )
+                .unwrap();
+        }
+    };
+    setup();
+    let targets: Vec<PathBuf> = files_of(&f.dir())
+        .into_iter()
+        .filter(|p| !p.ends_with("lock"))
+        .collect();
+    assert_eq!(targets.len(), 2, "index and one pack: {targets:?}");
+    let mut corrupt_misses = 0;
+    for target in &targets {
+        let len = fs::metadata(target).unwrap().len() as usize;
+        let damages: Vec<Box<dyn Fn(&mut Vec<u8>)>> = (0..len)
+            .step_by(7)
+            .map(|at| Box::new(move |b: &mut Vec<u8>| b[at] ^= 0x10) as Box<dyn Fn(&mut Vec<u8>)>)
+            .chain([
+                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)) as Box<dyn Fn(&mut Vec<u8>)>,
+                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 1)),
+                Box::new(|b: &mut Vec<u8>| b.extend_from_slice(&[0xAB; 64])),
+                Box::new(|b: &mut Vec<u8>| b.iter_mut().skip(64).take(100).for_each(|x| *x = 0)),
+            ])
+            .collect();
+        for damage in &damages {
+            setup();
+            let mut content = fs::read(target).unwrap();
+            damage(&mut content);
+            fs::write(target, &content).unwrap();
+            let cache = match Cache::open(&f.root) {
+                Ok(c) => c,
+                Err(e) => panic!("open must survive corruption: {e}"),
+            };
+            for i in 0..4u8 {
+                match cache.lookup(&Key::for_source("m", &[i])) {
+                    Ok(hit) => {
+                        assert_eq!(hit.bytecode(), &bytes(i, 300)[..]);
+                        assert_eq!(hit.source_map(), Some("{}"));
+                        assert_eq!(hit.aux(), Some("a"));
+                    }
+                    Err(MissReason::Corrupt) => corrupt_misses += 1,
+                    Err(other) => panic!("unexpected miss {other:?}"),
+                }
+            }
+            // A damaged cache still takes writes.
+            cache
+                .put(&Key::for_source("new", b""), &NewEntry::new("n", b"ok"))
+                .unwrap();
+            assert_eq!(
+                cache.get(&Key::for_source("new", b"")).unwrap().bytecode(),
+                b"ok"
+            );
+        }
+    }
+    assert!(corrupt_misses > 0);
+}
+
+#[test]
+fn verify_reports_a_damaged_segment() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    cache
+        .put(
+            &Key::for_source("m", b""),
+            &NewEntry::new("m", &bytes(1, 1000)),
+        )
+        .unwrap();
+    assert!(cache.verify().unwrap().is_ok());
+    let pack = files_of(&f.dir())
+        .into_iter()
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pack-")
+        })
+        .unwrap();
+    let mut content = fs::read(&pack).unwrap();
+    let at = content.len() - 10;
+    content[at] ^= 1;
+    fs::write(&pack, content).unwrap();
+    let report = cache.verify().unwrap();
+    assert!(!report.is_ok());
+    assert!(
+        report.problems.iter().any(|p| p.contains("checksum")),
+        "{report:?}"
+    );
+    let compacted = cache.compact().unwrap();
+    assert_eq!(compacted.dropped_corrupt, 1);
+    assert!(cache.verify().unwrap().is_ok());
+}
+
+#[cfg(unix)]
+mod permissions {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    #[test]
+    fn created_private() {
+        let f = Fixture::new();
+        let cache = f.cache();
+        cache
+            .put(&Key::for_source("m", b""), &NewEntry::new("m", b"bc"))
+            .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&f.root), 0o700);
+        assert_eq!(mode(&f.dir()), 0o700);
+        for file in files_of(&f.dir()) {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn group_writable_root_is_refused() {
+        let f = Fixture::new();
+        fs::create_dir(&f.root).unwrap();
+        fs::set_permissions(&f.root, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = Cache::open(&f.root).err().expect("refused");
+        assert!(
+            matches!(&err, Error::Insecure { path, .. } if path == &f.root),
+            "{err}"
+        );
+        assert!(err.to_string().contains("group or others"), "{err}");
+    }
+
+    #[test]
+    fn root_owned_by_another_user_is_refused() {
+        let f = Fixture::new();
+        fs::create_dir(&f.root).unwrap();
+        // Only root can give a directory away; skip the check where that is impossible.
+        if std::os::unix::fs::chown(&f.root, Some(65534), Some(65534)).is_err() {
+            return;
+        }
+        let err = Cache::open(&f.root).err().expect("refused");
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    }
+
+    #[test]
+    fn symlinked_cache_dir_is_refused() {
+        let f = Fixture::new();
+        fs::create_dir(&f.root).unwrap();
+        let elsewhere = f.src.join("elsewhere");
+        fs::create_dir(&elsewhere).unwrap();
+        symlink(&elsewhere, f.dir()).unwrap();
+        let err = Cache::open(&f.root).err().expect("refused");
+        assert!(
+            matches!(&err, Error::Insecure { path, .. } if path == &f.dir()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn symlinked_files_inside_are_not_followed() {
+        let f = Fixture::new();
+        let cache = f.cache();
+        cache
+            .put(&Key::for_source("m", b""), &NewEntry::new("m", b"bc"))
+            .unwrap();
+        let index = f.dir().join("index");
+        let copy = f.src.join("index-copy");
+        fs::copy(&index, &copy).unwrap();
+        fs::remove_file(&index).unwrap();
+        symlink(&copy, &index).unwrap();
+        // Opening reads the index: the symlink is an error naming it, not a followed link.
+        let err = Cache::open(&f.root).err().expect("refused");
+        assert!(err.to_string().contains("index"), "{err}");
+        // An existing handle misses rather than reading through the link.
+        assert!(
+            cache.get(&Key::for_source("m", b"")).is_some(),
+            "own snapshot still valid"
+        );
+        let lock = f.dir().join("lock");
+        fs::remove_file(&lock).unwrap();
+        symlink(f.src.join("victim"), &lock).unwrap();
+        assert!(
+            cache
+                .put(&Key::for_source("x", b""), &NewEntry::new("x", b"bc"))
+                .is_err()
+        );
+        assert!(
+            !f.src.join("victim").exists(),
+            "no file created through the link"
+        );
+    }
+}
