@@ -39,6 +39,8 @@ struct Inner {
     /// Serialises this handle's writers before they contend for the file lock (a flock is
     /// per open file description, so threads must not share one unguarded).
     writer: parking_lot::Mutex<()>,
+    /// Whether this handle has swept leftovers of crashed writers yet (once per handle).
+    swept: std::sync::atomic::AtomicBool,
     counters: AtomicCounters,
 }
 
@@ -105,6 +107,7 @@ impl CacheBuilder {
                 options: self.options,
                 snapshot: ArcSwap::from_pointee(snapshot),
                 writer: parking_lot::Mutex::new(()),
+                swept: std::sync::atomic::AtomicBool::new(false),
                 counters: AtomicCounters::default(),
             }),
         })
@@ -510,7 +513,8 @@ impl Cache {
         let generation_before = state.body.generation;
         let out = change(&mut state)?;
         state.publish(inner.options.durability)?;
-        if state.body.generation != generation_before || state.body.entries.is_empty() {
+        let first_write = !inner.swept.swap(true, Ordering::Relaxed);
+        if first_write || state.body.generation != generation_before {
             writer::sweep(dir, state.body.generation);
         }
         drop(_lock);

@@ -382,6 +382,9 @@ fn disabled_handles_do_nothing() {
     assert!(!f.root.exists(), "a disabled cache touches no files");
 }
 
+/// One way of damaging a file's bytes.
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
 fn files_of(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -415,12 +418,13 @@ fn corrupted_and_truncated_files_are_misses_never_wrong_bytes() {
     assert_eq!(targets.len(), 2, "index and one pack: {targets:?}");
     let mut corrupt_misses = 0;
     for target in &targets {
+        setup(); // the previous target's last round may have rebuilt the cache
         let len = fs::metadata(target).unwrap().len() as usize;
-        let damages: Vec<Box<dyn Fn(&mut Vec<u8>)>> = (0..len)
+        let damages: Vec<Damage> = (0..len)
             .step_by(7)
-            .map(|at| Box::new(move |b: &mut Vec<u8>| b[at] ^= 0x10) as Box<dyn Fn(&mut Vec<u8>)>)
+            .map(|at| Box::new(move |b: &mut Vec<u8>| b[at] ^= 0x10) as Damage)
             .chain([
-                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)) as Box<dyn Fn(&mut Vec<u8>)>,
+                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)) as Damage,
                 Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 1)),
                 Box::new(|b: &mut Vec<u8>| b.extend_from_slice(&[0xAB; 64])),
                 Box::new(|b: &mut Vec<u8>| b.iter_mut().skip(64).take(100).for_each(|x| *x = 0)),
