@@ -149,11 +149,12 @@ pub enum MissReason {
 /// the inputs whose content the bytecode depends on.
 #[derive(Debug, Clone)]
 pub struct NewEntry<'a> {
-    module_name: &'a str,
-    bytecode: &'a [u8],
-    source_map: Option<&'a str>,
-    aux: Option<&'a str>,
-    inputs: Vec<Input>,
+    pub(crate) module_name: &'a str,
+    pub(crate) bytecode: &'a [u8],
+    pub(crate) source_map: Option<&'a str>,
+    pub(crate) aux: Option<&'a str>,
+    pub(crate) inputs: Vec<Input>,
+    pub(crate) flags: u32,
 }
 
 impl<'a> NewEntry<'a> {
@@ -165,7 +166,24 @@ impl<'a> NewEntry<'a> {
             source_map: None,
             aux: None,
             inputs: Vec::new(),
+            flags: 0,
         }
+    }
+
+    /// Marks the bytecode as produced by this crate's QuickJS compile path.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn engine_bytecode(mut self) -> Self {
+        self.flags |= crate::format::FLAG_ENGINE_BYTECODE;
+        self
+    }
+
+    /// Bytecode, source map and aux, in segment-kind order.
+    pub(crate) fn payloads(&self) -> [Option<&'a [u8]>; 3] {
+        [
+            Some(self.bytecode),
+            self.source_map.map(str::as_bytes),
+            self.aux.map(str::as_bytes),
+        ]
     }
 
     /// Stores the module's source map with it.
@@ -216,6 +234,12 @@ impl Hit {
     pub fn source_map(&self) -> Option<&str> {
         let segment = self.record().source_map.as_ref()?;
         std::str::from_utf8(self.snapshot.segment(segment)).ok()
+    }
+
+    /// Whether the bytecode came from this crate's QuickJS compile path.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn is_engine_bytecode(&self) -> bool {
+        self.record().flags.to_native() & crate::format::FLAG_ENGINE_BYTECODE != 0
     }
 
     /// The caller's sidecar, if one was stored.
@@ -422,12 +446,8 @@ impl Cache {
         if options.disabled {
             return Ok(());
         }
-        let stored = [
-            Some(entry.bytecode),
-            entry.source_map.map(str::as_bytes),
-            entry.aux.map(str::as_bytes),
-        ];
-        let size: u64 = stored
+        let size: u64 = entry
+            .payloads()
             .iter()
             .flatten()
             .map(|p| p.len() as u64 + crate::format::SEGMENT_HEADER_LEN)
@@ -448,8 +468,7 @@ impl Cache {
         self.write(|state| {
             state.append(
                 key.as_bytes(),
-                entry.module_name,
-                stored,
+                entry,
                 inputs,
                 recorded_at_ns,
                 options.durability,

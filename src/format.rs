@@ -96,6 +96,10 @@ const INDEX_MAGIC: [u8; 8] = *b"BCPKIDX\0";
 const PACK_MAGIC: [u8; 8] = *b"BCPKPACK";
 const SEGMENT_MAGIC: [u8; 4] = *b"BSEG";
 
+/// [`EntryRecord::flags`]: the bytecode was produced by this crate's own QuickJS compile
+/// path (not handed to `put` by a caller), so it may be given to `Module::load`.
+pub const FLAG_ENGINE_BYTECODE: u32 = 1;
+
 /// What a segment holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -191,6 +195,8 @@ pub struct EntryRecord {
     pub seq: u64,
     /// The module's name, as given to `NewEntry::new`.
     pub module_name: String,
+    /// Bit set: [`FLAG_ENGINE_BYTECODE`].
+    pub flags: u32,
     /// Wall-clock nanoseconds since the epoch, taken after the inputs were hashed; stat data
     /// within the racy window before this instant is not trusted.
     pub recorded_at_ns: i64,
@@ -584,6 +590,7 @@ mod tests {
                 key: [3; 16],
                 seq: 1,
                 module_name: "main.js".into(),
+                flags: FLAG_ENGINE_BYTECODE,
                 recorded_at_ns: 42,
                 bytecode: SegmentRef {
                     offset: 120,

@@ -52,6 +52,18 @@ impl Key {
         Key(bytes)
     }
 
+    /// A key for a variant of this one, e.g. the same source compiled with other options:
+    /// the digest of this key followed by `parts`, each length-prefixed.
+    pub fn derive(&self, parts: &[&[u8]]) -> Key {
+        let mut h = domain("derived");
+        h.update(&self.0);
+        for part in parts {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        Key(h.digest128().to_le_bytes())
+    }
+
     /// The key's bytes.
     pub const fn as_bytes(&self) -> &[u8; 16] {
         &self.0

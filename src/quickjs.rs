@@ -1,4 +1,46 @@
-//! QuickJS glue through rquickjs.
+//! QuickJS glue through rquickjs: compile to bytecode, load verified bytecode, a one-call path
+//! for hosts, and [`PackLoader`], a cache-backed module loader.
+//!
+//! A host that uses rquickjs's file loader switches to the pack by changing one line. Names
+//! are resolved by `FileResolver` against the working directory, as rquickjs's own
+//! `ScriptLoader` reads them:
+//!
+//! ```no_run
+//! use bytecode_pack::Cache;
+//! use bytecode_pack::quickjs::PackLoader;
+//! use rquickjs::{Context, Module, Runtime, loader::FileResolver};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runtime = Runtime::new()?;
+//! // was: runtime.set_loader(FileResolver::default().with_path("."), ScriptLoader::default());
+//! runtime.set_loader(FileResolver::default().with_path("."), PackLoader::new(Cache::open_default()?));
+//! let context = Context::full(&runtime)?;
+//! context.with(|ctx| -> rquickjs::Result<()> {
+//!     // src/main.js, its imports and theirs: compiled once, then loaded from the pack.
+//!     let promise = Module::import(&ctx, "src/main.js")?;
+//!     promise.finish::<rquickjs::Object>()?;
+//!     Ok(())
+//! })?;
+//! # Ok(()) }
+//! ```
+//!
+//! Bundles: a host that compiles one module from many files passes every file as an input,
+//! e.g. [`crate::collect_inputs`] over the bundle's source map, so that editing any helper
+//! invalidates the bundle. A source map may omit files the bundler inlined completely (a
+//! module of constants, a re-export), so a host with a bundler should add the bundler's own
+//! module graph to the inputs too.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rquickjs::loader::{ImportAttributes, Loader};
+use rquickjs::module::Declared;
+use rquickjs::{CatchResultExt, Ctx, Module, WriteOptions};
+
+use crate::cache::{Cache, NewEntry};
+use crate::error::{Error, Result};
+use crate::freshness::Input;
+use crate::key::Key;
 
 /// The producer part of the ABI tag: QuickJS's own version and the rquickjs series.
 pub(crate) fn producer_tag() -> String {
@@ -6,4 +48,244 @@ pub(crate) fn producer_tag() -> String {
         "quickjs-ng{}-rquickjs0.14",
         crate::unsafe_io::quickjs_version()
     )
+}
+
+/// How bytecode is written. Part of the cache key: entries written with other options are
+/// other entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct CompileOptions {
+    /// Leave the source text out (`Function.prototype.toString` then shows no body). Smaller.
+    pub strip_source: bool,
+    /// Leave debug information out (stack traces lose file and line). Smaller still.
+    pub strip_debug: bool,
+}
+
+impl CompileOptions {
+    /// Both strips: the smallest bytecode, for production.
+    pub const STRIPPED: CompileOptions = CompileOptions {
+        strip_source: true,
+        strip_debug: true,
+    };
+
+    fn write_options(self) -> WriteOptions {
+        WriteOptions {
+            strip_source: self.strip_source,
+            strip_debug: self.strip_debug,
+            ..WriteOptions::default()
+        }
+    }
+
+    /// Folds the options and the module's name into a key: the name is baked into bytecode
+    /// and is the base for resolving its relative imports.
+    fn key(self, base: Key, module_name: &str) -> Key {
+        let flags = [u8::from(self.strip_source), u8::from(self.strip_debug)];
+        base.derive(&[&flags[..], module_name.as_bytes()])
+    }
+}
+
+/// Bytecode produced by [`compile`]: the only bytecode [`load`] accepts back from the cache,
+/// because it came out of this engine's `Module::write` rather than from a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bytecode(Vec<u8>);
+
+impl Bytecode {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// An entry storing this bytecode for `module_name`, loadable by [`load`].
+    pub fn entry<'a>(&'a self, module_name: &'a str) -> NewEntry<'a> {
+        NewEntry::new(module_name, &self.0).engine_bytecode()
+    }
+}
+
+/// Where a module came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Loaded from verified cached bytecode; nothing was compiled.
+    Cache,
+    /// Compiled from source (and stored for next time).
+    Compiled,
+}
+
+static COMPILES: AtomicU64 = AtomicU64::new(0);
+static CACHE_LOADS: AtomicU64 = AtomicU64::new(0);
+
+/// Process-wide counts of what this module did, for tests and diagnostics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessCounters {
+    /// Modules compiled from source by this crate.
+    pub compiles: u64,
+    /// Modules loaded from cached bytecode.
+    pub cache_loads: u64,
+}
+
+/// What this process has compiled and loaded through this module so far.
+pub fn process_counters() -> ProcessCounters {
+    ProcessCounters {
+        compiles: COMPILES.load(Ordering::Relaxed),
+        cache_loads: CACHE_LOADS.load(Ordering::Relaxed),
+    }
+}
+
+fn js_error(ctx: &Ctx<'_>, module: &str, e: rquickjs::Error) -> Error {
+    let caught = Err::<(), _>(e).catch(ctx).unwrap_err();
+    Error::QuickJs {
+        module: module.to_owned(),
+        message: caught.to_string().trim_end().to_owned(),
+    }
+}
+
+/// Compiles `source` as module `name` and returns the declared module and its bytecode.
+/// Declaring resolves the module's imports, through the runtime's loader.
+pub fn compile<'js>(
+    ctx: &Ctx<'js>,
+    name: &str,
+    source: &[u8],
+    options: CompileOptions,
+) -> Result<(Module<'js, Declared>, Bytecode)> {
+    compile_js(ctx, name, source, options).map_err(|e| js_error(ctx, name, e))
+}
+
+/// [`compile`] with the engine's own error, so a loader passes a `SyntaxError` on unchanged.
+fn compile_js<'js>(
+    ctx: &Ctx<'js>,
+    name: &str,
+    source: &[u8],
+    options: CompileOptions,
+) -> rquickjs::Result<(Module<'js, Declared>, Bytecode)> {
+    let declared = Module::declare(ctx.clone(), name, source)?;
+    COMPILES.fetch_add(1, Ordering::Relaxed);
+    let bytecode = declared.write(options.write_options())?;
+    Ok((declared, Bytecode(bytecode)))
+}
+
+/// Loads a module from a cache hit. Only a [`crate::Hit`] can be passed, and only one whose
+/// entry was stored from a [`Bytecode`]: its bytes came out of this engine's `Module::write`,
+/// were written for this ABI tag and passed their checksum, the conditions `Module::load`
+/// needs. Any other entry (bytes a caller `put` by hand) is refused with an error.
+pub fn load<'js>(ctx: &Ctx<'js>, hit: &crate::Hit) -> Result<Module<'js, Declared>> {
+    if !hit.is_engine_bytecode() {
+        return Err(Error::InvalidEntry(format!(
+            "{}: not stored from bytecode_pack::quickjs::Bytecode; refusing to load it",
+            hit.module_name()
+        )));
+    }
+    let module = crate::unsafe_io::load_verified_bytecode(ctx, hit)
+        .map_err(|e| js_error(ctx, hit.module_name(), e))?;
+    CACHE_LOADS.fetch_add(1, Ordering::Relaxed);
+    Ok(module)
+}
+
+/// The one-call path for hosts: module `name` with `source`, from the cache when an entry for
+/// exactly this name, source and options exists and its `inputs` are unchanged, else compiled
+/// and stored. Returns the declared module (not yet evaluated) and where it came from.
+///
+/// Pass as `inputs` every file the source was built from (for a bundle, its source map's
+/// `sources` via [`crate::collect_inputs`], plus the bundler's module graph): editing any of
+/// them makes the entry miss. A failure to store is logged, not returned: the cache is an
+/// optimisation.
+pub fn declare_cached<'js>(
+    cache: &Cache,
+    ctx: &Ctx<'js>,
+    name: &str,
+    source: &[u8],
+    inputs: Vec<Input>,
+    options: CompileOptions,
+) -> Result<(Module<'js, Declared>, Origin)> {
+    let key = options.key(Key::for_source(name, source), name);
+    if let Some(hit) = cache.get(&key) {
+        match load(ctx, &hit) {
+            Ok(module) => return Ok((module, Origin::Cache)),
+            Err(e) => log::warn!("bytecode-pack: cached {name} did not load, recompiling: {e}"),
+        }
+    }
+    let (module, bytecode) = compile(ctx, name, source, options)?;
+    let entry = bytecode.entry(name).inputs(inputs);
+    if let Err(e) = cache.put(&key, &entry) {
+        log::warn!("bytecode-pack: cannot cache {name}: {e}");
+    }
+    Ok((module, Origin::Compiled))
+}
+
+/// A cache-backed rquickjs [`Loader`] for file modules: an `import` is served from the pack
+/// when the file is unchanged, and compiled and stored when not. Use it with rquickjs's
+/// [`rquickjs::loader::FileResolver`] (or any resolver that yields file paths) in place of
+/// `ScriptLoader`; a second run over unchanged files compiles nothing.
+#[derive(Clone)]
+pub struct PackLoader {
+    cache: Cache,
+    options: CompileOptions,
+    extensions: Vec<String>,
+}
+
+impl PackLoader {
+    /// A loader over `cache` for `.js` and `.mjs` files, keeping debug info and source.
+    pub fn new(cache: Cache) -> PackLoader {
+        PackLoader {
+            cache,
+            options: CompileOptions::default(),
+            extensions: vec!["js".into(), "mjs".into()],
+        }
+    }
+
+    /// Writes bytecode with these options.
+    pub fn with_options(mut self, options: CompileOptions) -> PackLoader {
+        self.options = options;
+        self
+    }
+
+    /// Also loads files with this extension (without the dot).
+    pub fn with_extension(mut self, extension: impl Into<String>) -> PackLoader {
+        self.extensions.push(extension.into());
+        self
+    }
+
+    fn handles(&self, name: &str) -> bool {
+        Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| self.extensions.iter().any(|x| x == e))
+    }
+
+    fn load_file<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        name: &str,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let path = Path::new(name);
+        let key = self.options.key(Key::for_paths(&[path]), name);
+        if let Some(hit) = self.cache.get(&key) {
+            match load(ctx, &hit) {
+                Ok(module) => return Ok(module),
+                Err(e) => log::warn!("bytecode-pack: cached {name} did not load, recompiling: {e}"),
+            }
+        }
+        let source = std::fs::read(path)?;
+        let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
+        // The bytes compiled are the input recorded: an edit racing this load cannot be
+        // cached as the old content.
+        let entry = bytecode
+            .entry(name)
+            .inputs(vec![Input::with_content(path, &source)]);
+        if let Err(e) = self.cache.put(&key, &entry) {
+            log::warn!("bytecode-pack: cannot cache {name}: {e}");
+        }
+        Ok(module)
+    }
+}
+
+impl Loader for PackLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        if !self.handles(name) {
+            return Err(rquickjs::Error::new_loading(name));
+        }
+        self.load_file(ctx, name)
+    }
 }

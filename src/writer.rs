@@ -10,6 +10,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::cache::NewEntry;
 use crate::error::{Error, Result};
 use crate::format::{
     self, EntryRecord, IndexBody, InputRecord, PACK_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentKind,
@@ -108,8 +109,7 @@ impl WriteState {
     pub(crate) fn append(
         &mut self,
         key: &[u8; 16],
-        module_name: &str,
-        payloads: [Option<&[u8]>; 3],
+        entry: &NewEntry<'_>,
         inputs: Vec<InputRecord>,
         recorded_at_ns: i64,
         durability: Durability,
@@ -122,6 +122,7 @@ impl WriteState {
             SegmentKind::SourceMap,
             SegmentKind::Aux,
         ];
+        let payloads = entry.payloads();
         let mut buf = Vec::with_capacity(
             payloads
                 .iter()
@@ -151,7 +152,8 @@ impl WriteState {
         let record = EntryRecord {
             key: *key,
             seq: self.body.next_seq,
-            module_name: module_name.to_owned(),
+            module_name: entry.module_name.to_owned(),
+            flags: entry.flags,
             recorded_at_ns,
             bytecode: bytecode.expect("bytecode is always written"),
             source_map,

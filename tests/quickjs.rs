@@ -1,0 +1,377 @@
+//! The QuickJS glue: cached modules behave like compiled ones, a second process compiles
+//! nothing, edits invalidate, and no unverified or foreign byte reaches `Module::load`.
+//!
+//! Host runs happen in child processes (this binary re-invoked, `child` test) with the working
+//! directory in a temp project, because rquickjs's `FileResolver` resolves against it.
+#![cfg(feature = "quickjs")]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytecode_pack::quickjs::{self, CompileOptions, Origin, PackLoader};
+use bytecode_pack::{Cache, Input, Key, NewEntry, abi_tag, collect_inputs};
+use rquickjs::loader::FileResolver;
+use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime};
+
+const ROLE: &str = "BP_QJS_ROLE";
+
+/// A host process: runs `main.js` through `PackLoader`, prints its result and the counters.
+#[test]
+#[ignore = "entry point for child processes spawned by the other tests"]
+fn child() {
+    if std::env::var(ROLE).is_err() {
+        return;
+    }
+    let root = PathBuf::from(std::env::var("BP_ROOT").unwrap());
+    let runtime = Runtime::new().unwrap();
+    let resolver = FileResolver::default().with_path(".");
+    if std::env::var(ROLE).unwrap() == "script-loader" {
+        runtime.set_loader(resolver, rquickjs::loader::ScriptLoader::default());
+    } else {
+        runtime.set_loader(resolver, PackLoader::new(Cache::open(&root).unwrap()));
+    }
+    let context = Context::full(&runtime).unwrap();
+    let result = context.with(|ctx| {
+        match Module::import(&ctx, "main.js")
+            .and_then(|p| p.finish::<Object>())
+            .catch(&ctx)
+        {
+            Ok(namespace) => namespace.get::<_, String>("result").unwrap(),
+            Err(e) => format!("error: {}", e.to_string().replace('\n', " | ")),
+        }
+    });
+    let c = quickjs::process_counters();
+    println!("result={result}");
+    println!("compiles={} cache_loads={}", c.compiles, c.cache_loads);
+}
+
+struct Project {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    root: PathBuf,
+}
+
+#[derive(Debug, PartialEq)]
+struct Run {
+    result: String,
+    compiles: u64,
+    cache_loads: u64,
+}
+
+impl Project {
+    fn new() -> Project {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().canonicalize().unwrap().join("project");
+        fs::create_dir_all(dir.join("lib")).unwrap();
+        let root = tmp.path().canonicalize().unwrap().join("cache");
+        let p = Project {
+            _tmp: tmp,
+            dir,
+            root,
+        };
+        p.write(
+            "main.js",
+            "import { add } from './lib/math.js';\n\
+             import { describe } from './lib/describe.js';\n\
+             export const result = describe(add(2, 3));\n",
+        );
+        p.write(
+            "lib/math.js",
+            "export function add(a, b) { return a + b; }\n",
+        );
+        p.write(
+            "lib/describe.js",
+            "import { add } from './math.js';\n\
+             export const describe = (x) => `value=${x} next=${add(x, 1)}`;\n",
+        );
+        p
+    }
+
+    fn write(&self, name: &str, content: &str) {
+        fs::write(self.dir.join(name), content).unwrap();
+    }
+
+    fn run(&self) -> Run {
+        self.run_with("pack-loader")
+    }
+
+    fn run_with(&self, role: &str) -> Run {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["child", "--exact", "--ignored", "--nocapture", "--quiet"])
+            .current_dir(&self.dir)
+            .env(ROLE, role)
+            .env("BP_ROOT", &self.root)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let field = |name: &str| -> String {
+            stdout
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+                .to_owned()
+        };
+        let result = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("result="))
+            .unwrap()
+            .to_owned();
+        Run {
+            result,
+            compiles: field("compiles").parse().unwrap(),
+            cache_loads: field("cache_loads").parse().unwrap(),
+        }
+    }
+
+    fn cache_file(&self, prefix: &str) -> PathBuf {
+        fs::read_dir(self.root.join(abi_tag()))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_second_process_compiles_nothing_and_an_edit_recompiles_only_that_file() {
+    let project = Project::new();
+    let first = project.run();
+    assert_eq!(first.result, "value=5 next=6");
+    assert_eq!((first.compiles, first.cache_loads), (3, 0));
+
+    let second = project.run();
+    assert_eq!(second.result, first.result);
+    assert_eq!(
+        (second.compiles, second.cache_loads),
+        (0, 3),
+        "imports across files from bytecode"
+    );
+
+    project.write(
+        "lib/math.js",
+        "export function add(a, b) { return a + b + 100; }\n",
+    );
+    let edited = project.run();
+    assert_eq!(edited.result, "value=105 next=206");
+    assert_eq!((edited.compiles, edited.cache_loads), (1, 2));
+    assert_eq!(project.run().compiles, 0);
+}
+
+#[test]
+fn corrupt_pack_bytes_are_recompiled_never_loaded() {
+    let project = Project::new();
+    assert_eq!(project.run().compiles, 3);
+    // The last segment written is main.js's bytecode (imports are compiled while declaring).
+    let pack = project.cache_file("pack-");
+    let mut bytes = fs::read(&pack).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    fs::write(&pack, bytes).unwrap();
+    assert!(
+        !Cache::open(&project.root)
+            .unwrap()
+            .verify()
+            .unwrap()
+            .is_ok()
+    );
+
+    let run = project.run();
+    assert_eq!(run.result, "value=5 next=6");
+    assert_eq!((run.compiles, run.cache_loads), (1, 2));
+}
+
+#[test]
+fn bytecode_under_another_abi_tag_is_never_loaded() {
+    let project = Project::new();
+    assert_eq!(project.run().compiles, 3);
+    // Re-stamp the index as written by another build (another QuickJS, say), with a valid
+    // header checksum: only the ABI check stands between those bytes and the engine.
+    let index = project.cache_file("index");
+    let mut bytes = fs::read(&index).unwrap();
+    let other = xxhash_rust::xxh3::xxh3_128(b"bp1-quickjs-ng0.1.0-rquickjs0.14-x86_64-le-64");
+    bytes[16..32].copy_from_slice(&other.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..56]);
+    bytes[56..64].copy_from_slice(&sum.to_le_bytes());
+    fs::write(&index, bytes).unwrap();
+
+    let run = project.run();
+    assert_eq!(run.result, "value=5 next=6");
+    assert_eq!((run.compiles, run.cache_loads), (3, 0));
+    // The next writer rebuilt the cache for this build.
+    assert_eq!(project.run().compiles, 0);
+}
+
+/// Everything observable about the test module, as strings.
+fn observe(ctx: &Ctx<'_>, module: Module<'_>) -> Vec<String> {
+    let (module, promise) = module.eval().unwrap();
+    promise.finish::<()>().unwrap();
+    let divide: Function = module.get("divide").unwrap();
+    let ok: f64 = divide.call((6, 3)).unwrap();
+    let thrown = match divide.call::<_, f64>((1, 0)).catch(ctx) {
+        Err(CaughtError::Exception(e)) => format!(
+            "{:?} | {:?}",
+            e.message(),
+            e.stack().map(|s| s.trim().to_owned())
+        ),
+        other => panic!(
+            "expected an exception, got {:?}",
+            other.map_err(|e| e.to_string())
+        ),
+    };
+    let squares: String = module
+        .get::<_, Function>("squares")
+        .unwrap()
+        .call(())
+        .unwrap();
+    let text: String = module
+        .get::<_, Function>("source")
+        .unwrap()
+        .call(())
+        .unwrap();
+    vec![ok.to_string(), thrown, squares, text]
+}
+
+const BEHAVIOUR_SRC: &str = "\
+export function divide(a, b) {
+  if (b === 0) {
+    throw new RangeError('division by zero');
+  }
+  return a / b;
+}
+export const squares = () => JSON.stringify([1, 2, 3].map((x) => x * x));
+export const source = () => String(divide).length > 20 ? 'has source' : 'no source';
+";
+
+fn declare_and_observe(root: &Path, options: CompileOptions) -> (Origin, Vec<String>) {
+    let cache = Cache::open(root).unwrap();
+    let runtime = Runtime::new().unwrap();
+    let context = Context::full(&runtime).unwrap();
+    context.with(|ctx| {
+        let (module, origin) = quickjs::declare_cached(
+            &cache,
+            &ctx,
+            "behaviour.js",
+            BEHAVIOUR_SRC.as_bytes(),
+            vec![],
+            options,
+        )
+        .unwrap();
+        (origin, observe(&ctx, module))
+    })
+}
+
+#[test]
+fn a_cached_module_behaves_exactly_like_a_compiled_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    for options in [CompileOptions::default(), CompileOptions::STRIPPED] {
+        let (origin, compiled) = declare_and_observe(tmp.path(), options);
+        assert_eq!(origin, Origin::Compiled);
+        let (origin, cached) = declare_and_observe(tmp.path(), options);
+        assert_eq!(origin, Origin::Cache);
+        if options.strip_debug {
+            // The module compiled in this process keeps its debug info; stripped bytecode
+            // has none, so only stack traces may differ, and only when asked to strip.
+            assert_eq!(compiled[0], cached[0]);
+            assert_eq!(compiled[2..], cached[2..]);
+            assert!(cached[1].contains("division by zero"), "{}", cached[1]);
+        } else {
+            assert_eq!(compiled, cached, "{options:?}");
+        }
+        assert_eq!(compiled[0], "2");
+        assert!(compiled[1].contains("division by zero"), "{}", compiled[1]);
+        assert_eq!(compiled[2], "[1,4,9]");
+        if options == CompileOptions::default() {
+            assert!(
+                compiled[1].contains("behaviour.js:3"),
+                "stack keeps file:line: {}",
+                compiled[1]
+            );
+            assert_eq!(compiled[3], "has source");
+        }
+    }
+}
+
+#[test]
+fn editing_a_bundled_helper_invalidates_the_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().canonicalize().unwrap();
+    fs::write(
+        dir.join("entry.js"),
+        "import { h } from './helper.js'; export const v = h();",
+    )
+    .unwrap();
+    fs::write(dir.join("helper.js"), "export const h = () => 1;").unwrap();
+    // What a bundler would emit for those two files.
+    let bundle = "const h = () => 1; export const v = h();";
+    let map = r#"{"version":3,"sources":["entry.js","helper.js"],"names":[],"mappings":""}"#;
+    let inputs = || -> Vec<Input> {
+        collect_inputs(&[dir.join("entry.js")], Some(map), &dir)
+            .into_iter()
+            .map(Input::path)
+            .collect()
+    };
+    assert_eq!(inputs().len(), 2);
+    let cache = Cache::open(dir.join("cache")).unwrap();
+    let declare = || {
+        let runtime = Runtime::new().unwrap();
+        let context = Context::full(&runtime).unwrap();
+        context.with(|ctx| {
+            quickjs::declare_cached(
+                &cache,
+                &ctx,
+                "bundle.js",
+                bundle.as_bytes(),
+                inputs(),
+                CompileOptions::default(),
+            )
+            .unwrap()
+            .1
+        })
+    };
+    assert_eq!(declare(), Origin::Compiled);
+    assert_eq!(declare(), Origin::Cache);
+    fs::write(dir.join("helper.js"), "export const h = () => 2;").unwrap();
+    assert_eq!(
+        declare(),
+        Origin::Compiled,
+        "an edited helper invalidates the bundle"
+    );
+    assert_eq!(declare(), Origin::Cache);
+}
+
+#[test]
+fn bytes_put_by_hand_are_never_handed_to_the_engine() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let key = Key::for_source("evil.js", b"");
+    cache
+        .put(&key, &NewEntry::new("evil.js", b"\x02not bytecode at all"))
+        .unwrap();
+    let hit = cache.get(&key).unwrap();
+    let runtime = Runtime::new().unwrap();
+    let context = Context::full(&runtime).unwrap();
+    context.with(|ctx| {
+        let err = quickjs::load(&ctx, &hit).err().expect("refused");
+        assert!(err.to_string().contains("refusing to load"), "{err}");
+    });
+}
+
+#[test]
+fn errors_reach_the_host_exactly_as_with_rquickjs_own_loader() {
+    let project = Project::new();
+    project.write(
+        "lib/math.js",
+        "export function add(a, b) { return a + ; }\n",
+    );
+    let ours = project.run();
+    let theirs = project.run_with("script-loader");
+    assert!(ours.result.starts_with("error: "), "{}", ours.result);
+    assert!(ours.result.contains("lib/math.js:1"), "{}", ours.result);
+    assert_eq!(ours.result, theirs.result);
+}
