@@ -330,6 +330,24 @@ impl AtomicCounters {
     }
 }
 
+/// One live entry, as listed by [`Cache::entries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryInfo {
+    /// Its key.
+    pub key: Key,
+    /// The module name given to `put`.
+    pub module_name: String,
+    /// Bytecode length.
+    pub bytecode_bytes: u64,
+    /// Bytes of all its segments in the pack, headers included.
+    pub stored_bytes: u64,
+    /// How many inputs it records.
+    pub inputs: u64,
+    /// When it was recorded.
+    pub recorded_at: std::time::SystemTime,
+}
+
 /// The state of a cache directory, and this handle's counters.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -553,6 +571,39 @@ impl Cache {
         Ok(crate::verify::verify(&*self.reload()?))
     }
 
+    /// Every live entry in the published index, in key order. Reads no segment.
+    pub fn entries(&self) -> Result<Vec<EntryInfo>> {
+        if self.inner.options.disabled {
+            return Ok(Vec::new());
+        }
+        let snapshot = self.reload()?;
+        let Some(body) = snapshot.body() else {
+            return Ok(Vec::new());
+        };
+        Ok(body
+            .entries
+            .iter()
+            .map(|e| {
+                let owned = crate::format::SegmentRef::from(&e.bytecode);
+                let stored: u64 = [Some(&e.bytecode), e.source_map.as_ref(), e.aux.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .map(|s| crate::format::SegmentRef::from(s).stored_len())
+                    .sum();
+                let nanos = e.recorded_at_ns.to_native();
+                EntryInfo {
+                    key: Key::from_bytes(e.key),
+                    module_name: e.module_name.as_str().to_owned(),
+                    bytecode_bytes: owned.len,
+                    stored_bytes: stored,
+                    inputs: e.inputs.len() as u64,
+                    recorded_at: std::time::UNIX_EPOCH
+                        + Duration::from_nanos(u64::try_from(nanos).unwrap_or(0)),
+                }
+            })
+            .collect())
+    }
+
     /// The cache directory's state and this handle's counters. Reads the published index.
     pub fn stats(&self) -> Result<Stats> {
         let counters = self.inner.counters.read();
@@ -574,14 +625,9 @@ impl Cache {
                 let live: u64 = body
                     .entries
                     .iter()
-                    .map(|e| {
-                        let owned: [Option<crate::format::SegmentRef>; 3] = [
-                            Some((&e.bytecode).into()),
-                            e.source_map.as_ref().map(Into::into),
-                            e.aux.as_ref().map(Into::into),
-                        ];
-                        owned.iter().flatten().map(|s| s.stored_len()).sum::<u64>()
-                    })
+                    .flat_map(|e| [Some(&e.bytecode), e.source_map.as_ref(), e.aux.as_ref()])
+                    .flatten()
+                    .map(|s| crate::format::SegmentRef::from(s).stored_len())
                     .sum();
                 (
                     body.entries.len() as u64,

@@ -54,6 +54,7 @@ mod freshness;
 mod fsys;
 mod inputs;
 mod key;
+mod maintenance;
 mod options;
 #[cfg(feature = "quickjs")]
 pub mod quickjs;
@@ -65,13 +66,14 @@ mod writer;
 
 pub use abi::abi_tag;
 pub use cache::{
-    Cache, CacheBuilder, Counters, ENV_CACHE_DIR, ENV_DISABLE, Hit, MissReason, NewEntry, Stats,
-    default_root,
+    Cache, CacheBuilder, Counters, ENV_CACHE_DIR, ENV_DISABLE, EntryInfo, Hit, MissReason,
+    NewEntry, Stats, default_root,
 };
 pub use compact::CompactReport;
 pub use error::{Error, Result};
 pub use freshness::{Input, RACY_WINDOW};
 pub use inputs::collect_inputs;
 pub use key::Key;
+pub use maintenance::{DEFAULT_PRUNE_AGE, OtherAbi, PruneReport, other_abis, prune_other_abis};
 pub use options::Durability;
 pub use verify::VerifyReport;
