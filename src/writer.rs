@@ -17,6 +17,7 @@ use crate::format::{
     SegmentRef,
 };
 use crate::fsys;
+use crate::key::Key;
 use crate::options::Durability;
 use crate::snapshot::{self, INDEX_FILE, LoadError, pack_file_name};
 
@@ -104,14 +105,11 @@ impl WriteState {
         self.dir.join(pack_file_name(self.body.generation))
     }
 
-    /// Appends an entry's segments to the pack and records it, replacing any entry under the
-    /// same key. Not visible to anyone until [`WriteState::publish`].
-    pub(crate) fn append(
+    /// Appends entries' segments to the pack in one write and records them, replacing any
+    /// entry under the same key. Not visible to anyone until [`WriteState::publish`].
+    pub(crate) fn append_many(
         &mut self,
-        key: &[u8; 16],
-        entry: &NewEntry<'_>,
-        inputs: Vec<InputRecord>,
-        recorded_at_ns: i64,
+        entries: Vec<(Key, &NewEntry<'_>, Vec<InputRecord>, i64)>,
         durability: Durability,
     ) -> Result<()> {
         let path = self.pack_path();
@@ -122,24 +120,42 @@ impl WriteState {
             SegmentKind::SourceMap,
             SegmentKind::Aux,
         ];
-        let payloads = entry.payloads();
-        let mut buf = Vec::with_capacity(
-            payloads
-                .iter()
-                .flatten()
-                .map(|p| p.len() + SEGMENT_HEADER_LEN as usize)
-                .sum(),
-        );
-        let mut refs = [None; 3];
-        for ((kind, payload), slot) in kinds.into_iter().zip(payloads).zip(&mut refs) {
-            let Some(payload) = payload else { continue };
-            buf.extend_from_slice(&format::encode_segment_header(kind, key, payload));
-            *slot = Some(SegmentRef {
-                offset: start + buf.len() as u64,
-                len: payload.len() as u64,
-                checksum: format::payload_checksum(payload),
+        let total: usize = entries
+            .iter()
+            .flat_map(|(_, e, _, _)| e.payloads())
+            .flatten()
+            .map(|p| p.len() + SEGMENT_HEADER_LEN as usize)
+            .sum();
+        let mut buf = Vec::with_capacity(total);
+        let mut records = Vec::with_capacity(entries.len());
+        for (key, entry, inputs, recorded_at_ns) in entries {
+            let mut refs = [None; 3];
+            for ((kind, payload), slot) in kinds.into_iter().zip(entry.payloads()).zip(&mut refs) {
+                let Some(payload) = payload else { continue };
+                buf.extend_from_slice(&format::encode_segment_header(
+                    kind,
+                    key.as_bytes(),
+                    payload,
+                ));
+                *slot = Some(SegmentRef {
+                    offset: start + buf.len() as u64,
+                    len: payload.len() as u64,
+                    checksum: format::payload_checksum(payload),
+                });
+                buf.extend_from_slice(payload);
+            }
+            let [bytecode, source_map, aux] = refs;
+            records.push(EntryRecord {
+                key: *key.as_bytes(),
+                seq: 0,
+                module_name: entry.module_name.to_owned(),
+                flags: entry.flags,
+                recorded_at_ns,
+                bytecode: bytecode.expect("bytecode is always written"),
+                source_map,
+                aux,
+                inputs,
             });
-            buf.extend_from_slice(payload);
         }
         file.write_all(&buf).map_err(Error::io(&path))?;
         if durability == Durability::Full {
@@ -147,23 +163,29 @@ impl WriteState {
         }
         self.pack_file_len = start + buf.len() as u64;
         self.body.pack_len = self.pack_file_len;
-
-        let [bytecode, source_map, aux] = refs;
-        let record = EntryRecord {
-            key: *key,
-            seq: self.body.next_seq,
-            module_name: entry.module_name.to_owned(),
-            flags: entry.flags,
-            recorded_at_ns,
-            bytecode: bytecode.expect("bytecode is always written"),
-            source_map,
-            aux,
-            inputs,
-        };
-        self.body.next_seq += 1;
-        match self.body.position(key) {
-            Ok(i) => self.body.entries[i] = record,
-            Err(i) => self.body.entries.insert(i, record),
+        for record in &mut records {
+            record.seq = self.body.next_seq;
+            self.body.next_seq += 1;
+        }
+        if let [record] = &mut records[..] {
+            let record = record.clone();
+            match self.body.position(&record.key) {
+                Ok(i) => self.body.entries[i] = record,
+                Err(i) => self.body.entries.insert(i, record),
+            }
+        } else {
+            // A batch: one stable sort, then the latest record of each key wins.
+            let mut all = std::mem::take(&mut self.body.entries);
+            all.extend(records);
+            all.sort_by_key(|e| e.key);
+            let mut merged: Vec<EntryRecord> = Vec::with_capacity(all.len());
+            for record in all {
+                match merged.last_mut() {
+                    Some(last) if last.key == record.key => *last = record,
+                    _ => merged.push(record),
+                }
+            }
+            self.body.entries = merged;
         }
         Ok(())
     }

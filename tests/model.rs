@@ -14,6 +14,9 @@ enum Op {
         value: Vec<u8>,
         aux: Option<String>,
     },
+    PutMany {
+        batch: Vec<(u8, Vec<u8>)>,
+    },
     Get {
         key: u8,
     },
@@ -26,6 +29,8 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..12u8, proptest::collection::vec(any::<u8>(), 1..600), proptest::option::of("[a-z]{0,8}"))
             .prop_map(|(key, value, aux)| Op::Put { key, value, aux }),
+        2 => proptest::collection::vec((0..12u8, proptest::collection::vec(any::<u8>(), 1..200)), 0..6)
+            .prop_map(|batch| Op::PutMany { batch }),
         6 => (0..12u8).prop_map(|key| Op::Get { key }),
         1 => Just(Op::Compact),
         1 => Just(Op::Clear),
@@ -61,6 +66,15 @@ proptest! {
                     writer.put(&key(k), &entry).unwrap();
                     history.entry(k).or_default().push((value.clone(), aux.clone()));
                     model.insert(k, (value, aux));
+                }
+                Op::PutMany { batch } => {
+                    let entries: Vec<NewEntry> = batch.iter().map(|(_, v)| NewEntry::new("m", v)).collect();
+                    writer.put_many(batch.iter().zip(&entries).map(|((k, _), e)| (key(*k), e))).unwrap();
+                    // Within a batch, as across puts, the last write of a key wins.
+                    for (k, value) in batch {
+                        history.entry(k).or_default().push((value.clone(), None));
+                        model.insert(k, (value, None));
+                    }
                 }
                 Op::Get { key: k } => {
                     // The writer and a new handle see exactly the model. The long-lived reader
