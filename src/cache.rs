@@ -15,7 +15,7 @@ use crate::freshness::{self, Input};
 use crate::fsys;
 use crate::key::Key;
 use crate::options::{Durability, Options};
-use crate::snapshot::{self, Snapshot};
+use crate::snapshot::{self, Found, Snapshot};
 use crate::writer::{self, WriteState};
 
 /// Names the cache root; overrides the per-user cache directory in [`Cache::open_default`].
@@ -216,8 +216,10 @@ pub struct Hit {
 
 impl Hit {
     fn record(&self) -> &ArchivedEntryRecord {
-        let body = self.snapshot.body().expect("a hit's snapshot has an index");
-        &body.entries.as_slice()[self.entry]
+        // The record passed its checks when the hit was made, and that verdict is kept.
+        self.snapshot
+            .record(self.entry)
+            .expect("a hit's record was checked")
     }
 
     /// The bytecode, checksum-verified, zero-copy.
@@ -587,12 +589,9 @@ impl Cache {
             return Ok(Vec::new());
         }
         let snapshot = self.reload()?;
-        let Some(body) = snapshot.body() else {
-            return Ok(Vec::new());
-        };
-        Ok(body
-            .entries
-            .iter()
+        Ok(snapshot
+            .records()
+            .flatten()
             .map(|e| {
                 let owned = crate::format::SegmentRef::from(&e.bytecode);
                 let stored: u64 = [Some(&e.bytecode), e.source_map.as_ref(), e.aux.as_ref()]
@@ -630,23 +629,19 @@ impl Cache {
             });
         }
         let snapshot = self.reload()?;
-        let (entries, live_bytes, generation) = match snapshot.body() {
-            Some(body) => {
-                let live: u64 = body
-                    .entries
-                    .iter()
-                    .flat_map(|e| [Some(&e.bytecode), e.source_map.as_ref(), e.aux.as_ref()])
-                    .flatten()
-                    .map(|s| crate::format::SegmentRef::from(s).stored_len())
-                    .sum();
-                (
-                    body.entries.len() as u64,
-                    crate::format::PACK_HEADER_LEN + live,
-                    body.generation.to_native(),
-                )
-            }
-            None => (0, 0, 0),
-        };
+        let generation = snapshot.generation();
+        let (mut entries, mut live_bytes) = (0, 0);
+        for e in snapshot.records().flatten() {
+            entries += 1;
+            live_bytes += [Some(&e.bytecode), e.source_map.as_ref(), e.aux.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(|s| crate::format::SegmentRef::from(s).stored_len())
+                .sum::<u64>();
+        }
+        if generation != 0 {
+            live_bytes += crate::format::PACK_HEADER_LEN;
+        }
         let pack_bytes = std::fs::symlink_metadata(dir.join(snapshot::pack_file_name(generation)))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -664,12 +659,11 @@ impl Cache {
 
 /// Looks `key` up in one snapshot: present, intact, and every input fresh.
 fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key) -> Result<Hit, MissReason> {
-    let Some((i, entry)) = snapshot.find(key.as_bytes()) else {
-        return Err(if snapshot.is_damaged() {
-            MissReason::Corrupt
-        } else {
-            MissReason::Absent
-        });
+    let (i, entry) = match snapshot.find(key.as_bytes()) {
+        Found::Entry(i, entry) => (i, entry),
+        Found::Damaged => return Err(MissReason::Corrupt),
+        Found::Absent if snapshot.is_damaged() => return Err(MissReason::Corrupt),
+        Found::Absent => return Err(MissReason::Absent),
     };
     if !snapshot.segments_intact(i, entry) {
         return Err(MissReason::Corrupt);

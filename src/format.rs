@@ -22,19 +22,35 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `b"BCPKIDX\0"` |
 //! | 8 | 4 | [`FORMAT_VERSION`] |
-//! | 12 | 4 | header length, [`HEADER_LEN`] (64) |
+//! | 12 | 4 | header length, [`INDEX_HEADER_LEN`] (96) |
 //! | 16 | 16 | `xxh3_128` of the ABI tag string ([`crate::abi_tag`]) |
-//! | 32 | 8 | body length in bytes; the file is exactly `64 + body length` long |
-//! | 40 | 8 | layout fingerprint of the archived types ([`layout_fingerprint`]) |
-//! | 48 | 8 | reserved, zero |
-//! | 56 | 8 | `xxh3_64` of bytes 0..56 |
-//! | 64 | 16 | `xxh3_128` of the body |
-//! | 80 | .. | body: an rkyv archive of [`IndexBody`], starting 16-byte aligned |
+//! | 32 | 8 | layout fingerprint of the archived types ([`layout_fingerprint`]) |
+//! | 40 | 8 | pack generation: the pack is `pack-<generation>` |
+//! | 48 | 8 | committed pack length |
+//! | 56 | 8 | next insertion sequence number |
+//! | 64 | 4 | entry count `n` |
+//! | 68 | 4 | reserved, zero |
+//! | 72 | 8 | records length `r` in bytes; the file is exactly `96 + 32 n + r` long |
+//! | 80 | 8 | reserved, zero |
+//! | 88 | 8 | `xxh3_64` of bytes 0..88 |
+//! | 96 | 32 n | key table: `n` [rows](#row), sorted by key |
+//! | 96 + 32 n | r | records: one rkyv archive of [`EntryRecord`] per row, each 16-byte aligned |
 //!
-//! rkyv stores no magic, version or length of its own and reads its root from the *end* of the
-//! buffer, so a torn or padded file could still "validate". The exact length in the header and
-//! the body checksum rule that out; only then is the body accessed, without rkyv's validator
-//! (which costs ~80 µs for 10,000 entries), through `unsafe_io::CheckedIndex`.
+//! ## Row
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 16 | key |
+//! | 16 | 4 | record offset from the start of the records region (a multiple of 16) |
+//! | 20 | 4 | record length |
+//! | 24 | 8 | `xxh3_64` of the record's bytes, seeded with `xxh3_64(key)` |
+//!
+//! Opening an index checks only the header (and that the file is exactly as long as it says),
+//! so it costs the same at 10 entries or 100,000. A lookup binary-searches the table and checks
+//! the one record it needs; a reader remembers the verdict for the life of its snapshot. A
+//! damaged row or record therefore makes only its own entry miss. Only a record whose checksum
+//! (seeded with its key) matched is read in place, without rkyv's validator, through
+//! `unsafe_io::CheckedIndex`; `verify` runs the validator over every record too.
 //!
 //! # Pack file
 //!
@@ -82,11 +98,14 @@ use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 /// Bumped on any change to the bytes this module writes.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// Length of the fixed part of the index header; the body checksum follows it.
+/// Length of a pack file's header.
 pub const HEADER_LEN: usize = 64;
-/// Offset of the index body: header plus its 16-byte body checksum. A multiple of 16, so an
-/// aligned file start gives an aligned rkyv root.
-pub const INDEX_BODY_OFFSET: usize = HEADER_LEN + 16;
+/// Length of an index file's header; the key table starts here.
+pub const INDEX_HEADER_LEN: usize = 96;
+/// Length of one key-table row.
+pub const ROW_LEN: usize = 32;
+/// Alignment of every record in the index (and of the records region).
+pub const RECORD_ALIGN: usize = 16;
 /// Length of a pack file's header; the first segment starts here.
 pub const PACK_HEADER_LEN: u64 = HEADER_LEN as u64;
 /// Length of a segment header; the payload starts this far after the segment's offset.
@@ -173,8 +192,9 @@ pub enum FormatError {
     Malformed(String),
 }
 
-/// The index: every live entry, sorted by key, and where the pack's committed data ends.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+/// The index, owned (as writers hold it): every live entry, sorted by key, and where the
+/// pack's committed data ends. Encoded as a header, a key table and one rkyv record per entry.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct IndexBody {
     /// The pack generation this index describes: `pack-<generation>`.
     pub generation: u64,
@@ -285,25 +305,14 @@ impl IndexBody {
     }
 }
 
-impl ArchivedIndexBody {
-    /// The archived record for `key`, by binary search over the sorted entries.
-    pub fn find(&self, key: &[u8; 16]) -> Option<&ArchivedEntryRecord> {
-        let entries = self.entries.as_slice();
-        entries
-            .binary_search_by(|e| e.key.cmp(key))
-            .ok()
-            .map(|i| &entries[i])
-    }
-}
-
 /// A fingerprint of the archived types' sizes and alignments, stored in the index header so a
 /// build whose layout differs (a forgotten [`FORMAT_VERSION`] bump) rejects the file instead
 /// of reading it through unchecked access. The idea is odht's: record your own type sizes.
 pub fn layout_fingerprint() -> u64 {
     use std::mem::{align_of, size_of};
     let sizes = [
-        size_of::<ArchivedIndexBody>(),
-        align_of::<ArchivedIndexBody>(),
+        INDEX_HEADER_LEN,
+        ROW_LEN,
         size_of::<ArchivedEntryRecord>(),
         align_of::<ArchivedEntryRecord>(),
         size_of::<ArchivedSegmentRef>(),
@@ -384,54 +393,242 @@ fn open_header<'a>(
     Ok(&bytes[32..56])
 }
 
+/// The index header's fields, after [`check_index_header`] accepted them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexHeader {
+    /// The pack generation.
+    pub generation: u64,
+    /// Committed pack length.
+    pub pack_len: u64,
+    /// Next insertion sequence number.
+    pub next_seq: u64,
+    /// Number of rows (entries).
+    pub count: usize,
+    /// Length of the records region.
+    pub records_len: usize,
+}
+
+impl IndexHeader {
+    fn records_start(&self) -> usize {
+        INDEX_HEADER_LEN + ROW_LEN * self.count
+    }
+}
+
+/// One key-table row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Row {
+    /// The entry's key.
+    pub key: [u8; 16],
+    /// Record offset within the records region.
+    pub offset: u32,
+    /// Record length.
+    pub len: u32,
+    /// `xxh3_64` of the record, seeded with `xxh3_64(key)`.
+    pub checksum: u64,
+}
+
+fn record_checksum(key: &[u8; 16], record: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(record, xxh3_64(key))
+}
+
 /// Serialises `body` into a complete index file.
 pub fn encode_index(body: &IndexBody, abi_tag: &str) -> Vec<u8> {
-    let archived = rkyv::to_bytes::<rkyv::rancor::BoxedError>(body)
-        .expect("serialising plain owned data into a Vec cannot fail");
-    let mut fields = [0u8; 24];
-    fields[0..8].copy_from_slice(&(archived.len() as u64).to_le_bytes());
-    fields[8..16].copy_from_slice(&layout_fingerprint().to_le_bytes());
-    let mut out = Vec::with_capacity(INDEX_BODY_OFFSET + archived.len());
-    out.extend_from_slice(&seal_header(INDEX_MAGIC, abi_tag, fields));
-    out.extend_from_slice(&payload_checksum(&archived));
-    out.extend_from_slice(&archived);
+    let count = body.entries.len();
+    let mut table = Vec::with_capacity(count * ROW_LEN);
+    let mut records: Vec<u8> = Vec::new();
+    for entry in &body.entries {
+        let archived = rkyv::to_bytes::<rkyv::rancor::BoxedError>(entry)
+            .expect("serialising plain owned data into a Vec cannot fail");
+        let offset = records.len();
+        table.extend_from_slice(&entry.key);
+        table.extend_from_slice(&(offset as u32).to_le_bytes());
+        table.extend_from_slice(&(archived.len() as u32).to_le_bytes());
+        table.extend_from_slice(&record_checksum(&entry.key, &archived).to_le_bytes());
+        records.extend_from_slice(&archived);
+        records.resize(records.len().next_multiple_of(RECORD_ALIGN), 0);
+    }
+    let mut h = [0u8; INDEX_HEADER_LEN];
+    h[0..8].copy_from_slice(&INDEX_MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&(INDEX_HEADER_LEN as u32).to_le_bytes());
+    h[16..32].copy_from_slice(&abi_hash(abi_tag));
+    h[32..40].copy_from_slice(&layout_fingerprint().to_le_bytes());
+    h[40..48].copy_from_slice(&body.generation.to_le_bytes());
+    h[48..56].copy_from_slice(&body.pack_len.to_le_bytes());
+    h[56..64].copy_from_slice(&body.next_seq.to_le_bytes());
+    h[64..68].copy_from_slice(&(count as u32).to_le_bytes());
+    h[72..80].copy_from_slice(&(records.len() as u64).to_le_bytes());
+    let sum = xxh3_64(&h[..88]);
+    h[88..96].copy_from_slice(&sum.to_le_bytes());
+    let mut out = Vec::with_capacity(INDEX_HEADER_LEN + table.len() + records.len());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&table);
+    out.extend_from_slice(&records);
     out
 }
 
-/// Checks a whole index file's bytes: header, exact length, layout fingerprint, body checksum
-/// and alignment. Returns the body, which is then exactly what this build's serializer wrote.
-pub fn check_index<'a>(file: &'a [u8], abi_tag: &str) -> Result<&'a [u8], FormatError> {
-    let fields = open_header(file, INDEX_MAGIC, abi_tag)?;
-    let body_len = u64::from_le_bytes(fields[0..8].try_into().expect("8 bytes"));
-    let expected = (INDEX_BODY_OFFSET as u64).saturating_add(body_len);
+/// Checks an index file's header and that the file is exactly as long as the header says.
+/// Touches nothing past the header: rows and records are checked when they are used.
+pub fn check_index_header(file: &[u8], abi_tag: &str) -> Result<IndexHeader, FormatError> {
+    if file.len() < INDEX_HEADER_LEN {
+        return Err(FormatError::Length {
+            expected: INDEX_HEADER_LEN as u64,
+            got: file.len() as u64,
+        });
+    }
+    if file[0..8] != INDEX_MAGIC {
+        return Err(FormatError::Magic);
+    }
+    if xxh3_64(&file[..88]) != u64_at(file, 88) {
+        return Err(FormatError::Checksum {
+            what: "index header",
+        });
+    }
+    let version = u32_at(file, 8);
+    if version != FORMAT_VERSION {
+        return Err(FormatError::Version {
+            expected: FORMAT_VERSION,
+            got: version,
+        });
+    }
+    if u32_at(file, 12) as usize != INDEX_HEADER_LEN {
+        return Err(FormatError::Malformed("header length".into()));
+    }
+    if file[16..32] != abi_hash(abi_tag) {
+        return Err(FormatError::Abi);
+    }
+    if u64_at(file, 32) != layout_fingerprint() {
+        return Err(FormatError::Layout);
+    }
+    let count = u32_at(file, 64) as u64;
+    let records_len = u64_at(file, 72);
+    let expected = (INDEX_HEADER_LEN as u64)
+        .saturating_add(count.saturating_mul(ROW_LEN as u64))
+        .saturating_add(records_len);
     if file.len() as u64 != expected {
         return Err(FormatError::Length {
             expected,
             got: file.len() as u64,
         });
     }
-    if fields[8..16] != layout_fingerprint().to_le_bytes() {
-        return Err(FormatError::Layout);
-    }
-    let body = &file[INDEX_BODY_OFFSET..];
-    if payload_checksum(body) != file[HEADER_LEN..INDEX_BODY_OFFSET] {
-        return Err(FormatError::Checksum { what: "index body" });
-    }
-    if !(body.as_ptr() as usize).is_multiple_of(16) {
+    if !(file.as_ptr() as usize).is_multiple_of(RECORD_ALIGN) {
         return Err(FormatError::Misaligned);
     }
-    // rkyv needs at least the root's bytes; an empty body is never written.
-    if body.len() < std::mem::size_of::<ArchivedIndexBody>() {
-        return Err(FormatError::Malformed("body shorter than its root".into()));
-    }
-    Ok(body)
+    Ok(IndexHeader {
+        generation: u64_at(file, 40),
+        pack_len: u64_at(file, 48),
+        next_seq: u64_at(file, 56),
+        // Both fit: the file that holds them is in memory.
+        count: count as usize,
+        records_len: records_len as usize,
+    })
 }
 
-/// Full structural validation of a body with rkyv's validator: slower than the checksum, used
-/// by `verify` to catch a writer bug that a checksum cannot.
-pub fn validate_body(body: &[u8]) -> Result<&ArchivedIndexBody, FormatError> {
-    rkyv::access::<ArchivedIndexBody, rkyv::rancor::BoxedError>(body)
+/// Row `i` of a checked index. `i` must be below `header.count`.
+pub fn index_row(file: &[u8], header: &IndexHeader, i: usize) -> Row {
+    debug_assert!(i < header.count);
+    let at = INDEX_HEADER_LEN + i * ROW_LEN;
+    let r = &file[at..at + ROW_LEN];
+    Row {
+        key: r[0..16].try_into().expect("16 bytes"),
+        offset: u32_at(r, 16),
+        len: u32_at(r, 20),
+        checksum: u64_at(r, 24),
+    }
+}
+
+/// The row holding `key`, by binary search. On a damaged (unsorted) table this may miss a key
+/// that is there, never return a row for another key.
+pub fn find_row(file: &[u8], header: &IndexHeader, key: &[u8; 16]) -> Option<usize> {
+    let (mut lo, mut hi) = (0, header.count);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let at = INDEX_HEADER_LEN + mid * ROW_LEN;
+        match file[at..at + 16].cmp(key) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return Some(mid),
+        }
+    }
+    None
+}
+
+/// The bytes row `i` points at, bounds- and alignment-checked, not yet checksummed.
+pub fn index_record_span<'f>(
+    file: &'f [u8],
+    header: &IndexHeader,
+    i: usize,
+) -> Result<(Row, &'f [u8]), FormatError> {
+    let row = index_row(file, header, i);
+    let (offset, len) = (row.offset as usize, row.len as usize);
+    if offset.saturating_add(len) > header.records_len {
+        return Err(FormatError::OutOfBounds {
+            offset: offset as u64,
+            len: len as u64,
+            committed: header.records_len as u64,
+        });
+    }
+    if !offset.is_multiple_of(RECORD_ALIGN) {
+        return Err(FormatError::Misaligned);
+    }
+    if len < std::mem::size_of::<ArchivedEntryRecord>() {
+        return Err(FormatError::Malformed(
+            "record shorter than its root".into(),
+        ));
+    }
+    let start = header.records_start() + offset;
+    Ok((row, &file[start..start + len]))
+}
+
+/// The bytes of row `i`'s record, bounds-, alignment- and checksum-checked: on success they
+/// are exactly what this build's serializer wrote for that key.
+pub fn index_record<'f>(
+    file: &'f [u8],
+    header: &IndexHeader,
+    i: usize,
+) -> Result<&'f [u8], FormatError> {
+    let (row, bytes) = index_record_span(file, header, i)?;
+    if record_checksum(&row.key, bytes) != row.checksum {
+        return Err(FormatError::Checksum {
+            what: "index record",
+        });
+    }
+    Ok(bytes)
+}
+
+/// Full structural validation of a record with rkyv's validator: slower than the checksum,
+/// used by `verify` and the fuzzers to catch what a checksum cannot (a writer bug).
+pub fn validate_record(record: &[u8]) -> Result<&ArchivedEntryRecord, FormatError> {
+    rkyv::access::<ArchivedEntryRecord, rkyv::rancor::BoxedError>(record)
         .map_err(|e| FormatError::Malformed(e.to_string()))
+}
+
+/// Decodes a whole index for a writer, validating every record. Entries whose row or record
+/// is damaged are dropped and counted: the rest of the cache survives.
+pub fn decode_index(file: &[u8], abi_tag: &str) -> Result<(IndexBody, usize), FormatError> {
+    let header = check_index_header(file, abi_tag)?;
+    let mut body = IndexBody {
+        generation: header.generation,
+        pack_len: header.pack_len,
+        next_seq: header.next_seq,
+        entries: Vec::with_capacity(header.count),
+    };
+    let mut dropped = 0;
+    for i in 0..header.count {
+        let decoded = index_record(file, &header, i)
+            .and_then(validate_record)
+            .and_then(|archived| {
+                rkyv::deserialize::<EntryRecord, rkyv::rancor::BoxedError>(archived)
+                    .map_err(|e| FormatError::Malformed(e.to_string()))
+            });
+        match decoded {
+            Ok(entry) if entry.key == index_row(file, &header, i).key => body.entries.push(entry),
+            _ => dropped += 1,
+        }
+    }
+    body.entries.sort_by_key(|e| e.key);
+    body.entries.dedup_by_key(|e| e.key);
+    Ok((body, dropped))
 }
 
 /// The header of a new pack file of `generation`.
@@ -612,43 +809,86 @@ mod tests {
         }
     }
 
+    fn two_entry_body() -> IndexBody {
+        let mut body = sample_body();
+        let mut second = body.entries[0].clone();
+        second.key = [4; 16];
+        second.module_name = "a much longer module name than fits inline.js".into();
+        body.entries.push(second);
+        body
+    }
+
     #[test]
     fn index_round_trips_and_every_header_byte_is_covered() {
-        let body = sample_body();
+        let body = two_entry_body();
         let file = aligned(&encode_index(&body, TAG));
-        let verified = check_index(&file, TAG).expect("valid");
-        let archived = validate_body(verified).expect("structurally valid");
-        let back: IndexBody = rkyv::deserialize::<_, rkyv::rancor::BoxedError>(archived).unwrap();
-        assert_eq!(back, body);
+        let header = check_index_header(&file, TAG).expect("valid");
+        assert_eq!(
+            (header.generation, header.pack_len, header.count),
+            (7, 1000, 2)
+        );
+        assert_eq!(decode_index(&file, TAG).unwrap(), (body.clone(), 0));
+        assert_eq!(find_row(&file, &header, &[4; 16]), Some(1));
+        assert_eq!(find_row(&file, &header, &[5; 16]), None);
+        let record = validate_record(index_record(&file, &header, 1).unwrap()).unwrap();
+        assert_eq!(record.module_name.as_str(), body.entries[1].module_name);
 
-        for i in 0..INDEX_BODY_OFFSET {
+        for i in 0..INDEX_HEADER_LEN {
             let mut bad = aligned(&file);
             bad[i] ^= 0x40;
-            assert!(check_index(&bad, TAG).is_err(), "flip at {i} accepted");
+            assert!(
+                check_index_header(&bad, TAG).is_err(),
+                "flip at {i} accepted"
+            );
         }
+    }
+
+    #[test]
+    fn a_damaged_row_or_record_costs_only_its_own_entry() {
+        let body = two_entry_body();
+        let file = aligned(&encode_index(&body, TAG));
+        let header = check_index_header(&file, TAG).unwrap();
+        for i in INDEX_HEADER_LEN..file.len() {
+            let mut bad = aligned(&file);
+            bad[i] ^= 0x01;
+            let header = check_index_header(&bad, TAG).expect("header untouched");
+            let (decoded, dropped) = decode_index(&bad, TAG).unwrap();
+            // Padding bytes between records are covered by nothing and may change freely.
+            assert!(dropped <= 1, "flip at {i} dropped {dropped}");
+            for entry in &decoded.entries {
+                assert!(body.entries.contains(entry), "flip at {i} changed an entry");
+            }
+            for row in 0..header.count {
+                if let Ok(bytes) = index_record(&bad, &header, row) {
+                    validate_record(bytes).expect("checksummed records are valid");
+                }
+            }
+        }
+        assert!(index_record(&file, &header, 0).is_ok());
     }
 
     #[test]
     fn index_rejects_other_abi_trailing_bytes_and_truncation() {
         let file = aligned(&encode_index(&sample_body(), TAG));
-        assert_eq!(check_index(&file, "other").err(), Some(FormatError::Abi));
+        assert_eq!(
+            check_index_header(&file, "other").err(),
+            Some(FormatError::Abi)
+        );
         let mut padded = aligned(&file);
         padded.extend_from_slice(&[0; 16]);
         assert!(matches!(
-            check_index(&padded, TAG),
+            check_index_header(&padded, TAG),
             Err(FormatError::Length { .. })
         ));
         let short = aligned(&file[..file.len() - 1]);
         assert!(matches!(
-            check_index(&short, TAG),
+            check_index_header(&short, TAG),
             Err(FormatError::Length { .. })
         ));
-        let mut flipped = aligned(&file);
-        let last = flipped.len() - 1;
-        flipped[last] ^= 1;
+        let empty = aligned(&encode_index(&IndexBody::default(), TAG));
         assert_eq!(
-            check_index(&flipped, TAG).err(),
-            Some(FormatError::Checksum { what: "index body" })
+            decode_index(&empty, TAG).unwrap(),
+            (IndexBody::default(), 0)
         );
     }
 

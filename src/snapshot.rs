@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
-use crate::format::{self, ArchivedEntryRecord, ArchivedIndexBody, FormatError, SegmentRef};
+use crate::format::{self, ArchivedEntryRecord, FormatError, SegmentRef};
 use crate::unsafe_io::{CheckedIndex, map_prefix};
 
 /// The index file's name in a cache directory.
@@ -127,9 +127,8 @@ impl Snapshot {
             Ok(None) => return Ok(Snapshot::empty()),
             Err(e) => return Err(e),
         };
-        let body = index.body();
-        let generation = body.generation.to_native();
-        let pack_len = body.pack_len.to_native();
+        let generation = index.header().generation;
+        let pack_len = index.header().pack_len;
         let pack_path = dir.join(pack_file_name(generation));
         let pack = match map_committed_pack(&pack_path, generation, pack_len, abi_tag) {
             Ok(pack) => pack,
@@ -142,7 +141,7 @@ impl Snapshot {
             }
             Err(e) => return Err(e),
         };
-        let checked = (0..body.entries.len())
+        let checked = (0..index.header().count)
             .map(|_| AtomicU8::new(UNCHECKED))
             .collect();
         Ok(Snapshot {
@@ -154,14 +153,25 @@ impl Snapshot {
         })
     }
 
-    /// The archived index, if there is one.
-    pub(crate) fn body(&self) -> Option<&ArchivedIndexBody> {
-        self.index.as_ref().map(CheckedIndex::body)
+    /// The mapped index, if there is one.
+    pub(crate) fn index(&self) -> Option<&CheckedIndex<Mmap>> {
+        self.index.as_ref()
     }
 
-    /// The index file's raw body bytes (for full validation).
-    pub(crate) fn body_bytes(&self) -> Option<&[u8]> {
-        self.index.as_ref().map(CheckedIndex::body_bytes)
+    /// The pack generation, 0 if there is no index.
+    pub(crate) fn generation(&self) -> u64 {
+        self.index.as_ref().map_or(0, |i| i.header().generation)
+    }
+
+    /// Every entry's record, `None` where a record is damaged.
+    pub(crate) fn records(&self) -> impl Iterator<Item = Option<&ArchivedEntryRecord>> {
+        let count = self.index.as_ref().map_or(0, |i| i.header().count);
+        (0..count).map(|i| self.record(i))
+    }
+
+    /// Entry `i`'s record, if it passes its checks.
+    pub(crate) fn record(&self, i: usize) -> Option<&ArchivedEntryRecord> {
+        self.index.as_ref()?.record(i)
     }
 
     /// The committed bytes of the pack.
@@ -182,11 +192,18 @@ impl Snapshot {
         self.index.as_ref().map_or(0, |i| i.file_len() as u64)
     }
 
-    /// Finds `key`: its position and record.
-    pub(crate) fn find(&self, key: &[u8; 16]) -> Option<(usize, &ArchivedEntryRecord)> {
-        let entries = self.body()?.entries.as_slice();
-        let i = entries.binary_search_by(|e| e.key.cmp(key)).ok()?;
-        Some((i, &entries[i]))
+    /// Finds `key`.
+    pub(crate) fn find(&self, key: &[u8; 16]) -> Found<'_> {
+        let Some(index) = self.index.as_ref() else {
+            return Found::Absent;
+        };
+        match index.find(key) {
+            None => Found::Absent,
+            Some(i) => match index.record(i) {
+                Some(record) => Found::Entry(i, record),
+                None => Found::Damaged,
+            },
+        }
     }
 
     /// Whether every segment of entry `i` passes its checksum; checked once per snapshot.
@@ -214,6 +231,16 @@ impl Snapshot {
     pub(crate) fn segment(&self, segment: &format::ArchivedSegmentRef) -> &[u8] {
         format::segment_bytes(self.pack(), &SegmentRef::from(segment)).unwrap_or(&[])
     }
+}
+
+/// What a lookup found in the index.
+pub(crate) enum Found<'s> {
+    /// No row for the key.
+    Absent,
+    /// A row, but its record fails its checks.
+    Damaged,
+    /// The entry at this position.
+    Entry(usize, &'s ArchivedEntryRecord),
 }
 
 pub(crate) enum LoadError {
@@ -269,9 +296,9 @@ pub(crate) fn open_index(
             got: len,
         })
     })?;
-    if len < format::INDEX_BODY_OFFSET {
+    if len < format::INDEX_HEADER_LEN {
         return Err(format_error(FormatError::Length {
-            expected: format::INDEX_BODY_OFFSET as u64,
+            expected: format::INDEX_HEADER_LEN as u64,
             got: len as u64,
         }));
     }

@@ -8,18 +8,23 @@
 //!    mappings intact. So a mapping's bytes stay valid and unchanged for its whole life. Another
 //!    program truncating these files (0600, owned by the user) is outside what any mmap-based
 //!    store can defend against, and would raise SIGBUS.
-//! 2. **Unchecked rkyv access only follows a checksum.** A [`CheckedIndex`] exists only after
-//!    [`format::check_index`] accepted its bytes (header, exact length, layout fingerprint,
-//!    body XXH3-128, alignment), so the body is byte-for-byte what this build's serializer
-//!    produced, which rkyv guarantees is a valid archive. The bytes cannot change afterwards:
-//!    [`StableBytes`] is implemented only for owners whose contents are fixed.
+//! 2. **Unchecked rkyv access only follows a checksum.** [`CheckedIndex::record`] reads an
+//!    entry's record in place only after [`format::index_record`] accepted it: in bounds,
+//!    16-byte aligned, and its XXH3-64 (seeded with the row's key) matching, in a file whose
+//!    header carries this build's format version, ABI tag and archived-layout fingerprint. So
+//!    the record is byte-for-byte what this build's serializer produced, which rkyv guarantees
+//!    is a valid archive. The verdict is remembered per record, which is sound because the
+//!    bytes cannot change: [`StableBytes`] is implemented only for owners whose contents are
+//!    fixed.
 
 use std::fs::File;
 use std::io;
 
 use memmap2::{Mmap, MmapOptions};
 
-use crate::format::{self, ArchivedIndexBody, FormatError, INDEX_BODY_OFFSET};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use crate::format::{self, ArchivedEntryRecord, FormatError, IndexHeader};
 
 /// Maps the first `len` bytes of `file` read-only. `len` must not exceed the file's length,
 /// which the caller has checked with `fstat` on the same descriptor.
@@ -35,28 +40,77 @@ pub(crate) trait StableBytes: AsRef<[u8]> {}
 impl StableBytes for Mmap {}
 impl StableBytes for rkyv::util::AlignedVec {}
 
-/// An index file whose bytes passed [`format::check_index`].
+/// An index file whose header passed [`format::check_index_header`]; its records are
+/// checked one by one as they are first read.
 pub(crate) struct CheckedIndex<B> {
     bytes: B,
+    header: IndexHeader,
+    /// Per record: unchecked, good or bad.
+    verdicts: Box<[AtomicU8]>,
 }
 
+const UNCHECKED: u8 = 0;
+const GOOD: u8 = 1;
+const BAD: u8 = 2;
+
 impl<B: StableBytes> CheckedIndex<B> {
-    /// Checks `bytes` as a whole index file for `abi_tag`.
+    /// Checks `bytes` as an index file for `abi_tag` (its header and length only: O(1)).
     pub(crate) fn new(bytes: B, abi_tag: &str) -> Result<Self, FormatError> {
-        format::check_index(bytes.as_ref(), abi_tag)?;
-        Ok(CheckedIndex { bytes })
+        let header = format::check_index_header(bytes.as_ref(), abi_tag)?;
+        let verdicts = (0..header.count)
+            .map(|_| AtomicU8::new(UNCHECKED))
+            .collect();
+        Ok(CheckedIndex {
+            bytes,
+            header,
+            verdicts,
+        })
     }
 
-    /// The body's bytes (for full validation by `verify`).
-    pub(crate) fn body_bytes(&self) -> &[u8] {
-        &self.bytes.as_ref()[INDEX_BODY_OFFSET..]
+    /// The header's fields.
+    pub(crate) fn header(&self) -> &IndexHeader {
+        &self.header
     }
 
-    /// The archived index, read in place.
-    pub(crate) fn body(&self) -> &ArchivedIndexBody {
-        // SAFETY: invariant 2: `new` checked these exact bytes, and `StableBytes` owners do
-        // not change them, so they are a valid, aligned archive of `IndexBody`.
-        unsafe { rkyv::access_unchecked::<ArchivedIndexBody>(self.body_bytes()) }
+    /// The whole file.
+    pub(crate) fn file(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+
+    /// The row holding `key`.
+    pub(crate) fn find(&self, key: &[u8; 16]) -> Option<usize> {
+        format::find_row(self.file(), &self.header, key)
+    }
+
+    /// Record `i`, read in place, if it passes its checks (once; the verdict is kept).
+    pub(crate) fn record(&self, i: usize) -> Option<&ArchivedEntryRecord> {
+        let verdict = self.verdicts.get(i)?;
+        let state = verdict.load(Ordering::Acquire);
+        if state == BAD {
+            return None;
+        }
+        let bytes = if state == GOOD {
+            // Checked before; only the span is recomputed.
+            format::index_record_span(self.file(), &self.header, i)
+                .ok()?
+                .1
+        } else {
+            match format::index_record(self.file(), &self.header, i) {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    verdict.store(BAD, Ordering::Release);
+                    return None;
+                }
+            }
+        };
+        // SAFETY: invariant 2: `index_record` checked these exact bytes (bounds, alignment,
+        // the key-seeded checksum) in a file whose header matched this build, now or on an
+        // earlier call whose GOOD verdict is remembered, and `StableBytes` owners never
+        // change them.
+        let record = unsafe { rkyv::access_unchecked::<ArchivedEntryRecord>(bytes) };
+        let good = record.key == format::index_row(self.file(), &self.header, i).key;
+        verdict.store(if good { GOOD } else { BAD }, Ordering::Release);
+        good.then_some(record)
     }
 
     /// The whole file's length.

@@ -35,21 +35,27 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
             .push("the index file fails its header or checksum checks".into());
         return report;
     }
-    let (Some(body), Some(body_bytes)) = (snapshot.body(), snapshot.body_bytes()) else {
+    let Some(index) = snapshot.index() else {
         return report;
     };
-    if let Err(e) = format::validate_body(body_bytes) {
-        report.problems.push(format!("index: {e}"));
-        return report;
+    let (file, header) = (index.file(), index.header());
+    report.entries = header.count as u64;
+    let mut entries = Vec::with_capacity(header.count);
+    for i in 0..header.count {
+        match format::index_record(file, header, i).and_then(format::validate_record) {
+            Ok(record) => entries.push(record),
+            Err(e) => report.problems.push(format!("index record {i}: {e}")),
+        }
     }
-    let pack = snapshot.pack();
-    let entries = body.entries.as_slice();
-    report.entries = entries.len() as u64;
-    if entries.windows(2).any(|w| w[0].key >= w[1].key) {
+    let keys: Vec<[u8; 16]> = (0..header.count)
+        .map(|i| format::index_row(file, header, i).key)
+        .collect();
+    if keys.windows(2).any(|w| w[0] >= w[1]) {
         report
             .problems
-            .push("index entries are not sorted by unique key".into());
+            .push("index rows are not sorted by unique key".into());
     }
+    let pack = snapshot.pack();
 
     // Walk the pack by its own headers; remember where each segment's payload starts.
     let mut walked: HashMap<u64, (SegmentKind, [u8; 16], u64)> = HashMap::new();

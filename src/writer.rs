@@ -75,19 +75,28 @@ impl WriteState {
             }
         };
         if let Some((index, _)) = found {
-            match rkyv::deserialize::<IndexBody, rkyv::rancor::BoxedError>(index.body()) {
-                Ok(body) => match pack_len_on_disk(dir, &body, abi_tag) {
-                    Ok(pack_file_len) => {
-                        return Ok(WriteState {
-                            dir: dir.to_path_buf(),
-                            abi_tag,
-                            body,
-                            pack_file_len,
-                        });
+            // Every record is validated here: writers never read an index in place.
+            match format::decode_index(index.file(), abi_tag) {
+                Ok((body, dropped)) => {
+                    if dropped > 0 {
+                        log::warn!(
+                            "bytecode-pack: {}: dropping {dropped} damaged index records",
+                            index_path.display()
+                        );
                     }
-                    Err(e) => log::warn!("bytecode-pack: rebuilding: {e}"),
-                },
-                Err(e) => log::warn!("bytecode-pack: rebuilding: index body: {e}"),
+                    match pack_len_on_disk(dir, &body, abi_tag) {
+                        Ok(pack_file_len) => {
+                            return Ok(WriteState {
+                                dir: dir.to_path_buf(),
+                                abi_tag,
+                                body,
+                                pack_file_len,
+                            });
+                        }
+                        Err(e) => log::warn!("bytecode-pack: rebuilding: {e}"),
+                    }
+                }
+                Err(e) => log::warn!("bytecode-pack: rebuilding: {}: {e}", index_path.display()),
             }
         }
         Ok(WriteState {
