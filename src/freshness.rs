@@ -4,10 +4,14 @@
 //! ctime, inode, device). A `get` re-hashes an input only when the stat data changed or cannot
 //! be trusted, so an unchanged tree costs one `stat` per input.
 //!
-//! Stat data is not trusted when it is *racy*, as git calls it: a timestamp within
-//! [`RACY_WINDOW`] of the moment the entry was recorded. Filesystem timestamps are coarse (whole
-//! seconds on some filesystems, a kernel tick on others), so a file edited just after it was
+//! Stat data is not trusted when it is *racy*, as git calls it: a timestamp close to the moment
+//! the entry was recorded. Filesystem timestamps are coarse, so a file edited just after it was
 //! hashed can keep the same size and mtime; for such inputs every `get` re-hashes instead.
+//! How close is "close" depends on the timestamps' granularity: stamps with sub-second digits
+//! come from a filesystem with fine timestamps, where the kernel's coarse clock ticks every
+//! 1-10 ms, and [`FINE_RACY_WINDOW`] (100 ms) covers that ten times over. Whole-second stamps
+//! (FAT's 2 s, HFS+, some network filesystems, files extracted by `tar`) get [`RACY_WINDOW`]
+//! (2 s). Compaction re-records inputs that were racy, so they stop paying the re-hash.
 //! An input whose stat changed between before and after hashing is recorded with no stat at
 //! all, and always re-hashed.
 
@@ -21,9 +25,13 @@ use crate::error::{Error, Result};
 use crate::format::{ArchivedInputRecord, InputRecord, StatRecord};
 use crate::key::canonical_or_absolute;
 
-/// How close to the recording instant a timestamp must be to count as racy. Two seconds covers
-/// FAT's 2 s mtime granularity and coarse kernel clocks everywhere else.
+/// How close to the recording instant a whole-second timestamp must be to count as racy: covers
+/// FAT's 2 s granularity. This is the longest racy window.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// The racy window for timestamps with sub-second digits (ext4, XFS, btrfs, APFS, tmpfs...),
+/// whose granularity is the kernel's coarse clock tick (1-10 ms).
+pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(100);
 
 /// A file an entry was compiled from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,7 +161,10 @@ pub(crate) fn record(input: &Input) -> Result<InputRecord> {
 
 /// Whether stat data recorded at `recorded_at_ns` can stand in for the content.
 fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
-    let horizon = recorded_at_ns.saturating_sub(RACY_WINDOW.as_nanos() as i64);
+    const SECOND: i64 = 1_000_000_000;
+    let fine = stat.mtime_ns % SECOND != 0 && stat.ctime_ns % SECOND != 0;
+    let window = if fine { FINE_RACY_WINDOW } else { RACY_WINDOW };
+    let horizon = recorded_at_ns.saturating_sub(window.as_nanos() as i64);
     stat.mtime_ns < horizon && stat.ctime_ns < horizon
 }
 

@@ -71,7 +71,7 @@ pub use cache::{
 };
 pub use compact::CompactReport;
 pub use error::{Error, Result};
-pub use freshness::{Input, RACY_WINDOW};
+pub use freshness::{FINE_RACY_WINDOW, Input, RACY_WINDOW};
 pub use inputs::collect_inputs;
 pub use key::Key;
 pub use maintenance::{DEFAULT_PRUNE_AGE, OtherAbi, PruneReport, other_abis, prune_other_abis};
