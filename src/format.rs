@@ -537,14 +537,41 @@ pub fn index_row(file: &[u8], header: &IndexHeader, i: usize) -> Row {
     }
 }
 
-/// The row holding `key`, by binary search. On a damaged (unsorted) table this may miss a key
-/// that is there, never return a row for another key.
+/// The row holding `key`. Keys are XXH3 digests, uniform over their range, so interpolation
+/// on the first 8 bytes lands within a few rows in two or three rounds (a few cache misses
+/// instead of the ~17 of a binary search at 100,000 entries); a bounded number of rounds, then
+/// binary search, keeps the worst case logarithmic. On a damaged (unsorted) table this may miss
+/// a key that is there, never return a row for another key.
 pub fn find_row(file: &[u8], header: &IndexHeader, key: &[u8; 16]) -> Option<usize> {
+    let key_at = |i: usize| -> &[u8] {
+        let at = INDEX_HEADER_LEN + i * ROW_LEN;
+        &file[at..at + 16]
+    };
+    let prefix = |k: &[u8]| u64::from_be_bytes(k[..8].try_into().expect("8 bytes"));
+    let target = prefix(key);
     let (mut lo, mut hi) = (0, header.count);
+    for _ in 0..4 {
+        if hi - lo <= 8 {
+            break;
+        }
+        let (low, high) = (prefix(key_at(lo)), prefix(key_at(hi - 1)));
+        if target < low || target > high {
+            return None;
+        }
+        if high <= low {
+            break;
+        }
+        let span = (hi - 1 - lo) as u128;
+        let guess = lo + ((u128::from(target - low) * span) / u128::from(high - low)) as usize;
+        match key_at(guess).cmp(key) {
+            std::cmp::Ordering::Less => lo = guess + 1,
+            std::cmp::Ordering::Greater => hi = guess,
+            std::cmp::Ordering::Equal => return Some(guess),
+        }
+    }
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        let at = INDEX_HEADER_LEN + mid * ROW_LEN;
-        match file[at..at + 16].cmp(key) {
+        match key_at(mid).cmp(key) {
             std::cmp::Ordering::Less => lo = mid + 1,
             std::cmp::Ordering::Greater => hi = mid,
             std::cmp::Ordering::Equal => return Some(mid),
@@ -865,6 +892,38 @@ mod tests {
             }
         }
         assert!(index_record(&file, &header, 0).is_ok());
+    }
+
+    #[test]
+    fn find_row_finds_every_key_and_nothing_else() {
+        for n in [0usize, 1, 2, 9, 100, 5000] {
+            let mut body = IndexBody::default();
+            let template = sample_body().entries[0].clone();
+            body.entries = (0..n as u64)
+                .map(|i| EntryRecord {
+                    key: xxh3_128(&i.to_le_bytes()).to_le_bytes(),
+                    ..template.clone()
+                })
+                .collect();
+            // Clustered keys too: interpolation must not assume uniformity for correctness.
+            body.entries.extend((0..n as u8).map(|i| EntryRecord {
+                key: [i; 16],
+                ..template.clone()
+            }));
+            body.entries.sort_by_key(|e| e.key);
+            body.entries.dedup_by_key(|e| e.key);
+            let file = aligned(&encode_index(&body, TAG));
+            let header = check_index_header(&file, TAG).unwrap();
+            for (i, e) in body.entries.iter().enumerate() {
+                assert_eq!(find_row(&file, &header, &e.key), Some(i), "n={n}");
+            }
+            for probe in 0..200u64 {
+                let key = xxh3_128(&(probe + 1_000_000).to_le_bytes()).to_le_bytes();
+                assert_eq!(find_row(&file, &header, &key), None);
+            }
+            assert_eq!(find_row(&file, &header, &[0xff; 16]), None);
+            assert_eq!(find_row(&file, &header, &[0; 16]), (n > 0).then_some(0));
+        }
     }
 
     #[test]
