@@ -52,6 +52,8 @@ mod error;
 pub mod format;
 mod freshness;
 mod fsys;
+#[doc(hidden)]
+pub mod fuzzing;
 mod inputs;
 mod key;
 mod maintenance;
