@@ -558,10 +558,12 @@ impl Cache {
                 waited: inner.options.lock_timeout,
             })?;
         let _lock = writer::lock(dir, inner.options.lock_timeout)?;
+        crate::faults::crash_point("write:locked");
         let mut state = WriteState::load(dir, abi_tag())?;
         let generation_before = state.body.generation;
         let out = change(&mut state)?;
         state.publish(inner.options.durability)?;
+        crate::faults::crash_point("publish:renamed");
         let first_write = !inner.swept.swap(true, Ordering::Relaxed);
         if first_write || state.body.generation != generation_before {
             writer::sweep(dir, state.body.generation);

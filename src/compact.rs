@@ -85,7 +85,12 @@ pub(crate) fn compact(state: &mut WriteState, options: &Options) -> Result<Compa
     out.write_all(&format::encode_pack_header(generation, state.abi_tag))
         .map_err(Error::io(&tmp_path))?;
     let mut offset = PACK_HEADER_LEN;
-    for entry in &mut kept {
+    let half = kept.len() / 2;
+    for (copied, entry) in kept.iter_mut().enumerate() {
+        if copied == half {
+            out.flush().map_err(Error::io(&tmp_path))?;
+            crate::faults::crash_point("compact:half-copied");
+        }
         let key = entry.key;
         let mut copy = |kind: SegmentKind, s: &mut SegmentRef| -> std::io::Result<()> {
             let payload = format::segment_bytes(old_pack, s).expect("checked above");
@@ -111,6 +116,7 @@ pub(crate) fn compact(state: &mut WriteState, options: &Options) -> Result<Compa
     let new_pack_path = state.dir.join(pack_file_name(generation));
     tmp.persist(&new_pack_path)
         .map_err(|e| Error::io(&new_pack_path)(e.error))?;
+    crate::faults::crash_point("compact:pack-renamed");
 
     report.entries_after = kept.len() as u64;
     report.pack_bytes_after = offset;

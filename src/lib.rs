@@ -49,6 +49,8 @@ mod abi;
 mod cache;
 mod compact;
 mod error;
+#[doc(hidden)]
+pub mod faults;
 pub mod format;
 mod freshness;
 mod fsys;

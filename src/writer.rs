@@ -170,6 +170,7 @@ impl WriteState {
         if durability == Durability::Full {
             file.sync_data().map_err(Error::io(&path))?;
         }
+        crate::faults::crash_point("append:written");
         self.pack_file_len = start + buf.len() as u64;
         self.body.pack_len = self.pack_file_len;
         for record in &mut records {
@@ -249,6 +250,7 @@ pub(crate) fn write_atomically(
     if durability == Durability::Full {
         tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
     }
+    crate::faults::crash_point("publish:temp-written");
     let target = dir.join(name);
     tmp.persist(&target)
         .map_err(|e| Error::io(&target)(e.error))?;

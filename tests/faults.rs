@@ -1,0 +1,139 @@
+//! Fault injection: a writer or compactor process is killed at every deterministic crash
+//! point (feature `fault-injection`), then the cache is audited: it opens, serves every entry
+//! acknowledged before, is not left locked, takes new writes, and sweeps the debris.
+#![cfg(feature = "fault-injection")]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bytecode_pack::faults::CRASH_POINTS;
+use bytecode_pack::{Cache, Key, NewEntry, abi_tag};
+
+const ROLE: &str = "BP_FAULT_ROLE";
+
+fn key(i: u32) -> Key {
+    Key::for_source("fault", &i.to_le_bytes())
+}
+
+fn payload(i: u32) -> Vec<u8> {
+    (0..500 + i * 13)
+        .map(|j| (j ^ i.wrapping_mul(7)) as u8)
+        .collect()
+}
+
+/// The child: runs one operation, which dies at the crash point named in its environment.
+#[test]
+#[ignore = "entry point for child processes spawned by the other tests"]
+fn child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let cache = Cache::open(std::env::var("BP_ROOT").unwrap()).unwrap();
+    match role.as_str() {
+        "put" => cache
+            .put(&key(1000), &NewEntry::new("m", &payload(1000)))
+            .unwrap(),
+        "put_many" => {
+            let entries: Vec<_> = (1000..1010).map(payload).collect();
+            let batch: Vec<NewEntry> = entries.iter().map(|p| NewEntry::new("m", p)).collect();
+            cache
+                .put_many((1000..1010).zip(&batch).map(|(i, e)| (key(i), e)))
+                .unwrap()
+        }
+        "compact" => drop(cache.compact().unwrap()),
+        "clear" => cache.clear().unwrap(),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+fn populate(root: &Path) {
+    let cache = Cache::open(root).unwrap();
+    for i in 0..40 {
+        cache
+            .put(&key(i), &NewEntry::new("m", &payload(i)))
+            .unwrap();
+    }
+    // Superseded versions give compaction something to drop.
+    for i in 0..20 {
+        cache
+            .put(&key(i), &NewEntry::new("m", &payload(i)))
+            .unwrap();
+    }
+}
+
+fn run_child(root: &Path, role: &str, crash_at: &str) -> std::process::ExitStatus {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["child", "--exact", "--ignored", "--quiet"])
+        .env(ROLE, role)
+        .env("BP_ROOT", root)
+        .env("BYTECODE_PACK_CRASH_AT", crash_at)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+}
+
+#[test]
+fn every_crash_point_leaves_a_cache_that_serves_what_was_acknowledged() {
+    let mut crashes = 0;
+    for role in ["put", "put_many", "compact", "clear"] {
+        for point in CRASH_POINTS {
+            let tmp = tempfile::tempdir().unwrap();
+            let root = tmp.path().join("cache");
+            populate(&root);
+            let status = run_child(&root, role, point);
+            let crashed = !status.success();
+            crashes += usize::from(crashed);
+
+            // The lock died with the process: a new writer gets it at once.
+            let cache = Cache::builder(&root)
+                .lock_timeout(Duration::from_secs(2))
+                .open()
+                .unwrap();
+            let started = Instant::now();
+            cache
+                .put(&key(5000), &NewEntry::new("m", b"after"))
+                .unwrap();
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{role}@{point}: lock left held"
+            );
+
+            // Every acknowledged entry is there, exact; a cleared cache only if clear finished.
+            let cleared = role == "clear" && (!crashed || *point == "publish:renamed");
+            for i in 0..40 {
+                match cache.get(&key(i)) {
+                    Some(hit) => assert_eq!(hit.bytecode(), &payload(i)[..], "{role}@{point}: {i}"),
+                    None => assert!(cleared, "{role}@{point}: acknowledged entry {i} lost"),
+                }
+            }
+            // The interrupted write itself is all or nothing.
+            if role.starts_with("put") {
+                let done = !crashed || *point == "publish:renamed";
+                assert_eq!(cache.get(&key(1000)).is_some(), done, "{role}@{point}");
+            }
+            let report = cache.verify().unwrap();
+            assert!(report.is_ok(), "{role}@{point}: {report:?}");
+            let debris: Vec<String> = std::fs::read_dir(root.join(abi_tag()))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".tmp-"))
+                .collect();
+            assert!(debris.is_empty(), "{role}@{point}: not swept: {debris:?}");
+            let packs = std::fs::read_dir(root.join(abi_tag()))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("pack-")
+                })
+                .count();
+            assert!(packs <= 2, "{role}@{point}: {packs} packs");
+        }
+    }
+    // Each role passes most points: the test must really have crashed processes.
+    assert!(crashes >= 12, "only {crashes} crashes happened");
+}
