@@ -557,6 +557,16 @@ impl Cache {
                 path: dir.join(writer::LOCK_FILE),
                 waited: inner.options.lock_timeout,
             })?;
+        if let Err(e) = std::fs::symlink_metadata(dir)
+            && e.kind() == std::io::ErrorKind::NotFound
+        {
+            // Deleted under this running process (a `rm -rf ~/.cache`): start again, with the
+            // same checks as opening.
+            if let Some(root) = dir.parent() {
+                fsys::ensure_private_dir(root, true)?;
+            }
+            fsys::ensure_private_dir(dir, false)?;
+        }
         let _lock = writer::lock(dir, inner.options.lock_timeout)?;
         crate::faults::crash_point("write:locked");
         let mut state = WriteState::load(dir, abi_tag())?;

@@ -1,0 +1,196 @@
+//! What the machine does to a cache: a file-size limit (as a full disk), a read-only cache
+//! directory, the directory deleted under a running process, the same cache opened twice.
+//! Limits and privileges are applied in child processes (this binary re-invoked).
+#![cfg(unix)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bytecode_pack::{Cache, Error, Key, NewEntry, abi_tag};
+
+const ROLE: &str = "BP_ENV_ROLE";
+
+fn key(i: u32) -> Key {
+    Key::for_source("env", &i.to_le_bytes())
+}
+
+/// The child: applies its limit, then reports what get and put did, one line each.
+#[test]
+#[ignore = "entry point for child processes spawned by the other tests"]
+fn child() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let root = PathBuf::from(std::env::var("BP_ROOT").unwrap());
+    match role.as_str() {
+        "fsize" => {
+            let limit = libc::rlimit {
+                rlim_cur: 64 << 10,
+                rlim_max: 64 << 10,
+            };
+            // SAFETY: plain syscalls on this process with valid arguments. Ignoring SIGXFSZ
+            // makes an oversized write fail with EFBIG instead of killing the process, as a
+            // full disk fails with ENOSPC.
+            unsafe {
+                assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            }
+        }
+        "read-only" => {
+            let uid: u32 = std::env::var("BP_UID").unwrap().parse().unwrap();
+            if uid != 0 {
+                // SAFETY: plain syscall; the parent made the cache this user's.
+                unsafe { assert_eq!(libc::setuid(uid), 0) };
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+    let cache = Cache::open(&root).unwrap();
+    let hit = cache.get(&key(0)).map(|h| h.bytecode().to_vec());
+    println!("get={}", hit.as_deref() == Some(&b"small"[..]));
+    let big = vec![7u8; 200 << 10];
+    match cache.put(&key(1), &NewEntry::new("big", &big)) {
+        Ok(()) => println!("put=ok"),
+        Err(e @ Error::Io { .. }) => println!("put=io-error: {e}"),
+        Err(e) => println!("put=other-error: {e}"),
+    }
+    println!("get-after={}", cache.get(&key(0)).is_some());
+}
+
+fn run_child(role: &str, root: &Path, uid: u32) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["child", "--exact", "--ignored", "--nocapture", "--quiet"])
+        .env(ROLE, role)
+        .env("BP_ROOT", root)
+        .env("BP_UID", uid.to_string())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn populated(root: &Path) {
+    Cache::open(root)
+        .unwrap()
+        .put(&key(0), &NewEntry::new("small", b"small"))
+        .unwrap();
+}
+
+#[test]
+fn a_file_size_limit_fails_the_put_cleanly_and_reads_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    populated(&root);
+    let out = run_child("fsize", &root, 0);
+    assert!(out.contains("get=true"), "{out}");
+    assert!(out.contains("put=io-error"), "{out}");
+    assert!(
+        out.contains("File too large") || out.contains("too large"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&abi_tag().to_string()),
+        "the error names the file: {out}"
+    );
+    assert!(out.contains("get-after=true"), "{out}");
+    // The failed put left only dead bytes: the cache is whole and takes writes.
+    let cache = Cache::open(&root).unwrap();
+    assert!(cache.verify().unwrap().is_ok());
+    cache.put(&key(2), &NewEntry::new("m", b"fine")).unwrap();
+    assert!(cache.get(&key(0)).is_some() && cache.get(&key(2)).is_some());
+}
+
+fn chown_tree(path: &Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            chown_tree(&entry.unwrap().path(), uid);
+        }
+    }
+}
+
+#[test]
+fn a_read_only_cache_dir_serves_gets_and_fails_puts_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    populated(&root);
+    let dir = root.join(abi_tag());
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    // Root ignores file modes, so as root the child drops to an unprivileged user who owns
+    // the cache; otherwise the mode alone makes the directory read-only.
+    let uid = if euid == 0 {
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        chown_tree(&root, 65534);
+        65534
+    } else {
+        euid
+    };
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let out = run_child("read-only", &root, uid);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(out.contains("get=true"), "{out}");
+    assert!(out.contains("put=io-error"), "{out}");
+    assert!(out.contains("Permission denied"), "{out}");
+    assert!(out.contains("get-after=true"), "{out}");
+}
+
+#[test]
+fn the_cache_dir_deleted_under_a_running_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = Cache::open(&root).unwrap();
+    cache.put(&key(0), &NewEntry::new("m", b"small")).unwrap();
+    let held = cache.get(&key(0)).unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+
+    // What is mapped stays readable; lookups that need the disk miss; nothing panics.
+    assert_eq!(held.bytecode(), b"small");
+    assert!(cache.get(&key(9)).is_none());
+    assert!(cache.stats().is_ok());
+    // The next put starts the cache again.
+    cache.put(&key(1), &NewEntry::new("m", b"again")).unwrap();
+    assert_eq!(cache.get(&key(1)).unwrap().bytecode(), b"again");
+    assert_eq!(Cache::open(&root).unwrap().stats().unwrap().entries, 1);
+    let mode = std::fs::metadata(root.join(abi_tag()))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn the_same_cache_opened_twice_in_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let (a, b) = (Cache::open(&root).unwrap(), Cache::open(&root).unwrap());
+    std::thread::scope(|s| {
+        for (t, handle) in [&a, &b].into_iter().enumerate() {
+            s.spawn(move || {
+                for i in 0..50u32 {
+                    let k = key(t as u32 * 1000 + i);
+                    handle
+                        .put(&k, &NewEntry::new("m", &i.to_le_bytes()))
+                        .unwrap();
+                    assert_eq!(handle.get(&k).unwrap().bytecode(), &i.to_le_bytes());
+                }
+            });
+        }
+    });
+    for t in 0..2u32 {
+        for i in 0..50u32 {
+            assert_eq!(
+                a.get(&key(t * 1000 + i)).unwrap().bytecode(),
+                &i.to_le_bytes()
+            );
+            assert!(b.get(&key(t * 1000 + i)).is_some());
+        }
+    }
+    assert_eq!(a.stats().unwrap().entries, 100);
+}
