@@ -82,6 +82,14 @@ impl CacheBuilder {
         self
     }
 
+    /// Caches of other ABI tags under the same root (left by other QuickJS or crate versions)
+    /// are removed by compactions once nobody has written to them for this long; `None` keeps
+    /// them. Default 30 days ([`crate::DEFAULT_PRUNE_AGE`]).
+    pub fn prune_other_abis_after(mut self, unused_for: Option<Duration>) -> Self {
+        self.options.prune_other_abis_after = unused_for;
+        self
+    }
+
     /// Makes the handle inert: every `get` misses and every `put` does nothing. Defaults to
     /// whether [`ENV_DISABLE`] is set.
     pub fn disabled(mut self, disabled: bool) -> Self {
@@ -575,8 +583,19 @@ impl Cache {
         state.publish(inner.options.durability)?;
         crate::faults::crash_point("publish:renamed");
         let first_write = !inner.swept.swap(true, Ordering::Relaxed);
-        if first_write || state.body.generation != generation_before {
+        let new_generation = state.body.generation != generation_before;
+        if first_write || new_generation {
             writer::sweep(dir, state.body.generation);
+        }
+        if let (true, Some(age), Some(root)) = (
+            new_generation,
+            inner.options.prune_other_abis_after,
+            dir.parent(),
+        ) {
+            // Housekeeping rides on compactions, which are rare; a failure only costs space.
+            if let Err(e) = crate::maintenance::prune_other_abis(root, age) {
+                log::warn!("bytecode-pack: pruning other ABI tags: {e}");
+            }
         }
         drop(_lock);
         if let Err(e) = self.reload() {

@@ -25,6 +25,7 @@ pub(crate) struct Options {
     pub(crate) lock_timeout: Duration,
     pub(crate) durability: Durability,
     pub(crate) disabled: bool,
+    pub(crate) prune_other_abis_after: Option<Duration>,
 }
 
 impl Default for Options {
@@ -36,6 +37,7 @@ impl Default for Options {
             lock_timeout: Duration::from_secs(5),
             durability: Durability::Process,
             disabled: false,
+            prune_other_abis_after: Some(crate::maintenance::DEFAULT_PRUNE_AGE),
         }
     }
 }

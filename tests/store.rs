@@ -373,6 +373,44 @@ fn clear_removes_everything_and_the_cache_goes_on() {
 }
 
 #[test]
+fn compaction_prunes_caches_of_other_builds_once_unused_long_enough() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let stale = f.root.join("bp0-quickjs-ng0.1.0-rquickjs0.1-x86_64-le-64");
+    let recent = f.root.join("bp0-quickjs-ng0.2.0-rquickjs0.1-x86_64-le-64");
+    for dir in [&stale, &recent] {
+        fs::create_dir(dir).unwrap();
+        fs::write(dir.join("index"), b"old").unwrap();
+    }
+    let long_ago = SystemTime::now() - Duration::from_secs(31 * 24 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(stale.join("index"))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    cache
+        .put(&Key::for_source("m", b""), &NewEntry::new("m", b"bc"))
+        .unwrap();
+    assert!(stale.exists(), "only compactions prune");
+    cache.compact().unwrap();
+    assert!(!stale.exists() && recent.exists() && f.dir().exists());
+
+    let keep = Cache::builder(&f.root)
+        .prune_other_abis_after(None)
+        .open()
+        .unwrap();
+    fs::File::options()
+        .write(true)
+        .open(recent.join("index"))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    keep.compact().unwrap();
+    assert!(recent.exists(), "pruning can be turned off");
+}
+
+#[test]
 fn disabled_handles_do_nothing() {
     let f = Fixture::new();
     let cache = Cache::builder(&f.root).disabled(true).open().unwrap();
