@@ -42,6 +42,7 @@
 //! | `freshness` | input hashing, stat short-cuts, the racy-timestamp rule |
 //! | `quickjs` | compiling, loading and a cache-backed module loader |
 
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
