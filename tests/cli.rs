@@ -1,0 +1,200 @@
+//! The `bytecode-pack` command-line tool, through the built binary.
+#![cfg(feature = "cli")]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use assert_cmd::Command;
+use bytecode_pack::{Cache, Key, NewEntry, abi_tag};
+
+fn populated() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("cache");
+    let cache = Cache::open(&root).unwrap();
+    cache
+        .put(
+            &Key::for_source("a", b""),
+            &NewEntry::new("alpha.js", &[1; 100]),
+        )
+        .unwrap();
+    cache
+        .put(
+            &Key::for_source("b", b""),
+            &NewEntry::new("beta.js", &[2; 5000]),
+        )
+        .unwrap();
+    cache
+        .put(
+            &Key::for_source("c", b""),
+            &NewEntry::new("gamma.js", &[3; 700]),
+        )
+        .unwrap();
+    // A superseded version: dead space for compact to reclaim.
+    cache
+        .put(
+            &Key::for_source("a", b""),
+            &NewEntry::new("alpha.js", &[4; 100]),
+        )
+        .unwrap();
+    (tmp, root)
+}
+
+fn cli(root: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("bytecode-pack").unwrap();
+    cmd.arg("--dir")
+        .arg(root)
+        .env_remove("BYTECODE_PACK_CACHE_DIR");
+    cmd
+}
+
+fn json(root: &Path, args: &[&str]) -> serde_json::Value {
+    let out = cli(root).args(args).arg("--json").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn stdout(root: &Path, args: &[&str]) -> String {
+    let out = cli(root).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn stats_in_text_and_json() {
+    let (_tmp, root) = populated();
+    let text = stdout(&root, &["stats"]);
+    assert!(text.contains("entries     3"), "{text}");
+    assert!(text.contains(abi_tag()), "{text}");
+    let v = json(&root, &["stats"]);
+    assert_eq!(v["entries"], 3);
+    assert_eq!(v["abi_tag"], abi_tag());
+    assert!(v["dead_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        v["pack_bytes"].as_u64().unwrap(),
+        v["live_bytes"].as_u64().unwrap() + v["dead_bytes"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn list_sorts_by_name_and_size() {
+    let (_tmp, root) = populated();
+    let text = stdout(&root, &["list"]);
+    let order: Vec<usize> = ["alpha.js", "beta.js", "gamma.js"]
+        .iter()
+        .map(|n| text.find(n).unwrap())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    let v = json(&root, &["list", "--sort", "size"]);
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["module_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["beta.js", "gamma.js", "alpha.js"]);
+    assert_eq!(v[0]["bytecode_bytes"], 5000);
+    assert_eq!(v[0]["key"].as_str().unwrap().len(), 32);
+}
+
+#[test]
+fn verify_exits_1_on_damage() {
+    let (_tmp, root) = populated();
+    assert!(stdout(&root, &["verify"]).trim_end().ends_with("ok"));
+    let pack = std::fs::read_dir(root.join(abi_tag()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pack-")
+        })
+        .unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&pack, bytes).unwrap();
+    let out = cli(&root).arg("verify").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("problem:"));
+    let v: serde_json::Value = serde_json::from_slice(
+        &cli(&root)
+            .args(["verify", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(v["ok"], false);
+}
+
+#[test]
+fn compact_reclaims_and_clear_empties() {
+    let (_tmp, root) = populated();
+    let v = json(&root, &["compact"]);
+    assert!(v["reclaimed_bytes"].as_u64().unwrap() >= 100);
+    assert_eq!(v["entries_after"], 3);
+    assert_eq!(json(&root, &["stats"])["dead_bytes"], 0);
+    assert!(stdout(&root, &["clear"]).contains("removed 3 entries"));
+    assert_eq!(json(&root, &["stats"])["entries"], 0);
+}
+
+#[test]
+fn prune_removes_only_stale_caches_of_other_builds() {
+    let (_tmp, root) = populated();
+    let old = root.join("bp0-old-x86_64-le-64");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("index"), [0u8; 10]).unwrap();
+    let long_ago = SystemTime::now() - Duration::from_secs(40 * 86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(old.join("index"))
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    let stats = json(&root, &["stats"]);
+    assert_eq!(
+        stats["other_abi_tags"][0]["abi_tag"],
+        "bp0-old-x86_64-le-64"
+    );
+    assert_eq!(
+        json(&root, &["prune", "--older-than-days", "50"])["removed"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let v = json(&root, &["prune"]);
+    assert_eq!(v["removed"][0]["abi_tag"], "bp0-old-x86_64-le-64");
+    assert_eq!(v["reclaimed_bytes"], 10);
+    assert!(!old.exists() && root.join(abi_tag()).exists());
+}
+
+#[test]
+fn bad_arguments_and_missing_dirs_are_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = cli(tmp.path()).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
+
+    let missing = tmp.path().join("nowhere");
+    for command in ["stats", "list", "verify", "compact", "clear", "prune"] {
+        let out = cli(&missing).arg(command).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{command}: {stderr}");
+        assert!(
+            stderr.contains("nowhere") && !stderr.contains("panicked"),
+            "{command}: {stderr}"
+        );
+    }
+    assert!(!missing.exists(), "reading commands create nothing");
+}
