@@ -345,36 +345,42 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Fills in the version, header length, ABI hash and the trailing header checksum around the
-/// magic and the file-specific fields at 32..56.
-fn seal_header(magic: [u8; 8], abi_tag: &str, fields: [u8; 24]) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
+/// Starts a header of `N` bytes: magic, version, header length and ABI hash at 0..32. The
+/// caller fills in its own fields from 32 on, then calls [`seal_header`].
+fn start_header<const N: usize>(magic: [u8; 8], abi_tag: &str) -> [u8; N] {
+    let mut h = [0u8; N];
     h[0..8].copy_from_slice(&magic);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    h[12..16].copy_from_slice(&(N as u32).to_le_bytes());
     h[16..32].copy_from_slice(&abi_hash(abi_tag));
-    h[32..56].copy_from_slice(&fields);
-    let sum = xxh3_64(&h[..56]);
-    h[56..64].copy_from_slice(&sum.to_le_bytes());
     h
 }
 
-/// Checks the parts [`seal_header`] wrote; returns bytes 32..56 for the caller to interpret.
+/// Writes the header checksum into its last 8 bytes: `xxh3_64` of all the bytes before.
+fn seal_header(h: &mut [u8]) {
+    let end = h.len() - 8;
+    let sum = xxh3_64(&h[..end]);
+    h[end..].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Checks what [`start_header`] and [`seal_header`] wrote into the first `len` bytes of a
+/// file; returns the header for the caller to read its own fields from.
 fn open_header<'a>(
     bytes: &'a [u8],
     magic: [u8; 8],
+    len: usize,
     abi_tag: &str,
 ) -> Result<&'a [u8], FormatError> {
-    if bytes.len() < HEADER_LEN {
+    if bytes.len() < len {
         return Err(FormatError::Length {
-            expected: HEADER_LEN as u64,
+            expected: len as u64,
             got: bytes.len() as u64,
         });
     }
     if bytes[0..8] != magic {
         return Err(FormatError::Magic);
     }
-    if xxh3_64(&bytes[..56]) != u64_at(bytes, 56) {
+    if xxh3_64(&bytes[..len - 8]) != u64_at(bytes, len - 8) {
         return Err(FormatError::Checksum { what: "header" });
     }
     let version = u32_at(bytes, 8);
@@ -384,13 +390,13 @@ fn open_header<'a>(
             got: version,
         });
     }
-    if u32_at(bytes, 12) as usize != HEADER_LEN {
+    if u32_at(bytes, 12) as usize != len {
         return Err(FormatError::Malformed("header length".into()));
     }
     if bytes[16..32] != abi_hash(abi_tag) {
         return Err(FormatError::Abi);
     }
-    Ok(&bytes[32..56])
+    Ok(&bytes[..len])
 }
 
 /// The index header's fields, after [`check_index_header`] accepted them.
@@ -447,19 +453,14 @@ pub fn encode_index(body: &IndexBody, abi_tag: &str) -> Vec<u8> {
         records.extend_from_slice(&archived);
         records.resize(records.len().next_multiple_of(RECORD_ALIGN), 0);
     }
-    let mut h = [0u8; INDEX_HEADER_LEN];
-    h[0..8].copy_from_slice(&INDEX_MAGIC);
-    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&(INDEX_HEADER_LEN as u32).to_le_bytes());
-    h[16..32].copy_from_slice(&abi_hash(abi_tag));
+    let mut h: [u8; INDEX_HEADER_LEN] = start_header(INDEX_MAGIC, abi_tag);
     h[32..40].copy_from_slice(&layout_fingerprint().to_le_bytes());
     h[40..48].copy_from_slice(&body.generation.to_le_bytes());
     h[48..56].copy_from_slice(&body.pack_len.to_le_bytes());
     h[56..64].copy_from_slice(&body.next_seq.to_le_bytes());
     h[64..68].copy_from_slice(&(count as u32).to_le_bytes());
     h[72..80].copy_from_slice(&(records.len() as u64).to_le_bytes());
-    let sum = xxh3_64(&h[..88]);
-    h[88..96].copy_from_slice(&sum.to_le_bytes());
+    seal_header(&mut h);
     let mut out = Vec::with_capacity(INDEX_HEADER_LEN + table.len() + records.len());
     out.extend_from_slice(&h);
     out.extend_from_slice(&table);
@@ -470,33 +471,7 @@ pub fn encode_index(body: &IndexBody, abi_tag: &str) -> Vec<u8> {
 /// Checks an index file's header and that the file is exactly as long as the header says.
 /// Touches nothing past the header: rows and records are checked when they are used.
 pub fn check_index_header(file: &[u8], abi_tag: &str) -> Result<IndexHeader, FormatError> {
-    if file.len() < INDEX_HEADER_LEN {
-        return Err(FormatError::Length {
-            expected: INDEX_HEADER_LEN as u64,
-            got: file.len() as u64,
-        });
-    }
-    if file[0..8] != INDEX_MAGIC {
-        return Err(FormatError::Magic);
-    }
-    if xxh3_64(&file[..88]) != u64_at(file, 88) {
-        return Err(FormatError::Checksum {
-            what: "index header",
-        });
-    }
-    let version = u32_at(file, 8);
-    if version != FORMAT_VERSION {
-        return Err(FormatError::Version {
-            expected: FORMAT_VERSION,
-            got: version,
-        });
-    }
-    if u32_at(file, 12) as usize != INDEX_HEADER_LEN {
-        return Err(FormatError::Malformed("header length".into()));
-    }
-    if file[16..32] != abi_hash(abi_tag) {
-        return Err(FormatError::Abi);
-    }
+    open_header(file, INDEX_MAGIC, INDEX_HEADER_LEN, abi_tag)?;
     if u64_at(file, 32) != layout_fingerprint() {
         return Err(FormatError::Layout);
     }
@@ -660,15 +635,16 @@ pub fn decode_index(file: &[u8], abi_tag: &str) -> Result<(IndexBody, usize), Fo
 
 /// The header of a new pack file of `generation`.
 pub fn encode_pack_header(generation: u64, abi_tag: &str) -> [u8; HEADER_LEN] {
-    let mut fields = [0u8; 24];
-    fields[0..8].copy_from_slice(&generation.to_le_bytes());
-    seal_header(PACK_MAGIC, abi_tag, fields)
+    let mut h: [u8; HEADER_LEN] = start_header(PACK_MAGIC, abi_tag);
+    h[32..40].copy_from_slice(&generation.to_le_bytes());
+    seal_header(&mut h);
+    h
 }
 
 /// Checks a pack's header against the generation its index names.
 pub fn check_pack_header(pack: &[u8], generation: u64, abi_tag: &str) -> Result<(), FormatError> {
-    let fields = open_header(pack, PACK_MAGIC, abi_tag)?;
-    let got = u64::from_le_bytes(fields[0..8].try_into().expect("8 bytes"));
+    let header = open_header(pack, PACK_MAGIC, HEADER_LEN, abi_tag)?;
+    let got = u64_at(header, 32);
     if got != generation {
         return Err(FormatError::Generation {
             expected: generation,
