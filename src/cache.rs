@@ -213,6 +213,13 @@ impl<'a> NewEntry<'a> {
     }
 }
 
+// `Cache` is shared across threads and `Hit`s cross them; keep it that way.
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Cache>();
+    assert_send_sync::<Hit>();
+};
+
 /// A cache hit: verified bytes, borrowed straight from the mapped pack.
 ///
 /// A `Hit` keeps its snapshot of the cache alive, so its bytes stay valid while other handles
@@ -527,6 +534,24 @@ impl Cache {
     /// Rewrites the live entries into a new pack, dropping superseded, stale (an input is
     /// gone or changed) and corrupt entries, and evicting over the size limit. Readers
     /// holding hits from before keep them.
+    ///
+    /// ```
+    /// use bytecode_pack::{Cache, Key, NewEntry};
+    ///
+    /// # fn main() -> Result<(), bytecode_pack::Error> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let cache = Cache::open(dir.path())?;
+    /// let key = Key::for_source("m.js", b"export default 1");
+    /// for version in 0..10u8 {
+    ///     cache.put(&key, &NewEntry::new("m.js", &[version; 1000]))?; // supersedes
+    /// }
+    /// let held = cache.get(&key).unwrap();
+    /// let report = cache.compact()?;
+    /// assert!(report.pack_bytes_after < report.pack_bytes_before / 5);
+    /// assert_eq!(held.bytecode(), &[9; 1000]); // still valid: it maps the old generation
+    /// assert_eq!(cache.stats()?.dead_bytes(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn compact(&self) -> Result<CompactReport> {
         if self.inner.options.disabled {
             return Ok(CompactReport::default());

@@ -186,6 +186,31 @@ pub fn load<'js>(ctx: &Ctx<'js>, hit: &crate::Hit) -> Result<Module<'js, Declare
 /// `sources` via [`crate::collect_inputs`], plus the bundler's module graph): editing any of
 /// them makes the entry miss. A failure to store is logged, not returned: the cache is an
 /// optimisation.
+///
+/// ```
+/// use bytecode_pack::Cache;
+/// use bytecode_pack::quickjs::{CompileOptions, Origin, declare_cached};
+/// use rquickjs::{Context, Runtime};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = tempfile::tempdir()?;
+/// let cache = Cache::open(dir.path())?;
+/// let source = b"export const answer = 6 * 7;";
+/// for expected in [Origin::Compiled, Origin::Cache] {
+///     let runtime = Runtime::new()?; // a fresh engine each time, as a new process has
+///     let context = Context::full(&runtime)?;
+///     context.with(|ctx| -> Result<(), bytecode_pack::Error> {
+///         let (module, origin) =
+///             declare_cached(&cache, &ctx, "answer.js", source, vec![], CompileOptions::default())?;
+///         assert_eq!(origin, expected);
+///         let (module, promise) = module.eval().unwrap();
+///         promise.finish::<()>().unwrap();
+///         assert_eq!(module.get::<_, i32>("answer").unwrap(), 42);
+///         Ok(())
+///     })?;
+/// }
+/// # Ok(()) }
+/// ```
 pub fn declare_cached<'js>(
     cache: &Cache,
     ctx: &Ctx<'js>,
