@@ -227,6 +227,8 @@ const _: () = {
 pub struct Hit {
     snapshot: Arc<Snapshot>,
     entry: usize,
+    /// Where the bytecode is in the pack mapping, resolved once.
+    bytecode: std::ops::Range<usize>,
 }
 
 impl Hit {
@@ -239,7 +241,10 @@ impl Hit {
 
     /// The bytecode, checksum-verified, zero-copy.
     pub fn bytecode(&self) -> &[u8] {
-        self.snapshot.segment(&self.record().bytecode)
+        self.snapshot
+            .pack()
+            .get(self.bytecode.clone())
+            .unwrap_or(&[])
     }
 
     /// The module name given to `put`.
@@ -732,8 +737,10 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key) -> Result<Hit, MissReason> {
     {
         return Err(MissReason::Stale);
     }
+    let bytecode = snapshot.segment_range(&entry.bytecode);
     Ok(Hit {
         snapshot: Arc::clone(snapshot),
         entry: i,
+        bytecode,
     })
 }

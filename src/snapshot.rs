@@ -227,6 +227,19 @@ impl Snapshot {
         good
     }
 
+    /// Where a segment of an entry whose segments are intact lies in the pack mapping.
+    pub(crate) fn segment_range(
+        &self,
+        segment: &format::ArchivedSegmentRef,
+    ) -> std::ops::Range<usize> {
+        let segment = SegmentRef::from(segment);
+        match format::segment_bytes(self.pack(), &segment) {
+            // In bounds of a mapping, so both ends fit in usize.
+            Ok(bytes) => segment.offset as usize..segment.offset as usize + bytes.len(),
+            Err(_) => 0..0,
+        }
+    }
+
     /// The bytes of a segment of an entry whose segments are intact.
     pub(crate) fn segment(&self, segment: &format::ArchivedSegmentRef) -> &[u8] {
         format::segment_bytes(self.pack(), &SegmentRef::from(segment)).unwrap_or(&[])

@@ -85,28 +85,26 @@ impl<B: StableBytes> CheckedIndex<B> {
     /// Record `i`, read in place, if it passes its checks (once; the verdict is kept).
     pub(crate) fn record(&self, i: usize) -> Option<&ArchivedEntryRecord> {
         let verdict = self.verdicts.get(i)?;
-        let state = verdict.load(Ordering::Acquire);
-        if state == BAD {
-            return None;
-        }
-        let bytes = if state == GOOD {
-            // Checked before; only the span is recomputed.
-            format::index_record_span(self.file(), &self.header, i)
-                .ok()?
-                .1
-        } else {
-            match format::index_record(self.file(), &self.header, i) {
-                Ok(bytes) => bytes,
-                Err(_) => {
-                    verdict.store(BAD, Ordering::Release);
-                    return None;
-                }
+        match verdict.load(Ordering::Acquire) {
+            GOOD => {
+                // Checked before: only the span is recomputed, and nothing is written, so
+                // readers on other threads never contend for this cache line.
+                let (_, bytes) = format::index_record_span(self.file(), &self.header, i).ok()?;
+                // SAFETY: invariant 2: these exact bytes passed `index_record` (bounds,
+                // alignment, key-seeded checksum, key match) on an earlier call, and
+                // `StableBytes` owners never change them.
+                return Some(unsafe { rkyv::access_unchecked::<ArchivedEntryRecord>(bytes) });
             }
+            BAD => return None,
+            _ => {}
+        }
+        let Ok(bytes) = format::index_record(self.file(), &self.header, i) else {
+            verdict.store(BAD, Ordering::Release);
+            return None;
         };
-        // SAFETY: invariant 2: `index_record` checked these exact bytes (bounds, alignment,
-        // the key-seeded checksum) in a file whose header matched this build, now or on an
-        // earlier call whose GOOD verdict is remembered, and `StableBytes` owners never
-        // change them.
+        // SAFETY: invariant 2: `index_record` just checked these exact bytes (bounds,
+        // alignment, the key-seeded checksum) in a file whose header matched this build, and
+        // `StableBytes` owners never change them.
         let record = unsafe { rkyv::access_unchecked::<ArchivedEntryRecord>(bytes) };
         let good = record.key == format::index_row(self.file(), &self.header, i).key;
         verdict.store(if good { GOOD } else { BAD }, Ordering::Release);
