@@ -34,6 +34,8 @@ pub struct Cache {
 
 struct Inner {
     dir: PathBuf,
+    /// `dir/index`, joined once: a miss checks it for a newer publication.
+    index_path: PathBuf,
     options: Options,
     snapshot: ArcSwap<Snapshot>,
     /// Serialises this handle's writers before they contend for the file lock (a flock is
@@ -111,6 +113,7 @@ impl CacheBuilder {
         };
         Ok(Cache {
             inner: Arc::new(Inner {
+                index_path: dir.join(snapshot::INDEX_FILE),
                 dir,
                 options: self.options,
                 snapshot: ArcSwap::from_pointee(snapshot),
@@ -465,7 +468,7 @@ impl Cache {
 
     /// Loads the published index if it is not the one `current` was read from.
     fn refresh_if_changed(&self, current: &Snapshot) -> Result<Option<Arc<Snapshot>>> {
-        let published = snapshot::published_identity(&self.inner.dir);
+        let published = snapshot::published_identity(&self.inner.index_path);
         if published == current.identity() {
             return Ok(None);
         }

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::format::{self, EntryRecord, PACK_HEADER_LEN, SegmentKind, SegmentRef};
-use crate::freshness;
+use crate::freshness::{self, Recheck};
 use crate::options::{Durability, Options};
 use crate::snapshot::{map_committed_pack, pack_file_name};
 use crate::writer::{TEMP_PREFIX, WriteState};
@@ -128,23 +128,26 @@ pub(crate) fn compact(state: &mut WriteState, options: &Options) -> Result<Compa
     Ok(report)
 }
 
-/// Keeps an entry only if all its inputs still hold their recorded content; re-records racy
-/// or missing stat data, so that entries written moments after their sources were saved stop
-/// paying a re-hash on every `get`.
+/// Keeps an entry only if all its inputs still hold their recorded content, checked as a
+/// `get` would; re-records inputs whose stat data was racy or changed with the content intact,
+/// so that entries written moments after their sources were saved stop paying a re-hash on
+/// every `get`.
 fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
-    if !entry.inputs.iter().all(freshness::exists) {
-        return None;
+    let mut refreshed = false;
+    for input in &mut entry.inputs {
+        match freshness::recheck(input, entry.recorded_at_ns) {
+            Recheck::Unchanged => {}
+            Recheck::Refreshed(record) => {
+                *input = record;
+                refreshed = true;
+            }
+            Recheck::Stale => return None,
+        }
     }
-    let racy = entry
-        .inputs
-        .iter()
-        .any(|i| freshness::needs_refresh(i, entry.recorded_at_ns));
-    if !racy {
-        return Some(entry);
+    if refreshed {
+        // Every input was hashed or trusted before this instant.
+        entry.recorded_at_ns = freshness::now_nanos();
     }
-    let refreshed: Option<Vec<_>> = entry.inputs.iter().map(freshness::refresh).collect();
-    entry.inputs = refreshed?;
-    entry.recorded_at_ns = freshness::now_nanos();
     Some(entry)
 }
 

@@ -232,33 +232,43 @@ pub(crate) fn is_fresh(input: &ArchivedInputRecord, recorded_at_ns: i64) -> bool
     }
 }
 
-/// Whether an owned record's stat data is racy or missing, so that compaction may refresh it.
-pub(crate) fn needs_refresh(input: &InputRecord, recorded_at_ns: i64) -> bool {
-    input
-        .stat
-        .as_ref()
-        .is_none_or(|s| !stat_is_trusted(s, recorded_at_ns))
+/// What compaction finds when it re-checks an owned input record.
+pub(crate) enum Recheck {
+    /// Stat data unchanged and trusted: the record stands as it is.
+    Unchanged,
+    /// Same content, new or newly trustworthy stat data: keep this record instead.
+    Refreshed(InputRecord),
+    /// Gone, or different content: the entry is stale.
+    Stale,
 }
 
-/// Re-records an input for compaction: `Some` with fresh stat data if the file still holds
-/// the recorded content, `None` if it does not (the entry is stale and is dropped).
-pub(crate) fn refresh(input: &InputRecord) -> Option<InputRecord> {
-    let path = path_from_bytes(&input.path)?;
-    let before = stat_path(path).ok()?;
-    let content = fs::read(path).ok()?;
-    let after = stat_path(path).ok()?;
-    if xxh3_128(&content).to_le_bytes() != input.content_hash {
-        return None;
+/// The check a `get` makes, on an owned record, for compaction: re-hashes only when the stat
+/// data changed or is racy, and says how the record should be kept.
+pub(crate) fn recheck(input: &InputRecord, recorded_at_ns: i64) -> Recheck {
+    let Some(path) = path_from_bytes(&input.path) else {
+        return Recheck::Stale;
+    };
+    let Ok(before) = stat_path(path) else {
+        return Recheck::Stale;
+    };
+    if let Some(recorded) = input.stat {
+        if before == recorded && stat_is_trusted(&recorded, recorded_at_ns) {
+            return Recheck::Unchanged;
+        }
+        if before.size != recorded.size {
+            return Recheck::Stale;
+        }
     }
-    Some(InputRecord {
+    let (Ok(content), Ok(after)) = (fs::read(path), stat_path(path)) else {
+        return Recheck::Stale;
+    };
+    if xxh3_128(&content).to_le_bytes() != input.content_hash {
+        return Recheck::Stale;
+    }
+    Recheck::Refreshed(InputRecord {
         stat: (before == after).then_some(before),
         ..input.clone()
     })
-}
-
-/// Whether an owned input's file still exists (compaction drops entries whose inputs vanished).
-pub(crate) fn exists(input: &InputRecord) -> bool {
-    path_from_bytes(&input.path).is_some_and(|p| stat_path(p).is_ok())
 }
 
 #[cfg(test)]

@@ -49,9 +49,9 @@ fn identity_of(meta: &fs::Metadata) -> FileIdentity {
     }
 }
 
-/// The identity of the index currently published in `dir`, `None` if there is none.
-pub(crate) fn published_identity(dir: &Path) -> Option<FileIdentity> {
-    fs::symlink_metadata(dir.join(INDEX_FILE))
+/// The identity of the index currently published at `index_path`, `None` if there is none.
+pub(crate) fn published_identity(index_path: &Path) -> Option<FileIdentity> {
+    fs::symlink_metadata(index_path)
         .ok()
         .map(|m| identity_of(&m))
 }

@@ -261,6 +261,16 @@ fn compaction_keeps_live_entries_shrinks_the_pack_and_old_hits_stay_valid() {
                 .unwrap();
         }
     }
+    let edited_input = f.source("edited.js", "before");
+    let edited = Key::for_source("edited", b"");
+    cache
+        .put(
+            &edited,
+            &NewEntry::new("e", b"bc").inputs(vec![Input::path(&edited_input)]),
+        )
+        .unwrap();
+    fs::write(&edited_input, "after!").unwrap();
+    backdate(&edited_input);
     let doomed = Key::for_source("doomed", b"");
     cache
         .put(
@@ -274,9 +284,9 @@ fn compaction_keeps_live_entries_shrinks_the_pack_and_old_hits_stay_valid() {
     fs::remove_file(&doomed_input).unwrap();
 
     let report = cache.compact().unwrap();
-    assert_eq!(report.entries_before, 21);
+    assert_eq!(report.entries_before, 22);
     assert_eq!(report.entries_after, 20);
-    assert_eq!(report.dropped_stale, 1);
+    assert_eq!(report.dropped_stale, 2, "a deleted and an edited input");
     let after = cache.stats().unwrap();
     assert!(
         after.pack_bytes * 2 < before.pack_bytes,
