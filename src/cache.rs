@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -16,7 +16,7 @@ use crate::fsys;
 use crate::key::Key;
 use crate::options::{Durability, Options};
 use crate::snapshot::{self, Found, Snapshot};
-use crate::writer::{self, WriteState};
+use crate::writer::{self, PreparedEntry, WriteState, index_temp};
 
 /// Names the cache root; overrides the per-user cache directory in [`Cache::open_default`].
 pub const ENV_CACHE_DIR: &str = "BYTECODE_PACK_CACHE_DIR";
@@ -103,11 +103,13 @@ impl CacheBuilder {
     /// 0700 if missing; the root and the cache directory must belong to this user and not be
     /// writable by group or others, and the cache directory must not be a symlink.
     pub fn open(self) -> Result<Cache> {
-        let dir = self.root.join(abi_tag());
+        // Resolved once: a relative root must not follow the process's later `chdir`s.
+        let root = std::path::absolute(&self.root).map_err(Error::io(&self.root))?;
+        let dir = root.join(abi_tag());
         let snapshot = if self.options.disabled {
             Snapshot::empty()
         } else {
-            fsys::ensure_private_dir(&self.root, true)?;
+            fsys::ensure_private_dir(&root, true)?;
             fsys::ensure_private_dir(&dir, false)?;
             Snapshot::load(&dir, abi_tag())?
         };
@@ -195,6 +197,15 @@ impl<'a> NewEntry<'a> {
             self.source_map.map(str::as_bytes),
             self.aux.map(str::as_bytes),
         ]
+    }
+
+    /// Bytes the entry takes in the pack: its segments with their headers.
+    pub(crate) fn stored_len(&self) -> u64 {
+        self.payloads()
+            .iter()
+            .flatten()
+            .map(|p| p.len() as u64 + crate::format::SEGMENT_HEADER_LEN)
+            .sum()
     }
 
     /// Stores the module's source map with it.
@@ -389,6 +400,9 @@ pub struct Stats {
     pub generation: u64,
     /// The cache directory.
     pub dir: PathBuf,
+    /// Why the published index or its pack was rejected, if it was (which file, what was
+    /// wrong). Every `get` misses until the next write rebuilds the cache.
+    pub damage: Option<String>,
     /// This handle's counters.
     pub counters: Counters,
 }
@@ -500,16 +514,14 @@ impl Cache {
             return Ok(());
         }
         let mut prepared = Vec::new();
+        let mut batch_bytes = crate::format::PACK_HEADER_LEN;
         for (key, entry) in entries {
-            let size: u64 = entry
-                .payloads()
-                .iter()
-                .flatten()
-                .map(|p| p.len() as u64 + crate::format::SEGMENT_HEADER_LEN)
-                .sum();
-            if size + crate::format::PACK_HEADER_LEN > options.max_bytes {
+            let size = entry.stored_len();
+            batch_bytes = batch_bytes.saturating_add(size);
+            if batch_bytes > options.max_bytes {
+                // Storing it would mean evicting part of what this very call acknowledges.
                 return Err(Error::InvalidEntry(format!(
-                    "{} needs {size} bytes, over the cache's max_bytes of {}",
+                    "{}: the batch needs {batch_bytes} bytes, over the cache's max_bytes of {}",
                     entry.module_name, options.max_bytes
                 )));
             }
@@ -518,25 +530,34 @@ impl Cache {
                 .iter()
                 .map(freshness::record)
                 .collect::<Result<Vec<_>>>()?;
-            prepared.push((key, entry, inputs, freshness::now_nanos()));
+            prepared.push(PreparedEntry {
+                key,
+                entry,
+                inputs,
+                recorded_at_ns: freshness::now_nanos(),
+            });
         }
         if prepared.is_empty() {
             return Ok(());
         }
-        self.write(|state| {
-            let count = prepared.len() as u64;
+        let count = prepared.len() as u64;
+        let compacted = self.write(|state| {
+            let first_new_seq = state.body.next_seq;
             state.append_many(prepared, options.durability)?;
-            self.inner.counters.puts.fetch_add(count, Ordering::Relaxed);
             if options.wants_compaction(state.pack_file_len, state.body.live_bytes()) {
-                // The new entries are appended but unpublished: compaction carries them over.
-                compact::compact(state, options)?;
-                self.inner
-                    .counters
-                    .compactions
-                    .fetch_add(1, Ordering::Relaxed);
+                // The new entries are appended but unpublished: compaction carries them over,
+                // and never evicts them.
+                compact::compact(state, options, Some(first_new_seq))?;
+                return Ok(true);
             }
-            Ok(())
-        })
+            Ok(false)
+        })?;
+        let counters = &self.inner.counters;
+        counters.puts.fetch_add(count, Ordering::Relaxed);
+        if compacted {
+            counters.compactions.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// Rewrites the live entries into a new pack, dropping superseded, stale (an input is
@@ -564,7 +585,7 @@ impl Cache {
         if self.inner.options.disabled {
             return Ok(CompactReport::default());
         }
-        let report = self.write(|state| compact::compact(state, &self.inner.options))?;
+        let report = self.write(|state| compact::compact(state, &self.inner.options, None))?;
         self.inner
             .counters
             .compactions
@@ -591,12 +612,15 @@ impl Cache {
     fn write<T>(&self, change: impl FnOnce(&mut WriteState) -> Result<T>) -> Result<T> {
         let inner = &self.inner;
         let dir = &inner.dir;
+        // One deadline for both waits: this handle's other threads, then other processes.
+        let started = Instant::now();
+        let deadline = started + inner.options.lock_timeout;
         let _local = inner
             .writer
-            .try_lock_for(inner.options.lock_timeout)
+            .try_lock_until(deadline)
             .ok_or_else(|| Error::LockTimeout {
                 path: dir.join(writer::LOCK_FILE),
-                waited: inner.options.lock_timeout,
+                waited: started.elapsed(),
             })?;
         if let Err(e) = std::fs::symlink_metadata(dir)
             && e.kind() == std::io::ErrorKind::NotFound
@@ -608,14 +632,28 @@ impl Cache {
             }
             fsys::ensure_private_dir(dir, false)?;
         }
-        let _lock = writer::lock(dir, inner.options.lock_timeout)?;
+        let _lock = writer::lock(dir, started, deadline)?;
         crate::faults::crash_point("write:locked");
         let mut state = WriteState::load(dir, abi_tag())?;
         let generation_before = state.body.generation;
-        let out = change(&mut state)?;
-        state.publish(inner.options.durability)?;
+        let first_write = !inner.swept.load(Ordering::Relaxed);
+        if first_write {
+            crate::maintenance::mark_cache_dir(dir);
+        }
+        let out = index_temp(dir).and_then(|temp| {
+            let out = change(&mut state)?;
+            state.publish(temp, inner.options.durability)?;
+            Ok(out)
+        });
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                state.roll_back();
+                return Err(e);
+            }
+        };
         crate::faults::crash_point("publish:renamed");
-        let first_write = !inner.swept.swap(true, Ordering::Relaxed);
+        inner.swept.store(true, Ordering::Relaxed);
         let new_generation = state.body.generation != generation_before;
         if first_write || new_generation {
             writer::sweep(dir, state.body.generation);
@@ -626,8 +664,17 @@ impl Cache {
             dir.parent(),
         ) {
             // Housekeeping rides on compactions, which are rare; a failure only costs space.
-            if let Err(e) = crate::maintenance::prune_other_abis(root, age) {
-                log::warn!("bytecode-pack: pruning other ABI tags: {e}");
+            match crate::maintenance::prune_other_abis(root, age) {
+                Ok(report) => {
+                    for skipped in &report.skipped {
+                        log::debug!(
+                            "bytecode-pack: not pruning {}: {}",
+                            skipped.path.display(),
+                            skipped.reason
+                        );
+                    }
+                }
+                Err(e) => log::warn!("bytecode-pack: pruning other ABI tags: {e}"),
             }
         }
         drop(_lock);
@@ -658,10 +705,8 @@ impl Cache {
             .flatten()
             .map(|e| {
                 let owned = crate::format::SegmentRef::from(&e.bytecode);
-                let stored: u64 = [Some(&e.bytecode), e.source_map.as_ref(), e.aux.as_ref()]
-                    .into_iter()
-                    .flatten()
-                    .map(|s| crate::format::SegmentRef::from(s).stored_len())
+                let stored: u64 = crate::format::archived_segments(e)
+                    .map(|(_, s)| crate::format::SegmentRef::from(s).stored_len())
                     .sum();
                 let nanos = e.recorded_at_ns.to_native();
                 EntryInfo {
@@ -689,6 +734,7 @@ impl Cache {
                 index_bytes: 0,
                 generation: 0,
                 dir,
+                damage: None,
                 counters,
             });
         }
@@ -697,10 +743,8 @@ impl Cache {
         let (mut entries, mut live_bytes) = (0, 0);
         for e in snapshot.records().flatten() {
             entries += 1;
-            live_bytes += [Some(&e.bytecode), e.source_map.as_ref(), e.aux.as_ref()]
-                .into_iter()
-                .flatten()
-                .map(|s| crate::format::SegmentRef::from(s).stored_len())
+            live_bytes += crate::format::archived_segments(e)
+                .map(|(_, s)| crate::format::SegmentRef::from(s).stored_len())
                 .sum::<u64>();
         }
         if generation != 0 {
@@ -716,6 +760,7 @@ impl Cache {
             index_bytes: snapshot.index_len(),
             generation,
             dir,
+            damage: snapshot.damage().map(|d| d.to_string()),
             counters,
         })
     }
@@ -736,7 +781,7 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key) -> Result<Hit, MissReason> {
     if !entry
         .inputs
         .iter()
-        .all(|input| freshness::is_fresh(input, recorded_at))
+        .all(|input| freshness::check(input.into(), recorded_at).is_fresh())
     {
         return Err(MissReason::Stale);
     }

@@ -8,7 +8,7 @@ use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::format::{self, EntryRecord, PACK_HEADER_LEN, SegmentKind, SegmentRef};
-use crate::freshness::{self, Recheck};
+use crate::freshness::{self, Freshness};
 use crate::options::{Durability, Options};
 use crate::snapshot::{map_committed_pack, pack_file_name};
 use crate::writer::{TEMP_PREFIX, WriteState};
@@ -36,13 +36,22 @@ pub struct CompactReport {
 }
 
 /// Rewrites `state` into a new generation, keeping only intact, fresh entries within the
-/// size limit. The caller publishes the new index and sweeps the old pack.
-pub(crate) fn compact(state: &mut WriteState, options: &Options) -> Result<CompactReport> {
+/// size limit. Entries whose sequence number is at least `protect_from_seq` (those the
+/// calling `put` is about to acknowledge) are never evicted. The caller publishes the new
+/// index and sweeps the old pack.
+pub(crate) fn compact(
+    state: &mut WriteState,
+    options: &Options,
+    protect_from_seq: Option<u64>,
+) -> Result<CompactReport> {
+    // Records the writer dropped while reading the index were damaged entries too.
     let mut report = CompactReport {
-        entries_before: state.body.entries.len() as u64,
+        entries_before: state.body.entries.len() as u64 + state.dropped_damaged,
+        dropped_corrupt: state.dropped_damaged,
         pack_bytes_before: state.pack_file_len,
         ..CompactReport::default()
     };
+    state.dropped_damaged = 0;
     let old_pack_path = state.dir.join(pack_file_name(state.body.generation));
     let old_pack = if state.body.pack_len >= PACK_HEADER_LEN {
         Some(
@@ -73,7 +82,7 @@ pub(crate) fn compact(state: &mut WriteState, options: &Options) -> Result<Compa
             None => report.dropped_stale += 1,
         }
     }
-    report.evicted = evict(&mut kept, options);
+    report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
 
     let generation = state.body.generation + 1;
     let mut tmp = tempfile::Builder::new()
@@ -135,13 +144,13 @@ pub(crate) fn compact(state: &mut WriteState, options: &Options) -> Result<Compa
 fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
     let mut refreshed = false;
     for input in &mut entry.inputs {
-        match freshness::recheck(input, entry.recorded_at_ns) {
-            Recheck::Unchanged => {}
-            Recheck::Refreshed(record) => {
-                *input = record;
+        match freshness::check((&*input).into(), entry.recorded_at_ns) {
+            Freshness::Trusted => {}
+            Freshness::Rehashed { stat } => {
+                input.stat = stat;
                 refreshed = true;
             }
-            Recheck::Stale => return None,
+            Freshness::Stale => return None,
         }
     }
     if refreshed {
@@ -151,8 +160,9 @@ fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
     Some(entry)
 }
 
-/// Drops least recently inserted entries until live bytes fit the size limit's target.
-fn evict(entries: &mut Vec<EntryRecord>, options: &Options) -> u64 {
+/// Drops least recently inserted entries until live bytes fit the size limit's target, never
+/// one whose sequence number is `protect_from_seq` or later.
+fn evict(entries: &mut Vec<EntryRecord>, options: &Options, protect_from_seq: u64) -> u64 {
     let live = |es: &[EntryRecord]| -> u64 { es.iter().map(EntryRecord::stored_len).sum() };
     let mut total = PACK_HEADER_LEN + live(entries);
     if total <= options.max_bytes {
@@ -164,8 +174,8 @@ fn evict(entries: &mut Vec<EntryRecord>, options: &Options) -> u64 {
         .collect();
     by_age.sort_unstable();
     let mut dropped = std::collections::HashSet::new();
-    for (_, key, len) in by_age {
-        if total <= options.eviction_target() {
+    for (seq, key, len) in by_age {
+        if total <= options.eviction_target() || seq >= protect_from_seq {
             break;
         }
         total -= len;

@@ -111,8 +111,8 @@ pub const PACK_HEADER_LEN: u64 = HEADER_LEN as u64;
 /// Length of a segment header; the payload starts this far after the segment's offset.
 pub const SEGMENT_HEADER_LEN: u64 = 56;
 
-const INDEX_MAGIC: [u8; 8] = *b"BCPKIDX\0";
-const PACK_MAGIC: [u8; 8] = *b"BCPKPACK";
+pub(crate) const INDEX_MAGIC: [u8; 8] = *b"BCPKIDX\0";
+pub(crate) const PACK_MAGIC: [u8; 8] = *b"BCPKPACK";
 const SEGMENT_MAGIC: [u8; 4] = *b"BSEG";
 
 /// [`EntryRecord::flags`]: the bytecode was produced by this crate's own QuickJS compile
@@ -186,6 +186,19 @@ pub enum FormatError {
         len: u64,
         /// Committed pack length.
         committed: u64,
+    },
+    /// A field would not fit its width in the format.
+    #[error("{what} too large for the format")]
+    TooLarge {
+        /// Which field.
+        what: &'static str,
+    },
+    /// Something other than a regular file has the file's name (a FIFO, a device, a
+    /// directory, a symlink): it is never read.
+    #[error("is {kind}, not a regular file")]
+    NotAFile {
+        /// What is there.
+        kind: &'static str,
     },
     /// The rkyv body failed structural validation (only checked by `verify`).
     #[error("index body is malformed: {0}")]
@@ -286,6 +299,21 @@ impl EntryRecord {
             .chain(self.source_map.iter().map(|s| (SegmentKind::SourceMap, s)))
             .chain(self.aux.iter().map(|s| (SegmentKind::Aux, s)))
     }
+}
+
+/// An archived entry's segments with their kinds: bytecode, then source map and aux where
+/// present (the order [`EntryRecord::segments`] and the pack use).
+pub fn archived_segments(
+    entry: &ArchivedEntryRecord,
+) -> impl Iterator<Item = (SegmentKind, &ArchivedSegmentRef)> {
+    std::iter::once((SegmentKind::Bytecode, &entry.bytecode))
+        .chain(
+            entry
+                .source_map
+                .as_ref()
+                .map(|s| (SegmentKind::SourceMap, s)),
+        )
+        .chain(entry.aux.as_ref().map(|s| (SegmentKind::Aux, s)))
 }
 
 impl IndexBody {
@@ -437,18 +465,27 @@ fn record_checksum(key: &[u8; 16], record: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(record, xxh3_64(key))
 }
 
-/// Serialises `body` into a complete index file.
-pub fn encode_index(body: &IndexBody, abi_tag: &str) -> Vec<u8> {
+/// Serialises `body` into a complete index file. Fails only if a field would not fit its
+/// width: more than `u32::MAX` entries, or records past 4 GiB.
+pub fn encode_index(body: &IndexBody, abi_tag: &str) -> Result<Vec<u8>, FormatError> {
     let count = body.entries.len();
+    let count_field = u32::try_from(count).map_err(|_| FormatError::TooLarge {
+        what: "entry count",
+    })?;
     let mut table = Vec::with_capacity(count * ROW_LEN);
     let mut records: Vec<u8> = Vec::new();
     for entry in &body.entries {
         let archived = rkyv::to_bytes::<rkyv::rancor::BoxedError>(entry)
             .expect("serialising plain owned data into a Vec cannot fail");
-        let offset = records.len();
+        let offset = u32::try_from(records.len()).map_err(|_| FormatError::TooLarge {
+            what: "index records region",
+        })?;
+        let len = u32::try_from(archived.len()).map_err(|_| FormatError::TooLarge {
+            what: "index record",
+        })?;
         table.extend_from_slice(&entry.key);
-        table.extend_from_slice(&(offset as u32).to_le_bytes());
-        table.extend_from_slice(&(archived.len() as u32).to_le_bytes());
+        table.extend_from_slice(&offset.to_le_bytes());
+        table.extend_from_slice(&len.to_le_bytes());
         table.extend_from_slice(&record_checksum(&entry.key, &archived).to_le_bytes());
         records.extend_from_slice(&archived);
         records.resize(records.len().next_multiple_of(RECORD_ALIGN), 0);
@@ -458,14 +495,14 @@ pub fn encode_index(body: &IndexBody, abi_tag: &str) -> Vec<u8> {
     h[40..48].copy_from_slice(&body.generation.to_le_bytes());
     h[48..56].copy_from_slice(&body.pack_len.to_le_bytes());
     h[56..64].copy_from_slice(&body.next_seq.to_le_bytes());
-    h[64..68].copy_from_slice(&(count as u32).to_le_bytes());
+    h[64..68].copy_from_slice(&count_field.to_le_bytes());
     h[72..80].copy_from_slice(&(records.len() as u64).to_le_bytes());
     seal_header(&mut h);
     let mut out = Vec::with_capacity(INDEX_HEADER_LEN + table.len() + records.len());
     out.extend_from_slice(&h);
     out.extend_from_slice(&table);
     out.extend_from_slice(&records);
-    out
+    Ok(out)
 }
 
 /// Checks an index file's header and that the file is exactly as long as the header says.
@@ -824,7 +861,7 @@ mod tests {
     #[test]
     fn index_round_trips_and_every_header_byte_is_covered() {
         let body = two_entry_body();
-        let file = aligned(&encode_index(&body, TAG));
+        let file = aligned(&encode_index(&body, TAG).unwrap());
         let header = check_index_header(&file, TAG).expect("valid");
         assert_eq!(
             (header.generation, header.pack_len, header.count),
@@ -849,7 +886,7 @@ mod tests {
     #[test]
     fn a_damaged_row_or_record_costs_only_its_own_entry() {
         let body = two_entry_body();
-        let file = aligned(&encode_index(&body, TAG));
+        let file = aligned(&encode_index(&body, TAG).unwrap());
         let header = check_index_header(&file, TAG).unwrap();
         for i in INDEX_HEADER_LEN..file.len() {
             let mut bad = aligned(&file);
@@ -888,7 +925,7 @@ mod tests {
             }));
             body.entries.sort_by_key(|e| e.key);
             body.entries.dedup_by_key(|e| e.key);
-            let file = aligned(&encode_index(&body, TAG));
+            let file = aligned(&encode_index(&body, TAG).unwrap());
             let header = check_index_header(&file, TAG).unwrap();
             for (i, e) in body.entries.iter().enumerate() {
                 assert_eq!(find_row(&file, &header, &e.key), Some(i), "n={n}");
@@ -904,7 +941,7 @@ mod tests {
 
     #[test]
     fn index_rejects_other_abi_trailing_bytes_and_truncation() {
-        let file = aligned(&encode_index(&sample_body(), TAG));
+        let file = aligned(&encode_index(&sample_body(), TAG).unwrap());
         assert_eq!(
             check_index_header(&file, "other").err(),
             Some(FormatError::Abi)
@@ -920,7 +957,7 @@ mod tests {
             check_index_header(&short, TAG),
             Err(FormatError::Length { .. })
         ));
-        let empty = aligned(&encode_index(&IndexBody::default(), TAG));
+        let empty = aligned(&encode_index(&IndexBody::default(), TAG).unwrap());
         assert_eq!(
             decode_index(&empty, TAG).unwrap(),
             (IndexBody::default(), 0)

@@ -23,7 +23,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::error::{Error, Result};
 use crate::format::{ArchivedInputRecord, InputRecord, StatRecord};
-use crate::key::canonical_or_absolute;
+use crate::fsys;
 
 /// How close to the recording instant a whole-second timestamp must be to count as racy: covers
 /// FAT's 2 s granularity. This is the longest racy window.
@@ -158,32 +158,43 @@ fn path_from_bytes(bytes: &[u8]) -> Option<&Path> {
     std::str::from_utf8(bytes).ok().map(Path::new)
 }
 
-/// Hashes `input` for a `put`. The path is canonicalised so the record does not depend on the
-/// current directory.
+/// The path an input is recorded under: absolute, but not canonicalised. Symlinks on the way
+/// stay in it, so a symlink switched to another target (`lib.js -> lib-v2.js`, a pnpm store
+/// entry replaced) is seen by the next check, which follows the path the user named.
+pub(crate) fn recorded_path(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Opens `path` (following symlinks, never blocking, regular files only) and hashes its
+/// content, streaming. Returns the hash and the stat data that describes exactly that content,
+/// or `None` for the stat data if the file changed while it was read (grew, shrank, was
+/// replaced): such a record is re-hashed by every check.
+fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
+    let (mut file, meta) = fsys::open_user_file(path)?;
+    let before = stat_record(&meta);
+    let (hash, read) = fsys::hash_bounded(&mut file, before.size)?;
+    let after = stat_path(path).ok();
+    let stable = read == before.size && after == Some(before);
+    Ok((hash, stable.then_some(before)))
+}
+
+/// Hashes `input` for a `put`. The path is made absolute (not canonical) so the record does
+/// not depend on the current directory and still names what the user named.
 pub(crate) fn record(input: &Input) -> Result<InputRecord> {
-    let path = canonical_or_absolute(&input.path);
-    let read = || -> std::io::Result<_> {
-        let before = fs::metadata(&path)?;
-        let content = fs::read(&path)?;
-        let after = fs::metadata(&path)?;
-        Ok((
-            stat_record(&before),
-            xxh3_128(&content).to_le_bytes(),
-            stat_record(&after),
-        ))
-    };
-    match (read(), input.compiled_hash) {
-        (Ok((before, on_disk, after)), compiled) => {
+    let path = recorded_path(&input.path);
+    match (hash_file(&path), input.compiled_hash) {
+        (Ok((on_disk, stat)), compiled) => {
             let content_hash = compiled.unwrap_or(on_disk);
             // Trust stat data only if it describes exactly the content recorded.
-            let stable = before == after && content_hash == on_disk;
+            let stable = content_hash == on_disk;
             Ok(InputRecord {
                 path: path_bytes(&path),
                 content_hash,
-                stat: stable.then_some(before),
+                stat: stat.filter(|_| stable),
             })
         }
-        // The compiler read this file but it is gone now: record it so the entry misses.
+        // The compiler read this file but it is gone (or no longer a file): record it so the
+        // entry misses.
         (Err(_), Some(compiled)) => Ok(InputRecord {
             path: path_bytes(&path),
             content_hash: compiled,
@@ -194,81 +205,98 @@ pub(crate) fn record(input: &Input) -> Result<InputRecord> {
 }
 
 /// Whether stat data recorded at `recorded_at_ns` can stand in for the content.
-fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
+///
+/// Only the ctime decides. The kernel sets it to its own clock on every change to the file,
+/// content or metadata, and no system call sets it to anything else; the mtime can be set to
+/// any value (`touch -d`, `tar`, `npm` restore whole-second or future mtimes). A file whose
+/// recorded ctime is older than the racy window before the recording instant cannot change
+/// without its ctime moving past that instant, which a check sees. The window follows the
+/// ctime's own granularity: sub-second digits mean a fine-grained filesystem.
+pub(crate) fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
     const SECOND: i64 = 1_000_000_000;
-    let fine = stat.mtime_ns % SECOND != 0 && stat.ctime_ns % SECOND != 0;
+    let fine = stat.ctime_ns % SECOND != 0;
     let window = if fine { FINE_RACY_WINDOW } else { RACY_WINDOW };
     let horizon = recorded_at_ns.saturating_sub(window.as_nanos() as i64);
-    stat.mtime_ns < horizon && stat.ctime_ns < horizon
+    stat.ctime_ns < horizon
 }
 
-/// Whether the input still holds the content the entry was compiled from.
-pub(crate) fn is_fresh(input: &ArchivedInputRecord, recorded_at_ns: i64) -> bool {
-    let Some(path) = path_from_bytes(input.path.as_slice()) else {
-        return false;
-    };
-    let Ok(now) = stat_path(path) else {
-        return false;
-    };
-    let recorded = input.stat.as_ref().map(|s| StatRecord {
-        size: s.size.to_native(),
-        mtime_ns: s.mtime_ns.to_native(),
-        ctime_ns: s.ctime_ns.to_native(),
-        ino: s.ino.to_native(),
-        dev: s.dev.to_native(),
-    });
-    if let Some(recorded) = recorded {
-        if now == recorded && stat_is_trusted(&recorded, recorded_at_ns) {
-            return true;
+/// An input record, archived or owned, as the freshness check reads it.
+pub(crate) struct InputView<'a> {
+    pub(crate) path: &'a [u8],
+    pub(crate) content_hash: &'a [u8; 16],
+    pub(crate) stat: Option<StatRecord>,
+}
+
+impl<'a> From<&'a ArchivedInputRecord> for InputView<'a> {
+    fn from(input: &'a ArchivedInputRecord) -> Self {
+        InputView {
+            path: input.path.as_slice(),
+            content_hash: &input.content_hash,
+            stat: input.stat.as_ref().map(|s| StatRecord {
+                size: s.size.to_native(),
+                mtime_ns: s.mtime_ns.to_native(),
+                ctime_ns: s.ctime_ns.to_native(),
+                ino: s.ino.to_native(),
+                dev: s.dev.to_native(),
+            }),
         }
-        // Recorded stat data describes the recorded content, so another size is another file.
-        if now.size != recorded.size {
-            return false;
-        }
-    }
-    match fs::read(path) {
-        Ok(content) => xxh3_128(&content).to_le_bytes() == input.content_hash,
-        Err(_) => false,
     }
 }
 
-/// What compaction finds when it re-checks an owned input record.
-pub(crate) enum Recheck {
-    /// Stat data unchanged and trusted: the record stands as it is.
-    Unchanged,
-    /// Same content, new or newly trustworthy stat data: keep this record instead.
-    Refreshed(InputRecord),
-    /// Gone, or different content: the entry is stale.
+impl<'a> From<&'a InputRecord> for InputView<'a> {
+    fn from(input: &'a InputRecord) -> Self {
+        InputView {
+            path: &input.path,
+            content_hash: &input.content_hash,
+            stat: input.stat,
+        }
+    }
+}
+
+/// What checking an input found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// Stat data unchanged and trusted: fresh, nothing was read.
+    Trusted,
+    /// Re-hashed and unchanged. `stat` describes that content (`None` if the file changed
+    /// while it was read): a record with it would be trusted from now on.
+    Rehashed {
+        /// The stat data to record instead.
+        stat: Option<StatRecord>,
+    },
+    /// Gone, not a regular file, or different content.
     Stale,
 }
 
-/// The check a `get` makes, on an owned record, for compaction: re-hashes only when the stat
-/// data changed or is racy, and says how the record should be kept.
-pub(crate) fn recheck(input: &InputRecord, recorded_at_ns: i64) -> Recheck {
-    let Some(path) = path_from_bytes(&input.path) else {
-        return Recheck::Stale;
+impl Freshness {
+    pub(crate) fn is_fresh(self) -> bool {
+        self != Freshness::Stale
+    }
+}
+
+/// The one freshness check, for `get` (on archived records) and compaction (on owned ones):
+/// one `stat` when the stat data is unchanged and trusted, else a bounded, non-blocking
+/// re-hash of the path the user named.
+pub(crate) fn check(input: InputView<'_>, recorded_at_ns: i64) -> Freshness {
+    let Some(path) = path_from_bytes(input.path) else {
+        return Freshness::Stale;
     };
-    let Ok(before) = stat_path(path) else {
-        return Recheck::Stale;
+    let Ok(now) = stat_path(path) else {
+        return Freshness::Stale;
     };
     if let Some(recorded) = input.stat {
-        if before == recorded && stat_is_trusted(&recorded, recorded_at_ns) {
-            return Recheck::Unchanged;
+        if now == recorded && stat_is_trusted(&recorded, recorded_at_ns) {
+            return Freshness::Trusted;
         }
-        if before.size != recorded.size {
-            return Recheck::Stale;
+        // Recorded stat data describes the recorded content, so another size is another file.
+        if now.size != recorded.size {
+            return Freshness::Stale;
         }
     }
-    let (Ok(content), Ok(after)) = (fs::read(path), stat_path(path)) else {
-        return Recheck::Stale;
-    };
-    if xxh3_128(&content).to_le_bytes() != input.content_hash {
-        return Recheck::Stale;
+    match hash_file(path) {
+        Ok((hash, stat)) if &hash == input.content_hash => Freshness::Rehashed { stat },
+        _ => Freshness::Stale,
     }
-    Recheck::Refreshed(InputRecord {
-        stat: (before == after).then_some(before),
-        ..input.clone()
-    })
 }
 
 #[cfg(test)]
@@ -286,14 +314,27 @@ mod tests {
             dev: 1,
         };
         assert!(stat_is_trusted(&old, t));
+        assert!(!stat_is_trusted(&StatRecord { ctime_ns: t, ..old }, t));
+        // Whole-second ctimes get the 2 s window, fine ones 100 ms.
+        let whole = t - 1_000_000_000;
         assert!(!stat_is_trusted(
             &StatRecord {
-                mtime_ns: t - 1,
+                ctime_ns: whole,
                 ..old
             },
             t
         ));
-        assert!(!stat_is_trusted(&StatRecord { ctime_ns: t, ..old }, t));
+        assert!(stat_is_trusted(
+            &StatRecord {
+                ctime_ns: whole + 7,
+                ..old
+            },
+            t
+        ));
+        // The mtime is whatever a tool set it to (future, whole seconds): it does not decide.
+        for mtime_ns in [t + 3_600_000_000_000, t - 1, 0] {
+            assert!(stat_is_trusted(&StatRecord { mtime_ns, ..old }, t));
+        }
     }
 
     #[test]

@@ -86,32 +86,146 @@ fn check_owner_and_mode(_path: &Path, _meta: &fs::Metadata) -> Result<()> {
     Ok(())
 }
 
-/// Options for opening files inside the cache directory: never through a symlink, and
-/// created private.
+/// Options for opening files inside the cache directory: never through a symlink, never
+/// blocking on a FIFO someone put in a file's place, and created private.
 fn private_options() -> OpenOptions {
     let mut opts = OpenOptions::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
             .mode(0o600);
     }
     opts
 }
 
-/// Opens an existing cache file for reading without following a symlink.
-pub(crate) fn open_read(path: &Path) -> io::Result<File> {
-    private_options().read(true).open(path)
+/// The error for a path that is not a regular file: a FIFO, a device, a socket or a directory
+/// where a file belongs. Reading one could block forever or never end.
+pub(crate) fn not_a_regular_file(meta: &fs::Metadata) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file ({})", file_kind(meta)),
+    )
+}
+
+/// A short name for what a path is, for error messages.
+pub(crate) fn file_kind(meta: &fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Checks the opened descriptor (`fstat`, not the path, so a path swapped between a check and
+/// the `open` cannot slip a FIFO or a device past it) is a regular file.
+fn checked_regular(file: File) -> io::Result<(File, fs::Metadata)> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_a_regular_file(&meta));
+    }
+    Ok((file, meta))
+}
+
+/// How opening one of the cache's own files for reading went.
+pub(crate) enum CacheFile {
+    /// A regular file, with its descriptor's metadata.
+    Regular(File, fs::Metadata),
+    /// There is none.
+    Missing,
+    /// Something else has the name: a FIFO, a device, a directory, a symlink.
+    NotAFile(&'static str),
+}
+
+/// Opens an existing cache file for reading without following a symlink and without
+/// blocking; says what is there instead if it is not a regular file.
+pub(crate) fn open_cache_file(path: &Path) -> io::Result<CacheFile> {
+    let file = match private_options().read(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CacheFile::Missing),
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(CacheFile::NotAFile("a symbolic link"));
+        }
+        // Opening a socket fails with ENXIO; whatever it is, it is not ours.
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Ok(CacheFile::NotAFile("a socket"));
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(CacheFile::NotAFile(file_kind(&meta)));
+    }
+    Ok(CacheFile::Regular(file, meta))
+}
+
+/// Opens a file a user named (an input) for reading: symlinks are followed, as the user's
+/// tools would, but a FIFO never blocks the open and anything but a regular file is refused.
+pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK);
+    }
+    checked_regular(opts.open(path)?)
+}
+
+/// Streams `file` through XXH3-128, reading at most `limit + 1` bytes: the digest and how many
+/// bytes were read. More than `limit` means the file grew while it was read; the caller treats
+/// the content as unstable. Memory use is one buffer, whatever the file's size.
+pub(crate) fn hash_bounded(file: &mut File, limit: u64) -> io::Result<([u8; 16], u64)> {
+    use std::io::Read;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut total = 0u64;
+    let mut reader = file.take(limit.saturating_add(1));
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((hasher.digest128().to_le_bytes(), total))
 }
 
 /// Opens (creating if needed) a cache file for reading and writing without following a
-/// symlink.
+/// symlink; anything but a regular file is refused.
 pub(crate) fn open_write(path: &Path, create: bool) -> io::Result<File> {
-    private_options()
+    let file = private_options()
         .read(true)
         .write(true)
         .create(create)
-        .open(path)
+        .open(path)?;
+    checked_regular(file).map(|(file, _)| file)
 }
 
 /// Creates a new cache file that must not exist yet.

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The files a compiled module depends on: `entry_paths` plus every file named in the source
-/// map's `sources` that exists, resolved against `cwd`, canonicalised and deduplicated (sorted).
+/// map's `sources` that is a regular file, resolved against `cwd` and deduplicated (sorted).
+/// Paths are made absolute but not canonicalised: a symlink on the way stays in the path, so
+/// switching it to another target is seen as a change.
 ///
 /// Source map entries that are not files (`webpack://…`, `<anonymous>`, inlined virtual
 /// modules) or that do not exist are skipped; an unparsable source map contributes nothing.
@@ -17,15 +19,9 @@ pub fn collect_inputs<P: AsRef<Path>>(
 ) -> Vec<PathBuf> {
     let mut found = BTreeSet::new();
     let mut add = |path: &Path| {
-        let path = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            cwd.join(path)
-        };
-        if let Ok(canonical) = path.canonicalize()
-            && canonical.is_file()
-        {
-            found.insert(canonical);
+        let path = crate::freshness::recorded_path(&cwd.join(path));
+        if path.is_file() {
+            found.insert(path);
         }
     };
     for entry in entry_paths {

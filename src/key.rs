@@ -16,14 +16,15 @@ pub struct Key([u8; 16]);
 
 impl Key {
     /// The key for a module compiled from the files at `paths` (usually the entry file, or a
-    /// bundle's entry points). Paths are canonicalised (a path that does not exist is made
-    /// absolute instead), sorted and deduplicated, so the order and spelling of the list do not
-    /// matter. Freshness is the inputs' job, not the key's: the same paths give the same key
+    /// bundle's entry points). Paths are made absolute against the current directory (`.`
+    /// components dropped; symlinks and `..` kept, since resolving them costs a `readlink` per
+    /// component and two spellings of one file only cost an extra entry), sorted and
+    /// deduplicated, so the order of the list does not matter. Freshness is the inputs' job, not the key's: the same paths give the same key
     /// after an edit, and the entry's recorded inputs decide whether it is still good.
     pub fn for_paths<P: AsRef<Path>>(paths: &[P]) -> Key {
         let mut canonical: Vec<PathBuf> = paths
             .iter()
-            .map(|p| canonical_or_absolute(p.as_ref()))
+            .map(|p| crate::freshness::recorded_path(p.as_ref()))
             .collect();
         canonical.sort();
         canonical.dedup();
@@ -80,13 +81,6 @@ fn domain(kind: &str) -> Xxh3 {
     h.update(abi_tag().as_bytes());
     h.update(b"\0");
     h
-}
-
-pub(crate) fn canonical_or_absolute(path: &Path) -> PathBuf {
-    if let Ok(p) = path.canonicalize() {
-        return p;
-    }
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 impl fmt::Debug for Key {

@@ -79,6 +79,8 @@ pub use error::{Error, Result};
 pub use freshness::{FINE_RACY_WINDOW, Input, RACY_WINDOW};
 pub use inputs::collect_inputs;
 pub use key::Key;
-pub use maintenance::{DEFAULT_PRUNE_AGE, OtherAbi, PruneReport, other_abis, prune_other_abis};
+pub use maintenance::{
+    DEFAULT_PRUNE_AGE, OtherAbi, PruneReport, Skipped, other_abis, prune_other_abis,
+};
 pub use options::Durability;
 pub use verify::VerifyReport;

@@ -1,16 +1,58 @@
 //! Housekeeping across ABI tags: caches left under a root by other QuickJS or crate versions.
+//!
+//! Pruning deletes files, so it deletes only what it can prove this crate wrote: a directory
+//! under the root qualifies only if it is a real directory owned by this user, carries the
+//! marker every writer leaves ([`MARKER_FILE`], whose content names the directory's ABI tag),
+//! and holds nothing but files with this crate's names, whose headers carry this crate's magic
+//! numbers. Anything else is skipped and reported, never touched; a qualifying directory is
+//! emptied file by file and removed with `rmdir`, never recursively.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::abi::abi_tag;
 use crate::error::{Error, Result};
+use crate::fsys::{self, CacheFile};
 use crate::snapshot::INDEX_FILE;
+use crate::writer::{LOCK_FILE, TEMP_PREFIX, parse_pack_name};
 
 /// How long another ABI tag's cache must have gone unused before [`prune_other_abis`] removes
 /// it by default.
 pub const DEFAULT_PRUNE_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// The marker file in every cache directory a writer has used: a standard cache directory tag
+/// (backup tools skip the directory) whose last line names the ABI tag.
+pub(crate) const MARKER_FILE: &str = "CACHEDIR.TAG";
+
+/// The marker's exact content for the cache directory of `abi_tag`.
+fn marker_content(abi_tag: &str) -> String {
+    format!(
+        "Signature: 8a477f597d28d172789f06886806bc55\n\
+         # This file is a cache directory tag created by bytecode-pack.\n\
+         # For information about cache directory tags see https://bford.info/cachedir/\n\
+         bytecode-pack cache {abi_tag}\n"
+    )
+}
+
+/// Leaves the marker in this build's cache directory if it is not there yet. A failure is
+/// logged: without the marker the directory is only never pruned.
+pub(crate) fn mark_cache_dir(dir: &Path) {
+    let path = dir.join(MARKER_FILE);
+    if fs::symlink_metadata(&path).is_ok() {
+        return;
+    }
+    let written = fsys::create_new(&path).and_then(|mut f| {
+        use std::io::Write;
+        f.write_all(marker_content(abi_tag()).as_bytes())
+    });
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => log::warn!("bytecode-pack: cannot write {}: {e}", path.display()),
+    }
+}
 
 /// A cache directory under a root that belongs to another build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +64,22 @@ pub struct OtherAbi {
     pub path: PathBuf,
     /// Bytes of the files in it.
     pub bytes: u64,
-    /// When it was last written to (its newest file's mtime).
+    /// When it was last written to: the newest mtime of the directory and its files.
     pub last_used: SystemTime,
 }
 
-/// What [`prune_other_abis`] removed.
+/// A directory under the root that looks like a cache by its name but is not one this crate
+/// can prove it wrote; never touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// The directory.
+    pub path: PathBuf,
+    /// Why it was left alone.
+    pub reason: String,
+}
+
+/// What [`prune_other_abis`] removed, and what it left alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PruneReport {
@@ -34,17 +87,131 @@ pub struct PruneReport {
     pub removed: Vec<OtherAbi>,
     /// Bytes freed.
     pub bytes_freed: u64,
+    /// Directories named like a cache that were not removed, and why.
+    pub skipped: Vec<Skipped>,
 }
 
-/// Whether a directory name looks like an ABI tag of this crate (`bp<version>-…`).
+/// Whether a directory name looks like an ABI tag of this crate (`bp<version>-…`): only a
+/// pre-filter, the proof is [`inspect`].
 fn is_abi_dir_name(name: &str) -> bool {
     name.strip_prefix("bp")
         .and_then(|rest| rest.split('-').next())
         .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The caches under `root` that belong to other ABI tags than this build's.
-pub fn other_abis(root: &Path) -> Result<Vec<OtherAbi>> {
+/// The first `N` bytes of a regular file in a cache directory (fewer if it is shorter), read
+/// without following a symlink or blocking.
+fn file_prefix<const N: usize>(path: &Path) -> std::result::Result<Vec<u8>, String> {
+    match fsys::open_cache_file(path) {
+        Ok(CacheFile::Regular(file, _)) => {
+            let mut prefix = Vec::with_capacity(N);
+            file.take(N as u64)
+                .read_to_end(&mut prefix)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(prefix)
+        }
+        Ok(CacheFile::Missing) => Err(format!("{} vanished", path.display())),
+        Ok(CacheFile::NotAFile(kind)) => Err(format!("{} is {kind}", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// One file of a candidate cache directory.
+struct CacheDirFile {
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// Proves that `dir` (named `name`) is a cache directory this crate wrote and lists its files,
+/// or says why it is not.
+fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDirFile>), String> {
+    let meta = fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
+    if !meta.is_dir() {
+        return Err(format!("is {}", fsys::file_kind(&meta)));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let me = crate::unsafe_io::current_uid();
+        if meta.uid() != me {
+            return Err(format!("owned by uid {}, not by this user", meta.uid()));
+        }
+    }
+    let mut last_used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut files = Vec::new();
+    let mut marked = false;
+    let mut has_index_or_pack = false;
+    for entry in fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            return Err("holds a file whose name bytecode-pack never writes".into());
+        };
+        let path = entry.path();
+        let meta = fs::symlink_metadata(&path).map_err(|e| format!("{file_name}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!(
+                "holds {file_name}, which is {}",
+                fsys::file_kind(&meta)
+            ));
+        }
+        let magic_ok = |magic: &[u8]| -> std::result::Result<(), String> {
+            let prefix = file_prefix::<8>(&path)?;
+            // A file shorter than its magic is a writer's crash before the header landed.
+            if prefix.len() < magic.len() && magic.starts_with(&prefix) {
+                return Ok(());
+            }
+            if prefix != magic {
+                return Err(format!("{file_name} does not carry bytecode-pack's header"));
+            }
+            Ok(())
+        };
+        if file_name == MARKER_FILE {
+            let content = file_prefix::<512>(&path)?;
+            if content != marker_content(name).as_bytes() {
+                return Err(format!(
+                    "{MARKER_FILE} was not written by bytecode-pack for {name}"
+                ));
+            }
+            marked = true;
+        } else if file_name == INDEX_FILE {
+            magic_ok(crate::format::INDEX_MAGIC.as_slice())?;
+            has_index_or_pack = true;
+        } else if parse_pack_name(file_name).is_some() {
+            magic_ok(crate::format::PACK_MAGIC.as_slice())?;
+            has_index_or_pack = true;
+        } else if file_name == LOCK_FILE {
+            if meta.len() != 0 {
+                return Err(format!("{LOCK_FILE} is not empty"));
+            }
+        } else if !file_name.starts_with(TEMP_PREFIX) {
+            return Err(format!(
+                "holds {file_name}, a name bytecode-pack never writes"
+            ));
+        }
+        last_used = last_used.max(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        files.push(CacheDirFile {
+            path,
+            bytes: meta.len(),
+        });
+    }
+    // Caches written before the marker existed are recognised by their headers alone.
+    if !marked && !has_index_or_pack {
+        return Err(format!(
+            "has no {MARKER_FILE}, index or pack: not a bytecode-pack cache"
+        ));
+    }
+    let other = OtherAbi {
+        abi_tag: name.to_owned(),
+        path: dir.to_path_buf(),
+        bytes: files.iter().map(|f| f.bytes).sum(),
+        last_used,
+    };
+    Ok((other, files))
+}
+
+/// Every directory under `root` named like another build's cache, proven or not.
+fn candidates(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let entries = match fs::read_dir(root) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -53,86 +220,160 @@ pub fn other_abis(root: &Path) -> Result<Vec<OtherAbi>> {
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(Error::io(root))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if !is_dir || name == abi_tag() || !is_abi_dir_name(&name) {
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
+        };
+        if name != abi_tag() && is_abi_dir_name(&name) {
+            found.push((name, entry.path()));
         }
-        let path = entry.path();
-        let (mut bytes, mut last_used) = (0, SystemTime::UNIX_EPOCH);
-        let files = fs::read_dir(&path).map_err(Error::io(&path))?;
-        for file in files.flatten() {
-            if let Ok(meta) = file.metadata() {
-                bytes += meta.len();
-                last_used = last_used.max(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
-            }
-        }
-        found.push(OtherAbi {
-            abi_tag: name,
-            path,
-            bytes,
-            last_used,
-        });
     }
-    found.sort_by(|a, b| a.abi_tag.cmp(&b.abi_tag));
+    found.sort();
     Ok(found)
 }
 
+/// The caches under `root` that belong to other ABI tags than this build's: only directories
+/// proven to be caches this crate wrote (see the module docs).
+pub fn other_abis(root: &Path) -> Result<Vec<OtherAbi>> {
+    Ok(candidates(root)?
+        .into_iter()
+        .filter_map(|(name, path)| inspect(&path, &name).ok().map(|(other, _)| other))
+        .collect())
+}
+
 /// Removes the caches of other ABI tags under `root` that nobody has written to for at least
-/// `unused_for`. This build's cache is never touched. A cache whose index is being replaced
-/// right now has a fresh mtime and is kept.
+/// `unused_for`. This build's cache is never touched, nor is any directory that is not
+/// provably a cache this crate wrote (reported in [`PruneReport::skipped`]), nor one whose
+/// writer lock is held right now.
 pub fn prune_other_abis(root: &Path, unused_for: Duration) -> Result<PruneReport> {
     let now = SystemTime::now();
     let mut report = PruneReport::default();
-    for other in other_abis(root)? {
+    for (name, dir) in candidates(root)? {
+        let skip = |reason: String| Skipped {
+            path: dir.clone(),
+            reason,
+        };
+        let (other, files) = match inspect(&dir, &name) {
+            Ok(found) => found,
+            Err(reason) => {
+                report.skipped.push(skip(reason));
+                continue;
+            }
+        };
         let idle = now.duration_since(other.last_used).unwrap_or_default();
         if idle < unused_for {
             continue;
         }
-        // Unlink the index first: a reader of that build then sees an empty cache, never a
-        // half-deleted one.
-        let _ = fs::remove_file(other.path.join(INDEX_FILE));
-        fs::remove_dir_all(&other.path).map_err(Error::io(&other.path))?;
-        report.bytes_freed += other.bytes;
-        report.removed.push(other);
+        match remove_cache_dir(&dir, files) {
+            Ok(()) => {
+                report.bytes_freed += other.bytes;
+                report.removed.push(other);
+            }
+            Err(reason) => report.skipped.push(skip(reason)),
+        }
     }
     Ok(report)
+}
+
+/// Empties and removes a proven cache directory: under its own writer lock (skipped if a
+/// writer of that build holds it), index first so a reader of that build sees an empty cache,
+/// marker last, then `rmdir`, which fails rather than delete anything that appeared meanwhile.
+fn remove_cache_dir(dir: &Path, mut files: Vec<CacheDirFile>) -> std::result::Result<(), String> {
+    let lock_path = dir.join(LOCK_FILE);
+    let _lock = match fsys::open_write(&lock_path, false) {
+        Ok(file) => match file.try_lock() {
+            Ok(()) => Some(file),
+            Err(_) => return Err("its writer lock is held: in use".into()),
+        },
+        Err(_) => None,
+    };
+    let rank = |f: &CacheDirFile| match f.path.file_name().and_then(|n| n.to_str()) {
+        Some(INDEX_FILE) => 0,
+        Some(MARKER_FILE) => 3,
+        Some(LOCK_FILE) => 2,
+        _ => 1,
+    };
+    files.sort_by_key(rank);
+    for file in &files {
+        match fs::remove_file(&file.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("{}: {e}", file.path.display())),
+        }
+    }
+    fs::remove_dir(dir).map_err(|e| format!("not empty after removing its files: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn cache_like(dir: &Path, tag: &str) {
+        fs::create_dir(dir).unwrap();
+        fs::write(dir.join(MARKER_FILE), marker_content(tag)).unwrap();
+        let mut index = crate::format::INDEX_MAGIC.to_vec();
+        index.extend_from_slice(&[0; 100]);
+        fs::write(dir.join("index"), index).unwrap();
+    }
+
+    fn age(path: &Path, by: Duration) {
+        let t = SystemTime::now() - by;
+        for entry in fs::read_dir(path).unwrap() {
+            fs::File::options()
+                .write(true)
+                .open(entry.unwrap().path())
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        fs::File::open(path).unwrap().set_modified(t).unwrap();
+    }
+
     #[test]
     fn only_stale_dirs_of_other_tags_are_pruned() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         let ours = root.join(abi_tag());
-        let old = root.join("bp0-quickjs-ng0.1.0-x86_64-le-64");
-        let recent = root.join("bp1-quickjs-ng9.9.9-x86_64-le-64");
+        let old_tag = "bp0-quickjs-ng0.1.0-x86_64-le-64";
+        let old = root.join(old_tag);
+        let recent_tag = "bp1-quickjs-ng9.9.9-x86_64-le-64";
+        let recent = root.join(recent_tag);
         let unrelated = root.join("notes");
-        for d in [&ours, &old, &recent, &unrelated] {
-            fs::create_dir(d).unwrap();
-            fs::write(d.join("index"), b"12345").unwrap();
-        }
-        let long_ago = SystemTime::now() - Duration::from_secs(40 * 24 * 3600);
+        cache_like(&ours, abi_tag());
+        cache_like(&old, old_tag);
+        cache_like(&recent, recent_tag);
+        fs::create_dir(&unrelated).unwrap();
+        fs::write(unrelated.join("index"), b"12345").unwrap();
         for d in [&ours, &old, &unrelated] {
-            fs::File::options()
-                .write(true)
-                .open(d.join("index"))
-                .unwrap()
-                .set_modified(long_ago)
-                .unwrap();
+            age(d, Duration::from_secs(40 * 24 * 3600));
         }
         let listed: Vec<String> = other_abis(root)
             .unwrap()
             .into_iter()
             .map(|o| o.abi_tag)
             .collect();
-        assert_eq!(listed.len(), 2);
+        assert_eq!(listed, [old_tag, recent_tag]);
         let report = prune_other_abis(root, DEFAULT_PRUNE_AGE).unwrap();
         assert_eq!(report.removed.len(), 1);
-        assert_eq!(report.bytes_freed, 5);
+        assert_eq!(
+            report.bytes_freed,
+            (marker_content(old_tag).len() + 108) as u64
+        );
         assert!(!old.exists() && recent.exists() && ours.exists() && unrelated.exists());
+    }
+
+    #[test]
+    fn an_empty_cache_dir_is_as_old_as_the_dir_not_the_epoch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tag = "bp0-empty";
+        let dir = tmp.path().join(tag);
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join(MARKER_FILE), marker_content(tag)).unwrap();
+        let listed = other_abis(tmp.path()).unwrap();
+        let idle = SystemTime::now()
+            .duration_since(listed[0].last_used)
+            .unwrap();
+        assert!(idle < Duration::from_secs(3600), "{idle:?}");
+        let report = prune_other_abis(tmp.path(), Duration::from_secs(3600)).unwrap();
+        assert!(report.removed.is_empty() && dir.exists());
     }
 }

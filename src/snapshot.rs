@@ -13,6 +13,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::format::{self, ArchivedEntryRecord, FormatError, SegmentRef};
+use crate::fsys::CacheFile;
 use crate::unsafe_io::{CheckedIndex, map_prefix};
 
 /// The index file's name in a cache directory.
@@ -65,9 +66,9 @@ pub(crate) struct Snapshot {
     index: Option<CheckedIndex<Mmap>>,
     pack: Option<Mmap>,
     identity: Option<FileIdentity>,
-    /// The index file exists but was rejected; every lookup is a corrupt miss until a writer
-    /// publishes a good one.
-    damaged: bool,
+    /// Why the published index or its pack was rejected: every lookup is a corrupt miss until
+    /// a writer publishes a good one.
+    damage: Option<Damage>,
     /// Per entry: whether its segments' checksums were checked, and the verdict. Mapped bytes
     /// never change (see `unsafe_io`), so one check per snapshot is enough.
     checked: Box<[AtomicU8]>,
@@ -84,7 +85,7 @@ impl Snapshot {
             index: None,
             pack: None,
             identity: None,
-            damaged: false,
+            damage: None,
             checked: Box::new([]),
         }
     }
@@ -109,7 +110,7 @@ impl Snapshot {
                 }) => {
                     log::warn!("bytecode-pack: ignoring {}: {source}", path.display());
                     return Ok(Snapshot {
-                        damaged: true,
+                        damage: Some(Damage { path, source }),
                         identity,
                         ..Snapshot::empty()
                     });
@@ -148,7 +149,7 @@ impl Snapshot {
             index: Some(index),
             pack: Some(pack),
             identity: Some(identity),
-            damaged: false,
+            damage: None,
             checked,
         })
     }
@@ -184,7 +185,12 @@ impl Snapshot {
     }
 
     pub(crate) fn is_damaged(&self) -> bool {
-        self.damaged
+        self.damage.is_some()
+    }
+
+    /// Which file was rejected, and why.
+    pub(crate) fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
     }
 
     /// The index file's length, 0 if there is none.
@@ -217,11 +223,8 @@ impl Snapshot {
             _ => {}
         }
         let pack = self.pack();
-        let segments = std::iter::once(Some(&entry.bytecode))
-            .chain([entry.source_map.as_ref(), entry.aux.as_ref()])
-            .flatten();
-        let good = segments
-            .map(SegmentRef::from)
+        let good = format::archived_segments(entry)
+            .map(|(_, s)| SegmentRef::from(s))
             .all(|s| format::checked_segment_bytes(pack, &s).is_ok());
         state.store(if good { GOOD } else { BAD }, Ordering::Release);
         good
@@ -243,6 +246,21 @@ impl Snapshot {
     /// The bytes of a segment of an entry whose segments are intact.
     pub(crate) fn segment(&self, segment: &format::ArchivedSegmentRef) -> &[u8] {
         format::segment_bytes(self.pack(), &SegmentRef::from(segment)).unwrap_or(&[])
+    }
+}
+
+/// A cache file that was rejected when a snapshot was loaded.
+#[derive(Debug, Clone)]
+pub(crate) struct Damage {
+    /// The index or the pack.
+    pub(crate) path: PathBuf,
+    /// What was wrong with it.
+    pub(crate) source: FormatError,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.source)
     }
 }
 
@@ -279,11 +297,19 @@ impl From<LoadError> for Error {
     }
 }
 
-fn fstat_len(file: &File, path: &Path) -> Result<(u64, fs::Metadata), LoadError> {
-    let meta = file
-        .metadata()
-        .map_err(|e| LoadError::Io(Error::io(path)(e)))?;
-    Ok((meta.len(), meta))
+/// Opens one of the cache's own files: `Ok(None)` if there is none, a format error (so the
+/// cache is rebuilt, never read) if something else than a regular file has its name.
+fn open_cache_file(path: &Path) -> Result<Option<(File, fs::Metadata)>, LoadError> {
+    match crate::fsys::open_cache_file(path) {
+        Ok(CacheFile::Regular(file, meta)) => Ok(Some((file, meta))),
+        Ok(CacheFile::Missing) => Ok(None),
+        Ok(CacheFile::NotAFile(kind)) => Err(LoadError::Format {
+            path: path.to_path_buf(),
+            source: FormatError::NotAFile { kind },
+            identity: None,
+        }),
+        Err(e) => Err(LoadError::Io(Error::io(path)(e))),
+    }
 }
 
 /// Maps and checks the index at `path`; `Ok(None)` if there is none.
@@ -291,12 +317,19 @@ pub(crate) fn open_index(
     path: &Path,
     abi_tag: &str,
 ) -> Result<Option<(CheckedIndex<Mmap>, FileIdentity)>, LoadError> {
-    let file = match crate::fsys::open_read(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(LoadError::Io(Error::io(path)(e))),
+    let opened = open_cache_file(path).map_err(|e| match e {
+        // Remember which file was rejected, so it is not re-read on every miss.
+        LoadError::Format { path, source, .. } => LoadError::Format {
+            identity: published_identity(&path),
+            path,
+            source,
+        },
+        other => other,
+    })?;
+    let Some((file, meta)) = opened else {
+        return Ok(None);
     };
-    let (len, meta) = fstat_len(&file, path)?;
+    let len = meta.len();
     let identity = identity_of(&meta);
     let format_error = |source| LoadError::Format {
         path: path.to_path_buf(),
@@ -327,19 +360,15 @@ pub(crate) fn map_committed_pack(
     committed: u64,
     abi_tag: &str,
 ) -> Result<Mmap, LoadError> {
-    let file = match crate::fsys::open_read(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(LoadError::PackVanished(path.to_path_buf()));
-        }
-        Err(e) => return Err(LoadError::Io(Error::io(path)(e))),
+    let Some((file, meta)) = open_cache_file(path)? else {
+        return Err(LoadError::PackVanished(path.to_path_buf()));
     };
     let format_error = |source| LoadError::Format {
         path: path.to_path_buf(),
         source,
         identity: None,
     };
-    let (len, _) = fstat_len(&file, path)?;
+    let len = meta.len();
     if len < committed || committed < format::PACK_HEADER_LEN {
         return Err(format_error(FormatError::Length {
             expected: committed,

@@ -1,9 +1,7 @@
 //! Full verification: every check a reader makes lazily, made eagerly, plus the rkyv validator
 //! over the index body and a walk of the pack's own segment headers.
 
-use std::collections::HashMap;
-
-use crate::format::{self, PACK_HEADER_LEN, SegmentKind, SegmentRef};
+use crate::format::{self, PACK_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentRef};
 use crate::snapshot::Snapshot;
 
 /// What [`crate::Cache::verify`] found. `problems` is empty for a healthy cache.
@@ -29,10 +27,8 @@ impl VerifyReport {
 
 pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
     let mut report = VerifyReport::default();
-    if snapshot.is_damaged() {
-        report
-            .problems
-            .push("the index file fails its header or checksum checks".into());
+    if let Some(damage) = snapshot.damage() {
+        report.problems.push(damage.to_string());
         return report;
     }
     let Some(index) = snapshot.index() else {
@@ -42,8 +38,12 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
     report.entries = header.count as u64;
     let mut entries = Vec::with_capacity(header.count);
     for i in 0..header.count {
+        let row_key = format::index_row(file, header, i).key;
         match format::index_record(file, header, i).and_then(format::validate_record) {
-            Ok(record) => entries.push(record),
+            Ok(record) if record.key == row_key => entries.push(record),
+            Ok(_) => report
+                .problems
+                .push(format!("index record {i}: its key is not its row's key")),
             Err(e) => report.problems.push(format!("index record {i}: {e}")),
         }
     }
@@ -57,51 +57,54 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
     }
     let pack = snapshot.pack();
 
-    // Walk the pack by its own headers; remember where each segment's payload starts.
-    let mut walked: HashMap<u64, (SegmentKind, [u8; 16], u64)> = HashMap::new();
-    let mut offset = PACK_HEADER_LEN;
-    while offset < pack.len() as u64 {
-        match format::scan_segment(pack, offset) {
-            Ok(seg) => {
-                walked.insert(seg.payload.offset, (seg.kind, seg.key, seg.payload.len));
-                offset = seg.payload.offset + seg.payload.len;
-            }
-            Err(e) => {
-                report
-                    .problems
-                    .push(format!("pack: segment at offset {offset}: {e}"));
-                break;
-            }
-        }
-    }
-    report.segments_in_pack = walked.len() as u64;
-
-    for entry in entries {
-        let key = entry.key;
+    // Each segment the index names is checked on its own, against its payload checksum and
+    // the pack's header in front of it, so one damaged segment is reported once.
+    let mut header_offsets = Vec::new();
+    let mut reported = std::collections::HashSet::new();
+    for entry in &entries {
         let name = entry.module_name.as_str();
-        let segments = [
-            Some((SegmentKind::Bytecode, &entry.bytecode)),
-            entry
-                .source_map
-                .as_ref()
-                .map(|s| (SegmentKind::SourceMap, s)),
-            entry.aux.as_ref().map(|s| (SegmentKind::Aux, s)),
-        ];
-        for (kind, archived) in segments.into_iter().flatten() {
+        for (kind, archived) in format::archived_segments(entry) {
             let segment = SegmentRef::from(archived);
             report.segments_checked += 1;
             if let Err(e) = format::checked_segment_bytes(pack, &segment) {
                 report
                     .problems
                     .push(format!("entry {name:?}: {kind:?}: {e}"));
+                reported.insert(segment.offset.saturating_sub(SEGMENT_HEADER_LEN));
                 continue;
             }
-            match walked.get(&segment.offset) {
-                Some(&(k, owner, len)) if k == kind && owner == key && len == segment.len => {}
+            let at = segment.offset - SEGMENT_HEADER_LEN;
+            header_offsets.push(at);
+            match format::scan_segment(pack, at) {
+                Ok(seg) if seg.kind == kind && seg.key == entry.key && seg.payload == segment => {}
                 _ => report.problems.push(format!(
                     "entry {name:?}: {kind:?} at {} does not match the pack's segment header",
                     segment.offset
                 )),
+            }
+        }
+    }
+    header_offsets.sort_unstable();
+
+    // Walk the pack by its own headers. Past a damaged segment, resume at the next segment
+    // the index knows, so the count covers the rest of the pack.
+    let mut offset = PACK_HEADER_LEN;
+    while offset < pack.len() as u64 {
+        match format::scan_segment(pack, offset) {
+            Ok(seg) => {
+                report.segments_in_pack += 1;
+                offset = seg.payload.offset + seg.payload.len;
+            }
+            Err(e) => {
+                if !reported.contains(&offset) {
+                    report
+                        .problems
+                        .push(format!("pack: segment at offset {offset}: {e}"));
+                }
+                match header_offsets.iter().find(|&&at| at > offset) {
+                    Some(&next) => offset = next,
+                    None => break,
+                }
             }
         }
     }

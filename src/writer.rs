@@ -31,11 +31,11 @@ pub(crate) struct WriterLock {
     _file: File,
 }
 
-/// Takes the writer lock on `dir`, waiting up to `timeout`.
-pub(crate) fn lock(dir: &Path, timeout: Duration) -> Result<WriterLock> {
+/// Takes the writer lock on `dir`, waiting until `deadline` at the latest. `started` is when
+/// the caller began waiting (for the error's report).
+pub(crate) fn lock(dir: &Path, started: Instant, deadline: Instant) -> Result<WriterLock> {
     let path = dir.join(LOCK_FILE);
     let file = fsys::open_write(&path, true).map_err(Error::io(&path))?;
-    let start = Instant::now();
     let mut pause = Duration::from_micros(200);
     loop {
         match file.try_lock() {
@@ -43,13 +43,24 @@ pub(crate) fn lock(dir: &Path, timeout: Duration) -> Result<WriterLock> {
             Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
         }
-        let waited = start.elapsed();
-        if waited >= timeout {
-            return Err(Error::LockTimeout { path, waited });
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::LockTimeout {
+                path,
+                waited: now - started,
+            });
         }
-        std::thread::sleep(pause.min(timeout - waited));
+        std::thread::sleep(pause.min(deadline - now));
         pause = (pause * 2).min(Duration::from_millis(20));
     }
+}
+
+/// An entry ready to append: its inputs were hashed before the lock was taken.
+pub(crate) struct PreparedEntry<'e, 'a> {
+    pub(crate) key: Key,
+    pub(crate) entry: &'e NewEntry<'a>,
+    pub(crate) inputs: Vec<InputRecord>,
+    pub(crate) recorded_at_ns: i64,
 }
 
 /// What a writer knows under the lock: the published index, owned, and the pack's real size.
@@ -59,6 +70,12 @@ pub(crate) struct WriteState {
     pub(crate) body: IndexBody,
     /// Bytes in the pack file, including any torn tail past `body.pack_len`.
     pub(crate) pack_file_len: u64,
+    /// Index records dropped when the published index was read because they failed their
+    /// checks; compaction reports them as corrupt.
+    pub(crate) dropped_damaged: u64,
+    /// The generation and committed pack length as published when the lock was taken: what
+    /// a failed write rolls the pack back to.
+    published: (u64, u64),
 }
 
 impl WriteState {
@@ -89,8 +106,10 @@ impl WriteState {
                             return Ok(WriteState {
                                 dir: dir.to_path_buf(),
                                 abi_tag,
+                                published: (body.generation, body.pack_len),
                                 body,
                                 pack_file_len,
+                                dropped_damaged: dropped as u64,
                             });
                         }
                         Err(e) => log::warn!("bytecode-pack: rebuilding: {e}"),
@@ -99,15 +118,47 @@ impl WriteState {
                 Err(e) => log::warn!("bytecode-pack: rebuilding: {}: {e}", index_path.display()),
             }
         }
+        let generation = next_generation(dir)?;
         Ok(WriteState {
             dir: dir.to_path_buf(),
             abi_tag,
             body: IndexBody {
-                generation: next_generation(dir)?,
+                generation,
                 ..IndexBody::default()
             },
             pack_file_len: 0,
+            dropped_damaged: 0,
+            // Nothing of this generation is published: a failed write removes its pack.
+            published: (generation, 0),
         })
+    }
+
+    /// Undoes the appends of a write that failed before it was published: the pack goes back
+    /// to its published length (a torn tail costs space until the next compaction otherwise,
+    /// and a failing write repeated could fill the disk). Readers map at most that length, so
+    /// they are not disturbed. A pack of a generation nobody published is removed.
+    pub(crate) fn roll_back(&self) {
+        let (generation, committed) = self.published;
+        let path = self.dir.join(pack_file_name(generation));
+        let result = if committed < PACK_HEADER_LEN {
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => std::fs::remove_file(&path),
+                _ => Ok(()),
+            }
+        } else {
+            fsys::open_write(&path, false).and_then(|f| {
+                if f.metadata()?.len() > committed {
+                    f.set_len(committed)?;
+                }
+                Ok(())
+            })
+        };
+        if let Err(e) = result {
+            log::warn!(
+                "bytecode-pack: cannot roll back {} after a failed write: {e}",
+                path.display()
+            );
+        }
     }
 
     fn pack_path(&self) -> PathBuf {
@@ -118,7 +169,7 @@ impl WriteState {
     /// entry under the same key. Not visible to anyone until [`WriteState::publish`].
     pub(crate) fn append_many(
         &mut self,
-        entries: Vec<(Key, &NewEntry<'_>, Vec<InputRecord>, i64)>,
+        entries: Vec<PreparedEntry<'_, '_>>,
         durability: Durability,
     ) -> Result<()> {
         let path = self.pack_path();
@@ -131,13 +182,19 @@ impl WriteState {
         ];
         let total: usize = entries
             .iter()
-            .flat_map(|(_, e, _, _)| e.payloads())
+            .flat_map(|p| p.entry.payloads())
             .flatten()
             .map(|p| p.len() + SEGMENT_HEADER_LEN as usize)
             .sum();
         let mut buf = Vec::with_capacity(total);
         let mut records = Vec::with_capacity(entries.len());
-        for (key, entry, inputs, recorded_at_ns) in entries {
+        for PreparedEntry {
+            key,
+            entry,
+            inputs,
+            recorded_at_ns,
+        } in entries
+        {
             let mut refs = [None; 3];
             for ((kind, payload), slot) in kinds.into_iter().zip(entry.payloads()).zip(&mut refs) {
                 let Some(payload) = payload else { continue };
@@ -166,6 +223,7 @@ impl WriteState {
                 inputs,
             });
         }
+        // A failed write leaves a torn tail; the caller's roll-back removes it.
         file.write_all(&buf).map_err(Error::io(&path))?;
         if durability == Durability::Full {
             file.sync_data().map_err(Error::io(&path))?;
@@ -222,30 +280,47 @@ impl WriteState {
         Ok(file)
     }
 
-    /// Makes the current body the published index: temp file, then `rename`.
-    pub(crate) fn publish(&mut self, durability: Durability) -> Result<()> {
+    /// Makes the current body the published index: `temp` (from [`index_temp`]), then
+    /// `rename`.
+    pub(crate) fn publish(
+        &mut self,
+        temp: tempfile::NamedTempFile,
+        durability: Durability,
+    ) -> Result<()> {
         if self.body.pack_len < PACK_HEADER_LEN {
             // An empty generation still gets its pack, so readers always find one.
             let path = self.pack_path();
             drop(self.open_pack_for_append(&path)?);
         }
-        let bytes = format::encode_index(&self.body, self.abi_tag);
-        write_atomically(&self.dir, INDEX_FILE, &bytes, durability)
+        let index_path = self.dir.join(INDEX_FILE);
+        let bytes =
+            format::encode_index(&self.body, self.abi_tag).map_err(|source| Error::Format {
+                path: index_path.clone(),
+                source,
+            })?;
+        write_atomically(&self.dir, temp, INDEX_FILE, &bytes, durability)
     }
 }
 
-/// Writes `bytes` to `dir/name` through a temp file and `rename`, so readers see the old file
-/// or the new one, never a mix.
-pub(crate) fn write_atomically(
+/// Creates the temp file a write publishes its index through. Taken before anything is
+/// appended, so a directory that refuses new files (read-only, full of inodes) fails the write
+/// before the pack grows.
+pub(crate) fn index_temp(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(Error::io(dir))
+}
+
+/// Writes `bytes` to `dir/name` through `tmp` and `rename`, so readers see the old file or
+/// the new one, never a mix.
+fn write_atomically(
     dir: &Path,
+    mut tmp: tempfile::NamedTempFile,
     name: &str,
     bytes: &[u8],
     durability: Durability,
 ) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(Error::io(dir))?;
     tmp.write_all(bytes).map_err(Error::io(tmp.path()))?;
     if durability == Durability::Full {
         tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;

@@ -147,20 +147,44 @@ fn compact_reclaims_and_clear_empties() {
     assert_eq!(json(&root, &["stats"])["entries"], 0);
 }
 
+fn age_tree(path: &Path, by: Duration) {
+    let t = SystemTime::now() - by;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            age_tree(&entry.unwrap().path(), by);
+        }
+    }
+    std::fs::File::open(path).unwrap().set_modified(t).unwrap();
+}
+
 #[test]
 fn prune_removes_only_stale_caches_of_other_builds() {
     let (_tmp, root) = populated();
+    // Another build's cache, written before caches carried a marker: proven by its headers.
     let old = root.join("bp0-old-x86_64-le-64");
     std::fs::create_dir(&old).unwrap();
-    std::fs::write(old.join("index"), [0u8; 10]).unwrap();
-    let long_ago = SystemTime::now() - Duration::from_secs(40 * 86_400);
-    std::fs::File::options()
-        .write(true)
-        .open(old.join("index"))
-        .unwrap()
-        .set_modified(long_ago)
-        .unwrap();
+    let mut old_bytes = 0;
+    for entry in std::fs::read_dir(root.join(abi_tag())).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "CACHEDIR.TAG" {
+            old_bytes += std::fs::copy(entry.path(), old.join(entry.file_name())).unwrap();
+        }
+    }
+    // A user's directories that only look like caches by their names.
+    let taxes = root.join("bp2024-taxes/receipts");
+    std::fs::create_dir_all(&taxes).unwrap();
+    std::fs::write(taxes.join("r1.txt"), "receipt").unwrap();
+    std::fs::create_dir(root.join("bp1")).unwrap();
+    std::fs::write(root.join("bp1/notes.txt"), "notes").unwrap();
+    for dir in [&old, &root.join("bp2024-taxes"), &root.join("bp1")] {
+        age_tree(dir, Duration::from_secs(40 * 86_400));
+    }
     let stats = json(&root, &["stats"]);
+    assert_eq!(
+        stats["other_abi_tags"].as_array().unwrap().len(),
+        1,
+        "{stats}"
+    );
     assert_eq!(
         stats["other_abi_tags"][0]["abi_tag"],
         "bp0-old-x86_64-le-64"
@@ -174,8 +198,29 @@ fn prune_removes_only_stale_caches_of_other_builds() {
     );
     let v = json(&root, &["prune"]);
     assert_eq!(v["removed"][0]["abi_tag"], "bp0-old-x86_64-le-64");
-    assert_eq!(v["reclaimed_bytes"], 10);
+    assert_eq!(v["reclaimed_bytes"], old_bytes);
     assert!(!old.exists() && root.join(abi_tag()).exists());
+    let skipped: Vec<String> = v["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(skipped.len(), 2, "{v}");
+    assert_eq!(
+        std::fs::read_to_string(taxes.join("r1.txt")).unwrap(),
+        "receipt"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("bp1/notes.txt")).unwrap(),
+        "notes"
+    );
+    let text = stdout(&root, &["prune", "--older-than-days", "0"]);
+    assert!(
+        text.contains("skipped") && text.contains("bp2024-taxes"),
+        "{text}"
+    );
+    assert!(taxes.join("r1.txt").exists() && root.join("bp1/notes.txt").exists());
 }
 
 #[test]
@@ -186,7 +231,11 @@ fn bad_arguments_and_missing_dirs_are_one_clear_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
 
     let missing = tmp.path().join("nowhere");
-    for command in ["stats", "list", "verify", "compact", "clear", "prune"] {
+    // Like `ccache -s`, stats on a root with no cache yet shows an empty one.
+    let empty = json(&missing, &["stats"]);
+    assert_eq!(empty["entries"], 0);
+    assert!(stdout(&missing, &["stats"]).contains("entries     0"));
+    for command in ["list", "verify", "compact", "clear", "prune"] {
         let out = cli(&missing).arg(command).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");

@@ -94,11 +94,16 @@ fn run(cli: &Cli) -> Result<ExitCode, Failure> {
     if let Command::Prune { older_than_days } = cli.command {
         return prune(cli, &root, older_than_days);
     }
-    // Reading commands must not create a cache where there is none.
-    if !root.join(abi_tag()).is_dir() {
+    // Reading commands must not create a cache where there is none. Stats on a root with no
+    // cache yet is an empty cache, as `ccache -s` shows one.
+    let dir = root.join(abi_tag());
+    if std::fs::symlink_metadata(&dir).is_err() {
+        if let Command::Stats = cli.command {
+            return empty_stats(cli, &dir);
+        }
         return Err(Failure(format!(
             "no cache for this build at {}",
-            root.join(abi_tag()).display()
+            dir.display()
         )));
     }
     let cache = Cache::open(&root)?;
@@ -153,6 +158,23 @@ fn human_age(d: Duration) -> String {
     }
 }
 
+/// What `stats` shows for a root with no cache for this build yet: zeros.
+fn empty_stats(cli: &Cli, dir: &Path) -> Result<ExitCode, Failure> {
+    if cli.json {
+        let out = json!({
+            "entries": 0, "pack_bytes": 0, "live_bytes": 0, "dead_bytes": 0, "dead_ratio": 0.0,
+            "index_bytes": 0, "generation": 0, "abi_tag": abi_tag(), "path": dir,
+            "damage": null, "other_abi_tags": [],
+        });
+        println!("{out}");
+    } else {
+        println!("cache       {} (not created yet)", dir.display());
+        println!("abi tag     {}", abi_tag());
+        println!("entries     0");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn stats(cli: &Cli, root: &Path, cache: &Cache) -> Result<ExitCode, Failure> {
     let s = cache.stats()?;
     let others = other_abis(root)?;
@@ -176,10 +198,11 @@ fn stats(cli: &Cli, root: &Path, cache: &Cache) -> Result<ExitCode, Failure> {
             "generation": s.generation,
             "abi_tag": abi_tag(),
             "path": s.dir,
+            "damage": s.damage,
             "other_abi_tags": others,
         });
         println!("{out}");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(damage_code(&s.damage));
     }
     println!("cache       {}", s.dir.display());
     println!("abi tag     {}", abi_tag());
@@ -202,7 +225,19 @@ fn stats(cli: &Cli, root: &Path, cache: &Cache) -> Result<ExitCode, Failure> {
             println!("  {}  {}  unused {idle}", o.abi_tag, human(o.bytes));
         }
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(damage) = &s.damage {
+        println!("damaged: {damage}; every lookup misses until the next write rebuilds it");
+    }
+    Ok(damage_code(&s.damage))
+}
+
+/// Exit 1 when the cache is damaged, as `verify` does.
+fn damage_code(damage: &Option<String>) -> ExitCode {
+    if damage.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn list(cli: &Cli, cache: &Cache, sort: SortBy) -> Result<ExitCode, Failure> {
@@ -342,13 +377,21 @@ fn prune(cli: &Cli, root: &Path, days: u64) -> Result<ExitCode, Failure> {
             .iter()
             .map(|o| json!({"abi_tag": o.abi_tag, "path": o.path, "bytes": o.bytes}))
             .collect();
+        let skipped: Vec<_> = report
+            .skipped
+            .iter()
+            .map(|s| json!({"path": s.path, "reason": s.reason}))
+            .collect();
         println!(
             "{}",
-            json!({"removed": removed, "reclaimed_bytes": report.bytes_freed})
+            json!({"removed": removed, "reclaimed_bytes": report.bytes_freed, "skipped": skipped})
         );
     } else {
         for o in &report.removed {
             println!("removed {}  {}", o.abi_tag, human(o.bytes));
+        }
+        for s in &report.skipped {
+            println!("skipped {}: {}", s.path.display(), s.reason);
         }
         println!(
             "removed {} caches of other builds, reclaimed {}",
