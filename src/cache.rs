@@ -310,6 +310,10 @@ pub struct Counters {
     pub misses_io: u64,
     /// Misses: the handle is disabled.
     pub misses_disabled: u64,
+    /// Inputs whose content lookups re-hashed because their stat data changed or was too
+    /// recent to trust (the racy rule, see [`crate::RACY_WINDOW`]). An unchanged tree
+    /// whose entries were recorded well after its last edit re-hashes nothing.
+    pub input_rehashes: u64,
     /// Successful `put`s.
     pub puts: u64,
     /// Compactions run by this handle, requested or automatic.
@@ -335,6 +339,7 @@ struct AtomicCounters {
     misses_corrupt: AtomicU64,
     misses_io: AtomicU64,
     misses_disabled: AtomicU64,
+    input_rehashes: AtomicU64,
     puts: AtomicU64,
     compactions: AtomicU64,
 }
@@ -360,6 +365,7 @@ impl AtomicCounters {
             misses_corrupt: r(&self.misses_corrupt),
             misses_io: r(&self.misses_io),
             misses_disabled: r(&self.misses_disabled),
+            input_rehashes: r(&self.input_rehashes),
             puts: r(&self.puts),
             compactions: r(&self.compactions),
         }
@@ -456,11 +462,12 @@ impl Cache {
             return Err(MissReason::Disabled);
         }
         let snapshot = inner.snapshot.load_full();
-        let result = match lookup_in(&snapshot, key) {
+        let counters = &inner.counters;
+        let result = match lookup_in(&snapshot, key, counters) {
             Ok(hit) => Ok(hit),
             // A handle sees other processes' writes no later than its next miss.
             Err(reason) => match self.refresh_if_changed(&snapshot) {
-                Ok(Some(newer)) => lookup_in(&newer, key),
+                Ok(Some(newer)) => lookup_in(&newer, key, counters),
                 Ok(None) => Err(reason),
                 Err(e) => {
                     log::debug!("bytecode-pack: cannot reload {}: {e}", inner.dir.display());
@@ -767,7 +774,11 @@ impl Cache {
 }
 
 /// Looks `key` up in one snapshot: present, intact, and every input fresh.
-fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key) -> Result<Hit, MissReason> {
+fn lookup_in(
+    snapshot: &Arc<Snapshot>,
+    key: &Key,
+    counters: &AtomicCounters,
+) -> Result<Hit, MissReason> {
     let (i, entry) = match snapshot.find(key.as_bytes()) {
         Found::Entry(i, entry) => (i, entry),
         Found::Damaged => return Err(MissReason::Corrupt),
@@ -778,12 +789,14 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key) -> Result<Hit, MissReason> {
         return Err(MissReason::Corrupt);
     }
     let recorded_at = entry.recorded_at_ns.to_native();
-    if !entry
-        .inputs
-        .iter()
-        .all(|input| freshness::check(input.into(), recorded_at).is_fresh())
-    {
-        return Err(MissReason::Stale);
+    for input in entry.inputs.iter() {
+        match freshness::check(input.into(), recorded_at) {
+            freshness::Freshness::Trusted => {}
+            freshness::Freshness::Rehashed { .. } => {
+                counters.input_rehashes.fetch_add(1, Ordering::Relaxed);
+            }
+            freshness::Freshness::Stale => return Err(MissReason::Stale),
+        }
     }
     let bytecode = snapshot.segment_range(&entry.bytecode);
     Ok(Hit {

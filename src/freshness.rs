@@ -268,12 +268,6 @@ pub(crate) enum Freshness {
     Stale,
 }
 
-impl Freshness {
-    pub(crate) fn is_fresh(self) -> bool {
-        self != Freshness::Stale
-    }
-}
-
 /// The one freshness check, for `get` (on archived records) and compaction (on owned ones):
 /// one `stat` when the stat data is unchanged and trusted, else a bounded, non-blocking
 /// re-hash of the path the user named.

@@ -137,6 +137,49 @@ fn verify_exits_1_on_damage() {
 }
 
 #[test]
+fn damage_is_reported_with_the_file_it_is_in() {
+    let (_tmp, root) = populated();
+    let dir = root.join(abi_tag());
+    let pack = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pack-")
+        })
+        .unwrap();
+    let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
+    let original = std::fs::read(&pack).unwrap();
+    // A truncated pack, then a pack with a bad magic: both are the pack's damage, not the
+    // index's, and stats says so with exit 1 instead of showing an empty cache.
+    for damaged in [
+        original[..original.len() / 2].to_vec(),
+        [b"XXXXXXXX".as_slice(), &original[8..]].concat(),
+    ] {
+        std::fs::write(&pack, &damaged).unwrap();
+        for command in ["stats", "verify"] {
+            let out = cli(&root).arg(command).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{command}: {text}");
+            assert!(text.contains(&pack_name), "{command}: {text}");
+            assert!(text.contains("damaged"), "{command}: {text}");
+        }
+    }
+    std::fs::write(&pack, &original).unwrap();
+    // A damaged index header.
+    let index = dir.join("index");
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&index, bytes).unwrap();
+    let out = cli(&root).args(["stats", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["damage"].as_str().unwrap().contains("index"), "{v}");
+}
+
+#[test]
 fn compact_reclaims_and_clear_empties() {
     let (_tmp, root) = populated();
     let v = json(&root, &["compact"]);

@@ -56,6 +56,13 @@ fn child() {
         Err(e) => println!("put=other-error: {e}"),
     }
     println!("get-after={}", cache.get(&key(0)).is_some());
+    // Failed writes roll their appends back: repeating one does not grow the pack.
+    let pack_bytes = || cache.stats().unwrap().pack_bytes;
+    let before = pack_bytes();
+    for _ in 0..20 {
+        assert!(cache.put(&key(1), &NewEntry::new("big", &big)).is_err());
+    }
+    println!("pack-growth={}", pack_bytes() - before);
 }
 
 fn run_child(role: &str, root: &Path, uid: u32) -> String {
@@ -99,9 +106,11 @@ fn a_file_size_limit_fails_the_put_cleanly_and_reads_go_on() {
         "the error names the file: {out}"
     );
     assert!(out.contains("get-after=true"), "{out}");
-    // The failed put left only dead bytes: the cache is whole and takes writes.
+    assert!(out.contains("pack-growth=0"), "{out}");
+    // The failed put was rolled back: the cache is whole, has no dead bytes, takes writes.
     let cache = Cache::open(&root).unwrap();
     assert!(cache.verify().unwrap().is_ok());
+    assert_eq!(cache.stats().unwrap().dead_bytes(), 0);
     cache.put(&key(2), &NewEntry::new("m", b"fine")).unwrap();
     assert!(cache.get(&key(0)).is_some() && cache.get(&key(2)).is_some());
 }
@@ -139,6 +148,7 @@ fn a_read_only_cache_dir_serves_gets_and_fails_puts_cleanly() {
     assert!(out.contains("put=io-error"), "{out}");
     assert!(out.contains("Permission denied"), "{out}");
     assert!(out.contains("get-after=true"), "{out}");
+    assert!(out.contains("pack-growth=0"), "{out}");
 }
 
 #[test]

@@ -1,0 +1,343 @@
+//! Regression tests for data-safety defects: what the cache must never delete, never serve and
+//! never lose. (Anything that could hang is in `hostile.rs`, in child processes.)
+#![cfg(unix)]
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytecode_pack::{Cache, Error, Input, Key, MissReason, NewEntry, abi_tag};
+
+fn key(i: u32) -> Key {
+    Key::for_source("safety", &i.to_le_bytes())
+}
+
+fn base() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().canonicalize().unwrap();
+    (tmp, base)
+}
+
+/// Waits out the fine racy window after the last change to a file's ctime.
+fn let_ctime_age() {
+    std::thread::sleep(Duration::from_millis(150));
+}
+
+fn set_mtime(path: &Path, t: SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+fn age_tree(path: &Path, by: Duration) {
+    if path.is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            age_tree(&entry.unwrap().path(), by);
+        }
+    }
+    fs::File::open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - by)
+        .unwrap();
+}
+
+#[test]
+fn compaction_never_prunes_a_users_directories_named_like_caches() {
+    let (_tmp, base) = base();
+    let root = base.join("root");
+    let cache = Cache::open(&root).unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
+    fs::create_dir_all(root.join("bp2024-taxes/receipts")).unwrap();
+    fs::write(root.join("bp2024-taxes/receipts/r1.txt"), "receipt").unwrap();
+    fs::create_dir(root.join("bp1")).unwrap();
+    fs::write(root.join("bp1/notes.txt"), "notes").unwrap();
+    // Even with a file of a cache's name inside, a directory without proof is not a cache.
+    fs::create_dir(root.join("bp2023-photos")).unwrap();
+    fs::write(root.join("bp2023-photos/index"), "my photo index").unwrap();
+    for dir in ["bp2024-taxes", "bp1", "bp2023-photos"] {
+        age_tree(&root.join(dir), Duration::from_secs(60 * 86_400));
+    }
+    cache.compact().unwrap();
+    let report = bytecode_pack::prune_other_abis(&root, Duration::ZERO).unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(report.skipped.len(), 3, "{report:?}");
+    assert_eq!(
+        fs::read_to_string(root.join("bp2024-taxes/receipts/r1.txt")).unwrap(),
+        "receipt"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("bp1/notes.txt")).unwrap(),
+        "notes"
+    );
+    assert!(root.join("bp2023-photos/index").exists());
+    assert!(bytecode_pack::other_abis(&root).unwrap().is_empty());
+}
+
+#[test]
+fn a_switched_symlink_is_a_changed_input() {
+    let (_tmp, base) = base();
+    let root = base.join("cache");
+    // A file symlink, and a pnpm-style directory symlink, each switched to a new target of
+    // the same size.
+    fs::write(base.join("lib-v1.js"), "export const v = 1;").unwrap();
+    fs::write(base.join("lib-v2.js"), "export const v = 2;").unwrap();
+    symlink("lib-v1.js", base.join("lib.js")).unwrap();
+    for v in ["1", "2"] {
+        let store = base.join(format!(".store/pkg@{v}"));
+        fs::create_dir_all(&store).unwrap();
+        fs::write(store.join("index.js"), format!("export default {v};")).unwrap();
+    }
+    fs::create_dir(base.join("node_modules")).unwrap();
+    symlink("../.store/pkg@1", base.join("node_modules/pkg")).unwrap();
+    let_ctime_age();
+
+    let cache = Cache::open(&root).unwrap();
+    let inputs = [base.join("lib.js"), base.join("node_modules/pkg/index.js")];
+    for (i, input) in inputs.iter().enumerate() {
+        cache
+            .put(
+                &key(i as u32),
+                &NewEntry::new("m", b"bc").inputs(vec![Input::path(input)]),
+            )
+            .unwrap();
+        assert!(cache.get(&key(i as u32)).is_some());
+    }
+    let_ctime_age();
+    fs::remove_file(base.join("lib.js")).unwrap();
+    symlink("lib-v2.js", base.join("lib.js")).unwrap();
+    fs::remove_file(base.join("node_modules/pkg")).unwrap();
+    symlink("../.store/pkg@2", base.join("node_modules/pkg")).unwrap();
+    for i in 0..2 {
+        assert_eq!(cache.lookup(&key(i)).err(), Some(MissReason::Stale));
+        assert!(Cache::open(&root).unwrap().get(&key(i)).is_none());
+    }
+    assert_eq!(cache.compact().unwrap().dropped_stale, 2);
+    // Switched back, the old content is there again, and a new put records it.
+    assert!(cache.get(&key(0)).is_none());
+}
+
+#[test]
+fn an_acknowledged_put_is_never_evicted_by_its_own_compaction() {
+    let (_tmp, base) = base();
+    let cache = Cache::builder(base.join("cache"))
+        .max_bytes(1 << 20)
+        .open()
+        .unwrap();
+    let a = vec![1u8; 800 << 10];
+    let b = vec![2u8; 800 << 10];
+    cache.put(&key(1), &NewEntry::new("a", &a)).unwrap();
+    cache.put(&key(2), &NewEntry::new("b", &b)).unwrap();
+    // The later write displaced the earlier one; the one just acknowledged is there.
+    assert_eq!(cache.get(&key(2)).unwrap().bytecode(), &b[..]);
+    assert!(cache.get(&key(1)).is_none());
+
+    // A batch that cannot fit is refused whole, and nothing of it is published.
+    let parts: Vec<Vec<u8>> = (0..3).map(|i| vec![i as u8; 400 << 10]).collect();
+    let entries: Vec<NewEntry> = parts.iter().map(|p| NewEntry::new("p", p)).collect();
+    let err = cache
+        .put_many((0..3).map(|i| (key(10 + i), &entries[i as usize])))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidEntry(_)), "{err}");
+    assert!(err.to_string().contains("max_bytes"), "{err}");
+    assert!((10..13).all(|i| cache.get(&key(i)).is_none()));
+    assert_eq!(cache.get(&key(2)).unwrap().bytecode(), &b[..]);
+    // Two of them fit, and both are readable.
+    cache
+        .put_many((0..2).map(|i| (key(10 + i), &entries[i as usize])))
+        .unwrap();
+    assert!((10..12).all(|i| cache.get(&key(i)).is_some()));
+}
+
+#[test]
+fn a_pack_replaced_by_a_directory_is_a_miss_and_the_cache_repairs_itself() {
+    let (_tmp, base) = base();
+    let root = base.join("cache");
+    let cache = Cache::open(&root).unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
+    let dir = root.join(abi_tag());
+    let pack = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("pack-")
+        })
+        .unwrap();
+    fs::remove_file(&pack).unwrap();
+    fs::create_dir(&pack).unwrap();
+    fs::write(pack.join("mine.txt"), "a user's file").unwrap();
+
+    let fresh = Cache::open(&root).unwrap();
+    assert_eq!(fresh.lookup(&key(1)).err(), Some(MissReason::Corrupt));
+    let damage = fresh.stats().unwrap().damage.unwrap();
+    assert!(
+        damage.contains("pack-") && damage.contains("directory"),
+        "{damage}"
+    );
+    fresh.compact().unwrap();
+    fresh.clear().unwrap();
+    fresh.put(&key(2), &NewEntry::new("m", b"again")).unwrap();
+    assert_eq!(fresh.get(&key(2)).unwrap().bytecode(), b"again");
+    assert!(fresh.verify().unwrap().is_ok());
+    assert_eq!(
+        fs::read_to_string(pack.join("mine.txt")).unwrap(),
+        "a user's file"
+    );
+}
+
+#[test]
+fn future_and_whole_second_mtimes_do_not_make_inputs_racy_forever() {
+    let (_tmp, base) = base();
+    let cache = Cache::open(base.join("cache")).unwrap();
+    let future = base.join("future.js");
+    let extracted = base.join("extracted.js");
+    fs::write(&future, "export const a = 1;").unwrap();
+    fs::write(&extracted, "export const b = 2;").unwrap();
+    set_mtime(&future, SystemTime::now() + Duration::from_secs(3600));
+    // What tar and npm leave: a whole-second mtime, a fine-grained ctime from extraction.
+    let whole = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+    set_mtime(&extracted, whole);
+    let_ctime_age();
+    let entry =
+        NewEntry::new("m", b"bc").inputs(vec![Input::path(&future), Input::path(&extracted)]);
+    cache.put(&key(1), &entry).unwrap();
+    for _ in 0..5 {
+        assert!(cache.get(&key(1)).is_some());
+    }
+    assert_eq!(cache.stats().unwrap().counters.input_rehashes, 0);
+    // An edit is still seen, whatever the mtime says.
+    fs::write(&future, "export const a = 9;").unwrap();
+    set_mtime(&future, SystemTime::now() + Duration::from_secs(3600));
+    assert_eq!(cache.lookup(&key(1)).err(), Some(MissReason::Stale));
+}
+
+#[test]
+fn a_put_waits_for_the_lock_once_and_counts_only_what_it_published() {
+    let (_tmp, base) = base();
+    let root = base.join("cache");
+    let timeout = Duration::from_millis(400);
+    let cache = Cache::builder(&root).lock_timeout(timeout).open().unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
+    assert_eq!(cache.stats().unwrap().counters.puts, 1);
+    // Another "process" holds the writer lock (a second open file description).
+    let lock = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(root.join(abi_tag()).join("lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    // Two threads of one handle: the second waits for the first's turn and then the file
+    // lock, within one deadline.
+    let started = Instant::now();
+    let waits: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|i| {
+                let cache = cache.clone();
+                s.spawn(move || {
+                    let t = Instant::now();
+                    let err = cache
+                        .put(&key(10 + i), &NewEntry::new("m", b"bc"))
+                        .unwrap_err();
+                    assert!(matches!(err, Error::LockTimeout { .. }), "{err}");
+                    t.elapsed()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let longest = waits.iter().max().unwrap();
+    assert!(
+        *longest < timeout + timeout / 2,
+        "waited {longest:?} for a {timeout:?} timeout ({:?} in all)",
+        started.elapsed()
+    );
+    let counters = cache.stats().unwrap().counters;
+    assert_eq!(counters.puts, 1, "failed puts are not counted");
+    assert_eq!(counters.compactions, 0);
+    assert!(cache.compact().is_err());
+    assert_eq!(cache.stats().unwrap().counters.compactions, 0);
+    drop(lock);
+    cache.compact().unwrap();
+    assert_eq!(cache.stats().unwrap().counters.compactions, 1);
+}
+
+/// Rewrites row `row` of the index file at `path` through `change`, then restores its
+/// checksum, as a writer bug (not bit rot) would leave it.
+fn rewrite_row(path: &Path, row: usize, change: impl FnOnce(&mut [u8])) {
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+    let mut file = fs::read(path).unwrap();
+    let count = u32::from_le_bytes(file[64..68].try_into().unwrap()) as usize;
+    let at = 96 + row * 32;
+    change(&mut file[at..at + 32]);
+    let offset = u32::from_le_bytes(file[at + 16..at + 20].try_into().unwrap()) as usize;
+    let len = u32::from_le_bytes(file[at + 20..at + 24].try_into().unwrap()) as usize;
+    let start = 96 + count * 32 + offset;
+    let key: [u8; 16] = file[at..at + 16].try_into().unwrap();
+    let sum = xxh3_64_with_seed(&file[start..start + len], xxh3_64(&key));
+    file[at + 24..at + 32].copy_from_slice(&sum.to_le_bytes());
+    fs::write(path, file).unwrap();
+}
+
+#[test]
+fn verify_and_compact_report_damage_exactly() {
+    let (_tmp, base) = base();
+    let root = base.join("cache");
+    let cache = Cache::open(&root).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8; 300]).collect();
+    for (i, p) in payloads.iter().enumerate() {
+        cache
+            .put(&key(i as u32), &NewEntry::new("m", p).aux("aux"))
+            .unwrap();
+    }
+    let dir = root.join(abi_tag());
+    // One payload byte flipped: one problem, for that entry only.
+    let pack = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("pack-")
+        })
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let at = bytes
+        .windows(300)
+        .position(|w| w.iter().all(|&b| b == 3))
+        .unwrap();
+    bytes[at + 10] ^= 0xff;
+    fs::write(&pack, &bytes).unwrap();
+    let report = cache.verify().unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    // The walk resumes past the damaged segment and finds the 11 intact ones.
+    assert_eq!(report.segments_in_pack, 11);
+
+    // A record whose key is not its row's key (checksums consistent): named by verify.
+    rewrite_row(&dir.join("index"), 5, |row| row[15] ^= 1);
+    let problems = cache.verify().unwrap().problems;
+    assert!(
+        problems.iter().any(|p| p.contains("not its row's key")),
+        "{problems:?}"
+    );
+
+    // Compaction counts both: the damaged payload and the record it could not read.
+    let report = cache.compact().unwrap();
+    assert_eq!(report.dropped_corrupt, 2, "{report:?}");
+    assert_eq!(report.entries_after, 4);
+    assert!(cache.verify().unwrap().is_ok());
+}
