@@ -195,6 +195,16 @@ pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
     checked_regular(opts.open(path)?)
 }
 
+/// Reads a file a user named, whole: non-blocking open, regular files only, and no more than
+/// the size `fstat` gave (a file that grows meanwhile is read as it was).
+pub(crate) fn read_user_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let (file, meta) = open_user_file(path)?;
+    let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(meta.len()).read_to_end(&mut content)?;
+    Ok(content)
+}
+
 /// Streams `file` through XXH3-128, reading at most `limit + 1` bytes: the digest and how many
 /// bytes were read. More than `limit` means the file grew while it was read; the caller treats
 /// the content as unstable. Memory use is one buffer, whatever the file's size.

@@ -287,7 +287,8 @@ impl PackLoader {
                 Err(e) => log::warn!("bytecode-pack: cached {name} did not load, recompiling: {e}"),
             }
         }
-        let source = std::fs::read(path)?;
+        // The resolver checked a file was there; what is there now may be a FIFO.
+        let source = crate::fsys::read_user_file(path)?;
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
         // The bytes compiled are the input recorded: an edit racing this load cannot be
         // cached as the old content.

@@ -383,7 +383,19 @@ pub(crate) fn sweep(dir: &Path, keep_generation: u64) -> u64 {
         if !stale {
             continue;
         }
-        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        // Only regular files: whatever else has one of our names was not written by us.
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if !meta.is_file() {
+            log::warn!(
+                "bytecode-pack: leaving {}: {}, not a file this cache wrote",
+                entry.path().display(),
+                fsys::file_kind(&meta)
+            );
+            continue;
+        }
+        let len = meta.len();
         match std::fs::remove_file(entry.path()) {
             Ok(()) => freed += len,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
