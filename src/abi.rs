@@ -4,10 +4,28 @@ use std::sync::OnceLock;
 
 use crate::format::FORMAT_VERSION;
 
-/// The bytecode producer when the `quickjs` feature is off: the crate cannot ask an engine, so
-/// entries are only shared with builds that also have no engine linked.
-#[cfg(not(feature = "quickjs"))]
-const PRODUCER: &str = "noengine";
+/// The rquickjs release series whose `Module::write`/`Module::load` produce and read the
+/// bytecode, as Cargo.toml requires it. `tests/layout.rs` checks that the two agree, so the
+/// tag cannot drift from the dependency.
+#[doc(hidden)]
+pub const RQUICKJS_SERIES: &str = "0.14";
+
+/// The producer part of the ABI tag: QuickJS's own version and the rquickjs series; without
+/// the `quickjs` feature the crate cannot ask an engine, so entries are only shared with
+/// builds that also have no engine linked.
+fn producer_tag() -> String {
+    #[cfg(feature = "quickjs")]
+    {
+        format!(
+            "quickjs-ng{}-rquickjs{RQUICKJS_SERIES}",
+            crate::unsafe_io::quickjs_version()
+        )
+    }
+    #[cfg(not(feature = "quickjs"))]
+    {
+        "noengine".to_owned()
+    }
+}
 
 /// The ABI tag of this build: the cache directory's name under the root, folded into every
 /// key, and checked in every file header.
@@ -19,10 +37,7 @@ const PRODUCER: &str = "noengine";
 pub fn abi_tag() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| {
-        #[cfg(feature = "quickjs")]
-        let producer = crate::quickjs::producer_tag();
-        #[cfg(not(feature = "quickjs"))]
-        let producer = PRODUCER.to_owned();
+        let producer = producer_tag();
         let endian = if cfg!(target_endian = "little") {
             "le"
         } else {

@@ -7,11 +7,12 @@
 use std::io::Write;
 
 use crate::error::{Error, Result};
+use crate::files::{TEMP_PREFIX, pack_file_name};
 use crate::format::{self, EntryRecord, PACK_HEADER_LEN, SegmentKind, SegmentRef};
 use crate::freshness::{self, Freshness};
 use crate::options::{Durability, Options};
-use crate::snapshot::{map_committed_pack, pack_file_name};
-use crate::writer::{TEMP_PREFIX, WriteState};
+use crate::snapshot::map_committed_pack;
+use crate::writer::WriteState;
 
 /// What a compaction did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,11 +1,12 @@
 //! Filesystem primitives with the cache's security rules: private directories, private files,
 //! no symlinks followed inside the cache directory, I/O errors that carry their path.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// Makes sure `dir` exists and is safe: a real directory (for `follow_symlink == false`),
 /// owned by this user, not writable by group or others. Creates it, and missing parents,
@@ -19,7 +20,7 @@ pub(crate) fn ensure_private_dir(dir: &Path, follow_symlink: bool) -> Result<()>
     let meta = match meta {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_private_dir(dir)?;
+            sys::create_private_dir(dir).map_err(Error::io(dir))?;
             fs::symlink_metadata(dir).map_err(Error::io(dir))?
         }
         Err(e) => return Err(Error::io(dir)(e)),
@@ -30,7 +31,10 @@ pub(crate) fn ensure_private_dir(dir: &Path, follow_symlink: bool) -> Result<()>
     if !meta.is_dir() {
         return Err(insecure(dir, "is not a directory"));
     }
-    check_owner_and_mode(dir, &meta)
+    match sys::check_owner_and_mode(&meta) {
+        Some(problem) => Err(insecure(dir, problem)),
+        None => Ok(()),
+    }
 }
 
 fn insecure(path: &Path, problem: impl Into<String>) -> Error {
@@ -38,65 +42,6 @@ fn insecure(path: &Path, problem: impl Into<String>) -> Error {
         path: path.to_path_buf(),
         problem: problem.into(),
     }
-}
-
-#[cfg(unix)]
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    match fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(Error::io(dir)(e)),
-    }
-}
-
-#[cfg(not(unix))]
-fn create_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(Error::io(dir))
-}
-
-#[cfg(unix)]
-fn check_owner_and_mode(path: &Path, meta: &fs::Metadata) -> Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    let me = crate::unsafe_io::current_uid();
-    if meta.uid() != me {
-        return Err(insecure(
-            path,
-            format!("owned by uid {}, not by this user (uid {me})", meta.uid()),
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(insecure(
-            path,
-            format!(
-                "mode {:o} lets group or others write; chmod go-w it",
-                meta.mode() & 0o7777
-            ),
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_owner_and_mode(_path: &Path, _meta: &fs::Metadata) -> Result<()> {
-    Ok(())
-}
-
-/// Options for opening files inside the cache directory: never through a symlink, never
-/// blocking on a FIFO someone put in a file's place, and created private.
-fn private_options() -> OpenOptions {
-    let mut opts = OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .mode(0o600);
-    }
-    opts
 }
 
 /// The error for a path that is not a regular file: a FIFO, a device, a socket or a directory
@@ -111,21 +56,8 @@ pub(crate) fn not_a_regular_file(meta: &fs::Metadata) -> io::Error {
 /// A short name for what a path is, for error messages.
 pub(crate) fn file_kind(meta: &fs::Metadata) -> &'static str {
     let t = meta.file_type();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO";
-        }
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
+    if let Some(kind) = sys::special_file_kind(&t) {
+        return kind;
     }
     if t.is_dir() {
         "a directory"
@@ -161,19 +93,13 @@ pub(crate) enum CacheFile {
 /// Opens an existing cache file for reading without following a symlink and without
 /// blocking; says what is there instead if it is not a regular file.
 pub(crate) fn open_cache_file(path: &Path) -> io::Result<CacheFile> {
-    let file = match private_options().read(true).open(path) {
+    let file = match sys::open_cache_options().read(true).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(CacheFile::Missing),
-        #[cfg(unix)]
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Ok(CacheFile::NotAFile("a symbolic link"));
-        }
-        // Opening a socket fails with ENXIO; whatever it is, it is not ours.
-        #[cfg(unix)]
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
-            return Ok(CacheFile::NotAFile("a socket"));
-        }
-        Err(e) => return Err(e),
+        Err(e) => match sys::open_error_kind(&e) {
+            Some(kind) => return Ok(CacheFile::NotAFile(kind)),
+            None => return Err(e),
+        },
     };
     let meta = file.metadata()?;
     if !meta.is_file() {
@@ -185,18 +111,12 @@ pub(crate) fn open_cache_file(path: &Path) -> io::Result<CacheFile> {
 /// Opens a file a user named (an input) for reading: symlinks are followed, as the user's
 /// tools would, but a FIFO never blocks the open and anything but a regular file is refused.
 pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
-    let mut opts = OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK);
-    }
-    checked_regular(opts.open(path)?)
+    checked_regular(sys::open_user_options().read(true).open(path)?)
 }
 
 /// Reads a file a user named, whole: non-blocking open, regular files only, and no more than
 /// the size `fstat` gave (a file that grows meanwhile is read as it was).
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) fn read_user_file(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
     let (file, meta) = open_user_file(path)?;
@@ -230,7 +150,7 @@ pub(crate) fn hash_bounded(file: &mut File, limit: u64) -> io::Result<([u8; 16],
 /// Opens (creating if needed) a cache file for reading and writing without following a
 /// symlink; anything but a regular file is refused.
 pub(crate) fn open_write(path: &Path, create: bool) -> io::Result<File> {
-    let file = private_options()
+    let file = sys::open_cache_options()
         .read(true)
         .write(true)
         .create(create)
@@ -240,7 +160,7 @@ pub(crate) fn open_write(path: &Path, create: bool) -> io::Result<File> {
 
 /// Creates a new cache file that must not exist yet.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
-    private_options()
+    sys::open_cache_options()
         .read(true)
         .write(true)
         .create_new(true)
@@ -249,15 +169,5 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
 
 /// Flushes a directory's entries (a completed `rename`) to disk.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(Error::io(dir))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    sys::sync_dir(dir).map_err(Error::io(dir))
 }

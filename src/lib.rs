@@ -49,9 +49,11 @@
 mod abi;
 mod cache;
 mod compact;
+mod entry;
 mod error;
 #[doc(hidden)]
 pub mod faults;
+mod files;
 pub mod format;
 mod freshness;
 mod fsys;
@@ -64,23 +66,22 @@ mod options;
 #[cfg(feature = "quickjs")]
 pub mod quickjs;
 mod snapshot;
+mod stats;
+mod sys;
 #[allow(unsafe_code)]
 mod unsafe_io;
 mod verify;
 mod writer;
 
-pub use abi::abi_tag;
-pub use cache::{
-    Cache, CacheBuilder, Counters, ENV_CACHE_DIR, ENV_DISABLE, EntryInfo, Hit, MissReason,
-    NewEntry, Stats, default_root,
-};
+pub use abi::{RQUICKJS_SERIES, abi_tag};
+pub use cache::{Cache, CacheBuilder, ENV_CACHE_DIR, ENV_DISABLE, default_root};
 pub use compact::CompactReport;
+pub use entry::{EntryInfo, Hit, NewEntry};
 pub use error::{Error, Result};
 pub use freshness::{FINE_RACY_WINDOW, Input, RACY_WINDOW};
 pub use inputs::collect_inputs;
 pub use key::Key;
-pub use maintenance::{
-    DEFAULT_PRUNE_AGE, OtherAbi, PruneReport, Skipped, other_abis, prune_other_abis,
-};
-pub use options::Durability;
+pub use maintenance::{OtherAbi, PruneReport, Skipped, other_abis, prune_other_abis};
+pub use options::{DEFAULT_PRUNE_AGE, Durability};
+pub use stats::{Counters, MissReason, Stats};
 pub use verify::VerifyReport;

@@ -14,17 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::abi::abi_tag;
 use crate::error::{Error, Result};
+use crate::files::{INDEX_FILE, LOCK_FILE, MARKER_FILE, TEMP_PREFIX, parse_pack_name};
 use crate::fsys::{self, CacheFile};
-use crate::snapshot::INDEX_FILE;
-use crate::writer::{LOCK_FILE, TEMP_PREFIX, parse_pack_name};
-
-/// How long another ABI tag's cache must have gone unused before [`prune_other_abis`] removes
-/// it by default.
-pub const DEFAULT_PRUNE_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
-
-/// The marker file in every cache directory a writer has used: a standard cache directory tag
-/// (backup tools skip the directory) whose last line names the ABI tag.
-pub(crate) const MARKER_FILE: &str = "CACHEDIR.TAG";
 
 /// The marker's exact content for the cache directory of `abi_tag`.
 fn marker_content(abi_tag: &str) -> String {
@@ -129,13 +120,8 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
     if !meta.is_dir() {
         return Err(format!("is {}", fsys::file_kind(&meta)));
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        let me = crate::unsafe_io::current_uid();
-        if meta.uid() != me {
-            return Err(format!("owned by uid {}, not by this user", meta.uid()));
-        }
+    if let Some(problem) = crate::sys::check_owner_and_mode(&meta) {
+        return Err(problem);
     }
     let mut last_used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let mut files = Vec::new();
@@ -352,7 +338,7 @@ mod tests {
             .map(|o| o.abi_tag)
             .collect();
         assert_eq!(listed, [old_tag, recent_tag]);
-        let report = prune_other_abis(root, DEFAULT_PRUNE_AGE).unwrap();
+        let report = prune_other_abis(root, crate::DEFAULT_PRUNE_AGE).unwrap();
         assert_eq!(report.removed.len(), 1);
         assert_eq!(
             report.bytes_freed,

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// How long another ABI tag's cache must have gone unused before
+/// [`crate::prune_other_abis`] removes it by default (and compactions prune it).
+pub const DEFAULT_PRUNE_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
 /// When written data is flushed to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -37,7 +41,7 @@ impl Default for Options {
             lock_timeout: Duration::from_secs(5),
             durability: Durability::Process,
             disabled: false,
-            prune_other_abis_after: Some(crate::maintenance::DEFAULT_PRUNE_AGE),
+            prune_other_abis_after: Some(DEFAULT_PRUNE_AGE),
         }
     }
 }

@@ -12,42 +12,19 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
+use crate::files::{INDEX_FILE, pack_file_name};
 use crate::format::{self, ArchivedEntryRecord, FormatError, SegmentRef};
 use crate::fsys::CacheFile;
+use crate::sys;
 use crate::unsafe_io::{CheckedIndex, map_prefix};
-
-/// The index file's name in a cache directory.
-pub(crate) const INDEX_FILE: &str = "index";
-
-/// The pack file of `generation`.
-pub(crate) fn pack_file_name(generation: u64) -> String {
-    format!("pack-{generation:016x}")
-}
 
 /// Which index file a snapshot was read from: `rename` gives every publication a new inode,
 /// and the old one stays allocated while mapped, so equal identities mean the same index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FileIdentity {
-    dev: u64,
-    ino: u64,
-}
+pub(crate) struct FileIdentity(sys::FileIdentity);
 
-#[cfg(unix)]
 fn identity_of(meta: &fs::Metadata) -> FileIdentity {
-    use std::os::unix::fs::MetadataExt;
-    FileIdentity {
-        dev: meta.dev(),
-        ino: meta.ino(),
-    }
-}
-
-#[cfg(not(unix))]
-fn identity_of(meta: &fs::Metadata) -> FileIdentity {
-    use crate::freshness::epoch_nanos;
-    FileIdentity {
-        dev: meta.len(),
-        ino: meta.modified().map(epoch_nanos).unwrap_or(0) as u64,
-    }
+    FileIdentity(sys::file_identity(meta))
 }
 
 /// The identity of the index currently published at `index_path`, `None` if there is none.

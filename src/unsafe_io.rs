@@ -1,4 +1,6 @@
-//! The crate's only `unsafe` code: mapping cache files, and reading a checked index in place.
+//! The storage side's only `unsafe` code: mapping cache files, reading a checked index in
+//! place, and two argument-less FFI calls. (The engine side's one `Module::load` is in
+//! `quickjs::engine`.)
 //!
 //! # The invariants this module relies on
 //!
@@ -131,19 +133,4 @@ pub(crate) fn quickjs_version() -> String {
     // NUL-terminated string literal compiled into the engine.
     let version = unsafe { std::ffi::CStr::from_ptr(rquickjs::qjs::JS_GetVersion()) };
     version.to_string_lossy().into_owned()
-}
-
-/// Hands a hit's bytecode to QuickJS.
-#[cfg(feature = "quickjs")]
-pub(crate) fn load_verified_bytecode<'js>(
-    ctx: &rquickjs::Ctx<'js>,
-    hit: &crate::Hit,
-) -> rquickjs::Result<rquickjs::Module<'js, rquickjs::module::Declared>> {
-    // SAFETY: `Module::load` trusts its input. A `Hit` only exists for an entry whose segments
-    // passed their XXH3-128 checksums in a cache directory, index and pack whose headers carry
-    // this build's ABI tag (QuickJS version, arch, endianness, pointer width), and the bytes
-    // were produced by `Module::write` of this same engine version. The engine copies what it
-    // needs (quickjs-ng ignores JS_READ_OBJ_ROM_DATA), so borrowing the mapping for the call
-    // is enough, and the `Hit` keeps the mapping alive for it.
-    unsafe { rquickjs::Module::load(ctx.clone(), hit.bytecode()) }
 }

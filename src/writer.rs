@@ -10,8 +10,9 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::cache::NewEntry;
+use crate::entry::NewEntry;
 use crate::error::{Error, Result};
+use crate::files::{INDEX_FILE, LOCK_FILE, TEMP_PREFIX, pack_file_name, parse_pack_name};
 use crate::format::{
     self, EntryRecord, IndexBody, InputRecord, PACK_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentKind,
     SegmentRef,
@@ -19,12 +20,7 @@ use crate::format::{
 use crate::fsys;
 use crate::key::Key;
 use crate::options::Durability;
-use crate::snapshot::{self, INDEX_FILE, LoadError, pack_file_name};
-
-/// The lock file's name in a cache directory.
-pub(crate) const LOCK_FILE: &str = "lock";
-/// Prefix of every temp file; anything carrying it is swept by the next writer.
-pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+use crate::snapshot::{self, LoadError};
 
 /// The exclusive writer lock, released on drop (closing the descriptor releases the flock).
 pub(crate) struct WriterLock {
@@ -345,13 +341,6 @@ fn pack_len_on_disk(dir: &Path, body: &IndexBody, abi_tag: &str) -> Result<u64> 
     Ok(std::fs::symlink_metadata(&path)
         .map_err(Error::io(&path))?
         .len())
-}
-
-/// Parses `pack-<16 hex digits>`.
-pub(crate) fn parse_pack_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("pack-")?;
-    (hex.len() == 16).then_some(())?;
-    u64::from_str_radix(hex, 16).ok()
 }
 
 /// One more than the highest generation present, so a rebuilt cache never reuses the name

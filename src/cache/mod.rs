@@ -1,27 +1,28 @@
-//! The public handle: opening a cache, `get`, `put`, maintenance and statistics.
+//! The public handle: `get`, `put`, maintenance and statistics.
+
+mod builder;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
+pub use builder::{CacheBuilder, ENV_CACHE_DIR, ENV_DISABLE, default_root};
+
 use crate::abi::abi_tag;
 use crate::compact::{self, CompactReport};
+use crate::entry::{EntryInfo, Hit, NewEntry};
 use crate::error::{Error, Result};
-use crate::format::ArchivedEntryRecord;
-use crate::freshness::{self, Input};
+use crate::files;
+use crate::freshness;
 use crate::fsys;
 use crate::key::Key;
-use crate::options::{Durability, Options};
+use crate::options::Options;
 use crate::snapshot::{self, Found, Snapshot};
+use crate::stats::{AtomicCounters, MissReason, Stats};
 use crate::writer::{self, PreparedEntry, WriteState, index_temp};
-
-/// Names the cache root; overrides the per-user cache directory in [`Cache::open_default`].
-pub const ENV_CACHE_DIR: &str = "BYTECODE_PACK_CACHE_DIR";
-/// Set to `1` (or `true`, `yes`) to make every `get` miss and every `put` a no-op.
-pub const ENV_DISABLE: &str = "BYTECODE_PACK_DISABLE";
 
 /// A handle on one cache directory, `<root>/<abi_tag>/`.
 ///
@@ -29,202 +30,21 @@ pub const ENV_DISABLE: &str = "BYTECODE_PACK_DISABLE";
 /// Any number of handles in any number of processes may use the same directory at once.
 #[derive(Clone)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    dir: PathBuf,
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
     /// `dir/index`, joined once: a miss checks it for a newer publication.
-    index_path: PathBuf,
-    options: Options,
-    snapshot: ArcSwap<Snapshot>,
+    pub(crate) index_path: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
     /// Serialises this handle's writers before they contend for the file lock (a flock is
     /// per open file description, so threads must not share one unguarded).
-    writer: parking_lot::Mutex<()>,
+    pub(crate) writer: parking_lot::Mutex<()>,
     /// Whether this handle has swept leftovers of crashed writers yet (once per handle).
-    swept: std::sync::atomic::AtomicBool,
-    counters: AtomicCounters,
-}
-
-/// Options for opening a cache; from [`Cache::builder`].
-#[derive(Debug, Clone)]
-pub struct CacheBuilder {
-    root: PathBuf,
-    options: Options,
-}
-
-impl CacheBuilder {
-    /// Live bytes (bytecode, source maps and aux, with their headers) above which the least
-    /// recently inserted entries are evicted, down to three quarters of the limit. Default
-    /// 512 MiB. An entry larger than the limit is refused by `put`.
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.options.max_bytes = bytes;
-        self
-    }
-
-    /// Compact automatically after a `put` once the pack is at least `min_pack_bytes` long and
-    /// more than `dead_ratio` of it is dead (superseded entries, torn tails). Defaults 8 MiB
-    /// and 0.5.
-    pub fn auto_compact(mut self, min_pack_bytes: u64, dead_ratio: f64) -> Self {
-        self.options.compact_min_bytes = min_pack_bytes;
-        self.options.dead_ratio = dead_ratio.clamp(0.0, 1.0);
-        self
-    }
-
-    /// How long `put`, `compact` and `clear` wait for another writer's lock before failing
-    /// with [`Error::LockTimeout`]. Default 5 s.
-    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
-        self.options.lock_timeout = timeout;
-        self
-    }
-
-    /// When writes are flushed to stable storage. Default [`Durability::Process`].
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.options.durability = durability;
-        self
-    }
-
-    /// Caches of other ABI tags under the same root (left by other QuickJS or crate versions)
-    /// are removed by compactions once nobody has written to them for this long; `None` keeps
-    /// them. Default 30 days ([`crate::DEFAULT_PRUNE_AGE`]).
-    pub fn prune_other_abis_after(mut self, unused_for: Option<Duration>) -> Self {
-        self.options.prune_other_abis_after = unused_for;
-        self
-    }
-
-    /// Makes the handle inert: every `get` misses and every `put` does nothing. Defaults to
-    /// whether [`ENV_DISABLE`] is set.
-    pub fn disabled(mut self, disabled: bool) -> Self {
-        self.options.disabled = disabled;
-        self
-    }
-
-    /// Opens (creating if needed) the cache under the root. The root is created with mode
-    /// 0700 if missing; the root and the cache directory must belong to this user and not be
-    /// writable by group or others, and the cache directory must not be a symlink.
-    pub fn open(self) -> Result<Cache> {
-        // Resolved once: a relative root must not follow the process's later `chdir`s.
-        let root = std::path::absolute(&self.root).map_err(Error::io(&self.root))?;
-        let dir = root.join(abi_tag());
-        let snapshot = if self.options.disabled {
-            Snapshot::empty()
-        } else {
-            fsys::ensure_private_dir(&root, true)?;
-            fsys::ensure_private_dir(&dir, false)?;
-            Snapshot::load(&dir, abi_tag())?
-        };
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                index_path: dir.join(snapshot::INDEX_FILE),
-                dir,
-                options: self.options,
-                snapshot: ArcSwap::from_pointee(snapshot),
-                writer: parking_lot::Mutex::new(()),
-                swept: std::sync::atomic::AtomicBool::new(false),
-                counters: AtomicCounters::default(),
-            }),
-        })
-    }
-}
-
-fn disabled_by_env() -> bool {
-    std::env::var(ENV_DISABLE).is_ok_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
-}
-
-/// The root [`Cache::open_default`] uses: [`ENV_CACHE_DIR`] if set, else the per-user cache
-/// directory joined with `bytecode-pack`. Never a shared temp directory.
-pub fn default_root() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os(ENV_CACHE_DIR).filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(dir));
-    }
-    dirs::cache_dir()
-        .map(|d| d.join("bytecode-pack"))
-        .ok_or(Error::NoCacheDir)
-}
-
-/// Why a lookup missed. Counted per handle in [`Stats::counters`] and logged at debug level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum MissReason {
-    /// No entry under the key.
-    Absent,
-    /// An input was edited, replaced or deleted since the entry was recorded.
-    Stale,
-    /// The index or a segment failed its checks.
-    Corrupt,
-    /// The cache could not be read.
-    Io,
-    /// The handle is disabled.
-    Disabled,
-}
-
-/// What [`Cache::put`] stores: bytecode, and optionally a source map, an opaque sidecar and
-/// the inputs whose content the bytecode depends on.
-#[derive(Debug, Clone)]
-pub struct NewEntry<'a> {
-    pub(crate) module_name: &'a str,
-    pub(crate) bytecode: &'a [u8],
-    pub(crate) source_map: Option<&'a str>,
-    pub(crate) aux: Option<&'a str>,
-    pub(crate) inputs: Vec<Input>,
-    pub(crate) flags: u32,
-}
-
-impl<'a> NewEntry<'a> {
-    /// An entry for `module_name` holding `bytecode`.
-    pub fn new(module_name: &'a str, bytecode: &'a [u8]) -> Self {
-        NewEntry {
-            module_name,
-            bytecode,
-            source_map: None,
-            aux: None,
-            inputs: Vec::new(),
-            flags: 0,
-        }
-    }
-
-    /// Marks the bytecode as produced by this crate's QuickJS compile path.
-    #[cfg(feature = "quickjs")]
-    pub(crate) fn engine_bytecode(mut self) -> Self {
-        self.flags |= crate::format::FLAG_ENGINE_BYTECODE;
-        self
-    }
-
-    /// Bytecode, source map and aux, in segment-kind order.
-    pub(crate) fn payloads(&self) -> [Option<&'a [u8]>; 3] {
-        [
-            Some(self.bytecode),
-            self.source_map.map(str::as_bytes),
-            self.aux.map(str::as_bytes),
-        ]
-    }
-
-    /// Bytes the entry takes in the pack: its segments with their headers.
-    pub(crate) fn stored_len(&self) -> u64 {
-        self.payloads()
-            .iter()
-            .flatten()
-            .map(|p| p.len() as u64 + crate::format::SEGMENT_HEADER_LEN)
-            .sum()
-    }
-
-    /// Stores the module's source map with it.
-    pub fn source_map(mut self, source_map: &'a str) -> Self {
-        self.source_map = Some(source_map);
-        self
-    }
-
-    /// Stores an opaque caller sidecar with it (e.g. a JSON list of the module's imports).
-    pub fn aux(mut self, aux: &'a str) -> Self {
-        self.aux = Some(aux);
-        self
-    }
-
-    /// The files the bytecode was compiled from; if any of them changes, the entry misses.
-    pub fn inputs(mut self, inputs: Vec<Input>) -> Self {
-        self.inputs = inputs;
-        self
-    }
+    pub(crate) swept: AtomicBool,
+    pub(crate) counters: AtomicCounters,
 }
 
 // `Cache` is shared across threads and `Hit`s cross them; keep it that way.
@@ -234,215 +54,7 @@ const _: () = {
     assert_send_sync::<Hit>();
 };
 
-/// A cache hit: verified bytes, borrowed straight from the mapped pack.
-///
-/// A `Hit` keeps its snapshot of the cache alive, so its bytes stay valid while other handles
-/// or processes append, compact or clear.
-pub struct Hit {
-    snapshot: Arc<Snapshot>,
-    entry: usize,
-    /// Where the bytecode is in the pack mapping, resolved once.
-    bytecode: std::ops::Range<usize>,
-}
-
-impl Hit {
-    fn record(&self) -> &ArchivedEntryRecord {
-        // The record passed its checks when the hit was made, and that verdict is kept.
-        self.snapshot
-            .record(self.entry)
-            .expect("a hit's record was checked")
-    }
-
-    /// The bytecode, checksum-verified, zero-copy.
-    pub fn bytecode(&self) -> &[u8] {
-        self.snapshot
-            .pack()
-            .get(self.bytecode.clone())
-            .unwrap_or(&[])
-    }
-
-    /// The module name given to `put`.
-    pub fn module_name(&self) -> &str {
-        self.record().module_name.as_str()
-    }
-
-    /// The source map, if one was stored.
-    pub fn source_map(&self) -> Option<&str> {
-        let segment = self.record().source_map.as_ref()?;
-        std::str::from_utf8(self.snapshot.segment(segment)).ok()
-    }
-
-    /// Whether the bytecode came from this crate's QuickJS compile path.
-    #[cfg(feature = "quickjs")]
-    pub(crate) fn is_engine_bytecode(&self) -> bool {
-        self.record().flags.to_native() & crate::format::FLAG_ENGINE_BYTECODE != 0
-    }
-
-    /// The caller's sidecar, if one was stored.
-    pub fn aux(&self) -> Option<&str> {
-        let segment = self.record().aux.as_ref()?;
-        std::str::from_utf8(self.snapshot.segment(segment)).ok()
-    }
-}
-
-impl std::fmt::Debug for Hit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hit")
-            .field("module_name", &self.module_name())
-            .field("bytecode_len", &self.bytecode().len())
-            .finish()
-    }
-}
-
-/// This handle's lookup and write counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Counters {
-    /// Lookups that returned a hit.
-    pub hits: u64,
-    /// Misses: no entry under the key.
-    pub misses_absent: u64,
-    /// Misses: an input changed.
-    pub misses_stale: u64,
-    /// Misses: the index or a segment failed its checks.
-    pub misses_corrupt: u64,
-    /// Misses: the cache could not be read.
-    pub misses_io: u64,
-    /// Misses: the handle is disabled.
-    pub misses_disabled: u64,
-    /// Inputs whose content lookups re-hashed because their stat data changed or was too
-    /// recent to trust (the racy rule, see [`crate::RACY_WINDOW`]). An unchanged tree
-    /// whose entries were recorded well after its last edit re-hashes nothing.
-    pub input_rehashes: u64,
-    /// Successful `put`s.
-    pub puts: u64,
-    /// Compactions run by this handle, requested or automatic.
-    pub compactions: u64,
-}
-
-impl Counters {
-    /// All misses, whatever the reason.
-    pub fn misses(&self) -> u64 {
-        self.misses_absent
-            + self.misses_stale
-            + self.misses_corrupt
-            + self.misses_io
-            + self.misses_disabled
-    }
-}
-
-#[derive(Default)]
-struct AtomicCounters {
-    hits: AtomicU64,
-    misses_absent: AtomicU64,
-    misses_stale: AtomicU64,
-    misses_corrupt: AtomicU64,
-    misses_io: AtomicU64,
-    misses_disabled: AtomicU64,
-    input_rehashes: AtomicU64,
-    puts: AtomicU64,
-    compactions: AtomicU64,
-}
-
-impl AtomicCounters {
-    fn miss(&self, reason: MissReason) {
-        let counter = match reason {
-            MissReason::Absent => &self.misses_absent,
-            MissReason::Stale => &self.misses_stale,
-            MissReason::Corrupt => &self.misses_corrupt,
-            MissReason::Io => &self.misses_io,
-            MissReason::Disabled => &self.misses_disabled,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn read(&self) -> Counters {
-        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        Counters {
-            hits: r(&self.hits),
-            misses_absent: r(&self.misses_absent),
-            misses_stale: r(&self.misses_stale),
-            misses_corrupt: r(&self.misses_corrupt),
-            misses_io: r(&self.misses_io),
-            misses_disabled: r(&self.misses_disabled),
-            input_rehashes: r(&self.input_rehashes),
-            puts: r(&self.puts),
-            compactions: r(&self.compactions),
-        }
-    }
-}
-
-/// One live entry, as listed by [`Cache::entries`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct EntryInfo {
-    /// Its key.
-    pub key: Key,
-    /// The module name given to `put`.
-    pub module_name: String,
-    /// Bytecode length.
-    pub bytecode_bytes: u64,
-    /// Bytes of all its segments in the pack, headers included.
-    pub stored_bytes: u64,
-    /// How many inputs it records.
-    pub inputs: u64,
-    /// When it was recorded.
-    pub recorded_at: std::time::SystemTime,
-}
-
-/// The state of a cache directory, and this handle's counters.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Stats {
-    /// Live entries.
-    pub entries: u64,
-    /// Bytes in the current pack file, dead space included.
-    pub pack_bytes: u64,
-    /// Bytes in the pack that live entries use (header included).
-    pub live_bytes: u64,
-    /// Bytes of the index file.
-    pub index_bytes: u64,
-    /// The current pack generation (increases with every compaction or clear).
-    pub generation: u64,
-    /// The cache directory.
-    pub dir: PathBuf,
-    /// Why the published index or its pack was rejected, if it was (which file, what was
-    /// wrong). Every `get` misses until the next write rebuilds the cache.
-    pub damage: Option<String>,
-    /// This handle's counters.
-    pub counters: Counters,
-}
-
-impl Stats {
-    /// Dead bytes in the pack: superseded entries and torn tails, reclaimed by compaction.
-    pub fn dead_bytes(&self) -> u64 {
-        self.pack_bytes.saturating_sub(self.live_bytes)
-    }
-}
-
 impl Cache {
-    /// Opens the cache for this build under `root`, in `root/<abi_tag>/`, with default
-    /// options. See [`CacheBuilder::open`] for the directory checks.
-    pub fn open(root: impl AsRef<Path>) -> Result<Cache> {
-        Cache::builder(root).open()
-    }
-
-    /// Opens the cache under [`default_root`].
-    pub fn open_default() -> Result<Cache> {
-        Cache::open(default_root()?)
-    }
-
-    /// Options for opening the cache under `root`.
-    pub fn builder(root: impl AsRef<Path>) -> CacheBuilder {
-        CacheBuilder {
-            root: root.as_ref().to_path_buf(),
-            options: Options {
-                disabled: disabled_by_env(),
-                ..Options::default()
-            },
-        }
-    }
-
     /// The directory this handle uses, `<root>/<abi_tag>/`.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -477,7 +89,7 @@ impl Cache {
         };
         match &result {
             Ok(_) => {
-                inner.counters.hits.fetch_add(1, Ordering::Relaxed);
+                inner.counters.hit();
             }
             Err(reason) => {
                 inner.counters.miss(*reason);
@@ -559,11 +171,7 @@ impl Cache {
             }
             Ok(false)
         })?;
-        let counters = &self.inner.counters;
-        counters.puts.fetch_add(count, Ordering::Relaxed);
-        if compacted {
-            counters.compactions.fetch_add(1, Ordering::Relaxed);
-        }
+        self.inner.counters.published(count, compacted);
         Ok(())
     }
 
@@ -593,10 +201,7 @@ impl Cache {
             return Ok(CompactReport::default());
         }
         let report = self.write(|state| compact::compact(state, &self.inner.options, None))?;
-        self.inner
-            .counters
-            .compactions
-            .fetch_add(1, Ordering::Relaxed);
+        self.inner.counters.published(0, true);
         Ok(report)
     }
 
@@ -626,7 +231,7 @@ impl Cache {
             .writer
             .try_lock_until(deadline)
             .ok_or_else(|| Error::LockTimeout {
-                path: dir.join(writer::LOCK_FILE),
+                path: dir.join(files::LOCK_FILE),
                 waited: started.elapsed(),
             })?;
         if let Err(e) = std::fs::symlink_metadata(dir)
@@ -757,7 +362,7 @@ impl Cache {
         if generation != 0 {
             live_bytes += crate::format::PACK_HEADER_LEN;
         }
-        let pack_bytes = std::fs::symlink_metadata(dir.join(snapshot::pack_file_name(generation)))
+        let pack_bytes = std::fs::symlink_metadata(dir.join(files::pack_file_name(generation)))
             .map(|m| m.len())
             .unwrap_or(0);
         Ok(Stats {
@@ -793,7 +398,7 @@ fn lookup_in(
         match freshness::check(input.into(), recorded_at) {
             freshness::Freshness::Trusted => {}
             freshness::Freshness::Rehashed { .. } => {
-                counters.input_rehashes.fetch_add(1, Ordering::Relaxed);
+                counters.input_rehashed();
             }
             freshness::Freshness::Stale => return Err(MissReason::Stale),
         }

@@ -37,18 +37,14 @@ use rquickjs::loader::{ImportAttributes, Loader};
 use rquickjs::module::Declared;
 use rquickjs::{CatchResultExt, Ctx, Module, WriteOptions};
 
-use crate::cache::{Cache, NewEntry};
+#[allow(unsafe_code)]
+mod engine;
+
+use crate::cache::Cache;
+use crate::entry::{Hit, NewEntry};
 use crate::error::{Error, Result};
 use crate::freshness::Input;
 use crate::key::Key;
-
-/// The producer part of the ABI tag: QuickJS's own version and the rquickjs series.
-pub(crate) fn producer_tag() -> String {
-    format!(
-        "quickjs-ng{}-rquickjs0.14",
-        crate::unsafe_io::quickjs_version()
-    )
-}
 
 /// How bytecode is written. Part of the cache key: entries written with other options are
 /// other entries.
@@ -165,14 +161,14 @@ fn compile_js<'js>(
 /// entry was stored from a [`Bytecode`]: its bytes came out of this engine's `Module::write`,
 /// were written for this ABI tag and passed their checksum, the conditions `Module::load`
 /// needs. Any other entry (bytes a caller `put` by hand) is refused with an error.
-pub fn load<'js>(ctx: &Ctx<'js>, hit: &crate::Hit) -> Result<Module<'js, Declared>> {
+pub fn load<'js>(ctx: &Ctx<'js>, hit: &Hit) -> Result<Module<'js, Declared>> {
     if !hit.is_engine_bytecode() {
         return Err(Error::InvalidEntry(format!(
             "{}: not stored from bytecode_pack::quickjs::Bytecode; refusing to load it",
             hit.module_name()
         )));
     }
-    let module = crate::unsafe_io::load_verified_bytecode(ctx, hit)
+    let module = engine::load_verified_bytecode(ctx, hit)
         .map_err(|e| js_error(ctx, hit.module_name(), e))?;
     CACHE_LOADS.fetch_add(1, Ordering::Relaxed);
     Ok(module)

@@ -1,0 +1,155 @@
+//! What goes into the cache and what comes out: [`NewEntry`], [`Hit`] and [`EntryInfo`].
+
+use std::sync::Arc;
+
+use crate::format::ArchivedEntryRecord;
+use crate::freshness::Input;
+use crate::key::Key;
+use crate::snapshot::Snapshot;
+
+/// What [`Cache::put`] stores: bytecode, and optionally a source map, an opaque sidecar and
+/// the inputs whose content the bytecode depends on.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    pub(crate) module_name: &'a str,
+    pub(crate) bytecode: &'a [u8],
+    pub(crate) source_map: Option<&'a str>,
+    pub(crate) aux: Option<&'a str>,
+    pub(crate) inputs: Vec<Input>,
+    pub(crate) flags: u32,
+}
+
+impl<'a> NewEntry<'a> {
+    /// An entry for `module_name` holding `bytecode`.
+    pub fn new(module_name: &'a str, bytecode: &'a [u8]) -> Self {
+        NewEntry {
+            module_name,
+            bytecode,
+            source_map: None,
+            aux: None,
+            inputs: Vec::new(),
+            flags: 0,
+        }
+    }
+
+    /// Marks the bytecode as produced by this crate's QuickJS compile path.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn engine_bytecode(mut self) -> Self {
+        self.flags |= crate::format::FLAG_ENGINE_BYTECODE;
+        self
+    }
+
+    /// Bytecode, source map and aux, in segment-kind order.
+    pub(crate) fn payloads(&self) -> [Option<&'a [u8]>; 3] {
+        [
+            Some(self.bytecode),
+            self.source_map.map(str::as_bytes),
+            self.aux.map(str::as_bytes),
+        ]
+    }
+
+    /// Bytes the entry takes in the pack: its segments with their headers.
+    pub(crate) fn stored_len(&self) -> u64 {
+        self.payloads()
+            .iter()
+            .flatten()
+            .map(|p| p.len() as u64 + crate::format::SEGMENT_HEADER_LEN)
+            .sum()
+    }
+
+    /// Stores the module's source map with it.
+    pub fn source_map(mut self, source_map: &'a str) -> Self {
+        self.source_map = Some(source_map);
+        self
+    }
+
+    /// Stores an opaque caller sidecar with it (e.g. a JSON list of the module's imports).
+    pub fn aux(mut self, aux: &'a str) -> Self {
+        self.aux = Some(aux);
+        self
+    }
+
+    /// The files the bytecode was compiled from; if any of them changes, the entry misses.
+    pub fn inputs(mut self, inputs: Vec<Input>) -> Self {
+        self.inputs = inputs;
+        self
+    }
+}
+
+/// A cache hit: verified bytes, borrowed straight from the mapped pack.
+///
+/// A `Hit` keeps its snapshot of the cache alive, so its bytes stay valid while other handles
+/// or processes append, compact or clear.
+pub struct Hit {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) entry: usize,
+    /// Where the bytecode is in the pack mapping, resolved once.
+    pub(crate) bytecode: std::ops::Range<usize>,
+}
+
+impl Hit {
+    fn record(&self) -> &ArchivedEntryRecord {
+        // The record passed its checks when the hit was made, and that verdict is kept.
+        self.snapshot
+            .record(self.entry)
+            .expect("a hit's record was checked")
+    }
+
+    /// The bytecode, checksum-verified, zero-copy.
+    pub fn bytecode(&self) -> &[u8] {
+        self.snapshot
+            .pack()
+            .get(self.bytecode.clone())
+            .unwrap_or(&[])
+    }
+
+    /// The module name given to `put`.
+    pub fn module_name(&self) -> &str {
+        self.record().module_name.as_str()
+    }
+
+    /// The source map, if one was stored.
+    pub fn source_map(&self) -> Option<&str> {
+        let segment = self.record().source_map.as_ref()?;
+        std::str::from_utf8(self.snapshot.segment(segment)).ok()
+    }
+
+    /// Whether the bytecode came from this crate's QuickJS compile path.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn is_engine_bytecode(&self) -> bool {
+        self.record().flags.to_native() & crate::format::FLAG_ENGINE_BYTECODE != 0
+    }
+
+    /// The caller's sidecar, if one was stored.
+    pub fn aux(&self) -> Option<&str> {
+        let segment = self.record().aux.as_ref()?;
+        std::str::from_utf8(self.snapshot.segment(segment)).ok()
+    }
+}
+
+impl std::fmt::Debug for Hit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hit")
+            .field("module_name", &self.module_name())
+            .field("bytecode_len", &self.bytecode().len())
+            .finish()
+    }
+}
+
+/// One live entry, as listed by [`Cache::entries`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EntryInfo {
+    /// Its key.
+    pub key: Key,
+    /// The module name given to `put`.
+    pub module_name: String,
+    /// Bytecode length.
+    pub bytecode_bytes: u64,
+    /// Bytes of all its segments in the pack, headers included.
+    pub stored_bytes: u64,
+    /// How many inputs it records.
+    pub inputs: u64,
+    /// When it was recorded.
+    pub recorded_at: std::time::SystemTime,
+}

@@ -1,0 +1,21 @@
+//! Platform code, one file per platform (memmap2's layout): `unix.rs` on Unix, `other.rs`
+//! elsewhere. Everything above this module is platform-neutral. Unix is the tested platform;
+//! `other.rs` is the portable fallback (no ownership checks, no ctime or inode).
+
+#[cfg_attr(unix, path = "unix.rs")]
+#[cfg_attr(not(unix), path = "other.rs")]
+mod imp;
+
+pub(crate) use imp::{
+    FileIdentity, check_owner_and_mode, create_private_dir, file_identity, open_cache_options,
+    open_error_kind, open_user_options, path_from_bytes, special_file_kind, stat_path, stat_record,
+    sync_dir,
+};
+
+/// Nanoseconds since the epoch, saturating; times before 1970 are negative.
+pub(crate) fn epoch_nanos(t: std::time::SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}

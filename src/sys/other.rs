@@ -1,0 +1,65 @@
+//! The portable fallback (Windows and others): no owner or mode checks, no ctime or inode,
+//! no non-blocking opens (no FIFOs to block on there). Not built or tested on this project's
+//! machines.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::path::Path;
+
+use crate::format::StatRecord;
+
+/// Which file a snapshot was read from: without inodes, its length and mtime stand in.
+pub(crate) type FileIdentity = (u64, u64);
+
+pub(crate) fn file_identity(meta: &fs::Metadata) -> FileIdentity {
+    let mtime = meta.modified().map(super::epoch_nanos).unwrap_or(0);
+    (meta.len(), mtime as u64)
+}
+
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+pub(crate) fn check_owner_and_mode(_meta: &fs::Metadata) -> Option<String> {
+    None
+}
+
+pub(crate) fn open_cache_options() -> OpenOptions {
+    OpenOptions::new()
+}
+
+pub(crate) fn open_user_options() -> OpenOptions {
+    OpenOptions::new()
+}
+
+pub(crate) fn open_error_kind(_e: &io::Error) -> Option<&'static str> {
+    None
+}
+
+pub(crate) fn special_file_kind(_t: &fs::FileType) -> Option<&'static str> {
+    None
+}
+
+pub(crate) fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+pub(crate) fn path_from_bytes(bytes: &[u8]) -> Option<&Path> {
+    std::str::from_utf8(bytes).ok().map(Path::new)
+}
+
+pub(crate) fn stat_record(meta: &fs::Metadata) -> StatRecord {
+    let mtime_ns = meta.modified().map(super::epoch_nanos).unwrap_or(0);
+    StatRecord {
+        size: meta.len(),
+        mtime_ns,
+        // No ctime or inode here: the mtime stands in, and the racy rule still applies.
+        ctime_ns: mtime_ns,
+        ino: 0,
+        dev: 0,
+    }
+}
+
+pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
+    fs::metadata(path).map(|m| stat_record(&m))
+}
