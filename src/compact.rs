@@ -45,32 +45,28 @@ pub(crate) fn compact(
     options: &Options,
     protect_from_seq: Option<u64>,
 ) -> Result<CompactReport> {
-    // Records the writer dropped while reading the index were damaged entries too.
+    let entries = state.all_entries();
+    // Records that failed their checks when the index was read were damaged entries too.
     let mut report = CompactReport {
-        entries_before: state.body.entries.len() as u64 + state.dropped_damaged,
+        entries_before: entries.len() as u64 + state.dropped_damaged,
         dropped_corrupt: state.dropped_damaged,
         pack_bytes_before: state.pack_file_len,
         ..CompactReport::default()
     };
-    state.dropped_damaged = 0;
-    let old_pack_path = state.dir.join(pack_file_name(state.body.generation));
-    let old_pack = if state.body.pack_len >= PACK_HEADER_LEN {
+    let (old_generation, old_pack_len) = (state.fields.generation, state.fields.pack_len);
+    let old_pack_path = state.dir.join(pack_file_name(old_generation));
+    let old_pack = if old_pack_len >= PACK_HEADER_LEN {
         Some(
-            map_committed_pack(
-                &old_pack_path,
-                state.body.generation,
-                state.body.pack_len,
-                state.abi_tag,
-            )
-            .map_err(Error::from)?,
+            map_committed_pack(&old_pack_path, old_generation, old_pack_len, state.abi_tag)
+                .map_err(Error::from)?,
         )
     } else {
         None
     };
     let old_pack: &[u8] = old_pack.as_deref().unwrap_or(&[]);
 
-    let mut kept: Vec<EntryRecord> = Vec::with_capacity(state.body.entries.len());
-    for entry in std::mem::take(&mut state.body.entries) {
+    let mut kept: Vec<EntryRecord> = Vec::with_capacity(entries.len());
+    for entry in entries {
         if !entry
             .segments()
             .all(|(_, s)| format::checked_segment_bytes(old_pack, s).is_ok())
@@ -85,7 +81,7 @@ pub(crate) fn compact(
     }
     report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
 
-    let generation = state.body.generation + 1;
+    let generation = old_generation + 1;
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(&state.dir)
@@ -131,10 +127,7 @@ pub(crate) fn compact(
     report.entries_after = kept.len() as u64;
     report.pack_bytes_after = offset;
     report.generation = generation;
-    state.body.generation = generation;
-    state.body.pack_len = offset;
-    state.body.entries = kept;
-    state.pack_file_len = offset;
+    state.replace_all(kept, generation, offset);
     Ok(report)
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::format::ArchivedEntryRecord;
 use crate::freshness::Input;
 use crate::key::Key;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{EntryAt, Snapshot};
 
 /// What [`Cache::put`] stores: bytecode, and optionally a source map, an opaque sidecar and
 /// the inputs whose content the bytecode depends on.
@@ -82,7 +82,7 @@ impl<'a> NewEntry<'a> {
 /// or processes append, compact or clear.
 pub struct Hit {
     pub(crate) snapshot: Arc<Snapshot>,
-    pub(crate) entry: usize,
+    pub(crate) entry: EntryAt,
     /// Where the bytecode is in the pack mapping, resolved once.
     pub(crate) bytecode: std::ops::Range<usize>,
 }

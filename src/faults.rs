@@ -10,6 +10,8 @@ pub const CRASH_POINTS: &[&str] = &[
     "append:written",
     "compact:half-copied",
     "compact:pack-renamed",
+    "publish:linked",
+    "merge:start",
     "publish:temp-written",
     "publish:renamed",
 ];

@@ -16,10 +16,24 @@ pub(crate) fn pack_file_name(generation: u64) -> String {
     format!("pack-{generation:016x}")
 }
 
+/// A base index: `base-<16 hex digits>`.
+pub(crate) fn base_file_name(id: u64) -> String {
+    format!("base-{id:016x}")
+}
+
+/// The id a base file's name carries, if `name` is one.
+pub(crate) fn parse_base_name(name: &str) -> Option<u64> {
+    parse_hex_name(name, "base-")
+}
+
 /// The generation a pack file's name carries, if `name` is one.
 pub(crate) fn parse_pack_name(name: &str) -> Option<u64> {
-    let hex = name.strip_prefix("pack-")?;
-    (hex.len() == 16).then_some(())?;
+    parse_hex_name(name, "pack-")
+}
+
+fn parse_hex_name(name: &str, prefix: &str) -> Option<u64> {
+    let hex = name.strip_prefix(prefix)?;
+    (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(())?;
     u64::from_str_radix(hex, 16).ok()
 }
 
@@ -29,6 +43,8 @@ mod tests {
     fn pack_names_round_trip_and_nothing_else_parses() {
         for g in [0, 1, 0xabc, u64::MAX] {
             assert_eq!(super::parse_pack_name(&super::pack_file_name(g)), Some(g));
+            assert_eq!(super::parse_base_name(&super::base_file_name(g)), Some(g));
+            assert_eq!(super::parse_pack_name(&super::base_file_name(g)), None);
         }
         for name in [
             "pack-1",

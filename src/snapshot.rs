@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
-use crate::files::{INDEX_FILE, pack_file_name};
-use crate::format::{self, ArchivedEntryRecord, FormatError, SegmentRef};
+use crate::files::{INDEX_FILE, base_file_name, pack_file_name};
+use crate::format::{self, ArchivedEntryRecord, BaseRef, FormatError, SegmentRef};
 use crate::fsys::CacheFile;
 use crate::sys;
 use crate::unsafe_io::{CheckedIndex, map_prefix};
@@ -38,37 +38,68 @@ const UNCHECKED: u8 = 0;
 const GOOD: u8 = 1;
 const BAD: u8 = 2;
 
-/// A consistent, immutable view of a cache directory.
-pub(crate) struct Snapshot {
-    index: Option<CheckedIndex<Mmap>>,
-    pack: Option<Mmap>,
-    identity: Option<FileIdentity>,
-    /// Why the published index or its pack was rejected: every lookup is a corrupt miss until
-    /// a writer publishes a good one.
-    damage: Option<Damage>,
-    /// Per entry: whether its segments' checksums were checked, and the verdict. Mapped bytes
-    /// never change (see `unsafe_io`), so one check per snapshot is enough.
+/// One mapped index file (the published one, or the base it extends) and, per row, whether
+/// that entry's segments passed their checksums.
+pub(crate) struct Table {
+    index: CheckedIndex<Mmap>,
+    /// Per row: unchecked, good or bad. Mapped bytes never change (see `unsafe_io`), so one
+    /// check per snapshot is enough.
     checked: Box<[AtomicU8]>,
 }
 
-/// How many times to re-read the index when its pack vanished under us (a compactor removed
-/// it between our reading the index and opening the pack).
+impl Table {
+    fn new(index: CheckedIndex<Mmap>) -> Table {
+        let checked = (0..index.header().count)
+            .map(|_| AtomicU8::new(UNCHECKED))
+            .collect();
+        Table { index, checked }
+    }
+
+    /// The checked index file.
+    pub(crate) fn index(&self) -> &CheckedIndex<Mmap> {
+        &self.index
+    }
+}
+
+/// Where an entry is: which table, which row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryAt {
+    /// The published index (a full index, or a delta).
+    Head(usize),
+    /// The base the published delta extends.
+    Base(usize),
+}
+
+/// A consistent, immutable view of a cache directory.
+pub(crate) struct Snapshot {
+    head: Option<Table>,
+    base: Option<Table>,
+    pack: Option<Mmap>,
+    identity: Option<FileIdentity>,
+    /// Why the published index, its base or its pack was rejected: every lookup is a corrupt
+    /// miss until a writer publishes a good one.
+    damage: Option<Damage>,
+}
+
+/// How many times to re-read the index when its pack or base vanished under us (a writer
+/// removed it between our reading the index and opening it).
 const LOAD_ATTEMPTS: usize = 4;
 
 impl Snapshot {
     /// The view of a directory with no index yet.
     pub(crate) fn empty() -> Snapshot {
         Snapshot {
-            index: None,
+            head: None,
+            base: None,
             pack: None,
             identity: None,
             damage: None,
-            checked: Box::new([]),
         }
     }
 
-    /// Reads the published index and maps its pack. A missing index is an empty snapshot; a
-    /// rejected one is an empty, damaged snapshot (logged), so callers only see I/O errors.
+    /// Reads the published index (and its base) and maps its pack. A missing index is an
+    /// empty snapshot; a rejected one is an empty, damaged snapshot (logged), so callers only
+    /// see I/O errors.
     pub(crate) fn load(dir: &Path, abi_tag: &str) -> Result<Snapshot> {
         let mut last_err = None;
         for _ in 0..LOAD_ATTEMPTS {
@@ -100,56 +131,85 @@ impl Snapshot {
 
     fn try_load(dir: &Path, abi_tag: &str) -> Result<Snapshot, LoadError> {
         let index_path = dir.join(INDEX_FILE);
-        let (index, identity) = match open_index(&index_path, abi_tag) {
+        let (head, identity) = match open_index(&index_path, abi_tag) {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(Snapshot::empty()),
             Err(e) => return Err(e),
         };
-        let generation = index.header().generation;
-        let pack_len = index.header().pack_len;
-        let pack_path = dir.join(pack_file_name(generation));
-        let pack = match map_committed_pack(&pack_path, generation, pack_len, abi_tag) {
-            Ok(pack) => pack,
-            Err(LoadError::Format { path, source, .. }) => {
-                return Err(LoadError::Format {
-                    path,
-                    source,
-                    identity: Some(identity),
-                });
-            }
-            Err(e) => return Err(e),
+        let with_identity = |e: LoadError| match e {
+            LoadError::Format { path, source, .. } => LoadError::Format {
+                path,
+                source,
+                identity: Some(identity),
+            },
+            other => other,
         };
-        let checked = (0..index.header().count)
-            .map(|_| AtomicU8::new(UNCHECKED))
-            .collect();
+        let fields = head.header().fields;
+        let base = match fields.base {
+            Some(reference) => Some(
+                open_base(dir, &reference, fields.generation, abi_tag).map_err(with_identity)?,
+            ),
+            None => None,
+        };
+        let pack_path = dir.join(pack_file_name(fields.generation));
+        let pack = map_committed_pack(&pack_path, fields.generation, fields.pack_len, abi_tag)
+            .map_err(with_identity)?;
         Ok(Snapshot {
-            index: Some(index),
+            head: Some(Table::new(head)),
+            base: base.map(Table::new),
             pack: Some(pack),
             identity: Some(identity),
             damage: None,
-            checked,
         })
     }
 
-    /// The mapped index, if there is one.
-    pub(crate) fn index(&self) -> Option<&CheckedIndex<Mmap>> {
-        self.index.as_ref()
+    /// The published index, if there is one.
+    pub(crate) fn head(&self) -> Option<&Table> {
+        self.head.as_ref()
+    }
+
+    /// The base the published index extends, if it is a delta.
+    pub(crate) fn base(&self) -> Option<&Table> {
+        self.base.as_ref()
     }
 
     /// The pack generation, 0 if there is no index.
     pub(crate) fn generation(&self) -> u64 {
-        self.index.as_ref().map_or(0, |i| i.header().generation)
+        self.head
+            .as_ref()
+            .map_or(0, |t| t.index.header().fields.generation)
     }
 
-    /// Every entry's record, `None` where a record is damaged.
-    pub(crate) fn records(&self) -> impl Iterator<Item = Option<&ArchivedEntryRecord>> {
-        let count = self.index.as_ref().map_or(0, |i| i.header().count);
-        (0..count).map(|i| self.record(i))
+    /// Every live entry's position and record (`None` where a record is damaged): the
+    /// published index's rows, then the base's rows it does not shadow.
+    pub(crate) fn records(
+        &self,
+    ) -> impl Iterator<Item = (EntryAt, Option<&ArchivedEntryRecord>)> + '_ {
+        let head_rows = self.head.as_ref().map_or(0, |t| t.index.header().count);
+        let base_rows = self.base.as_ref().map_or(0, |t| t.index.header().count);
+        let head = (0..head_rows).map(EntryAt::Head);
+        let base = (0..base_rows).map(EntryAt::Base).filter(|at| {
+            let EntryAt::Base(i) = *at else { return true };
+            let base = self.base.as_ref().expect("rows imply a base");
+            let key = format::index_row(base.index.file(), base.index.header(), i).key;
+            self.head
+                .as_ref()
+                .is_none_or(|h| h.index.find(&key).is_none())
+        });
+        head.chain(base).map(|at| (at, self.record(at)))
     }
 
-    /// Entry `i`'s record, if it passes its checks.
-    pub(crate) fn record(&self, i: usize) -> Option<&ArchivedEntryRecord> {
-        self.index.as_ref()?.record(i)
+    fn table(&self, at: EntryAt) -> Option<(&Table, usize)> {
+        match at {
+            EntryAt::Head(i) => Some((self.head.as_ref()?, i)),
+            EntryAt::Base(i) => Some((self.base.as_ref()?, i)),
+        }
+    }
+
+    /// The record at `at`, if it passes its checks.
+    pub(crate) fn record(&self, at: EntryAt) -> Option<&ArchivedEntryRecord> {
+        let (table, i) = self.table(at)?;
+        table.index.record(i)
     }
 
     /// The committed bytes of the pack.
@@ -170,28 +230,36 @@ impl Snapshot {
         self.damage.as_ref()
     }
 
-    /// The index file's length, 0 if there is none.
+    /// The index files' lengths (the published one and its base), 0 if there is none.
     pub(crate) fn index_len(&self) -> u64 {
-        self.index.as_ref().map_or(0, |i| i.file_len() as u64)
+        [self.head.as_ref(), self.base.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.index.file_len() as u64)
+            .sum()
     }
 
-    /// Finds `key`.
+    /// Finds `key`: in the published index first, whose rows shadow the base's.
     pub(crate) fn find(&self, key: &[u8; 16]) -> Found<'_> {
-        let Some(index) = self.index.as_ref() else {
-            return Found::Absent;
-        };
-        match index.find(key) {
-            None => Found::Absent,
-            Some(i) => match index.record(i) {
-                Some(record) => Found::Entry(i, record),
-                None => Found::Damaged,
-            },
+        for (table, at) in [
+            (self.head.as_ref(), EntryAt::Head as fn(usize) -> EntryAt),
+            (self.base.as_ref(), EntryAt::Base),
+        ] {
+            let Some(table) = table else { continue };
+            if let Some(i) = table.index.find(key) {
+                return match table.index.record(i) {
+                    Some(record) => Found::Entry(at(i), record),
+                    None => Found::Damaged,
+                };
+            }
         }
+        Found::Absent
     }
 
-    /// Whether every segment of entry `i` passes its checksum; checked once per snapshot.
-    pub(crate) fn segments_intact(&self, i: usize, entry: &ArchivedEntryRecord) -> bool {
-        let Some(state) = self.checked.get(i) else {
+    /// Whether every segment of the entry at `at` passes its checksum; checked once per
+    /// snapshot.
+    pub(crate) fn segments_intact(&self, at: EntryAt, entry: &ArchivedEntryRecord) -> bool {
+        let Some(state) = self.table(at).and_then(|(t, i)| t.checked.get(i)) else {
             return false;
         };
         match state.load(Ordering::Acquire) {
@@ -226,10 +294,30 @@ impl Snapshot {
     }
 }
 
+/// Opens `base-<id>` and checks it is the full index `reference` names.
+pub(crate) fn open_base(
+    dir: &Path,
+    reference: &BaseRef,
+    generation: u64,
+    abi_tag: &str,
+) -> Result<CheckedIndex<Mmap>, LoadError> {
+    let path = dir.join(base_file_name(reference.id));
+    let (base, _) =
+        open_index(&path, abi_tag)?.ok_or_else(|| LoadError::PackVanished(path.clone()))?;
+    if !format::base_matches(base.header(), base.file_len(), reference, generation) {
+        return Err(LoadError::Format {
+            path,
+            source: FormatError::Malformed("not the base the index names".into()),
+            identity: None,
+        });
+    }
+    Ok(base)
+}
+
 /// A cache file that was rejected when a snapshot was loaded.
 #[derive(Debug, Clone)]
 pub(crate) struct Damage {
-    /// The index or the pack.
+    /// The index, its base or the pack.
     pub(crate) path: PathBuf,
     /// What was wrong with it.
     pub(crate) source: FormatError,
@@ -248,7 +336,7 @@ pub(crate) enum Found<'s> {
     /// A row, but its record fails its checks.
     Damaged,
     /// The entry at this position.
-    Entry(usize, &'s ArchivedEntryRecord),
+    Entry(EntryAt, &'s ArchivedEntryRecord),
 }
 
 pub(crate) enum LoadError {

@@ -1,26 +1,34 @@
 //! The writer: the advisory lock, appending segments, and publishing a new index.
 //!
 //! Every change happens under an exclusive `flock(2)` on the `lock` file (`File::try_lock`),
-//! in this order: read the published index, append segments to the pack, write the new index
-//! to a temp file, `rename` it over `index`. A crash at any point leaves either the old index
-//! (the appended bytes are a dead tail) or the new one, each pointing at committed bytes only.
+//! in this order: map the published index, append segments to the pack, write the new index
+//! (a delta over a base, or a full one; see `format`) to a temp file, `rename` it over
+//! `index`. A crash at any point leaves either the old index (the appended bytes are a dead
+//! tail, a linked base unreferenced) or the new one, each pointing at committed bytes only.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use memmap2::Mmap;
+
 use crate::entry::NewEntry;
 use crate::error::{Error, Result};
-use crate::files::{INDEX_FILE, LOCK_FILE, TEMP_PREFIX, pack_file_name, parse_pack_name};
+use crate::files::{
+    INDEX_FILE, LOCK_FILE, TEMP_PREFIX, base_file_name, pack_file_name, parse_base_name,
+    parse_pack_name,
+};
 use crate::format::{
-    self, EntryRecord, IndexBody, InputRecord, PACK_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentKind,
-    SegmentRef,
+    self, ArchivedEntryRecord, BaseRef, EntryRecord, IndexEncoder, IndexFields, InputRecord,
+    PACK_HEADER_LEN, SegmentKind, SegmentRef,
 };
 use crate::fsys;
 use crate::key::Key;
 use crate::options::Durability;
 use crate::snapshot::{self, LoadError};
+use crate::unsafe_io::CheckedIndex;
 
 /// The exclusive writer lock, released on drop (closing the descriptor releases the flock).
 pub(crate) struct WriterLock {
@@ -59,82 +67,184 @@ pub(crate) struct PreparedEntry<'e, 'a> {
     pub(crate) recorded_at_ns: i64,
 }
 
-/// What a writer knows under the lock: the published index, owned, and the pack's real size.
+/// The published index a writer found: mapped, never decoded whole.
+struct Published {
+    head: CheckedIndex<Mmap>,
+    base: Option<(BaseRef, CheckedIndex<Mmap>)>,
+}
+
+/// Where a row of the next index comes from: copied from a published file, or new.
+#[derive(Clone, Copy)]
+enum RowSource<'a> {
+    Copy(&'a CheckedIndex<Mmap>, usize),
+    New(&'a EntryRecord),
+}
+
+impl RowSource<'_> {
+    fn key(&self) -> [u8; 16] {
+        match self {
+            RowSource::Copy(index, i) => format::index_row(index.file(), index.header(), *i).key,
+            RowSource::New(record) => record.key,
+        }
+    }
+}
+
+/// Merges two key-sorted row lists; on equal keys `newer` wins.
+fn merge_rows<'a>(older: Vec<RowSource<'a>>, newer: Vec<RowSource<'a>>) -> Vec<RowSource<'a>> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let (mut a, mut b) = (older.into_iter().peekable(), newer.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.key().cmp(&y.key()) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    a.next();
+                    b.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
+}
+
+fn all_rows(index: &CheckedIndex<Mmap>) -> Vec<RowSource<'_>> {
+    (0..index.header().count)
+        .map(|i| RowSource::Copy(index, i))
+        .collect()
+}
+
+/// Below this many rows a full index is rewritten whole rather than split into a base and a
+/// delta: a third file costs a reader more than rewriting a few records costs a writer.
+const SMALL_INDEX: usize = 64;
+
+/// What a writer knows under the lock: the published index (mapped), what this write adds,
+/// and the pack's real size.
 pub(crate) struct WriteState {
     pub(crate) dir: PathBuf,
     pub(crate) abi_tag: &'static str,
-    pub(crate) body: IndexBody,
-    /// Bytes in the pack file, including any torn tail past `body.pack_len`.
+    published: Option<Published>,
+    /// What the next publication's header says; kept current as entries are added.
+    pub(crate) fields: IndexFields,
+    /// Records this write adds, by key; each replaces any published entry of its key.
+    added: BTreeMap<[u8; 16], EntryRecord>,
+    /// Some: the next publication is a full index of exactly these entries (compaction,
+    /// clear) instead of the published index plus `added`.
+    rewrite: Option<Vec<EntryRecord>>,
+    /// Bytes in the pack file, including any torn tail past `fields.pack_len`.
     pub(crate) pack_file_len: u64,
-    /// Index records dropped when the published index was read because they failed their
-    /// checks; compaction reports them as corrupt.
+    /// Index records found damaged by [`WriteState::all_entries`]; compaction reports them.
     pub(crate) dropped_damaged: u64,
     /// The generation and committed pack length as published when the lock was taken: what
     /// a failed write rolls the pack back to.
-    published: (u64, u64),
+    rollback_to: (u64, u64),
+    /// A base file this write linked but has not published yet (removed on roll-back).
+    linked: Option<PathBuf>,
+}
+
+/// What a publication changed that the caller sweeps after.
+pub(crate) struct Publication {
+    /// The base the new index names, if any: every other `base-*` file is unreferenced.
+    pub(crate) base_id: Option<u64>,
+    /// Whether that differs from before.
+    pub(crate) base_changed: bool,
 }
 
 impl WriteState {
-    /// Reads the published index. A missing, damaged or foreign index, or a pack that does not
-    /// match it, starts a new, empty generation: the cache is rebuilt, never trusted.
+    /// Reads the published index (and its base), mapped. A missing, damaged or foreign index,
+    /// base or pack starts a new, empty generation: the cache is rebuilt, never trusted.
     pub(crate) fn load(dir: &Path, abi_tag: &'static str) -> Result<WriteState> {
-        let index_path = dir.join(INDEX_FILE);
-        let found = match snapshot::open_index(&index_path, abi_tag) {
-            Ok(found) => found,
+        match Self::load_published(dir, abi_tag) {
+            Ok(Some((published, pack_file_len))) => {
+                let fields = published.head.header().fields;
+                return Ok(WriteState {
+                    dir: dir.to_path_buf(),
+                    abi_tag,
+                    published: Some(published),
+                    fields,
+                    added: BTreeMap::new(),
+                    rewrite: None,
+                    pack_file_len,
+                    dropped_damaged: 0,
+                    rollback_to: (fields.generation, fields.pack_len),
+                    linked: None,
+                });
+            }
+            Ok(None) => {}
             Err(LoadError::Io(e)) => return Err(e),
-            Err(e) => {
-                log::warn!("bytecode-pack: rebuilding: {}", Error::from(e));
-                None
-            }
-        };
-        if let Some((index, _)) = found {
-            // Every record is validated here: writers never read an index in place.
-            match format::decode_index(index.file(), abi_tag) {
-                Ok((body, dropped)) => {
-                    if dropped > 0 {
-                        log::warn!(
-                            "bytecode-pack: {}: dropping {dropped} damaged index records",
-                            index_path.display()
-                        );
-                    }
-                    match pack_len_on_disk(dir, &body, abi_tag) {
-                        Ok(pack_file_len) => {
-                            return Ok(WriteState {
-                                dir: dir.to_path_buf(),
-                                abi_tag,
-                                published: (body.generation, body.pack_len),
-                                body,
-                                pack_file_len,
-                                dropped_damaged: dropped as u64,
-                            });
-                        }
-                        Err(e) => log::warn!("bytecode-pack: rebuilding: {e}"),
-                    }
-                }
-                Err(e) => log::warn!("bytecode-pack: rebuilding: {}: {e}", index_path.display()),
-            }
+            Err(e) => log::warn!("bytecode-pack: rebuilding: {}", Error::from(e)),
         }
-        let generation = next_generation(dir)?;
+        let (generation, max_base) = highest_names(dir)?;
         Ok(WriteState {
             dir: dir.to_path_buf(),
             abi_tag,
-            body: IndexBody {
-                generation,
-                ..IndexBody::default()
+            published: None,
+            fields: IndexFields {
+                generation: generation + 1,
+                // Above every base id present, so a new base never takes a leftover's name.
+                next_seq: max_base + 1,
+                ..IndexFields::default()
             },
+            added: BTreeMap::new(),
+            rewrite: None,
             pack_file_len: 0,
             dropped_damaged: 0,
             // Nothing of this generation is published: a failed write removes its pack.
-            published: (generation, 0),
+            rollback_to: (generation + 1, 0),
+            linked: None,
         })
+    }
+
+    fn load_published(
+        dir: &Path,
+        abi_tag: &'static str,
+    ) -> Result<Option<(Published, u64)>, LoadError> {
+        let Some((head, _)) = snapshot::open_index(&dir.join(INDEX_FILE), abi_tag)? else {
+            return Ok(None);
+        };
+        let fields = head.header().fields;
+        let base = match fields.base {
+            Some(reference) => Some((
+                reference,
+                snapshot::open_base(dir, &reference, fields.generation, abi_tag)?,
+            )),
+            None => None,
+        };
+        let path = dir.join(pack_file_name(fields.generation));
+        // Mapping checks the header and the committed length in one place shared with readers.
+        snapshot::map_committed_pack(&path, fields.generation, fields.pack_len, abi_tag)?;
+        let pack_file_len = std::fs::symlink_metadata(&path)
+            .map_err(|e| LoadError::Io(Error::io(&path)(e)))?
+            .len();
+        Ok(Some((Published { head, base }, pack_file_len)))
+    }
+
+    /// The published record of `key`: `Some(None)` if its row is there but damaged.
+    fn published_record(&self, key: &[u8; 16]) -> Option<Option<&ArchivedEntryRecord>> {
+        let published = self.published.as_ref()?;
+        let tables = std::iter::once(&published.head).chain(published.base.as_ref().map(|b| &b.1));
+        for index in tables {
+            if let Some(i) = index.find(key) {
+                return Some(index.record(i));
+            }
+        }
+        None
     }
 
     /// Undoes the appends of a write that failed before it was published: the pack goes back
     /// to its published length (a torn tail costs space until the next compaction otherwise,
-    /// and a failing write repeated could fill the disk). Readers map at most that length, so
-    /// they are not disturbed. A pack of a generation nobody published is removed.
+    /// and a failing write repeated could fill the disk), and a base it linked is removed.
+    /// Readers map at most that length and never an unpublished base, so they are not
+    /// disturbed. A pack of a generation nobody published is removed.
     pub(crate) fn roll_back(&self) {
-        let (generation, committed) = self.published;
+        if let Some(linked) = &self.linked {
+            let _ = std::fs::remove_file(linked);
+        }
+        let (generation, committed) = self.rollback_to;
         let path = self.dir.join(pack_file_name(generation));
         let result = if committed < PACK_HEADER_LEN {
             match std::fs::symlink_metadata(&path) {
@@ -158,7 +268,7 @@ impl WriteState {
     }
 
     fn pack_path(&self) -> PathBuf {
-        self.dir.join(pack_file_name(self.body.generation))
+        self.dir.join(pack_file_name(self.fields.generation))
     }
 
     /// Appends entries' segments to the pack in one write and records them, replacing any
@@ -171,17 +281,7 @@ impl WriteState {
         let path = self.pack_path();
         let mut file = self.open_pack_for_append(&path)?;
         let start = file.seek(SeekFrom::End(0)).map_err(Error::io(&path))?;
-        let kinds = [
-            SegmentKind::Bytecode,
-            SegmentKind::SourceMap,
-            SegmentKind::Aux,
-        ];
-        let total: usize = entries
-            .iter()
-            .flat_map(|p| p.entry.payloads())
-            .flatten()
-            .map(|p| p.len() + SEGMENT_HEADER_LEN as usize)
-            .sum();
+        let total: usize = entries.iter().map(|p| p.entry.stored_len() as usize).sum();
         let mut buf = Vec::with_capacity(total);
         let mut records = Vec::with_capacity(entries.len());
         for PreparedEntry {
@@ -192,7 +292,11 @@ impl WriteState {
         } in entries
         {
             let mut refs = [None; 3];
-            for ((kind, payload), slot) in kinds.into_iter().zip(entry.payloads()).zip(&mut refs) {
+            for ((kind, payload), slot) in SegmentKind::ALL
+                .into_iter()
+                .zip(entry.payloads())
+                .zip(&mut refs)
+            {
                 let Some(payload) = payload else { continue };
                 buf.extend_from_slice(&format::encode_segment_header(
                     kind,
@@ -226,38 +330,101 @@ impl WriteState {
         }
         crate::faults::crash_point("append:written");
         self.pack_file_len = start + buf.len() as u64;
-        self.body.pack_len = self.pack_file_len;
-        for record in &mut records {
-            record.seq = self.body.next_seq;
-            self.body.next_seq += 1;
-        }
-        if let [record] = &mut records[..] {
-            let record = record.clone();
-            match self.body.position(&record.key) {
-                Ok(i) => self.body.entries[i] = record,
-                Err(i) => self.body.entries.insert(i, record),
-            }
-        } else {
-            // A batch: one stable sort, then the latest record of each key wins.
-            let mut all = std::mem::take(&mut self.body.entries);
-            all.extend(records);
-            all.sort_by_key(|e| e.key);
-            let mut merged: Vec<EntryRecord> = Vec::with_capacity(all.len());
-            for record in all {
-                match merged.last_mut() {
-                    Some(last) if last.key == record.key => *last = record,
-                    _ => merged.push(record),
-                }
-            }
-            self.body.entries = merged;
+        self.fields.pack_len = self.pack_file_len;
+        for mut record in records {
+            record.seq = self.fields.next_seq;
+            self.fields.next_seq += 1;
+            self.add(record);
         }
         Ok(())
+    }
+
+    /// Adds `record` to what this write publishes, keeping the live totals current: it
+    /// replaces whatever is stored under its key.
+    fn add(&mut self, record: EntryRecord) {
+        let replaced = match self.added.get(&record.key) {
+            Some(earlier) => Some(Some(earlier.stored_len())),
+            None => self.published_record(&record.key).map(|found| {
+                found.map(|r| {
+                    format::archived_segments(r)
+                        .map(|(_, s)| SegmentRef::from(s).stored_len())
+                        .sum()
+                })
+            }),
+        };
+        match replaced {
+            // A damaged record's size is unknown: compaction recounts.
+            Some(old) => {
+                self.fields.live_bytes = self.fields.live_bytes.saturating_sub(old.unwrap_or(0))
+            }
+            None => self.fields.live_entries += 1,
+        }
+        self.fields.live_bytes += record.stored_len();
+        self.added.insert(record.key, record);
+    }
+
+    /// Every entry, published or added by this write, decoded and validated (for compaction):
+    /// the published index's rows shadow its base's, added ones shadow both. Damaged records
+    /// are dropped and counted in `dropped_damaged`.
+    pub(crate) fn all_entries(&mut self) -> Vec<EntryRecord> {
+        let mut all: BTreeMap<[u8; 16], EntryRecord> = BTreeMap::new();
+        let mut dropped = 0;
+        if let Some(published) = &self.published {
+            let tables = published
+                .base
+                .as_ref()
+                .map(|b| &b.1)
+                .into_iter()
+                .chain([&published.head]);
+            for index in tables {
+                let (file, header) = (index.file(), index.header());
+                for i in 0..header.count {
+                    match format::decode_record(file, header, i) {
+                        Ok(entry) => {
+                            all.insert(entry.key, entry);
+                        }
+                        Err(_) => {
+                            // A damaged row in the delta also hides the base's entry of its
+                            // key, as it does for readers.
+                            all.remove(&format::index_row(file, header, i).key);
+                            dropped += 1;
+                        }
+                    }
+                }
+            }
+        }
+        all.extend(std::mem::take(&mut self.added));
+        self.dropped_damaged = dropped;
+        all.into_values().collect()
+    }
+
+    /// Makes the next publication a full index of exactly `entries` in `generation`, whose
+    /// pack is `pack_len` long.
+    pub(crate) fn replace_all(
+        &mut self,
+        mut entries: Vec<EntryRecord>,
+        generation: u64,
+        pack_len: u64,
+    ) {
+        entries.sort_by_key(|e| e.key);
+        self.added.clear();
+        self.fields.generation = generation;
+        self.fields.pack_len = pack_len;
+        self.fields.base = None;
+        self.fields.live_entries = entries.len() as u64;
+        self.fields.live_bytes = if pack_len >= PACK_HEADER_LEN {
+            PACK_HEADER_LEN + entries.iter().map(EntryRecord::stored_len).sum::<u64>()
+        } else {
+            0
+        };
+        self.pack_file_len = pack_len;
+        self.rewrite = Some(entries);
     }
 
     /// Opens the current generation's pack, creating it (with its header) if this generation
     /// has none yet.
     fn open_pack_for_append(&mut self, path: &Path) -> Result<File> {
-        if self.body.pack_len >= PACK_HEADER_LEN {
+        if self.fields.pack_len >= PACK_HEADER_LEN {
             return fsys::open_write(path, false).map_err(Error::io(path));
         }
         let mut file = match fsys::create_new(path) {
@@ -269,33 +436,137 @@ impl WriteState {
             other => other,
         }
         .map_err(Error::io(path))?;
-        let header = format::encode_pack_header(self.body.generation, self.abi_tag);
+        let header = format::encode_pack_header(self.fields.generation, self.abi_tag);
         file.write_all(&header).map_err(Error::io(path))?;
-        self.body.pack_len = PACK_HEADER_LEN;
+        self.fields.pack_len = PACK_HEADER_LEN;
+        self.fields.live_bytes = self.fields.live_bytes.max(PACK_HEADER_LEN);
         self.pack_file_len = PACK_HEADER_LEN;
         Ok(file)
     }
 
-    /// Makes the current body the published index: `temp` (from [`index_temp`]), then
-    /// `rename`.
+    /// Makes the new state the published index: `temp` (from [`index_temp`]), then `rename`.
+    ///
+    /// Without a full rewrite, only what changed is written: a small index is rewritten
+    /// whole; a large full index is hard-linked to `base-<id>` and the new index is a delta
+    /// holding just the added entries; a delta grows until [`format::merge_threshold`] of its
+    /// base, then both are merged into one full index. Records are copied byte for byte.
     pub(crate) fn publish(
         &mut self,
         temp: tempfile::NamedTempFile,
         durability: Durability,
-    ) -> Result<()> {
-        if self.body.pack_len < PACK_HEADER_LEN {
+    ) -> Result<Publication> {
+        if self.fields.pack_len < PACK_HEADER_LEN {
             // An empty generation still gets its pack, so readers always find one.
             let path = self.pack_path();
             drop(self.open_pack_for_append(&path)?);
         }
-        let index_path = self.dir.join(INDEX_FILE);
-        let bytes =
-            format::encode_index(&self.body, self.abi_tag).map_err(|source| Error::Format {
-                path: index_path.clone(),
-                source,
-            })?;
-        write_atomically(&self.dir, temp, INDEX_FILE, &bytes, durability)
+        let before = self.fields.base.map(|b| b.id);
+        let bytes = self.encode_next()?;
+        write_atomically(&self.dir, temp, INDEX_FILE, &bytes, durability)?;
+        self.linked = None;
+        let base_id = self.fields.base.map(|b| b.id);
+        Ok(Publication {
+            base_id,
+            base_changed: base_id != before,
+        })
     }
+
+    /// The bytes of the next index, choosing full or delta (see [`WriteState::publish`]).
+    fn encode_next(&mut self) -> Result<Vec<u8>> {
+        let index_path = self.dir.join(INDEX_FILE);
+        let too_large = |source| Error::Format {
+            path: index_path.clone(),
+            source,
+        };
+        if let Some(entries) = &self.rewrite {
+            let mut encoder = IndexEncoder::with_capacity(entries.len(), entries.len() * 256);
+            for entry in entries {
+                encoder.push_record(entry).map_err(too_large)?;
+            }
+            return Ok(encoder.finish(&self.fields, self.abi_tag));
+        }
+        let added: Vec<RowSource<'_>> = self.added.values().map(RowSource::New).collect();
+        let (rows, base) = match &self.published {
+            None => (added, None),
+            Some(Published { head, base: None }) => {
+                if head.header().count + added.len() <= SMALL_INDEX {
+                    (merge_rows(all_rows(head), added), None)
+                } else {
+                    match link_as_base(&self.dir, self.fields.next_seq, head) {
+                        Ok((reference, path)) => {
+                            self.linked = Some(path);
+                            self.fields.next_seq += 1;
+                            (added, Some(reference))
+                        }
+                        Err(e) => {
+                            log::debug!("bytecode-pack: writing a full index: {e}");
+                            (merge_rows(all_rows(head), added), None)
+                        }
+                    }
+                }
+            }
+            Some(Published {
+                head,
+                base: Some((reference, base)),
+            }) => {
+                let delta = merge_rows(all_rows(head), added);
+                if delta.len() > format::merge_threshold(base.header().count) {
+                    crate::faults::crash_point("merge:start");
+                    (merge_rows(all_rows(base), delta), None)
+                } else {
+                    (delta, Some(*reference))
+                }
+            }
+        };
+        let mut encoder = IndexEncoder::with_capacity(rows.len(), rows.len() * 256);
+        let mut last_key = None;
+        for row in rows {
+            // A damaged table may be out of order; what breaks the order is dropped (readers
+            // could not have found it by search either).
+            let key = row.key();
+            if last_key.is_some_and(|last| last >= key) {
+                continue;
+            }
+            last_key = Some(key);
+            match row {
+                RowSource::New(record) => encoder.push_record(record).map_err(too_large)?,
+                RowSource::Copy(index, i) => {
+                    // A row whose span is out of bounds cannot be copied: its entry is lost,
+                    // as it already was for readers.
+                    if let Ok((row, bytes)) =
+                        format::index_record_span(index.file(), index.header(), i)
+                    {
+                        encoder
+                            .push_bytes(&row.key, bytes, row.checksum)
+                            .map_err(too_large)?;
+                    }
+                }
+            }
+        }
+        self.fields.base = base;
+        Ok(encoder.finish(&self.fields, self.abi_tag))
+    }
+}
+
+/// Gives the published full index (`head`, mapped from `dir/index`) a second name,
+/// `base-<id>`, so the next index can be a delta over it.
+fn link_as_base(dir: &Path, id: u64, head: &CheckedIndex<Mmap>) -> io::Result<(BaseRef, PathBuf)> {
+    let path = dir.join(base_file_name(id));
+    match std::fs::hard_link(dir.join(INDEX_FILE), &path) {
+        // A leftover of a writer that crashed before publishing it: nobody reads it.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&path)?;
+            std::fs::hard_link(dir.join(INDEX_FILE), &path)?;
+        }
+        other => other?,
+    }
+    crate::faults::crash_point("publish:linked");
+    let reference = BaseRef {
+        id,
+        len: head.file_len() as u64,
+        checksum: head.header().checksum,
+    };
+    Ok((reference, path))
 }
 
 /// Creates the temp file a write publishes its index through. Taken before anything is
@@ -331,35 +602,30 @@ fn write_atomically(
     Ok(())
 }
 
-/// The pack's on-disk length, after checking it exists, is long enough and has the right
-/// header.
-fn pack_len_on_disk(dir: &Path, body: &IndexBody, abi_tag: &str) -> Result<u64> {
-    let path = dir.join(pack_file_name(body.generation));
-    // Mapping checks the header and the committed length in one place shared with readers.
-    snapshot::map_committed_pack(&path, body.generation, body.pack_len, abi_tag)
-        .map_err(Error::from)?;
-    Ok(std::fs::symlink_metadata(&path)
-        .map_err(Error::io(&path))?
-        .len())
-}
-
-/// One more than the highest generation present, so a rebuilt cache never reuses the name
-/// of a pack some reader may still map.
-fn next_generation(dir: &Path) -> Result<u64> {
-    let mut max = 0;
+/// The highest pack generation and base id present (0 if none), so a rebuilt cache never
+/// reuses the name of a file some reader may still map.
+fn highest_names(dir: &Path) -> Result<(u64, u64)> {
+    let (mut generation, mut base) = (0, 0);
     for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
         let entry = entry.map_err(Error::io(dir))?;
-        if let Some(g) = entry.file_name().to_str().and_then(parse_pack_name) {
-            max = max.max(g);
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if let Some(g) = parse_pack_name(&name) {
+            generation = generation.max(g);
+        }
+        if let Some(id) = parse_base_name(&name) {
+            base = base.max(id);
         }
     }
-    Ok(max + 1)
+    Ok((generation, base))
 }
 
-/// Removes leftovers under the lock: temp files of crashed writers and packs of other
-/// generations. Mappings of removed packs stay valid for the readers that hold them.
-/// Failures are logged, not returned: a leftover only costs space.
-pub(crate) fn sweep(dir: &Path, keep_generation: u64) -> u64 {
+/// Removes leftovers under the lock: temp files of crashed writers, packs of other
+/// generations and bases the published index does not name. Mappings of removed files stay
+/// valid for the readers that hold them. Failures are logged, not returned: a leftover only
+/// costs space.
+pub(crate) fn sweep(dir: &Path, keep_generation: u64, keep_base: Option<u64>) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -368,7 +634,8 @@ pub(crate) fn sweep(dir: &Path, keep_generation: u64) -> u64 {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let stale = name.starts_with(TEMP_PREFIX)
-            || parse_pack_name(name).is_some_and(|g| g != keep_generation);
+            || parse_pack_name(name).is_some_and(|g| g != keep_generation)
+            || parse_base_name(name).is_some_and(|id| Some(id) != keep_base);
         if !stale {
             continue;
         }

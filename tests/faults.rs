@@ -42,14 +42,24 @@ fn child() {
                 .unwrap()
         }
         "compact" => drop(cache.compact().unwrap()),
+        // Enough single puts to split the index and merge the delta back.
+        "fill" => {
+            for i in 2000..2100 {
+                cache
+                    .put(&key(i), &NewEntry::new("m", &payload(i)))
+                    .unwrap();
+            }
+        }
         "clear" => cache.clear().unwrap(),
         other => panic!("unknown role {other}"),
     }
 }
 
+/// 80 entries, 20 of them superseded once, then compacted: a full index past the small-index
+/// size, so the next put splits it into a base and a delta.
 fn populate(root: &Path) {
     let cache = Cache::open(root).unwrap();
-    for i in 0..40 {
+    for i in 0..ENTRIES {
         cache
             .put(&key(i), &NewEntry::new("m", &payload(i)))
             .unwrap();
@@ -60,7 +70,10 @@ fn populate(root: &Path) {
             .put(&key(i), &NewEntry::new("m", &payload(i)))
             .unwrap();
     }
+    cache.compact().unwrap();
 }
+
+const ENTRIES: u32 = 80;
 
 fn run_child(root: &Path, role: &str, crash_at: &str) -> std::process::ExitStatus {
     Command::new(std::env::current_exe().unwrap())
@@ -77,7 +90,7 @@ fn run_child(root: &Path, role: &str, crash_at: &str) -> std::process::ExitStatu
 #[test]
 fn every_crash_point_leaves_a_cache_that_serves_what_was_acknowledged() {
     let mut crashes = 0;
-    for role in ["put", "put_many", "compact", "clear"] {
+    for role in ["put", "put_many", "fill", "compact", "clear"] {
         for point in CRASH_POINTS {
             let tmp = tempfile::tempdir().unwrap();
             let root = tmp.path().join("cache");
@@ -102,7 +115,7 @@ fn every_crash_point_leaves_a_cache_that_serves_what_was_acknowledged() {
 
             // Every acknowledged entry is there, exact; a cleared cache only if clear finished.
             let cleared = role == "clear" && (!crashed || *point == "publish:renamed");
-            for i in 0..40 {
+            for i in 0..ENTRIES {
                 match cache.get(&key(i)) {
                     Some(hit) => assert_eq!(hit.bytecode(), &payload(i)[..], "{role}@{point}: {i}"),
                     None => assert!(cleared, "{role}@{point}: acknowledged entry {i} lost"),
@@ -132,6 +145,17 @@ fn every_crash_point_leaves_a_cache_that_serves_what_was_acknowledged() {
                 })
                 .count();
             assert!(packs <= 2, "{role}@{point}: {packs} packs");
+            let bases = std::fs::read_dir(root.join(abi_tag()))
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("base-")
+                })
+                .count();
+            assert!(bases <= 1, "{role}@{point}: {bases} bases");
         }
     }
     // Each role passes most points: the test must really have crashed processes.

@@ -280,11 +280,11 @@ fn rewrite_row(path: &Path, row: usize, change: impl FnOnce(&mut [u8])) {
     use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
     let mut file = fs::read(path).unwrap();
     let count = u32::from_le_bytes(file[64..68].try_into().unwrap()) as usize;
-    let at = 96 + row * 32;
+    let at = 128 + row * 32;
     change(&mut file[at..at + 32]);
     let offset = u32::from_le_bytes(file[at + 16..at + 20].try_into().unwrap()) as usize;
     let len = u32::from_le_bytes(file[at + 20..at + 24].try_into().unwrap()) as usize;
-    let start = 96 + count * 32 + offset;
+    let start = 128 + count * 32 + offset;
     let key: [u8; 16] = file[at..at + 16].try_into().unwrap();
     let sum = xxh3_64_with_seed(&file[start..start + len], xxh3_64(&key));
     file[at + 24..at + 32].copy_from_slice(&sum.to_le_bytes());

@@ -161,9 +161,9 @@ impl Cache {
         }
         let count = prepared.len() as u64;
         let compacted = self.write(|state| {
-            let first_new_seq = state.body.next_seq;
+            let first_new_seq = state.fields.next_seq;
             state.append_many(prepared, options.durability)?;
-            if options.wants_compaction(state.pack_file_len, state.body.live_bytes()) {
+            if options.wants_compaction(state.pack_file_len, state.fields.live_bytes) {
                 // The new entries are appended but unpublished: compaction carries them over,
                 // and never evicts them.
                 compact::compact(state, options, Some(first_new_seq))?;
@@ -211,10 +211,8 @@ impl Cache {
             return Ok(());
         }
         self.write(|state| {
-            state.body.entries.clear();
-            state.body.generation += 1;
-            state.body.pack_len = 0;
-            state.pack_file_len = 0;
+            let generation = state.fields.generation + 1;
+            state.replace_all(Vec::new(), generation, 0);
             Ok(())
         })
     }
@@ -247,17 +245,17 @@ impl Cache {
         let _lock = writer::lock(dir, started, deadline)?;
         crate::faults::crash_point("write:locked");
         let mut state = WriteState::load(dir, abi_tag())?;
-        let generation_before = state.body.generation;
+        let generation_before = state.fields.generation;
         let first_write = !inner.swept.load(Ordering::Relaxed);
         if first_write {
             crate::maintenance::mark_cache_dir(dir);
         }
         let out = index_temp(dir).and_then(|temp| {
             let out = change(&mut state)?;
-            state.publish(temp, inner.options.durability)?;
-            Ok(out)
+            let publication = state.publish(temp, inner.options.durability)?;
+            Ok((out, publication))
         });
-        let out = match out {
+        let (out, publication) = match out {
             Ok(out) => out,
             Err(e) => {
                 state.roll_back();
@@ -266,9 +264,9 @@ impl Cache {
         };
         crate::faults::crash_point("publish:renamed");
         inner.swept.store(true, Ordering::Relaxed);
-        let new_generation = state.body.generation != generation_before;
-        if first_write || new_generation {
-            writer::sweep(dir, state.body.generation);
+        let new_generation = state.fields.generation != generation_before;
+        if first_write || new_generation || publication.base_changed {
+            writer::sweep(dir, state.fields.generation, publication.base_id);
         }
         if let (true, Some(age), Some(root)) = (
             new_generation,
@@ -314,7 +312,7 @@ impl Cache {
         let snapshot = self.reload()?;
         Ok(snapshot
             .records()
-            .flatten()
+            .filter_map(|(_, record)| record)
             .map(|e| {
                 let owned = crate::format::SegmentRef::from(&e.bytecode);
                 let stored: u64 = crate::format::archived_segments(e)
@@ -353,7 +351,8 @@ impl Cache {
         let snapshot = self.reload()?;
         let generation = snapshot.generation();
         let (mut entries, mut live_bytes) = (0, 0);
-        for e in snapshot.records().flatten() {
+        for (_, e) in snapshot.records() {
+            let Some(e) = e else { continue };
             entries += 1;
             live_bytes += crate::format::archived_segments(e)
                 .map(|(_, s)| crate::format::SegmentRef::from(s).stored_len())
