@@ -1,11 +1,14 @@
 //! The `bytecode-pack` command-line tool, through the built binary.
 #![cfg(feature = "cli")]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use assert_cmd::Command;
 use bytecode_pack::{Cache, Key, NewEntry, abi_tag};
+use common::age_tree;
 
 fn populated() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
@@ -108,16 +111,7 @@ fn list_sorts_by_name_and_size() {
 fn verify_exits_1_on_damage() {
     let (_tmp, root) = populated();
     assert!(stdout(&root, &["verify"]).trim_end().ends_with("ok"));
-    let pack = std::fs::read_dir(root.join(abi_tag()))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("pack-")
-        })
-        .unwrap();
+    let pack = common::pack_file(&root.join(abi_tag()));
     let mut bytes = std::fs::read(&pack).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -140,16 +134,7 @@ fn verify_exits_1_on_damage() {
 fn damage_is_reported_with_the_file_it_is_in() {
     let (_tmp, root) = populated();
     let dir = root.join(abi_tag());
-    let pack = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("pack-")
-        })
-        .unwrap();
+    let pack = common::pack_file(&dir);
     let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
     let original = std::fs::read(&pack).unwrap();
     // A truncated pack, then a pack with a bad magic: both are the pack's damage, not the
@@ -188,16 +173,6 @@ fn compact_reclaims_and_clear_empties() {
     assert_eq!(json(&root, &["stats"])["dead_bytes"], 0);
     assert!(stdout(&root, &["clear"]).contains("removed 3 entries"));
     assert_eq!(json(&root, &["stats"])["entries"], 0);
-}
-
-fn age_tree(path: &Path, by: Duration) {
-    let t = SystemTime::now() - by;
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            age_tree(&entry.unwrap().path(), by);
-        }
-    }
-    std::fs::File::open(path).unwrap().set_modified(t).unwrap();
 }
 
 #[test]

@@ -3,26 +3,26 @@
 //! Limits and privileges are applied in child processes (this binary re-invoked).
 #![cfg(unix)]
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use bytecode_pack::{Cache, Error, Key, NewEntry, abi_tag};
-
-const ROLE: &str = "BP_ENV_ROLE";
+use common::child::Child;
 
 fn key(i: u32) -> Key {
-    Key::for_source("env", &i.to_le_bytes())
+    common::key("env", i)
 }
 
 /// The child: applies its limit, then reports what get and put did, one line each.
 #[test]
 #[ignore = "entry point for child processes spawned by the other tests"]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some(role) = common::child::role() else {
         return;
     };
-    let root = PathBuf::from(std::env::var("BP_ROOT").unwrap());
+    let root = common::child::path_var("BP_ROOT");
     match role.as_str() {
         "fsize" => {
             let limit = libc::rlimit {
@@ -65,21 +65,13 @@ fn child() {
     println!("pack-growth={}", pack_bytes() - before);
 }
 
+/// Runs the child in `role` on the cache under `root` (as user `uid` for "read-only").
 fn run_child(role: &str, root: &Path, uid: u32) -> String {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["child", "--exact", "--ignored", "--nocapture", "--quiet"])
-        .env(ROLE, role)
+    Child::new(role)
         .env("BP_ROOT", root)
         .env("BP_UID", uid.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+        .run()
+        .expect_success()
 }
 
 fn populated(root: &Path) {

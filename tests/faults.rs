@@ -3,17 +3,17 @@
 //! acknowledged before, is not left locked, takes new writes, and sweeps the debris.
 #![cfg(feature = "fault-injection")]
 
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytecode_pack::faults::CRASH_POINTS;
 use bytecode_pack::{Cache, Key, NewEntry, abi_tag};
-
-const ROLE: &str = "BP_FAULT_ROLE";
+use common::child::Child;
 
 fn key(i: u32) -> Key {
-    Key::for_source("fault", &i.to_le_bytes())
+    common::key("fault", i)
 }
 
 fn payload(i: u32) -> Vec<u8> {
@@ -26,10 +26,10 @@ fn payload(i: u32) -> Vec<u8> {
 #[test]
 #[ignore = "entry point for child processes spawned by the other tests"]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some(role) = common::child::role() else {
         return;
     };
-    let cache = Cache::open(std::env::var("BP_ROOT").unwrap()).unwrap();
+    let cache = Cache::open(common::child::path_var("BP_ROOT")).unwrap();
     match role.as_str() {
         "put" => cache
             .put(&key(1000), &NewEntry::new("m", &payload(1000)))
@@ -75,16 +75,13 @@ fn populate(root: &Path) {
 
 const ENTRIES: u32 = 80;
 
+/// Runs `role` in a child that dies at `crash_at`; whether it did is in the exit status.
 fn run_child(root: &Path, role: &str, crash_at: &str) -> std::process::ExitStatus {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["child", "--exact", "--ignored", "--quiet"])
-        .env(ROLE, role)
+    Child::new(role)
         .env("BP_ROOT", root)
         .env("BYTECODE_PACK_CRASH_AT", crash_at)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap()
+        .run()
+        .status
 }
 
 #[test]
@@ -128,33 +125,12 @@ fn every_crash_point_leaves_a_cache_that_serves_what_was_acknowledged() {
             }
             let report = cache.verify().unwrap();
             assert!(report.is_ok(), "{role}@{point}: {report:?}");
-            let debris: Vec<String> = std::fs::read_dir(root.join(abi_tag()))
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".tmp-"))
-                .collect();
+            let dir = root.join(abi_tag());
+            let debris = common::temp_file_names(&dir);
             assert!(debris.is_empty(), "{role}@{point}: not swept: {debris:?}");
-            let packs = std::fs::read_dir(root.join(abi_tag()))
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with("pack-")
-                })
-                .count();
+            let packs = common::cache_files_named(&dir, "pack-").len();
             assert!(packs <= 2, "{role}@{point}: {packs} packs");
-            let bases = std::fs::read_dir(root.join(abi_tag()))
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with("base-")
-                })
-                .count();
+            let bases = common::cache_files_named(&dir, "base-").len();
             assert!(bases <= 1, "{role}@{point}: {bases} bases");
         }
     }

@@ -8,19 +8,21 @@
 //! kills at a time limit; the child prints each step first, so a hang names its step.
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytecode_pack::{Cache, Error, Input, Key, MissReason, NewEntry, abi_tag};
+use common::child::Child;
+use common::let_ctime_age;
 
-const SCENARIO: &str = "BP_HOSTILE_SCENARIO";
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// Prints a step before it runs, flushed, so a parent that kills a hung child can name it.
@@ -39,11 +41,6 @@ fn mkfifo(path: &Path) {
         0,
         "mkfifo {path:?}"
     );
-}
-
-/// Ages a file's ctime past the fine racy window: the ctime cannot be set, only waited for.
-fn let_ctime_age() {
-    std::thread::sleep(Duration::from_millis(150));
 }
 
 /// A tree of a user's files beside the cache: recorded before, compared after.
@@ -181,7 +178,7 @@ fn typed(e: &Error) -> bool {
 }
 
 fn key(i: u32) -> Key {
-    Key::for_source("hostile", &i.to_le_bytes())
+    common::key("hostile", i)
 }
 
 fn payload(i: u32) -> Vec<u8> {
@@ -384,17 +381,7 @@ fn special_cache_files(base: &Path) {
             populate(&root);
             let dir = root.join(abi_tag());
             let path = if name == "pack" {
-                fs::read_dir(&dir)
-                    .unwrap()
-                    .map(|e| e.unwrap().path())
-                    .find(|p| {
-                        p.file_name()
-                            .unwrap()
-                            .to_str()
-                            .unwrap()
-                            .starts_with("pack-")
-                    })
-                    .unwrap()
+                common::pack_file(&dir)
             } else {
                 dir.join(name)
             };
@@ -597,55 +584,27 @@ scenarios!(
 #[test]
 #[ignore = "entry point for child processes spawned by the other tests"]
 fn child() {
-    let Ok(name) = std::env::var(SCENARIO) else {
+    let Some(name) = common::child::role() else {
         return;
     };
-    let base = PathBuf::from(std::env::var("BP_BASE").unwrap());
+    let base = common::child::path_var("BP_BASE");
     dispatch(&name, &base);
     step("done");
 }
 
 /// Runs scenario `name` in a child process; fails if it fails or outlives [`LIMIT`].
 fn in_child(name: &str) {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().canonicalize().unwrap();
-    let log_path = base.join("child.log");
-    let log = fs::File::create(&log_path).unwrap();
+    let (_tmp, base) = common::canonical_tempdir();
     let work = base.join("work");
     fs::create_dir(&work).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["child", "--exact", "--ignored", "--nocapture", "--quiet"])
-        .env(SCENARIO, name)
+    let stdout = Child::new(name)
         .env("BP_BASE", &work)
-        .env_remove("BYTECODE_PACK_CACHE_DIR")
-        .env_remove("BYTECODE_PACK_DISABLE")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if started.elapsed() > LIMIT {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let log = fs::read_to_string(&log_path).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(30).collect();
-    let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-    match status {
-        None => panic!("{name}: still running after {LIMIT:?}; last output:\n{tail}"),
-        Some(s) => assert!(
-            s.success() && log.contains("step: done"),
-            "{name}: {s}\n{tail}"
-        ),
-    }
+        .run_with_limit(LIMIT)
+        .expect_success();
+    assert!(
+        stdout.contains("step: done"),
+        "{name}: ended early:\n{stdout}"
+    );
     // Undo modes a scenario left, so the temp dir can be removed.
     fn unlock(path: &Path) {
         if let Ok(m) = fs::symlink_metadata(path)

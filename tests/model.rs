@@ -2,6 +2,8 @@
 //! `HashMap`, through two handles (one reopened now and then), so cross-handle visibility,
 //! supersede, compaction and eviction are all checked against the obvious model.
 
+mod common;
+
 use std::collections::HashMap;
 
 use bytecode_pack::{Cache, Key, NewEntry};
@@ -42,7 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
 type Stored = (Vec<u8>, Option<String>);
 
 fn key(k: u8) -> Key {
-    Key::for_source("model", &[k])
+    common::key("model", k.into())
 }
 
 proptest! {

@@ -1,18 +1,19 @@
 //! Several real processes on one cache: this test binary re-invokes itself as writers,
 //! compactors and environment probes (the `child` test, ignored unless asked for).
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytecode_pack::{Cache, Key, NewEntry, abi_tag};
+use common::child::{Child, Running};
 
-const ROLE: &str = "BP_TEST_ROLE";
-
+/// Writer `w`'s `i`th key: each writer has its own domain.
 fn key(writer: u32, i: u32) -> Key {
-    Key::for_source(&format!("w{writer}"), &i.to_le_bytes())
+    common::key(&format!("w{writer}"), i)
 }
 
 /// What writer `w` stores as its `i`th entry: distinct per entry, sizes from 1 byte to ~12 KB.
@@ -34,17 +35,16 @@ fn env_u32(name: &str) -> u32 {
 #[test]
 #[ignore = "entry point for child processes spawned by the other tests"]
 fn child() {
-    let Ok(role) = std::env::var(ROLE) else {
+    let Some(role) = common::child::role() else {
         return;
     };
-    let root = PathBuf::from(std::env::var("BP_ROOT").unwrap_or_default());
     let id = env_u32("BP_ID");
     let count = env_u32("BP_COUNT");
     let deadline = Instant::now() + Duration::from_secs(env_u32("BP_SECS").max(1) as u64);
     let out = std::io::stdout();
     match role.as_str() {
         "writer" => {
-            let cache = Cache::builder(&root)
+            let cache = Cache::builder(common::child::path_var("BP_ROOT"))
                 .lock_timeout(Duration::from_secs(30))
                 .open()
                 .unwrap();
@@ -68,7 +68,7 @@ fn child() {
             }
         }
         "compactor" => {
-            let cache = Cache::builder(&root)
+            let cache = Cache::builder(common::child::path_var("BP_ROOT"))
                 .lock_timeout(Duration::from_secs(30))
                 .open()
                 .unwrap();
@@ -93,30 +93,22 @@ fn child() {
     }
 }
 
-fn spawn(role: &str, root: &Path, id: u32, count: u32, secs: u32) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["child", "--exact", "--ignored", "--nocapture", "--quiet"])
-        .env(ROLE, role)
+/// A writer or compactor child, started: it prints `ack <i>` for each acknowledged put.
+fn spawn(role: &str, root: &Path, id: u32, count: u32, secs: u32) -> Running {
+    Child::new(role)
         .env("BP_ROOT", root)
         .env("BP_ID", id.to_string())
         .env("BP_COUNT", count.to_string())
         .env("BP_SECS", secs.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
-        .unwrap()
 }
 
-/// Reads a child's acknowledgements in the background, so a killed child's are all kept.
-fn collect_acks(child: &mut Child) -> std::thread::JoinHandle<HashSet<u32>> {
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse().ok()))
-            .collect()
-    })
+/// The entries a child acknowledged (all of them, also if it was killed).
+fn acks(stdout: &str) -> HashSet<u32> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ack ").and_then(|n| n.parse().ok()))
+        .collect()
 }
 
 /// Every acknowledged entry is present and exact in a fresh handle.
@@ -140,10 +132,8 @@ fn a_handle_sees_another_process_puts_on_its_next_miss() {
     let root = tmp.path().join("cache");
     let cache = Cache::open(&root).unwrap();
     assert!(cache.get(&key(9, 0)).is_none());
-    let mut child = spawn("writer", &root, 9, 3, 30);
-    let acks = collect_acks(&mut child);
-    assert!(child.wait().unwrap().success());
-    assert_eq!(acks.join().unwrap().len(), 3);
+    let out = spawn("writer", &root, 9, 3, 30).wait().expect_success();
+    assert_eq!(acks(&out).len(), 3);
     for i in 0..3 {
         assert_eq!(
             cache.get(&key(9, i)).expect("visible").bytecode(),
@@ -159,14 +149,10 @@ fn writers_and_a_compactor_in_parallel_while_this_process_reads() {
     let reader = Cache::open(&root).unwrap();
     let writers: u32 = 3;
     let per_writer: u32 = 60;
-    let mut children: Vec<(u32, Child)> = (0..writers)
+    let mut children: Vec<(u32, Running)> = (0..writers)
         .map(|w| (w, spawn("writer", &root, w, per_writer, 60)))
         .collect();
-    let ack_threads: Vec<_> = children
-        .iter_mut()
-        .map(|(w, c)| (*w, collect_acks(c)))
-        .collect();
-    let mut compactor = spawn("compactor", &root, 0, 15, 60);
+    let compactor = spawn("compactor", &root, 0, 15, 60);
 
     // Read while they work: every hit must be exact.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -178,21 +164,15 @@ fn writers_and_a_compactor_in_parallel_while_this_process_reads() {
             assert_eq!(hit.bytecode(), &payload(w, i)[..]);
             hits += 1;
         }
-        if children
-            .iter_mut()
-            .all(|(_, c)| c.try_wait().unwrap().is_some())
-        {
+        if children.iter_mut().all(|(_, c)| c.try_wait().is_some()) {
             break;
         }
     }
-    for (_, c) in &mut children {
-        assert!(c.wait().unwrap().success());
-    }
-    assert!(compactor.wait().unwrap().success());
-    let acked: HashMap<u32, HashSet<u32>> = ack_threads
+    let acked: HashMap<u32, HashSet<u32>> = children
         .into_iter()
-        .map(|(w, t)| (w, t.join().unwrap()))
+        .map(|(w, c)| (w, acks(&c.wait().expect_success())))
         .collect();
+    compactor.wait().expect_success();
     assert!(acked.values().all(|a| a.len() == per_writer as usize));
     audit(&root, &acked);
     let stats = Cache::open(&root).unwrap().stats().unwrap();
@@ -227,14 +207,12 @@ fn kill_9_during_put_and_compact_loses_nothing_acknowledged() {
         // Each round's writer uses its own id, so acknowledged keys are never superseded.
         let id = round as u32;
         let mut writer = spawn("writer", &root, id, 100_000, 20);
-        let acks = collect_acks(&mut writer);
         let mut compactor = spawn("compactor", &root, 0, 100_000, 20);
         std::thread::sleep(delay);
-        writer.kill().unwrap(); // SIGKILL
-        compactor.kill().unwrap();
-        writer.wait().unwrap();
-        compactor.wait().unwrap();
-        acked.insert(id, acks.join().unwrap());
+        writer.kill(); // SIGKILL
+        compactor.kill();
+        acked.insert(id, acks(&writer.wait().stdout));
+        compactor.wait();
         audit(&root, &acked);
     }
     assert!(
@@ -248,38 +226,16 @@ fn kill_9_during_put_and_compact_loses_nothing_acknowledged() {
         .put(&key(99, 0), &NewEntry::new("m", b"after"))
         .unwrap();
     cache.compact().unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(root.join(abi_tag()))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".tmp-"))
-        .collect();
+    let leftovers = common::temp_file_names(&root.join(abi_tag()));
     assert!(leftovers.is_empty(), "{leftovers:?}");
     audit(&root, &acked);
 }
 
-fn probe(envs: &[(&str, &Path)], removed: &[&str], extra: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["child", "--exact", "--ignored", "--nocapture", "--quiet"])
-        .env(ROLE, "env-probe")
-        .env_remove("BYTECODE_PACK_CACHE_DIR")
-        .env_remove("BYTECODE_PACK_DISABLE");
-    for name in removed {
-        cmd.env_remove(name);
-    }
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+/// What `open_default` chose in a child with the environment `child` sets.
+fn probe(child: Child) -> String {
+    child
+        .run()
+        .expect_success()
         .lines()
         .find(|l| l.starts_with("dir="))
         .unwrap()
@@ -290,7 +246,7 @@ fn probe(envs: &[(&str, &Path)], removed: &[&str], extra: &[(&str, &str)]) -> St
 fn environment_chooses_the_directory_and_can_disable() {
     let tmp = tempfile::tempdir().unwrap();
     let explicit = tmp.path().join("explicit");
-    let line = probe(&[("BYTECODE_PACK_CACHE_DIR", &explicit)], &[], &[]);
+    let line = probe(Child::new("env-probe").env("BYTECODE_PACK_CACHE_DIR", &explicit));
     assert_eq!(
         line,
         format!("dir={} hit=true", explicit.join(abi_tag()).display())
@@ -299,21 +255,25 @@ fn environment_chooses_the_directory_and_can_disable() {
     #[cfg(target_os = "linux")]
     {
         let xdg = tmp.path().join("xdg");
-        let line = probe(&[("XDG_CACHE_HOME", &xdg)], &[], &[]);
+        let line = probe(Child::new("env-probe").env("XDG_CACHE_HOME", &xdg));
         let expected = xdg.join("bytecode-pack").join(abi_tag());
         assert_eq!(line, format!("dir={} hit=true", expected.display()));
 
         let home = tmp.path().join("home");
-        let line = probe(&[("HOME", &home)], &["XDG_CACHE_HOME"], &[]);
+        let line = probe(
+            Child::new("env-probe")
+                .env("HOME", &home)
+                .env_remove("XDG_CACHE_HOME"),
+        );
         let expected = home.join(".cache/bytecode-pack").join(abi_tag());
         assert_eq!(line, format!("dir={} hit=true", expected.display()));
     }
 
     let disabled = tmp.path().join("disabled");
     let line = probe(
-        &[("BYTECODE_PACK_CACHE_DIR", &disabled)],
-        &[],
-        &[("BYTECODE_PACK_DISABLE", "1")],
+        Child::new("env-probe")
+            .env("BYTECODE_PACK_CACHE_DIR", &disabled)
+            .env("BYTECODE_PACK_DISABLE", "1"),
     );
     assert!(line.ends_with("hit=false"), "{line}");
     assert!(!disabled.exists());

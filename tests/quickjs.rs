@@ -5,28 +5,28 @@
 //! directory in a temp project, because rquickjs's `FileResolver` resolves against it.
 #![cfg(feature = "quickjs")]
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bytecode_pack::quickjs::{self, CompileOptions, Origin, PackLoader};
 use bytecode_pack::{Cache, Input, Key, NewEntry, abi_tag, collect_inputs};
+use common::child::Child;
 use rquickjs::loader::FileResolver;
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime};
-
-const ROLE: &str = "BP_QJS_ROLE";
 
 /// A host process: runs `main.js` through `PackLoader`, prints its result and the counters.
 #[test]
 #[ignore = "entry point for child processes spawned by the other tests"]
 fn child() {
-    if std::env::var(ROLE).is_err() {
+    let Some(role) = common::child::role() else {
         return;
-    }
-    let root = PathBuf::from(std::env::var("BP_ROOT").unwrap());
+    };
+    let root = common::child::path_var("BP_ROOT");
     let runtime = Runtime::new().unwrap();
     let resolver = FileResolver::default().with_path(".");
-    if std::env::var(ROLE).unwrap() == "script-loader" {
+    if role == "script-loader" {
         runtime.set_loader(resolver, rquickjs::loader::ScriptLoader::default());
     } else {
         runtime.set_loader(resolver, PackLoader::new(Cache::open(&root).unwrap()));
@@ -61,10 +61,10 @@ struct Run {
 
 impl Project {
     fn new() -> Project {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().canonicalize().unwrap().join("project");
+        let (tmp, base) = common::canonical_tempdir();
+        let dir = base.join("project");
         fs::create_dir_all(dir.join("lib")).unwrap();
-        let root = tmp.path().canonicalize().unwrap().join("cache");
+        let root = base.join("cache");
         let p = Project {
             _tmp: tmp,
             dir,
@@ -97,19 +97,11 @@ impl Project {
     }
 
     fn run_with(&self, role: &str) -> Run {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["child", "--exact", "--ignored", "--nocapture", "--quiet"])
+        let stdout = Child::new(role)
             .current_dir(&self.dir)
-            .env(ROLE, role)
             .env("BP_ROOT", &self.root)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .run()
+            .expect_success();
         let field = |name: &str| -> String {
             stdout
                 .split_whitespace()
@@ -129,12 +121,8 @@ impl Project {
         }
     }
 
-    fn cache_file(&self, prefix: &str) -> PathBuf {
-        fs::read_dir(self.root.join(abi_tag()))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-            .unwrap()
+    fn cache_dir(&self) -> PathBuf {
+        self.root.join(abi_tag())
     }
 }
 
@@ -168,7 +156,7 @@ fn corrupt_pack_bytes_are_recompiled_never_loaded() {
     let project = Project::new();
     assert_eq!(project.run().compiles, 3);
     // The last segment written is main.js's bytecode (imports are compiled while declaring).
-    let pack = project.cache_file("pack-");
+    let pack = common::pack_file(&project.cache_dir());
     let mut bytes = fs::read(&pack).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
@@ -192,7 +180,7 @@ fn bytecode_under_another_abi_tag_is_never_loaded() {
     assert_eq!(project.run().compiles, 3);
     // Re-stamp the index as written by another build (another QuickJS, say), with a valid
     // header checksum: only the ABI check stands between those bytes and the engine.
-    let index = project.cache_file("index");
+    let index = project.cache_dir().join("index");
     let mut bytes = fs::read(&index).unwrap();
     let other = xxhash_rust::xxh3::xxh3_128(b"bp1-quickjs-ng0.1.0-rquickjs0.14-x86_64-le-64");
     bytes[16..32].copy_from_slice(&other.to_le_bytes());

@@ -2,52 +2,23 @@
 //! never lose. (Anything that could hang is in `hostile.rs`, in child processes.)
 #![cfg(unix)]
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytecode_pack::{Cache, Error, Input, Key, MissReason, NewEntry, abi_tag};
+use common::{age_tree, let_ctime_age, set_mtime};
 
 fn key(i: u32) -> Key {
-    Key::for_source("safety", &i.to_le_bytes())
-}
-
-fn base() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().canonicalize().unwrap();
-    (tmp, base)
-}
-
-/// Waits out the fine racy window after the last change to a file's ctime.
-fn let_ctime_age() {
-    std::thread::sleep(Duration::from_millis(150));
-}
-
-fn set_mtime(path: &Path, t: SystemTime) {
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
-}
-
-fn age_tree(path: &Path, by: Duration) {
-    if path.is_dir() {
-        for entry in fs::read_dir(path).unwrap() {
-            age_tree(&entry.unwrap().path(), by);
-        }
-    }
-    fs::File::open(path)
-        .unwrap()
-        .set_modified(SystemTime::now() - by)
-        .unwrap();
+    common::key("safety", i)
 }
 
 #[test]
 fn compaction_never_prunes_a_users_directories_named_like_caches() {
-    let (_tmp, base) = base();
+    let (_tmp, base) = common::canonical_tempdir();
     let root = base.join("root");
     let cache = Cache::open(&root).unwrap();
     cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
@@ -79,7 +50,7 @@ fn compaction_never_prunes_a_users_directories_named_like_caches() {
 
 #[test]
 fn a_switched_symlink_is_a_changed_input() {
-    let (_tmp, base) = base();
+    let (_tmp, base) = common::canonical_tempdir();
     let root = base.join("cache");
     // A file symlink, and a pnpm-style directory symlink, each switched to a new target of
     // the same size.
@@ -122,7 +93,7 @@ fn a_switched_symlink_is_a_changed_input() {
 
 #[test]
 fn an_acknowledged_put_is_never_evicted_by_its_own_compaction() {
-    let (_tmp, base) = base();
+    let (_tmp, base) = common::canonical_tempdir();
     let cache = Cache::builder(base.join("cache"))
         .max_bytes(1 << 20)
         .open()
@@ -154,22 +125,12 @@ fn an_acknowledged_put_is_never_evicted_by_its_own_compaction() {
 
 #[test]
 fn a_pack_replaced_by_a_directory_is_a_miss_and_the_cache_repairs_itself() {
-    let (_tmp, base) = base();
+    let (_tmp, base) = common::canonical_tempdir();
     let root = base.join("cache");
     let cache = Cache::open(&root).unwrap();
     cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
     let dir = root.join(abi_tag());
-    let pack = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("pack-")
-        })
-        .unwrap();
+    let pack = common::pack_file(&dir);
     fs::remove_file(&pack).unwrap();
     fs::create_dir(&pack).unwrap();
     fs::write(pack.join("mine.txt"), "a user's file").unwrap();
@@ -194,7 +155,7 @@ fn a_pack_replaced_by_a_directory_is_a_miss_and_the_cache_repairs_itself() {
 
 #[test]
 fn future_and_whole_second_mtimes_do_not_make_inputs_racy_forever() {
-    let (_tmp, base) = base();
+    let (_tmp, base) = common::canonical_tempdir();
     let cache = Cache::open(base.join("cache")).unwrap();
     let future = base.join("future.js");
     let extracted = base.join("extracted.js");
@@ -226,7 +187,7 @@ fn future_and_whole_second_mtimes_do_not_make_inputs_racy_forever() {
 
 #[test]
 fn a_put_waits_for_the_lock_once_and_counts_only_what_it_published() {
-    let (_tmp, base) = base();
+    let (_tmp, base) = common::canonical_tempdir();
     let root = base.join("cache");
     let timeout = Duration::from_millis(400);
     let cache = Cache::builder(&root).lock_timeout(timeout).open().unwrap();
@@ -293,7 +254,7 @@ fn rewrite_row(path: &Path, row: usize, change: impl FnOnce(&mut [u8])) {
 
 #[test]
 fn verify_and_compact_report_damage_exactly() {
-    let (_tmp, base) = base();
+    let (_tmp, base) = common::canonical_tempdir();
     let root = base.join("cache");
     let cache = Cache::open(&root).unwrap();
     let payloads: Vec<Vec<u8>> = (0..6).map(|i| vec![i as u8; 300]).collect();
@@ -304,17 +265,7 @@ fn verify_and_compact_report_damage_exactly() {
     }
     let dir = root.join(abi_tag());
     // One payload byte flipped: one problem, for that entry only.
-    let pack = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("pack-")
-        })
-        .unwrap();
+    let pack = common::pack_file(&dir);
     let mut bytes = fs::read(&pack).unwrap();
     let at = bytes
         .windows(300)

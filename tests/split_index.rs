@@ -2,14 +2,16 @@
 //! once the delta outgrows its threshold. Checked against a plain map through many puts,
 //! merges, compactions and reopenings, and with the base damaged or left over.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use bytecode_pack::{Cache, Key, MissReason, NewEntry, abi_tag};
+use common::cache_files_named as names;
 
 fn key(i: u32) -> Key {
-    Key::for_source("split", &i.to_le_bytes())
+    common::key("split", i)
 }
 
 fn payload(i: u32, version: u32) -> Vec<u8> {
@@ -17,16 +19,6 @@ fn payload(i: u32, version: u32) -> Vec<u8> {
     (0..len)
         .map(|j| (j as u32 ^ i ^ (version << 3)) as u8)
         .collect()
-}
-
-fn names(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

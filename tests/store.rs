@@ -1,10 +1,14 @@
-//! The pack store through its public API, on real files.
+//! The pack store through its public API, on real files. (Damaged files are in
+//! `corruption.rs`.)
+
+mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bytecode_pack::{Cache, Error, Input, Key, MissReason, NewEntry, abi_tag};
+use common::{age_tree, backdate, bytes, cache_files, set_mtime};
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -14,8 +18,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
-        let tmp = tempfile::tempdir().unwrap();
-        let base = tmp.path().canonicalize().unwrap();
+        let (tmp, base) = common::canonical_tempdir();
         let src = base.join("src");
         fs::create_dir(&src).unwrap();
         Fixture {
@@ -40,20 +43,6 @@ impl Fixture {
     fn dir(&self) -> PathBuf {
         self.root.join(abi_tag())
     }
-}
-
-fn backdate(path: &Path) {
-    let old = SystemTime::now() - Duration::from_secs(3600);
-    fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
-}
-
-fn bytes(tag: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ tag).collect()
 }
 
 #[test]
@@ -174,12 +163,7 @@ fn racy_same_timestamp_edit_misses() {
     let a = f.src.join("a.js");
     fs::write(&a, "v1").unwrap();
     let stamp = SystemTime::now();
-    fs::File::options()
-        .write(true)
-        .open(&a)
-        .unwrap()
-        .set_modified(stamp)
-        .unwrap();
+    set_mtime(&a, stamp);
     let key = Key::for_paths(&[&a]);
     cache
         .put(
@@ -190,12 +174,7 @@ fn racy_same_timestamp_edit_misses() {
     assert!(cache.get(&key).is_some());
     // Same size, same mtime, within the same second: stat data alone cannot tell.
     fs::write(&a, "v2").unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&a)
-        .unwrap()
-        .set_modified(stamp)
-        .unwrap();
+    set_mtime(&a, stamp);
     assert!(cache.get(&key).is_none());
 }
 
@@ -304,16 +283,7 @@ fn compaction_keeps_live_entries_shrinks_the_pack_and_old_hits_stay_valid() {
     }
     // The hit taken before still reads the old (now unlinked) generation.
     assert_eq!(held.bytecode(), &held_bytes[..]);
-    let packs = fs::read_dir(f.dir())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("pack-")
-        })
-        .count();
+    let packs = common::cache_files_named(&f.dir(), "pack-").len();
     assert_eq!(packs, 1, "old generation removed");
     assert!(cache.verify().unwrap().is_ok());
 }
@@ -393,13 +363,8 @@ fn compaction_prunes_caches_of_other_builds_once_unused_long_enough() {
         fs::create_dir(dir).unwrap();
         fs::write(dir.join("index"), b"BCPKIDX\0old").unwrap();
     }
-    let long_ago = SystemTime::now() - Duration::from_secs(31 * 24 * 3600);
-    for path in [stale.join("index"), stale.clone()] {
-        fs::File::open(path)
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
-    }
+    let long_ago = Duration::from_secs(31 * 24 * 3600);
+    age_tree(&stale, long_ago);
     cache
         .put(&Key::for_source("m", b""), &NewEntry::new("m", b"bc"))
         .unwrap();
@@ -411,12 +376,7 @@ fn compaction_prunes_caches_of_other_builds_once_unused_long_enough() {
         .prune_other_abis_after(None)
         .open()
         .unwrap();
-    for path in [recent.join("index"), recent.clone()] {
-        fs::File::open(path)
-            .unwrap()
-            .set_modified(long_ago)
-            .unwrap();
-    }
+    age_tree(&recent, long_ago);
     keep.compact().unwrap();
     assert!(recent.exists(), "pruning can be turned off");
 }
@@ -431,89 +391,6 @@ fn disabled_handles_do_nothing() {
     assert!(!f.root.exists(), "a disabled cache touches no files");
 }
 
-/// One way of damaging a file's bytes.
-type Damage = Box<dyn Fn(&mut Vec<u8>)>;
-
-fn files_of(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
-}
-
-#[test]
-fn corrupted_and_truncated_files_are_misses_never_wrong_bytes() {
-    let f = Fixture::new();
-    let setup = || {
-        let _ = fs::remove_dir_all(&f.root);
-        let cache = f.cache();
-        for i in 0..4u8 {
-            let bc = bytes(i, 300);
-            cache
-                .put(
-                    &Key::for_source("m", &[i]),
-                    &NewEntry::new("m", &bc).source_map("{}").aux("a"),
-                )
-                .unwrap();
-        }
-    };
-    setup();
-    let targets: Vec<PathBuf> = files_of(&f.dir())
-        .into_iter()
-        .filter(|p| !p.ends_with("lock") && !p.ends_with("CACHEDIR.TAG"))
-        .collect();
-    assert_eq!(targets.len(), 2, "index and one pack: {targets:?}");
-    let mut corrupt_misses = 0;
-    for target in &targets {
-        setup(); // the previous target's last round may have rebuilt the cache
-        let len = fs::metadata(target).unwrap().len() as usize;
-        let damages: Vec<Damage> = (0..len)
-            .step_by(7)
-            .map(|at| Box::new(move |b: &mut Vec<u8>| b[at] ^= 0x10) as Damage)
-            .chain([
-                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() / 2)) as Damage,
-                Box::new(|b: &mut Vec<u8>| b.truncate(b.len() - 1)),
-                Box::new(|b: &mut Vec<u8>| b.extend_from_slice(&[0xAB; 64])),
-                Box::new(|b: &mut Vec<u8>| b.iter_mut().skip(64).take(100).for_each(|x| *x = 0)),
-            ])
-            .collect();
-        for damage in &damages {
-            setup();
-            let mut content = fs::read(target).unwrap();
-            damage(&mut content);
-            fs::write(target, &content).unwrap();
-            let cache = match Cache::open(&f.root) {
-                Ok(c) => c,
-                Err(e) => panic!("open must survive corruption: {e}"),
-            };
-            for i in 0..4u8 {
-                match cache.lookup(&Key::for_source("m", &[i])) {
-                    Ok(hit) => {
-                        assert_eq!(hit.bytecode(), &bytes(i, 300)[..]);
-                        assert_eq!(hit.source_map(), Some("{}"));
-                        assert_eq!(hit.aux(), Some("a"));
-                    }
-                    Err(MissReason::Corrupt) => corrupt_misses += 1,
-                    // A damaged key in the index table makes its entry unfindable.
-                    Err(MissReason::Absent) => {}
-                    Err(other) => panic!("unexpected miss {other:?}"),
-                }
-            }
-            // A damaged cache still takes writes.
-            cache
-                .put(&Key::for_source("new", b""), &NewEntry::new("n", b"ok"))
-                .unwrap();
-            assert_eq!(
-                cache.get(&Key::for_source("new", b"")).unwrap().bytecode(),
-                b"ok"
-            );
-        }
-    }
-    assert!(corrupt_misses > 0);
-}
-
 #[test]
 fn verify_reports_a_damaged_segment() {
     let f = Fixture::new();
@@ -525,15 +402,7 @@ fn verify_reports_a_damaged_segment() {
         )
         .unwrap();
     assert!(cache.verify().unwrap().is_ok());
-    let pack = files_of(&f.dir())
-        .into_iter()
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("pack-")
-        })
-        .unwrap();
+    let pack = common::pack_file(&f.dir());
     let mut content = fs::read(&pack).unwrap();
     let at = content.len() - 10;
     content[at] ^= 1;
@@ -564,7 +433,7 @@ mod permissions {
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&f.root), 0o700);
         assert_eq!(mode(&f.dir()), 0o700);
-        for file in files_of(&f.dir()) {
+        for file in cache_files(&f.dir()) {
             assert_eq!(mode(&file), 0o600, "{}", file.display());
         }
     }

@@ -1,0 +1,102 @@
+//! Helpers shared by the integration tests. Each test file is its own crate and uses only
+//! some of them, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+pub mod child;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytecode_pack::Key;
+
+/// The key of entry `i` in a test's `domain`: distinct domains never share keys.
+pub fn key(domain: &str, i: u32) -> Key {
+    Key::for_source(domain, &i.to_le_bytes())
+}
+
+/// `len` bytes that differ with `tag`: bytecode whose exact value a test can check.
+pub fn bytes(tag: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ tag).collect()
+}
+
+/// A temp dir and its canonical path (macOS's `/tmp` is a symlink; paths must compare equal).
+pub fn canonical_tempdir() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().canonicalize().unwrap();
+    (tmp, path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// A cache directory's files.
+
+/// Every file in a cache directory, sorted.
+pub fn cache_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// The files in a cache directory whose names start with `prefix`, sorted.
+pub fn cache_files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    cache_files(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect()
+}
+
+/// The (first) `pack-*` file of a cache directory.
+pub fn pack_file(dir: &Path) -> PathBuf {
+    cache_files_named(dir, "pack-")
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no pack file in {}", dir.display()))
+}
+
+/// The names of a cache directory's `.tmp-*` files: debris a writer must sweep.
+pub fn temp_file_names(dir: &Path) -> Vec<String> {
+    cache_files_named(dir, ".tmp-")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time stamps.
+
+/// Sets a file's mtime.
+pub fn set_mtime(path: &Path, t: SystemTime) {
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// Backdates a file's mtime by an hour, past the racy window, as an unchanged tree's are.
+pub fn backdate(path: &Path) {
+    set_mtime(path, SystemTime::now() - Duration::from_secs(3600));
+}
+
+/// Waits out the fine racy window after the last change to a file's ctime: the ctime cannot
+/// be set, only waited for.
+pub fn let_ctime_age() {
+    std::thread::sleep(Duration::from_millis(150));
+}
+
+/// Sets the mtime of `path` and everything below it `by` into the past.
+pub fn age_tree(path: &Path, by: Duration) {
+    if path.is_dir() {
+        for entry in fs::read_dir(path).unwrap() {
+            age_tree(&entry.unwrap().path(), by);
+        }
+    }
+    fs::File::open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - by)
+        .unwrap();
+}
