@@ -1,0 +1,127 @@
+//! The child side: one start of one variant in a fresh process whose working directory is the
+//! extracted code base. Prints `<nanoseconds> <exported names> <modules compiled by a cache
+//! miss>` on stdout.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytecode_pack::Cache;
+use bytecode_pack::quickjs::PackLoader;
+use rquickjs::loader::{FileResolver, Loader, Resolver, ScriptLoader};
+use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
+
+use crate::limit::{self, BytecodeLog, RecordingLoader, RecordingResolver, ResolutionLog};
+use crate::per_file::PerFileCache;
+use crate::per_file_loader::{self, PerFileLoader};
+use crate::{DIR, ENTRY, MJS, RECORD, Variant};
+
+/// What one start measured.
+struct Start {
+    elapsed: Duration,
+    exports: usize,
+}
+
+/// The resolver every variant starts from (the `limit` only replays what it answered).
+fn file_resolver(mjs: bool) -> FileResolver {
+    let resolver = FileResolver::default().with_path(".");
+    if mjs {
+        resolver.with_pattern("{}.mjs")
+    } else {
+        resolver
+    }
+}
+
+/// One start. The clock runs from just before `Runtime::new()` to after the entry's import
+/// (every module loaded, linked and evaluated) finished; `make` (a cache's `open`, for the
+/// cache variants) runs after `Runtime::new()`, inside it. Counting the exports, and
+/// dropping the runtime, come after the clock stops.
+fn start<R, L>(entry: &str, make: impl FnOnce() -> (R, L)) -> Start
+where
+    R: Resolver + 'static,
+    L: Loader + 'static,
+{
+    let clock = Instant::now();
+    let runtime = Runtime::new().unwrap();
+    let (resolver, loader) = make();
+    runtime.set_loader(resolver, loader);
+    let context = Context::full(&runtime).unwrap();
+    context.with(|ctx| {
+        let namespace = Module::import(&ctx, entry)
+            .and_then(|promise| promise.finish::<Object>())
+            .catch(&ctx)
+            .unwrap_or_else(|e| panic!("importing {entry}: {e}"));
+        let elapsed = clock.elapsed();
+        Start {
+            elapsed,
+            exports: namespace.keys::<String>().count(),
+        }
+    })
+}
+
+pub fn run(job: &str) {
+    let entry = std::env::var(ENTRY).unwrap();
+    let mjs = std::env::var(MJS).as_deref() == Ok("1");
+    let dir = || PathBuf::from(std::env::var_os(DIR).expect("BP_APP_DIR"));
+    let (start, misses) = if job == RECORD {
+        record(&entry, mjs, &dir())
+    } else {
+        let variant = Variant::from_name(job).unwrap_or_else(|| panic!("unknown variant {job}"));
+        let start = match variant {
+            Variant::ScriptLoader => {
+                let loader = if mjs {
+                    ScriptLoader::default().with_extension("mjs")
+                } else {
+                    ScriptLoader::default()
+                };
+                start(&entry, || (file_resolver(mjs), loader))
+            }
+            Variant::PerFile => start(&entry, || {
+                let cache = PerFileCache::new(&dir());
+                (file_resolver(mjs), PerFileLoader { cache })
+            }),
+            Variant::PackCold | Variant::PackWarm => start(&entry, || {
+                let cache = Cache::open(dir()).unwrap();
+                (file_resolver(mjs), PackLoader::new(cache))
+            }),
+            Variant::Limit => {
+                // Before the clock: every resolution and every module's bytecode, in memory.
+                let (resolver, loader) = limit::read(&dir());
+                start(&entry, move || (resolver, loader))
+            }
+            // HOOK (PackResolver): delete the `#[cfg(any())]` line once
+            // `bytecode_pack::quickjs::PackResolver::new(FileResolver, Cache)` exists.
+            #[cfg(any())]
+            Variant::PackResolverCold | Variant::PackResolverWarm => start(&entry, || {
+                let cache = Cache::open(dir()).unwrap();
+                let resolver =
+                    bytecode_pack::quickjs::PackResolver::new(file_resolver(mjs), cache.clone());
+                (resolver, PackLoader::new(cache))
+            }),
+        };
+        let misses = bytecode_pack::quickjs::process_counters().compiles
+            + per_file_loader::MISSES.load(std::sync::atomic::Ordering::Relaxed);
+        (start, misses)
+    };
+    println!("{} {} {misses}", start.elapsed.as_nanos(), start.exports);
+}
+
+/// The record run behind the `limit`: compiles everything through recording wrappers, then
+/// stores every resolution and every module's bytecode in `dir`. Reports the module count
+/// as its misses.
+fn record(entry: &str, mjs: bool, dir: &std::path::Path) -> (Start, u64) {
+    let resolutions = ResolutionLog::default();
+    let bytecode = BytecodeLog::default();
+    let start = start(entry, || {
+        let resolver = RecordingResolver {
+            inner: file_resolver(mjs),
+            log: resolutions.clone(),
+        };
+        let loader = RecordingLoader {
+            log: bytecode.clone(),
+        };
+        (resolver, loader)
+    });
+    limit::store(dir, &resolutions, &bytecode);
+    let modules = bytecode.lock().unwrap().len() as u64;
+    (start, modules)
+}

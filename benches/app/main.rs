@@ -1,0 +1,407 @@
+//! `cargo bench --bench app`: whole-application starts over real npm ES-module code bases
+//! (lodash-es, date-fns, es-toolkit; tarballs in `benches/fixtures/`), one benchmark id
+//! `app/<codebase>/<variant>` per way of loading them. Filter as usual:
+//! `cargo bench --bench app -- app/lodash-es/`.
+//!
+//! Each start is a fresh child process: this binary re-invoked with `BP_APP_CHILD=<variant>`,
+//! its working directory the extracted code base (which holds `package/`). The child creates
+//! a `Runtime` and a `Context::full`, sets a loader, imports the entry module and waits for
+//! it, and reports the nanoseconds from just before `Runtime::new()` to after the import
+//! finished. The parent sums those reports in `iter_custom`: **process spawn and exit, and
+//! everything the parent prepares per start (a fresh cache dir), are excluded**; opening the
+//! cache (`Cache::open`, `PerFileCache::new`) is inside the clock, as a real start pays it.
+//! Every resolver is `FileResolver::default().with_path(".")`, plus `.with_pattern("{}.mjs")`
+//! for es-toolkit.
+//!
+//! The variants ([`Variant`]):
+//! - `script_loader`: rquickjs's `ScriptLoader`; compiles every module.
+//! - `per_file`: the per-file cache design (`benches/compare/per_file.rs`) as a loader,
+//!   warm: filled by a start before the timed ones.
+//! - `pack_cold`: `PackLoader` over an empty cache (a fresh dir per start): compiles and puts
+//!   every module, as a user's first start does.
+//! - `pack_warm`: `PackLoader` over a cache filled by a start before the timed ones.
+//! - `limit`: everything in memory before the clock starts (see `limit.rs` and [`Variant::Limit`]).
+//!
+//! Checks, outside every clock: each start's entry module must export as many names as under
+//! `script_loader` (a mismatch panics), a warm start must compile nothing and a cold one every
+//! module.
+//!
+//! At the end a table on stderr gives, per code base, the median of every start the bench
+//! timed (warm-up included: the same process each time) and four ratios.
+
+mod child;
+mod fixture;
+mod limit;
+#[path = "../compare/per_file.rs"]
+mod per_file;
+mod per_file_loader;
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use criterion::{Criterion, SamplingMode};
+use tempfile::TempDir;
+
+use fixture::{CODEBASES, Codebase};
+
+/// Set in a child: the variant's name, or [`RECORD`].
+const CHILD: &str = "BP_APP_CHILD";
+/// The entry module, relative to the child's working directory.
+const ENTRY: &str = "BP_APP_ENTRY";
+/// `1` when the code base imports `.mjs` files.
+const MJS: &str = "BP_APP_MJS";
+/// The cache dir (per_file, pack_*) or the recorded files (limit, record).
+const DIR: &str = "BP_APP_DIR";
+/// The child job that records resolutions and bytecode for the `limit`.
+const RECORD: &str = "record";
+
+/// One way of loading a code base: one benchmark id each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// rquickjs's `ScriptLoader`: reads and compiles every module.
+    ScriptLoader,
+    /// The per-file cache design, warm.
+    PerFile,
+    /// `PackLoader` over an empty cache: compiles and puts every module.
+    PackCold,
+    /// `PackLoader` over a cache a previous start filled.
+    PackWarm,
+    /// The in-memory limit: what a start costs once every resolution and every module's
+    /// bytecode is already in memory. Before its clock starts the child reads both from files
+    /// a record run wrote; inside it, it still creates the runtime and context, deserialises
+    /// every module's bytecode (`JS_ReadObject`: atoms, functions, constants), lets QuickJS
+    /// match each import against the modules already loaded (a linear scan per import),
+    /// links and evaluates every module. What it knows before the clock that no real start
+    /// can know without work inside it, and so does not pay:
+    /// - which modules the import will reach: the whole graph, found by an earlier run;
+    /// - every resolution, `(base, name) -> path`: no `FileResolver` probe (`is_file`, one
+    ///   `statx` each) and no check that a file still exists where it did;
+    /// - every module's bytecode: no open, read or map of any file, no cache index lookup,
+    ///   no checksum;
+    /// - that nothing changed: no freshness check of any source (`statx` or re-hash), so it
+    ///   would serve stale code after an edit. It is a bound, not a cache.
+    Limit,
+    // HOOK (PackResolver): the two variants `PackResolver` + `PackLoader`, cold and warm.
+    // Delete the `#[cfg(any())]` lines here, in `Variant::ALL`, `name`, `prep` and in
+    // child.rs once `bytecode_pack::quickjs::PackResolver::new(FileResolver, Cache)` exists.
+    /// `PackResolver` + `PackLoader` over an empty cache.
+    #[cfg(any())]
+    PackResolverCold,
+    /// `PackResolver` + `PackLoader` over a cache a previous start filled.
+    #[cfg(any())]
+    PackResolverWarm,
+}
+
+/// What the parent prepares for a variant's starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prep {
+    /// Nothing: no cache.
+    Nothing,
+    /// A fresh, empty cache dir per start (outside the clock); each start compiles everything.
+    FreshCache,
+    /// One cache dir, filled by a start before the timed ones; timed starts compile nothing.
+    WarmCache,
+    /// The record run's files (done once per code base).
+    Recorded,
+}
+
+impl Variant {
+    /// Every variant, in the table's column order.
+    pub const ALL: &[Variant] = &[
+        Variant::ScriptLoader,
+        Variant::PerFile,
+        Variant::PackCold,
+        Variant::PackWarm,
+        Variant::Limit,
+        #[cfg(any())]
+        Variant::PackResolverCold,
+        #[cfg(any())]
+        Variant::PackResolverWarm,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::ScriptLoader => "script_loader",
+            Variant::PerFile => "per_file",
+            Variant::PackCold => "pack_cold",
+            Variant::PackWarm => "pack_warm",
+            Variant::Limit => "limit",
+            #[cfg(any())]
+            Variant::PackResolverCold => "pack_resolver_cold",
+            #[cfg(any())]
+            Variant::PackResolverWarm => "pack_resolver_warm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Variant> {
+        Variant::ALL.iter().copied().find(|v| v.name() == name)
+    }
+
+    fn prep(self) -> Prep {
+        match self {
+            Variant::ScriptLoader => Prep::Nothing,
+            Variant::PerFile | Variant::PackWarm => Prep::WarmCache,
+            Variant::PackCold => Prep::FreshCache,
+            Variant::Limit => Prep::Recorded,
+            #[cfg(any())]
+            Variant::PackResolverCold => Prep::FreshCache,
+            #[cfg(any())]
+            Variant::PackResolverWarm => Prep::WarmCache,
+        }
+    }
+}
+
+/// What a child reported.
+struct Report {
+    elapsed: Duration,
+    exports: usize,
+    /// Modules compiled because a cache missed (the record run: every module it compiled).
+    misses: u64,
+}
+
+/// One start of `job` (a variant's name or [`RECORD`]) over the code base extracted at `root`.
+fn spawn(codebase: &Codebase, root: &Path, job: &str, dir: Option<&Path>) -> Report {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .current_dir(root)
+        .env(CHILD, job)
+        .env(ENTRY, codebase.entry)
+        .env(MJS, if codebase.mjs { "1" } else { "0" })
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(dir) = dir {
+        command.env(DIR, dir);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "app/{}/{job}: the child failed: {}",
+        codebase.name,
+        output.status
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let fields: Vec<u64> = stdout
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    let [nanos, exports, misses] = fields[..] else {
+        panic!(
+            "app/{}/{job}: unexpected child output {stdout:?}",
+            codebase.name
+        );
+    };
+    Report {
+        elapsed: Duration::from_nanos(nanos),
+        exports: exports as usize,
+        misses,
+    }
+}
+
+/// A code base extracted and measured once, shared by its variants.
+struct Prepared {
+    tmp: TempDir,
+    /// The children's working directory (holds `package/`).
+    root: PathBuf,
+    /// Exported names of the entry module under `script_loader`.
+    exports: usize,
+    /// Modules a start loads.
+    modules: u64,
+    /// The record run's files, for the `limit`.
+    recorded: PathBuf,
+}
+
+impl Prepared {
+    fn new(codebase: &Codebase) -> Prepared {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = fixture::extract(codebase, &tmp.path().join("src"));
+        // The kernel set every file's ctime to the extraction instant: let it age past the
+        // racy window, as an installed package has by the time it is run. Otherwise the pack
+        // re-hashes every input on a hit (correct, but not the case being measured).
+        std::thread::sleep(bytecode_pack::RACY_WINDOW + Duration::from_millis(100));
+        let reference = spawn(codebase, &root, Variant::ScriptLoader.name(), None);
+        let recorded = tmp.path().join("recorded");
+        fs::create_dir(&recorded).unwrap();
+        let record = spawn(codebase, &root, RECORD, Some(&recorded));
+        assert_eq!(
+            record.exports, reference.exports,
+            "app/{}: the record run's exports",
+            codebase.name
+        );
+        let bytecode = fs::metadata(recorded.join(limit::BYTECODE_FILE))
+            .unwrap()
+            .len();
+        eprintln!(
+            "app/{}: {} modules, {} exports, {} KiB of bytecode",
+            codebase.name,
+            record.misses,
+            reference.exports,
+            bytecode / 1024
+        );
+        fs::create_dir(tmp.path().join("caches")).unwrap();
+        Prepared {
+            exports: reference.exports,
+            modules: record.misses,
+            root,
+            recorded,
+            tmp,
+        }
+    }
+
+    fn caches(&self) -> PathBuf {
+        self.tmp.path().join("caches")
+    }
+
+    /// Panics unless `report` is a correct start of `variant`.
+    fn check(&self, codebase: &Codebase, variant: Variant, report: &Report, misses: u64) {
+        let id = format!("app/{}/{}", codebase.name, variant.name());
+        assert_eq!(
+            report.exports, self.exports,
+            "{id}: the entry exports {} names, under script_loader {}",
+            report.exports, self.exports
+        );
+        assert_eq!(
+            report.misses, misses,
+            "{id}: {} modules compiled on a cache miss, expected {misses}",
+            report.misses
+        );
+    }
+}
+
+/// Every timed start's duration, per code base and variant, for the table.
+type Samples = RefCell<HashMap<(&'static str, Variant), Vec<Duration>>>;
+
+/// Every variant of `codebase`: ids `app/<codebase>/<variant>`. The time of an iteration is
+/// what the child reported, summed by `iter_custom`: process spawn and exit, the parent's
+/// per-start setup (a fresh cache dir) and the checks are all excluded.
+fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samples) {
+    // Extracted on first use, so a filter that matches none of its ids costs nothing.
+    let prepared: OnceCell<Prepared> = OnceCell::new();
+    let mut group = c.benchmark_group("app");
+    // Starts take tens to hundreds of milliseconds: the same iteration count in every sample.
+    group.sampling_mode(SamplingMode::Flat);
+    for &variant in Variant::ALL {
+        // The dir this variant's starts use, set up on its first call.
+        let mut dir: Option<Option<PathBuf>> = None;
+        group.bench_function(format!("{}/{}", codebase.name, variant.name()), |b| {
+            let p = prepared.get_or_init(|| Prepared::new(codebase));
+            let dir = dir.get_or_insert_with(|| match variant.prep() {
+                Prep::Nothing | Prep::FreshCache => None,
+                Prep::Recorded => Some(p.recorded.clone()),
+                Prep::WarmCache => {
+                    let dir = p.caches().join(variant.name());
+                    let report = spawn(codebase, &p.root, variant.name(), Some(&dir));
+                    p.check(codebase, variant, &report, p.modules);
+                    Some(dir)
+                }
+            });
+            let expected_misses = match variant.prep() {
+                Prep::FreshCache => p.modules,
+                _ => 0,
+            };
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    // Created and removed outside the child's clock.
+                    let fresh = (variant.prep() == Prep::FreshCache)
+                        .then(|| tempfile::tempdir_in(p.caches()).unwrap());
+                    let cache_dir = fresh.as_ref().map(TempDir::path).or(dir.as_deref());
+                    let report = spawn(codebase, &p.root, variant.name(), cache_dir);
+                    p.check(codebase, variant, &report, expected_misses);
+                    total += report.elapsed;
+                    samples
+                        .borrow_mut()
+                        .entry((codebase.name, variant))
+                        .or_default()
+                        .push(report.elapsed);
+                }
+                total
+            })
+        });
+    }
+    group.finish();
+}
+
+fn median(samples: &[Duration]) -> Option<Duration> {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+    }
+}
+
+/// Per code base: the median of each variant's starts (ms) and the headline ratios.
+fn print_table(samples: &Samples) {
+    const RATIOS: [(Variant, Variant); 4] = [
+        (Variant::ScriptLoader, Variant::PackWarm),
+        (Variant::PackWarm, Variant::Limit),
+        (Variant::PerFile, Variant::PackWarm),
+        (Variant::PackCold, Variant::ScriptLoader),
+    ];
+    let samples = samples.borrow();
+    if samples.is_empty() {
+        return;
+    }
+    // Every column as wide as its label.
+    let ratio_label = |(a, b): (Variant, Variant)| format!("{}/{}", a.name(), b.name());
+    let mut header = format!("{:<12}", "codebase");
+    for v in Variant::ALL {
+        header += &format!(" {:>8}", v.name());
+    }
+    for ratio in RATIOS {
+        header += &format!(" {:>8}", ratio_label(ratio));
+    }
+    eprintln!("\napp: median start per variant (ms; every timed start, warm-up included)");
+    eprintln!("{header}");
+    for codebase in &CODEBASES {
+        let medians: HashMap<Variant, Duration> = Variant::ALL
+            .iter()
+            .filter_map(|&v| {
+                let m = median(samples.get(&(codebase.name, v))?)?;
+                Some((v, m))
+            })
+            .collect();
+        if medians.is_empty() {
+            continue;
+        }
+        let mut row = format!("{:<12}", codebase.name);
+        for v in Variant::ALL {
+            let cell = medians
+                .get(v)
+                .map_or("-".into(), |m| format!("{:.2}", m.as_secs_f64() * 1e3));
+            row += &format!(" {cell:>w$}", w = v.name().len().max(8));
+        }
+        for ratio @ (a, b) in RATIOS {
+            let cell = match (medians.get(&a), medians.get(&b)) {
+                (Some(a), Some(b)) => format!("{:.2}x", a.as_secs_f64() / b.as_secs_f64()),
+                _ => "-".into(),
+            };
+            row += &format!(" {cell:>w$}", w = ratio_label(ratio).len().max(8));
+        }
+        eprintln!("{row}");
+    }
+}
+
+fn main() {
+    if let Ok(job) = std::env::var(CHILD) {
+        child::run(&job);
+        return;
+    }
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args();
+    let samples = Samples::default();
+    for codebase in &CODEBASES {
+        bench_codebase(&mut c, codebase, &samples);
+    }
+    c.final_summary();
+    print_table(&samples);
+}
