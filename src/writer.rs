@@ -22,7 +22,7 @@ use crate::files::{
 };
 use crate::format::{
     self, ArchivedEntryRecord, BaseRef, EntryRecord, IndexEncoder, IndexFields, InputRecord,
-    PACK_HEADER_LEN, SegmentKind, SegmentRef,
+    PACK_HEADER_LEN, SegmentKind, SegmentRef, StatRecord,
 };
 use crate::fsys;
 use crate::key::Key;
@@ -361,6 +361,40 @@ impl WriteState {
         }
         self.fields.live_bytes += record.stored_len();
         self.added.insert(record.key, record);
+    }
+
+    /// Re-records the entry under `key` with fresh stat data for some inputs and a new
+    /// recording instant, if it is still the version a lookup checked (same bytecode segment)
+    /// and nothing in this write replaced it. Says whether it did.
+    pub(crate) fn refresh(
+        &mut self,
+        key: &[u8; 16],
+        version: &SegmentRef,
+        stats: &[(usize, StatRecord)],
+        observed_at_ns: i64,
+    ) -> bool {
+        if self.added.contains_key(key) || self.rewrite.is_some() {
+            return false;
+        }
+        let Some(Some(archived)) = self.published_record(key) else {
+            return false;
+        };
+        if SegmentRef::from(&archived.bytecode) != *version {
+            return false;
+        }
+        let Ok(mut record) = rkyv::deserialize::<EntryRecord, rkyv::rancor::BoxedError>(archived)
+        else {
+            return false;
+        };
+        for (i, stat) in stats {
+            match record.inputs.get_mut(*i) {
+                Some(input) => input.stat = Some(*stat),
+                None => return false,
+            }
+        }
+        record.recorded_at_ns = record.recorded_at_ns.max(observed_at_ns);
+        self.add(record);
+        true
     }
 
     /// Every entry, published or added by this write, decoded and validated (for compaction):

@@ -10,7 +10,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bytecode_pack::quickjs::{self, CompileOptions, Origin, PackLoader};
+use bytecode_pack::quickjs::{self, CompileOptions, Origin, PackLoader, PackResolver};
 use bytecode_pack::{Cache, Input, Key, NewEntry, abi_tag, collect_inputs};
 use common::child::Child;
 use rquickjs::loader::FileResolver;
@@ -26,10 +26,14 @@ fn child() {
     let root = common::child::path_var("BP_ROOT");
     let runtime = Runtime::new().unwrap();
     let resolver = FileResolver::default().with_path(".");
-    if role == "script-loader" {
-        runtime.set_loader(resolver, rquickjs::loader::ScriptLoader::default());
-    } else {
-        runtime.set_loader(resolver, PackLoader::new(Cache::open(&root).unwrap()));
+    let cache = Cache::open(&root).unwrap();
+    let loader = PackLoader::new(cache.clone());
+    match role.as_str() {
+        "script-loader" => runtime.set_loader(resolver, rquickjs::loader::ScriptLoader::default()),
+        "pack-resolver" => {
+            runtime.set_loader(PackResolver::new(resolver, cache.clone()), loader.clone())
+        }
+        _ => runtime.set_loader(resolver, loader.clone()),
     }
     let context = Context::full(&runtime).unwrap();
     let result = context.with(|ctx| {
@@ -44,6 +48,21 @@ fn child() {
     let c = quickjs::process_counters();
     println!("result={result}");
     println!("compiles={} cache_loads={}", c.compiles, c.cache_loads);
+    println!(
+        "rehashes={}",
+        cache.stats().unwrap().counters.input_rehashes
+    );
+    // What the loader stores at drop, stored now, to see that it worked.
+    println!(
+        "flush={}",
+        if loader.flush().is_ok() {
+            "ok"
+        } else {
+            "failed"
+        }
+    );
+    drop(context);
+    drop(runtime);
 }
 
 struct Project {
@@ -57,6 +76,7 @@ struct Run {
     result: String,
     compiles: u64,
     cache_loads: u64,
+    rehashes: u64,
 }
 
 impl Project {
@@ -97,11 +117,18 @@ impl Project {
     }
 
     fn run_with(&self, role: &str) -> Run {
-        let stdout = Child::new(role)
+        let stdout = self.child(role).run().expect_success();
+        Self::parse(&stdout)
+    }
+
+    fn child(&self, role: &str) -> Child {
+        Child::new(role)
             .current_dir(&self.dir)
             .env("BP_ROOT", &self.root)
-            .run()
-            .expect_success();
+    }
+
+    fn parse(stdout: &str) -> Run {
+        assert!(stdout.contains("flush=ok"), "{stdout}");
         let field = |name: &str| -> String {
             stdout
                 .split_whitespace()
@@ -118,6 +145,7 @@ impl Project {
             result,
             compiles: field("compiles").parse().unwrap(),
             cache_loads: field("cache_loads").parse().unwrap(),
+            rehashes: field("rehashes").parse().unwrap(),
         }
     }
 
@@ -184,8 +212,8 @@ fn bytecode_under_another_abi_tag_is_never_loaded() {
     let mut bytes = fs::read(&index).unwrap();
     let other = xxhash_rust::xxh3::xxh3_128(b"bp1-quickjs-ng0.1.0-rquickjs0.14-x86_64-le-64");
     bytes[16..32].copy_from_slice(&other.to_le_bytes());
-    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..56]);
-    bytes[56..64].copy_from_slice(&sum.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..120]);
+    bytes[120..128].copy_from_slice(&sum.to_le_bytes());
     fs::write(&index, bytes).unwrap();
 
     let run = project.run();
@@ -364,4 +392,86 @@ fn errors_reach_the_host_exactly_as_with_rquickjs_own_loader() {
     assert!(ours.result.starts_with("error: "), "{}", ours.result);
     assert!(ours.result.contains("lib/math.js:1"), "{}", ours.result);
     assert_eq!(ours.result, theirs.result);
+}
+
+#[test]
+fn with_pack_resolver_a_second_start_compiles_nothing_and_an_edit_recompiles_one() {
+    let project = Project::new();
+    let first = project.run_with("pack-resolver");
+    assert_eq!(first.result, "value=5 next=6");
+    assert_eq!((first.compiles, first.cache_loads), (3, 0));
+    let second = project.run_with("pack-resolver");
+    assert_eq!(second.result, first.result);
+    assert_eq!((second.compiles, second.cache_loads), (0, 3));
+    project.write(
+        "lib/math.js",
+        "export function add(a, b) { return a + b + 100; }\n",
+    );
+    let edited = project.run_with("pack-resolver");
+    assert_eq!(edited.result, "value=105 next=206");
+    assert_eq!((edited.compiles, edited.cache_loads), (1, 2));
+    assert_eq!(project.run_with("pack-resolver").compiles, 0);
+    // A new file that now wins a resolution: `./lib/math.js` is explicit, so add a module
+    // imported without extension and let a later pattern's file appear first.
+    project.write(
+        "main.js",
+        "import { v } from './lib/v';\nexport const result = `v=${v}`;\n",
+    );
+    project.write("lib/v.js", "export const v = 'js';\n");
+    assert_eq!(project.run_with("pack-resolver").result, "v=js");
+    fs::remove_file(project.dir.join("lib/v.js")).unwrap();
+    let gone = project.run_with("pack-resolver");
+    assert!(gone.result.starts_with("error:"), "{gone:?}");
+    assert_eq!(project.run_with("script-loader").result, gone.result);
+}
+
+#[test]
+fn eight_processes_cold_start_one_empty_cache_at_once() {
+    let project = Project::new();
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            project
+                .child(if i % 2 == 0 {
+                    "pack-resolver"
+                } else {
+                    "pack-loader"
+                })
+                .spawn()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_limit(std::time::Duration::from_secs(60));
+        let run = Project::parse(&out.expect_success());
+        assert_eq!(run.result, "value=5 next=6");
+        assert_eq!(run.compiles + run.cache_loads, 3);
+    }
+    for role in ["pack-resolver", "pack-loader"] {
+        let next = project.run_with(role);
+        assert_eq!((next.compiles, next.cache_loads), (0, 3), "{role}");
+    }
+    assert!(
+        Cache::open(&project.root)
+            .unwrap()
+            .verify()
+            .unwrap()
+            .is_ok()
+    );
+}
+
+#[test]
+fn a_tree_started_right_after_it_was_written_heals_by_the_third_start() {
+    let project = Project::new();
+    // Start 1, at once: everything is compiled; the sources' ctimes are too recent for their
+    // stat data to be trusted yet.
+    let first = project.run_with("pack-resolver");
+    assert_eq!(first.compiles, 3);
+    common::let_ctime_age();
+    // Start 2: loads from the cache, re-hashing each racy input once, and re-records them.
+    let second = project.run_with("pack-resolver");
+    assert_eq!((second.compiles, second.rehashes), (0, 3));
+    // Start 3 and later: one `stat` per input, nothing re-hashed, no compaction involved.
+    for _ in 0..2 {
+        let later = project.run_with("pack-resolver");
+        assert_eq!((later.compiles, later.rehashes), (0, 0));
+    }
 }

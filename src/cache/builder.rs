@@ -97,6 +97,7 @@ impl CacheBuilder {
                 writer: parking_lot::Mutex::new(()),
                 swept: AtomicBool::new(false),
                 counters: AtomicCounters::default(),
+                racy: parking_lot::Mutex::new(Vec::new()),
             }),
         })
     }

@@ -45,7 +45,25 @@ pub(crate) struct Inner {
     /// Whether this handle has swept leftovers of crashed writers yet (once per handle).
     pub(crate) swept: AtomicBool,
     pub(crate) counters: AtomicCounters,
+    /// Entries whose racy inputs lookups re-hashed and found unchanged, with stat data that
+    /// can be trusted now: re-recorded by this handle's next write (see
+    /// [`Cache::refresh_racy`]).
+    pub(crate) racy: parking_lot::Mutex<Vec<Refresh>>,
 }
+
+/// Fresh stat data for an entry's inputs, observed by a lookup.
+pub(crate) struct Refresh {
+    key: [u8; 16],
+    /// Which version of the entry was checked: its bytecode segment.
+    version: crate::format::SegmentRef,
+    /// Input positions and their stat data, each describing the content recorded.
+    stats: Vec<(usize, crate::format::StatRecord)>,
+    /// When the lookup's checks ended: the new recording instant.
+    observed_at_ns: i64,
+}
+
+/// At most this many refreshes wait for a write; more are dropped (they only cost re-hashes).
+const MAX_PENDING_REFRESHES: usize = 1 << 16;
 
 // `Cache` is shared across threads and `Hit`s cross them; keep it that way.
 const _: () = {
@@ -74,12 +92,11 @@ impl Cache {
             return Err(MissReason::Disabled);
         }
         let snapshot = inner.snapshot.load_full();
-        let counters = &inner.counters;
-        let result = match lookup_in(&snapshot, key, counters) {
+        let result = match lookup_in(&snapshot, key, inner) {
             Ok(hit) => Ok(hit),
             // A handle sees other processes' writes no later than its next miss.
             Err(reason) => match self.refresh_if_changed(&snapshot) {
-                Ok(Some(newer)) => lookup_in(&newer, key, counters),
+                Ok(Some(newer)) => lookup_in(&newer, key, inner),
                 Ok(None) => Err(reason),
                 Err(e) => {
                     log::debug!("bytecode-pack: cannot reload {}: {e}", inner.dir.display());
@@ -220,6 +237,27 @@ impl Cache {
     /// Runs `change` on the published state under the writer lock, then publishes the
     /// result, sweeps leftovers of other generations and refreshes this handle's snapshot.
     fn write<T>(&self, change: impl FnOnce(&mut WriteState) -> Result<T>) -> Result<T> {
+        self.write_counting_refreshes(change).map(|(out, _)| out)
+    }
+
+    /// Re-records the stat data of inputs that lookups through this handle had to re-hash
+    /// because it was racy (recorded too close to an edit, as after `tar` or `npm install`)
+    /// and found unchanged, so that later lookups trust one `stat` again, as `git status`
+    /// refreshes its index. Puts do this on the way; a host that only reads calls it, e.g. at
+    /// exit ([`crate::quickjs::PackLoader`] does when dropped). Returns how many entries were
+    /// re-recorded; an entry superseded or compacted meanwhile is left alone.
+    pub fn refresh_racy(&self) -> Result<usize> {
+        if self.inner.options.disabled || self.inner.racy.lock().is_empty() {
+            return Ok(0);
+        }
+        self.write_counting_refreshes(|_| Ok(())).map(|(_, n)| n)
+    }
+
+    /// [`Cache::write`], also applying the pending refreshes; says how many took.
+    fn write_counting_refreshes<T>(
+        &self,
+        change: impl FnOnce(&mut WriteState) -> Result<T>,
+    ) -> Result<(T, usize)> {
         let inner = &self.inner;
         let dir = &inner.dir;
         // One deadline for both waits: this handle's other threads, then other processes.
@@ -250,10 +288,15 @@ impl Cache {
         if first_write {
             crate::maintenance::mark_cache_dir(dir);
         }
+        let refreshes = std::mem::take(&mut *inner.racy.lock());
         let out = index_temp(dir).and_then(|temp| {
             let out = change(&mut state)?;
+            let refreshed = refreshes
+                .iter()
+                .filter(|r| state.refresh(&r.key, &r.version, &r.stats, r.observed_at_ns))
+                .count();
             let publication = state.publish(temp, inner.options.durability)?;
-            Ok((out, publication))
+            Ok(((out, refreshed), publication))
         });
         let (out, publication) = match out {
             Ok(out) => out,
@@ -378,11 +421,7 @@ impl Cache {
 }
 
 /// Looks `key` up in one snapshot: present, intact, and every input fresh.
-fn lookup_in(
-    snapshot: &Arc<Snapshot>,
-    key: &Key,
-    counters: &AtomicCounters,
-) -> Result<Hit, MissReason> {
+fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, MissReason> {
     let (i, entry) = match snapshot.find(key.as_bytes()) {
         Found::Entry(i, entry) => (i, entry),
         Found::Damaged => return Err(MissReason::Corrupt),
@@ -393,13 +432,30 @@ fn lookup_in(
         return Err(MissReason::Corrupt);
     }
     let recorded_at = entry.recorded_at_ns.to_native();
-    for input in entry.inputs.iter() {
+    let mut refreshed = Vec::new();
+    for (i, input) in entry.inputs.iter().enumerate() {
         match freshness::check(input.into(), recorded_at) {
             freshness::Freshness::Trusted => {}
-            freshness::Freshness::Rehashed { .. } => {
-                counters.input_rehashed();
+            freshness::Freshness::Rehashed { stat } => {
+                inner.counters.input_rehashed();
+                refreshed.extend(stat.map(|s| (i, s)));
             }
             freshness::Freshness::Stale => return Err(MissReason::Stale),
+        }
+    }
+    if !refreshed.is_empty() {
+        // Stat data that describes the content just re-hashed, and that is old enough to be
+        // trusted from now on, is worth re-recording: later lookups then cost one `stat`.
+        let observed_at_ns = freshness::now_nanos();
+        refreshed.retain(|(_, s)| freshness::stat_is_trusted(s, observed_at_ns));
+        let mut racy = inner.racy.lock();
+        if !refreshed.is_empty() && racy.len() < MAX_PENDING_REFRESHES {
+            racy.push(Refresh {
+                key: *key.as_bytes(),
+                version: (&entry.bytecode).into(),
+                stats: refreshed,
+                observed_at_ns,
+            });
         }
     }
     let bytecode = snapshot.segment_range(&entry.bytecode);

@@ -30,15 +30,18 @@
 //! module of constants, a re-export), so a host with a bundler should add the bundler's own
 //! module graph to the inputs too.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rquickjs::loader::{ImportAttributes, Loader};
 use rquickjs::module::Declared;
 use rquickjs::{CatchResultExt, Ctx, Module, WriteOptions};
 
 #[allow(unsafe_code)]
 mod engine;
+mod loader;
+mod resolver;
+
+pub use loader::PackLoader;
+pub use resolver::PackResolver;
 
 use crate::cache::Cache;
 use crate::entry::{Hit, NewEntry};
@@ -228,86 +231,4 @@ pub fn declare_cached<'js>(
         log::warn!("bytecode-pack: cannot cache {name}: {e}");
     }
     Ok((module, Origin::Compiled))
-}
-
-/// A cache-backed rquickjs [`Loader`] for file modules: an `import` is served from the pack
-/// when the file is unchanged, and compiled and stored when not. Use it with rquickjs's
-/// [`rquickjs::loader::FileResolver`] (or any resolver that yields file paths) in place of
-/// `ScriptLoader`; a second run over unchanged files compiles nothing.
-#[derive(Clone)]
-pub struct PackLoader {
-    cache: Cache,
-    options: CompileOptions,
-    extensions: Vec<String>,
-}
-
-impl PackLoader {
-    /// A loader over `cache` for `.js` and `.mjs` files, keeping debug info and source.
-    pub fn new(cache: Cache) -> PackLoader {
-        PackLoader {
-            cache,
-            options: CompileOptions::default(),
-            extensions: vec!["js".into(), "mjs".into()],
-        }
-    }
-
-    /// Writes bytecode with these options.
-    pub fn with_options(mut self, options: CompileOptions) -> PackLoader {
-        self.options = options;
-        self
-    }
-
-    /// Also loads files with this extension (without the dot).
-    pub fn with_extension(mut self, extension: impl Into<String>) -> PackLoader {
-        self.extensions.push(extension.into());
-        self
-    }
-
-    fn handles(&self, name: &str) -> bool {
-        Path::new(name)
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| self.extensions.iter().any(|x| x == e))
-    }
-
-    fn load_file<'js>(
-        &self,
-        ctx: &Ctx<'js>,
-        name: &str,
-    ) -> rquickjs::Result<Module<'js, Declared>> {
-        let path = Path::new(name);
-        let key = self.options.key(Key::for_paths(&[path]), name);
-        if let Some(hit) = self.cache.get(&key) {
-            match load(ctx, &hit) {
-                Ok(module) => return Ok(module),
-                Err(e) => log::warn!("bytecode-pack: cached {name} did not load, recompiling: {e}"),
-            }
-        }
-        // The resolver checked a file was there; what is there now may be a FIFO.
-        let source = crate::fsys::read_user_file(path)?;
-        let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-        // The bytes compiled are the input recorded: an edit racing this load cannot be
-        // cached as the old content.
-        let entry = bytecode
-            .entry(name)
-            .inputs(vec![Input::with_content(path, &source)]);
-        if let Err(e) = self.cache.put(&key, &entry) {
-            log::warn!("bytecode-pack: cannot cache {name}: {e}");
-        }
-        Ok(module)
-    }
-}
-
-impl Loader for PackLoader {
-    fn load<'js>(
-        &mut self,
-        ctx: &Ctx<'js>,
-        name: &str,
-        _attributes: Option<ImportAttributes<'js>>,
-    ) -> rquickjs::Result<Module<'js, Declared>> {
-        if !self.handles(name) {
-            return Err(rquickjs::Error::new_loading(name));
-        }
-        self.load_file(ctx, name)
-    }
 }

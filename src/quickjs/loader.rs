@@ -1,0 +1,179 @@
+//! [`PackLoader`]: file modules served from the pack, compiled and stored on a miss.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rquickjs::loader::{ImportAttributes, Loader};
+use rquickjs::module::Declared;
+use rquickjs::{Ctx, Module};
+
+use super::{Bytecode, CompileOptions, compile_js, load};
+use crate::cache::Cache;
+use crate::error::Result;
+use crate::freshness::Input;
+use crate::key::Key;
+
+/// Store the pending entries once this many have gathered (or this many bytes), so a long
+/// run's memory stays bounded; otherwise they are stored when the loader is dropped.
+const FLUSH_ENTRIES: usize = 4096;
+const FLUSH_BYTES: usize = 64 << 20;
+
+/// A cache-backed rquickjs [`Loader`] for file modules: an `import` is served from the pack
+/// when the file is unchanged, and compiled when not. Use it with rquickjs's
+/// [`rquickjs::loader::FileResolver`], or with [`super::PackResolver`] around one (which also
+/// serves resolutions from the cache), in place of `ScriptLoader`; a second run over
+/// unchanged files compiles nothing.
+///
+/// **When compiled modules are stored.** Not on the import's path: the modules a start
+/// compiles are kept in memory and stored in one batch (one lock, one index publication) when
+/// the loader is dropped, which rquickjs does when the `Runtime` is dropped, or when
+/// [`PackLoader::flush`] is called on a clone; also whenever 4096 modules or 64 MiB are
+/// pending. A process that exits without dropping its runtime (or is killed) loses what was
+/// pending: the next start compiles those modules again. The cache stays correct either way:
+/// an entry is published whole or not at all.
+///
+/// Racy entries heal here too: a lookup that had to re-hash an input (its stat data was
+/// recorded too close to an edit, as after `tar` or `npm install`) remembers the fresh stat
+/// data, and the same batch re-records it, so the next start trusts a `stat` again.
+#[derive(Clone)]
+pub struct PackLoader {
+    cache: Cache,
+    options: CompileOptions,
+    extensions: Vec<String>,
+    pending: Arc<Pending>,
+}
+
+/// Compiled modules waiting to be stored; stored on drop (of the last clone).
+struct Pending {
+    cache: Cache,
+    modules: Mutex<Vec<PendingModule>>,
+}
+
+struct PendingModule {
+    key: Key,
+    name: String,
+    bytecode: Bytecode,
+    input: Input,
+}
+
+impl Pending {
+    fn flush(&self) -> Result<()> {
+        let modules = std::mem::take(&mut *self.modules.lock());
+        if modules.is_empty() {
+            // Nothing compiled; entries re-hashed as racy are re-recorded on their own.
+            return self.cache.refresh_racy().map(drop);
+        }
+        let entries: Vec<_> = modules
+            .iter()
+            .map(|m| {
+                let entry = m.bytecode.entry(&m.name).inputs(vec![m.input.clone()]);
+                (m.key, entry)
+            })
+            .collect();
+        self.cache
+            .put_many(entries.iter().map(|(key, entry)| (*key, entry)))
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            log::warn!("bytecode-pack: cannot store compiled modules: {e}");
+        }
+    }
+}
+
+impl PackLoader {
+    /// A loader over `cache` for `.js` and `.mjs` files, keeping debug info and source.
+    pub fn new(cache: Cache) -> PackLoader {
+        PackLoader {
+            pending: Arc::new(Pending {
+                cache: cache.clone(),
+                modules: Mutex::new(Vec::new()),
+            }),
+            cache,
+            options: CompileOptions::default(),
+            extensions: vec!["js".into(), "mjs".into()],
+        }
+    }
+
+    /// Writes bytecode with these options.
+    pub fn with_options(mut self, options: CompileOptions) -> PackLoader {
+        self.options = options;
+        self
+    }
+
+    /// Also loads files with this extension (without the dot).
+    pub fn with_extension(mut self, extension: impl Into<String>) -> PackLoader {
+        self.extensions.push(extension.into());
+        self
+    }
+
+    /// Stores the modules compiled so far now, in one batch, instead of when the loader is
+    /// dropped. Clones share what is pending, so a host can keep a clone to call this.
+    pub fn flush(&self) -> Result<()> {
+        self.pending.flush()
+    }
+
+    fn handles(&self, name: &str) -> bool {
+        Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| self.extensions.iter().any(|x| x == e))
+    }
+
+    fn load_file<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        name: &str,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        let path = Path::new(name);
+        let key = self.options.key(Key::for_paths(&[path]), name);
+        if let Some(hit) = self.cache.get(&key) {
+            match load(ctx, &hit) {
+                Ok(module) => return Ok(module),
+                Err(e) => log::warn!("bytecode-pack: cached {name} did not load, recompiling: {e}"),
+            }
+        }
+        // The resolver checked a file was there; what is there now may be a FIFO.
+        let source = crate::fsys::read_user_file(path)?;
+        let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
+        // The bytes compiled are the input recorded: an edit racing this load cannot be
+        // cached as the old content.
+        let input = Input::with_content(PathBuf::from(path), &source);
+        let full = {
+            let mut pending = self.pending.modules.lock();
+            pending.push(PendingModule {
+                key,
+                name: name.to_owned(),
+                bytecode,
+                input,
+            });
+            pending.len() >= FLUSH_ENTRIES
+                || pending
+                    .iter()
+                    .map(|m| m.bytecode.as_bytes().len())
+                    .sum::<usize>()
+                    >= FLUSH_BYTES
+        };
+        if full && let Err(e) = self.pending.flush() {
+            log::warn!("bytecode-pack: cannot store compiled modules: {e}");
+        }
+        Ok(module)
+    }
+}
+
+impl Loader for PackLoader {
+    fn load<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        _attributes: Option<ImportAttributes<'js>>,
+    ) -> rquickjs::Result<Module<'js, Declared>> {
+        if !self.handles(name) {
+            return Err(rquickjs::Error::new_loading(name));
+        }
+        self.load_file(ctx, name)
+    }
+}
