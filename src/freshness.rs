@@ -38,6 +38,9 @@ pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(100);
 pub struct Input {
     path: PathBuf,
     compiled_hash: Option<[u8; 16]>,
+    /// The stat data of the descriptor the compiled content was read from, and when the read
+    /// ended: lets `put` skip reading the file again when its stat data is unchanged.
+    observed: Option<(StatRecord, i64)>,
 }
 
 impl Input {
@@ -46,6 +49,22 @@ impl Input {
         Input {
             path: path.into(),
             compiled_hash: None,
+            observed: None,
+        }
+    }
+
+    /// [`Input::with_content`] for bytes read from the descriptor whose `fstat` gave `meta`,
+    /// ending at `read_at_ns`.
+    pub(crate) fn read_by_compiler(
+        path: PathBuf,
+        content: &[u8],
+        meta: &std::fs::Metadata,
+        read_at_ns: i64,
+    ) -> Input {
+        let stat = stat_record(meta);
+        Input {
+            observed: (stat.size == content.len() as u64).then_some((stat, read_at_ns)),
+            ..Input::with_content(path, content)
         }
     }
 
@@ -57,6 +76,7 @@ impl Input {
         Input {
             path: path.into(),
             compiled_hash: Some(xxh3_128(content).to_le_bytes()),
+            observed: None,
         }
     }
 
@@ -94,10 +114,29 @@ fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
     Ok((hash, stable.then_some(before)))
 }
 
-/// Hashes `input` for a `put`. The path is made absolute (not canonical) so the record does
+/// Hashes `input` for a `put`, and says from when its record is valid (the `recorded_at` of
+/// its entry must not be later). The path is made absolute (not canonical) so the record does
 /// not depend on the current directory and still names what the user named.
-pub(crate) fn record(input: &Input) -> Result<InputRecord> {
+///
+/// An input read by the compiler with its stat data observed ([`Input::read_by_compiler`])
+/// is not read again when a `stat` now gives the same data: the record is then valid from the
+/// end of that read, so the racy rule covers an edit that kept the stat data since.
+pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
     let path = recorded_path(&input.path);
+    if let (Some(content_hash), Some((observed, read_at))) = (input.compiled_hash, input.observed)
+        && stat_path(&path).is_ok_and(|now| now == observed)
+    {
+        let record = InputRecord {
+            path: path_bytes(&path),
+            content_hash,
+            stat: Some(observed),
+        };
+        return Ok((record, read_at));
+    }
+    record_by_reading(input, path).map(|r| (r, i64::MAX))
+}
+
+fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
     match (hash_file(&path), input.compiled_hash) {
         (Ok((on_disk, stat)), compiled) => {
             let content_hash = compiled.unwrap_or(on_disk);
@@ -252,10 +291,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.js");
         std::fs::write(&p, "new").unwrap();
-        let rec = record(&Input::with_content(&p, b"old")).unwrap();
+        let (rec, _) = record(&Input::with_content(&p, b"old")).unwrap();
         assert!(rec.stat.is_none());
         assert_eq!(rec.content_hash, xxh3_128(b"old").to_le_bytes());
-        let rec = record(&Input::with_content(&p, b"new")).unwrap();
+        let (rec, _) = record(&Input::with_content(&p, b"new")).unwrap();
         assert!(rec.stat.is_some());
         assert!(matches!(
             record(&Input::path(dir.path().join("missing"))),

@@ -117,12 +117,13 @@ pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
 /// Reads a file a user named, whole: non-blocking open, regular files only, and no more than
 /// the size `fstat` gave (a file that grows meanwhile is read as it was).
 #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
-pub(crate) fn read_user_file(path: &Path) -> io::Result<Vec<u8>> {
+/// Also returns the descriptor's metadata, taken before the read.
+pub(crate) fn read_user_file(path: &Path) -> io::Result<(Vec<u8>, fs::Metadata)> {
     use std::io::Read;
     let (file, meta) = open_user_file(path)?;
     let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(meta.len()).read_to_end(&mut content)?;
-    Ok(content)
+    Ok((content, meta))
 }
 
 /// Streams `file` through XXH3-128, reading at most `limit + 1` bytes: the digest and how many

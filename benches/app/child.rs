@@ -32,30 +32,35 @@ fn file_resolver(mjs: bool) -> FileResolver {
 }
 
 /// One start. The clock runs from just before `Runtime::new()` to after the entry's import
-/// (every module loaded, linked and evaluated) finished; `make` (a cache's `open`, for the
-/// cache variants) runs after `Runtime::new()`, inside it. Counting the exports, and
-/// dropping the runtime, come after the clock stops.
-fn start<R, L>(entry: &str, make: impl FnOnce() -> (R, L)) -> Start
+/// (every module loaded, linked and evaluated) finished and `store` ran: for the pack
+/// variants, `PackLoader::flush`, which stores the modules this start compiled (a host gets
+/// the same at the runtime's drop). `make` (a cache's `open`, for the cache variants) runs
+/// after `Runtime::new()`, inside the clock. Counting the exports, and tearing the runtime
+/// down, are off the clock for every variant.
+fn start<R, L>(entry: &str, make: impl FnOnce() -> (R, L, Option<PackLoader>)) -> Start
 where
     R: Resolver + 'static,
     L: Loader + 'static,
 {
     let clock = Instant::now();
     let runtime = Runtime::new().unwrap();
-    let (resolver, loader) = make();
+    let (resolver, loader, store) = make();
     runtime.set_loader(resolver, loader);
     let context = Context::full(&runtime).unwrap();
-    context.with(|ctx| {
+    let (elapsed, exports) = context.with(|ctx| {
         let namespace = Module::import(&ctx, entry)
             .and_then(|promise| promise.finish::<Object>())
             .catch(&ctx)
             .unwrap_or_else(|e| panic!("importing {entry}: {e}"));
-        let elapsed = clock.elapsed();
-        Start {
-            elapsed,
-            exports: namespace.keys::<String>().count(),
+        if let Some(loader) = &store {
+            loader.flush().unwrap();
         }
-    })
+        let elapsed = clock.elapsed();
+        (elapsed, namespace.keys::<String>().count())
+    });
+    drop(context);
+    drop(runtime);
+    Start { elapsed, exports }
 }
 
 pub fn run(job: &str) {
@@ -73,29 +78,28 @@ pub fn run(job: &str) {
                 } else {
                     ScriptLoader::default()
                 };
-                start(&entry, || (file_resolver(mjs), loader))
+                start(&entry, || (file_resolver(mjs), loader, None))
             }
             Variant::PerFile => start(&entry, || {
                 let cache = PerFileCache::new(&dir());
-                (file_resolver(mjs), PerFileLoader { cache })
+                (file_resolver(mjs), PerFileLoader { cache }, None)
             }),
             Variant::PackCold | Variant::PackWarm => start(&entry, || {
                 let cache = Cache::open(dir()).unwrap();
-                (file_resolver(mjs), PackLoader::new(cache))
+                let loader = PackLoader::new(cache);
+                (file_resolver(mjs), loader.clone(), Some(loader))
             }),
             Variant::Limit => {
                 // Before the clock: every resolution and every module's bytecode, in memory.
                 let (resolver, loader) = limit::read(&dir());
-                start(&entry, move || (resolver, loader))
+                start(&entry, move || (resolver, loader, None))
             }
-            // HOOK (PackResolver): delete the `#[cfg(any())]` line once
-            // `bytecode_pack::quickjs::PackResolver::new(FileResolver, Cache)` exists.
-            #[cfg(any())]
             Variant::PackResolverCold | Variant::PackResolverWarm => start(&entry, || {
                 let cache = Cache::open(dir()).unwrap();
                 let resolver =
                     bytecode_pack::quickjs::PackResolver::new(file_resolver(mjs), cache.clone());
-                (resolver, PackLoader::new(cache))
+                let loader = PackLoader::new(cache);
+                (resolver, loader.clone(), Some(loader))
             }),
         };
         let misses = bytecode_pack::quickjs::process_counters().compiles
@@ -119,7 +123,7 @@ fn record(entry: &str, mjs: bool, dir: &std::path::Path) -> (Start, u64) {
         let loader = RecordingLoader {
             log: bytecode.clone(),
         };
-        (resolver, loader)
+        (resolver, loader, None)
     });
     limit::store(dir, &resolutions, &bytecode);
     let modules = bytecode.lock().unwrap().len() as u64;

@@ -22,6 +22,25 @@ impl Lmdb {
         Lmdb { env, db }
     }
 
+    /// [`Lmdb::open`] without fsync at commit (`MDB_NOSYNC`): the durability `Durability::Process`
+    /// gives, for comparing write costs.
+    pub fn open_no_sync(dir: &Path) -> Lmdb {
+        std::fs::create_dir_all(dir).unwrap();
+        // SAFETY: as in `open`; NO_SYNC only skips fsync, which a crash of this benchmark
+        // cannot make unsafe.
+        let env = unsafe {
+            EnvOpenOptions::new()
+                .map_size(4 << 30)
+                .flags(heed::EnvFlags::NO_SYNC)
+                .open(dir)
+                .unwrap()
+        };
+        let mut wtxn = env.write_txn().unwrap();
+        let db = env.create_database(&mut wtxn, None).unwrap();
+        wtxn.commit().unwrap();
+        Lmdb { env, db }
+    }
+
     pub fn put_all<'a>(&self, items: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) {
         let mut wtxn = self.env.write_txn().unwrap();
         for (k, v) in items {

@@ -161,16 +161,23 @@ impl Cache {
                     entry.module_name, options.max_bytes
                 )));
             }
+            let mut valid_from = i64::MAX;
             let inputs = entry
                 .inputs
                 .iter()
-                .map(freshness::record)
+                .map(|input| {
+                    freshness::record(input).map(|(record, from)| {
+                        valid_from = valid_from.min(from);
+                        record
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             prepared.push(PreparedEntry {
                 key,
                 entry,
                 inputs,
-                recorded_at_ns: freshness::now_nanos(),
+                // After every input was hashed, or when the earliest observed read ended.
+                recorded_at_ns: freshness::now_nanos().min(valid_from),
             });
         }
         if prepared.is_empty() {

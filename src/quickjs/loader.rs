@@ -36,18 +36,23 @@ const FLUSH_BYTES: usize = 64 << 20;
 /// Racy entries heal here too: a lookup that had to re-hash an input (its stat data was
 /// recorded too close to an edit, as after `tar` or `npm install`) remembers the fresh stat
 /// data, and the same batch re-records it, so the next start trusts a `stat` again.
+///
+/// Module names are resolved against the working directory when the loader is created, as
+/// the resolver answered them against its own: a host that changes directory makes a new one.
 #[derive(Clone)]
 pub struct PackLoader {
     cache: Cache,
     options: CompileOptions,
     extensions: Vec<String>,
+    cwd: PathBuf,
     pending: Arc<Pending>,
 }
 
 /// Compiled modules waiting to be stored; stored on drop (of the last clone).
 struct Pending {
     cache: Cache,
-    modules: Mutex<Vec<PendingModule>>,
+    /// The modules, and their bytecode's total size.
+    modules: Mutex<(Vec<PendingModule>, usize)>,
 }
 
 struct PendingModule {
@@ -59,7 +64,7 @@ struct PendingModule {
 
 impl Pending {
     fn flush(&self) -> Result<()> {
-        let modules = std::mem::take(&mut *self.modules.lock());
+        let (modules, _) = std::mem::take(&mut *self.modules.lock());
         if modules.is_empty() {
             // Nothing compiled; entries re-hashed as racy are re-recorded on their own.
             return self.cache.refresh_racy().map(drop);
@@ -90,8 +95,9 @@ impl PackLoader {
         PackLoader {
             pending: Arc::new(Pending {
                 cache: cache.clone(),
-                modules: Mutex::new(Vec::new()),
+                modules: Mutex::new((Vec::new(), 0)),
             }),
+            cwd: std::env::current_dir().unwrap_or_default(),
             cache,
             options: CompileOptions::default(),
             extensions: vec!["js".into(), "mjs".into()],
@@ -128,8 +134,8 @@ impl PackLoader {
         ctx: &Ctx<'js>,
         name: &str,
     ) -> rquickjs::Result<Module<'js, Declared>> {
-        let path = Path::new(name);
-        let key = self.options.key(Key::for_paths(&[path]), name);
+        let path = self.cwd.join(name);
+        let key = self.options.key(Key::for_paths(&[&path]), name);
         if let Some(hit) = self.cache.get(&key) {
             match load(ctx, &hit) {
                 Ok(module) => return Ok(module),
@@ -137,25 +143,22 @@ impl PackLoader {
             }
         }
         // The resolver checked a file was there; what is there now may be a FIFO.
-        let source = crate::fsys::read_user_file(path)?;
+        let (source, meta) = crate::fsys::read_user_file(&path)?;
+        let read_at = crate::freshness::now_nanos();
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
         // The bytes compiled are the input recorded: an edit racing this load cannot be
         // cached as the old content.
-        let input = Input::with_content(PathBuf::from(path), &source);
+        let input = Input::read_by_compiler(path, &source, &meta, read_at);
         let full = {
             let mut pending = self.pending.modules.lock();
-            pending.push(PendingModule {
+            pending.1 += bytecode.as_bytes().len();
+            pending.0.push(PendingModule {
                 key,
                 name: name.to_owned(),
                 bytecode,
                 input,
             });
-            pending.len() >= FLUSH_ENTRIES
-                || pending
-                    .iter()
-                    .map(|m| m.bytecode.as_bytes().len())
-                    .sum::<usize>()
-                    >= FLUSH_BYTES
+            pending.0.len() >= FLUSH_ENTRIES || pending.1 >= FLUSH_BYTES
         };
         if full && let Err(e) = self.pending.flush() {
             log::warn!("bytecode-pack: cannot store compiled modules: {e}");

@@ -1,7 +1,8 @@
 //! [`PackResolver`]: rquickjs's `FileResolver`, answered from cached directory listings.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
 
 use relative_path::{RelativePath, RelativePathBuf};
 use rquickjs::loader::{FileResolver, ImportAttributes, Resolver};
@@ -28,7 +29,7 @@ enum Kind {
 struct Listing {
     stamp: StatRecord,
     recorded_at_ns: i64,
-    entries: HashMap<String, Kind>,
+    entries: FxHashMap<String, Kind>,
 }
 
 impl Listing {
@@ -78,14 +79,16 @@ pub struct PackResolver {
     /// could not be, and then every call goes to the wrapped resolver.
     config: Option<Config>,
     cache: Cache,
-    cwd: PathBuf,
+    /// The working directory, as a string (resolution is string arithmetic on UTF-8 names).
+    cwd: String,
     key: Key,
-    /// Listings known: loaded from the cache on first use, and read from disk as needed.
-    listings: Option<HashMap<PathBuf, Listing>>,
+    /// Listings known, by absolute directory: loaded from the cache on first use, and read
+    /// from disk as needed.
+    listings: Option<FxHashMap<String, Listing>>,
     /// Directories whose listing was checked during this run (valid now).
-    checked: HashMap<PathBuf, ()>,
-    /// Answers already given during this run: `(directory of base, name)`.
-    answers: HashMap<(String, String), String>,
+    checked: FxHashMap<String, ()>,
+    /// Answers already given during this run: directory of the base, then name.
+    answers: FxHashMap<String, FxHashMap<String, String>>,
     dirty: bool,
 }
 
@@ -106,7 +109,12 @@ impl PackResolver {
             );
         }
         let cwd = std::env::current_dir().unwrap_or_default();
-        let identity = format!("{}\0{resolver:?}", cwd.display());
+        // A working directory that is not UTF-8 cannot be joined to JavaScript names.
+        let (config, cwd) = match cwd.into_os_string().into_string() {
+            Ok(cwd) => (config, cwd),
+            Err(_) => (None, String::new()),
+        };
+        let identity = format!("{cwd}\0{resolver:?}");
         PackResolver {
             key: Key::for_source("bytecode-pack directory listings", identity.as_bytes()),
             inner: resolver,
@@ -114,13 +122,13 @@ impl PackResolver {
             cache,
             cwd,
             listings: None,
-            checked: HashMap::new(),
-            answers: HashMap::new(),
+            checked: FxHashMap::default(),
+            answers: FxHashMap::default(),
             dirty: false,
         }
     }
 
-    fn listings(&mut self) -> &mut HashMap<PathBuf, Listing> {
+    fn listings(&mut self) -> &mut FxHashMap<String, Listing> {
         if self.listings.is_none() {
             let loaded = self
                 .cache
@@ -135,34 +143,30 @@ impl PackResolver {
     /// Whether `path` (relative to the working directory) is a file, as `Path::is_file`
     /// would say.
     fn is_file(&mut self, path: &RelativePath) -> bool {
-        let full = path.to_path(&self.cwd);
-        let (Some(dir), Some(name)) = (full.parent(), full.file_name().and_then(|n| n.to_str()))
-        else {
-            return full.is_file();
+        // `RelativePath::to_path(cwd)`, as a string: the cwd, then the normalized path.
+        let full = format!("{}/{}", self.cwd, path.as_str());
+        let Some((dir, name)) = full.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
+            return Path::new(&full).is_file();
         };
-        let dir = dir.to_path_buf();
-        match self
-            .listing(&dir)
-            .and_then(|l| l.entries.get(name).copied())
-        {
+        match self.listing(dir).and_then(|l| l.entries.get(name).copied()) {
             Some(Kind::File) => true,
-            Some(Kind::Symlink) => full.is_file(),
+            Some(Kind::Symlink) => Path::new(&full).is_file(),
             Some(Kind::Other) | None => false,
         }
     }
 
     /// `dir`'s listing, valid now: checked once per run, read again when it changed.
-    fn listing(&mut self, dir: &Path) -> Option<&Listing> {
+    fn listing(&mut self, dir: &str) -> Option<&Listing> {
         if !self.checked.contains_key(dir) {
-            let now = crate::sys::stat_path(dir).ok();
+            let now = crate::sys::stat_path(Path::new(dir)).ok();
             let valid = match (now, self.listings().get(dir)) {
                 (Some(now), Some(listing)) => listing.still_valid(&now),
                 _ => false,
             };
             if !valid {
-                match read_listing(dir) {
+                match read_listing(Path::new(dir)) {
                     Some(listing) => {
-                        self.listings().insert(dir.to_path_buf(), listing);
+                        self.listings().insert(dir.to_owned(), listing);
                     }
                     None => {
                         self.listings().remove(dir);
@@ -170,7 +174,7 @@ impl PackResolver {
                 }
                 self.dirty = true;
             }
-            self.checked.insert(dir.to_path_buf(), ());
+            self.checked.insert(dir.to_owned(), ());
         }
         self.listings().get(dir)
     }
@@ -233,15 +237,17 @@ impl Resolver for PackResolver {
         } else {
             String::new()
         };
-        let memo = (scope, name.to_owned());
-        if let Some(answer) = self.answers.get(&memo) {
+        if let Some(answer) = self.answers.get(&scope).and_then(|a| a.get(name)) {
             return Ok(answer.clone());
         }
         let answer = self
             .resolve_cached(base, name)
             .ok_or_else(|| Error::new_resolving(base, name))?
             .to_string();
-        self.answers.insert(memo, answer.clone());
+        self.answers
+            .entry(scope)
+            .or_default()
+            .insert(name.to_owned(), answer.clone());
         Ok(answer)
     }
 }
@@ -267,7 +273,7 @@ impl Drop for PackResolver {
 /// trusted).
 fn read_listing(dir: &Path) -> Option<Listing> {
     let before = crate::sys::stat_path(dir).ok()?;
-    let mut entries = HashMap::new();
+    let mut entries = FxHashMap::default();
     for entry in std::fs::read_dir(dir).ok()? {
         let entry = entry.ok()?;
         let Ok(name) = entry.file_name().into_string() else {
@@ -352,7 +358,7 @@ fn debug_string_list(text: &str, label: &str) -> Option<Vec<String>> {
 const LISTINGS_MAGIC: &[u8; 8] = b"BPLIST1\0";
 
 /// The listings as stored in the cache (inside a checksummed segment).
-fn encode_listings(listings: &HashMap<PathBuf, Listing>) -> Vec<u8> {
+fn encode_listings(listings: &FxHashMap<String, Listing>) -> Vec<u8> {
     let mut out = LISTINGS_MAGIC.to_vec();
     let put_bytes = |out: &mut Vec<u8>, b: &[u8]| {
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -360,7 +366,7 @@ fn encode_listings(listings: &HashMap<PathBuf, Listing>) -> Vec<u8> {
     };
     out.extend_from_slice(&(listings.len() as u32).to_le_bytes());
     for (dir, listing) in listings {
-        put_bytes(&mut out, dir.as_os_str().as_encoded_bytes());
+        put_bytes(&mut out, dir.as_bytes());
         let s = &listing.stamp;
         for v in [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino, s.dev] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -380,7 +386,7 @@ fn encode_listings(listings: &HashMap<PathBuf, Listing>) -> Vec<u8> {
 }
 
 /// The inverse of [`encode_listings`]; `None` for anything malformed.
-fn decode_listings(bytes: &[u8]) -> Option<HashMap<PathBuf, Listing>> {
+fn decode_listings(bytes: &[u8]) -> Option<FxHashMap<String, Listing>> {
     struct Reader<'a>(&'a [u8]);
     impl<'a> Reader<'a> {
         fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -402,9 +408,9 @@ fn decode_listings(bytes: &[u8]) -> Option<HashMap<PathBuf, Listing>> {
     let mut r = Reader(bytes);
     (r.take(8)? == LISTINGS_MAGIC).then_some(())?;
     let dirs = r.u32()?;
-    let mut out = HashMap::new();
+    let mut out = FxHashMap::default();
     for _ in 0..dirs {
-        let dir = crate::sys::path_from_bytes(r.bytes()?)?.to_path_buf();
+        let dir = std::str::from_utf8(r.bytes()?).ok()?.to_owned();
         let stamp = StatRecord {
             size: r.u64()?,
             mtime_ns: r.u64()? as i64,
@@ -414,7 +420,8 @@ fn decode_listings(bytes: &[u8]) -> Option<HashMap<PathBuf, Listing>> {
         };
         let recorded_at_ns = r.u64()? as i64;
         let count = r.u32()?;
-        let mut entries = HashMap::with_capacity(count.min(1 << 16) as usize);
+        let mut entries =
+            FxHashMap::with_capacity_and_hasher(count.min(1 << 16) as usize, Default::default());
         for _ in 0..count {
             let kind = match r.take(1)?[0] {
                 1 => Kind::File,
@@ -458,9 +465,9 @@ mod tests {
 
     #[test]
     fn listings_round_trip_and_garbage_is_rejected() {
-        let mut listings = HashMap::new();
+        let mut listings = FxHashMap::default();
         listings.insert(
-            PathBuf::from("/a/b"),
+            "/a/b".to_owned(),
             Listing {
                 stamp: StatRecord {
                     size: 1,
@@ -480,14 +487,8 @@ mod tests {
         );
         let bytes = encode_listings(&listings);
         let back = decode_listings(&bytes).unwrap();
-        assert_eq!(
-            back[Path::new("/a/b")].entries,
-            listings[Path::new("/a/b")].entries
-        );
-        assert_eq!(
-            back[Path::new("/a/b")].stamp,
-            listings[Path::new("/a/b")].stamp
-        );
+        assert_eq!(back["/a/b"].entries, listings["/a/b"].entries);
+        assert_eq!(back["/a/b"].stamp, listings["/a/b"].stamp);
         for cut in 0..bytes.len() {
             assert!(decode_listings(&bytes[..cut]).is_none());
         }
