@@ -55,6 +55,7 @@ impl Input {
 
     /// [`Input::with_content`] for bytes read from the descriptor whose `fstat` gave `meta`,
     /// ending at `read_at_ns`.
+    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
     pub(crate) fn read_by_compiler(
         path: PathBuf,
         content: &[u8],

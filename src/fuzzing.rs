@@ -2,8 +2,159 @@
 //! crate drives it, including the unchecked in-place reads behind the per-record checks.
 //! Not part of the public API.
 
-use crate::format;
+use crate::format::{
+    self, EntryRecord, IndexBody, InputRecord, SegmentKind, SegmentRef, StatRecord,
+};
 use crate::unsafe_io::CheckedIndex;
+
+/// The `index` fuzz target: the input is either raw bytes behind a header sealed for this
+/// build (so the table and records are reached), or a valid index built from the input and
+/// then damaged. A reader's lookups and a writer's decode must never panic, hang or
+/// misbehave, and an undamaged file must decode to what was encoded.
+pub fn fuzz_index(data: &[u8]) {
+    let mut b = Bytes(data);
+    if b.byte() & 1 == 0 {
+        // Raw bytes, with a header sealed for this build so the table and records are reached.
+        let mut file = b.0.to_vec();
+        if file.len() >= format::INDEX_HEADER_LEN {
+            let valid = format::encode_index(&format::IndexBody::default(), TAG).expect("small");
+            // Common header and layout from a valid file, the rest from the input.
+            file[..40].copy_from_slice(&valid[..40]);
+            let rows = ((file.len() - format::INDEX_HEADER_LEN) / format::ROW_LEN)
+                .min(u32::from(file[64]) as usize);
+            file[64..68].copy_from_slice(&(rows as u32).to_le_bytes());
+            let records = file.len() - format::INDEX_HEADER_LEN - rows * format::ROW_LEN;
+            file[72..80].copy_from_slice(&(records as u64).to_le_bytes());
+            let end = format::INDEX_HEADER_LEN - 8;
+            let sum = xxhash_rust::xxh3::xxh3_64(&file[..end]);
+            file[end..format::INDEX_HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
+        }
+        index_as_reader(&file, TAG);
+    } else {
+        // A valid index built from the input, then damaged.
+        let body = body(&mut b);
+        let mut file = format::encode_index(&body, TAG).expect("small");
+        let pristine = file.clone();
+        damage(&mut file, &mut b);
+        index_as_reader(&file, TAG);
+        if file == pristine {
+            assert_eq!(
+                format::decode_index(&file, TAG).map(|(b, _)| b).ok(),
+                Some(body)
+            );
+        }
+    }
+}
+
+/// The `pack` fuzz target: raw bytes after a valid pack header, or valid segments built from
+/// the input and then damaged, walked as `verify` walks them.
+pub fn fuzz_pack(data: &[u8]) {
+    let mut b = Bytes(data);
+    let mut pack = format::encode_pack_header(1, TAG).to_vec();
+    if b.byte() & 1 == 0 {
+        pack.extend_from_slice(b.0);
+    } else {
+        // Valid segments from the input, then damaged.
+        for _ in 0..b.byte() % 8 {
+            let kind = SegmentKind::ALL[usize::from(b.byte() % 3)];
+            let key: [u8; 16] = b.array();
+            let payload: Vec<u8> = (0..b.byte()).map(|_| b.byte()).collect();
+            pack.extend_from_slice(&format::encode_segment_header(kind, &key, &payload));
+            pack.extend_from_slice(&payload);
+        }
+        damage(&mut pack, &mut b);
+    }
+    pack_as_verifier(&pack, TAG);
+}
+
+const TAG: &str = "fuzz-abi";
+
+/// Reads bytes off the front of the input, zero once it runs out.
+struct Bytes<'a>(pub &'a [u8]);
+
+impl Bytes<'_> {
+    fn byte(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+        self.0 = rest;
+        b
+    }
+    fn u64(&mut self) -> u64 {
+        (0..8).fold(0, |acc, _| (acc << 8) | u64::from(self.byte()))
+    }
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        std::array::from_fn(|_| self.byte())
+    }
+    fn string(&mut self) -> String {
+        let len = self.byte() % 40;
+        (0..len)
+            .map(|_| char::from(b'a' + self.byte() % 26))
+            .collect()
+    }
+}
+
+fn segment(b: &mut Bytes) -> SegmentRef {
+    SegmentRef {
+        offset: b.u64() % 4096,
+        len: b.u64() % 4096,
+        checksum: b.array(),
+    }
+}
+
+/// An index body with up to 16 entries, every field from the input.
+fn body(b: &mut Bytes) -> IndexBody {
+    let mut entries: Vec<EntryRecord> = (0..b.byte() % 16)
+        .map(|_| EntryRecord {
+            key: b.array(),
+            seq: b.u64(),
+            module_name: b.string(),
+            flags: u32::from(b.byte() & 1),
+            recorded_at_ns: b.u64() as i64,
+            bytecode: segment(b),
+            source_map: (b.byte() & 1 == 1).then(|| segment(b)),
+            aux: (b.byte() & 1 == 1).then(|| segment(b)),
+            inputs: (0..b.byte() % 4)
+                .map(|_| InputRecord {
+                    path: b.string().into_bytes(),
+                    content_hash: b.array(),
+                    stat: (b.byte() & 1 == 1).then(|| StatRecord {
+                        size: b.u64(),
+                        mtime_ns: b.u64() as i64,
+                        ctime_ns: b.u64() as i64,
+                        ino: b.u64(),
+                        dev: b.u64(),
+                    }),
+                })
+                .collect(),
+        })
+        .collect();
+    entries.sort_by_key(|e| e.key);
+    entries.dedup_by_key(|e| e.key);
+    IndexBody {
+        generation: b.u64(),
+        pack_len: b.u64(),
+        next_seq: b.u64(),
+        entries,
+    }
+}
+
+/// Applies up to 8 damages from the input: bit flips, zeroed ranges, truncation, extension.
+fn damage(file: &mut Vec<u8>, b: &mut Bytes) {
+    for _ in 0..b.byte() % 8 {
+        if file.is_empty() {
+            return;
+        }
+        let at = (b.u64() as usize) % file.len();
+        match b.byte() % 4 {
+            0 => file[at] ^= 1 << (b.byte() % 8),
+            1 => {
+                let end = (at + usize::from(b.byte())).min(file.len());
+                file[at..end].fill(0);
+            }
+            2 => file.truncate(at),
+            _ => file.extend((0..b.byte()).map(|i| i.wrapping_mul(37))),
+        }
+    }
+}
 
 /// Parses `bytes` as an index file the way a reader does: header, lookups of every row's key
 /// and of absent keys, and each record's fields read in place.
@@ -46,6 +197,29 @@ pub fn pack_as_verifier(bytes: &[u8], abi_tag: &str) {
                 offset = next;
             }
             Err(_) => break,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz targets run here on seeded inputs, so CI builds and exercises them without
+    /// `cargo fuzz`.
+    #[test]
+    fn fuzz_targets_survive_seeded_inputs() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for round in 0..3000 {
+            let len = round % 700;
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            super::fuzz_index(&data);
+            super::fuzz_pack(&data);
         }
     }
 }

@@ -54,7 +54,7 @@ mod error;
 #[doc(hidden)]
 pub mod faults;
 mod files;
-pub mod format;
+mod format;
 mod freshness;
 mod fsys;
 #[doc(hidden)]

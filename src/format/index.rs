@@ -121,16 +121,6 @@ impl IndexEncoder {
         }
     }
 
-    /// Rows so far.
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
-    /// Whether no row was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Appends a row for `entry`, serialising it.
     pub fn push_record(&mut self, entry: &EntryRecord) -> Result<(), FormatError> {
         let archived = rkyv::to_bytes::<rkyv::rancor::BoxedError>(entry)

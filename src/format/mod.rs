@@ -140,6 +140,7 @@ const CHECKSUM_LEN: usize = 8;
 
 /// [`EntryRecord::flags`]: the bytecode was produced by this crate's own QuickJS compile
 /// path (not handed to `put` by a caller), so it may be given to `Module::load`.
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub const FLAG_ENGINE_BYTECODE: u32 = 1;
 
 /// What a segment holds.
@@ -359,11 +360,6 @@ impl IndexBody {
                 .iter()
                 .map(EntryRecord::stored_len)
                 .sum::<u64>()
-    }
-
-    /// Position of `key` in `entries` (`Ok`) or where it would go (`Err`).
-    pub fn position(&self, key: &[u8; 16]) -> Result<usize, usize> {
-        self.entries.binary_search_by(|e| e.key.cmp(key))
     }
 }
 
