@@ -75,10 +75,45 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
+/// What a command found: both renderings, and the exit code. Commands build one; only
+/// `main` prints.
+struct Report {
+    json: serde_json::Value,
+    text: Vec<String>,
+    code: ExitCode,
+}
+
+impl Report {
+    fn ok(json: serde_json::Value, text: Vec<String>) -> Report {
+        Report {
+            json,
+            text,
+            code: ExitCode::SUCCESS,
+        }
+    }
+
+    /// Exit 1 when something is damaged, as `verify` does.
+    fn failing_if(mut self, damaged: bool) -> Report {
+        if damaged {
+            self.code = ExitCode::from(1);
+        }
+        self
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(code) => code,
+        Ok(report) => {
+            if cli.json {
+                println!("{}", report.json);
+            } else {
+                for line in &report.text {
+                    println!("{line}");
+                }
+            }
+            report.code
+        }
         Err(Failure(message)) => {
             eprintln!("bytecode-pack: {message}");
             ExitCode::from(2)
@@ -86,34 +121,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> Result<ExitCode, Failure> {
+fn run(cli: &Cli) -> Result<Report, Failure> {
     let root = match &cli.dir {
         Some(dir) => dir.clone(),
         None => default_root()?,
     };
-    if let Command::Prune { older_than_days } = cli.command {
-        return prune(cli, &root, older_than_days);
-    }
     // Reading commands must not create a cache where there is none. Stats on a root with no
     // cache yet is an empty cache, as `ccache -s` shows one.
     let dir = root.join(abi_tag());
-    if std::fs::symlink_metadata(&dir).is_err() {
-        if let Command::Stats = cli.command {
-            return empty_stats(cli, &dir);
+    let open = || -> Result<Cache, Failure> {
+        if std::fs::symlink_metadata(&dir).is_err() {
+            return Err(Failure(format!(
+                "no cache for this build at {}",
+                dir.display()
+            )));
         }
-        return Err(Failure(format!(
-            "no cache for this build at {}",
-            dir.display()
-        )));
-    }
-    let cache = Cache::open(&root)?;
+        Ok(Cache::open(&root)?)
+    };
     match cli.command {
-        Command::Stats => stats(cli, &root, &cache),
-        Command::List { sort } => list(cli, &cache, sort),
-        Command::Verify => verify(cli, &cache),
-        Command::Compact => compact(cli, &cache),
-        Command::Clear => clear(cli, &cache),
-        Command::Prune { .. } => unreachable!("handled above"),
+        Command::Stats if std::fs::symlink_metadata(&dir).is_err() => Ok(empty_stats(&dir)),
+        Command::Stats => stats(&root, &open()?),
+        Command::List { sort } => list(&open()?, sort),
+        Command::Verify => verify(&open()?),
+        Command::Compact => compact(&open()?),
+        Command::Clear => clear(&open()?),
+        Command::Prune { older_than_days } => prune(&root, older_than_days),
     }
 }
 
@@ -159,23 +191,21 @@ fn human_age(d: Duration) -> String {
 }
 
 /// What `stats` shows for a root with no cache for this build yet: zeros.
-fn empty_stats(cli: &Cli, dir: &Path) -> Result<ExitCode, Failure> {
-    if cli.json {
-        let out = json!({
-            "entries": 0, "pack_bytes": 0, "live_bytes": 0, "dead_bytes": 0, "dead_ratio": 0.0,
-            "index_bytes": 0, "generation": 0, "abi_tag": abi_tag(), "path": dir,
-            "damage": null, "other_abi_tags": [],
-        });
-        println!("{out}");
-    } else {
-        println!("cache       {} (not created yet)", dir.display());
-        println!("abi tag     {}", abi_tag());
-        println!("entries     0");
-    }
-    Ok(ExitCode::SUCCESS)
+fn empty_stats(dir: &Path) -> Report {
+    let json = json!({
+        "entries": 0, "pack_bytes": 0, "live_bytes": 0, "dead_bytes": 0, "dead_ratio": 0.0,
+        "index_bytes": 0, "generation": 0, "abi_tag": abi_tag(), "path": dir,
+        "damage": null, "other_abi_tags": [],
+    });
+    let text = vec![
+        format!("cache       {} (not created yet)", dir.display()),
+        format!("abi tag     {}", abi_tag()),
+        "entries     0".to_owned(),
+    ];
+    Report::ok(json, text)
 }
 
-fn stats(cli: &Cli, root: &Path, cache: &Cache) -> Result<ExitCode, Failure> {
+fn stats(root: &Path, cache: &Cache) -> Result<Report, Failure> {
     let s = cache.stats()?;
     let others = other_abis(root)?;
     let dead_ratio = if s.pack_bytes == 0 {
@@ -183,72 +213,66 @@ fn stats(cli: &Cli, root: &Path, cache: &Cache) -> Result<ExitCode, Failure> {
     } else {
         s.dead_bytes() as f64 / s.pack_bytes as f64
     };
-    if cli.json {
-        let others: Vec<_> = others
+    let json = json!({
+        "entries": s.entries,
+        "pack_bytes": s.pack_bytes,
+        "live_bytes": s.live_bytes,
+        "dead_bytes": s.dead_bytes(),
+        "dead_ratio": dead_ratio,
+        "index_bytes": s.index_bytes,
+        "generation": s.generation,
+        "abi_tag": abi_tag(),
+        "path": s.dir,
+        "damage": s.damage,
+        "other_abi_tags": others
             .iter()
             .map(|o| json!({"abi_tag": o.abi_tag, "path": o.path, "bytes": o.bytes}))
-            .collect();
-        let out = json!({
-            "entries": s.entries,
-            "pack_bytes": s.pack_bytes,
-            "live_bytes": s.live_bytes,
-            "dead_bytes": s.dead_bytes(),
-            "dead_ratio": dead_ratio,
-            "index_bytes": s.index_bytes,
-            "generation": s.generation,
-            "abi_tag": abi_tag(),
-            "path": s.dir,
-            "damage": s.damage,
-            "other_abi_tags": others,
-        });
-        println!("{out}");
-        return Ok(damage_code(&s.damage));
-    }
-    println!("cache       {}", s.dir.display());
-    println!("abi tag     {}", abi_tag());
-    println!("entries     {}", s.entries);
-    println!("pack        {}", human(s.pack_bytes));
-    println!("live        {}", human(s.live_bytes));
-    println!(
-        "dead        {} ({:.0}%)",
-        human(s.dead_bytes()),
-        dead_ratio * 100.0
-    );
-    println!("index       {}", human(s.index_bytes));
-    println!("generation  {}", s.generation);
+            .collect::<Vec<_>>(),
+    });
+    let mut text = vec![
+        format!("cache       {}", s.dir.display()),
+        format!("abi tag     {}", abi_tag()),
+        format!("entries     {}", s.entries),
+        format!("pack        {}", human(s.pack_bytes)),
+        format!("live        {}", human(s.live_bytes)),
+        format!(
+            "dead        {} ({:.0}%)",
+            human(s.dead_bytes()),
+            dead_ratio * 100.0
+        ),
+        format!("index       {}", human(s.index_bytes)),
+        format!("generation  {}", s.generation),
+    ];
     if others.is_empty() {
-        println!("other builds: none");
+        text.push("other builds: none".into());
     } else {
-        println!("other builds:");
+        text.push("other builds:".into());
         for o in &others {
             let idle = human_age(age(o.last_used));
-            println!("  {}  {}  unused {idle}", o.abi_tag, human(o.bytes));
+            text.push(format!(
+                "  {}  {}  unused {idle}",
+                o.abi_tag,
+                human(o.bytes)
+            ));
         }
     }
     if let Some(damage) = &s.damage {
-        println!("damaged: {damage}; every lookup misses until the next write rebuilds it");
+        text.push(format!(
+            "damaged: {damage}; every lookup misses until the next write rebuilds it"
+        ));
     }
-    Ok(damage_code(&s.damage))
+    Ok(Report::ok(json, text).failing_if(s.damage.is_some()))
 }
 
-/// Exit 1 when the cache is damaged, as `verify` does.
-fn damage_code(damage: &Option<String>) -> ExitCode {
-    if damage.is_some() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    }
-}
-
-fn list(cli: &Cli, cache: &Cache, sort: SortBy) -> Result<ExitCode, Failure> {
+fn list(cache: &Cache, sort: SortBy) -> Result<Report, Failure> {
     let mut entries: Vec<EntryInfo> = cache.entries()?;
     match sort {
         SortBy::Name => entries.sort_by(|a, b| a.module_name.cmp(&b.module_name)),
         SortBy::Size => entries.sort_by_key(|e| std::cmp::Reverse(e.bytecode_bytes)),
         SortBy::Age => entries.sort_by_key(|e| e.recorded_at),
     }
-    if cli.json {
-        let rows: Vec<_> = entries
+    let json = serde_json::Value::Array(
+        entries
             .iter()
             .map(|e| {
                 json!({
@@ -260,144 +284,120 @@ fn list(cli: &Cli, cache: &Cache, sort: SortBy) -> Result<ExitCode, Failure> {
                     "age_secs": age(e.recorded_at).as_secs(),
                 })
             })
-            .collect();
-        println!("{}", serde_json::Value::Array(rows));
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
+            .collect(),
+    );
+    let mut text = vec![format!(
         "{:<32}  {:>10}  {:>6}  {:>5}  MODULE",
         "KEY", "BYTECODE", "INPUTS", "AGE"
-    );
-    for e in &entries {
-        println!(
+    )];
+    text.extend(entries.iter().map(|e| {
+        format!(
             "{:<32}  {:>10}  {:>6}  {:>5}  {}",
             e.key,
             human(e.bytecode_bytes),
             e.inputs,
             human_age(age(e.recorded_at)),
             e.module_name
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+        )
+    }));
+    Ok(Report::ok(json, text))
 }
 
-fn verify(cli: &Cli, cache: &Cache) -> Result<ExitCode, Failure> {
+fn verify(cache: &Cache) -> Result<Report, Failure> {
     let report = with_spinner("verifying", || cache.verify())?;
-    if cli.json {
-        let out = json!({
-            "ok": report.is_ok(),
-            "entries": report.entries,
-            "segments_checked": report.segments_checked,
-            "segments_in_pack": report.segments_in_pack,
-            "problems": report.problems,
-        });
-        println!("{out}");
+    let json = json!({
+        "ok": report.is_ok(),
+        "entries": report.entries,
+        "segments_checked": report.segments_checked,
+        "segments_in_pack": report.segments_in_pack,
+        "problems": report.problems,
+    });
+    let mut text = vec![format!(
+        "{} entries, {} segments checked, {} segments in the pack",
+        report.entries, report.segments_checked, report.segments_in_pack
+    )];
+    text.extend(report.problems.iter().map(|p| format!("problem: {p}")));
+    text.push(if report.is_ok() {
+        "ok".into()
     } else {
-        println!(
-            "{} entries, {} segments checked, {} segments in the pack",
-            report.entries, report.segments_checked, report.segments_in_pack
-        );
-        for problem in &report.problems {
-            println!("problem: {problem}");
-        }
-        println!(
-            "{}",
-            if report.is_ok() {
-                "ok"
-            } else {
-                "damaged: `bytecode-pack compact` drops what is corrupt"
-            }
-        );
-    }
-    Ok(if report.is_ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+        "damaged: `bytecode-pack compact` drops what is corrupt".into()
+    });
+    Ok(Report::ok(json, text).failing_if(!report.is_ok()))
 }
 
-fn compact(cli: &Cli, cache: &Cache) -> Result<ExitCode, Failure> {
+fn compact(cache: &Cache) -> Result<Report, Failure> {
     let r = with_spinner("compacting", || cache.compact())?;
     let reclaimed = r.pack_bytes_before.saturating_sub(r.pack_bytes_after);
-    if cli.json {
-        let out = json!({
-            "entries_before": r.entries_before,
-            "entries_after": r.entries_after,
-            "dropped_stale": r.dropped_stale,
-            "dropped_corrupt": r.dropped_corrupt,
-            "evicted": r.evicted,
-            "pack_bytes_before": r.pack_bytes_before,
-            "pack_bytes_after": r.pack_bytes_after,
-            "reclaimed_bytes": reclaimed,
-            "generation": r.generation,
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "reclaimed {} ({} -> {}); kept {} of {} entries ({} stale, {} corrupt, {} evicted)",
-            human(reclaimed),
-            human(r.pack_bytes_before),
-            human(r.pack_bytes_after),
-            r.entries_after,
-            r.entries_before,
-            r.dropped_stale,
-            r.dropped_corrupt,
-            r.evicted
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    let json = json!({
+        "entries_before": r.entries_before,
+        "entries_after": r.entries_after,
+        "dropped_stale": r.dropped_stale,
+        "dropped_corrupt": r.dropped_corrupt,
+        "evicted": r.evicted,
+        "pack_bytes_before": r.pack_bytes_before,
+        "pack_bytes_after": r.pack_bytes_after,
+        "reclaimed_bytes": reclaimed,
+        "generation": r.generation,
+    });
+    let text = vec![format!(
+        "reclaimed {} ({} -> {}); kept {} of {} entries ({} stale, {} corrupt, {} evicted)",
+        human(reclaimed),
+        human(r.pack_bytes_before),
+        human(r.pack_bytes_after),
+        r.entries_after,
+        r.entries_before,
+        r.dropped_stale,
+        r.dropped_corrupt,
+        r.evicted
+    )];
+    Ok(Report::ok(json, text))
 }
 
-fn clear(cli: &Cli, cache: &Cache) -> Result<ExitCode, Failure> {
+fn clear(cache: &Cache) -> Result<Report, Failure> {
     let before = cache.stats()?;
     cache.clear()?;
-    if cli.json {
-        println!(
-            "{}",
-            json!({"removed_entries": before.entries, "reclaimed_bytes": before.pack_bytes})
-        );
-    } else {
-        println!(
-            "removed {} entries, reclaimed {}",
-            before.entries,
-            human(before.pack_bytes)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    let json = json!({"removed_entries": before.entries, "reclaimed_bytes": before.pack_bytes});
+    let text = vec![format!(
+        "removed {} entries, reclaimed {}",
+        before.entries,
+        human(before.pack_bytes)
+    )];
+    Ok(Report::ok(json, text))
 }
 
-fn prune(cli: &Cli, root: &Path, days: u64) -> Result<ExitCode, Failure> {
+fn prune(root: &Path, days: u64) -> Result<Report, Failure> {
     if !root.is_dir() {
         return Err(Failure(format!("no cache root at {}", root.display())));
     }
     let report = prune_other_abis(root, Duration::from_secs(days.saturating_mul(86_400)))?;
-    if cli.json {
-        let removed: Vec<_> = report
+    let json = json!({
+        "removed": report
             .removed
             .iter()
             .map(|o| json!({"abi_tag": o.abi_tag, "path": o.path, "bytes": o.bytes}))
-            .collect();
-        let skipped: Vec<_> = report
+            .collect::<Vec<_>>(),
+        "reclaimed_bytes": report.bytes_freed,
+        "skipped": report
             .skipped
             .iter()
             .map(|s| json!({"path": s.path, "reason": s.reason}))
-            .collect();
-        println!(
-            "{}",
-            json!({"removed": removed, "reclaimed_bytes": report.bytes_freed, "skipped": skipped})
-        );
-    } else {
-        for o in &report.removed {
-            println!("removed {}  {}", o.abi_tag, human(o.bytes));
-        }
-        for s in &report.skipped {
-            println!("skipped {}: {}", s.path.display(), s.reason);
-        }
-        println!(
-            "removed {} caches of other builds, reclaimed {}",
-            report.removed.len(),
-            human(report.bytes_freed)
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+            .collect::<Vec<_>>(),
+    });
+    let mut text: Vec<String> = report
+        .removed
+        .iter()
+        .map(|o| format!("removed {}  {}", o.abi_tag, human(o.bytes)))
+        .collect();
+    text.extend(
+        report
+            .skipped
+            .iter()
+            .map(|s| format!("skipped {}: {}", s.path.display(), s.reason)),
+    );
+    text.push(format!(
+        "removed {} caches of other builds, reclaimed {}",
+        report.removed.len(),
+        human(report.bytes_freed)
+    ));
+    Ok(Report::ok(json, text))
 }
