@@ -7,7 +7,7 @@ use crate::freshness::Input;
 use crate::key::Key;
 use crate::snapshot::{EntryAt, Snapshot};
 
-/// What [`Cache::put`] stores: bytecode, and optionally a source map, an opaque sidecar and
+/// What [`crate::Cache::put`] stores: bytecode, and optionally a source map, an opaque sidecar and
 /// the inputs whose content the bytecode depends on.
 #[derive(Debug, Clone)]
 pub struct NewEntry<'a> {
@@ -136,7 +136,7 @@ impl std::fmt::Debug for Hit {
     }
 }
 
-/// One live entry, as listed by [`Cache::entries`].
+/// One live entry, as listed by [`crate::Cache::entries`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EntryInfo {

@@ -32,15 +32,25 @@
 //!
 //! # Layout
 //!
+//! Dependencies point one way, from the public handle down to the format (`tests/layout.rs`
+//! fails on a cycle between modules). From the bottom up:
+//!
 //! | module | responsibility |
 //! |---|---|
-//! | `format` | the on-disk format, byte by byte (see also `FORMAT.md`) |
-//! | `unsafe_io` | the only `unsafe`: mmap, unchecked access to a checksummed index |
-//! | `snapshot` | the reader's immutable, lock-free view |
-//! | `writer` | the advisory lock, appends, atomic publication |
-//! | `compact` | rewriting live entries into a new generation |
-//! | `freshness` | input hashing, stat short-cuts, the racy-timestamp rule |
-//! | `quickjs` | compiling, loading and a cache-backed module loader |
+//! | `format` (`index`, `pack`) | the on-disk format, byte by byte, with no I/O (see also `FORMAT.md`) |
+//! | `files` | the names of the files in a cache directory |
+//! | `sys` (`unix`, `other`) | platform code: stat data, open flags, owner and mode checks |
+//! | `unsafe_io` | the storage side's only `unsafe`: mmap, unchecked access to a checksummed index |
+//! | `error`, `options`, `abi`, `key` | the error type; tuning knobs; the ABI tag; cache keys |
+//! | `fsys` | non-blocking, regular-file-only opens, bounded streaming hashes, private dirs |
+//! | `freshness`, `inputs` | input records, the one freshness check and the racy rule; `collect_inputs` |
+//! | `snapshot` | the reader's immutable, lock-free view (index, base, pack) |
+//! | `entry`, `stats` | [`NewEntry`], [`Hit`], [`EntryInfo`]; [`MissReason`], [`Counters`], [`Stats`] |
+//! | `writer` | the advisory lock, appends, the split index, atomic publication, sweeping |
+//! | `compact`, `verify`, `maintenance` | rewriting a generation; full checks; pruning other builds |
+//! | `cache` (`builder`) | the public handle: [`Cache`], [`CacheBuilder`] |
+//! | `quickjs` (`engine`, `loader`, `resolver`) | compile and load; [`quickjs::PackLoader`], [`quickjs::PackResolver`]; the one `Module::load` |
+//! | `faults`, `fuzzing` | test-only crash points and fuzzing entry points (hidden) |
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

@@ -133,7 +133,7 @@ impl Cache {
 
     /// Stores `entry` under `key`, replacing any entry there, and publishes it to every
     /// handle. Inputs are hashed before the writer lock is taken. Returns once the entry is
-    /// durable against a process crash (and, with [`Durability::Full`], a power loss).
+    /// durable against a process crash (and, with [`crate::Durability::Full`], a power loss).
     pub fn put(&self, key: &Key, entry: &NewEntry<'_>) -> Result<()> {
         self.put_many(std::iter::once((*key, entry)))
     }
