@@ -120,13 +120,13 @@ fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
 /// not depend on the current directory and still names what the user named.
 ///
 /// An input read by the compiler with its stat data observed ([`Input::read_by_compiler`])
-/// is not read again when a `stat` now gives the same data: the record is then valid from the
-/// end of that read, so the racy rule covers an edit that kept the stat data since.
+/// is not read again: its record is the observed stat data and the hash of what was read,
+/// valid from the end of that read. That is sound without another `stat`: an edit since then
+/// changes the stat data (a lookup then re-hashes and misses), or keeps it only within the
+/// racy window of that read, in which the stat data is never trusted.
 pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
     let path = recorded_path(&input.path);
-    if let (Some(content_hash), Some((observed, read_at))) = (input.compiled_hash, input.observed)
-        && stat_path(&path).is_ok_and(|now| now == observed)
-    {
+    if let (Some(content_hash), Some((observed, read_at))) = (input.compiled_hash, input.observed) {
         let record = InputRecord {
             path: path_bytes(&path),
             content_hash,
