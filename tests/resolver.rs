@@ -1440,9 +1440,6 @@ fn f_two_projects_share_one_cache_root() {
 /// `Module::import` from the host passes base `""`, from which `FileResolver` answers `./a`
 /// with `./a.js`, while from base `main.js` (the same directory, `""`) it answers `a.js`.
 #[test]
-#[ignore = "PackResolver disagrees: in one start, (\"main.js\", \"./a\") then (\"\", \"./a\") \
-            both answer \"a.js\" (FileResolver: \"a.js\", then \"./a.js\"): its per-start answer \
-            memo keys base \"\" and base \"main.js\" alike, by the directory \"\""]
 fn empty_base_and_a_base_in_the_root_are_answered_apart() {
     let sandbox = Sandbox::new();
     run("empty-base", &sandbox.project(), &sandbox.root(), &[]);

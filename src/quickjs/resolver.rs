@@ -15,7 +15,7 @@ use crate::freshness;
 use crate::key::Key;
 
 /// What one directory entry is, as far as resolution cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     File,
     /// A symlink: what it points at can change without its directory changing, so it is
@@ -24,22 +24,54 @@ enum Kind {
     Other,
 }
 
-/// One directory's listing and the stat data it was taken under.
+/// One directory's listing and the stat data it was taken under; no stat data for a
+/// directory that did not exist (a search path or `x/index.js` candidate that is absent).
 #[derive(Debug, Clone)]
 struct Listing {
-    stamp: StatRecord,
+    stamp: Option<StatRecord>,
     recorded_at_ns: i64,
-    entries: FxHashMap<String, Kind>,
+    /// `None` for a path that exists but cannot be listed (not a directory, or no read
+    /// permission): its names are then checked live.
+    entries: Option<FxHashMap<String, Kind>>,
+    /// A digest of what the listing says (absent, unlistable, or its names and kinds): an
+    /// answer computed from it records the digest, and stands only while it is the same.
+    digest: u64,
 }
 
 impl Listing {
     /// Whether the directory still holds exactly these names: its stat data (ctime and
     /// mtime change whenever an entry is added, removed or renamed; the inode whenever a
     /// symlinked path switches target) is unchanged and old enough to trust, by the same
-    /// racy rule as inputs.
-    fn still_valid(&self, now: &StatRecord) -> bool {
-        *now == self.stamp && freshness::stat_is_trusted(&self.stamp, self.recorded_at_ns)
+    /// racy rule as inputs; or it was absent and still is.
+    fn still_valid(&self, now: Option<&StatRecord>) -> bool {
+        match (&self.stamp, now) {
+            (None, None) => true,
+            (Some(stamp), Some(now)) => {
+                now == stamp && freshness::stat_is_trusted(stamp, self.recorded_at_ns)
+            }
+            _ => false,
+        }
     }
+}
+
+/// A resolution kept across starts, with the directories it was computed from: it stands
+/// while each of them is unchanged.
+#[derive(Debug, Clone)]
+struct Answer {
+    value: String,
+    /// Each directory consulted, with the digest of its listing then.
+    dirs: Vec<(String, u64)>,
+    /// Checked (or computed) during this run.
+    verified: bool,
+}
+
+/// What a resolver keeps in the cache.
+#[derive(Debug, Clone, Default)]
+struct Store {
+    listings: FxHashMap<String, Listing>,
+    /// By scope (the base's directory, or a marker for names that do not depend on it), then
+    /// by name.
+    answers: FxHashMap<String, FxHashMap<String, Answer>>,
 }
 
 /// A cache-backed module resolver: the same answers as the [`FileResolver`] it wraps, without
@@ -82,13 +114,14 @@ pub struct PackResolver {
     /// The working directory, as a string (resolution is string arithmetic on UTF-8 names).
     cwd: String,
     key: Key,
-    /// Listings known, by absolute directory: loaded from the cache on first use, and read
-    /// from disk as needed.
-    listings: Option<FxHashMap<String, Listing>>,
-    /// Directories whose listing was checked during this run (valid now).
-    checked: FxHashMap<String, ()>,
-    /// Answers already given during this run: directory of the base, then name.
-    answers: FxHashMap<String, FxHashMap<String, String>>,
+    /// Listings and answers: loaded from the cache on first use, kept current as needed.
+    store: Option<Store>,
+    /// Directories checked during this run, and whether each was unchanged.
+    checked: FxHashMap<String, bool>,
+    /// The directories the resolution being computed consulted, with their listings'
+    /// digests; `None` once one of its answers came from a symlink, which is checked live and
+    /// never kept.
+    consulted: Option<Vec<(String, u64)>>,
     dirty: bool,
 }
 
@@ -121,23 +154,23 @@ impl PackResolver {
             config,
             cache,
             cwd,
-            listings: None,
+            store: None,
             checked: FxHashMap::default(),
-            answers: FxHashMap::default(),
+            consulted: Some(Vec::new()),
             dirty: false,
         }
     }
 
-    fn listings(&mut self) -> &mut FxHashMap<String, Listing> {
-        if self.listings.is_none() {
+    fn store(&mut self) -> &mut Store {
+        if self.store.is_none() {
             let loaded = self
                 .cache
                 .get(&self.key)
-                .and_then(|hit| decode_listings(hit.bytecode()))
+                .and_then(|hit| decode_store(hit.bytecode()))
                 .unwrap_or_default();
-            self.listings = Some(loaded);
+            self.store = Some(loaded);
         }
-        self.listings.as_mut().expect("just loaded")
+        self.store.as_mut().expect("just loaded")
     }
 
     /// Whether `path` (relative to the working directory) is a file, as `Path::is_file`
@@ -146,37 +179,50 @@ impl PackResolver {
         // `RelativePath::to_path(cwd)`, as a string: the cwd, then the normalized path.
         let full = format!("{}/{}", self.cwd, path.as_str());
         let Some((dir, name)) = full.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
+            self.consulted = None;
             return Path::new(&full).is_file();
         };
-        match self.listing(dir).and_then(|l| l.entries.get(name).copied()) {
+        self.check_dir(dir);
+        let digest = self.store().listings.get(dir).map_or(0, |l| l.digest);
+        if let Some(consulted) = &mut self.consulted
+            && !consulted.iter().any(|(d, _)| d == dir)
+        {
+            consulted.push((dir.to_owned(), digest));
+        }
+        let kind = match self.store().listings.get(dir).map(|l| &l.entries) {
+            Some(Some(entries)) => entries.get(name).copied(),
+            // Absent: nothing in it. Unlistable: ask the filesystem.
+            None => None,
+            Some(None) => Some(Kind::Symlink),
+        };
+        match kind {
             Some(Kind::File) => true,
-            Some(Kind::Symlink) => Path::new(&full).is_file(),
+            Some(Kind::Symlink) => {
+                self.consulted = None;
+                Path::new(&full).is_file()
+            }
             Some(Kind::Other) | None => false,
         }
     }
 
-    /// `dir`'s listing, valid now: checked once per run, read again when it changed.
-    fn listing(&mut self, dir: &str) -> Option<&Listing> {
-        if !self.checked.contains_key(dir) {
-            let now = crate::sys::stat_path(Path::new(dir)).ok();
-            let valid = match (now, self.listings().get(dir)) {
-                (Some(now), Some(listing)) => listing.still_valid(&now),
-                _ => false,
-            };
-            if !valid {
-                match read_listing(Path::new(dir)) {
-                    Some(listing) => {
-                        self.listings().insert(dir.to_owned(), listing);
-                    }
-                    None => {
-                        self.listings().remove(dir);
-                    }
-                }
-                self.dirty = true;
-            }
-            self.checked.insert(dir.to_owned(), ());
+    /// Makes `dir`'s listing current (once per run) and says whether it was unchanged.
+    fn check_dir(&mut self, dir: &str) -> bool {
+        if let Some(&unchanged) = self.checked.get(dir) {
+            return unchanged;
         }
-        self.listings().get(dir)
+        let now = crate::sys::stat_path(Path::new(dir)).ok();
+        let unchanged = self
+            .store()
+            .listings
+            .get(dir)
+            .is_some_and(|l| l.still_valid(now.as_ref()));
+        if !unchanged {
+            let listing = read_listing(Path::new(dir));
+            self.store().listings.insert(dir.to_owned(), listing);
+            self.dirty = true;
+        }
+        self.checked.insert(dir.to_owned(), unchanged);
+        unchanged
     }
 
     /// `FileResolver::try_patterns`, on listings.
@@ -229,26 +275,71 @@ impl Resolver for PackResolver {
         if self.config.is_none() {
             return self.inner.resolve(ctx, base, name, attributes);
         }
-        // Relative names depend on the base's directory only; others not on the base at all.
+        // Relative names depend on the base's directory only (a base with no directory is a
+        // case of its own: FileResolver does not normalize the name then); others not on the
+        // base at all.
         let scope = if name.starts_with('.') {
             RelativePath::new(base)
                 .parent()
-                .map_or_else(String::new, |d| d.to_string())
+                .map_or_else(|| "\0no directory".to_owned(), |d| d.to_string())
         } else {
-            String::new()
+            "\0search paths".to_owned()
         };
-        if let Some(answer) = self.answers.get(&scope).and_then(|a| a.get(name)) {
-            return Ok(answer.clone());
+        if let Some(value) = self.known_answer(&scope, name) {
+            return Ok(value);
         }
-        let answer = self
+        self.consulted = Some(Vec::new());
+        let value = self
             .resolve_cached(base, name)
             .ok_or_else(|| Error::new_resolving(base, name))?
             .to_string();
-        self.answers
-            .entry(scope)
-            .or_default()
-            .insert(name.to_owned(), answer.clone());
-        Ok(answer)
+        // Kept across starts only if computed from listings alone.
+        if let Some(dirs) = self.consulted.take() {
+            let answer = Answer {
+                value: value.clone(),
+                dirs,
+                verified: true,
+            };
+            self.store()
+                .answers
+                .entry(scope)
+                .or_default()
+                .insert(name.to_owned(), answer);
+            self.dirty = true;
+        }
+        Ok(value)
+    }
+}
+
+impl PackResolver {
+    /// A kept answer for `name` in `scope`, if every directory it came from is unchanged.
+    fn known_answer(&mut self, scope: &str, name: &str) -> Option<String> {
+        let answer = self.store().answers.get(scope)?.get(name)?;
+        if answer.verified {
+            return Some(answer.value.clone());
+        }
+        let dirs = answer.dirs.clone();
+        // Each listing made current, then compared with the one the answer was computed from
+        // (which another run may have replaced since).
+        let unchanged = dirs.iter().fold(true, |all, (dir, digest)| {
+            self.check_dir(dir);
+            let same = self
+                .store()
+                .listings
+                .get(dir)
+                .is_some_and(|l| l.digest == *digest);
+            same && all
+        });
+        let answers = self.store().answers.get_mut(scope)?;
+        if !unchanged {
+            // Stale: it must not outlive this run next to listings that are current again.
+            answers.remove(name);
+            self.dirty = true;
+            return None;
+        }
+        let answer = answers.get_mut(name)?;
+        answer.verified = true;
+        Some(answer.value.clone())
     }
 }
 
@@ -257,10 +348,10 @@ impl Drop for PackResolver {
         if !self.dirty {
             return;
         }
-        let Some(listings) = &self.listings else {
+        let Some(store) = &self.store else {
             return;
         };
-        let bytes = encode_listings(listings);
+        let bytes = encode_store(store);
         let entry = NewEntry::new("bytecode-pack directory listings", &bytes);
         if let Err(e) = self.cache.put(&self.key, &entry) {
             log::warn!("bytecode-pack: cannot store directory listings: {e}");
@@ -268,36 +359,64 @@ impl Drop for PackResolver {
     }
 }
 
-/// Reads `dir`'s listing; `None` if it is not a readable directory. Stat data taken before
-/// and after must agree, or the listing is kept for this run only (recorded as never
+/// Reads `dir`'s listing: absent (no stat data), unlistable, or its names. Stat data taken
+/// before and after must agree, or the listing is kept for this run only (recorded as never
 /// trusted).
-fn read_listing(dir: &Path) -> Option<Listing> {
-    let before = crate::sys::stat_path(dir).ok()?;
-    let mut entries = FxHashMap::default();
-    for entry in std::fs::read_dir(dir).ok()? {
-        let entry = entry.ok()?;
-        let Ok(name) = entry.file_name().into_string() else {
-            // Not UTF-8: no JavaScript specifier can name it.
-            continue;
+fn read_listing(dir: &Path) -> Listing {
+    let Ok(before) = crate::sys::stat_path(dir) else {
+        return Listing {
+            stamp: None,
+            recorded_at_ns: 0,
+            digest: listing_digest(None, Some(&FxHashMap::default())),
+            entries: Some(FxHashMap::default()),
         };
-        let kind = match entry.file_type() {
-            Ok(t) if t.is_file() => Kind::File,
-            Ok(t) if t.is_symlink() => Kind::Symlink,
-            _ => Kind::Other,
-        };
-        entries.insert(name, kind);
-    }
-    let after = crate::sys::stat_path(dir).ok()?;
-    let recorded_at_ns = if before == after {
+    };
+    let entries = std::fs::read_dir(dir).ok().and_then(|names| {
+        let mut entries = FxHashMap::default();
+        for entry in names {
+            let entry = entry.ok()?;
+            let Ok(name) = entry.file_name().into_string() else {
+                // Not UTF-8: no JavaScript specifier can name it.
+                continue;
+            };
+            let kind = match entry.file_type() {
+                Ok(t) if t.is_file() => Kind::File,
+                Ok(t) if t.is_symlink() => Kind::Symlink,
+                _ => Kind::Other,
+            };
+            entries.insert(name, kind);
+        }
+        Some(entries)
+    });
+    let after = crate::sys::stat_path(dir).ok();
+    let recorded_at_ns = if after == Some(before) {
         freshness::now_nanos()
     } else {
         i64::MIN
     };
-    Some(Listing {
+    Listing {
+        digest: listing_digest(after.as_ref(), entries.as_ref()),
         stamp: after,
         recorded_at_ns,
         entries,
-    })
+    }
+}
+
+/// What a listing says, as a digest: present or absent, listable or not, and its names with
+/// their kinds (in name order).
+fn listing_digest(stamp: Option<&StatRecord>, entries: Option<&FxHashMap<String, Kind>>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&[u8::from(stamp.is_some()), u8::from(entries.is_some())]);
+    if let Some(entries) = entries {
+        let mut names: Vec<_> = entries.iter().collect();
+        names.sort_unstable();
+        for (name, kind) in names {
+            h.update(&[*kind as u8]);
+            h.update(name.as_bytes());
+            h.update(&[0]);
+        }
+    }
+    h.digest()
 }
 
 impl Config {
@@ -355,38 +474,65 @@ fn debug_string_list(text: &str, label: &str) -> Option<Vec<String>> {
     }
 }
 
-const LISTINGS_MAGIC: &[u8; 8] = b"BPLIST1\0";
+const STORE_MAGIC: &[u8; 8] = b"BPRSLV1\0";
 
-/// The listings as stored in the cache (inside a checksummed segment).
-fn encode_listings(listings: &FxHashMap<String, Listing>) -> Vec<u8> {
-    let mut out = LISTINGS_MAGIC.to_vec();
-    let put_bytes = |out: &mut Vec<u8>, b: &[u8]| {
+/// The listings and answers as stored in the cache (inside a checksummed segment).
+fn encode_store(store: &Store) -> Vec<u8> {
+    fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
         out.extend_from_slice(b);
-    };
-    out.extend_from_slice(&(listings.len() as u32).to_le_bytes());
-    for (dir, listing) in listings {
+    }
+    let mut out = STORE_MAGIC.to_vec();
+    out.extend_from_slice(&(store.listings.len() as u32).to_le_bytes());
+    for (dir, listing) in &store.listings {
         put_bytes(&mut out, dir.as_bytes());
-        let s = &listing.stamp;
-        for v in [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino, s.dev] {
-            out.extend_from_slice(&v.to_le_bytes());
+        match &listing.stamp {
+            None => out.push(0),
+            Some(s) => {
+                out.push(1);
+                for v in [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino, s.dev] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
         }
         out.extend_from_slice(&listing.recorded_at_ns.to_le_bytes());
-        out.extend_from_slice(&(listing.entries.len() as u32).to_le_bytes());
-        for (name, kind) in &listing.entries {
-            out.push(match kind {
-                Kind::File => 1,
-                Kind::Symlink => 2,
-                Kind::Other => 3,
-            });
-            put_bytes(&mut out, name.as_bytes());
+        out.extend_from_slice(&listing.digest.to_le_bytes());
+        match &listing.entries {
+            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+            Some(entries) => {
+                out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+                for (name, kind) in entries {
+                    out.push(match kind {
+                        Kind::File => 1,
+                        Kind::Symlink => 2,
+                        Kind::Other => 3,
+                    });
+                    put_bytes(&mut out, name.as_bytes());
+                }
+            }
+        }
+    }
+    let answers: Vec<_> = store
+        .answers
+        .iter()
+        .flat_map(|(scope, names)| names.iter().map(move |(name, a)| (scope, name, a)))
+        .collect();
+    out.extend_from_slice(&(answers.len() as u32).to_le_bytes());
+    for (scope, name, answer) in answers {
+        put_bytes(&mut out, scope.as_bytes());
+        put_bytes(&mut out, name.as_bytes());
+        put_bytes(&mut out, answer.value.as_bytes());
+        out.extend_from_slice(&(answer.dirs.len() as u32).to_le_bytes());
+        for (dir, digest) in &answer.dirs {
+            put_bytes(&mut out, dir.as_bytes());
+            out.extend_from_slice(&digest.to_le_bytes());
         }
     }
     out
 }
 
-/// The inverse of [`encode_listings`]; `None` for anything malformed.
-fn decode_listings(bytes: &[u8]) -> Option<FxHashMap<String, Listing>> {
+/// The inverse of [`encode_store`]; `None` for anything malformed.
+fn decode_store(bytes: &[u8]) -> Option<Store> {
     struct Reader<'a>(&'a [u8]);
     impl<'a> Reader<'a> {
         fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -400,47 +546,67 @@ fn decode_listings(bytes: &[u8]) -> Option<FxHashMap<String, Listing>> {
         fn u64(&mut self) -> Option<u64> {
             Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
         }
-        fn bytes(&mut self) -> Option<&'a [u8]> {
+        fn string(&mut self) -> Option<String> {
             let n = self.u32()? as usize;
-            self.take(n)
+            Some(std::str::from_utf8(self.take(n)?).ok()?.to_owned())
         }
     }
     let mut r = Reader(bytes);
-    (r.take(8)? == LISTINGS_MAGIC).then_some(())?;
-    let dirs = r.u32()?;
-    let mut out = FxHashMap::default();
-    for _ in 0..dirs {
-        let dir = std::str::from_utf8(r.bytes()?).ok()?.to_owned();
-        let stamp = StatRecord {
-            size: r.u64()?,
-            mtime_ns: r.u64()? as i64,
-            ctime_ns: r.u64()? as i64,
-            ino: r.u64()?,
-            dev: r.u64()?,
+    (r.take(8)? == STORE_MAGIC).then_some(())?;
+    let mut store = Store::default();
+    for _ in 0..r.u32()? {
+        let dir = r.string()?;
+        let stamp = match r.take(1)?[0] {
+            0 => None,
+            1 => Some(StatRecord {
+                size: r.u64()?,
+                mtime_ns: r.u64()? as i64,
+                ctime_ns: r.u64()? as i64,
+                ino: r.u64()?,
+                dev: r.u64()?,
+            }),
+            _ => return None,
         };
         let recorded_at_ns = r.u64()? as i64;
+        let digest = r.u64()?;
         let count = r.u32()?;
-        let mut entries =
-            FxHashMap::with_capacity_and_hasher(count.min(1 << 16) as usize, Default::default());
-        for _ in 0..count {
-            let kind = match r.take(1)?[0] {
-                1 => Kind::File,
-                2 => Kind::Symlink,
-                _ => Kind::Other,
-            };
-            let name = std::str::from_utf8(r.bytes()?).ok()?.to_owned();
-            entries.insert(name, kind);
-        }
-        out.insert(
+        let entries = if count == u32::MAX {
+            None
+        } else {
+            let mut entries = FxHashMap::default();
+            for _ in 0..count {
+                let kind = match r.take(1)?[0] {
+                    1 => Kind::File,
+                    2 => Kind::Symlink,
+                    _ => Kind::Other,
+                };
+                entries.insert(r.string()?, kind);
+            }
+            Some(entries)
+        };
+        store.listings.insert(
             dir,
             Listing {
                 stamp,
                 recorded_at_ns,
                 entries,
+                digest,
             },
         );
     }
-    r.0.is_empty().then_some(out)
+    for _ in 0..r.u32()? {
+        let (scope, name, value) = (r.string()?, r.string()?, r.string()?);
+        let dirs = (0..r.u32()?)
+            .map(|_| Some((r.string()?, r.u64()?)))
+            .collect::<Option<Vec<_>>>()?;
+        let answer = Answer {
+            value,
+            dirs,
+            verified: false,
+        };
+        store.answers.entry(scope).or_default().insert(name, answer);
+    }
+    r.0.is_empty().then_some(store)
 }
 
 #[cfg(test)]
@@ -464,33 +630,65 @@ mod tests {
     }
 
     #[test]
-    fn listings_round_trip_and_garbage_is_rejected() {
-        let mut listings = FxHashMap::default();
-        listings.insert(
+    fn the_store_round_trips_and_garbage_is_rejected() {
+        let mut store = Store::default();
+        store.listings.insert(
             "/a/b".to_owned(),
             Listing {
-                stamp: StatRecord {
+                stamp: Some(StatRecord {
                     size: 1,
                     mtime_ns: -2,
                     ctime_ns: 3,
                     ino: 4,
                     dev: 5,
-                },
+                }),
                 recorded_at_ns: 6,
-                entries: [
-                    ("x.js".to_owned(), Kind::File),
-                    ("l".to_owned(), Kind::Symlink),
-                ]
-                .into_iter()
-                .collect(),
+                digest: 7,
+                entries: Some(
+                    [
+                        ("x.js".to_owned(), Kind::File),
+                        ("l".to_owned(), Kind::Symlink),
+                    ]
+                    .into_iter()
+                    .collect(),
+                ),
             },
         );
-        let bytes = encode_listings(&listings);
-        let back = decode_listings(&bytes).unwrap();
-        assert_eq!(back["/a/b"].entries, listings["/a/b"].entries);
-        assert_eq!(back["/a/b"].stamp, listings["/a/b"].stamp);
+        for (dir, entries) in [("/a/absent", Some(FxHashMap::default())), ("/a/f.js", None)] {
+            store.listings.insert(
+                dir.to_owned(),
+                Listing {
+                    stamp: None,
+                    recorded_at_ns: 0,
+                    digest: 8,
+                    entries,
+                },
+            );
+        }
+        store.answers.entry("a".into()).or_default().insert(
+            "./x".into(),
+            Answer {
+                value: "a/x.js".into(),
+                dirs: vec![("/a/b".into(), 7)],
+                verified: true,
+            },
+        );
+        let bytes = encode_store(&store);
+        let back = decode_store(&bytes).unwrap();
+        assert_eq!(
+            back.listings["/a/b"].entries,
+            store.listings["/a/b"].entries
+        );
+        assert_eq!(back.listings["/a/b"].stamp, store.listings["/a/b"].stamp);
+        assert!(back.listings["/a/f.js"].entries.is_none());
+        assert!(back.listings["/a/absent"].stamp.is_none());
+        let answer = &back.answers["a"]["./x"];
+        assert_eq!(answer.value, "a/x.js");
+        assert_eq!(answer.dirs, [("/a/b".to_owned(), 7)]);
+        assert_eq!(back.listings["/a/b"].digest, 7);
+        assert!(!answer.verified, "a loaded answer is checked again");
         for cut in 0..bytes.len() {
-            assert!(decode_listings(&bytes[..cut]).is_none());
+            assert!(decode_store(&bytes[..cut]).is_none());
         }
     }
 }
