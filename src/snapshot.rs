@@ -241,19 +241,25 @@ impl Snapshot {
 
     /// Finds `key`: in the published index first, whose rows shadow the base's.
     pub(crate) fn find(&self, key: &[u8; 16]) -> Found<'_> {
-        for (table, at) in [
-            (self.head.as_ref(), EntryAt::Head as fn(usize) -> EntryAt),
-            (self.base.as_ref(), EntryAt::Base),
-        ] {
-            let Some(table) = table else { continue };
-            if let Some(i) = table.index.find(key) {
-                return match table.index.record(i) {
-                    Some(record) => Found::Entry(at(i), record),
-                    None => Found::Damaged,
-                };
-            }
+        let Some(head) = &self.head else {
+            return Found::Absent;
+        };
+        if let Some(i) = head.index.find(key) {
+            return match head.index.record(i) {
+                Some(record) => Found::Entry(EntryAt::Head(i), record),
+                None => Found::Damaged,
+            };
         }
-        Found::Absent
+        let Some(base) = &self.base else {
+            return Found::Absent;
+        };
+        match base.index.find(key) {
+            None => Found::Absent,
+            Some(i) => match base.index.record(i) {
+                Some(record) => Found::Entry(EntryAt::Base(i), record),
+                None => Found::Damaged,
+            },
+        }
     }
 
     /// Whether every segment of the entry at `at` passes its checksum; checked once per
