@@ -74,8 +74,9 @@ fn single_puts_through_splits_and_merges_match_a_model() {
     assert!(saw_base, "the index was split at some point");
 }
 
-#[test]
-fn a_damaged_base_is_a_miss_and_the_next_write_rebuilds() {
+/// A cache of 100 entries put one by one, so its index is a delta over a base: the root and
+/// the base file.
+fn split_cache() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("cache");
     let cache = Cache::open(&root).unwrap();
@@ -84,8 +85,15 @@ fn a_damaged_base_is_a_miss_and_the_next_write_rebuilds() {
             .put(&key(i), &NewEntry::new("m", &payload(i, 0)))
             .unwrap();
     }
-    let dir = root.join(abi_tag());
-    let base = names(&dir, "base-").pop().expect("split by now");
+    let base = names(&root.join(abi_tag()), "base-")
+        .pop()
+        .expect("split by now");
+    (tmp, root, base)
+}
+
+#[test]
+fn a_damaged_base_is_a_miss_and_the_next_write_rebuilds() {
+    let (_tmp, root, base) = split_cache();
     let mut bytes = fs::read(&base).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x55;
@@ -108,16 +116,7 @@ fn a_damaged_base_is_a_miss_and_the_next_write_rebuilds() {
 
 #[test]
 fn a_base_of_the_wrong_length_is_rejected_whole() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("cache");
-    let cache = Cache::open(&root).unwrap();
-    for i in 0..100 {
-        cache
-            .put(&key(i), &NewEntry::new("m", &payload(i, 0)))
-            .unwrap();
-    }
-    let dir = root.join(abi_tag());
-    let base = names(&dir, "base-").pop().expect("split by now");
+    let (_tmp, root, base) = split_cache();
     let mut bytes = fs::read(&base).unwrap();
     bytes.extend_from_slice(&[0; 16]);
     fs::remove_file(&base).unwrap();
