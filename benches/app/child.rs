@@ -31,13 +31,21 @@ fn file_resolver(mjs: bool) -> FileResolver {
     }
 }
 
+/// What a pack variant stores at the end of a start, inside the clock: `PackLoader::flush`
+/// and, with `PackResolver`, its `flush` (a host gets both when the runtime is dropped).
+type Store = Box<dyn FnOnce()>;
+
+fn flush_loader(loader: PackLoader) -> Option<Store> {
+    Some(Box::new(move || loader.flush().unwrap()))
+}
+
 /// One start. The clock runs from just before `Runtime::new()` to after the entry's import
 /// (every module loaded, linked and evaluated) finished and `store` ran: for the pack
 /// variants, `PackLoader::flush`, which stores the modules this start compiled (a host gets
 /// the same at the runtime's drop). `make` (a cache's `open`, for the cache variants) runs
 /// after `Runtime::new()`, inside the clock. Counting the exports, and tearing the runtime
 /// down, are off the clock for every variant.
-fn start<R, L>(entry: &str, make: impl FnOnce() -> (R, L, Option<PackLoader>)) -> Start
+fn start<R, L>(entry: &str, make: impl FnOnce() -> (R, L, Option<Store>)) -> Start
 where
     R: Resolver + 'static,
     L: Loader + 'static,
@@ -52,8 +60,8 @@ where
             .and_then(|promise| promise.finish::<Object>())
             .catch(&ctx)
             .unwrap_or_else(|e| panic!("importing {entry}: {e}"));
-        if let Some(loader) = &store {
-            loader.flush().unwrap();
+        if let Some(store) = store {
+            store();
         }
         let elapsed = clock.elapsed();
         (elapsed, namespace.keys::<String>().count())
@@ -87,7 +95,7 @@ pub fn run(job: &str) {
             Variant::PackCold | Variant::PackWarm => start(&entry, || {
                 let cache = Cache::open(dir()).unwrap();
                 let loader = PackLoader::new(cache);
-                (file_resolver(mjs), loader.clone(), Some(loader))
+                (file_resolver(mjs), loader.clone(), flush_loader(loader))
             }),
             Variant::Limit => {
                 // Before the clock: every resolution and every module's bytecode, in memory.
@@ -99,7 +107,12 @@ pub fn run(job: &str) {
                 let resolver =
                     bytecode_pack::quickjs::PackResolver::new(file_resolver(mjs), cache.clone());
                 let loader = PackLoader::new(cache);
-                (resolver, loader.clone(), Some(loader))
+                let (r, l) = (resolver.clone(), loader.clone());
+                let store: Store = Box::new(move || {
+                    l.flush().unwrap();
+                    r.flush().unwrap();
+                });
+                (resolver, loader, Some(store))
             }),
         };
         let misses = bytecode_pack::quickjs::process_counters().compiles

@@ -25,8 +25,9 @@
 //!   change the README recommends, over an empty cache and over a filled one.
 //!
 //! For the pack variants the clock also covers `PackLoader::flush`, the one batch that stores
-//! what a start compiled (which a host gets when its runtime is dropped); tearing the runtime
-//! down is off the clock for every variant.
+//! what a start compiled, and `PackResolver::flush`, which stores what it learned (a host gets
+//! both when its runtime is dropped); tearing the runtime down is off the clock for every
+//! variant.
 //!
 //! Checks, outside every clock: each start's entry module must export as many names as under
 //! `script_loader` (a mismatch panics), a warm start must compile nothing and a cold one every

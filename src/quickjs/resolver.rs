@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
+use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
+use std::sync::Arc;
 
 use relative_path::{RelativePath, RelativePathBuf};
 use rquickjs::loader::{FileResolver, ImportAttributes, Resolver};
@@ -103,9 +105,15 @@ struct Store {
 ///
 /// Names resolve against the working directory when the resolver is created (as
 /// `FileResolver` resolves against the working directory of each call): a host that changes
-/// directory makes a new one. Listings are stored when the resolver is dropped (with the
-/// runtime), if any was read.
+/// directory makes a new one. What a run learned is stored when the last clone is dropped
+/// (rquickjs drops its own with the runtime), or on [`PackResolver::flush`].
+#[derive(Clone)]
 pub struct PackResolver {
+    state: Arc<Mutex<ResolverState>>,
+}
+
+/// A resolver's state, shared by its clones.
+struct ResolverState {
     inner: FileResolver,
     /// The wrapped resolver's search paths and patterns, read back from it; `None` if they
     /// could not be, and then every call goes to the wrapped resolver.
@@ -148,7 +156,7 @@ impl PackResolver {
             Err(_) => (None, String::new()),
         };
         let identity = format!("{cwd}\0{resolver:?}");
-        PackResolver {
+        let state = ResolverState {
             key: Key::for_source("bytecode-pack directory listings", identity.as_bytes()),
             inner: resolver,
             config,
@@ -158,9 +166,21 @@ impl PackResolver {
             checked: FxHashMap::default(),
             consulted: Some(Vec::new()),
             dirty: false,
+        };
+        PackResolver {
+            state: Arc::new(Mutex::new(state)),
         }
     }
 
+    /// Stores what this run learned (listings read, answers computed) now, instead of when
+    /// the last clone is dropped; does nothing if nothing changed. Clones share the state, so
+    /// a host can keep a clone to call this.
+    pub fn flush(&self) -> crate::Result<()> {
+        self.state.lock().store_if_changed()
+    }
+}
+
+impl ResolverState {
     fn store(&mut self) -> &mut Store {
         if self.store.is_none() {
             let loaded = self
@@ -272,6 +292,18 @@ impl Resolver for PackResolver {
         name: &str,
         attributes: Option<ImportAttributes<'js>>,
     ) -> Result<String> {
+        self.state.lock().resolve(ctx, base, name, attributes)
+    }
+}
+
+impl ResolverState {
+    fn resolve<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        attributes: Option<ImportAttributes<'js>>,
+    ) -> Result<String> {
         if self.config.is_none() {
             return self.inner.resolve(ctx, base, name, attributes);
         }
@@ -311,7 +343,7 @@ impl Resolver for PackResolver {
     }
 }
 
-impl PackResolver {
+impl ResolverState {
     /// A kept answer for `name` in `scope`, if every directory it came from is unchanged.
     fn known_answer(&mut self, scope: &str, name: &str) -> Option<String> {
         let answer = self.store().answers.get(scope)?.get(name)?;
@@ -343,17 +375,25 @@ impl PackResolver {
     }
 }
 
-impl Drop for PackResolver {
-    fn drop(&mut self) {
+impl ResolverState {
+    fn store_if_changed(&mut self) -> crate::Result<()> {
         if !self.dirty {
-            return;
+            return Ok(());
         }
         let Some(store) = &self.store else {
-            return;
+            return Ok(());
         };
         let bytes = encode_store(store);
         let entry = NewEntry::new("bytecode-pack directory listings", &bytes);
-        if let Err(e) = self.cache.put(&self.key, &entry) {
+        self.cache.put(&self.key, &entry)?;
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+impl Drop for ResolverState {
+    fn drop(&mut self) {
+        if let Err(e) = self.store_if_changed() {
             log::warn!("bytecode-pack: cannot store directory listings: {e}");
         }
     }
