@@ -137,10 +137,12 @@ pub(crate) fn compact(
 /// every `get`.
 fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
     let mut refreshed = false;
+    let mut refreshed_from = i64::MAX;
     for input in &mut entry.inputs {
         match freshness::check((&*input).into(), entry.recorded_at_ns) {
             Freshness::Trusted => {}
-            Freshness::Rehashed { stat } => {
+            Freshness::Rehashed { stat, read_from } => {
+                refreshed_from = refreshed_from.min(read_from);
                 input.stat = stat;
                 refreshed = true;
             }
@@ -148,8 +150,8 @@ fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
         }
     }
     if refreshed {
-        // Every input was hashed or trusted before this instant.
-        entry.recorded_at_ns = freshness::now_nanos();
+        // No later than any re-hash began (inputs that stayed trusted were trusted before).
+        entry.recorded_at_ns = entry.recorded_at_ns.max(refreshed_from);
     }
     Some(entry)
 }

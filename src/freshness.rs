@@ -9,7 +9,7 @@
 //! hashed can keep the same size and mtime; for such inputs every `get` re-hashes instead.
 //! How close is "close" depends on the timestamps' granularity: stamps with sub-second digits
 //! come from a filesystem with fine timestamps, where the kernel's coarse clock ticks every
-//! 1-10 ms, and [`FINE_RACY_WINDOW`] (100 ms) covers that ten times over. Whole-second stamps
+//! 1-10 ms, and [`FINE_RACY_WINDOW`] (30 ms) covers three of the coarsest. Whole-second stamps
 //! (FAT's 2 s, HFS+, some network filesystems, files extracted by `tar`) get [`RACY_WINDOW`]
 //! (2 s). Compaction re-records inputs that were racy, so they stop paying the re-hash.
 //! An input whose stat changed between before and after hashing is recorded with no stat at
@@ -30,8 +30,10 @@ use crate::sys::{epoch_nanos, path_from_bytes, stat_path, stat_record};
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 /// The racy window for timestamps with sub-second digits (ext4, XFS, btrfs, APFS, tmpfs...),
-/// whose granularity is the kernel's coarse clock tick (1-10 ms).
-pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(100);
+/// whose granularity is the kernel's coarse clock tick (1-10 ms): three of the coarsest ticks.
+/// Every recording instant is taken before the read it vouches for, so an edit after the read
+/// moves the ctime at least past `recorded_at - tick`, outside any trusted range.
+pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(30);
 
 /// A file an entry was compiled from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,17 +56,17 @@ impl Input {
     }
 
     /// [`Input::with_content`] for bytes read from the descriptor whose `fstat` gave `meta`,
-    /// ending at `read_at_ns`.
+    /// by a read that began at `read_from_ns`.
     #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
     pub(crate) fn read_by_compiler(
         path: PathBuf,
         content: &[u8],
         meta: &std::fs::Metadata,
-        read_at_ns: i64,
+        read_from_ns: i64,
     ) -> Input {
         let stat = stat_record(meta);
         Input {
-            observed: (stat.size == content.len() as u64).then_some((stat, read_at_ns)),
+            observed: (stat.size == content.len() as u64).then_some((stat, read_from_ns)),
             ..Input::with_content(path, content)
         }
     }
@@ -121,7 +123,7 @@ fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
 ///
 /// An input read by the compiler with its stat data observed ([`Input::read_by_compiler`])
 /// is not read again: its record is the observed stat data and the hash of what was read,
-/// valid from the end of that read. That is sound without another `stat`: an edit since then
+/// valid from when that read began. That is sound without another `stat`: an edit since then
 /// changes the stat data (a lookup then re-hashes and misses), or keeps it only within the
 /// racy window of that read, in which the stat data is never trusted.
 pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
@@ -134,7 +136,10 @@ pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
         };
         return Ok((record, read_at));
     }
-    record_by_reading(input, path).map(|r| (r, i64::MAX))
+    // The record is valid from just before the read: a later recording instant could trust
+    // stat data that an edit between the read and that instant kept.
+    let read_from = now_nanos();
+    record_by_reading(input, path).map(|r| (r, read_from))
 }
 
 fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
@@ -219,6 +224,8 @@ pub(crate) enum Freshness {
     Rehashed {
         /// The stat data to record instead.
         stat: Option<StatRecord>,
+        /// Just before the read: the latest recording instant that stat data may be given.
+        read_from: i64,
     },
     /// Gone, not a regular file, or different content.
     Stale,
@@ -243,8 +250,9 @@ pub(crate) fn check(input: InputView<'_>, recorded_at_ns: i64) -> Freshness {
             return Freshness::Stale;
         }
     }
+    let read_from = now_nanos();
     match hash_file(path) {
-        Ok((hash, stat)) if &hash == input.content_hash => Freshness::Rehashed { stat },
+        Ok((hash, stat)) if &hash == input.content_hash => Freshness::Rehashed { stat, read_from },
         _ => Freshness::Stale,
     }
 }
@@ -265,7 +273,7 @@ mod tests {
         };
         assert!(stat_is_trusted(&old, t));
         assert!(!stat_is_trusted(&StatRecord { ctime_ns: t, ..old }, t));
-        // Whole-second ctimes get the 2 s window, fine ones 100 ms.
+        // Whole-second ctimes get the 2 s window, fine ones 30 ms.
         let whole = t - 1_000_000_000;
         assert!(!stat_is_trusted(
             &StatRecord {

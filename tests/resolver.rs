@@ -27,7 +27,7 @@ use common::child::Child;
 use rquickjs::loader::{FileResolver, Resolver};
 use rquickjs::{Context, Ctx, Runtime};
 
-/// Longer than the fine racy window (100 ms): a listing recorded this long after its
+/// Longer than the fine racy window (30 ms): a listing recorded this long after its
 /// directory's last change is trusted by later starts.
 const PAST_RACY: Duration = Duration::from_millis(150);
 
@@ -265,10 +265,10 @@ impl Host<'_, '_> {
         let s = self.start(&queries_of(expect));
         self.check(label, "2: all, right after the edit", &s, expect);
         if !quiet.is_empty() {
-            // Started within 60 ms of the edit, the previous start recorded its listings of
-            // the edited directories within 100 ms of their change (ctime lags the clock by at
+            // Started within 10 ms of the edit, the previous start recorded its listings of
+            // the edited directories within 30 ms of their change (ctime lags the clock by at
             // most a coarse tick): they are racy and must be read again.
-            let fast = edit_started.elapsed() < Duration::from_millis(60);
+            let fast = edit_started.elapsed() < Duration::from_millis(10);
             let s = self.start(&queries_of(&quiet));
             self.check(
                 label,

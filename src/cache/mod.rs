@@ -443,24 +443,29 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, 
     for (i, input) in entry.inputs.iter().enumerate() {
         match freshness::check(input.into(), recorded_at) {
             freshness::Freshness::Trusted => {}
-            freshness::Freshness::Rehashed { stat } => {
+            freshness::Freshness::Rehashed { stat, read_from } => {
                 inner.counters.input_rehashed();
-                refreshed.extend(stat.map(|s| (i, s)));
+                refreshed.extend(stat.map(|s| (i, s, read_from)));
             }
             freshness::Freshness::Stale => return Err(MissReason::Stale),
         }
     }
     if !refreshed.is_empty() {
         // Stat data that describes the content just re-hashed, and that is old enough to be
-        // trusted from now on, is worth re-recording: later lookups then cost one `stat`.
-        let observed_at_ns = freshness::now_nanos();
-        refreshed.retain(|(_, s)| freshness::stat_is_trusted(s, observed_at_ns));
+        // trusted from now on, is worth re-recording: later lookups then cost one `stat`. The
+        // new recording instant is when the first of those re-hashes began.
+        let observed_at_ns = refreshed.iter().map(|r| r.2).min().unwrap_or(i64::MIN);
+        let stats: Vec<_> = refreshed
+            .into_iter()
+            .filter(|(_, s, _)| freshness::stat_is_trusted(s, observed_at_ns))
+            .map(|(i, s, _)| (i, s))
+            .collect();
         let mut racy = inner.racy.lock();
-        if !refreshed.is_empty() && racy.len() < MAX_PENDING_REFRESHES {
+        if !stats.is_empty() && racy.len() < MAX_PENDING_REFRESHES {
             racy.push(Refresh {
                 key: *key.as_bytes(),
                 version: (&entry.bytecode).into(),
-                stats: refreshed,
+                stats,
                 observed_at_ns,
             });
         }

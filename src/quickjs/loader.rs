@@ -143,12 +143,13 @@ impl PackLoader {
             }
         }
         // The resolver checked a file was there; what is there now may be a FIFO.
+        // Taken before the read: the recording instant the observed stat data may be given.
+        let read_from = crate::freshness::now_nanos();
         let (source, meta) = crate::fsys::read_user_file(&path)?;
-        let read_at = crate::freshness::now_nanos();
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
         // The bytes compiled are the input recorded: an edit racing this load cannot be
         // cached as the old content.
-        let input = Input::read_by_compiler(path, &source, &meta, read_at);
+        let input = Input::read_by_compiler(path, &source, &meta, read_from);
         let full = {
             let mut pending = self.pending.modules.lock();
             pending.1 += bytecode.as_bytes().len();
