@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use crate::abi::abi_tag;
 use crate::error::{Error, Result};
-use crate::files::{INDEX_FILE, LOCK_FILE, MARKER_FILE, TEMP_PREFIX, parse_pack_name};
+use crate::files::{
+    INDEX_FILE, LOCK_FILE, MARKER_FILE, TEMP_PREFIX, parse_base_name, parse_pack_name,
+};
 use crate::fsys::{self, CacheFile};
 
 /// The marker's exact content for the cache directory of `abi_tag`.
@@ -141,16 +143,12 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
                 fsys::file_kind(&meta)
             ));
         }
-        let magic_ok = |magic: &[u8]| -> std::result::Result<(), String> {
-            let prefix = file_prefix::<8>(&path)?;
-            // A file shorter than its magic is a writer's crash before the header landed.
-            if prefix.len() < magic.len() && magic.starts_with(&prefix) {
-                return Ok(());
+        let magic_ok = |magic: &[u8; 8]| -> std::result::Result<(), String> {
+            if fsys::carries_magic(&path, &[magic]) {
+                Ok(())
+            } else {
+                Err(format!("{file_name} does not carry bytecode-pack's header"))
             }
-            if prefix != magic {
-                return Err(format!("{file_name} does not carry bytecode-pack's header"));
-            }
-            Ok(())
         };
         if file_name == MARKER_FILE {
             let content = file_prefix::<512>(&path)?;
@@ -161,10 +159,12 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
             }
             marked = true;
         } else if file_name == INDEX_FILE {
-            magic_ok(crate::format::INDEX_MAGIC.as_slice())?;
+            magic_ok(&crate::format::INDEX_MAGIC)?;
             has_index_or_pack = true;
+        } else if parse_base_name(file_name).is_some() {
+            magic_ok(&crate::format::INDEX_MAGIC)?;
         } else if parse_pack_name(file_name).is_some() {
-            magic_ok(crate::format::PACK_MAGIC.as_slice())?;
+            magic_ok(&crate::format::PACK_MAGIC)?;
             has_index_or_pack = true;
         } else if file_name == LOCK_FILE {
             if meta.len() != 0 {

@@ -588,7 +588,10 @@ fn link_as_base(dir: &Path, id: u64, head: &CheckedIndex<Mmap>) -> io::Result<(B
     let path = dir.join(base_file_name(id));
     match std::fs::hard_link(dir.join(INDEX_FILE), &path) {
         // A leftover of a writer that crashed before publishing it: nobody reads it.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+        Err(e)
+            if e.kind() == io::ErrorKind::AlreadyExists
+                && fsys::carries_magic(&path, &[&format::INDEX_MAGIC]) =>
+        {
             std::fs::remove_file(&path)?;
             std::fs::hard_link(dir.join(INDEX_FILE), &path)?;
         }
@@ -667,12 +670,16 @@ pub(crate) fn sweep(dir: &Path, keep_generation: u64, keep_base: Option<u64>) ->
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let stale = name.starts_with(TEMP_PREFIX)
-            || parse_pack_name(name).is_some_and(|g| g != keep_generation)
-            || parse_base_name(name).is_some_and(|id| Some(id) != keep_base);
-        if !stale {
+        // Each name's own header, so only files this cache wrote are removed.
+        let magics: &[&[u8; 8]] = if name.starts_with(TEMP_PREFIX) {
+            &[&format::INDEX_MAGIC, &format::PACK_MAGIC]
+        } else if parse_pack_name(name).is_some_and(|g| g != keep_generation) {
+            &[&format::PACK_MAGIC]
+        } else if parse_base_name(name).is_some_and(|id| Some(id) != keep_base) {
+            &[&format::INDEX_MAGIC]
+        } else {
             continue;
-        }
+        };
         // Only regular files: whatever else has one of our names was not written by us.
         let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
             continue;
@@ -682,6 +689,13 @@ pub(crate) fn sweep(dir: &Path, keep_generation: u64, keep_base: Option<u64>) ->
                 "bytecode-pack: leaving {}: {}, not a file this cache wrote",
                 entry.path().display(),
                 fsys::file_kind(&meta)
+            );
+            continue;
+        }
+        if !fsys::carries_magic(&entry.path(), magics) {
+            log::warn!(
+                "bytecode-pack: leaving {}: it does not carry this cache's header",
+                entry.path().display()
             );
             continue;
         }

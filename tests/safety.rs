@@ -292,3 +292,74 @@ fn verify_and_compact_report_damage_exactly() {
     assert_eq!(report.entries_after, 4);
     assert!(cache.verify().unwrap().is_ok());
 }
+
+#[test]
+fn sweeping_removes_only_files_carrying_this_caches_headers() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::open(&root).unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
+    let dir = root.join(abi_tag());
+    // A user's files that happen to have the cache's names for leftovers.
+    let theirs = [
+        ("pack-00000000000000ff", "not a pack"),
+        ("base-00000000000000ff", "not an index"),
+        (".tmp-notes", "my notes"),
+    ];
+    for (name, content) in theirs {
+        fs::write(dir.join(name), content).unwrap();
+    }
+    // Real leftovers: an empty temp file of a crashed writer, a pack of an old generation.
+    fs::write(dir.join(".tmp-crashed"), "").unwrap();
+    fs::write(dir.join("pack-00000000000000fe"), b"BCPKPACK and the rest").unwrap();
+    // A new handle's first write sweeps; so does compaction.
+    Cache::open(&root)
+        .unwrap()
+        .put(&key(2), &NewEntry::new("m", b"bc"))
+        .unwrap();
+    cache.compact().unwrap();
+    for (name, content) in theirs {
+        assert_eq!(
+            fs::read_to_string(dir.join(name)).unwrap(),
+            content,
+            "{name}"
+        );
+    }
+    assert!(!dir.join(".tmp-crashed").exists());
+    assert!(!dir.join("pack-00000000000000fe").exists());
+    assert_eq!(cache.get(&key(2)).unwrap().bytecode(), b"bc");
+}
+
+#[test]
+fn a_split_cache_of_another_build_is_still_recognised_and_pruned() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("root");
+    let cache = Cache::open(&root).unwrap();
+    for i in 0..100 {
+        cache
+            .put(&key(i), &NewEntry::new("m", &[i as u8; 100]))
+            .unwrap();
+    }
+    let ours = root.join(abi_tag());
+    assert!(
+        fs::read_dir(&ours).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("base-")),
+        "the index is split"
+    );
+    // The same files under an older build's name, minus the tag (which names our tag).
+    let other = root.join("bp1-quickjs-ng0.1.0-rquickjs0.1-x86_64-le-64");
+    fs::create_dir(&other).unwrap();
+    for entry in fs::read_dir(&ours).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "CACHEDIR.TAG" {
+            fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
+        }
+    }
+    age_tree(&other, Duration::from_secs(60 * 86_400));
+    let report = bytecode_pack::prune_other_abis(&root, Duration::from_secs(86_400)).unwrap();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert!(!other.exists() && ours.exists());
+}
