@@ -81,7 +81,7 @@ pub(crate) fn compact(
     }
     report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
 
-    let generation = old_generation + 1;
+    let generation = crate::writer::next_generation_after(&state.dir, old_generation)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(&state.dir)

@@ -108,11 +108,11 @@ pub(crate) fn open_cache_file(path: &Path) -> io::Result<CacheFile> {
     Ok(CacheFile::Regular(file, meta))
 }
 
-/// Whether the cache file at `path` starts with one of `magics` (or is shorter than its
-/// magic and a prefix of one: a writer's crash before its header landed). The proof a file is
-/// one this crate wrote before anything removes it; `false` for anything unreadable or not a
-/// regular file.
-pub(crate) fn carries_magic(path: &Path, magics: &[&[u8; 8]]) -> bool {
+/// Whether the cache file at `path` starts with one of `magics` (or, with `allow_empty`, is
+/// empty: a temp file of a writer that crashed before writing). The proof a file is one this
+/// crate wrote before anything removes it; `false` for anything unreadable or not a regular
+/// file.
+pub(crate) fn carries_magic(path: &Path, magics: &[&[u8; 8]], allow_empty: bool) -> bool {
     use std::io::Read;
     let Ok(CacheFile::Regular(file, _)) = open_cache_file(path) else {
         return false;
@@ -121,7 +121,7 @@ pub(crate) fn carries_magic(path: &Path, magics: &[&[u8; 8]]) -> bool {
     if file.take(8).read_to_end(&mut prefix).is_err() {
         return false;
     }
-    magics.iter().any(|magic| magic.starts_with(&prefix))
+    (allow_empty && prefix.is_empty()) || magics.iter().any(|magic| magic[..] == prefix[..])
 }
 
 /// Opens a file a user named (an input) for reading: symlinks are followed, as the user's

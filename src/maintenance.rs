@@ -144,7 +144,7 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
             ));
         }
         let magic_ok = |magic: &[u8; 8]| -> std::result::Result<(), String> {
-            if fsys::carries_magic(&path, &[magic]) {
+            if fsys::carries_magic(&path, &[magic], false) {
                 Ok(())
             } else {
                 Err(format!("{file_name} does not carry bytecode-pack's header"))
@@ -170,7 +170,12 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
             if meta.len() != 0 {
                 return Err(format!("{LOCK_FILE} is not empty"));
             }
-        } else if !file_name.starts_with(TEMP_PREFIX) {
+        } else if file_name.starts_with(TEMP_PREFIX) {
+            let magics = [&crate::format::INDEX_MAGIC, &crate::format::PACK_MAGIC];
+            if !fsys::carries_magic(&path, &magics, true) {
+                return Err(format!("{file_name} does not carry bytecode-pack's header"));
+            }
+        } else {
             return Err(format!(
                 "holds {file_name}, a name bytecode-pack never writes"
             ));

@@ -144,6 +144,8 @@ pub(crate) struct WriteState {
     rollback_to: (u64, u64),
     /// A base file this write linked but has not published yet (removed on roll-back).
     linked: Option<PathBuf>,
+    /// Whether the new index was renamed into place (then nothing is rolled back).
+    renamed: bool,
 }
 
 /// What a publication changed that the caller sweeps after.
@@ -172,6 +174,7 @@ impl WriteState {
                     dropped_damaged: 0,
                     rollback_to: (fields.generation, fields.pack_len),
                     linked: None,
+                    renamed: false,
                 });
             }
             Ok(None) => {}
@@ -179,6 +182,13 @@ impl WriteState {
             Err(e) => log::warn!("bytecode-pack: rebuilding: {}", Error::from(e)),
         }
         let (generation, max_base) = highest_names(dir)?;
+        // Names past these would overflow: a directory full of such names is not usable.
+        let (Some(_), Some(_)) = (generation.checked_add(2), max_base.checked_add(2)) else {
+            return Err(Error::Insecure {
+                path: dir.to_path_buf(),
+                problem: "holds a pack or base file numbered at the end of the range".into(),
+            });
+        };
         Ok(WriteState {
             dir: dir.to_path_buf(),
             abi_tag,
@@ -196,6 +206,7 @@ impl WriteState {
             // Nothing of this generation is published: a failed write removes its pack.
             rollback_to: (generation + 1, 0),
             linked: None,
+            renamed: false,
         })
     }
 
@@ -241,6 +252,10 @@ impl WriteState {
     /// Readers map at most that length and never an unpublished base, so they are not
     /// disturbed. A pack of a generation nobody published is removed.
     pub(crate) fn roll_back(&self) {
+        if self.renamed {
+            // The new index is in place: what it names must stay.
+            return;
+        }
         if let Some(linked) = &self.linked {
             let _ = std::fs::remove_file(linked);
         }
@@ -462,8 +477,12 @@ impl WriteState {
             return fsys::open_write(path, false).map_err(Error::io(path));
         }
         let mut file = match fsys::create_new(path) {
-            // Left by a writer that crashed before publishing it: no reader can map it.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // Left by a writer that crashed before publishing it: no reader can map it. Only
+            // a file of ours (a pack header, or empty) is replaced; anything else is an error.
+            Err(e)
+                if e.kind() == io::ErrorKind::AlreadyExists
+                    && (fsys::carries_magic(path, &[&format::PACK_MAGIC], true)) =>
+            {
                 std::fs::remove_file(path).map_err(Error::io(path))?;
                 fsys::create_new(path)
             }
@@ -497,7 +516,12 @@ impl WriteState {
         let before = self.fields.base.map(|b| b.id);
         let bytes = self.encode_next()?;
         write_atomically(&self.dir, temp, INDEX_FILE, &bytes, durability)?;
+        // Published: from here on nothing is rolled back, even if the flush below fails.
         self.linked = None;
+        self.renamed = true;
+        if durability == Durability::Full {
+            fsys::sync_dir(&self.dir)?;
+        }
         let base_id = self.fields.base.map(|b| b.id);
         Ok(Publication {
             base_id,
@@ -590,7 +614,7 @@ fn link_as_base(dir: &Path, id: u64, head: &CheckedIndex<Mmap>) -> io::Result<(B
         // A leftover of a writer that crashed before publishing it: nobody reads it.
         Err(e)
             if e.kind() == io::ErrorKind::AlreadyExists
-                && fsys::carries_magic(&path, &[&format::INDEX_MAGIC]) =>
+                && fsys::carries_magic(&path, &[&format::INDEX_MAGIC], false) =>
         {
             std::fs::remove_file(&path)?;
             std::fs::hard_link(dir.join(INDEX_FILE), &path)?;
@@ -617,7 +641,8 @@ pub(crate) fn index_temp(dir: &Path) -> Result<tempfile::NamedTempFile> {
 }
 
 /// Writes `bytes` to `dir/name` through `tmp` and `rename`, so readers see the old file or
-/// the new one, never a mix.
+/// the new one, never a mix. Does not flush the directory: once the rename happened the write
+/// is published, whatever fails after it, and the caller must not roll it back.
 fn write_atomically(
     dir: &Path,
     mut tmp: tempfile::NamedTempFile,
@@ -633,10 +658,16 @@ fn write_atomically(
     let target = dir.join(name);
     tmp.persist(&target)
         .map_err(|e| Error::io(&target)(e.error))?;
-    if durability == Durability::Full {
-        fsys::sync_dir(dir)?;
-    }
     Ok(())
+}
+
+/// The generation after `generation`; an error at the end of the range (only a forged index
+/// gets there).
+pub(crate) fn next_generation_after(dir: &Path, generation: u64) -> Result<u64> {
+    generation.checked_add(1).ok_or_else(|| Error::Insecure {
+        path: dir.to_path_buf(),
+        problem: "pack generations exhausted".into(),
+    })
 }
 
 /// The highest pack generation and base id present (0 if none), so a rebuilt cache never
@@ -692,7 +723,8 @@ pub(crate) fn sweep(dir: &Path, keep_generation: u64, keep_base: Option<u64>) ->
             );
             continue;
         }
-        if !fsys::carries_magic(&entry.path(), magics) {
+        // A temp file may be empty (its writer crashed before writing); nothing else may.
+        if !fsys::carries_magic(&entry.path(), magics, name.starts_with(TEMP_PREFIX)) {
             log::warn!(
                 "bytecode-pack: leaving {}: it does not carry this cache's header",
                 entry.path().display()

@@ -363,3 +363,22 @@ fn a_split_cache_of_another_build_is_still_recognised_and_pruned() {
     assert_eq!(report.removed.len(), 1, "{report:?}");
     assert!(!other.exists() && ours.exists());
 }
+
+#[test]
+fn empty_files_with_a_caches_names_are_no_proof() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("root");
+    fs::create_dir(&root).unwrap();
+    let notes = root.join("bp1-notes");
+    fs::create_dir(&notes).unwrap();
+    fs::write(notes.join("index"), "").unwrap();
+    fs::write(notes.join("lock"), "").unwrap();
+    fs::write(notes.join(".tmp-draft"), "my draft").unwrap();
+    age_tree(&notes, Duration::from_secs(60 * 86_400));
+    let report = bytecode_pack::prune_other_abis(&root, Duration::ZERO).unwrap();
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert_eq!(
+        fs::read_to_string(notes.join(".tmp-draft")).unwrap(),
+        "my draft"
+    );
+}

@@ -235,7 +235,7 @@ impl Cache {
             return Ok(());
         }
         self.write(|state| {
-            let generation = state.fields.generation + 1;
+            let generation = writer::next_generation_after(&state.dir, state.fields.generation)?;
             state.replace_all(Vec::new(), generation, 0);
             Ok(())
         })

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use relative_path::{RelativePath, RelativePathBuf};
 use rquickjs::loader::{FileResolver, ImportAttributes, Resolver};
-use rquickjs::{Ctx, Error, Result};
+use rquickjs::{Ctx, Result};
 
 use crate::cache::Cache;
 use crate::entry::NewEntry;
@@ -102,6 +102,10 @@ struct Store {
 /// context.with(|ctx| Module::import(&ctx, "src/main.js")?.finish::<rquickjs::Object>().map(drop))?;
 /// # Ok(()) }
 /// ```
+///
+/// Within one run each directory is checked once: a file that appears during the run is
+/// still found (a failed resolution asks the filesystem), but one deleted or renamed during
+/// the run keeps its answer until the next run (its load then fails).
 ///
 /// Names resolve against the working directory when the resolver is created (as
 /// `FileResolver` resolves against the working directory of each call): a host that changes
@@ -321,10 +325,16 @@ impl ResolverState {
             return Ok(value);
         }
         self.consulted = Some(Vec::new());
-        let value = self
-            .resolve_cached(base, name)
-            .ok_or_else(|| Error::new_resolving(base, name))?
-            .to_string();
+        let Some(value) = self.resolve_cached(base, name) else {
+            // Directories are checked once per run: a file created since would be missed, so
+            // a failed resolution asks the filesystem, and what it consulted is checked again
+            // on next use.
+            for (dir, _) in self.consulted.take().unwrap_or_default() {
+                self.checked.remove(&dir);
+            }
+            return self.inner.resolve(ctx, base, name, attributes);
+        };
+        let value = value.to_string();
         // Kept across starts only if computed from listings alone.
         if let Some(dirs) = self.consulted.take() {
             let answer = Answer {
@@ -403,6 +413,8 @@ impl Drop for ResolverState {
 /// before and after must agree, or the listing is kept for this run only (recorded as never
 /// trusted).
 fn read_listing(dir: &Path) -> Listing {
+    // The recording instant comes before the read it vouches for, as for inputs.
+    let read_from = freshness::now_nanos();
     let Ok(before) = crate::sys::stat_path(dir) else {
         return Listing {
             stamp: None,
@@ -430,7 +442,7 @@ fn read_listing(dir: &Path) -> Listing {
     });
     let after = crate::sys::stat_path(dir).ok();
     let recorded_at_ns = if after == Some(before) {
-        freshness::now_nanos()
+        read_from
     } else {
         i64::MIN
     };
