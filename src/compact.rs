@@ -74,6 +74,12 @@ pub(crate) fn compact(
             report.dropped_corrupt += 1;
             continue;
         }
+        // The entries the calling put is about to acknowledge were hashed moments ago: a
+        // transient error re-checking them (EMFILE, say) must not drop them.
+        if protect_from_seq.is_some_and(|from| entry.seq >= from) {
+            kept.push(entry);
+            continue;
+        }
         match revalidate_inputs(entry) {
             Some(entry) => kept.push(entry),
             None => report.dropped_stale += 1,
