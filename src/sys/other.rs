@@ -9,11 +9,11 @@ use std::path::Path;
 use crate::format::StatRecord;
 
 /// Which file a snapshot was read from: without inodes, its length and mtime stand in.
-pub(crate) type FileIdentity = (u64, u64);
+pub(crate) type FileIdentity = (u64, u64, i64);
 
 pub(crate) fn file_identity(meta: &fs::Metadata) -> FileIdentity {
     let mtime = meta.modified().map(super::epoch_nanos).unwrap_or(0);
-    (meta.len(), mtime as u64)
+    (meta.len(), 0, mtime)
 }
 
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {

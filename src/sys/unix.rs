@@ -7,11 +7,17 @@ use std::path::Path;
 
 use crate::format::StatRecord;
 
-/// Which file a snapshot was read from: device and inode.
-pub(crate) type FileIdentity = (u64, u64);
+/// Which file a snapshot was read from: device, inode and ctime. The ctime tells a file apart
+/// from a later one that reuses a freed inode number (a rejected index is not kept mapped, so
+/// its inode can be reused).
+pub(crate) type FileIdentity = (u64, u64, i64);
 
 pub(crate) fn file_identity(meta: &fs::Metadata) -> FileIdentity {
-    (meta.dev(), meta.ino())
+    let ctime = meta
+        .ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.ctime_nsec());
+    (meta.dev(), meta.ino(), ctime)
 }
 
 /// Creates `dir` and missing parents with mode 0700.
