@@ -785,6 +785,10 @@ fn empty_base(h: &mut Host) {
             ("", "./a.js"),
             ("sub/x.js", "./c"),
             ("", "./sub/c"),
+            // Not normalized from an empty base: the exact path conversion decides.
+            ("", "./a.js/"),
+            ("", "./sub/../a.js"),
+            ("", "./sub//c.js"),
         ],
         &[
             ("", "./a"),

@@ -200,8 +200,30 @@ impl ResolverState {
     /// Whether `path` (relative to the working directory) is a file, as `Path::is_file`
     /// would say.
     fn is_file(&mut self, path: &RelativePath) -> bool {
-        // `RelativePath::to_path(cwd)`, as a string: the cwd, then the normalized path.
-        let full = format!("{}/{}", self.cwd, path.as_str());
+        // `RelativePath::to_path(cwd)` as FileResolver's `to_path(".")` sees it: a plain path
+        // is the cwd and the path; anything with `.`/`..` components, empty components or a
+        // trailing slash (a name FileResolver did not normalize) takes the exact conversion.
+        let rel = path.as_str();
+        let plain = !(rel.is_empty()
+            || rel.ends_with('/')
+            || rel.starts_with('/')
+            || rel.contains("./")
+            || rel.contains("//")
+            || rel == "."
+            || rel == ".."
+            || rel.ends_with("/.")
+            || rel.ends_with("/.."));
+        let full = if plain {
+            format!("{}/{rel}", self.cwd)
+        } else {
+            match path.to_path(&self.cwd).into_os_string().into_string() {
+                Ok(full) => full,
+                Err(full) => {
+                    self.consulted = None;
+                    return Path::new(&full).is_file();
+                }
+            }
+        };
         let Some((dir, name)) = full.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
             self.consulted = None;
             return Path::new(&full).is_file();
