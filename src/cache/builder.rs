@@ -98,6 +98,7 @@ impl CacheBuilder {
                 swept: AtomicBool::new(false),
                 counters: AtomicCounters::default(),
                 racy: parking_lot::Mutex::new(Vec::new()),
+                deferred: parking_lot::Mutex::new(Vec::new()),
             }),
         })
     }

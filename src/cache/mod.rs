@@ -49,6 +49,8 @@ pub(crate) struct Inner {
     /// can be trusted now: re-recorded by this handle's next write (see
     /// [`Cache::refresh_racy`]).
     pub(crate) racy: parking_lot::Mutex<Vec<Refresh>>,
+    /// Companions whose pending entries join this handle's publications.
+    pub(crate) deferred: parking_lot::Mutex<Vec<std::sync::Weak<dyn Deferred>>>,
 }
 
 /// Fresh stat data for an entry's inputs, observed by a lookup.
@@ -60,6 +62,14 @@ pub(crate) struct Refresh {
     stats: Vec<(usize, crate::format::StatRecord)>,
     /// When the lookup's checks ended: the new recording instant.
     observed_at_ns: i64,
+}
+
+/// Something with an entry to store at a handle's next publication, rather than in a
+/// publication of its own (a `PackResolver`'s listings join its loader's batch).
+pub(crate) trait Deferred: Send + Sync {
+    /// The entry, if there is one, as key, module name and bytes; taking it means it is
+    /// stored (or, if that write fails, lost: it is only a cache's own bookkeeping).
+    fn take_if_changed(&self) -> Option<(Key, String, Vec<u8>)>;
 }
 
 /// At most this many refreshes wait for a write; more are dropped (they only cost re-hashes).
@@ -145,10 +155,38 @@ impl Cache {
         &self,
         entries: impl IntoIterator<Item = (Key, &'e NewEntry<'a>)>,
     ) -> Result<()> {
-        let options = &self.inner.options;
-        if options.disabled {
+        if self.inner.options.disabled {
             return Ok(());
         }
+        // What companions (a `PackResolver`) have waiting joins this publication.
+        let deferred = self.take_deferred();
+        let deferred_entries: Vec<(Key, NewEntry<'_>)> = deferred
+            .iter()
+            .map(|(key, name, bytes)| (*key, NewEntry::new(name, bytes)))
+            .collect();
+        let mut all: Vec<(Key, &NewEntry<'_>)> = entries.into_iter().collect();
+        all.extend(deferred_entries.iter().map(|(key, entry)| (*key, entry)));
+        self.put_batch(all)
+    }
+
+    /// Entries that companions of this handle want stored with its next publication.
+    fn take_deferred(&self) -> Vec<(Key, String, Vec<u8>)> {
+        let mut companions = self.inner.deferred.lock();
+        companions.retain(|c| c.strong_count() > 0);
+        companions
+            .iter()
+            .filter_map(|c| c.upgrade()?.take_if_changed())
+            .collect()
+    }
+
+    /// Registers a companion whose pending entry joins this handle's next publication.
+    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+    pub(crate) fn defer_with(&self, companion: std::sync::Weak<dyn Deferred>) {
+        self.inner.deferred.lock().push(companion);
+    }
+
+    fn put_batch(&self, entries: Vec<(Key, &NewEntry<'_>)>) -> Result<()> {
+        let options = &self.inner.options;
         let mut prepared = Vec::new();
         let mut batch_bytes = crate::format::PACK_HEADER_LEN;
         for (key, entry) in entries {

@@ -10,7 +10,7 @@ use relative_path::{RelativePath, RelativePathBuf};
 use rquickjs::loader::{FileResolver, ImportAttributes, Resolver};
 use rquickjs::{Ctx, Result};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Deferred};
 use crate::entry::NewEntry;
 use crate::format::StatRecord;
 use crate::freshness;
@@ -171,9 +171,12 @@ impl PackResolver {
             consulted: Some(Vec::new()),
             dirty: false,
         };
-        PackResolver {
-            state: Arc::new(Mutex::new(state)),
-        }
+        let state = Arc::new(Mutex::new(state));
+        // What it learned joins the loader's batch when the loader flushes first (one
+        // publication instead of two), with a clone of the same `Cache`.
+        let companion: Arc<dyn Deferred> = state.clone();
+        state.lock().cache.defer_with(Arc::downgrade(&companion));
+        PackResolver { state }
     }
 
     /// Stores what this run learned (listings read, answers computed) now, instead of when
@@ -416,10 +419,23 @@ impl ResolverState {
             return Ok(());
         };
         let bytes = encode_store(store);
-        let entry = NewEntry::new("bytecode-pack directory listings", &bytes);
+        let entry = NewEntry::new(LISTINGS_NAME, &bytes);
         self.cache.put(&self.key, &entry)?;
         self.dirty = false;
         Ok(())
+    }
+}
+
+impl Deferred for Mutex<ResolverState> {
+    fn take_if_changed(&self) -> Option<(Key, String, Vec<u8>)> {
+        // Busy means it is storing on its own (or resolving): leave it to that.
+        let mut state = self.try_lock()?;
+        if !state.dirty {
+            return None;
+        }
+        let bytes = encode_store(state.store.as_ref()?);
+        state.dirty = false;
+        Some((state.key, LISTINGS_NAME.to_owned(), bytes))
     }
 }
 
@@ -549,6 +565,9 @@ fn debug_string_list(text: &str, label: &str) -> Option<Vec<String>> {
 }
 
 const STORE_MAGIC: &[u8; 8] = b"BPRSLV1\0";
+
+/// The module name a resolver's stored listings and answers go under.
+const LISTINGS_NAME: &str = "bytecode-pack directory listings";
 
 /// The listings and answers as stored in the cache (inside a checksummed segment).
 fn encode_store(store: &Store) -> Vec<u8> {
