@@ -126,6 +126,16 @@ pub(crate) fn compact(
         tmp.as_file().sync_all().map_err(Error::io(&tmp_path))?;
     }
     let new_pack_path = state.dir.join(pack_file_name(generation));
+    // A leftover pack of that generation (a compactor that crashed) is replaced; anything else
+    // of that name is not this cache's to replace.
+    if std::fs::symlink_metadata(&new_pack_path).is_ok()
+        && !crate::fsys::carries_magic(&new_pack_path, &[&format::PACK_MAGIC], true)
+    {
+        return Err(Error::Insecure {
+            path: new_pack_path,
+            problem: "is in the way of the next pack and was not written by this cache".into(),
+        });
+    }
     tmp.persist(&new_pack_path)
         .map_err(|e| Error::io(&new_pack_path)(e.error))?;
     crate::faults::crash_point("compact:pack-renamed");

@@ -262,9 +262,12 @@ impl WriteState {
         let (generation, committed) = self.rollback_to;
         let path = self.dir.join(pack_file_name(generation));
         let result = if committed < PACK_HEADER_LEN {
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => std::fs::remove_file(&path),
-                _ => Ok(()),
+            // Only the pack this write created: a file of that name that is not one of ours
+            // (the reason the write failed, say) stays.
+            if fsys::carries_magic(&path, &[&format::PACK_MAGIC], true) {
+                std::fs::remove_file(&path)
+            } else {
+                Ok(())
             }
         } else {
             fsys::open_write(&path, false).and_then(|f| {

@@ -382,3 +382,24 @@ fn empty_files_with_a_caches_names_are_no_proof() {
         "my draft"
     );
 }
+
+#[test]
+fn a_users_file_in_the_way_of_a_new_pack_is_never_replaced_or_removed() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::open(&root).unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
+    let dir = root.join(abi_tag());
+    let generation = cache.stats().unwrap().generation;
+    let next = dir.join(format!("pack-{:016x}", generation + 1));
+    fs::write(&next, "a user's file").unwrap();
+    // Compaction and clear both want that name: both refuse, and the file stays.
+    let err = cache.compact().unwrap_err();
+    assert!(
+        matches!(&err, Error::Insecure { path, .. } if path == &next),
+        "{err:?}"
+    );
+    assert!(cache.clear().is_err());
+    assert_eq!(fs::read_to_string(&next).unwrap(), "a user's file");
+    assert_eq!(cache.get(&key(1)).unwrap().bytecode(), b"bc");
+}

@@ -1,6 +1,6 @@
 //! Unix: modes and owners, `O_NOFOLLOW | O_NONBLOCK`, ctime and inode, `statx` on Linux.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -94,7 +94,12 @@ pub(crate) fn special_file_kind(t: &fs::FileType) -> Option<&'static str> {
 
 /// Flushes a directory's entries (a completed `rename`) to disk.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    // O_DIRECTORY: whatever else has taken the directory's place fails instead of blocking.
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(dir)?
+        .sync_all()
 }
 
 pub(crate) fn path_from_bytes(bytes: &[u8]) -> Option<&Path> {
