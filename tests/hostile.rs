@@ -359,7 +359,8 @@ fn growing_input(base: &Path) {
     let _ = cache.get(&key(2));
     stop.store(true, Ordering::Relaxed);
     grower.join().unwrap();
-    // Recorded while it changed, so with no stat data to trust: one more byte is a miss.
+    // What this scenario proves is that put and get end on a file that keeps growing; the
+    // last check only confirms a change after the put is a miss (any change would be).
     fs::OpenOptions::new()
         .append(true)
         .open(&path)
