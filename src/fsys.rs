@@ -113,15 +113,29 @@ pub(crate) fn open_cache_file(path: &Path) -> io::Result<CacheFile> {
 /// crate wrote before anything removes it; `false` for anything unreadable or not a regular
 /// file.
 pub(crate) fn carries_magic(path: &Path, magics: &[&[u8; 8]], allow_empty: bool) -> bool {
-    use std::io::Read;
-    let Ok(CacheFile::Regular(file, _)) = open_cache_file(path) else {
+    let Ok(prefix) = read_prefix(path, 8) else {
         return false;
     };
-    let mut prefix = Vec::with_capacity(8);
-    if file.take(8).read_to_end(&mut prefix).is_err() {
-        return false;
-    }
     (allow_empty && prefix.is_empty()) || magics.iter().any(|magic| magic[..] == prefix[..])
+}
+
+/// The first `limit` bytes of one of the cache's own files (fewer if it is shorter), read
+/// without following a symlink or blocking; an error names what is there instead.
+pub(crate) fn read_prefix(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = match open_cache_file(path)? {
+        CacheFile::Regular(file, _) => file,
+        CacheFile::Missing => return Err(io::ErrorKind::NotFound.into()),
+        CacheFile::NotAFile(kind) => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("is {kind}"),
+            ));
+        }
+    };
+    let mut prefix = Vec::new();
+    file.take(limit).read_to_end(&mut prefix)?;
+    Ok(prefix)
 }
 
 /// Opens a file a user named (an input) for reading: symlinks are followed, as the user's

@@ -8,7 +8,6 @@
 //! emptied file by file and removed with `rmdir`, never recursively.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::files::{
     INDEX_FILE, LOCK_FILE, MARKER_FILE, TEMP_PREFIX, parse_base_name, parse_pack_name,
 };
-use crate::fsys::{self, CacheFile};
+use crate::fsys;
 
 /// The marker's exact content for the cache directory of `abi_tag`.
 fn marker_content(abi_tag: &str) -> String {
@@ -92,23 +91,6 @@ fn is_abi_dir_name(name: &str) -> bool {
         .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The first `N` bytes of a regular file in a cache directory (fewer if it is shorter), read
-/// without following a symlink or blocking.
-fn file_prefix<const N: usize>(path: &Path) -> std::result::Result<Vec<u8>, String> {
-    match fsys::open_cache_file(path) {
-        Ok(CacheFile::Regular(file, _)) => {
-            let mut prefix = Vec::with_capacity(N);
-            file.take(N as u64)
-                .read_to_end(&mut prefix)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            Ok(prefix)
-        }
-        Ok(CacheFile::Missing) => Err(format!("{} vanished", path.display())),
-        Ok(CacheFile::NotAFile(kind)) => Err(format!("{} is {kind}", path.display())),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
 /// One file of a candidate cache directory.
 struct CacheDirFile {
     path: PathBuf,
@@ -151,7 +133,8 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
             }
         };
         if file_name == MARKER_FILE {
-            let content = file_prefix::<512>(&path)?;
+            let content =
+                fsys::read_prefix(&path, 512).map_err(|e| format!("{}: {e}", path.display()))?;
             if content != marker_content(name).as_bytes() {
                 return Err(format!(
                     "{MARKER_FILE} was not written by bytecode-pack for {name}"
