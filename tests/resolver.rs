@@ -1,16 +1,16 @@
-//! `PackResolver` answers exactly as rquickjs's `FileResolver` does, from cached directory
-//! listings, across edits and process starts.
+//! `PackResolver` answers exactly as rquickjs's `FileResolver` does, from answers kept in the
+//! cache with the stat data of the directories they came from, across edits and starts.
 //!
 //! `PackResolver` resolves against the working directory it was created in, so every scenario
 //! runs in a child process (this binary re-invoked, `child` test) whose working directory is a
 //! temp project. A child simulates process starts: each start makes a new `PackResolver` over
-//! one shared `Cache` (dropped at the end of the start, so its listings are stored) and a
+//! one shared `Cache` (dropped at the end of the start, so what it learned is stored) and a
 //! fresh `FileResolver`, asks both the same `(base, name)` questions through
 //! `Resolver::resolve`, and asserts the answers are equal (the same string, or both errors).
 //!
 //! Named scenarios also assert the answer itself (so a broken setup cannot pass), that the
-//! listings are read from the cache, that a listing recorded after the racy window is trusted
-//! (a start over it stores nothing), and that one recorded within it is read again.
+//! answers are read from the cache, that a directory stamped after the racy window is trusted
+//! (a start over it stores nothing), and that one stamped within it is probed again.
 #![cfg(feature = "quickjs")]
 #![cfg(unix)]
 
@@ -27,7 +27,7 @@ use common::child::Child;
 use rquickjs::loader::{FileResolver, Resolver};
 use rquickjs::{Context, Ctx, Runtime};
 
-/// Longer than the fine racy window (30 ms): a listing recorded this long after its
+/// Longer than the fine racy window (30 ms): a directory stamped this long after its
 /// directory's last change is trusted by later starts.
 const PAST_RACY: Duration = Duration::from_millis(150);
 
@@ -97,10 +97,10 @@ struct Answer {
 /// One start: the answers, and what the `PackResolver` did with the cache.
 struct Start {
     answers: Vec<Answer>,
-    /// Entries it stored (at drop): 1 when it read some listing from disk, 0 when every
-    /// listing it used was trusted from the cache.
+    /// Entries it stored (at drop): 1 when it stamped some directory anew or learned a new
+    /// answer, 0 when every directory it used was trusted and every answer known.
     puts: u64,
-    /// Cache hits: 1 when it loaded its listings from the cache.
+    /// Cache hits: 1 when it loaded its answers from the cache.
     hits: u64,
 }
 
@@ -144,9 +144,9 @@ const fn q(base: &'static str, name: &'static str, answer: Option<&'static str>)
 }
 
 impl Expect {
-    /// Whether every directory the question probes exists, so that once listings are
-    /// trusted a start asking only such questions reads nothing from disk and stores
-    /// nothing. (A probe of a missing directory is re-checked, and stored, every start.)
+    /// Whether every directory the question probes exists, so that once their stamps are
+    /// trusted a start asking only such questions probes nothing and stores nothing.
+    /// (Questions that may probe a missing directory are left out, to keep the set simple.)
     ///
     /// An answer found means its directory exists, and for relative names every earlier probe
     /// was in that directory or its parent; a bare name found under `lib/` first probed
@@ -215,7 +215,7 @@ impl Host<'_, '_> {
         if !start.answers.is_empty() && self.starts > 1 {
             assert!(
                 start.hits >= 1,
-                "step {label:?}, {phase}: the PackResolver did not load listings from the cache"
+                "step {label:?}, {phase}: the PackResolver did not load its answers from the cache"
             );
         }
     }
@@ -224,14 +224,13 @@ impl Host<'_, '_> {
     /// it:
     ///
     /// 1. right after the edit, the questions whose probes all land in existing directories
-    ///    (the "quiet set"): listings taken before the edit must be rejected;
+    ///    (the "quiet set"): stamps taken before the edit must be rejected;
     /// 2. right after, every question;
-    /// 3. right after, the quiet set again: listings recorded within the racy window of the
-    ///    edit must be read again (if the edit changed a directory the quiet set probes, this
-    ///    start stores listings);
-    /// 4. after the racy window, every question: listings are read again and recorded
-    ///    trusted;
-    /// 5. the quiet set: every listing is trusted now, so nothing is read or stored.
+    /// 3. right after, the quiet set again: stamps taken within the racy window of the edit
+    ///    must not be trusted (if the edit changed a directory the quiet set probes, this
+    ///    start stamps it again and stores);
+    /// 4. after the racy window, every question: directories are stamped again, trusted;
+    /// 5. the quiet set: every stamp is trusted now, so nothing is probed or stored.
     fn step(&mut self, label: &str, edit: impl FnOnce(), expect: &[Expect]) {
         let quiet: Vec<Expect> = expect
             .iter()
@@ -258,16 +257,16 @@ impl Host<'_, '_> {
                 assert!(
                     s.puts >= 1,
                     "step {label:?}: {touched:?} changed, but the first start after the edit \
-                     read no listing from disk"
+                     stamped no directory anew"
                 );
             }
         }
         let s = self.start(&queries_of(expect));
         self.check(label, "2: all, right after the edit", &s, expect);
         if !quiet.is_empty() {
-            // Started within 10 ms of the edit, the previous start recorded its listings of
-            // the edited directories within 30 ms of their change (ctime lags the clock by at
-            // most a coarse tick): they are racy and must be read again.
+            // Started within 10 ms of the edit, the previous start stamped the edited
+            // directories within 30 ms of their change (ctime lags the clock by at most a
+            // coarse tick): the stamps are racy and must not be trusted.
             let fast = edit_started.elapsed() < Duration::from_millis(10);
             let s = self.start(&queries_of(&quiet));
             self.check(
@@ -280,7 +279,7 @@ impl Host<'_, '_> {
                 assert!(
                     s.puts >= 1,
                     "step {label:?}: {touched:?} changed within the racy window of the \
-                     previous start's listing, but this start trusted it"
+                     previous start's stamp, but this start trusted it"
                 );
             }
         }
@@ -289,11 +288,11 @@ impl Host<'_, '_> {
         self.check(label, "4: all, after the racy window", &s, expect);
         if !quiet.is_empty() {
             let s = self.start(&queries_of(&quiet));
-            self.check(label, "5: quiet set, listings trusted", &s, &quiet);
+            self.check(label, "5: quiet set, stamps trusted", &s, &quiet);
             assert_eq!(
                 s.puts, 0,
                 "step {label:?}: nothing changed since the last start, which ran after the \
-                 racy window, yet listings were read again"
+                 racy window, yet directories were stamped again"
             );
         }
     }
@@ -1200,14 +1199,14 @@ fn differential(h: &mut Host) {
         if round > 0 {
             assert!(
                 start.hits >= 1,
-                "{context}: listings were not loaded from the cache"
+                "{context}: answers were not loaded from the cache"
             );
         }
         agreeing_answers += start.answers.len();
         found += start.answers.iter().filter(|a| a.file.is_some()).count();
 
         if slept {
-            // Past the racy window, that start recorded every listing it read trusted. The
+            // Past the racy window, that start stamped every directory it probed, trusted. The
             // questions it found a module for probe existing directories only (see
             // `Expect::probes_existing_dirs_only`): asked again, they must be answered from
             // the cache alone, storing nothing, and still agree.
@@ -1226,7 +1225,7 @@ fn differential(h: &mut Host) {
                 expect_agreement(h, &context, &again, &log);
                 assert_eq!(
                     again.puts, 0,
-                    "{context}: listings recorded past the racy window were read again"
+                    "{context}: directories stamped past the racy window were stamped again"
                 );
                 trusted_starts += 1;
                 agreeing_answers += again.answers.len();
@@ -1272,7 +1271,7 @@ fn expect_agreement(h: &Host, context: &str, start: &Start, log: &[String]) {
     println!("--- disagreements ---");
     for a in &wrong {
         // The same question to a PackResolver over an empty cache, asked alone: tells a stale
-        // cached listing from a wrong answer computed in this start.
+        // cached answer from a wrong answer computed in this start.
         let cold_root = tempfile::tempdir().unwrap();
         let cold_cache = Cache::open(cold_root.path()).unwrap();
         let mut cold = PackResolver::new(file_resolver(), cold_cache);
@@ -1347,7 +1346,7 @@ fn run(role: &str, dir: &Path, root: &Path, env: &[(&str, &str)]) -> String {
 fn scenario(role: &str) {
     let sandbox = Sandbox::new();
     let out = run(role, &sandbox.project(), &sandbox.root(), &[]);
-    assert!(out.contains("5: quiet set, listings trusted"), "{out}");
+    assert!(out.contains("5: quiet set, stamps trusted"), "{out}");
 }
 
 #[test]
@@ -1402,7 +1401,7 @@ fn f_two_projects_share_one_cache_root() {
         (field("puts"), field("hits"))
     };
 
-    // Inside the racy window: listings are read every start.
+    // Inside the racy window: directories are stamped again every start.
     for _ in 0..2 {
         start(&one, "x.js");
         start(&two, "x.mjs");
@@ -1412,7 +1411,7 @@ fn f_two_projects_share_one_cache_root() {
         start(&one, "x.js");
         start(&two, "x.mjs");
     }
-    // Past the racy window: each project's listings are trusted, and loaded from the cache.
+    // Past the racy window: each project's answers are trusted, and loaded from the cache.
     assert_eq!(start(&one, "x.js"), (0, 1));
     assert_eq!(start(&two, "x.mjs"), (0, 1));
 

@@ -65,7 +65,7 @@ pub(crate) struct Refresh {
 }
 
 /// Something with an entry to store at a handle's next publication, rather than in a
-/// publication of its own (a `PackResolver`'s listings join its loader's batch).
+/// publication of its own (a `PackResolver`'s answers join its loader's batch).
 pub(crate) trait Deferred: Send + Sync {
     /// The entry, if there is one, as key, module name and bytes; taking it means it is
     /// stored (or, if that write fails, lost: it is only a cache's own bookkeeping).

@@ -1,4 +1,5 @@
-//! [`PackResolver`]: rquickjs's `FileResolver`, answered from cached directory listings.
+//! [`PackResolver`]: rquickjs's `FileResolver`, its answers kept in the cache and checked
+//! with one `stat` per directory.
 
 use std::path::Path;
 
@@ -16,37 +17,22 @@ use crate::format::StatRecord;
 use crate::freshness;
 use crate::key::Key;
 
-/// What one directory entry is, as far as resolution cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    File,
-    /// A symlink: what it points at can change without its directory changing, so it is
-    /// checked live every time.
-    Symlink,
-    Other,
-}
-
-/// One directory's listing and the stat data it was taken under; no stat data for a
-/// directory that did not exist (a search path or `x/index.js` candidate that is absent).
-#[derive(Debug, Clone)]
-struct Listing {
-    stamp: Option<StatRecord>,
+/// A directory's stat data as a run recorded it (`None`: the directory did not exist, as a
+/// search path or an `x/index.js` candidate may not), and the instant it was taken (before the
+/// `stat`, as for inputs).
+#[derive(Debug, Clone, Copy)]
+struct DirStamp {
+    stat: Option<StatRecord>,
     recorded_at_ns: i64,
-    /// `None` for a path that exists but cannot be listed (not a directory, or no read
-    /// permission): its names are then checked live.
-    entries: Option<FxHashMap<String, Kind>>,
-    /// A digest of what the listing says (absent, unlistable, or its names and kinds): an
-    /// answer computed from it records the digest, and stands only while it is the same.
-    digest: u64,
 }
 
-impl Listing {
-    /// Whether the directory still holds exactly these names: its stat data (ctime and
-    /// mtime change whenever an entry is added, removed or renamed; the inode whenever a
-    /// symlinked path switches target) is unchanged and old enough to trust, by the same
-    /// racy rule as inputs; or it was absent and still is.
+impl DirStamp {
+    /// Whether the directory still holds the names it held when stamped: its stat data
+    /// (ctime and mtime change whenever an entry is added, removed or renamed; the inode
+    /// whenever a symlinked path switches target) is unchanged and was old enough to trust
+    /// when recorded, by the same racy rule as inputs; or it was absent and still is.
     fn still_valid(&self, now: Option<&StatRecord>) -> bool {
-        match (&self.stamp, now) {
+        match (&self.stat, now) {
             (None, None) => true,
             (Some(stamp), Some(now)) => {
                 now == stamp && freshness::stat_is_trusted(stamp, self.recorded_at_ns)
@@ -56,13 +42,13 @@ impl Listing {
     }
 }
 
-/// A resolution kept across starts, with the directories it was computed from: it stands
-/// while each of them is unchanged.
+/// A resolution kept across starts, with the directories whose entries it was computed from:
+/// it stands while each of them is unchanged.
 #[derive(Debug, Clone)]
 struct Answer {
     value: String,
-    /// Each directory consulted, with the digest of its listing then.
-    dirs: Vec<(String, u64)>,
+    /// Each directory probed, as an index into [`Store::dirs`].
+    dirs: Vec<u32>,
     /// Checked (or computed) during this run.
     verified: bool,
 }
@@ -70,21 +56,35 @@ struct Answer {
 /// What a resolver keeps in the cache.
 #[derive(Debug, Clone, Default)]
 struct Store {
-    listings: FxHashMap<String, Listing>,
+    /// Every directory an answer depends on, with its stamp; answers refer to them by index.
+    dirs: Vec<(String, DirStamp)>,
+    dir_index: FxHashMap<String, u32>,
     /// By scope (the base's directory, or a marker for names that do not depend on it), then
     /// by name.
     answers: FxHashMap<String, FxHashMap<String, Answer>>,
+}
+
+impl Store {
+    /// Forgets every answer computed from `dir` (by index): the directory changed since.
+    fn forget_answers_from(&mut self, dir: u32) {
+        for names in self.answers.values_mut() {
+            names.retain(|_, answer| !answer.dirs.contains(&dir));
+        }
+        self.answers.retain(|_, names| !names.is_empty());
+    }
 }
 
 /// A cache-backed module resolver: the same answers as the [`FileResolver`] it wraps, without
 /// probing the filesystem per import.
 ///
 /// `FileResolver` costs a `stat` for every candidate file of every import statement, every
-/// start. This resolver answers the same questions ("is `dir/x.js` a file?") from a listing of
-/// `dir`, read once and kept in the cache. A start then checks one `stat` per directory it
-/// resolves in (a listing whose directory changed, or changed too recently to trust, is read
-/// again), as CPython's import system and git's untracked cache do. Entries that are symlinks
-/// are checked live, since their target can change without their directory changing.
+/// start. This resolver keeps each answer in the cache with the directories it probed to find
+/// it, each with the stat data the directory had when probed (taken before the probes). A
+/// later start checks one `stat` per directory instead (a directory whose entries change gets
+/// a new ctime and mtime), and probes again only in directories that changed or changed too
+/// recently to trust, by the racy rule inputs follow; as CPython's import system and git's
+/// untracked cache do. An answer that went through a symlink is never kept, since the
+/// symlink's target can change without its directory changing.
 ///
 /// ```no_run
 /// use bytecode_pack::Cache;
@@ -126,14 +126,14 @@ struct ResolverState {
     /// The working directory, as a string (resolution is string arithmetic on UTF-8 names).
     cwd: String,
     key: Key,
-    /// Listings and answers: loaded from the cache on first use, kept current as needed.
+    /// Directory stamps and answers: loaded from the cache on first use, kept current.
     store: Option<Store>,
-    /// Directories checked during this run, and whether each was unchanged.
-    checked: FxHashMap<String, bool>,
-    /// The directories the resolution being computed consulted, with their listings'
-    /// digests; `None` once one of its answers came from a symlink, which is checked live and
-    /// never kept.
-    consulted: Option<Vec<(String, u64)>>,
+    /// Directories checked during this run: their index in the store, and whether each was
+    /// unchanged since its stamp.
+    checked: FxHashMap<String, (u32, bool)>,
+    /// The directories the resolution being computed probed; `None` once it probed a
+    /// symlink, whose target can change unseen, so that the answer is not kept.
+    consulted: Option<Vec<u32>>,
     dirty: bool,
 }
 
@@ -145,7 +145,7 @@ struct Config {
 }
 
 impl PackResolver {
-    /// Wraps `resolver`, keeping its listings in `cache`.
+    /// Wraps `resolver`, keeping its answers in `cache`.
     pub fn new(resolver: FileResolver, cache: Cache) -> PackResolver {
         let config = Config::of(&resolver);
         if config.is_none() {
@@ -161,7 +161,7 @@ impl PackResolver {
         };
         let identity = format!("{cwd}\0{resolver:?}");
         let state = ResolverState {
-            key: Key::for_source("bytecode-pack directory listings", identity.as_bytes()),
+            key: Key::for_source(STORE_NAME, identity.as_bytes()),
             inner: resolver,
             config,
             cache,
@@ -179,7 +179,7 @@ impl PackResolver {
         PackResolver { state }
     }
 
-    /// Stores what this run learned (listings read, answers computed) now, instead of when
+    /// Stores what this run learned (directories stamped, answers computed) now, instead of when
     /// the last clone is dropped; does nothing if nothing changed. Clones share the state, so
     /// a host can keep a clone to call this.
     pub fn flush(&self) -> crate::Result<()> {
@@ -201,7 +201,7 @@ impl ResolverState {
     }
 
     /// Whether `path` (relative to the working directory) is a file, as `Path::is_file`
-    /// would say.
+    /// would say: one probe, after its directory was stamped.
     fn is_file(&mut self, path: &RelativePath) -> bool {
         // `RelativePath::to_path(cwd)` as FileResolver's `to_path(".")` sees it: a plain path
         // is the cwd and the path; anything with `.`/`..` components, empty components or a
@@ -227,54 +227,65 @@ impl ResolverState {
                 }
             }
         };
-        let Some((dir, name)) = full.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
+        let Some((dir, _)) = full.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
             self.consulted = None;
             return Path::new(&full).is_file();
         };
-        self.check_dir(dir);
-        let digest = self.store().listings.get(dir).map_or(0, |l| l.digest);
+        // The stamp comes first: an entry added after it changes the directory's stat data.
+        let (dir_id, _) = self.check_dir(dir);
         if let Some(consulted) = &mut self.consulted
-            && !consulted.iter().any(|(d, _)| d == dir)
+            && !consulted.contains(&dir_id)
         {
-            consulted.push((dir.to_owned(), digest));
+            consulted.push(dir_id);
         }
-        let kind = match self.store().listings.get(dir).map(|l| &l.entries) {
-            Some(Some(entries)) => entries.get(name).copied(),
-            // Absent: nothing in it. Unlistable: ask the filesystem.
-            None => None,
-            Some(None) => Some(Kind::Symlink),
-        };
-        match kind {
-            Some(Kind::File) => true,
-            Some(Kind::Symlink) => {
+        match std::fs::symlink_metadata(&full) {
+            Ok(meta) if meta.file_type().is_symlink() => {
                 self.consulted = None;
                 Path::new(&full).is_file()
             }
-            Some(Kind::Other) | None => false,
+            Ok(meta) => meta.is_file(),
+            Err(_) => false,
         }
     }
 
-    /// Makes `dir`'s listing current (once per run) and says whether it was unchanged.
-    fn check_dir(&mut self, dir: &str) -> bool {
-        if let Some(&unchanged) = self.checked.get(dir) {
-            return unchanged;
+    /// Checks `dir` against its stamp (once per run), stamping it anew if it changed, and
+    /// says whether it was unchanged. Answers computed from an older stamp are forgotten.
+    fn check_dir(&mut self, dir: &str) -> (u32, bool) {
+        if let Some(&checked) = self.checked.get(dir) {
+            return checked;
         }
+        // The recording instant comes before the `stat` it vouches for, as for inputs.
+        let read_from = freshness::now_nanos();
         let now = crate::sys::stat_path(Path::new(dir)).ok();
-        let unchanged = self
-            .store()
-            .listings
-            .get(dir)
-            .is_some_and(|l| l.still_valid(now.as_ref()));
+        let store = self.store();
+        let known = store.dir_index.get(dir).copied();
+        let unchanged = known.is_some_and(|id| store.dirs[id as usize].1.still_valid(now.as_ref()));
+        let stamp = DirStamp {
+            stat: now,
+            recorded_at_ns: read_from,
+        };
+        let id = match known {
+            Some(id) if unchanged => id,
+            Some(id) => {
+                store.dirs[id as usize].1 = stamp;
+                store.forget_answers_from(id);
+                id
+            }
+            None => {
+                let id = u32::try_from(store.dirs.len()).unwrap_or(u32::MAX);
+                store.dirs.push((dir.to_owned(), stamp));
+                store.dir_index.insert(dir.to_owned(), id);
+                id
+            }
+        };
         if !unchanged {
-            let listing = read_listing(Path::new(dir));
-            self.store().listings.insert(dir.to_owned(), listing);
             self.dirty = true;
         }
-        self.checked.insert(dir.to_owned(), unchanged);
-        unchanged
+        self.checked.insert(dir.to_owned(), (id, unchanged));
+        (id, unchanged)
     }
 
-    /// `FileResolver::try_patterns`, on listings.
+    /// `FileResolver::try_patterns`, recording the directories it probes.
     fn try_patterns(&mut self, path: &RelativePath) -> Option<RelativePathBuf> {
         let patterns = self.config.as_ref()?.patterns.clone();
         if let Some(extension) = path.extension() {
@@ -294,7 +305,7 @@ impl ResolverState {
         }
     }
 
-    /// `FileResolver::resolve`, on listings.
+    /// `FileResolver::resolve`, recording the directories it probes.
     fn resolve_cached(&mut self, base: &str, name: &str) -> Option<RelativePathBuf> {
         if !name.starts_with('.') {
             let paths = self.config.as_ref()?.paths.clone();
@@ -354,13 +365,19 @@ impl ResolverState {
             // Directories are checked once per run: a file created since would be missed, so
             // a failed resolution asks the filesystem, and what it consulted is checked again
             // on next use.
-            for (dir, _) in self.consulted.take().unwrap_or_default() {
+            let probed = self.consulted.take().unwrap_or_default();
+            let store = self.store();
+            let dirs: Vec<String> = probed
+                .iter()
+                .map(|&id| store.dirs[id as usize].0.clone())
+                .collect();
+            for dir in dirs {
                 self.checked.remove(&dir);
             }
             return self.inner.resolve(ctx, base, name, attributes);
         };
         let value = value.to_string();
-        // Kept across starts only if computed from listings alone.
+        // Kept across starts only if no probe went through a symlink.
         if let Some(dirs) = self.consulted.take() {
             let answer = Answer {
                 value: value.clone(),
@@ -386,25 +403,14 @@ impl ResolverState {
             return Some(answer.value.clone());
         }
         let dirs = answer.dirs.clone();
-        // Each listing made current, then compared with the one the answer was computed from
-        // (which another run may have replaced since).
-        let unchanged = dirs.iter().fold(true, |all, (dir, digest)| {
-            self.check_dir(dir);
-            let same = self
-                .store()
-                .listings
-                .get(dir)
-                .is_some_and(|l| l.digest == *digest);
-            same && all
-        });
-        let answers = self.store().answers.get_mut(scope)?;
-        if !unchanged {
-            // Stale: it must not outlive this run next to listings that are current again.
-            answers.remove(name);
-            self.dirty = true;
-            return None;
+        for id in dirs {
+            let dir = self.store().dirs.get(id as usize)?.0.clone();
+            // A changed directory forgets this answer (and every other computed from it).
+            if !self.check_dir(&dir).1 {
+                return None;
+            }
         }
-        let answer = answers.get_mut(name)?;
+        let answer = self.store().answers.get_mut(scope)?.get_mut(name)?;
         answer.verified = true;
         Some(answer.value.clone())
     }
@@ -419,7 +425,7 @@ impl ResolverState {
             return Ok(());
         };
         let bytes = encode_store(store);
-        let entry = NewEntry::new(LISTINGS_NAME, &bytes);
+        let entry = NewEntry::new(STORE_NAME, &bytes);
         self.cache.put(&self.key, &entry)?;
         self.dirty = false;
         Ok(())
@@ -435,78 +441,16 @@ impl Deferred for Mutex<ResolverState> {
         }
         let bytes = encode_store(state.store.as_ref()?);
         state.dirty = false;
-        Some((state.key, LISTINGS_NAME.to_owned(), bytes))
+        Some((state.key, STORE_NAME.to_owned(), bytes))
     }
 }
 
 impl Drop for ResolverState {
     fn drop(&mut self) {
         if let Err(e) = self.store_if_changed() {
-            log::warn!("bytecode-pack: cannot store directory listings: {e}");
+            log::warn!("bytecode-pack: cannot store resolutions: {e}");
         }
     }
-}
-
-/// Reads `dir`'s listing: absent (no stat data), unlistable, or its names. Stat data taken
-/// before and after must agree, or the listing is kept for this run only (recorded as never
-/// trusted).
-fn read_listing(dir: &Path) -> Listing {
-    // The recording instant comes before the read it vouches for, as for inputs.
-    let read_from = freshness::now_nanos();
-    let Ok(before) = crate::sys::stat_path(dir) else {
-        return Listing {
-            stamp: None,
-            recorded_at_ns: 0,
-            digest: listing_digest(None, Some(&FxHashMap::default())),
-            entries: Some(FxHashMap::default()),
-        };
-    };
-    let entries = std::fs::read_dir(dir).ok().and_then(|names| {
-        let mut entries = FxHashMap::default();
-        for entry in names {
-            let entry = entry.ok()?;
-            let Ok(name) = entry.file_name().into_string() else {
-                // Not UTF-8: no JavaScript specifier can name it.
-                continue;
-            };
-            let kind = match entry.file_type() {
-                Ok(t) if t.is_file() => Kind::File,
-                Ok(t) if t.is_symlink() => Kind::Symlink,
-                _ => Kind::Other,
-            };
-            entries.insert(name, kind);
-        }
-        Some(entries)
-    });
-    let after = crate::sys::stat_path(dir).ok();
-    let recorded_at_ns = if after == Some(before) {
-        read_from
-    } else {
-        i64::MIN
-    };
-    Listing {
-        digest: listing_digest(after.as_ref(), entries.as_ref()),
-        stamp: after,
-        recorded_at_ns,
-        entries,
-    }
-}
-
-/// What a listing says, as a digest: present or absent, listable or not, and its names with
-/// their kinds (in name order).
-fn listing_digest(stamp: Option<&StatRecord>, entries: Option<&FxHashMap<String, Kind>>) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    h.update(&[u8::from(stamp.is_some()), u8::from(entries.is_some())]);
-    if let Some(entries) = entries {
-        let mut names: Vec<_> = entries.iter().collect();
-        names.sort_unstable();
-        for (name, kind) in names {
-            h.update(&[*kind as u8]);
-            h.update(name.as_bytes());
-            h.update(&[0]);
-        }
-    }
-    h.digest()
 }
 
 impl Config {
@@ -564,22 +508,26 @@ fn debug_string_list(text: &str, label: &str) -> Option<Vec<String>> {
     }
 }
 
-const STORE_MAGIC: &[u8; 8] = b"BPRSLV1\0";
+const STORE_MAGIC: &[u8; 8] = b"BPRSLV2\0";
 
-/// The module name a resolver's stored listings and answers go under.
-const LISTINGS_NAME: &str = "bytecode-pack directory listings";
+/// The module name a resolver's stored answers go under.
+const STORE_NAME: &str = "bytecode-pack resolutions";
 
-/// The listings and answers as stored in the cache (inside a checksummed segment).
+/// The directory stamps and answers as stored in the cache (inside a checksummed segment):
+/// after the magic, the stamps (`u32` count; each: path, `0` for absent or `1` and five `u64`
+/// stat fields, recording instant), then the answers (`u32` count; each: scope, name, value,
+/// `u32` count of directory indices and the indices). Strings are a `u32` length and UTF-8;
+/// integers little-endian.
 fn encode_store(store: &Store) -> Vec<u8> {
     fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
         out.extend_from_slice(b);
     }
     let mut out = STORE_MAGIC.to_vec();
-    out.extend_from_slice(&(store.listings.len() as u32).to_le_bytes());
-    for (dir, listing) in &store.listings {
+    out.extend_from_slice(&(store.dirs.len() as u32).to_le_bytes());
+    for (dir, stamp) in &store.dirs {
         put_bytes(&mut out, dir.as_bytes());
-        match &listing.stamp {
+        match &stamp.stat {
             None => out.push(0),
             Some(s) => {
                 out.push(1);
@@ -588,22 +536,7 @@ fn encode_store(store: &Store) -> Vec<u8> {
                 }
             }
         }
-        out.extend_from_slice(&listing.recorded_at_ns.to_le_bytes());
-        out.extend_from_slice(&listing.digest.to_le_bytes());
-        match &listing.entries {
-            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
-            Some(entries) => {
-                out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-                for (name, kind) in entries {
-                    out.push(match kind {
-                        Kind::File => 1,
-                        Kind::Symlink => 2,
-                        Kind::Other => 3,
-                    });
-                    put_bytes(&mut out, name.as_bytes());
-                }
-            }
-        }
+        out.extend_from_slice(&stamp.recorded_at_ns.to_le_bytes());
     }
     let answers: Vec<_> = store
         .answers
@@ -616,9 +549,8 @@ fn encode_store(store: &Store) -> Vec<u8> {
         put_bytes(&mut out, name.as_bytes());
         put_bytes(&mut out, answer.value.as_bytes());
         out.extend_from_slice(&(answer.dirs.len() as u32).to_le_bytes());
-        for (dir, digest) in &answer.dirs {
-            put_bytes(&mut out, dir.as_bytes());
-            out.extend_from_slice(&digest.to_le_bytes());
+        for id in &answer.dirs {
+            out.extend_from_slice(&id.to_le_bytes());
         }
     }
     out
@@ -647,9 +579,9 @@ fn decode_store(bytes: &[u8]) -> Option<Store> {
     let mut r = Reader(bytes);
     (r.take(8)? == STORE_MAGIC).then_some(())?;
     let mut store = Store::default();
-    for _ in 0..r.u32()? {
+    for id in 0..r.u32()? {
         let dir = r.string()?;
-        let stamp = match r.take(1)?[0] {
+        let stat = match r.take(1)?[0] {
             0 => None,
             1 => Some(StatRecord {
                 size: r.u64()?,
@@ -661,36 +593,22 @@ fn decode_store(bytes: &[u8]) -> Option<Store> {
             _ => return None,
         };
         let recorded_at_ns = r.u64()? as i64;
-        let digest = r.u64()?;
-        let count = r.u32()?;
-        let entries = if count == u32::MAX {
-            None
-        } else {
-            let mut entries = FxHashMap::default();
-            for _ in 0..count {
-                let kind = match r.take(1)?[0] {
-                    1 => Kind::File,
-                    2 => Kind::Symlink,
-                    _ => Kind::Other,
-                };
-                entries.insert(r.string()?, kind);
-            }
-            Some(entries)
-        };
-        store.listings.insert(
+        if store.dir_index.insert(dir.clone(), id).is_some() {
+            return None;
+        }
+        store.dirs.push((
             dir,
-            Listing {
-                stamp,
+            DirStamp {
+                stat,
                 recorded_at_ns,
-                entries,
-                digest,
             },
-        );
+        ));
     }
+    let dir_count = store.dirs.len();
     for _ in 0..r.u32()? {
         let (scope, name, value) = (r.string()?, r.string()?, r.string()?);
         let dirs = (0..r.u32()?)
-            .map(|_| Some((r.string()?, r.u64()?)))
+            .map(|_| r.u32().filter(|&id| (id as usize) < dir_count))
             .collect::<Option<Vec<_>>>()?;
         let answer = Answer {
             value,
@@ -725,63 +643,74 @@ mod tests {
     #[test]
     fn the_store_round_trips_and_garbage_is_rejected() {
         let mut store = Store::default();
-        store.listings.insert(
-            "/a/b".to_owned(),
-            Listing {
-                stamp: Some(StatRecord {
-                    size: 1,
-                    mtime_ns: -2,
-                    ctime_ns: 3,
-                    ino: 4,
-                    dev: 5,
-                }),
+        let stat = StatRecord {
+            size: 1,
+            mtime_ns: -2,
+            ctime_ns: 3,
+            ino: 4,
+            dev: 5,
+        };
+        for (dir, stat) in [("/a/b", Some(stat)), ("/a/absent", None)] {
+            store
+                .dir_index
+                .insert(dir.to_owned(), store.dirs.len() as u32);
+            let stamp = DirStamp {
+                stat,
                 recorded_at_ns: 6,
-                digest: 7,
-                entries: Some(
-                    [
-                        ("x.js".to_owned(), Kind::File),
-                        ("l".to_owned(), Kind::Symlink),
-                    ]
-                    .into_iter()
-                    .collect(),
-                ),
-            },
-        );
-        for (dir, entries) in [("/a/absent", Some(FxHashMap::default())), ("/a/f.js", None)] {
-            store.listings.insert(
-                dir.to_owned(),
-                Listing {
-                    stamp: None,
-                    recorded_at_ns: 0,
-                    digest: 8,
-                    entries,
-                },
-            );
+            };
+            store.dirs.push((dir.to_owned(), stamp));
         }
         store.answers.entry("a".into()).or_default().insert(
             "./x".into(),
             Answer {
                 value: "a/x.js".into(),
-                dirs: vec![("/a/b".into(), 7)],
+                dirs: vec![0, 1],
                 verified: true,
             },
         );
         let bytes = encode_store(&store);
         let back = decode_store(&bytes).unwrap();
-        assert_eq!(
-            back.listings["/a/b"].entries,
-            store.listings["/a/b"].entries
-        );
-        assert_eq!(back.listings["/a/b"].stamp, store.listings["/a/b"].stamp);
-        assert!(back.listings["/a/f.js"].entries.is_none());
-        assert!(back.listings["/a/absent"].stamp.is_none());
+        assert_eq!(back.dirs[0].0, "/a/b");
+        assert_eq!(back.dirs[0].1.stat, Some(stat));
+        assert_eq!(back.dirs[0].1.recorded_at_ns, 6);
+        assert!(back.dirs[1].1.stat.is_none());
+        assert_eq!(back.dir_index["/a/absent"], 1);
         let answer = &back.answers["a"]["./x"];
         assert_eq!(answer.value, "a/x.js");
-        assert_eq!(answer.dirs, [("/a/b".to_owned(), 7)]);
-        assert_eq!(back.listings["/a/b"].digest, 7);
+        assert_eq!(answer.dirs, [0, 1]);
         assert!(!answer.verified, "a loaded answer is checked again");
         for cut in 0..bytes.len() {
             assert!(decode_store(&bytes[..cut]).is_none());
         }
+        // An answer naming a directory that is not in the table.
+        let mut bad = store.clone();
+        bad.answers
+            .get_mut("a")
+            .unwrap()
+            .get_mut("./x")
+            .unwrap()
+            .dirs = vec![2];
+        assert!(decode_store(&encode_store(&bad)).is_none());
+    }
+
+    #[test]
+    fn a_changed_directory_forgets_the_answers_computed_from_it() {
+        let mut store = Store::default();
+        for (scope, dirs) in [("a", vec![0]), ("b", vec![1]), ("c", vec![1, 0])] {
+            let answer = Answer {
+                value: format!("{scope}/x.js"),
+                dirs,
+                verified: false,
+            };
+            store
+                .answers
+                .entry(scope.into())
+                .or_default()
+                .insert("./x".into(), answer);
+        }
+        store.forget_answers_from(0);
+        let mut left: Vec<_> = store.answers.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["b"]);
     }
 }
