@@ -93,8 +93,8 @@ pub(crate) fn now_nanos() -> i64 {
     epoch_nanos(SystemTime::now())
 }
 
-fn path_bytes(path: &Path) -> Vec<u8> {
-    path.as_os_str().as_encoded_bytes().to_vec()
+fn path_bytes(path: PathBuf) -> Vec<u8> {
+    path.into_os_string().into_encoded_bytes()
 }
 
 /// The path an input is recorded under: absolute, but not canonicalised. Symlinks on the way
@@ -130,7 +130,7 @@ pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
     let path = recorded_path(&input.path);
     if let (Some(content_hash), Some((observed, read_at))) = (input.compiled_hash, input.observed) {
         let record = InputRecord {
-            path: path_bytes(&path),
+            path: path_bytes(path),
             content_hash,
             stat: Some(observed),
         };
@@ -149,7 +149,7 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
             // Trust stat data only if it describes exactly the content recorded.
             let stable = content_hash == on_disk;
             Ok(InputRecord {
-                path: path_bytes(&path),
+                path: path_bytes(path),
                 content_hash,
                 stat: stat.filter(|_| stable),
             })
@@ -157,7 +157,7 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
         // The compiler read this file but it is gone (or no longer a file): record it so the
         // entry misses.
         (Err(_), Some(compiled)) => Ok(InputRecord {
-            path: path_bytes(&path),
+            path: path_bytes(path),
             content_hash: compiled,
             stat: None,
         }),

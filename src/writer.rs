@@ -59,6 +59,22 @@ pub(crate) fn lock(dir: &Path, started: Instant, deadline: Instant) -> Result<Wr
     }
 }
 
+/// Writes every byte of `slices`, in order, in as few `writev` calls as the system allows.
+fn write_all_vectored(
+    file: &mut File,
+    mut slices: &mut [std::io::IoSlice<'_>],
+) -> std::io::Result<()> {
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// An entry ready to append: its inputs were hashed before the lock was taken.
 pub(crate) struct PreparedEntry<'e, 'a> {
     pub(crate) key: Key,
@@ -299,9 +315,12 @@ impl WriteState {
         let path = self.pack_path();
         let mut file = self.open_pack_for_append(&path)?;
         let start = file.seek(SeekFrom::End(0)).map_err(Error::io(&path))?;
-        let total: usize = entries.iter().map(|p| p.entry.stored_len() as usize).sum();
-        let mut buf = Vec::with_capacity(total);
+        // Headers are built first; then headers and payloads go out in vectored writes,
+        // straight from the callers' buffers.
+        let mut headers = Vec::new();
         let mut records = Vec::with_capacity(entries.len());
+        let mut written = Vec::with_capacity(entries.len());
+        let mut end = start;
         for PreparedEntry {
             key,
             entry,
@@ -309,6 +328,7 @@ impl WriteState {
             recorded_at_ns,
         } in entries
         {
+            written.push(entry);
             let mut refs = [None; 3];
             for ((kind, payload), slot) in SegmentKind::ALL
                 .into_iter()
@@ -316,17 +336,16 @@ impl WriteState {
                 .zip(&mut refs)
             {
                 let Some(payload) = payload else { continue };
-                buf.extend_from_slice(&format::encode_segment_header(
-                    kind,
-                    key.as_bytes(),
-                    payload,
-                ));
+                let checksum = format::payload_checksum(payload);
+                let len = payload.len() as u64;
+                headers.push(format::segment_header(kind, key.as_bytes(), len, &checksum));
+                end += format::SEGMENT_HEADER_LEN;
                 *slot = Some(SegmentRef {
-                    offset: start + buf.len() as u64,
-                    len: payload.len() as u64,
-                    checksum: format::payload_checksum(payload),
+                    offset: end,
+                    len,
+                    checksum,
                 });
-                buf.extend_from_slice(payload);
+                end += len;
             }
             let [bytecode, source_map, aux] = refs;
             records.push(EntryRecord {
@@ -341,13 +360,22 @@ impl WriteState {
                 inputs,
             });
         }
+        let mut slices = Vec::with_capacity(headers.len() * 2);
+        let mut headers_left = headers.iter();
+        for entry in written {
+            for payload in entry.payloads().into_iter().flatten() {
+                let header = headers_left.next().expect("one header per payload");
+                slices.push(std::io::IoSlice::new(header));
+                slices.push(std::io::IoSlice::new(payload));
+            }
+        }
         // A failed write leaves a torn tail; the caller's roll-back removes it.
-        file.write_all(&buf).map_err(Error::io(&path))?;
+        write_all_vectored(&mut file, &mut slices).map_err(Error::io(&path))?;
         if durability == Durability::Full {
             file.sync_data().map_err(Error::io(&path))?;
         }
         crate::faults::crash_point("append:written");
-        self.pack_file_len = start + buf.len() as u64;
+        self.pack_file_len = end;
         self.fields.pack_len = self.pack_file_len;
         for mut record in records {
             record.seq = self.fields.next_seq;

@@ -99,6 +99,8 @@ impl CacheBuilder {
                 counters: AtomicCounters::default(),
                 racy: parking_lot::Mutex::new(Vec::new()),
                 deferred: parking_lot::Mutex::new(Vec::new()),
+                opened: std::time::Instant::now(),
+                checked_at_us: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

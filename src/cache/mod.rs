@@ -4,7 +4,7 @@ mod builder;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -51,6 +51,10 @@ pub(crate) struct Inner {
     pub(crate) racy: parking_lot::Mutex<Vec<Refresh>>,
     /// Companions whose pending entries join this handle's publications.
     pub(crate) deferred: parking_lot::Mutex<Vec<std::sync::Weak<dyn Deferred>>>,
+    /// When the handle was opened, and when (microseconds after) a miss last checked for a
+    /// newer publication: [`Cache::lookup_throttled`] checks at most once per interval.
+    pub(crate) opened: Instant,
+    pub(crate) checked_at_us: AtomicU64,
 }
 
 /// Fresh stat data for an entry's inputs, observed by a lookup.
@@ -96,6 +100,22 @@ impl Cache {
 
     /// [`Cache::get`], saying why it missed.
     pub fn lookup(&self, key: &Key) -> Result<Hit, MissReason> {
+        self.lookup_with(key, None)
+    }
+
+    /// [`Cache::lookup`] for a caller that misses in runs (a first start misses on every
+    /// module): a miss checks for a newer publication (a `stat` of the index) only if no miss
+    /// through this handle did in the last `interval`, so other processes' writes are seen
+    /// within `interval` rather than by the next miss.
+    pub(crate) fn lookup_throttled(
+        &self,
+        key: &Key,
+        interval: Duration,
+    ) -> Result<Hit, MissReason> {
+        self.lookup_with(key, Some(interval))
+    }
+
+    fn lookup_with(&self, key: &Key, throttle: Option<Duration>) -> Result<Hit, MissReason> {
         let inner = &self.inner;
         if inner.options.disabled {
             inner.counters.miss(MissReason::Disabled);
@@ -104,7 +124,9 @@ impl Cache {
         let snapshot = inner.snapshot.load_full();
         let result = match lookup_in(&snapshot, key, inner) {
             Ok(hit) => Ok(hit),
-            // A handle sees other processes' writes no later than its next miss.
+            // A handle sees other processes' writes no later than its next miss (or, throttled,
+            // its next miss once the interval passed).
+            Err(reason) if !self.due_for_refresh(throttle) => Err(reason),
             Err(reason) => match self.refresh_if_changed(&snapshot) {
                 Ok(Some(newer)) => lookup_in(&newer, key, inner),
                 Ok(None) => Err(reason),
@@ -124,6 +146,21 @@ impl Cache {
             }
         }
         result
+    }
+
+    /// Whether a miss should check for a newer publication now; notes the check.
+    fn due_for_refresh(&self, throttle: Option<Duration>) -> bool {
+        // Microseconds since opening, plus one: 0 means never checked.
+        let now = self.inner.opened.elapsed().as_micros() as u64 + 1;
+        let last = self.inner.checked_at_us.load(Ordering::Relaxed);
+        let due = match throttle {
+            None => true,
+            Some(interval) => last == 0 || now.saturating_sub(last) >= interval.as_micros() as u64,
+        };
+        if due {
+            self.inner.checked_at_us.store(now, Ordering::Relaxed);
+        }
+        due
     }
 
     /// Loads the published index if it is not the one `current` was read from.
@@ -514,4 +551,37 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, 
         entry: i,
         bytecode,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttled_miss_sees_other_handles_writes_once_its_interval_passed() {
+        let root = tempfile::tempdir().unwrap();
+        let (reader, writer) = (
+            Cache::open(root.path()).unwrap(),
+            Cache::open(root.path()).unwrap(),
+        );
+        let long = Duration::from_secs(3600);
+        let (first, second) = (Key::for_source("a.js", b"1"), Key::for_source("b.js", b"2"));
+        // The first miss checks (nothing published yet).
+        assert_eq!(
+            reader.lookup_throttled(&first, long).err(),
+            Some(MissReason::Absent)
+        );
+        writer.put(&first, &NewEntry::new("a.js", b"one")).unwrap();
+        // Within the interval: no check, so the other handle's write is not seen yet.
+        assert_eq!(
+            reader.lookup_throttled(&first, long).err(),
+            Some(MissReason::Absent)
+        );
+        // An unthrottled miss always checks.
+        assert_eq!(reader.lookup(&first).unwrap().bytecode(), b"one");
+        writer.put(&second, &NewEntry::new("b.js", b"two")).unwrap();
+        // Once the interval passed (here: none), a throttled miss checks too.
+        let hit = reader.lookup_throttled(&second, Duration::ZERO).unwrap();
+        assert_eq!(hit.bytecode(), b"two");
+    }
 }

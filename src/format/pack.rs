@@ -59,12 +59,23 @@ pub fn encode_segment_header(
     key: &[u8; 16],
     payload: &[u8],
 ) -> [u8; SEGMENT_HEADER_BYTES] {
+    segment_header(kind, key, payload.len() as u64, &payload_checksum(payload))
+}
+
+/// The header of a segment whose payload has `len` bytes and checksum `payload_sum` (from
+/// [`payload_checksum`]), for a writer that keeps the checksum too.
+pub fn segment_header(
+    kind: SegmentKind,
+    key: &[u8; 16],
+    len: u64,
+    payload_sum: &[u8; 16],
+) -> [u8; SEGMENT_HEADER_BYTES] {
     let mut h = [0u8; SEGMENT_HEADER_BYTES];
     h[SEG_MAGIC_AT..SEG_KIND_AT].copy_from_slice(&SEGMENT_MAGIC);
     h[SEG_KIND_AT] = kind as u8;
     h[SEG_KEY_AT..SEG_LEN_AT].copy_from_slice(key);
-    h[SEG_LEN_AT..SEG_PAYLOAD_SUM_AT].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    h[SEG_PAYLOAD_SUM_AT..SEG_HEADER_SUM_AT].copy_from_slice(&payload_checksum(payload));
+    h[SEG_LEN_AT..SEG_PAYLOAD_SUM_AT].copy_from_slice(&len.to_le_bytes());
+    h[SEG_PAYLOAD_SUM_AT..SEG_HEADER_SUM_AT].copy_from_slice(payload_sum);
     let sum = xxh3_64(&h[..SEG_HEADER_SUM_AT]);
     h[SEG_HEADER_SUM_AT..].copy_from_slice(&sum.to_le_bytes());
     h

@@ -19,6 +19,10 @@ use crate::key::Key;
 const FLUSH_ENTRIES: usize = 4096;
 const FLUSH_BYTES: usize = 64 << 20;
 
+/// A first start misses on every module: each miss checking the index for another process's
+/// newer publication would cost a `stat` per module, so misses check at most this often.
+const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// A cache-backed rquickjs [`Loader`] for file modules: an `import` is served from the pack
 /// when the file is unchanged, and compiled when not. Use it with rquickjs's
 /// [`rquickjs::loader::FileResolver`], or with [`super::PackResolver`] around one (which also
@@ -36,6 +40,9 @@ const FLUSH_BYTES: usize = 64 << 20;
 /// Racy entries heal here too: a lookup that had to re-hash an input (its stat data was
 /// recorded too close to an edit, as after `tar` or `npm install`) remembers the fresh stat
 /// data, and the same batch re-records it, so the next start trusts a `stat` again.
+///
+/// Modules another process stores while this one starts are found by this loader's misses
+/// within 2 ms of their publication (a miss checks for one at most that often).
 ///
 /// Module names are resolved against the working directory when the loader is created, as
 /// the resolver answered them against its own: a host that changes directory makes a new one.
@@ -69,12 +76,15 @@ impl Pending {
             // Nothing compiled; entries re-hashed as racy are re-recorded on their own.
             return self.cache.refresh_racy().map(drop);
         }
+        // The entries borrow names and bytecode, and take the inputs.
+        let (modules, inputs): (Vec<_>, Vec<_>) = modules
+            .into_iter()
+            .map(|m| ((m.key, m.name, m.bytecode), m.input))
+            .unzip();
         let entries: Vec<_> = modules
             .iter()
-            .map(|m| {
-                let entry = m.bytecode.entry(&m.name).inputs(vec![m.input.clone()]);
-                (m.key, entry)
-            })
+            .zip(inputs)
+            .map(|((key, name, bytecode), input)| (*key, bytecode.entry(name).inputs(vec![input])))
             .collect();
         self.cache
             .put_many(entries.iter().map(|(key, entry)| (*key, entry)))
@@ -136,7 +146,7 @@ impl PackLoader {
     ) -> rquickjs::Result<Module<'js, Declared>> {
         let path = self.cwd.join(name);
         let key = self.options.key(Key::for_paths(&[&path]), name);
-        if let Some(hit) = self.cache.get(&key) {
+        if let Ok(hit) = self.cache.lookup_throttled(&key, REFRESH_INTERVAL) {
             match load(ctx, &hit) {
                 Ok(module) => return Ok(module),
                 Err(e) => log::warn!("bytecode-pack: cached {name} did not load, recompiling: {e}"),

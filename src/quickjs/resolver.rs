@@ -121,7 +121,7 @@ struct ResolverState {
     inner: FileResolver,
     /// The wrapped resolver's search paths and patterns, read back from it; `None` if they
     /// could not be, and then every call goes to the wrapped resolver.
-    config: Option<Config>,
+    config: Option<Arc<Config>>,
     cache: Cache,
     /// The working directory, as a string (resolution is string arithmetic on UTF-8 names).
     cwd: String,
@@ -156,7 +156,7 @@ impl PackResolver {
         let cwd = std::env::current_dir().unwrap_or_default();
         // A working directory that is not UTF-8 cannot be joined to JavaScript names.
         let (config, cwd) = match cwd.into_os_string().into_string() {
-            Ok(cwd) => (config, cwd),
+            Ok(cwd) => (config.map(Arc::new), cwd),
             Err(_) => (None, String::new()),
         };
         let identity = format!("{cwd}\0{resolver:?}");
@@ -287,7 +287,8 @@ impl ResolverState {
 
     /// `FileResolver::try_patterns`, recording the directories it probes.
     fn try_patterns(&mut self, path: &RelativePath) -> Option<RelativePathBuf> {
-        let patterns = self.config.as_ref()?.patterns.clone();
+        let config = Arc::clone(self.config.as_ref()?);
+        let patterns = &config.patterns;
         if let Some(extension) = path.extension() {
             if !self.is_file(path) {
                 return None;
@@ -308,8 +309,8 @@ impl ResolverState {
     /// `FileResolver::resolve`, recording the directories it probes.
     fn resolve_cached(&mut self, base: &str, name: &str) -> Option<RelativePathBuf> {
         if !name.starts_with('.') {
-            let paths = self.config.as_ref()?.paths.clone();
-            paths.iter().find_map(|path| {
+            let config = Arc::clone(self.config.as_ref()?);
+            config.paths.iter().find_map(|path| {
                 let path = RelativePath::new(path).join_normalized(name);
                 self.try_patterns(&path)
             })
@@ -515,9 +516,10 @@ const STORE_NAME: &str = "bytecode-pack resolutions";
 
 /// The directory stamps and answers as stored in the cache (inside a checksummed segment):
 /// after the magic, the stamps (`u32` count; each: path, `0` for absent or `1` and five `u64`
-/// stat fields, recording instant), then the answers (`u32` count; each: scope, name, value,
-/// `u32` count of directory indices and the indices). Strings are a `u32` length and UTF-8;
-/// integers little-endian.
+/// stat fields, recording instant), then the answers by scope (`u32` count of scopes; each:
+/// the scope, a `u32` count of answers, and per answer its name, value, a `u32` count of
+/// directory indices and the indices). Strings are a `u32` length and UTF-8; integers
+/// little-endian.
 fn encode_store(store: &Store) -> Vec<u8> {
     fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
         out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -538,19 +540,17 @@ fn encode_store(store: &Store) -> Vec<u8> {
         }
         out.extend_from_slice(&stamp.recorded_at_ns.to_le_bytes());
     }
-    let answers: Vec<_> = store
-        .answers
-        .iter()
-        .flat_map(|(scope, names)| names.iter().map(move |(name, a)| (scope, name, a)))
-        .collect();
-    out.extend_from_slice(&(answers.len() as u32).to_le_bytes());
-    for (scope, name, answer) in answers {
+    out.extend_from_slice(&(store.answers.len() as u32).to_le_bytes());
+    for (scope, names) in &store.answers {
         put_bytes(&mut out, scope.as_bytes());
-        put_bytes(&mut out, name.as_bytes());
-        put_bytes(&mut out, answer.value.as_bytes());
-        out.extend_from_slice(&(answer.dirs.len() as u32).to_le_bytes());
-        for id in &answer.dirs {
-            out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+        for (name, answer) in names {
+            put_bytes(&mut out, name.as_bytes());
+            put_bytes(&mut out, answer.value.as_bytes());
+            out.extend_from_slice(&(answer.dirs.len() as u32).to_le_bytes());
+            for id in &answer.dirs {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
         }
     }
     out
@@ -605,17 +605,26 @@ fn decode_store(bytes: &[u8]) -> Option<Store> {
         ));
     }
     let dir_count = store.dirs.len();
-    for _ in 0..r.u32()? {
-        let (scope, name, value) = (r.string()?, r.string()?, r.string()?);
-        let dirs = (0..r.u32()?)
-            .map(|_| r.u32().filter(|&id| (id as usize) < dir_count))
-            .collect::<Option<Vec<_>>>()?;
-        let answer = Answer {
-            value,
-            dirs,
-            verified: false,
-        };
-        store.answers.entry(scope).or_default().insert(name, answer);
+    let scopes = r.u32()?;
+    store.answers.reserve(scopes as usize);
+    for _ in 0..scopes {
+        let scope = r.string()?;
+        let count = r.u32()?;
+        let mut names = FxHashMap::default();
+        names.reserve(count.min(1 << 16) as usize);
+        for _ in 0..count {
+            let (name, value) = (r.string()?, r.string()?);
+            let dirs = (0..r.u32()?)
+                .map(|_| r.u32().filter(|&id| (id as usize) < dir_count))
+                .collect::<Option<Vec<_>>>()?;
+            let answer = Answer {
+                value,
+                dirs,
+                verified: false,
+            };
+            names.insert(name, answer);
+        }
+        store.answers.insert(scope, names);
     }
     r.0.is_empty().then_some(store)
 }
