@@ -16,6 +16,7 @@ use crate::entry::NewEntry;
 use crate::format::StatRecord;
 use crate::freshness;
 use crate::key::Key;
+use crate::sys::Probe;
 
 /// A directory's stat data as a run recorded it (`None`: the directory did not exist, as a
 /// search path or an `x/index.js` candidate may not), and the instant it was taken (before the
@@ -135,6 +136,8 @@ struct ResolverState {
     /// symlink, whose target can change unseen, so that the answer is not kept.
     consulted: Option<Vec<u32>>,
     dirty: bool,
+    /// A path buffer reused by every probe.
+    scratch: String,
 }
 
 /// `FileResolver`'s configuration.
@@ -170,6 +173,7 @@ impl PackResolver {
             checked: FxHashMap::default(),
             consulted: Some(Vec::new()),
             dirty: false,
+            scratch: String::new(),
         };
         let state = Arc::new(Mutex::new(state));
         // What it learned joins the loader's batch when the loader flushes first (one
@@ -216,20 +220,32 @@ impl ResolverState {
             || rel == ".."
             || rel.ends_with("/.")
             || rel.ends_with("/.."));
-        let full = if plain {
-            format!("{}/{rel}", self.cwd)
+        // Built in a buffer kept across calls: a first start probes once per candidate.
+        let mut full = std::mem::take(&mut self.scratch);
+        full.clear();
+        if plain {
+            full.push_str(&self.cwd);
+            full.push('/');
+            full.push_str(rel);
         } else {
             match path.to_path(&self.cwd).into_os_string().into_string() {
-                Ok(full) => full,
-                Err(full) => {
+                Ok(exact) => full = exact,
+                Err(exact) => {
                     self.consulted = None;
-                    return Path::new(&full).is_file();
+                    return Path::new(&exact).is_file();
                 }
             }
-        };
+        }
+        let found = self.probe(&full);
+        self.scratch = full;
+        found
+    }
+
+    /// [`ResolverState::is_file`] for the full path.
+    fn probe(&mut self, full: &str) -> bool {
         let Some((dir, _)) = full.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
             self.consulted = None;
-            return Path::new(&full).is_file();
+            return Path::new(full).is_file();
         };
         // The stamp comes first: an entry added after it changes the directory's stat data.
         let (dir_id, _) = self.check_dir(dir);
@@ -238,13 +254,13 @@ impl ResolverState {
         {
             consulted.push(dir_id);
         }
-        match std::fs::symlink_metadata(&full) {
-            Ok(meta) if meta.file_type().is_symlink() => {
+        match crate::sys::probe(Path::new(full)) {
+            Probe::File => true,
+            Probe::Symlink => {
                 self.consulted = None;
-                Path::new(&full).is_file()
+                Path::new(full).is_file()
             }
-            Ok(meta) => meta.is_file(),
-            Err(_) => false,
+            Probe::Other | Probe::Absent => false,
         }
     }
 
@@ -354,11 +370,11 @@ impl ResolverState {
         let scope = if name.starts_with('.') {
             RelativePath::new(base)
                 .parent()
-                .map_or_else(|| "\0no directory".to_owned(), |d| d.to_string())
+                .map_or("\0no directory", RelativePath::as_str)
         } else {
-            "\0search paths".to_owned()
+            "\0search paths"
         };
-        if let Some(value) = self.known_answer(&scope, name) {
+        if let Some(value) = self.known_answer(scope, name) {
             return Ok(value);
         }
         self.consulted = Some(Vec::new());
@@ -385,11 +401,14 @@ impl ResolverState {
                 dirs,
                 verified: true,
             };
-            self.store()
-                .answers
-                .entry(scope)
-                .or_default()
-                .insert(name.to_owned(), answer);
+            let answers = &mut self.store().answers;
+            match answers.get_mut(scope) {
+                Some(names) => names.insert(name.to_owned(), answer),
+                None => answers
+                    .entry(scope.to_owned())
+                    .or_default()
+                    .insert(name.to_owned(), answer),
+            };
             self.dirty = true;
         }
         Ok(value)

@@ -8,9 +8,32 @@ mod imp;
 
 pub(crate) use imp::{
     FileIdentity, check_owner_and_mode, create_private_dir, file_identity, open_cache_options,
-    open_error_kind, open_user_options, path_from_bytes, special_file_kind, stat_path, stat_record,
-    sync_dir,
+    open_error_kind, open_user_options, path_from_bytes, probe, special_file_kind, stat_path,
+    stat_record, sync_dir,
 };
+
+/// What is at a path itself, a final symlink not followed: a resolver's probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    File,
+    Symlink,
+    /// A directory, FIFO, device or socket.
+    Other,
+    /// Nothing, or nothing this process may look at.
+    Absent,
+}
+
+impl Probe {
+    fn of(file_type: std::fs::FileType) -> Probe {
+        if file_type.is_file() {
+            Probe::File
+        } else if file_type.is_symlink() {
+            Probe::Symlink
+        } else {
+            Probe::Other
+        }
+    }
+}
 
 /// Nanoseconds since the epoch, saturating; times before 1970 are negative.
 pub(crate) fn epoch_nanos(t: std::time::SystemTime) -> i64 {

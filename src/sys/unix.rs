@@ -152,6 +152,30 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
     }
 }
 
+/// [`super::Probe`] of `path`: on Linux a `statx` asking for the file type only.
+#[cfg(target_os = "linux")]
+pub(crate) fn probe(path: &Path) -> super::Probe {
+    use rustix::fs::{AtFlags, CWD, FileType, StatxFlags, statx};
+    match statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
+        Ok(st) => match FileType::from_raw_mode(st.stx_mode.into()) {
+            FileType::RegularFile => super::Probe::File,
+            FileType::Symlink => super::Probe::Symlink,
+            _ => super::Probe::Other,
+        },
+        Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => portable_probe(path),
+        Err(_) => super::Probe::Absent,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn probe(path: &Path) -> super::Probe {
+    portable_probe(path)
+}
+
+fn portable_probe(path: &Path) -> super::Probe {
+    fs::symlink_metadata(path).map_or(super::Probe::Absent, |m| super::Probe::of(m.file_type()))
+}
+
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
     fs::metadata(path).map(|m| stat_record(&m))
