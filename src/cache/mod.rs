@@ -107,6 +107,7 @@ impl Cache {
     /// module): a miss checks for a newer publication (a `stat` of the index) only if no miss
     /// through this handle did in the last `interval`, so other processes' writes are seen
     /// within `interval` rather than by the next miss.
+    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
     pub(crate) fn lookup_throttled(
         &self,
         key: &Key,

@@ -6,14 +6,17 @@
 #[cfg_attr(not(unix), path = "other.rs")]
 mod imp;
 
+#[cfg(feature = "quickjs")]
+pub(crate) use imp::probe;
 pub(crate) use imp::{
     FileIdentity, check_owner_and_mode, create_private_dir, file_identity, open_cache_options,
-    open_error_kind, open_user_options, path_from_bytes, probe, special_file_kind, stat_path,
-    stat_record, sync_dir,
+    open_error_kind, open_user_options, path_from_bytes, special_file_kind, stat_path, stat_record,
+    sync_dir,
 };
 
 /// What is at a path itself, a final symlink not followed: a resolver's probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) enum Probe {
     File,
     Symlink,
@@ -23,6 +26,7 @@ pub(crate) enum Probe {
     Absent,
 }
 
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 impl Probe {
     fn of(file_type: std::fs::FileType) -> Probe {
         if file_type.is_file() {

@@ -64,6 +64,7 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
     fs::metadata(path).map(|m| stat_record(&m))
 }
 
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) fn probe(path: &Path) -> super::Probe {
     fs::symlink_metadata(path).map_or(super::Probe::Absent, |m| super::Probe::of(m.file_type()))
 }

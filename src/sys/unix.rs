@@ -154,6 +154,7 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
 
 /// [`super::Probe`] of `path`: on Linux a `statx` asking for the file type only.
 #[cfg(target_os = "linux")]
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) fn probe(path: &Path) -> super::Probe {
     use rustix::fs::{AtFlags, CWD, FileType, StatxFlags, statx};
     match statx(CWD, path, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::TYPE) {
@@ -168,10 +169,12 @@ pub(crate) fn probe(path: &Path) -> super::Probe {
 }
 
 #[cfg(not(target_os = "linux"))]
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) fn probe(path: &Path) -> super::Probe {
     portable_probe(path)
 }
 
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 fn portable_probe(path: &Path) -> super::Probe {
     fs::symlink_metadata(path).map_or(super::Probe::Absent, |m| super::Probe::of(m.file_type()))
 }
