@@ -5,7 +5,7 @@
 //! while other processes write or compact; a [`crate::Hit`] holds its snapshot alive.
 
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -425,6 +425,45 @@ pub(crate) fn open_index(
 }
 
 /// Maps the committed prefix of a pack after checking its length and header.
+/// What [`map_committed_pack`] checks, without mapping: for a writer, which appends to the
+/// pack and reads none of it. Returns the pack file's length.
+pub(crate) fn check_committed_pack(
+    path: &Path,
+    generation: u64,
+    committed: u64,
+    abi_tag: &str,
+) -> Result<u64, LoadError> {
+    let Some((file, meta)) = open_cache_file(path)? else {
+        return Err(LoadError::PackVanished(path.to_path_buf()));
+    };
+    let format_error = |source| LoadError::Format {
+        path: path.to_path_buf(),
+        source,
+        identity: None,
+    };
+    let len = meta.len();
+    if len < committed || committed < format::PACK_HEADER_LEN {
+        return Err(format_error(FormatError::Length {
+            expected: committed,
+            got: len,
+        }));
+    }
+    let mut header = [0u8; format::PACK_HEADER_LEN as usize];
+    match (&file).read_exact(&mut header) {
+        Ok(()) => {}
+        // Truncated since the `fstat`: as short as a torn header.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(format_error(FormatError::Length {
+                expected: committed,
+                got: 0,
+            }));
+        }
+        Err(e) => return Err(LoadError::Io(Error::io(path)(e))),
+    }
+    format::check_pack_header(&header, generation, abi_tag).map_err(format_error)?;
+    Ok(len)
+}
+
 pub(crate) fn map_committed_pack(
     path: &Path,
     generation: u64,

@@ -242,11 +242,9 @@ impl WriteState {
             None => None,
         };
         let path = dir.join(pack_file_name(fields.generation));
-        // Mapping checks the header and the committed length in one place shared with readers.
-        snapshot::map_committed_pack(&path, fields.generation, fields.pack_len, abi_tag)?;
-        let pack_file_len = std::fs::symlink_metadata(&path)
-            .map_err(|e| LoadError::Io(Error::io(&path)(e)))?
-            .len();
+        // The header and the committed length, checked as readers check them when mapping.
+        let pack_file_len =
+            snapshot::check_committed_pack(&path, fields.generation, fields.pack_len, abi_tag)?;
         Ok(Some((Published { head, base }, pack_file_len)))
     }
 

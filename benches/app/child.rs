@@ -1,6 +1,7 @@
 //! The child side: one start of one variant in a fresh process whose working directory is the
 //! extracted code base. Prints `<nanoseconds to ready> <nanoseconds to stored> <exported
-//! names> <modules compiled by a cache miss>` on stdout.
+//! names> <modules compiled by a cache miss> <inputs re-hashed>` on stdout (the last is the
+//! pack's count of inputs whose stat data was too recent to trust; 0 for other variants).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,6 +39,15 @@ fn file_resolver(mjs: bool) -> FileResolver {
 /// stored one: `PackLoader::flush` and, with `PackResolver`, its `flush` (a host gets both
 /// when the runtime is dropped).
 type Store = Box<dyn FnOnce()>;
+
+/// The pack variants' cache, kept to read its counters after the clock.
+static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+
+fn open_cache(dir: PathBuf) -> Cache {
+    let cache = Cache::open(dir).unwrap();
+    let _ = CACHE.set(cache.clone());
+    cache
+}
 
 fn flush_loader(loader: PackLoader) -> Option<Store> {
     Some(Box::new(move || loader.flush().unwrap()))
@@ -103,7 +113,7 @@ pub fn run(job: &str) {
                 (file_resolver(mjs), PerFileLoader { cache }, None)
             }),
             Variant::PackCold | Variant::PackWarm => start(&entry, || {
-                let cache = Cache::open(dir()).unwrap();
+                let cache = open_cache(dir());
                 let loader = PackLoader::new(cache);
                 (file_resolver(mjs), loader.clone(), flush_loader(loader))
             }),
@@ -113,7 +123,7 @@ pub fn run(job: &str) {
                 start(&entry, move || (resolver, loader, None))
             }
             Variant::PackResolverCold | Variant::PackResolverWarm => start(&entry, || {
-                let cache = Cache::open(dir()).unwrap();
+                let cache = open_cache(dir());
                 let resolver =
                     bytecode_pack::quickjs::PackResolver::new(file_resolver(mjs), cache.clone());
                 let loader = PackLoader::new(cache);
@@ -129,8 +139,11 @@ pub fn run(job: &str) {
             + per_file_loader::MISSES.load(std::sync::atomic::Ordering::Relaxed);
         (start, misses)
     };
+    let rehashed = CACHE
+        .get()
+        .map_or(0, |cache| cache.stats().unwrap().counters.input_rehashes);
     println!(
-        "{} {} {} {misses}",
+        "{} {} {} {misses} {rehashed}",
         start.ready.as_nanos(),
         start.stored.as_nanos(),
         start.exports

@@ -163,6 +163,8 @@ struct Report {
     exports: usize,
     /// Modules compiled because a cache missed (the record run: every module it compiled).
     misses: u64,
+    /// Inputs the pack re-hashed because their stat data was too recent to trust.
+    rehashed: u64,
 }
 
 /// One start of `job` (a variant's name or [`RECORD`]) over the code base extracted at `root`.
@@ -190,7 +192,7 @@ fn spawn(codebase: &Codebase, root: &Path, job: &str, dir: Option<&Path>) -> Rep
         .split_whitespace()
         .map(|f| f.parse().unwrap())
         .collect();
-    let [ready, stored, exports, misses] = fields[..] else {
+    let [ready, stored, exports, misses, rehashed] = fields[..] else {
         panic!(
             "app/{}/{job}: unexpected child output {stdout:?}",
             codebase.name
@@ -201,6 +203,7 @@ fn spawn(codebase: &Codebase, root: &Path, job: &str, dir: Option<&Path>) -> Rep
         stored: Duration::from_nanos(stored),
         exports: exports as usize,
         misses,
+        rehashed,
     }
 }
 
@@ -443,15 +446,19 @@ fn main() {
 }
 
 /// Starts 1-5 of `pack_resolver_warm` right after a fresh extraction, back to back over one
-/// new cache: start 1 compiles; the sources' ctimes are then too recent to trust, so a later
-/// start re-hashes them once and re-records them; from then on a start is warm. Printed, not
-/// benchmarked (each start happens once). Run with `BP_APP_HEALING=1`.
+/// new cache: start 1 compiles; while the sources' ctimes are younger than the racy window
+/// their stat data cannot be trusted, so a start re-hashes them, and the first start past the
+/// window re-records them; from then on a start is warm. Each start is printed with when it
+/// began (after the extraction ended), its time to ready, and what it compiled and re-hashed.
+/// Printed, not benchmarked (each start happens once). Run with `BP_APP_HEALING=1`.
 fn print_healing(codebase: &'static Codebase) {
     let tmp = tempfile::tempdir().unwrap();
     let root = fixture::extract(codebase, &tmp.path().join("src"));
+    let extracted = std::time::Instant::now();
     let cache = tmp.path().join("cache");
     let starts: Vec<String> = (0..5)
         .map(|_| {
+            let began = extracted.elapsed();
             let report = spawn(
                 codebase,
                 &root,
@@ -459,15 +466,17 @@ fn print_healing(codebase: &'static Codebase) {
                 Some(&cache),
             );
             format!(
-                "{:.2} ms ({} compiled)",
+                "+{} ms: {:.2} ms ({} compiled, {} re-hashed)",
+                began.as_millis(),
                 report.ready.as_secs_f64() * 1e3,
-                report.misses
+                report.misses,
+                report.rehashed
             )
         })
         .collect();
     eprintln!(
         "app/{} starts 1-5 after extraction: {}",
         codebase.name,
-        starts.join(", ")
+        starts.join("; ")
     );
 }
