@@ -528,7 +528,7 @@ fn debug_string_list(text: &str, label: &str) -> Option<Vec<String>> {
     }
 }
 
-const STORE_MAGIC: &[u8; 8] = b"BPRSLV2\0";
+const STORE_MAGIC: &[u8; 8] = b"BPRSLV3\0";
 
 /// The module name a resolver's stored answers go under.
 const STORE_NAME: &str = "bytecode-pack resolutions";
