@@ -101,7 +101,24 @@ fn path_bytes(path: PathBuf) -> Vec<u8> {
 /// stay in it, so a symlink switched to another target (`lib.js -> lib-v2.js`, a pnpm store
 /// entry replaced) is seen by the next check, which follows the path the user named.
 pub(crate) fn recorded_path(path: &Path) -> PathBuf {
+    if already_absolute(path) {
+        // What `absolute` would return, without taking the path apart and rebuilding it
+        // (every module a loader looks up comes this way).
+        return path.to_path_buf();
+    }
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Whether `std::path::absolute` returns `path` unchanged: on Unix an absolute path with no
+/// empty or `.` component (it keeps `..`) and no trailing separator.
+fn already_absolute(path: &Path) -> bool {
+    let bytes = path.as_os_str().as_encoded_bytes();
+    cfg!(unix)
+        && bytes.first() == Some(&b'/')
+        && !bytes.ends_with(b"/")
+        && !bytes.ends_with(b"/.")
+        && !bytes.windows(2).any(|w| w == b"//")
+        && !bytes.windows(3).any(|w| w == b"/./")
 }
 
 /// Opens `path` (following symlinks, never blocking, regular files only) and hashes its
@@ -260,6 +277,32 @@ pub(crate) fn check(input: InputView<'_>, recorded_at_ns: i64) -> Freshness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recorded_paths_are_what_std_absolute_gives() {
+        let paths = [
+            "/a/b.js",
+            "/a/../b.js",
+            "/a/./b.js",
+            "/a//b.js",
+            "//a/b.js",
+            "///a/b.js",
+            "/a/b/",
+            "/a/b/.",
+            "/a/.b.js",
+            "/a/b.js/..",
+            "/",
+            "a/b.js",
+            "./a.js",
+            "../a.js",
+            "",
+        ];
+        for p in paths {
+            let path = Path::new(p);
+            let expected = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+            assert_eq!(recorded_path(path), expected, "{p:?}");
+        }
+    }
 
     #[test]
     fn racy_window_is_relative_to_recording() {

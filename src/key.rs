@@ -22,17 +22,25 @@ impl Key {
     /// deduplicated, so the order of the list does not matter. Freshness is the inputs' job, not the key's: the same paths give the same key
     /// after an edit, and the entry's recorded inputs decide whether it is still good.
     pub fn for_paths<P: AsRef<Path>>(paths: &[P]) -> Key {
-        let mut canonical: Vec<PathBuf> = paths
-            .iter()
-            .map(|p| crate::freshness::recorded_path(p.as_ref()))
-            .collect();
-        canonical.sort();
-        canonical.dedup();
         let mut h = domain("paths");
-        for p in &canonical {
+        let mut add = |p: &Path| {
             let bytes = p.as_os_str().as_encoded_bytes();
             h.update(&(bytes.len() as u64).to_le_bytes());
             h.update(bytes);
+        };
+        if let [only] = paths {
+            // The common case (a loader's one module) needs no list to sort.
+            add(&crate::freshness::recorded_path(only.as_ref()));
+        } else {
+            let mut canonical: Vec<PathBuf> = paths
+                .iter()
+                .map(|p| crate::freshness::recorded_path(p.as_ref()))
+                .collect();
+            canonical.sort();
+            canonical.dedup();
+            for p in &canonical {
+                add(p);
+            }
         }
         Key(h.digest128().to_le_bytes())
     }
