@@ -424,7 +424,32 @@ pub(crate) fn open_index(
     Ok(Some((index, identity)))
 }
 
-/// Maps the committed prefix of a pack after checking its length and header.
+/// A rejected pack (readers remember the index's identity, not the pack's).
+fn pack_error(path: &Path, source: FormatError) -> LoadError {
+    LoadError::Format {
+        path: path.to_path_buf(),
+        source,
+        identity: None,
+    }
+}
+
+/// Opens the pack at `path` and checks it holds the `committed` bytes an index names (a
+/// header at least). Returns the file and its length.
+fn open_committed_pack(path: &Path, committed: u64) -> Result<(File, u64), LoadError> {
+    let Some((file, meta)) = open_cache_file(path)? else {
+        return Err(LoadError::PackVanished(path.to_path_buf()));
+    };
+    let len = meta.len();
+    if len < committed || committed < format::PACK_HEADER_LEN {
+        let source = FormatError::Length {
+            expected: committed,
+            got: len,
+        };
+        return Err(pack_error(path, source));
+    }
+    Ok((file, len))
+}
+
 /// What [`map_committed_pack`] checks, without mapping: for a writer, which appends to the
 /// pack and reads none of it. Returns the pack file's length.
 pub(crate) fn check_committed_pack(
@@ -433,65 +458,38 @@ pub(crate) fn check_committed_pack(
     committed: u64,
     abi_tag: &str,
 ) -> Result<u64, LoadError> {
-    let Some((file, meta)) = open_cache_file(path)? else {
-        return Err(LoadError::PackVanished(path.to_path_buf()));
-    };
-    let format_error = |source| LoadError::Format {
-        path: path.to_path_buf(),
-        source,
-        identity: None,
-    };
-    let len = meta.len();
-    if len < committed || committed < format::PACK_HEADER_LEN {
-        return Err(format_error(FormatError::Length {
-            expected: committed,
-            got: len,
-        }));
-    }
+    let (mut file, len) = open_committed_pack(path, committed)?;
     let mut header = [0u8; format::PACK_HEADER_LEN as usize];
-    match (&file).read_exact(&mut header) {
+    match file.read_exact(&mut header) {
         Ok(()) => {}
         // Truncated since the `fstat`: as short as a torn header.
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Err(format_error(FormatError::Length {
+            let source = FormatError::Length {
                 expected: committed,
                 got: 0,
-            }));
+            };
+            return Err(pack_error(path, source));
         }
         Err(e) => return Err(LoadError::Io(Error::io(path)(e))),
     }
-    format::check_pack_header(&header, generation, abi_tag).map_err(format_error)?;
+    format::check_pack_header(&header, generation, abi_tag).map_err(|e| pack_error(path, e))?;
     Ok(len)
 }
 
+/// Maps the committed prefix of a pack after checking its length and header.
 pub(crate) fn map_committed_pack(
     path: &Path,
     generation: u64,
     committed: u64,
     abi_tag: &str,
 ) -> Result<Mmap, LoadError> {
-    let Some((file, meta)) = open_cache_file(path)? else {
-        return Err(LoadError::PackVanished(path.to_path_buf()));
+    let (file, len) = open_committed_pack(path, committed)?;
+    let too_long = FormatError::Length {
+        expected: committed,
+        got: len,
     };
-    let format_error = |source| LoadError::Format {
-        path: path.to_path_buf(),
-        source,
-        identity: None,
-    };
-    let len = meta.len();
-    if len < committed || committed < format::PACK_HEADER_LEN {
-        return Err(format_error(FormatError::Length {
-            expected: committed,
-            got: len,
-        }));
-    }
-    let committed = usize::try_from(committed).map_err(|_| {
-        format_error(FormatError::Length {
-            expected: committed,
-            got: len,
-        })
-    })?;
+    let committed = usize::try_from(committed).map_err(|_| pack_error(path, too_long))?;
     let map = map_prefix(&file, committed).map_err(|e| LoadError::Io(Error::io(path)(e)))?;
-    format::check_pack_header(&map, generation, abi_tag).map_err(format_error)?;
+    format::check_pack_header(&map, generation, abi_tag).map_err(|e| pack_error(path, e))?;
     Ok(map)
 }
