@@ -57,7 +57,8 @@ struct Answer {
 /// What a resolver keeps in the cache.
 #[derive(Debug, Clone, Default)]
 struct Store {
-    /// Every directory an answer depends on, with its stamp; answers refer to them by index.
+    /// Every directory stamped (those the answers depend on, and any other probed), with its
+    /// stamp; answers refer to them by index.
     dirs: Vec<(String, DirStamp)>,
     dir_index: FxHashMap<String, u32>,
     /// By scope (the base's directory, or a marker for names that do not depend on it), then
