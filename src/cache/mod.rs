@@ -51,8 +51,8 @@ pub(crate) struct Inner {
     pub(crate) racy: parking_lot::Mutex<Vec<Refresh>>,
     /// Companions whose pending entries join this handle's publications.
     pub(crate) deferred: parking_lot::Mutex<Vec<std::sync::Weak<dyn Deferred>>>,
-    /// When the handle was opened, and when (microseconds after) a miss last checked for a
-    /// newer publication: [`Cache::lookup_throttled`] checks at most once per interval.
+    /// When the handle was opened, and when (microseconds after) a throttled miss last checked
+    /// for a newer publication: [`Cache::lookup_throttled`] checks at most once per interval.
     pub(crate) opened: Instant,
     pub(crate) checked_at_us: AtomicU64,
 }
@@ -104,9 +104,9 @@ impl Cache {
     }
 
     /// [`Cache::lookup`] for a caller that misses in runs (a first start misses on every
-    /// module): a miss checks for a newer publication (a `stat` of the index) only if no miss
-    /// through this handle did in the last `interval`, so other processes' writes are seen
-    /// within `interval` rather than by the next miss.
+    /// module): a miss checks for a newer publication (a `stat` of the index) only if no
+    /// throttled miss through this handle did in the last `interval`, so other processes'
+    /// writes are seen within `interval` rather than by the next miss.
     #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
     pub(crate) fn lookup_throttled(
         &self,
@@ -149,15 +149,16 @@ impl Cache {
         result
     }
 
-    /// Whether a miss should check for a newer publication now; notes the check.
+    /// Whether a throttled miss should check for a newer publication now; notes the check.
+    /// An unthrottled miss always checks and reads no clock.
     fn due_for_refresh(&self, throttle: Option<Duration>) -> bool {
+        let Some(interval) = throttle else {
+            return true;
+        };
         // Microseconds since opening, plus one: 0 means never checked.
         let now = self.inner.opened.elapsed().as_micros() as u64 + 1;
         let last = self.inner.checked_at_us.load(Ordering::Relaxed);
-        let due = match throttle {
-            None => true,
-            Some(interval) => last == 0 || now.saturating_sub(last) >= interval.as_micros() as u64,
-        };
+        let due = last == 0 || now.saturating_sub(last) >= interval.as_micros() as u64;
         if due {
             self.inner.checked_at_us.store(now, Ordering::Relaxed);
         }
