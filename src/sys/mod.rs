@@ -28,13 +28,14 @@ pub(crate) enum Probe {
 
 #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 impl Probe {
-    fn of(file_type: std::fs::FileType) -> Probe {
-        if file_type.is_file() {
-            Probe::File
-        } else if file_type.is_symlink() {
-            Probe::Symlink
-        } else {
-            Probe::Other
+    /// The portable probe: `symlink_metadata`, for platforms (or kernels) without a cheaper
+    /// one.
+    fn portable(path: &std::path::Path) -> Probe {
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_file() => Probe::File,
+            Ok(m) if m.file_type().is_symlink() => Probe::Symlink,
+            Ok(_) => Probe::Other,
+            Err(_) => Probe::Absent,
         }
     }
 }

@@ -66,5 +66,5 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
 
 #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) fn probe(path: &Path) -> super::Probe {
-    fs::symlink_metadata(path).map_or(super::Probe::Absent, |m| super::Probe::of(m.file_type()))
+    super::Probe::portable(path)
 }

@@ -163,7 +163,9 @@ pub(crate) fn probe(path: &Path) -> super::Probe {
             FileType::Symlink => super::Probe::Symlink,
             _ => super::Probe::Other,
         },
-        Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => portable_probe(path),
+        Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => {
+            super::Probe::portable(path)
+        }
         Err(_) => super::Probe::Absent,
     }
 }
@@ -171,12 +173,7 @@ pub(crate) fn probe(path: &Path) -> super::Probe {
 #[cfg(not(target_os = "linux"))]
 #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) fn probe(path: &Path) -> super::Probe {
-    portable_probe(path)
-}
-
-#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
-fn portable_probe(path: &Path) -> super::Probe {
-    fs::symlink_metadata(path).map_or(super::Probe::Absent, |m| super::Probe::of(m.file_type()))
+    super::Probe::portable(path)
 }
 
 #[cfg(not(target_os = "linux"))]
