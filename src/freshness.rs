@@ -101,7 +101,7 @@ fn path_bytes(path: PathBuf) -> Vec<u8> {
 /// stay in it, so a symlink switched to another target (`lib.js -> lib-v2.js`, a pnpm store
 /// entry replaced) is seen by the next check, which follows the path the user named.
 pub(crate) fn recorded_path(path: &Path) -> PathBuf {
-    if already_absolute(path) {
+    if is_recorded_form(path) {
         // What `absolute` would return, without taking the path apart and rebuilding it
         // (every module a loader looks up comes this way).
         return path.to_path_buf();
@@ -109,9 +109,9 @@ pub(crate) fn recorded_path(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Whether `std::path::absolute` returns `path` unchanged: on Unix an absolute path with no
-/// empty or `.` component (it keeps `..`) and no trailing separator.
-fn already_absolute(path: &Path) -> bool {
+/// Whether [`recorded_path`] returns `path` unchanged (as `std::path::absolute` would): on Unix
+/// an absolute path with no empty or `.` component (it keeps `..`) and no trailing separator.
+pub(crate) fn is_recorded_form(path: &Path) -> bool {
     let bytes = path.as_os_str().as_encoded_bytes();
     cfg!(unix)
         && bytes.first() == Some(&b'/')
