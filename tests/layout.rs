@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
-/// The crate's modules (a file, or a directory's files) and the modules each one names as
+/// The crate's modules (a file, or the files under a directory) and the modules each one names as
 /// `crate::<module>`.
 fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -36,11 +36,17 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
             if name == "bin" {
                 continue;
             }
-            for file in fs::read_dir(&path).unwrap() {
-                visit(
-                    name.clone(),
-                    &fs::read_to_string(file.unwrap().path()).unwrap(),
-                );
+            // Every file below it, nested modules included, belongs to the top-level module.
+            let mut dirs = vec![path];
+            while let Some(dir) = dirs.pop() {
+                for file in fs::read_dir(&dir).unwrap() {
+                    let file = file.unwrap().path();
+                    if file.is_dir() {
+                        dirs.push(file);
+                    } else {
+                        visit(name.clone(), &fs::read_to_string(&file).unwrap());
+                    }
+                }
             }
         } else if name != "lib" {
             visit(name, &fs::read_to_string(&path).unwrap());

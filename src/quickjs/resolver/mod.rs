@@ -1,6 +1,8 @@
 //! [`PackResolver`]: rquickjs's `FileResolver`, its answers kept in the cache and checked
 //! with one `stat` per directory.
 
+mod stored;
+
 use std::path::Path;
 
 use parking_lot::Mutex;
@@ -13,66 +15,145 @@ use rquickjs::{Ctx, Result};
 
 use crate::cache::{Cache, Deferred};
 use crate::entry::NewEntry;
-use crate::format::StatRecord;
 use crate::freshness;
 use crate::key::Key;
 use crate::sys::Probe;
+use stored::{AnswerToStore, DirStamp, HitBytes, StoredAnswers};
 
-/// A directory's stat data as a run recorded it (`None`: the directory did not exist, as a
-/// search path or an `x/index.js` candidate may not), and the instant it was taken (before the
-/// `stat`, as for inputs).
-#[derive(Debug, Clone, Copy)]
-struct DirStamp {
-    stat: Option<StatRecord>,
-    recorded_at_ns: i64,
-}
-
-impl DirStamp {
-    /// Whether the directory still holds the names it held when stamped: its stat data
-    /// (ctime and mtime change whenever an entry is added, removed or renamed; the inode
-    /// whenever a symlinked path switches target) is unchanged and was old enough to trust
-    /// when recorded, by the same racy rule as inputs; or it was absent and still is.
-    fn still_valid(&self, now: Option<&StatRecord>) -> bool {
-        match (&self.stat, now) {
-            (None, None) => true,
-            (Some(stamp), Some(now)) => {
-                now == stamp && freshness::stat_is_trusted(stamp, self.recorded_at_ns)
-            }
-            _ => false,
-        }
-    }
-}
-
-/// A resolution kept across starts, with the directories whose entries it was computed from:
-/// it stands while each of them is unchanged.
+/// A resolution computed during this run, with the directories whose entries it was computed
+/// from: it stands while each of them is unchanged.
 #[derive(Debug, Clone)]
 struct Answer {
     value: String,
-    /// Each directory probed, as an index into [`Store::dirs`].
+    /// Each directory probed (see [`Dirs`]).
     dirs: Vec<u32>,
-    /// Checked (or computed) during this run.
-    verified: bool,
 }
 
-/// What a resolver keeps in the cache.
-#[derive(Debug, Clone, Default)]
-struct Store {
-    /// Every directory stamped (those the answers depend on, and any other probed), with its
-    /// stamp; answers refer to them by index.
-    dirs: Vec<(String, DirStamp)>,
-    dir_index: FxHashMap<String, u32>,
-    /// By scope (the base's directory, or a marker for names that do not depend on it), then
-    /// by name.
-    answers: FxHashMap<String, FxHashMap<String, Answer>>,
+/// Answers computed during this run: by scope (the base's directory, or a marker for names
+/// that do not depend on it), then by name. They shadow stored ones.
+type NewAnswers = FxHashMap<String, FxHashMap<String, Answer>>;
+
+/// Forgets every answer computed from directory `id`: it changed since.
+fn forget_answers_from(answers: &mut NewAnswers, id: u32) {
+    for names in answers.values_mut() {
+        names.retain(|_, answer| !answer.dirs.contains(&id));
+    }
+    answers.retain(|_, names| !names.is_empty());
 }
 
-impl Store {
-    /// Forgets every answer computed from `dir` (by index): the directory changed since.
-    fn forget_answers_from(&mut self, dir: u32) {
-        for names in self.answers.values_mut() {
-            names.retain(|_, answer| !answer.dirs.contains(&dir));
+/// Every directory stamped: first those of the stored table (ids `0..stored`, read in place),
+/// then those first stamped during this run.
+#[derive(Default)]
+struct Dirs {
+    stored: u32,
+    /// Per stored directory: the stamp this run gave it, once it found it changed. Stored
+    /// answers computed from a directory stamped again are dead for good.
+    restamped: Vec<Option<DirStamp>>,
+    /// Directories first stamped during this run, and their stamps.
+    added: Vec<(String, DirStamp)>,
+    /// Per directory: checked during this run.
+    checked: Vec<bool>,
+    /// Path to id, built on first need (a start whose every answer is stored never needs it).
+    index: Option<FxHashMap<String, u32>>,
+}
+
+impl Dirs {
+    fn new(stored: u32) -> Dirs {
+        Dirs {
+            stored,
+            restamped: vec![None; stored as usize],
+            checked: vec![false; stored as usize],
+            ..Dirs::default()
         }
-        self.answers.retain(|_, names| !names.is_empty());
+    }
+
+    /// Directory `id`'s path and current stamp.
+    fn get<'a, B: AsRef<[u8]>>(
+        &'a self,
+        table: Option<&'a StoredAnswers<B>>,
+        id: u32,
+    ) -> Option<(&'a str, DirStamp)> {
+        match id.checked_sub(self.stored) {
+            None => {
+                let (path, stamp) = table?.dir(id)?;
+                Some((path, self.restamped[id as usize].unwrap_or(stamp)))
+            }
+            Some(added) => self
+                .added
+                .get(added as usize)
+                .map(|(p, s)| (p.as_str(), *s)),
+        }
+    }
+
+    /// Every directory in id order, with its current stamp.
+    fn all<'a, B: AsRef<[u8]>>(
+        &'a self,
+        table: Option<&'a StoredAnswers<B>>,
+    ) -> Vec<(&'a str, DirStamp)> {
+        let total = self.stored + self.added.len() as u32;
+        (0..total).filter_map(|id| self.get(table, id)).collect()
+    }
+
+    /// Checks directory `id` against its stamp (once per run, unless asked again), stamping
+    /// it anew if it changed (and then forgetting the answers computed from it). Says whether
+    /// it stamped.
+    fn check<B: AsRef<[u8]>>(
+        &mut self,
+        table: Option<&StoredAnswers<B>>,
+        answers: &mut NewAnswers,
+        id: u32,
+    ) -> bool {
+        if self.checked.get(id as usize) != Some(&false) {
+            return false;
+        }
+        let Some((path, stamp)) = self.get(table, id) else {
+            return false;
+        };
+        // The recording instant comes before the `stat` it vouches for, as for inputs.
+        let read_from = freshness::now_nanos();
+        let now = crate::sys::stat_path(Path::new(path)).ok();
+        self.checked[id as usize] = true;
+        if stamp.still_valid(now.as_ref()) {
+            return false;
+        }
+        let stamp = DirStamp {
+            stat: now,
+            recorded_at_ns: read_from,
+        };
+        match id.checked_sub(self.stored) {
+            None => self.restamped[id as usize] = Some(stamp),
+            Some(added) => self.added[added as usize].1 = stamp,
+        }
+        forget_answers_from(answers, id);
+        true
+    }
+
+    /// The id of the directory at `path`, stamping it first if it has none.
+    fn id<B: AsRef<[u8]>>(&mut self, table: Option<&StoredAnswers<B>>, path: &str) -> (u32, bool) {
+        let index = self.index.get_or_insert_with(|| {
+            (0..self.stored)
+                .filter_map(|id| Some((table?.dir(id)?.0.to_owned(), id)))
+                .collect()
+        });
+        if let Some(&id) = index.get(path) {
+            return (id, false);
+        }
+        let read_from = freshness::now_nanos();
+        let stamp = DirStamp {
+            stat: crate::sys::stat_path(Path::new(path)).ok(),
+            recorded_at_ns: read_from,
+        };
+        let id = self.stored.saturating_add(self.added.len() as u32);
+        index.insert(path.to_owned(), id);
+        self.added.push((path.to_owned(), stamp));
+        self.checked.push(true);
+        (id, true)
+    }
+
+    /// Whether stored answers computed from `id` still stand: it was checked unchanged.
+    fn unchanged_since_stored(&self, id: u32) -> bool {
+        self.checked.get(id as usize) == Some(&true)
+            && self.restamped.get(id as usize).is_some_and(Option::is_none)
     }
 }
 
@@ -128,11 +209,10 @@ struct ResolverState {
     /// The working directory, as a string (resolution is string arithmetic on UTF-8 names).
     cwd: String,
     key: Key,
-    /// Directory stamps and answers: loaded from the cache on first use, kept current.
-    store: Option<Store>,
-    /// Directories checked during this run: their index in the store, and whether each was
-    /// unchanged since its stamp.
-    checked: FxHashMap<String, (u32, bool)>,
+    /// What the cache held when this run first needed it (`None` inside: nothing usable).
+    stored: Option<Option<StoredAnswers>>,
+    dirs: Dirs,
+    answers: NewAnswers,
     /// The directories the resolution being computed probed; `None` once it probed a
     /// symlink, whose target can change unseen, so that the answer is not kept.
     consulted: Option<Vec<u32>>,
@@ -170,8 +250,9 @@ impl PackResolver {
             config,
             cache,
             cwd,
-            store: None,
-            checked: FxHashMap::default(),
+            stored: None,
+            dirs: Dirs::default(),
+            answers: NewAnswers::default(),
             consulted: Some(Vec::new()),
             dirty: false,
             scratch: String::new(),
@@ -193,16 +274,28 @@ impl PackResolver {
 }
 
 impl ResolverState {
-    fn store(&mut self) -> &mut Store {
-        if self.store.is_none() {
-            let loaded = self
+    /// Reads the stored answers in place, once.
+    fn load(&mut self) {
+        if self.stored.is_none() {
+            let table = self
                 .cache
                 .get(&self.key)
-                .and_then(|hit| decode_store(hit.bytecode()))
-                .unwrap_or_default();
-            self.store = Some(loaded);
+                .and_then(|hit| StoredAnswers::open(HitBytes(hit)));
+            self.dirs = Dirs::new(table.as_ref().map_or(0, StoredAnswers::dir_count));
+            self.stored = Some(table);
         }
-        self.store.as_mut().expect("just loaded")
+    }
+
+    /// The id of the directory at `path`, checked against its stamp (once per run).
+    fn check_dir(&mut self, path: &str) -> u32 {
+        self.load();
+        let table = self.stored.as_ref().and_then(Option::as_ref);
+        let (id, mut stamped) = self.dirs.id(table, path);
+        if !stamped {
+            stamped = self.dirs.check(table, &mut self.answers, id);
+        }
+        self.dirty |= stamped;
+        id
     }
 
     /// Whether `path` (relative to the working directory) is a file, as `Path::is_file`
@@ -249,7 +342,7 @@ impl ResolverState {
             return Path::new(full).is_file();
         };
         // The stamp comes first: an entry added after it changes the directory's stat data.
-        let (dir_id, _) = self.check_dir(dir);
+        let dir_id = self.check_dir(dir);
         if let Some(consulted) = &mut self.consulted
             && !consulted.contains(&dir_id)
         {
@@ -263,43 +356,6 @@ impl ResolverState {
             }
             Probe::Other | Probe::Absent => false,
         }
-    }
-
-    /// Checks `dir` against its stamp (once per run), stamping it anew if it changed, and
-    /// says whether it was unchanged. Answers computed from an older stamp are forgotten.
-    fn check_dir(&mut self, dir: &str) -> (u32, bool) {
-        if let Some(&checked) = self.checked.get(dir) {
-            return checked;
-        }
-        // The recording instant comes before the `stat` it vouches for, as for inputs.
-        let read_from = freshness::now_nanos();
-        let now = crate::sys::stat_path(Path::new(dir)).ok();
-        let store = self.store();
-        let known = store.dir_index.get(dir).copied();
-        let unchanged = known.is_some_and(|id| store.dirs[id as usize].1.still_valid(now.as_ref()));
-        let stamp = DirStamp {
-            stat: now,
-            recorded_at_ns: read_from,
-        };
-        let id = match known {
-            Some(id) if unchanged => id,
-            Some(id) => {
-                store.dirs[id as usize].1 = stamp;
-                store.forget_answers_from(id);
-                id
-            }
-            None => {
-                let id = u32::try_from(store.dirs.len()).unwrap_or(u32::MAX);
-                store.dirs.push((dir.to_owned(), stamp));
-                store.dir_index.insert(dir.to_owned(), id);
-                id
-            }
-        };
-        if !unchanged {
-            self.dirty = true;
-        }
-        self.checked.insert(dir.to_owned(), (id, unchanged));
-        (id, unchanged)
     }
 
     /// `FileResolver::try_patterns`, recording the directories it probes.
@@ -383,14 +439,10 @@ impl ResolverState {
             // Directories are checked once per run: a file created since would be missed, so
             // a failed resolution asks the filesystem, and what it consulted is checked again
             // on next use.
-            let probed = self.consulted.take().unwrap_or_default();
-            let store = self.store();
-            let dirs: Vec<String> = probed
-                .iter()
-                .map(|&id| store.dirs[id as usize].0.clone())
-                .collect();
-            for dir in dirs {
-                self.checked.remove(&dir);
+            for id in self.consulted.take().unwrap_or_default() {
+                if let Some(checked) = self.dirs.checked.get_mut(id as usize) {
+                    *checked = false;
+                }
             }
             return self.inner.resolve(ctx, base, name, attributes);
         };
@@ -400,12 +452,11 @@ impl ResolverState {
             let answer = Answer {
                 value: value.clone(),
                 dirs,
-                verified: true,
             };
-            let answers = &mut self.store().answers;
-            match answers.get_mut(scope) {
+            match self.answers.get_mut(scope) {
                 Some(names) => names.insert(name.to_owned(), answer),
-                None => answers
+                None => self
+                    .answers
                     .entry(scope.to_owned())
                     .or_default()
                     .insert(name.to_owned(), answer),
@@ -414,38 +465,66 @@ impl ResolverState {
         }
         Ok(value)
     }
-}
 
-impl ResolverState {
-    /// A kept answer for `name` in `scope`, if every directory it came from is unchanged.
+    /// A kept answer for `name` in `scope`: one computed during this run, or a stored one
+    /// if every directory it came from is unchanged.
     fn known_answer(&mut self, scope: &str, name: &str) -> Option<String> {
-        let answer = self.store().answers.get(scope)?.get(name)?;
-        if answer.verified {
+        if let Some(answer) = self.answers.get(scope).and_then(|names| names.get(name)) {
             return Some(answer.value.clone());
         }
-        let dirs = answer.dirs.clone();
-        for id in dirs {
-            let dir = self.store().dirs.get(id as usize)?.0.clone();
-            // A changed directory forgets this answer (and every other computed from it).
-            if !self.check_dir(&dir).1 {
+        self.load();
+        let table = self.stored.as_ref()?.as_ref()?;
+        let answer = table.find(scope, name)?;
+        for id in answer.dirs() {
+            // A changed directory is stamped again, which kills every stored answer computed
+            // from it (and forgets those of this run).
+            self.dirty |= self.dirs.check(Some(table), &mut self.answers, id);
+            if !self.dirs.unchanged_since_stored(id) {
                 return None;
             }
         }
-        let answer = self.store().answers.get_mut(scope)?.get_mut(name)?;
-        answer.verified = true;
-        Some(answer.value.clone())
+        answer.value().map(str::to_owned)
     }
-}
 
-impl ResolverState {
+    /// The payload to store: every directory with its current stamp, the answers computed
+    /// during this run, and the stored answers they do not replace whose directories were
+    /// not stamped again.
+    fn encode(&mut self) -> Vec<u8> {
+        self.load();
+        let table = self.stored.as_ref().and_then(Option::as_ref);
+        let kept = table.into_iter().flat_map(|t| t.answers()).filter_map(|a| {
+            let (scope, name, value) = a.text()?;
+            let replaced = self
+                .answers
+                .get(scope)
+                .is_some_and(|n| n.contains_key(name));
+            let stands = a
+                .dirs()
+                .all(|id| id < self.dirs.stored && self.dirs.restamped[id as usize].is_none());
+            (stands && !replaced).then(|| AnswerToStore {
+                dirs: a.dirs().collect(),
+                scope,
+                name,
+                value,
+            })
+        });
+        let mut answers: Vec<AnswerToStore<'_>> = kept.collect();
+        for (scope, names) in &self.answers {
+            answers.extend(names.iter().map(|(name, answer)| AnswerToStore {
+                scope,
+                name,
+                value: &answer.value,
+                dirs: answer.dirs.clone(),
+            }));
+        }
+        stored::encode(self.dirs.all(table).into_iter(), &answers)
+    }
+
     fn store_if_changed(&mut self) -> crate::Result<()> {
         if !self.dirty {
             return Ok(());
         }
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        let bytes = encode_store(store);
+        let bytes = self.encode();
         let entry = NewEntry::new(STORE_NAME, &bytes);
         self.cache.put(&self.key, &entry)?;
         self.dirty = false;
@@ -460,7 +539,7 @@ impl Deferred for Mutex<ResolverState> {
         if !state.dirty {
             return None;
         }
-        let bytes = encode_store(state.store.as_ref()?);
+        let bytes = state.encode();
         state.dirty = false;
         Some((state.key, STORE_NAME.to_owned(), bytes))
     }
@@ -529,125 +608,9 @@ fn debug_string_list(text: &str, label: &str) -> Option<Vec<String>> {
     }
 }
 
-const STORE_MAGIC: &[u8; 8] = b"BPRSLV3\0";
-
-/// The module name a resolver's stored answers go under.
-const STORE_NAME: &str = "bytecode-pack resolutions";
-
-/// The directory stamps and answers as stored in the cache (inside a checksummed segment):
-/// after the magic, the stamps (`u32` count; each: path, `0` for absent or `1` and five `u64`
-/// stat fields, recording instant), then the answers by scope (`u32` count of scopes; each:
-/// the scope, a `u32` count of answers, and per answer its name, value, a `u32` count of
-/// directory indices and the indices). Strings are a `u32` length and UTF-8; integers
-/// little-endian.
-fn encode_store(store: &Store) -> Vec<u8> {
-    fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        out.extend_from_slice(b);
-    }
-    let mut out = STORE_MAGIC.to_vec();
-    out.extend_from_slice(&(store.dirs.len() as u32).to_le_bytes());
-    for (dir, stamp) in &store.dirs {
-        put_bytes(&mut out, dir.as_bytes());
-        match &stamp.stat {
-            None => out.push(0),
-            Some(s) => {
-                out.push(1);
-                for v in [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino, s.dev] {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-        }
-        out.extend_from_slice(&stamp.recorded_at_ns.to_le_bytes());
-    }
-    out.extend_from_slice(&(store.answers.len() as u32).to_le_bytes());
-    for (scope, names) in &store.answers {
-        put_bytes(&mut out, scope.as_bytes());
-        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
-        for (name, answer) in names {
-            put_bytes(&mut out, name.as_bytes());
-            put_bytes(&mut out, answer.value.as_bytes());
-            out.extend_from_slice(&(answer.dirs.len() as u32).to_le_bytes());
-            for id in &answer.dirs {
-                out.extend_from_slice(&id.to_le_bytes());
-            }
-        }
-    }
-    out
-}
-
-/// The inverse of [`encode_store`]; `None` for anything malformed.
-fn decode_store(bytes: &[u8]) -> Option<Store> {
-    struct Reader<'a>(&'a [u8]);
-    impl<'a> Reader<'a> {
-        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-            let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
-            self.0 = rest;
-            Some(head)
-        }
-        fn u32(&mut self) -> Option<u32> {
-            Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-        }
-        fn u64(&mut self) -> Option<u64> {
-            Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-        }
-        fn string(&mut self) -> Option<String> {
-            let n = self.u32()? as usize;
-            Some(std::str::from_utf8(self.take(n)?).ok()?.to_owned())
-        }
-    }
-    let mut r = Reader(bytes);
-    (r.take(8)? == STORE_MAGIC).then_some(())?;
-    let mut store = Store::default();
-    for id in 0..r.u32()? {
-        let dir = r.string()?;
-        let stat = match r.take(1)?[0] {
-            0 => None,
-            1 => Some(StatRecord {
-                size: r.u64()?,
-                mtime_ns: r.u64()? as i64,
-                ctime_ns: r.u64()? as i64,
-                ino: r.u64()?,
-                dev: r.u64()?,
-            }),
-            _ => return None,
-        };
-        let recorded_at_ns = r.u64()? as i64;
-        if store.dir_index.insert(dir.clone(), id).is_some() {
-            return None;
-        }
-        store.dirs.push((
-            dir,
-            DirStamp {
-                stat,
-                recorded_at_ns,
-            },
-        ));
-    }
-    let dir_count = store.dirs.len();
-    let scopes = r.u32()?;
-    store.answers.reserve(scopes as usize);
-    for _ in 0..scopes {
-        let scope = r.string()?;
-        let count = r.u32()?;
-        let mut names = FxHashMap::default();
-        names.reserve(count.min(1 << 16) as usize);
-        for _ in 0..count {
-            let (name, value) = (r.string()?, r.string()?);
-            let dirs = (0..r.u32()?)
-                .map(|_| r.u32().filter(|&id| (id as usize) < dir_count))
-                .collect::<Option<Vec<_>>>()?;
-            let answer = Answer {
-                value,
-                dirs,
-                verified: false,
-            };
-            names.insert(name, answer);
-        }
-        store.answers.insert(scope, names);
-    }
-    r.0.is_empty().then_some(store)
-}
+/// The module name a resolver's stored answers go under (it names the payload's version:
+/// builds storing another layout keep out of each other's way).
+const STORE_NAME: &str = "bytecode-pack resolutions 4";
 
 #[cfg(test)]
 mod tests {
@@ -670,76 +633,62 @@ mod tests {
     }
 
     #[test]
-    fn the_store_round_trips_and_garbage_is_rejected() {
-        let mut store = Store::default();
-        let stat = StatRecord {
-            size: 1,
-            mtime_ns: -2,
-            ctime_ns: 3,
-            ino: 4,
-            dev: 5,
-        };
-        for (dir, stat) in [("/a/b", Some(stat)), ("/a/absent", None)] {
-            store
-                .dir_index
-                .insert(dir.to_owned(), store.dirs.len() as u32);
-            let stamp = DirStamp {
-                stat,
-                recorded_at_ns: 6,
-            };
-            store.dirs.push((dir.to_owned(), stamp));
-        }
-        store.answers.entry("a".into()).or_default().insert(
-            "./x".into(),
-            Answer {
-                value: "a/x.js".into(),
-                dirs: vec![0, 1],
-                verified: true,
-            },
-        );
-        let bytes = encode_store(&store);
-        let back = decode_store(&bytes).unwrap();
-        assert_eq!(back.dirs[0].0, "/a/b");
-        assert_eq!(back.dirs[0].1.stat, Some(stat));
-        assert_eq!(back.dirs[0].1.recorded_at_ns, 6);
-        assert!(back.dirs[1].1.stat.is_none());
-        assert_eq!(back.dir_index["/a/absent"], 1);
-        let answer = &back.answers["a"]["./x"];
-        assert_eq!(answer.value, "a/x.js");
-        assert_eq!(answer.dirs, [0, 1]);
-        assert!(!answer.verified, "a loaded answer is checked again");
-        for cut in 0..bytes.len() {
-            assert!(decode_store(&bytes[..cut]).is_none());
-        }
-        // An answer naming a directory that is not in the table.
-        let mut bad = store.clone();
-        bad.answers
-            .get_mut("a")
-            .unwrap()
-            .get_mut("./x")
-            .unwrap()
-            .dirs = vec![2];
-        assert!(decode_store(&encode_store(&bad)).is_none());
-    }
-
-    #[test]
     fn a_changed_directory_forgets_the_answers_computed_from_it() {
-        let mut store = Store::default();
+        let mut answers = NewAnswers::default();
         for (scope, dirs) in [("a", vec![0]), ("b", vec![1]), ("c", vec![1, 0])] {
             let answer = Answer {
                 value: format!("{scope}/x.js"),
                 dirs,
-                verified: false,
             };
-            store
-                .answers
+            answers
                 .entry(scope.into())
                 .or_default()
                 .insert("./x".into(), answer);
         }
-        store.forget_answers_from(0);
-        let mut left: Vec<_> = store.answers.keys().cloned().collect();
+        forget_answers_from(&mut answers, 0);
+        let mut left: Vec<_> = answers.keys().cloned().collect();
         left.sort();
         assert_eq!(left, ["b"]);
+    }
+
+    /// Stored answers stand only on stored directories checked unchanged in this run; one
+    /// stamped again (changed) kills them, and an id outside the table never vouches.
+    #[test]
+    fn stored_answers_stand_only_on_directories_checked_unchanged() {
+        let root = tempfile::tempdir().unwrap();
+        let (same, changed) = (root.path().join("same"), root.path().join("changed"));
+        std::fs::create_dir(&same).unwrap();
+        std::fs::create_dir(&changed).unwrap();
+        // Stamped long after their last change: trusted.
+        let old = |path: &Path| DirStamp {
+            stat: crate::sys::stat_path(path).ok(),
+            recorded_at_ns: i64::MAX / 2,
+        };
+        let dirs = [
+            (same.to_str().unwrap(), old(&same)),
+            (changed.to_str().unwrap(), old(&changed)),
+        ];
+        let answer = |name, dirs| AnswerToStore {
+            scope: "s",
+            name,
+            value: "v",
+            dirs,
+        };
+        let table = StoredAnswers::open(stored::encode(
+            dirs.into_iter(),
+            &[answer("./a", vec![0]), answer("./b", vec![0, 1])],
+        ))
+        .unwrap();
+        std::fs::write(changed.join("new.js"), "").unwrap();
+        let mut state = Dirs::new(table.dir_count());
+        let mut answers = NewAnswers::default();
+        assert!(!state.unchanged_since_stored(0), "not checked yet");
+        assert!(!state.check(Some(&table), &mut answers, 0));
+        assert!(state.unchanged_since_stored(0));
+        // A file was created in it since its stamp: stamped again.
+        assert!(state.check(Some(&table), &mut answers, 1));
+        assert!(!state.unchanged_since_stored(1));
+        assert!(!state.check(Some(&table), &mut answers, 1), "once per run");
+        assert!(!state.unchanged_since_stored(7));
     }
 }
