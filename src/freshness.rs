@@ -113,12 +113,18 @@ pub(crate) fn recorded_path(path: &Path) -> PathBuf {
 /// an absolute path with no empty or `.` component (it keeps `..`) and no trailing separator.
 pub(crate) fn is_recorded_form(path: &Path) -> bool {
     let bytes = path.as_os_str().as_encoded_bytes();
+    // What follows each separator: not nothing, another separator, or a lone `.`.
+    let plain_after = |at: usize| {
+        !matches!(
+            &bytes[at + 1..],
+            [] | [b'/', ..] | [b'.'] | [b'.', b'/', ..]
+        )
+    };
     cfg!(unix)
         && bytes.first() == Some(&b'/')
-        && !bytes.ends_with(b"/")
-        && !bytes.ends_with(b"/.")
-        && !bytes.windows(2).any(|w| w == b"//")
-        && !bytes.windows(3).any(|w| w == b"/./")
+        && (0..bytes.len())
+            .filter(|&at| bytes[at] == b'/')
+            .all(plain_after)
 }
 
 /// Opens `path` (following symlinks, never blocking, regular files only) and hashes its
@@ -291,6 +297,9 @@ mod tests {
             "/a/b/.",
             "/a/.b.js",
             "/a/b.js/..",
+            "/a/..b/.c.js",
+            "/a/b/./c.js",
+            "/.",
             "/",
             "a/b.js",
             "./a.js",

@@ -133,10 +133,7 @@ impl PackLoader {
     }
 
     fn handles(&self, name: &str) -> bool {
-        Path::new(name)
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| self.extensions.iter().any(|x| x == e))
+        extension(name).is_some_and(|e| self.extensions.iter().any(|x| x == e))
     }
 
     fn load_file<'js>(
@@ -178,6 +175,17 @@ impl PackLoader {
     }
 }
 
+/// `Path::extension` of a module name, without parsing the path's components when its last
+/// one is a plain file name (every module a start loads).
+fn extension(name: &str) -> Option<&str> {
+    let file = name.rsplit_once('/').map_or(name, |(_, file)| file);
+    if file.is_empty() || file == "." || file == ".." {
+        return Path::new(name).extension().and_then(|e| e.to_str());
+    }
+    let (stem, extension) = file.rsplit_once('.')?;
+    (!stem.is_empty()).then_some(extension)
+}
+
 impl Loader for PackLoader {
     fn load<'js>(
         &mut self,
@@ -189,5 +197,38 @@ impl Loader for PackLoader {
             return Err(rquickjs::Error::new_loading(name));
         }
         self.load_file(ctx, name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn extensions_are_what_std_path_gives() {
+        let names = [
+            "a/b.js",
+            "b.mjs",
+            "a/b",
+            "a/.js",
+            ".js",
+            "a/b.",
+            "a/b.c.js",
+            "a.b/c",
+            "a/b.js/",
+            "a/b.js/.",
+            "a/b.js/..",
+            "..",
+            ".",
+            "",
+            "/",
+            "a/..js",
+            "a/b..js",
+            "./x.js",
+        ];
+        for name in names {
+            let expected = std::path::Path::new(name)
+                .extension()
+                .and_then(|e| e.to_str());
+            assert_eq!(super::extension(name), expected, "{name:?}");
+        }
     }
 }

@@ -398,6 +398,24 @@ impl ResolverState {
     }
 }
 
+/// `RelativePath::parent` of a base module's name, without parsing its components when it
+/// has no `.` or empty component and no leading or trailing separator (every module a start
+/// loads).
+fn base_dir(base: &str) -> Option<&str> {
+    let plain = !(base.is_empty()
+        || base == "."
+        || base.starts_with('/')
+        || base.starts_with("./")
+        || base.ends_with('/')
+        || base.ends_with("/.")
+        || base.contains("//")
+        || base.contains("/./"));
+    if plain {
+        return Some(base.rsplit_once('/').map_or("", |(dir, _)| dir));
+    }
+    RelativePath::new(base).parent().map(RelativePath::as_str)
+}
+
 impl Resolver for PackResolver {
     fn resolve<'js>(
         &mut self,
@@ -425,9 +443,7 @@ impl ResolverState {
         // case of its own: FileResolver does not normalize the name then); others not on the
         // base at all.
         let scope = if name.starts_with('.') {
-            RelativePath::new(base)
-                .parent()
-                .map_or("\0no directory", RelativePath::as_str)
+            base_dir(base).unwrap_or("\0no directory")
         } else {
             "\0search paths"
         };
@@ -630,6 +646,33 @@ mod tests {
             Config::of(&FileResolver::default()).unwrap().paths,
             Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn base_directories_are_what_relative_path_gives() {
+        let bases = [
+            "a/b.js",
+            "b.js",
+            "a/b/c.mjs",
+            "a/../b.js",
+            "a/..",
+            "..",
+            ".",
+            "",
+            "/a/b.js",
+            "./a.js",
+            "a/./b.js",
+            "a//b.js",
+            "a/b/",
+            "a/b/.",
+            "./",
+            "a/.b",
+            ".a/b",
+        ];
+        for base in bases {
+            let expected = RelativePath::new(base).parent().map(RelativePath::as_str);
+            assert_eq!(base_dir(base), expected, "{base:?}");
+        }
     }
 
     #[test]
