@@ -175,11 +175,12 @@ impl PackLoader {
     }
 }
 
-/// `Path::extension` of a module name, without parsing the path's components when its last
-/// one is a plain file name (every module a start loads).
+/// `Path::extension` of a module name, without parsing the path's components on Unix when its
+/// last one is a plain file name (every module a start loads).
 fn extension(name: &str) -> Option<&str> {
     let file = name.rsplit_once('/').map_or(name, |(_, file)| file);
-    if file.is_empty() || file == "." || file == ".." {
+    // Elsewhere `\` and prefixes like `C:` separate components too: std decides.
+    if !cfg!(unix) || file.is_empty() || file == "." || file == ".." {
         return Path::new(name).extension().and_then(|e| e.to_str());
     }
     let (stem, extension) = file.rsplit_once('.')?;

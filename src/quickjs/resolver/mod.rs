@@ -18,7 +18,7 @@ use crate::entry::NewEntry;
 use crate::freshness;
 use crate::key::Key;
 use crate::sys::Probe;
-use stored::{AnswerToStore, DirStamp, HitBytes, StoredAnswers};
+use stored::{AnswerToStore, DirStamp, StoredAnswers};
 
 /// A resolution computed during this run, with the directories whose entries it was computed
 /// from: it stands while each of them is unchanged.
@@ -68,11 +68,7 @@ impl Dirs {
     }
 
     /// Directory `id`'s path and current stamp.
-    fn get<'a, B: AsRef<[u8]>>(
-        &'a self,
-        table: Option<&'a StoredAnswers<B>>,
-        id: u32,
-    ) -> Option<(&'a str, DirStamp)> {
+    fn get<'a>(&'a self, table: Option<&'a StoredAnswers>, id: u32) -> Option<(&'a str, DirStamp)> {
         match id.checked_sub(self.stored) {
             None => {
                 let (path, stamp) = table?.dir(id)?;
@@ -85,24 +81,17 @@ impl Dirs {
         }
     }
 
-    /// Every directory in id order, with its current stamp.
-    fn all<'a, B: AsRef<[u8]>>(
-        &'a self,
-        table: Option<&'a StoredAnswers<B>>,
-    ) -> Vec<(&'a str, DirStamp)> {
+    /// Every directory in id order, with its current stamp; `None` if one cannot be read
+    /// (then no id could be trusted to name the same directory once written back).
+    fn all<'a>(&'a self, table: Option<&'a StoredAnswers>) -> Option<Vec<(&'a str, DirStamp)>> {
         let total = self.stored + self.added.len() as u32;
-        (0..total).filter_map(|id| self.get(table, id)).collect()
+        (0..total).map(|id| self.get(table, id)).collect()
     }
 
     /// Checks directory `id` against its stamp (once per run, unless asked again), stamping
     /// it anew if it changed (and then forgetting the answers computed from it). Says whether
     /// it stamped.
-    fn check<B: AsRef<[u8]>>(
-        &mut self,
-        table: Option<&StoredAnswers<B>>,
-        answers: &mut NewAnswers,
-        id: u32,
-    ) -> bool {
+    fn check(&mut self, table: Option<&StoredAnswers>, answers: &mut NewAnswers, id: u32) -> bool {
         if self.checked.get(id as usize) != Some(&false) {
             return false;
         }
@@ -129,7 +118,7 @@ impl Dirs {
     }
 
     /// The id of the directory at `path`, stamping it first if it has none.
-    fn id<B: AsRef<[u8]>>(&mut self, table: Option<&StoredAnswers<B>>, path: &str) -> (u32, bool) {
+    fn id(&mut self, table: Option<&StoredAnswers>, path: &str) -> (u32, bool) {
         let index = self.index.get_or_insert_with(|| {
             (0..self.stored)
                 .filter_map(|id| Some((table?.dir(id)?.0.to_owned(), id)))
@@ -213,9 +202,11 @@ struct ResolverState {
     stored: Option<Option<StoredAnswers>>,
     dirs: Dirs,
     answers: NewAnswers,
-    /// The directories the resolution being computed probed; `None` once it probed a
-    /// symlink, whose target can change unseen, so that the answer is not kept.
-    consulted: Option<Vec<u32>>,
+    /// The directories the resolution being computed probed.
+    consulted: Vec<u32>,
+    /// Whether it probed through a symlink (or a path not checked by directory), whose
+    /// target can change unseen: its answer is then not kept.
+    unkeepable: bool,
     dirty: bool,
     /// A path buffer reused by every probe.
     scratch: String,
@@ -253,7 +244,8 @@ impl PackResolver {
             stored: None,
             dirs: Dirs::default(),
             answers: NewAnswers::default(),
-            consulted: Some(Vec::new()),
+            consulted: Vec::new(),
+            unkeepable: false,
             dirty: false,
             scratch: String::new(),
         };
@@ -280,7 +272,9 @@ impl ResolverState {
             let table = self
                 .cache
                 .get(&self.key)
-                .and_then(|hit| StoredAnswers::open(HitBytes(hit)));
+                // Copied out (a few KB per hundred answers), so that the resolver, which lives as
+                // long as its runtime, does not keep a superseded pack mapped.
+                .and_then(|hit| StoredAnswers::open(hit.bytecode().to_vec()));
             self.dirs = Dirs::new(table.as_ref().map_or(0, StoredAnswers::dir_count));
             self.stored = Some(table);
         }
@@ -325,7 +319,7 @@ impl ResolverState {
             match path.to_path(&self.cwd).into_os_string().into_string() {
                 Ok(exact) => full = exact,
                 Err(exact) => {
-                    self.consulted = None;
+                    self.unkeepable = true;
                     return Path::new(&exact).is_file();
                 }
             }
@@ -338,20 +332,18 @@ impl ResolverState {
     /// [`ResolverState::is_file`] for the full path.
     fn probe(&mut self, full: &str) -> bool {
         let Some((dir, _)) = full.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
-            self.consulted = None;
+            self.unkeepable = true;
             return Path::new(full).is_file();
         };
         // The stamp comes first: an entry added after it changes the directory's stat data.
         let dir_id = self.check_dir(dir);
-        if let Some(consulted) = &mut self.consulted
-            && !consulted.contains(&dir_id)
-        {
-            consulted.push(dir_id);
+        if !self.consulted.contains(&dir_id) {
+            self.consulted.push(dir_id);
         }
         match crate::sys::probe(Path::new(full)) {
             Probe::File => true,
             Probe::Symlink => {
-                self.consulted = None;
+                self.unkeepable = true;
                 Path::new(full).is_file()
             }
             Probe::Other | Probe::Absent => false,
@@ -416,6 +408,40 @@ fn base_dir(base: &str) -> Option<&str> {
     RelativePath::new(base).parent().map(RelativePath::as_str)
 }
 
+/// The payload that stores a run's state: every directory with its current stamp, the answers
+/// computed during the run, and the stored answers they do not replace whose directories were
+/// not stamped again (an answer computed from a directory that changed is never written back
+/// under its new stamp).
+fn payload(table: Option<&StoredAnswers>, dirs: &Dirs, answers: &NewAnswers) -> Vec<u8> {
+    let Some(all_dirs) = dirs.all(table) else {
+        // Cannot happen for a table that opened (every directory was read then); start over.
+        return stored::encode(std::iter::empty(), &[]);
+    };
+    let kept = table.into_iter().flat_map(|t| t.answers()).filter_map(|a| {
+        let (scope, name, value) = a.text()?;
+        let replaced = answers.get(scope).is_some_and(|n| n.contains_key(name));
+        let stands = a
+            .dirs()
+            .all(|id| id < dirs.stored && dirs.restamped[id as usize].is_none());
+        (stands && !replaced).then(|| AnswerToStore {
+            dirs: a.dirs().collect(),
+            scope,
+            name,
+            value,
+        })
+    });
+    let mut to_store: Vec<AnswerToStore<'_>> = kept.collect();
+    for (scope, names) in answers {
+        to_store.extend(names.iter().map(|(name, answer)| AnswerToStore {
+            scope,
+            name,
+            value: &answer.value,
+            dirs: answer.dirs.clone(),
+        }));
+    }
+    stored::encode(all_dirs.into_iter(), &to_store)
+}
+
 impl Resolver for PackResolver {
     fn resolve<'js>(
         &mut self,
@@ -450,12 +476,13 @@ impl ResolverState {
         if let Some(value) = self.known_answer(scope, name) {
             return Ok(value);
         }
-        self.consulted = Some(Vec::new());
+        self.consulted.clear();
+        self.unkeepable = false;
         let Some(value) = self.resolve_cached(base, name) else {
             // Directories are checked once per run: a file created since would be missed, so
             // a failed resolution asks the filesystem, and what it consulted is checked again
             // on next use.
-            for id in self.consulted.take().unwrap_or_default() {
+            for id in std::mem::take(&mut self.consulted) {
                 if let Some(checked) = self.dirs.checked.get_mut(id as usize) {
                     *checked = false;
                 }
@@ -464,10 +491,10 @@ impl ResolverState {
         };
         let value = value.to_string();
         // Kept across starts only if no probe went through a symlink.
-        if let Some(dirs) = self.consulted.take() {
+        if !self.unkeepable {
             let answer = Answer {
                 value: value.clone(),
-                dirs,
+                dirs: std::mem::take(&mut self.consulted),
             };
             match self.answers.get_mut(scope) {
                 Some(names) => names.insert(name.to_owned(), answer),
@@ -502,38 +529,14 @@ impl ResolverState {
         answer.value().map(str::to_owned)
     }
 
-    /// The payload to store: every directory with its current stamp, the answers computed
-    /// during this run, and the stored answers they do not replace whose directories were
-    /// not stamped again.
+    /// The payload to store (see [`payload`]).
     fn encode(&mut self) -> Vec<u8> {
         self.load();
-        let table = self.stored.as_ref().and_then(Option::as_ref);
-        let kept = table.into_iter().flat_map(|t| t.answers()).filter_map(|a| {
-            let (scope, name, value) = a.text()?;
-            let replaced = self
-                .answers
-                .get(scope)
-                .is_some_and(|n| n.contains_key(name));
-            let stands = a
-                .dirs()
-                .all(|id| id < self.dirs.stored && self.dirs.restamped[id as usize].is_none());
-            (stands && !replaced).then(|| AnswerToStore {
-                dirs: a.dirs().collect(),
-                scope,
-                name,
-                value,
-            })
-        });
-        let mut answers: Vec<AnswerToStore<'_>> = kept.collect();
-        for (scope, names) in &self.answers {
-            answers.extend(names.iter().map(|(name, answer)| AnswerToStore {
-                scope,
-                name,
-                value: &answer.value,
-                dirs: answer.dirs.clone(),
-            }));
-        }
-        stored::encode(self.dirs.all(table).into_iter(), &answers)
+        payload(
+            self.stored.as_ref().and_then(Option::as_ref),
+            &self.dirs,
+            &self.answers,
+        )
     }
 
     fn store_if_changed(&mut self) -> crate::Result<()> {
@@ -673,6 +676,62 @@ mod tests {
             let expected = RelativePath::new(base).parent().map(RelativePath::as_str);
             assert_eq!(base_dir(base), expected, "{base:?}");
         }
+    }
+
+    /// What a run writes back: its own answers, the stored answers it did not replace whose
+    /// directories were not stamped again, and every directory at its id with its current stamp.
+    #[test]
+    fn the_payload_keeps_live_answers_and_drops_dead_ones() {
+        let stamp = |n| DirStamp {
+            stat: None,
+            recorded_at_ns: n,
+        };
+        let answer = |name, value, dirs| AnswerToStore {
+            scope: "s",
+            name,
+            value,
+            dirs,
+        };
+        let table = StoredAnswers::open(stored::encode(
+            [("/d0", stamp(1)), ("/d1", stamp(2))].into_iter(),
+            &[
+                answer("./a", "s/a.js", vec![0]),
+                answer("./b", "s/b.js", vec![1]),
+                answer("./c", "s/c.js", vec![0, 1]),
+                answer("./e", "s/e.js", vec![0]),
+            ],
+        ))
+        .unwrap();
+        // This run: /d1 changed (stamped again), /d2 was stamped for the first time, ./e was
+        // computed again (its stored answer is replaced) and ./f is new.
+        let mut dirs = Dirs::new(table.dir_count());
+        dirs.restamped[1] = Some(stamp(20));
+        dirs.added.push(("/d2".into(), stamp(30)));
+        dirs.checked.push(true);
+        let mut answers = NewAnswers::default();
+        let names = answers.entry("s".into()).or_default();
+        for (name, dirs) in [("./e", vec![0, 2]), ("./f", vec![2])] {
+            let value = format!("s/{}.mjs", &name[2..]);
+            names.insert(name.into(), Answer { value, dirs });
+        }
+        let written = StoredAnswers::open(payload(Some(&table), &dirs, &answers)).unwrap();
+        let dir_list: Vec<_> = (0..written.dir_count())
+            .map(|id| written.dir(id).unwrap())
+            .collect();
+        assert_eq!(
+            dir_list,
+            [("/d0", stamp(1)), ("/d1", stamp(20)), ("/d2", stamp(30))]
+        );
+        let found = |name| {
+            let answer = written.find("s", name)?;
+            Some((answer.value()?, answer.dirs().collect::<Vec<_>>()))
+        };
+        assert_eq!(found("./a"), Some(("s/a.js", vec![0])));
+        assert_eq!(found("./b"), None, "computed from /d1, which changed");
+        assert_eq!(found("./c"), None, "computed from /d0 and /d1");
+        assert_eq!(found("./e"), Some(("s/e.mjs", vec![0, 2])));
+        assert_eq!(found("./f"), Some(("s/f.mjs", vec![2])));
+        assert_eq!(written.answers().count(), 3);
     }
 
     #[test]

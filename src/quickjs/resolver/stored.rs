@@ -18,7 +18,6 @@
 use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
-use crate::entry::Hit;
 use crate::format::StatRecord;
 use crate::freshness;
 
@@ -89,11 +88,11 @@ impl<'a> StoredAnswer<'a> {
     }
 }
 
-/// The payload of a stored entry, its layout checked when opened; every read is
-/// bounds-checked, so a payload that lies (it cannot, past its checksum, but a reader does
-/// not rely on that) gives absent answers, never a panic.
-pub(super) struct StoredAnswers<B = HitBytes> {
-    bytes: B,
+/// The payload of a stored entry, its layout and directories checked when opened; every read
+/// of an answer is bounds-checked, so a payload that lies (it cannot, past its checksum, but a
+/// reader does not rely on that) gives absent answers, never a panic.
+pub(super) struct StoredAnswers {
+    bytes: Vec<u8>,
     dirs: u32,
     answers: u32,
     slots: u32,
@@ -101,27 +100,19 @@ pub(super) struct StoredAnswers<B = HitBytes> {
     strings_at: usize,
 }
 
-/// A cache hit's payload as bytes.
-pub(super) struct HitBytes(pub Hit);
-
-impl AsRef<[u8]> for HitBytes {
-    fn as_ref(&self) -> &[u8] {
-        self.0.bytecode()
-    }
-}
-
-impl<B: AsRef<[u8]>> StoredAnswers<B> {
-    /// Checks the header and that the regions it gives fill the payload exactly.
-    pub fn open(bytes: B) -> Option<Self> {
-        let all = bytes.as_ref();
-        let header = all.get(..HEADER_LEN)?;
+impl StoredAnswers {
+    /// Checks the header, that the regions it gives fill the payload exactly, and that every
+    /// directory reads back: a table whose directory ids could not be kept apart is refused
+    /// whole.
+    pub fn open(bytes: Vec<u8>) -> Option<Self> {
+        let header = bytes.get(..HEADER_LEN)?;
         if &header[..8] != MAGIC {
             return None;
         }
         let count = |at: usize| u32_le(&header[at..at + 4]);
         let (dirs, answers, slots, ids, strings) =
             (count(8), count(12), count(16), count(20), count(24));
-        if !slots.is_power_of_two() || slots <= answers {
+        if !slots.is_power_of_two() || slots <= answers || count(28) != 0 {
             return None;
         }
         let ids_at = [(dirs, DIR_LEN), (answers, ANSWER_LEN), (slots, 4)]
@@ -129,18 +120,19 @@ impl<B: AsRef<[u8]>> StoredAnswers<B> {
             .try_fold(HEADER_LEN, |at, &(n, len)| {
                 at.checked_add((n as usize).checked_mul(len)?)
             })?;
-        let strings_at = ids_at.checked_add(ids as usize * 4)?;
-        if strings_at.checked_add(strings as usize)? != all.len() {
+        let strings_at = ids_at.checked_add((ids as usize).checked_mul(4)?)?;
+        if strings_at.checked_add(strings as usize)? != bytes.len() {
             return None;
         }
-        Some(StoredAnswers {
+        let table = StoredAnswers {
             bytes,
             dirs,
             answers,
             slots,
             ids_at,
             strings_at,
-        })
+        };
+        (0..dirs).all(|id| table.dir(id).is_some()).then_some(table)
     }
 
     /// How many directories the table holds (their indices are `0..dir_count`).
@@ -154,7 +146,7 @@ impl<B: AsRef<[u8]>> StoredAnswers<B> {
             return None;
         }
         let at = HEADER_LEN + id as usize * DIR_LEN;
-        let record = self.bytes.as_ref().get(at..at + DIR_LEN)?;
+        let record = self.bytes.get(at..at + DIR_LEN)?;
         let field = |i: usize| u64_le(&record[8 * i..8 * i + 8]);
         let path = self.string(u32_le(&record[..4]), u32_le(&record[4..8]))?;
         let path = std::str::from_utf8(path).ok()?;
@@ -192,7 +184,7 @@ impl<B: AsRef<[u8]>> StoredAnswers<B> {
         let mut slot = slot_hash(scope, name) as u32 & mask;
         for _ in 0..self.slots {
             let at = slots_at + slot as usize * 4;
-            let entry = u32_le(self.bytes.as_ref().get(at..at + 4)?);
+            let entry = u32_le(self.bytes.get(at..at + 4)?);
             let answer = self.answer(entry.checked_sub(1)?)?;
             if answer.scope == scope.as_bytes() && answer.name == name.as_bytes() {
                 return Some(answer);
@@ -207,14 +199,16 @@ impl<B: AsRef<[u8]>> StoredAnswers<B> {
             return None;
         }
         let at = HEADER_LEN + self.dirs as usize * DIR_LEN + i as usize * ANSWER_LEN;
-        let record = self.bytes.as_ref().get(at..at + ANSWER_LEN)?;
+        let record = self.bytes.get(at..at + ANSWER_LEN)?;
         let field = |k: usize| u32_le(&record[4 * k..4 * k + 4]);
-        let ids_from = self.ids_at + field(6) as usize * 4;
-        let dirs = self
-            .bytes
-            .as_ref()
-            .get(ids_from..ids_from + field(7) as usize * 4)
-            .filter(|_| ids_from + field(7) as usize * 4 <= self.strings_at)?;
+        let ids_from = (field(6) as usize)
+            .checked_mul(4)?
+            .checked_add(self.ids_at)?;
+        let ids_to = ids_from.checked_add((field(7) as usize).checked_mul(4)?)?;
+        let dirs = self.bytes.get(ids_from..ids_to.min(self.strings_at))?;
+        if dirs.len() != ids_to - ids_from {
+            return None;
+        }
         Some(StoredAnswer {
             scope: self.string(field(0), field(1))?,
             name: self.string(field(2), field(3))?,
@@ -224,8 +218,8 @@ impl<B: AsRef<[u8]>> StoredAnswers<B> {
     }
 
     fn string(&self, at: u32, len: u32) -> Option<&[u8]> {
-        let from = self.strings_at + at as usize;
-        self.bytes.as_ref().get(from..from + len as usize)
+        let from = self.strings_at.checked_add(at as usize)?;
+        self.bytes.get(from..from.checked_add(len as usize)?)
     }
 }
 
@@ -363,7 +357,7 @@ mod tests {
             })
             .collect();
         let bytes = encode(dirs.iter().copied(), &answers);
-        let table = StoredAnswers::open(&bytes[..]).unwrap();
+        let table = StoredAnswers::open(bytes.clone()).unwrap();
         assert_eq!(table.dir_count(), 3);
         for (id, (path, stamp)) in dirs.iter().enumerate() {
             assert_eq!(table.dir(id as u32), Some((*path, *stamp)));
@@ -382,19 +376,22 @@ mod tests {
         assert!(table.find("b", "./m0").is_none());
         assert_eq!(table.answers().count(), 300);
         for cut in 0..bytes.len() {
-            assert!(StoredAnswers::open(&bytes[..cut]).is_none());
+            assert!(StoredAnswers::open(bytes[..cut].to_vec()).is_none());
         }
         let mut old = bytes.clone();
         old[..8].copy_from_slice(b"BPRSLV3\0");
-        assert!(StoredAnswers::open(&old[..]).is_none());
+        assert!(StoredAnswers::open(old).is_none());
+        // A directory that does not read back (its stat flag neither 0 nor 1): refused whole,
+        // since writing the table back without it would shift every later directory's id.
+        let mut bad_dir = bytes.clone();
+        bad_dir[HEADER_LEN + 16] = 2;
+        assert!(StoredAnswers::open(bad_dir).is_none());
+        let mut reserved = bytes.clone();
+        reserved[28] = 1;
+        assert!(StoredAnswers::open(reserved).is_none());
         // An empty table: one empty slot, so a search ends.
         let empty = encode(std::iter::empty(), &[]);
-        assert!(
-            StoredAnswers::open(&empty[..])
-                .unwrap()
-                .find("a", "b")
-                .is_none()
-        );
+        assert!(StoredAnswers::open(empty).unwrap().find("a", "b").is_none());
     }
 
     /// A payload that lies past its checksum (which a reader does not rely on) gives absent
@@ -412,7 +409,7 @@ mod tests {
             for flip in [0x01, 0x80, 0xff] {
                 let mut damaged = bytes.clone();
                 damaged[at] ^= flip;
-                if let Some(table) = StoredAnswers::open(&damaged[..]) {
+                if let Some(table) = StoredAnswers::open(damaged) {
                     let _ = table.find("a", "./x").map(|a| (a.dirs().count(), a.text()));
                     let _ = table.answers().count();
                     let _ = table.dir(0);
