@@ -1,5 +1,6 @@
-//! The answers a [`super::PackResolver`] keeps in the cache, as one table read in place: a
-//! warm start looks its answers up where they lie instead of decoding them all first.
+//! The answers a [`super::PackResolver`] keeps in the cache, as one table searched as it is: a
+//! warm start copies the payload's bytes once and looks each answer up in them, instead of
+//! decoding every answer into maps first.
 //!
 //! The payload (inside the entry's checksummed segment; integers little-endian; layout in
 //! FORMAT.md, "Entries the crate stores for itself"):
