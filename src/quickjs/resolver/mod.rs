@@ -41,8 +41,8 @@ fn forget_answers_from(answers: &mut NewAnswers, id: u32) {
     answers.retain(|_, names| !names.is_empty());
 }
 
-/// Every directory stamped: first those of the stored table (ids `0..stored`, read in place),
-/// then those first stamped during this run.
+/// Every directory stamped: first those of the stored table (ids `0..stored`, read from it
+/// as needed), then those first stamped during this run.
 #[derive(Default)]
 struct Dirs {
     stored: u32,
