@@ -42,6 +42,7 @@ mod resolver;
 
 pub use loader::PackLoader;
 pub use resolver::PackResolver;
+pub(crate) use resolver::{encode_table_for_fuzzing, exercise_stored_table};
 
 use crate::cache::Cache;
 use crate::entry::{Hit, NewEntry};
