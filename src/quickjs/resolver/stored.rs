@@ -23,7 +23,7 @@ use crate::format::StatRecord;
 use crate::freshness;
 
 /// Versioned on its own: a change to the payload changes the magic and the entry's name.
-pub(super) const MAGIC: &[u8; 8] = b"BPRSLV4\0";
+const MAGIC: &[u8; 8] = b"BPRSLV4\0";
 const HEADER_LEN: usize = 32;
 const DIR_LEN: usize = 64;
 const ANSWER_LEN: usize = 32;
