@@ -7,14 +7,11 @@
 //! Stat data is not trusted when it is *racy*, as git calls it: a timestamp close to the moment
 //! the entry was recorded. Filesystem timestamps are coarse, so a file edited just after it was
 //! hashed can keep the same size and mtime; for such inputs every `get` re-hashes instead.
-//! How close is "close" depends on what can lie, the ctime's granularity: stamps with
-//! sub-second digits come from a filesystem with fine timestamps, which the kernel takes from
-//! its coarse clock, so the window is three ticks of that clock as the running kernel reports
-//! it (12 ms at HZ=250; at most [`FINE_RACY_WINDOW`], 30 ms, three ticks at HZ=100), or three
-//! of the stamp's own apparent granularity if that is coarser (a ctime that is a whole number
-//! of 10 ms gets the full 30 ms). Whole-second stamps (FAT's 2 s, HFS+, some network
-//! filesystems) get [`RACY_WINDOW`] (2 s). A lookup that re-hashed a racy input re-records it
-//! once it is old enough (and compaction does), so it stops paying the re-hash.
+//! How close is "close" depends on the timestamps' granularity: stamps with sub-second digits
+//! come from a filesystem with fine timestamps, where the kernel's coarse clock ticks every
+//! 1-10 ms, and [`FINE_RACY_WINDOW`] (30 ms) covers three of the coarsest. Whole-second stamps
+//! (FAT's 2 s, HFS+, some network filesystems, files extracted by `tar`) get [`RACY_WINDOW`]
+//! (2 s). Compaction re-records inputs that were racy, so they stop paying the re-hash.
 //! An input whose stat changed between before and after hashing is recorded with no stat at
 //! all, and always re-hashed.
 
@@ -32,22 +29,11 @@ use crate::sys::{epoch_nanos, path_from_bytes, stat_path, stat_record};
 /// FAT's 2 s granularity. This is the longest racy window.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
-/// The longest racy window for timestamps with sub-second digits (ext4, XFS, btrfs, APFS,
-/// tmpfs...): three ticks of the coarsest kernel clock (HZ=100). Their granularity is the
-/// kernel's coarse clock tick, so on Linux the window is three ticks of the running kernel's
-/// clock (12 ms at HZ=250, 3 ms at HZ=1000), or three of a stamp's apparent granularity if
-/// its digits show a coarser one, never more than this. Why three ticks are enough: every
-/// recording instant is taken before the read it vouches for, and the coarse clock lags the
-/// fine one by at most a tick, so an edit after the read moves the ctime past
-/// `recorded_at - tick - granularity`, outside the trusted range.
+/// The racy window for timestamps with sub-second digits (ext4, XFS, btrfs, APFS, tmpfs...),
+/// whose granularity is the kernel's coarse clock tick (1-10 ms): three of the coarsest ticks.
+/// Every recording instant is taken before the read it vouches for, so an edit after the read
+/// moves the ctime at least past `recorded_at - tick`, outside any trusted range.
 pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(30);
-
-/// The racy window on this machine for timestamps with nanosecond digits: three ticks of the
-/// running kernel's coarse clock (Linux; [`FINE_RACY_WINDOW`] elsewhere). Stat data recorded
-/// at least this long after a file's last change is trusted.
-pub fn fine_racy_window() -> Duration {
-    Duration::from_nanos(racy_window_ns(1) as u64)
-}
 
 /// A file an entry was compiled from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,25 +197,11 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
 /// without its ctime moving past that instant, which a check sees. The window follows the
 /// ctime's own granularity: sub-second digits mean a fine-grained filesystem.
 pub(crate) fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
-    stat.ctime_ns < recorded_at_ns.saturating_sub(racy_window_ns(stat.ctime_ns))
-}
-
-/// The racy window for a ctime (see [`FINE_RACY_WINDOW`]): [`RACY_WINDOW`] for a whole
-/// second; otherwise three times the larger of the kernel's coarse clock tick and the
-/// granularity the ctime's digits allow (at most 10 ms: a whole number of microseconds from a
-/// nanosecond clock is a one-in-a-thousand chance, not a coarse filesystem).
-fn racy_window_ns(ctime_ns: i64) -> i64 {
     const SECOND: i64 = 1_000_000_000;
-    if ctime_ns % SECOND == 0 {
-        return RACY_WINDOW.as_nanos() as i64;
-    }
-    static TICK: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let tick = *TICK.get_or_init(crate::sys::coarse_clock_tick_ns);
-    let mut granularity = 1;
-    while granularity < 10_000_000 && ctime_ns % (granularity * 10) == 0 {
-        granularity *= 10;
-    }
-    3 * tick.max(granularity)
+    let fine = stat.ctime_ns % SECOND != 0;
+    let window = if fine { FINE_RACY_WINDOW } else { RACY_WINDOW };
+    let horizon = recorded_at_ns.saturating_sub(window.as_nanos() as i64);
+    stat.ctime_ns < horizon
 }
 
 /// An input record, archived or owned, as the freshness check reads it.
@@ -353,7 +325,7 @@ mod tests {
         };
         assert!(stat_is_trusted(&old, t));
         assert!(!stat_is_trusted(&StatRecord { ctime_ns: t, ..old }, t));
-        // Whole-second ctimes get the 2 s window, fine ones at most 30 ms.
+        // Whole-second ctimes get the 2 s window, fine ones 30 ms.
         let whole = t - 1_000_000_000;
         assert!(!stat_is_trusted(
             &StatRecord {
@@ -372,37 +344,6 @@ mod tests {
         // The mtime is whatever a tool set it to (future, whole seconds): it does not decide.
         for mtime_ns in [t + 3_600_000_000_000, t - 1, 0] {
             assert!(stat_is_trusted(&StatRecord { mtime_ns, ..old }, t));
-        }
-    }
-
-    /// Fine ctimes get three ticks of this kernel's coarse clock, or three of the granularity
-    /// their digits allow if coarser; never more than 30 ms.
-    #[test]
-    fn the_fine_window_follows_the_kernels_tick_and_the_stamps_digits() {
-        let tick = crate::sys::coarse_clock_tick_ns();
-        assert!((1_000_000..=10_000_000).contains(&tick), "{tick}");
-        let t = 10_000_000_000i64;
-        let at = |ctime_ns| StatRecord {
-            size: 1,
-            mtime_ns: 0,
-            ctime_ns,
-            ino: 1,
-            dev: 1,
-        };
-        // Nanosecond digits: the window is three ticks, to the nanosecond.
-        assert!(stat_is_trusted(&at(t - 3 * tick - 1), t));
-        assert!(!stat_is_trusted(&at(t - 3 * tick + 1), t));
-        // A whole number of 10 ms may come from a filesystem that keeps no finer: 30 ms.
-        assert!(!stat_is_trusted(&at(t - 20_000_000), t));
-        assert!(stat_is_trusted(&at(t - 40_000_000), t));
-        // Never longer than FINE_RACY_WINDOW for sub-second stamps.
-        for ctime_ns in [
-            t - 30_000_001,
-            t - 30_000_010,
-            t - 40_000_000,
-            t - 100_000_000,
-        ] {
-            assert!(stat_is_trusted(&at(ctime_ns), t), "{ctime_ns}");
         }
     }
 

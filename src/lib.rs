@@ -88,7 +88,7 @@ pub use cache::{Cache, CacheBuilder, ENV_CACHE_DIR, ENV_DISABLE, default_root};
 pub use compact::CompactReport;
 pub use entry::{EntryInfo, Hit, NewEntry};
 pub use error::{Error, Result};
-pub use freshness::{FINE_RACY_WINDOW, Input, RACY_WINDOW, fine_racy_window};
+pub use freshness::{FINE_RACY_WINDOW, Input, RACY_WINDOW};
 pub use inputs::collect_inputs;
 pub use key::Key;
 pub use maintenance::{OtherAbi, PruneReport, Skipped, other_abis, prune_other_abis};

@@ -264,10 +264,10 @@ impl Host<'_, '_> {
         let s = self.start(&queries_of(expect));
         self.check(label, "2: all, right after the edit", &s, expect);
         if !quiet.is_empty() {
-            // Started within two coarse ticks of the edit, the previous start stamped the
-            // edited directories within three ticks (the racy window) of their change (ctime
-            // lags the clock by at most a tick): the stamps are racy and must not be trusted.
-            let fast = edit_started.elapsed() < bytecode_pack::fine_racy_window() * 2 / 3;
+            // Started within 10 ms of the edit, the previous start stamped the edited
+            // directories within 30 ms of their change (ctime lags the clock by at most a
+            // coarse tick): the stamps are racy and must not be trusted.
+            let fast = edit_started.elapsed() < Duration::from_millis(10);
             let s = self.start(&queries_of(&quiet));
             self.check(
                 label,

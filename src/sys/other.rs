@@ -20,11 +20,6 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
-/// The coarsest kernel tick (HZ=100): this platform's timestamp clock is not asked.
-pub(crate) fn coarse_clock_tick_ns() -> i64 {
-    10_000_000
-}
-
 pub(crate) fn check_owner_and_mode(_meta: &fs::Metadata) -> Option<String> {
     None
 }

@@ -152,24 +152,6 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
     }
 }
 
-/// How often the kernel's coarse clock, which file timestamps are taken from, ticks: the
-/// resolution of `CLOCK_REALTIME_COARSE` (4 ms at HZ=250), kept within 1-10 ms.
-#[cfg(target_os = "linux")]
-pub(crate) fn coarse_clock_tick_ns() -> i64 {
-    let res = rustix::time::clock_getres(rustix::time::ClockId::RealtimeCoarse);
-    let ns = res
-        .tv_sec
-        .saturating_mul(1_000_000_000)
-        .saturating_add(res.tv_nsec as i64);
-    ns.clamp(1_000_000, 10_000_000)
-}
-
-/// Elsewhere the tick is not asked for: the coarsest (HZ=100).
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn coarse_clock_tick_ns() -> i64 {
-    10_000_000
-}
-
 /// [`super::Probe`] of `path`: on Linux a `statx` asking for the file type only.
 #[cfg(target_os = "linux")]
 #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
