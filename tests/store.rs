@@ -178,6 +178,41 @@ fn racy_same_timestamp_edit_misses() {
     assert!(cache.get(&key).is_none());
 }
 
+/// An input recorded just after it was written is racy: each lookup re-hashes it. A lookup
+/// that re-hashes it once it is older than the racy window has it re-recorded by the next
+/// write (here `refresh_racy`), after which a `stat` vouches for it again.
+#[test]
+fn a_racy_input_is_re_recorded_once_old_enough() {
+    let f = Fixture::new();
+    let cache = f.cache();
+    let a = f.src.join("a.js");
+    fs::write(&a, "v1").unwrap();
+    let key = Key::for_paths(&[&a]);
+    // Recorded well within the 30 ms racy window of the write.
+    cache
+        .put(
+            &key,
+            &NewEntry::new("a", b"bc").inputs(vec![Input::path(&a)]),
+        )
+        .unwrap();
+    let rehashes = || cache.stats().unwrap().counters.input_rehashes;
+    assert!(cache.get(&key).is_some());
+    assert_eq!(rehashes(), 1, "racy: re-hashed");
+    assert_eq!(cache.refresh_racy().unwrap(), 0, "too young to re-record");
+    std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
+    assert!(cache.get(&key).is_some());
+    assert_eq!(
+        rehashes(),
+        2,
+        "racy as recorded, but now old enough to re-record"
+    );
+    assert_eq!(cache.refresh_racy().unwrap(), 1);
+    for _ in 0..3 {
+        assert!(cache.get(&key).is_some());
+    }
+    assert_eq!(rehashes(), 2, "one stat each since");
+}
+
 #[test]
 fn content_read_by_the_compiler_must_still_be_there() {
     let f = Fixture::new();
