@@ -45,6 +45,12 @@ impl Fixture {
     }
 }
 
+/// Stores a small entry whose one input is `input`.
+fn put_with_input(cache: &Cache, key: &Key, input: &Path) {
+    let entry = NewEntry::new("a", b"bc").inputs(vec![Input::path(input)]);
+    cache.put(key, &entry).unwrap();
+}
+
 #[test]
 fn round_trip_with_every_field() {
     let f = Fixture::new();
@@ -146,12 +152,7 @@ fn same_content_rewrite_still_hits() {
     let cache = f.cache();
     let a = f.source("a.js", "same");
     let key = Key::for_paths(&[&a]);
-    cache
-        .put(
-            &key,
-            &NewEntry::new("a", b"bc").inputs(vec![Input::path(&a)]),
-        )
-        .unwrap();
+    put_with_input(&cache, &key, &a);
     fs::write(&a, "same").unwrap(); // new mtime and ctime, same bytes
     assert!(cache.get(&key).is_some());
 }
@@ -165,12 +166,7 @@ fn racy_same_timestamp_edit_misses() {
     let stamp = SystemTime::now();
     set_mtime(&a, stamp);
     let key = Key::for_paths(&[&a]);
-    cache
-        .put(
-            &key,
-            &NewEntry::new("a", b"bc").inputs(vec![Input::path(&a)]),
-        )
-        .unwrap();
+    put_with_input(&cache, &key, &a);
     assert!(cache.get(&key).is_some());
     // Same size, same mtime, within the same second: stat data alone cannot tell.
     fs::write(&a, "v2").unwrap();
@@ -189,12 +185,7 @@ fn a_racy_input_is_re_recorded_once_old_enough() {
     fs::write(&a, "v1").unwrap();
     let key = Key::for_paths(&[&a]);
     // Recorded well within the 30 ms racy window of the write.
-    cache
-        .put(
-            &key,
-            &NewEntry::new("a", b"bc").inputs(vec![Input::path(&a)]),
-        )
-        .unwrap();
+    put_with_input(&cache, &key, &a);
     let rehashes = || cache.stats().unwrap().counters.input_rehashes;
     assert!(cache.get(&key).is_some());
     assert_eq!(rehashes(), 1, "racy: re-hashed");
