@@ -49,7 +49,7 @@
 //! | `writer` | the advisory lock, appends, the split index, atomic publication, sweeping |
 //! | `compact`, `verify`, `maintenance` | rewriting a generation; full checks; pruning other builds |
 //! | `cache` (`builder`) | the public handle: [`Cache`], [`CacheBuilder`] |
-//! | `quickjs` (`engine`, `loader`, `resolver`) | compile and load; [`quickjs::PackLoader`], [`quickjs::PackResolver`]; the one `Module::load` |
+//! | `quickjs` (`engine`, `loader`, `resolver`, `resolver::stored`) | compile and load; [`quickjs::PackLoader`], [`quickjs::PackResolver`] and its stored table; the one `Module::load` |
 //! | `faults`, `fuzzing` | test-only crash points and fuzzing entry points (hidden) |
 
 #![deny(missing_docs)]
