@@ -16,6 +16,22 @@ fn key(i: u32) -> Key {
     common::key("safety", i)
 }
 
+/// A cache in a new temp dir holding one entry, `key(1)`: the temp dir (kept alive by the
+/// caller), the cache root, its ABI directory and the handle.
+fn one_entry_cache() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Cache,
+) {
+    let (tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::open(&root).unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
+    let dir = root.join(abi_tag());
+    (tmp, root, dir, cache)
+}
+
 #[test]
 fn compaction_never_prunes_a_users_directories_named_like_caches() {
     let (_tmp, base) = common::canonical_tempdir();
@@ -125,11 +141,7 @@ fn an_acknowledged_put_is_never_evicted_by_its_own_compaction() {
 
 #[test]
 fn a_pack_replaced_by_a_directory_is_a_miss_and_the_cache_repairs_itself() {
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
-    let cache = Cache::open(&root).unwrap();
-    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
-    let dir = root.join(abi_tag());
+    let (_tmp, root, dir, _cache) = one_entry_cache();
     let pack = common::pack_file(&dir);
     fs::remove_file(&pack).unwrap();
     fs::create_dir(&pack).unwrap();
@@ -295,11 +307,7 @@ fn verify_and_compact_report_damage_exactly() {
 
 #[test]
 fn sweeping_removes_only_files_carrying_this_caches_headers() {
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
-    let cache = Cache::open(&root).unwrap();
-    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
-    let dir = root.join(abi_tag());
+    let (_tmp, root, dir, cache) = one_entry_cache();
     // A user's files that happen to have the cache's names for leftovers.
     let theirs = [
         ("pack-00000000000000ff", "not a pack"),
@@ -385,11 +393,7 @@ fn empty_files_with_a_caches_names_are_no_proof() {
 
 #[test]
 fn a_users_file_in_the_way_of_a_new_pack_is_never_replaced_or_removed() {
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
-    let cache = Cache::open(&root).unwrap();
-    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
-    let dir = root.join(abi_tag());
+    let (_tmp, _, dir, cache) = one_entry_cache();
     let generation = cache.stats().unwrap().generation;
     let next = dir.join(format!("pack-{:016x}", generation + 1));
     fs::write(&next, "a user's file").unwrap();
