@@ -299,20 +299,13 @@ impl ResolverState {
         // is the cwd and the path; anything with `.`/`..` components, empty components or a
         // trailing slash (a name FileResolver did not normalize) takes the exact conversion.
         let rel = path.as_str();
-        let plain = !(rel.is_empty()
-            || rel.ends_with('/')
-            || rel.starts_with('/')
-            || rel.contains("./")
-            || rel.contains("//")
-            || rel == "."
-            || rel == ".."
-            || rel.ends_with("/.")
-            || rel.ends_with("/.."));
+        let plain = is_plain_relative(rel);
         // Built in a buffer kept across calls: a first start probes once per candidate.
         let mut full = std::mem::take(&mut self.scratch);
         full.clear();
         if plain {
-            full.push_str(&self.cwd);
+            // The root as working directory is "/", not "" + "/".
+            full.push_str(self.cwd.trim_end_matches('/'));
             full.push('/');
             full.push_str(rel);
         } else {
@@ -390,19 +383,19 @@ impl ResolverState {
     }
 }
 
-/// `RelativePath::parent` of a base module's name, without parsing its components when it
-/// has no `.` or empty component and no leading or trailing separator (every module a start
-/// loads).
+/// Whether `name` is relative and every component is a plain name (not empty, `.` or `..`):
+/// then path arithmetic on it is string arithmetic, and the exact conversions can be skipped.
+fn is_plain_relative(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// `RelativePath::parent` of a base module's name, without parsing its components when it is
+/// plain (every module a start loads).
 fn base_dir(base: &str) -> Option<&str> {
-    let plain = !(base.is_empty()
-        || base == "."
-        || base.starts_with('/')
-        || base.starts_with("./")
-        || base.ends_with('/')
-        || base.ends_with("/.")
-        || base.contains("//")
-        || base.contains("/./"));
-    if plain {
+    if is_plain_relative(base) {
         return Some(base.rsplit_once('/').map_or("", |(dir, _)| dir));
     }
     RelativePath::new(base).parent().map(RelativePath::as_str)
@@ -710,6 +703,28 @@ mod tests {
             Config::of(&FileResolver::default()).unwrap().paths,
             Vec::<String>::new()
         );
+    }
+
+    /// What the probes and `base_dir` rely on: a plain name's path is the working directory, a
+    /// separator and the name, and its parent is what precedes its last separator.
+    #[test]
+    fn plain_names_are_string_arithmetic() {
+        let names = [
+            "a.js", "a/b.js", "x./y.js", "a..b/c", "..a/.b", ".", "..", "", "/a", "a/", "a//b",
+            "./a", "a/./b", "a/../b", "a/.", "a/..",
+        ];
+        for name in names {
+            if !is_plain_relative(name) {
+                continue;
+            }
+            for cwd in ["/", "/srv/app"] {
+                let exact = RelativePath::new(name).to_path(cwd);
+                let joined = format!("{}/{name}", cwd.trim_end_matches('/'));
+                assert_eq!(Path::new(&joined), exact, "{cwd:?} {name:?}");
+            }
+            let parent = RelativePath::new(name).parent().map(RelativePath::as_str);
+            assert_eq!(base_dir(name), parent, "{name:?}");
+        }
     }
 
     #[test]
