@@ -20,8 +20,9 @@ impl Key {
     /// bundle's entry points). Paths are made absolute against the current directory (`.`
     /// components dropped; symlinks and `..` kept, since resolving them costs a `readlink` per
     /// component and two spellings of one file only cost an extra entry), sorted and
-    /// deduplicated, so the order of the list does not matter. Freshness is the inputs' job, not the key's: the same paths give the same key
-    /// after an edit, and the entry's recorded inputs decide whether it is still good.
+    /// deduplicated, so the order of the list does not matter. Freshness is the inputs' job,
+    /// not the key's: the same paths give the same key after an edit, and the entry's recorded
+    /// inputs decide whether it is still good.
     pub fn for_paths<P: AsRef<Path>>(paths: &[P]) -> Key {
         if let [only] = paths {
             // The common case (a loader's one module): no list to sort, and a path that is
@@ -104,20 +105,32 @@ enum Domain {
 }
 
 impl Domain {
+    const ALL: [Domain; 3] = [Domain::Paths, Domain::Source, Domain::Derived];
+
+    /// The kind's name in its prefix (part of every key's value: never change one).
+    fn name(self) -> &'static str {
+        match self {
+            Domain::Paths => "paths",
+            Domain::Source => "source",
+            Domain::Derived => "derived",
+        }
+    }
+
     fn prefix(self) -> &'static [u8] {
         static PREFIXES: OnceLock<[Vec<u8>; 3]> = OnceLock::new();
         let prefixes = PREFIXES.get_or_init(|| {
-            ["paths", "source", "derived"].map(|kind| {
-                [
+            Domain::ALL.map(|kind| {
+                let parts: [&[u8]; 5] = [
                     b"bytecode-pack key\0",
-                    kind.as_bytes(),
+                    kind.name().as_bytes(),
                     b"\0",
                     abi_tag().as_bytes(),
                     b"\0",
-                ]
-                .concat()
+                ];
+                parts.concat()
             })
         });
+        // `ALL` lists the kinds in declaration order, so a kind's discriminant is its place.
         &prefixes[self as usize]
     }
 
