@@ -32,7 +32,10 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// The racy window for timestamps with sub-second digits (ext4, XFS, btrfs, APFS, tmpfs...),
 /// whose granularity is the kernel's coarse clock tick (1-10 ms): three of the coarsest ticks.
 /// Every recording instant is taken before the read it vouches for, so an edit after the read
-/// moves the ctime at least past `recorded_at - tick`, outside any trusted range.
+/// moves the ctime past `recorded_at - lag`, where the lag is how far the coarse clock trails
+/// the fine one: a tick normally, several when timekeeping stalls (a VM exit); 30 ms covers
+/// three ticks at HZ=100 and seven at HZ=250. A ctime set by another machine's clock (a
+/// network filesystem) is trusted only as far as the two clocks agree within that.
 pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(30);
 
 /// A file an entry was compiled from.

@@ -265,8 +265,8 @@ impl Host<'_, '_> {
         self.check(label, "2: all, right after the edit", &s, expect);
         if !quiet.is_empty() {
             // Started within 10 ms of the edit, the previous start stamped the edited
-            // directories within 30 ms of their change (ctime lags the clock by at most a
-            // coarse tick): the stamps are racy and must not be trusted.
+            // directories within 30 ms of their change (the ctime trails the clock by a few
+            // coarse ticks at most): the stamps are racy and must not be trusted.
             let fast = edit_started.elapsed() < Duration::from_millis(10);
             let s = self.start(&queries_of(&quiet));
             self.check(
