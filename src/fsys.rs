@@ -144,15 +144,34 @@ pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
     checked_regular(sys::open_user_options().read(true).open(path)?)
 }
 
-/// Reads a file a user named, whole: non-blocking open, regular files only, and no more than
-/// the size `fstat` gave (a file that grows meanwhile is read as it was).
+/// Reads a file a user named, whole: non-blocking open, regular files only, at most
+/// `max_len` bytes (a larger file is refused before anything is allocated or read: a sparse
+/// file of a terabyte costs nothing to make), and no more than the size `fstat` gave (a file
+/// that grows meanwhile is read as it was). Also returns the descriptor's metadata, taken
+/// before the read. Errors name the path.
 #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
-/// Also returns the descriptor's metadata, taken before the read.
-pub(crate) fn read_user_file(path: &Path) -> io::Result<(Vec<u8>, fs::Metadata)> {
+pub(crate) fn read_user_file(path: &Path, max_len: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
     use std::io::Read;
-    let (file, meta) = open_user_file(path)?;
-    let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-    file.take(meta.len()).read_to_end(&mut content)?;
+    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let (file, meta) = open_user_file(path).map_err(with_path)?;
+    if meta.len() > max_len {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!(
+                "{}: {} bytes, more than the {max_len} this reader accepts",
+                path.display(),
+                meta.len()
+            ),
+        ));
+    }
+    let mut content = Vec::new();
+    // Fallible: memory the machine does not have is an error, not an abort.
+    content
+        .try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX))
+        .map_err(|e| with_path(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+    file.take(meta.len())
+        .read_to_end(&mut content)
+        .map_err(with_path)?;
     Ok((content, meta))
 }
 

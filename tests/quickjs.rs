@@ -394,6 +394,30 @@ fn errors_reach_the_host_exactly_as_with_rquickjs_own_loader() {
     assert_eq!(ours.result, theirs.result);
 }
 
+/// A module file claiming a terabyte (sparse: it costs nothing to make) fails its import with
+/// a message naming it, at once: nothing of that size is allocated (which would abort the
+/// process) or read (which would take hours).
+#[test]
+fn a_huge_module_file_is_an_import_error_not_an_abort() {
+    let project = Project::new();
+    project.write(
+        "main.js",
+        "import './big.js';\nexport const result = 'ran';\n",
+    );
+    let big = fs::File::create(project.dir.join("big.js")).unwrap();
+    big.set_len(1 << 40).unwrap();
+    for role in ["pack-loader", "pack-resolver"] {
+        let run = project.run_with(role);
+        assert!(run.result.starts_with("error: "), "{role}: {}", run.result);
+        assert!(
+            run.result.contains("big.js") && run.result.contains("1099511627776 bytes"),
+            "{role}: {}",
+            run.result
+        );
+        assert_eq!(run.compiles, 0, "{role}");
+    }
+}
+
 #[test]
 fn with_pack_resolver_a_second_start_compiles_nothing_and_an_edit_recompiles_one() {
     let project = Project::new();

@@ -19,6 +19,11 @@ use crate::key::Key;
 const FLUSH_ENTRIES: usize = 4096;
 const FLUSH_BYTES: usize = 64 << 20;
 
+/// The largest source file a loader reads, 1 GiB: far past any module QuickJS is given to
+/// compile. A larger file fails its import at once, with its size, instead of being read (or
+/// its claimed size allocated: a sparse file of a terabyte costs nothing to make).
+const MAX_SOURCE_LEN: u64 = 1 << 30;
+
 /// A first start misses on every module: each miss checking the index for another process's
 /// newer publication would cost a `stat` per module, so misses check at most this often.
 const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2);
@@ -152,7 +157,7 @@ impl PackLoader {
         // The resolver checked a file was there; what is there now may be a FIFO.
         // Taken before the read: the recording instant the observed stat data may be given.
         let read_from = crate::freshness::now_nanos();
-        let (source, meta) = crate::fsys::read_user_file(&path)?;
+        let (source, meta) = crate::fsys::read_user_file(&path, MAX_SOURCE_LEN)?;
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
         // The bytes compiled are the input recorded: an edit racing this load cannot be
         // cached as the old content.
