@@ -35,9 +35,9 @@ pub(crate) struct WriterLock {
     _file: File,
 }
 
-/// Takes the writer lock on `dir`, waiting until `deadline` at the latest. `started` is when
-/// the caller began waiting (for the error's report).
-pub(crate) fn lock(dir: &Path, started: Instant, deadline: Instant) -> Result<WriterLock> {
+/// Takes the writer lock on `dir`, waiting until `deadline` at the latest (`None`: for as long
+/// as it takes). `started` is when the caller began waiting (for the error's report).
+pub(crate) fn lock(dir: &Path, started: Instant, deadline: Option<Instant>) -> Result<WriterLock> {
     let path = dir.join(LOCK_FILE);
     let file = fsys::open_write(&path, true).map_err(Error::io(&path))?;
     let mut pause = Duration::from_micros(200);
@@ -48,13 +48,14 @@ pub(crate) fn lock(dir: &Path, started: Instant, deadline: Instant) -> Result<Wr
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
         }
         let now = Instant::now();
-        if now >= deadline {
+        let left = deadline.map(|deadline| deadline.saturating_duration_since(now));
+        if left == Some(Duration::ZERO) {
             return Err(Error::LockTimeout {
                 path,
                 waited: now - started,
             });
         }
-        std::thread::sleep(pause.min(deadline - now));
+        std::thread::sleep(left.map_or(pause, |left| pause.min(left)));
         pause = (pause * 2).min(Duration::from_millis(20));
     }
 }

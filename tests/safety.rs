@@ -197,6 +197,38 @@ fn future_and_whole_second_mtimes_do_not_make_inputs_racy_forever() {
     assert_eq!(cache.lookup(&key(1)).err(), Some(MissReason::Stale));
 }
 
+/// `Duration::MAX` (past what an `Instant` can hold) means waiting without limit: writes work,
+/// and one that meets a held lock takes it once it is released. (It overflowed the deadline.)
+#[test]
+fn a_lock_timeout_of_duration_max_waits_for_the_lock() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::builder(&root)
+        .lock_timeout(Duration::MAX)
+        .open()
+        .unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"one")).unwrap();
+    let lock = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(root.join(abi_tag()).join("lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    let held = Duration::from_millis(100);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            std::thread::sleep(held);
+            drop(lock);
+        });
+        cache.put(&key(2), &NewEntry::new("m", b"two")).unwrap();
+    });
+    assert!(started.elapsed() >= held, "the put did not wait");
+    assert_eq!(cache.get(&key(2)).unwrap().bytecode(), b"two");
+    cache.compact().unwrap();
+    assert_eq!(cache.get(&key(1)).unwrap().bytecode(), b"one");
+}
+
 #[test]
 fn a_put_waits_for_the_lock_once_and_counts_only_what_it_published() {
     let (_tmp, base) = common::canonical_tempdir();

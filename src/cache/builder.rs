@@ -47,7 +47,7 @@ impl CacheBuilder {
     }
 
     /// How long `put`, `compact` and `clear` wait for another writer's lock before failing
-    /// with [`Error::LockTimeout`]. Default 5 s.
+    /// with [`Error::LockTimeout`]. Default 5 s; `Duration::MAX` waits without limit.
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
         self.options.lock_timeout = timeout;
         self

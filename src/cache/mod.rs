@@ -346,14 +346,16 @@ impl Cache {
         let dir = &inner.dir;
         // One deadline for both waits: this handle's other threads, then other processes.
         let started = Instant::now();
-        let deadline = started + inner.options.lock_timeout;
-        let _local = inner
-            .writer
-            .try_lock_until(deadline)
-            .ok_or_else(|| Error::LockTimeout {
-                path: dir.join(files::LOCK_FILE),
-                waited: started.elapsed(),
-            })?;
+        // A timeout past what an `Instant` can hold (`Duration::MAX`) means no deadline.
+        let deadline = started.checked_add(inner.options.lock_timeout);
+        let local = match deadline {
+            Some(deadline) => inner.writer.try_lock_until(deadline),
+            None => Some(inner.writer.lock()),
+        };
+        let _local = local.ok_or_else(|| Error::LockTimeout {
+            path: dir.join(files::LOCK_FILE),
+            waited: started.elapsed(),
+        })?;
         if let Err(e) = std::fs::symlink_metadata(dir)
             && e.kind() == std::io::ErrorKind::NotFound
         {
