@@ -129,10 +129,22 @@ fn merge_rows<'a>(older: Vec<RowSource<'a>>, newer: Vec<RowSource<'a>>) -> Vec<R
     out
 }
 
+/// The rows of a published table, in key order. A writer writes them sorted, so a table that
+/// is not was damaged: a row's key is covered only by its record's checksum (seeded with it).
+/// Then only the rows whose record still verifies under their key are kept, sorted, so that one
+/// damaged key costs its own entry rather than every row a merge would have to drop to keep
+/// the order. Checking the order is one pass of key comparisons over rows a merge reads anyway.
 fn all_rows(index: &CheckedIndex<Mmap>) -> Vec<RowSource<'_>> {
-    (0..index.header().count)
-        .map(|i| RowSource::Copy(index, i))
-        .collect()
+    let count = index.header().count;
+    let key = |i: usize| format::index_row(index.file(), index.header(), i).key;
+    let mut rows: Vec<RowSource<'_>> = (0..count).map(|i| RowSource::Copy(index, i)).collect();
+    if (1..count).all(|i| key(i - 1) < key(i)) {
+        return rows;
+    }
+    rows.retain(|row| matches!(row, RowSource::Copy(index, i) if index.record(*i).is_some()));
+    rows.sort_by_key(RowSource::key);
+    rows.dedup_by_key(|row| row.key());
+    rows
 }
 
 /// Below this many rows a full index is rewritten whole rather than split into a base and a
@@ -609,8 +621,8 @@ impl WriteState {
         let mut encoder = IndexEncoder::with_capacity(rows.len(), rows.len() * 256);
         let mut last_key = None;
         for row in rows {
-            // A damaged table may be out of order; what breaks the order is dropped (readers
-            // could not have found it by search either).
+            // Every list merged is sorted (`all_rows` sorts a damaged table), so this only
+            // guards the encoder's invariant.
             let key = row.key();
             if last_key.is_some_and(|last| last >= key) {
                 continue;

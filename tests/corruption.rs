@@ -229,3 +229,56 @@ fn every_get_is_a_miss_or_the_exact_bytes() {
     eprintln!("{hits} hits, {misses} misses over {TRIALS} trials");
     assert!(hits > 0 && misses > 0);
 }
+
+/// One damaged row key costs only its own entry once a writer rewrites the table: here the
+/// first row's key is raised above every other (readers then miss in that table, never read
+/// wrong bytes), and the next put keeps every other entry. It used to drop every row sorting
+/// below the damaged key, to keep the table in order.
+#[test]
+fn a_damaged_row_key_costs_only_its_own_entry_at_the_next_write() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::open(&root).unwrap();
+    for i in 0..ENTRIES {
+        cache
+            .put(&key(i), &NewEntry::new("m", &bytecode(i)))
+            .unwrap();
+    }
+    drop(cache);
+    let index = root.join(abi_tag()).join("index");
+    let mut bytes = fs::read(&index).unwrap();
+    let first = (0..ENTRIES).min_by_key(|&i| *key(i).as_bytes()).unwrap();
+    let at = bytes
+        .windows(16)
+        .position(|w| w == key(first).as_bytes())
+        .expect("the first row's key is in the index");
+    bytes[at..at + 16].fill(0xff);
+    // A new file renamed in place, as a writer would: nothing maps it yet.
+    let damaged = index.with_file_name("damaged");
+    fs::write(&damaged, &bytes).unwrap();
+    fs::rename(&damaged, &index).unwrap();
+
+    let cache = Cache::open(&root).unwrap();
+    for i in 0..ENTRIES {
+        assert!(
+            cache
+                .get(&key(i))
+                .is_none_or(|hit| hit.bytecode() == bytecode(i))
+        );
+    }
+    cache
+        .put(&key(ENTRIES), &NewEntry::new("m", b"new"))
+        .unwrap();
+    for i in (0..ENTRIES).filter(|&i| i != first) {
+        let hit = cache.get(&key(i));
+        assert_eq!(
+            hit.map(|h| h.bytecode().to_vec()),
+            Some(bytecode(i)),
+            "entry {i}"
+        );
+    }
+    assert!(cache.get(&key(first)).is_none());
+    assert_eq!(cache.get(&key(ENTRIES)).unwrap().bytecode(), b"new");
+    let report = cache.verify().unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}

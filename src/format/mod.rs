@@ -65,8 +65,9 @@
 //! Opening an index checks only the header (and that the file is exactly as long as it says),
 //! so it costs the same at 10 entries or 100,000. A lookup searches the table and checks the
 //! one record it needs; a reader remembers the verdict for the life of its snapshot. A damaged
-//! row or record therefore makes only its own entry miss. Only a record whose checksum (seeded
-//! with its key) matched is read in place, without rkyv's validator, through
+//! record therefore makes only its own entry miss; a damaged row key may hide other rows of its
+//! table from the search until a writer rewrites the table without it. Only a record whose
+//! checksum (seeded with its key) matched is read in place, without rkyv's validator, through
 //! `unsafe_io::CheckedIndex`; `verify` runs the validator over every record too. A record is
 //! position-independent (rkyv's relative pointers stay inside it), so writers copy records
 //! with their row's checksum verbatim.
