@@ -15,8 +15,9 @@ pub enum Durability {
     /// a tail that checksums reject, which is a miss. The right default for a cache.
     #[default]
     Process,
-    /// `fsync` the pack before publishing, the index before renaming it, and the directory
-    /// after: an acknowledged `put` also survives a power loss.
+    /// `fsync` the pack before publishing, the directory (the new files the index will name)
+    /// and the index before renaming it, and the directory after: an acknowledged `put` also
+    /// survives a power loss.
     Full,
 }
 

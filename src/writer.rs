@@ -557,6 +557,12 @@ impl WriteState {
         }
         let before = self.fields.base.map(|b| b.id);
         let bytes = self.encode_next()?;
+        if durability == Durability::Full {
+            // The files the new index names (a new pack, a compacted one renamed into place, a
+            // base just linked) are durable before the name that points at them: a filesystem
+            // that does not order its metadata could otherwise keep the index and lose them.
+            fsys::sync_dir(&self.dir)?;
+        }
         write_atomically(&self.dir, temp, INDEX_FILE, &bytes, durability)?;
         // Published: from here on nothing is rolled back, even if the flush below fails.
         self.linked = None;

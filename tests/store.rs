@@ -553,3 +553,44 @@ mod permissions {
         assert!(other.stats().unwrap().damage.is_none());
     }
 }
+
+/// With `Durability::Full` every kind of publication works as with the default: puts that
+/// split the index into a base and deltas and merge them again, a compaction, a clear, and
+/// puts after it, each seen by a second handle. (That the flushes make them survive a power
+/// loss is the flushes' order, which FORMAT.md states; a test cannot cut the power.)
+#[test]
+fn full_durability_publishes_every_kind_of_write() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::builder(&root)
+        .durability(bytecode_pack::Durability::Full)
+        .open()
+        .unwrap();
+    let key = |i: u32| common::key("full", i);
+    let value = |i: u32| format!("bytecode {i}").into_bytes();
+    // A new handle each time: one that hits keeps its snapshot until its next miss.
+    let reader = || Cache::open(&root).unwrap();
+    let all_there = |upto: u32| {
+        let reader = reader();
+        (0..upto).all(|i| {
+            reader
+                .get(&key(i))
+                .is_some_and(|h| h.bytecode() == value(i))
+        })
+    };
+    for i in 0..200 {
+        cache.put(&key(i), &NewEntry::new("m", &value(i))).unwrap();
+    }
+    assert!(all_there(200));
+    let dir = root.join(abi_tag());
+    assert!(
+        !common::cache_files_named(&dir, "base-").is_empty(),
+        "no base and delta"
+    );
+    cache.compact().unwrap();
+    assert!(all_there(200));
+    cache.clear().unwrap();
+    assert!(reader().get(&key(0)).is_none());
+    cache.put(&key(0), &NewEntry::new("m", &value(0))).unwrap();
+    assert!(all_there(1));
+}
