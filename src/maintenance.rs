@@ -226,8 +226,8 @@ pub fn prune_other_abis(root: &Path, unused_for: Duration) -> Result<PruneReport
             path: dir.clone(),
             reason,
         };
-        let (other, files) = match inspect(&dir, &name) {
-            Ok(found) => found,
+        let other = match inspect(&dir, &name) {
+            Ok((other, _)) => other,
             Err(reason) => {
                 report.skipped.push(skip(reason));
                 continue;
@@ -237,10 +237,10 @@ pub fn prune_other_abis(root: &Path, unused_for: Duration) -> Result<PruneReport
         if idle < unused_for {
             continue;
         }
-        match remove_cache_dir(&dir, files) {
-            Ok(()) => {
-                report.bytes_freed += other.bytes;
-                report.removed.push(other);
+        match remove_cache_dir(&dir, &name, other.last_used) {
+            Ok(removed) => {
+                report.bytes_freed += removed.bytes;
+                report.removed.push(removed);
             }
             Err(reason) => report.skipped.push(skip(reason)),
         }
@@ -248,18 +248,30 @@ pub fn prune_other_abis(root: &Path, unused_for: Duration) -> Result<PruneReport
     Ok(report)
 }
 
-/// Empties and removes a proven cache directory: under its own writer lock (skipped if a
-/// writer of that build holds it), index first so a reader of that build sees an empty cache,
-/// marker last, then `rmdir`, which fails rather than delete anything that appeared meanwhile.
-fn remove_cache_dir(dir: &Path, mut files: Vec<CacheDirFile>) -> std::result::Result<(), String> {
+/// Empties and removes a cache directory found unused since `last_used`: under its own writer
+/// lock (skipped if a writer of that build holds it, or if the lock cannot be opened for
+/// another reason than its absence), proven and listed again under that lock (skipped if it
+/// was written to since), index first so a reader of that build sees an empty cache, marker
+/// last, then `rmdir`, which fails rather than delete anything that appeared meanwhile.
+fn remove_cache_dir(
+    dir: &Path,
+    name: &str,
+    last_used: SystemTime,
+) -> std::result::Result<OtherAbi, String> {
     let lock_path = dir.join(LOCK_FILE);
     let _lock = match fsys::open_write(&lock_path, false) {
         Ok(file) => match file.try_lock() {
             Ok(()) => Some(file),
             Err(_) => return Err("its writer lock is held: in use".into()),
         },
-        Err(_) => None,
+        // No writer of that build has written since the lock file went (or ever).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot take its writer lock: {e}")),
     };
+    let (other, mut files) = inspect(dir, name)?;
+    if other.last_used > last_used {
+        return Err("written to while it was being pruned".into());
+    }
     let rank = |f: &CacheDirFile| match f.path.file_name().and_then(|n| n.to_str()) {
         Some(INDEX_FILE) => 0,
         Some(MARKER_FILE) => 3,
@@ -274,7 +286,8 @@ fn remove_cache_dir(dir: &Path, mut files: Vec<CacheDirFile>) -> std::result::Re
             Err(e) => return Err(format!("{}: {e}", file.path.display())),
         }
     }
-    fs::remove_dir(dir).map_err(|e| format!("not empty after removing its files: {e}"))
+    fs::remove_dir(dir).map_err(|e| format!("not empty after removing its files: {e}"))?;
+    Ok(other)
 }
 
 #[cfg(test)]
@@ -333,6 +346,25 @@ mod tests {
             (marker_content(old_tag).len() + 108) as u64
         );
         assert!(!old.exists() && recent.exists() && ours.exists() && unrelated.exists());
+    }
+
+    #[test]
+    fn a_cache_written_to_after_it_was_found_idle_is_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tag = "bp0-quickjs-ng0.1.0-x86_64-le-64";
+        let dir = tmp.path().join(tag);
+        cache_like(&dir, tag);
+        age(&dir, Duration::from_secs(40 * 24 * 3600));
+        // Found idle as of 50 days ago; its files say 40: a writer came in between.
+        let found_idle_since = SystemTime::now() - Duration::from_secs(50 * 24 * 3600);
+        let refused = remove_cache_dir(&dir, tag, found_idle_since).unwrap_err();
+        assert!(refused.contains("written to"), "{refused}");
+        assert!(dir.join("index").exists() && dir.join(MARKER_FILE).exists());
+        // Found idle as of what its files say: removed, whole.
+        let (other, _) = inspect(&dir, tag).unwrap();
+        let removed = remove_cache_dir(&dir, tag, other.last_used).unwrap();
+        assert_eq!(removed.bytes, other.bytes);
+        assert!(!dir.exists());
     }
 
     #[test]
