@@ -513,6 +513,31 @@ fn index_replaced_by_a_fifo(base: &Path) {
     assert!(fs::symlink_metadata(&index).unwrap().is_file());
 }
 
+/// A user's directory in the index's place: readers miss, writes fail with an error naming
+/// the index (a file cannot be renamed over a directory) and leave the directory as it was.
+fn index_replaced_by_a_directory(base: &Path) {
+    let root = base.join("cache");
+    populate(&root);
+    let index = root.join(abi_tag()).join("index");
+    fs::remove_file(&index).unwrap();
+    fs::create_dir(&index).unwrap();
+    fs::write(index.join("inside.txt"), b"user data").unwrap();
+    let cache = Cache::open(&root).unwrap();
+    assert_eq!(cache.lookup(&key(0)).err(), Some(MissReason::Corrupt));
+    for (what, result) in [
+        ("put", cache.put(&key(7), &NewEntry::new("m", &payload(7)))),
+        ("compact", cache.compact().map(drop)),
+        ("clear", cache.clear()),
+    ] {
+        match result {
+            Err(Error::Io { path, .. }) => assert_eq!(path, index, "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert_eq!(fs::read(index.join("inside.txt")).unwrap(), b"user data");
+    assert!(cache.get(&key(7)).is_none());
+}
+
 /// A relative root names the directory it named when the cache was opened, whatever the
 /// process's working directory is later.
 fn relative_root_is_resolved_at_open(base: &Path) {
@@ -577,6 +602,7 @@ scenarios!(
     fifo_replacing_an_empty_input,
     dev_zero_input,
     index_replaced_by_a_fifo,
+    index_replaced_by_a_directory,
     relative_root_is_resolved_at_open,
     huge_input_is_streamed,
 );
