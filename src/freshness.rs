@@ -199,7 +199,16 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
 /// recorded ctime is older than the racy window before the recording instant cannot change
 /// without its ctime moving past that instant, which a check sees. The window follows the
 /// ctime's own granularity: sub-second digits mean a fine-grained filesystem.
+///
+/// Where the ctime is not the kernel's (FAT and exFAT report the settable mtime as the ctime;
+/// FUSE reports what its daemon says), stat data is never trusted and every check re-hashes:
+/// a same-size copy with `cp -p` there keeps every field a `stat` shows.
 pub(crate) fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
+    stat_is_old_enough(stat, recorded_at_ns) && crate::sys::ctime_kept_by_kernel(stat.dev)
+}
+
+/// The racy-window half of [`stat_is_trusted`].
+fn stat_is_old_enough(stat: &StatRecord, recorded_at_ns: i64) -> bool {
     const SECOND: i64 = 1_000_000_000;
     let fine = stat.ctime_ns % SECOND != 0;
     let window = if fine { FINE_RACY_WINDOW } else { RACY_WINDOW };
@@ -326,18 +335,18 @@ mod tests {
             ino: 1,
             dev: 1,
         };
-        assert!(stat_is_trusted(&old, t));
-        assert!(!stat_is_trusted(&StatRecord { ctime_ns: t, ..old }, t));
+        assert!(stat_is_old_enough(&old, t));
+        assert!(!stat_is_old_enough(&StatRecord { ctime_ns: t, ..old }, t));
         // Whole-second ctimes get the 2 s window, fine ones 30 ms.
         let whole = t - 1_000_000_000;
-        assert!(!stat_is_trusted(
+        assert!(!stat_is_old_enough(
             &StatRecord {
                 ctime_ns: whole,
                 ..old
             },
             t
         ));
-        assert!(stat_is_trusted(
+        assert!(stat_is_old_enough(
             &StatRecord {
                 ctime_ns: whole + 7,
                 ..old
@@ -346,7 +355,7 @@ mod tests {
         ));
         // The mtime is whatever a tool set it to (future, whole seconds): it does not decide.
         for mtime_ns in [t + 3_600_000_000_000, t - 1, 0] {
-            assert!(stat_is_trusted(&StatRecord { mtime_ns, ..old }, t));
+            assert!(stat_is_old_enough(&StatRecord { mtime_ns, ..old }, t));
         }
     }
 

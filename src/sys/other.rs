@@ -64,6 +64,11 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
     fs::metadata(path).map(|m| stat_record(&m))
 }
 
+/// No ctime here: the mtime stands in for it (see [`stat_record`]).
+pub(crate) fn ctime_kept_by_kernel(_dev: u64) -> bool {
+    true
+}
+
 #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) fn probe(path: &Path) -> super::Probe {
     super::Probe::portable(path)

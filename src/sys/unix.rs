@@ -123,10 +123,71 @@ pub(crate) fn stat_record(meta: &fs::Metadata) -> StatRecord {
     }
 }
 
+/// Filesystems whose ctime is not the kernel's own record of the last change: FAT and exFAT
+/// store no ctime, and Linux reports their mtime, which `utimensat` sets to anything, in its
+/// place; a FUSE filesystem reports whatever its daemon says.
+#[cfg(target_os = "linux")]
+const SETTABLE_CTIME_FILESYSTEMS: [u32; 3] = [
+    0x4d44,      // MSDOS_SUPER_MAGIC: vfat, msdos
+    0x2011_bab0, // EXFAT_SUPER_MAGIC
+    0x6573_5546, // FUSE_SUPER_MAGIC
+];
+
+/// Whether a filesystem of type `magic` (`statfs`'s `f_type`) keeps the ctime itself.
+#[cfg(target_os = "linux")]
+fn keeps_ctime(magic: u32) -> bool {
+    !SETTABLE_CTIME_FILESYSTEMS.contains(&magic)
+}
+
+/// What this process learned of each device's filesystem: whether its ctime is kept by the
+/// kernel. Devices are few (usually one), so a list.
+#[cfg(target_os = "linux")]
+static CTIME_KEPT_BY_KERNEL: parking_lot::Mutex<Vec<(u64, bool)>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// Whether the ctimes of device `dev` are set by the kernel alone, as far as this process has
+/// learned (by a `stat_path` of a file on it): a device not yet seen is not trusted.
+#[cfg(target_os = "linux")]
+pub(crate) fn ctime_kept_by_kernel(dev: u64) -> bool {
+    CTIME_KEPT_BY_KERNEL
+        .lock()
+        .iter()
+        .find(|(known, _)| *known == dev)
+        .is_some_and(|&(_, kept)| kept)
+}
+
+/// Learns, once per device, whether the filesystem `path` is on keeps its ctime itself.
+#[cfg(target_os = "linux")]
+fn learn_filesystem(path: &Path, dev: u64) {
+    if CTIME_KEPT_BY_KERNEL
+        .lock()
+        .iter()
+        .any(|(known, _)| *known == dev)
+    {
+        return;
+    }
+    // Not learned on an error: the device stays untrusted, and the next stat asks again.
+    if let Ok(fs) = rustix::fs::statfs(path) {
+        let kept = keeps_ctime((fs.f_type as i64 & 0xffff_ffff) as u32);
+        let mut known = CTIME_KEPT_BY_KERNEL.lock();
+        if !known.iter().any(|(d, _)| *d == dev) {
+            known.push((dev, kept));
+        }
+    }
+}
+
 /// The stat data of `path` (following symlinks). On Linux a `statx` asking for only the
 /// fields compared: the one syscall a fresh input costs, ~7% cheaper than `fs::metadata`.
+/// It also learns the device's filesystem (see [`ctime_kept_by_kernel`]) the first time.
 #[cfg(target_os = "linux")]
 pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
+    let record = statx_path(path)?;
+    learn_filesystem(path, record.dev);
+    Ok(record)
+}
+
+#[cfg(target_os = "linux")]
+fn statx_path(path: &Path) -> io::Result<StatRecord> {
     use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
     let mask = StatxFlags::SIZE | StatxFlags::MTIME | StatxFlags::CTIME | StatxFlags::INO;
     match statx(CWD, path, AtFlags::empty(), mask) {
@@ -179,4 +240,49 @@ pub(crate) fn probe(path: &Path) -> super::Probe {
 #[cfg(not(target_os = "linux"))]
 pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
     fs::metadata(path).map(|m| stat_record(&m))
+}
+
+/// Elsewhere the filesystem is not asked: ctimes are taken as the kernel's (Linux is the
+/// tested platform).
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn ctime_kept_by_kernel(_dev: u64) -> bool {
+    true
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_is_trusted_once_learned_and_only_if_its_filesystem_keeps_ctime() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        fs::write(&file, b"x").unwrap();
+        let dev = fs::metadata(&file).unwrap().dev();
+        let unseen = dev ^ 0x5eed_0000_0000;
+        assert!(!ctime_kept_by_kernel(unseen));
+        let stat = stat_path(&file).unwrap();
+        assert_eq!(stat.dev, dev);
+        let magic = (rustix::fs::statfs(&file).unwrap().f_type as i64 & 0xffff_ffff) as u32;
+        assert_eq!(ctime_kept_by_kernel(dev), keeps_ctime(magic));
+        assert!(!ctime_kept_by_kernel(unseen));
+    }
+
+    #[test]
+    fn fat_exfat_and_fuse_do_not_keep_ctime() {
+        for magic in [0x4d44, 0x2011_bab0, 0x6573_5546] {
+            assert!(!keeps_ctime(magic), "{magic:#x}");
+        }
+        // ext4, xfs, btrfs, tmpfs, overlayfs, nfs.
+        for magic in [
+            0xef53,
+            0x5846_5342,
+            0x9123_683e,
+            0x0102_1994,
+            0x794c_7630,
+            0x6969,
+        ] {
+            assert!(keeps_ctime(magic), "{magic:#x}");
+        }
+    }
 }
