@@ -168,7 +168,8 @@ fn learn_filesystem(path: &Path, dev: u64) {
     }
     // Not learned on an error: the device stays untrusted, and the next stat asks again.
     if let Ok(fs) = rustix::fs::statfs(path) {
-        let kept = keeps_ctime((fs.f_type as i64 & 0xffff_ffff) as u32);
+        // The magic numbers are 32-bit; `f_type` is wider on some targets.
+        let kept = keeps_ctime(fs.f_type as u32);
         let mut known = CTIME_KEPT_BY_KERNEL.lock();
         if !known.iter().any(|(d, _)| *d == dev) {
             known.push((dev, kept));
@@ -263,7 +264,7 @@ mod tests {
         assert!(!ctime_kept_by_kernel(unseen));
         let stat = stat_path(&file).unwrap();
         assert_eq!(stat.dev, dev);
-        let magic = (rustix::fs::statfs(&file).unwrap().f_type as i64 & 0xffff_ffff) as u32;
+        let magic = rustix::fs::statfs(&file).unwrap().f_type as u32;
         assert_eq!(ctime_kept_by_kernel(dev), keeps_ctime(magic));
         assert!(!ctime_kept_by_kernel(unseen));
     }
