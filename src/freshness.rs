@@ -49,7 +49,9 @@ pub struct Input {
 }
 
 impl Input {
-    /// An input whose content is read and hashed when `put` runs.
+    /// An input whose content is read and hashed when `put` runs. For a file whose bytes were
+    /// compiled, use [`Input::with_content`] with those bytes instead: an edit between the
+    /// compile and the `put` would otherwise be recorded as the content compiled.
     pub fn path(path: impl Into<PathBuf>) -> Input {
         Input {
             path: path.into(),

@@ -19,8 +19,11 @@
 //! let key = Key::for_paths(&[&src]);
 //! assert!(cache.get(&key).is_none());
 //!
-//! let bytecode = b"...bytes from Module::write...";
-//! cache.put(&key, &NewEntry::new("main.js", bytecode).inputs(vec![Input::path(&src)]))?;
+//! let source = std::fs::read(&src).unwrap();
+//! let bytecode = b"...bytes from Module::write of `source`...";
+//! // The bytes compiled are what the entry records for main.js.
+//! let input = Input::with_content(&src, &source);
+//! cache.put(&key, &NewEntry::new("main.js", bytecode).inputs(vec![input]))?;
 //!
 //! let hit = cache.get(&key).expect("fresh entry");
 //! assert_eq!(hit.bytecode(), bytecode);
