@@ -175,9 +175,12 @@ impl Dirs {
 /// # Ok(()) }
 /// ```
 ///
-/// Within one run each directory is checked once: a file that appears during the run is
-/// still found (a failed resolution asks the filesystem), but one deleted or renamed during
-/// the run keeps its answer until the next run (its load then fails).
+/// Within one run each directory is checked once, and the run's answers are those of the
+/// directory as it was then. A name that fails to resolve asks the filesystem again, so a file
+/// created during the run for a name that had no answer is found; but a file created during
+/// the run that would win over a known answer (`x.js` beside the `x.mjs` that `./x` resolved
+/// to), or one deleted or renamed during the run, is seen from the next run on (a deleted
+/// file's load fails).
 ///
 /// Names resolve against the working directory when the resolver is created (as
 /// `FileResolver` resolves against the working directory of each call): a host that changes
