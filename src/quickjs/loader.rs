@@ -38,7 +38,8 @@ const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2
 /// compiles are kept in memory and stored in one batch (one lock, one index publication) when
 /// the loader is dropped, which rquickjs does when the `Runtime` is dropped, or when
 /// [`PackLoader::flush`] is called on a clone; also whenever 4096 modules or 64 MiB are
-/// pending. A process that exits without dropping its runtime (or is killed) loses what was
+/// pending, and then the import that filled the batch stores it (waiting for the writer lock
+/// like any write, up to the cache's `lock_timeout`). A process that exits without dropping its runtime (or is killed) loses what was
 /// pending: the next start compiles those modules again. The cache stays correct either way:
 /// an entry is published whole or not at all.
 ///
