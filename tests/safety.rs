@@ -197,6 +197,18 @@ fn future_and_whole_second_mtimes_do_not_make_inputs_racy_forever() {
     assert_eq!(cache.lookup(&key(1)).err(), Some(MissReason::Stale));
 }
 
+/// Takes the writer lock of the cache under `root` as another process would (a second open
+/// file description), until the file returned is dropped.
+fn hold_writer_lock(root: &Path) -> fs::File {
+    let lock = fs::File::options()
+        .read(true)
+        .write(true)
+        .open(root.join(abi_tag()).join("lock"))
+        .unwrap();
+    lock.lock().unwrap();
+    lock
+}
+
 /// `Duration::MAX` (past what an `Instant` can hold) means waiting without limit: writes work,
 /// and one that meets a held lock takes it once it is released. (It overflowed the deadline.)
 #[test]
@@ -208,12 +220,7 @@ fn a_lock_timeout_of_duration_max_waits_for_the_lock() {
         .open()
         .unwrap();
     cache.put(&key(1), &NewEntry::new("m", b"one")).unwrap();
-    let lock = fs::File::options()
-        .read(true)
-        .write(true)
-        .open(root.join(abi_tag()).join("lock"))
-        .unwrap();
-    lock.lock().unwrap();
+    let lock = hold_writer_lock(&root);
     let held = Duration::from_millis(100);
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -237,13 +244,7 @@ fn a_put_waits_for_the_lock_once_and_counts_only_what_it_published() {
     let cache = Cache::builder(&root).lock_timeout(timeout).open().unwrap();
     cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
     assert_eq!(cache.stats().unwrap().counters.puts, 1);
-    // Another "process" holds the writer lock (a second open file description).
-    let lock = fs::File::options()
-        .read(true)
-        .write(true)
-        .open(root.join(abi_tag()).join("lock"))
-        .unwrap();
-    lock.lock().unwrap();
+    let lock = hold_writer_lock(&root);
     // Two threads of one handle: the second waits for the first's turn and then the file
     // lock, within one deadline.
     let started = Instant::now();
