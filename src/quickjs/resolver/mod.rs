@@ -213,7 +213,21 @@ struct ResolverState {
     dirty: bool,
     /// A path buffer reused by every probe.
     scratch: String,
+    /// The scope of relative names imported from the last base seen, and its seed: a module's
+    /// imports are resolved one after another from one base.
+    last_scope: Option<LastScope>,
 }
+
+/// A base module's name, and the scope (with its seed) of the relative names it imports.
+struct LastScope {
+    base: String,
+    scope: String,
+    seed: u64,
+}
+
+/// The scope of bare names: they do not depend on the base.
+const SEARCH_PATHS: &str = "\0search paths";
+static SEARCH_PATHS_SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
 /// `FileResolver`'s configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +265,7 @@ impl PackResolver {
             unkeepable: false,
             dirty: false,
             scratch: String::new(),
+            last_scope: None,
         };
         let state = Arc::new(Mutex::new(state));
         // What it learned joins the loader's batch when the loader flushes first (one
@@ -522,15 +537,44 @@ impl ResolverState {
         if self.config.is_none() {
             return self.inner.resolve(ctx, base, name, attributes);
         }
+        if !name.starts_with('.') {
+            let seed = *SEARCH_PATHS_SEED.get_or_init(|| stored::scope_seed(SEARCH_PATHS));
+            return self.resolve_in(ctx, base, name, (SEARCH_PATHS, seed), attributes);
+        }
         // Relative names depend on the base's directory only (a base with no directory is a
-        // case of its own: FileResolver does not normalize the name then); others not on the
-        // base at all.
-        let scope = if name.starts_with('.') {
-            base_dir(base).unwrap_or("\0no directory")
-        } else {
-            "\0search paths"
+        // case of its own: FileResolver does not normalize the name then).
+        let last = match self.last_scope.take() {
+            Some(last) if last.base == base => last,
+            reused => {
+                let mut last = reused.unwrap_or(LastScope {
+                    base: String::new(),
+                    scope: String::new(),
+                    seed: 0,
+                });
+                last.base.clear();
+                last.base.push_str(base);
+                last.scope.clear();
+                last.scope
+                    .push_str(base_dir(base).unwrap_or("\0no directory"));
+                last.seed = stored::scope_seed(&last.scope);
+                last
+            }
         };
-        if let Some(value) = self.known_answer(scope, name) {
+        let resolved = self.resolve_in(ctx, base, name, (&last.scope, last.seed), attributes);
+        self.last_scope = Some(last);
+        resolved
+    }
+
+    /// [`ResolverState::resolve`] of `name`, whose scope (and the scope's seed) is `scope`.
+    fn resolve_in<'js>(
+        &mut self,
+        ctx: &Ctx<'js>,
+        base: &str,
+        name: &str,
+        (scope, seed): (&str, u64),
+        attributes: Option<ImportAttributes<'js>>,
+    ) -> Result<String> {
+        if let Some(value) = self.known_answer(scope, seed, name) {
             return Ok(value);
         }
         self.consulted.clear();
@@ -568,13 +612,13 @@ impl ResolverState {
 
     /// A kept answer for `name` in `scope`: one computed during this run, or a stored one
     /// if every directory it came from is unchanged.
-    fn known_answer(&mut self, scope: &str, name: &str) -> Option<String> {
+    fn known_answer(&mut self, scope: &str, seed: u64, name: &str) -> Option<String> {
         if let Some(answer) = self.answers.get(scope).and_then(|names| names.get(name)) {
             return Some(answer.value.clone());
         }
         self.load();
         let table = self.stored.as_ref()?.as_ref()?;
-        let answer = table.find(scope, name)?;
+        let answer = table.find_in(scope, seed, name)?;
         for id in answer.dirs() {
             // A changed directory is stamped again, which kills every stored answer computed
             // from it (and forgets those of this run).

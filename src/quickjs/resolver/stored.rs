@@ -179,28 +179,43 @@ impl StoredAnswers {
 
     /// The answer for `name` imported from `scope`, if one is stored.
     pub fn find(&self, scope: &str, name: &str) -> Option<StoredAnswer<'_>> {
+        self.find_in(scope, scope_seed(scope), name)
+    }
+
+    /// [`StoredAnswers::find`] with the scope's [`scope_seed`] already computed (a module's
+    /// imports share it).
+    pub fn find_in(&self, scope: &str, seed: u64, name: &str) -> Option<StoredAnswer<'_>> {
         let mask = self.slots - 1;
         let slots_at =
             HEADER_LEN + self.dirs as usize * DIR_LEN + self.answers as usize * ANSWER_LEN;
-        let mut slot = slot_hash(scope, name) as u32 & mask;
+        let mut slot = xxh3_64_with_seed(name.as_bytes(), seed) as u32 & mask;
         for _ in 0..self.slots {
             let at = slots_at + slot as usize * 4;
             let entry = u32_le(self.bytes.get(at..at + 4)?);
-            let answer = self.answer(entry.checked_sub(1)?)?;
-            if answer.scope == scope.as_bytes() && answer.name == name.as_bytes() {
-                return Some(answer);
+            let i = entry.checked_sub(1)?;
+            // Only the answer that matches is read whole.
+            let record = self.answer_record(i)?;
+            let field = |k: usize| u32_le(&record[4 * k..4 * k + 4]);
+            if self.string(field(2), field(3))? == name.as_bytes()
+                && self.string(field(0), field(1))? == scope.as_bytes()
+            {
+                return self.answer(i);
             }
             slot = (slot + 1) & mask;
         }
         None
     }
 
-    fn answer(&self, i: u32) -> Option<StoredAnswer<'_>> {
+    fn answer_record(&self, i: u32) -> Option<&[u8]> {
         if i >= self.answers {
             return None;
         }
         let at = HEADER_LEN + self.dirs as usize * DIR_LEN + i as usize * ANSWER_LEN;
-        let record = self.bytes.get(at..at + ANSWER_LEN)?;
+        self.bytes.get(at..at + ANSWER_LEN)
+    }
+
+    fn answer(&self, i: u32) -> Option<StoredAnswer<'_>> {
+        let record = self.answer_record(i)?;
         let field = |k: usize| u32_le(&record[4 * k..4 * k + 4]);
         let ids_from = (field(6) as usize)
             .checked_mul(4)?
@@ -226,7 +241,12 @@ impl StoredAnswers {
 
 /// Where an answer's search starts in the slot table.
 fn slot_hash(scope: &str, name: &str) -> u64 {
-    xxh3_64_with_seed(name.as_bytes(), xxh3_64(scope.as_bytes()))
+    xxh3_64_with_seed(name.as_bytes(), scope_seed(scope))
+}
+
+/// The seed a scope's names are hashed with.
+pub(super) fn scope_seed(scope: &str) -> u64 {
+    xxh3_64(scope.as_bytes())
 }
 
 /// The payload for these directories (index = position) and answers.
