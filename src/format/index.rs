@@ -287,7 +287,9 @@ pub fn index_row(file: &[u8], header: &IndexHeader, i: usize) -> Row {
 /// on the first 8 bytes lands within a few rows in two or three rounds (a few cache misses
 /// instead of the ~17 of a binary search at 100,000 entries); a bounded number of rounds, then
 /// binary search, keeps the worst case logarithmic. On a damaged (unsorted) table this may miss
-/// a key that is there, never return a row for another key.
+/// a key that is there, never return a row for another key; a key outside the first and last
+/// rows' range goes on to the binary search rather than missing at once, so that one damaged
+/// key at either end does not hide the whole table.
 pub fn find_row(file: &[u8], header: &IndexHeader, key: &[u8; 16]) -> Option<usize> {
     let key_at = |i: usize| -> &[u8] {
         let at = INDEX_HEADER_LEN + i * ROW_LEN;
@@ -301,10 +303,7 @@ pub fn find_row(file: &[u8], header: &IndexHeader, key: &[u8; 16]) -> Option<usi
             break;
         }
         let (low, high) = (prefix(key_at(lo)), prefix(key_at(hi - 1)));
-        if target < low || target > high {
-            return None;
-        }
-        if high <= low {
+        if target < low || target > high || high <= low {
             break;
         }
         let span = (hi - 1 - lo) as u128;
