@@ -4,6 +4,8 @@ use std::fs::{self, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
+#[cfg(target_os = "linux")]
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::format::StatRecord;
 
@@ -149,20 +151,33 @@ static CTIME_KEPT_BY_KERNEL: parking_lot::Mutex<Vec<(u64, bool)>> =
 /// learned (by a `stat_path` of a file on it): a device not yet seen is not trusted.
 #[cfg(target_os = "linux")]
 pub(crate) fn ctime_kept_by_kernel(dev: u64) -> bool {
-    CTIME_KEPT_BY_KERNEL
+    if LAST_KEPT.load(Ordering::Relaxed) == dev.wrapping_add(1) {
+        return true;
+    }
+    let kept = CTIME_KEPT_BY_KERNEL
         .lock()
         .iter()
         .find(|(known, _)| *known == dev)
-        .is_some_and(|&(_, kept)| kept)
+        .is_some_and(|&(_, kept)| kept);
+    if kept {
+        LAST_KEPT.store(dev.wrapping_add(1), Ordering::Relaxed);
+    }
+    kept
 }
+
+/// The last device found to keep its ctime, plus one (0: none): a lookup's stats are nearly
+/// always on one device, which this answers without taking the lock.
+#[cfg(target_os = "linux")]
+static LAST_KEPT: AtomicU64 = AtomicU64::new(0);
 
 /// Learns, once per device, whether the filesystem `path` is on keeps its ctime itself.
 #[cfg(target_os = "linux")]
 fn learn_filesystem(path: &Path, dev: u64) {
-    if CTIME_KEPT_BY_KERNEL
-        .lock()
-        .iter()
-        .any(|(known, _)| *known == dev)
+    if LAST_KEPT.load(Ordering::Relaxed) == dev.wrapping_add(1)
+        || CTIME_KEPT_BY_KERNEL
+            .lock()
+            .iter()
+            .any(|(known, _)| *known == dev)
     {
         return;
     }
