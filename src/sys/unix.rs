@@ -181,14 +181,24 @@ fn learn_filesystem(path: &Path, dev: u64) {
     {
         return;
     }
-    // Not learned on an error: the device stays untrusted, and the next stat asks again.
-    if let Ok(fs) = rustix::fs::statfs(path) {
+    let kept = match rustix::fs::statfs(path) {
         // The magic numbers are 32-bit; `f_type` is wider on some targets.
-        let kept = keeps_ctime(fs.f_type as u32);
-        let mut known = CTIME_KEPT_BY_KERNEL.lock();
-        if !known.iter().any(|(d, _)| *d == dev) {
-            known.push((dev, kept));
+        Ok(fs) => keeps_ctime(fs.f_type as u32),
+        // A sandbox that refuses `statfs` leaves the filesystem unknown for good: untrusted,
+        // and not asked again at every stat.
+        Err(
+            e @ (rustix::io::Errno::NOSYS | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS),
+        ) => {
+            log::debug!("bytecode-pack: statfs refused ({e}); stat data will not be trusted");
+            false
         }
+        // Anything else (the file went away meanwhile) is asked again by the next stat; until
+        // then the device is untrusted.
+        Err(_) => return,
+    };
+    let mut known = CTIME_KEPT_BY_KERNEL.lock();
+    if !known.iter().any(|(d, _)| *d == dev) {
+        known.push((dev, kept));
     }
 }
 
