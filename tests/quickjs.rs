@@ -499,3 +499,40 @@ fn a_tree_started_right_after_it_was_written_heals_by_the_third_start() {
         assert_eq!((later.compiles, later.rehashes), (0, 0));
     }
 }
+
+/// On a filesystem whose ctime a user can set (FAT, exFAT; pretended here through the
+/// `fault-injection` feature), stat data never vouches for a source: every start re-hashes each
+/// one, so an edit that keeps the size and puts the mtime back (`cp -p` of a same-size file)
+/// is still seen.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn on_a_filesystem_whose_ctime_can_be_set_every_start_rehashes_its_sources() {
+    let project = Project::new();
+    let run = || {
+        let child = project
+            .child("pack-resolver")
+            .env("BYTECODE_PACK_PRETEND_CTIME_SETTABLE", "1");
+        Project::parse(&child.run().expect_success())
+    };
+    assert_eq!(run().compiles, 3);
+    common::let_ctime_age();
+    for _ in 0..2 {
+        let later = run();
+        assert_eq!((later.compiles, later.rehashes), (0, 3));
+        assert_eq!(later.result, "value=5 next=6");
+    }
+    let math = project.dir.join("lib/math.js");
+    let mtime = fs::metadata(&math).unwrap().modified().unwrap();
+    let before = fs::read(&math).unwrap();
+    project.write(
+        "lib/math.js",
+        "export function add(a, b) { return a * b; }\n",
+    );
+    assert_eq!(fs::metadata(&math).unwrap().len(), before.len() as u64);
+    common::set_mtime(&math, mtime);
+    let edited = run();
+    assert_eq!(
+        (edited.compiles, edited.result.as_str()),
+        (1, "value=6 next=6")
+    );
+}

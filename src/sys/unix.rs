@@ -182,8 +182,13 @@ fn learn_filesystem(path: &Path, dev: u64) {
         return;
     }
     let kept = match rustix::fs::statfs(path) {
-        // The magic numbers are 32-bit; `f_type` is wider on some targets.
-        Ok(fs) => keeps_ctime(fs.f_type as u32),
+        // Only if `path` is still on `dev` (a symlink on it may have switched to another mount
+        // between the two calls). The magic numbers are 32-bit; `f_type` is wider on some
+        // targets.
+        Ok(fs) if statx_path(path).is_ok_and(|again| again.dev == dev) => {
+            keeps_ctime(fs.f_type as u32) && !crate::faults::pretend_ctime_settable()
+        }
+        Ok(_) => return,
         // A sandbox that refuses `statfs` leaves the filesystem unknown for good: untrusted,
         // and not asked again at every stat.
         Err(
