@@ -71,6 +71,7 @@ fn child() {
             "project" => project(&mut host),
             "empty-base" => empty_base(&mut host),
             "differential" => differential(&mut host),
+            "settable-ctime" => settable_ctime(&mut host),
             other => panic!("unknown role {other}"),
         }
     });
@@ -336,6 +337,37 @@ fn switch_symlink(target: &str, link: &str) {
 // Named scenarios (child side).
 
 /// (a) `./x` resolved through a later pattern (`x.mjs`), then `x.js` appears and must win.
+/// On a filesystem whose ctime a user can set (FAT; pretended here through the
+/// `fault-injection` feature), no directory stamp can vouch for anything: every start probes
+/// as `FileResolver` does and gives its answers, including after an edit, and stores nothing
+/// (it would otherwise write its table at every start).
+fn settable_ctime(h: &mut Host) {
+    let agree = |phase: &str, start: &Start, expect: &[Expect]| {
+        for (a, e) in start.answers.iter().zip(expect) {
+            assert_eq!(a.pack, a.file, "{phase}: ({:?}, {:?})", a.base, a.name);
+            assert_eq!(a.file.as_deref(), e.answer, "{phase}: test setup");
+        }
+        assert_eq!(start.puts, 0, "{phase}: stored its table");
+    };
+    write("main.js");
+    write("x.mjs");
+    let before = [
+        q("main.js", "./x", Some("x.mjs")),
+        q("main.js", "x", Some("x.mjs")),
+    ];
+    for phase in ["first start", "second start, past the racy window"] {
+        std::thread::sleep(PAST_RACY);
+        agree(phase, &h.start(&queries_of(&before)), &before);
+    }
+    write("x.js");
+    let after = [
+        q("main.js", "./x", Some("x.js")),
+        q("main.js", "x", Some("x.js")),
+    ];
+    agree("after x.js appeared", &h.start(&queries_of(&after)), &after);
+    println!("settable ctime: done");
+}
+
 fn later_pattern(h: &mut Host) {
     h.step(
         "x.mjs only",
@@ -1442,6 +1474,19 @@ fn f_two_projects_share_one_cache_root() {
 
 /// `Module::import` from the host passes base `""`, from which `FileResolver` answers `./a`
 /// with `./a.js`, while from base `main.js` (the same directory, `""`) it answers `a.js`.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn g_on_a_filesystem_whose_ctime_can_be_set_every_start_probes_and_stores_nothing() {
+    let sandbox = Sandbox::new();
+    let out = run(
+        "settable-ctime",
+        &sandbox.project(),
+        &sandbox.root(),
+        &[("BYTECODE_PACK_PRETEND_CTIME_SETTABLE", "1")],
+    );
+    assert!(out.contains("settable ctime: done"), "{out}");
+}
+
 #[test]
 fn empty_base_and_a_base_in_the_root_are_answered_apart() {
     let sandbox = Sandbox::new();

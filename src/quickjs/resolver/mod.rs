@@ -53,6 +53,9 @@ struct Dirs {
     added: Vec<(String, DirStamp)>,
     /// Per directory: checked during this run.
     checked: Vec<bool>,
+    /// Per directory: stamped during this run on a filesystem whose ctime is not the kernel's,
+    /// so that its stamp can never vouch for it.
+    cannot_vouch: Vec<bool>,
     /// Path to id, built on first need (a start whose every answer is stored never needs it).
     index: Option<FxHashMap<String, u32>>,
 }
@@ -63,6 +66,7 @@ impl Dirs {
             stored,
             restamped: vec![None; stored as usize],
             checked: vec![false; stored as usize],
+            cannot_vouch: vec![false; stored as usize],
             ..Dirs::default()
         }
     }
@@ -79,6 +83,13 @@ impl Dirs {
                 .get(added as usize)
                 .map(|(p, s)| (p.as_str(), *s)),
         }
+    }
+
+    /// Whether directory `id`'s stamp can ever vouch for it: not when it was stamped this run
+    /// on a filesystem whose ctime is not the kernel's (a stored stamp on one never stands, so
+    /// such a directory is always stamped again before use).
+    fn can_vouch(&self, id: u32) -> bool {
+        !self.cannot_vouch.get(id as usize).copied().unwrap_or(false)
     }
 
     /// Every directory in id order, with its current stamp; `None` if one cannot be read
@@ -109,6 +120,9 @@ impl Dirs {
             stat: now,
             recorded_at_ns: read_from,
         };
+        if let Some(cannot) = self.cannot_vouch.get_mut(id as usize) {
+            *cannot = !stamp.can_vouch();
+        }
         match id.checked_sub(self.stored) {
             None => self.restamped[id as usize] = Some(stamp),
             Some(added) => self.added[added as usize].1 = stamp,
@@ -134,6 +148,7 @@ impl Dirs {
         };
         let id = self.stored.saturating_add(self.added.len() as u32);
         index.insert(path.to_owned(), id);
+        self.cannot_vouch.push(!stamp.can_vouch());
         self.added.push((path.to_owned(), stamp));
         self.checked.push(true);
         (id, true)
@@ -213,8 +228,9 @@ struct ResolverState {
     dirty: bool,
     /// A path buffer reused by every probe.
     scratch: String,
-    /// The scope of relative names imported from the last base seen, and its seed: a module's
-    /// imports are resolved one after another from one base.
+    /// The scope of relative names imported from the last base seen, and its seed. QuickJS
+    /// resolves a module's imports depth first, so consecutive calls share a base only until an
+    /// import has imports of its own; a module's last imports (often leaves) still do.
     last_scope: Option<LastScope>,
 }
 
@@ -306,8 +322,20 @@ impl ResolverState {
         if !stamped {
             stamped = self.dirs.check(table, &mut self.answers, id);
         }
-        self.dirty |= stamped;
+        self.note_stamp(id, stamped);
         id
+    }
+
+    /// Marks the state to be stored if directory `id` was stamped anew, unless its stamp can
+    /// never vouch for it (its filesystem's ctime is not the kernel's): then the answer being
+    /// computed is not kept either, and such a directory costs a probe per start, as with
+    /// `FileResolver`, rather than a write per start.
+    fn note_stamp(&mut self, id: u32, stamped: bool) {
+        if self.dirs.can_vouch(id) {
+            self.dirty |= stamped;
+        } else {
+            self.unkeepable = true;
+        }
     }
 
     /// Whether `path` (relative to the working directory) is a file, as `Path::is_file`
@@ -622,7 +650,8 @@ impl ResolverState {
         for id in answer.dirs() {
             // A changed directory is stamped again, which kills every stored answer computed
             // from it (and forgets those of this run).
-            self.dirty |= self.dirs.check(Some(table), &mut self.answers, id);
+            let stamped = self.dirs.check(Some(table), &mut self.answers, id);
+            self.dirty |= stamped && self.dirs.can_vouch(id);
             if !self.dirs.unchanged_since_stored(id) {
                 return None;
             }

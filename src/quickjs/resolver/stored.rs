@@ -38,6 +38,13 @@ pub(super) struct DirStamp {
 }
 
 impl DirStamp {
+    /// Whether this stamp can ever vouch for its directory: not on a filesystem whose ctime
+    /// is not the kernel's (an absent directory's stamp always can).
+    pub fn can_vouch(&self) -> bool {
+        self.stat
+            .is_none_or(|stat| crate::sys::ctime_kept_by_kernel(stat.dev))
+    }
+
     /// Whether the directory still holds the names it held when stamped: its stat data
     /// (ctime and mtime change whenever an entry is added, removed or renamed; the inode
     /// whenever a symlinked path switches target) is unchanged and was old enough to trust
