@@ -203,8 +203,9 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
 /// ctime's own granularity: sub-second digits mean a fine-grained filesystem.
 ///
 /// Where the ctime is not the kernel's (FAT and exFAT report the settable mtime as the ctime;
-/// FUSE reports what its daemon says), stat data is never trusted and every check re-hashes:
-/// a same-size copy with `cp -p` there keeps every field a `stat` shows.
+/// FUSE other than virtiofs reports what its daemon says), stat data is never trusted and
+/// every check re-hashes: a same-size copy with `cp -p` there keeps every field a `stat`
+/// shows.
 pub(crate) fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
     stat_is_old_enough(stat, recorded_at_ns) && crate::sys::ctime_kept_by_kernel(stat.dev)
 }

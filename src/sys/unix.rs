@@ -127,7 +127,7 @@ pub(crate) fn stat_record(meta: &fs::Metadata) -> StatRecord {
 
 /// Filesystems whose ctime is not the kernel's own record of the last change: FAT and exFAT
 /// store no ctime, and Linux reports their mtime, which `utimensat` sets to anything, in its
-/// place; a FUSE filesystem reports whatever its daemon says.
+/// place; a FUSE filesystem reports whatever its daemon says (but see [`is_virtiofs`]).
 #[cfg(target_os = "linux")]
 const SETTABLE_CTIME_FILESYSTEMS: [u32; 3] = [
     0x4d44,      // MSDOS_SUPER_MAGIC: vfat, msdos
@@ -139,6 +139,32 @@ const SETTABLE_CTIME_FILESYSTEMS: [u32; 3] = [
 #[cfg(target_os = "linux")]
 fn keeps_ctime(magic: u32) -> bool {
     !SETTABLE_CTIME_FILESYSTEMS.contains(&magic)
+}
+
+/// FUSE's magic number, which virtiofs shares.
+#[cfg(target_os = "linux")]
+const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
+
+/// Whether device `dev`, a FUSE mount, is virtiofs (a VM's view of its host's files, as Docker
+/// Desktop mounts a project): its ctimes are the host kernel's, passed through. Any other
+/// FUSE filesystem's are whatever its daemon says. Read from `/proc/self/mountinfo`, once per
+/// FUSE device.
+#[cfg(target_os = "linux")]
+fn is_virtiofs(dev: u64) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|mounts| {
+        let device = format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev));
+        mounts
+            .lines()
+            .any(|line| mount_type(line, &device) == Some("virtiofs"))
+    })
+}
+
+/// The filesystem type of a `/proc/self/mountinfo` line if it is for `device`
+/// (`major:minor`): the third field, and the first after the ` - ` separator.
+#[cfg(target_os = "linux")]
+fn mount_type<'a>(line: &'a str, device: &str) -> Option<&'a str> {
+    let (mount, filesystem) = line.split_once(" - ")?;
+    (mount.split(' ').nth(2)? == device).then(|| filesystem.split(' ').next())?
 }
 
 /// What this process learned of each device's filesystem: whether its ctime is kept by the
@@ -186,7 +212,9 @@ fn learn_filesystem(path: &Path, dev: u64) {
         // between the two calls). The magic numbers are 32-bit; `f_type` is wider on some
         // targets.
         Ok(fs) if statx_path(path).is_ok_and(|again| again.dev == dev) => {
-            keeps_ctime(fs.f_type as u32) && !crate::faults::pretend_ctime_settable()
+            let magic = fs.f_type as u32;
+            (keeps_ctime(magic) || magic == FUSE_SUPER_MAGIC && is_virtiofs(dev))
+                && !crate::faults::pretend_ctime_settable()
         }
         Ok(_) => return,
         // A sandbox that refuses `statfs` leaves the filesystem unknown for good: untrusted,
@@ -297,6 +325,18 @@ mod tests {
         let magic = rustix::fs::statfs(&file).unwrap().f_type as u32;
         assert_eq!(ctime_kept_by_kernel(dev), keeps_ctime(magic));
         assert!(!ctime_kept_by_kernel(unseen));
+    }
+
+    #[test]
+    fn a_mount_type_is_read_from_its_mountinfo_line() {
+        let line = "312 290 0:73 / /work rw,relatime - virtiofs mount0 rw";
+        assert_eq!(mount_type(line, "0:73"), Some("virtiofs"));
+        assert_eq!(mount_type(line, "0:7"), None);
+        // Optional fields before the separator; a mount point with an escaped space.
+        let line = "36 35 98:0 /mnt1 /mnt\\040two rw,noatime master:1 - fuse.sshfs host: rw";
+        assert_eq!(mount_type(line, "98:0"), Some("fuse.sshfs"));
+        assert_eq!(mount_type("garbage", "98:0"), None);
+        assert_eq!(mount_type("1 2 3:4 - ", "3:4"), Some(""));
     }
 
     #[test]
