@@ -168,7 +168,9 @@ fn mount_type<'a>(line: &'a str, device: &str) -> Option<&'a str> {
 }
 
 /// What this process learned of each device's filesystem: whether its ctime is kept by the
-/// kernel. Devices are few (usually one), so a list.
+/// kernel. Devices are few (usually one), so a list. A device number that another filesystem
+/// takes over during the process's life (an unmount, then a new mount given the same number)
+/// keeps the first verdict: a limit of keying by device.
 #[cfg(target_os = "linux")]
 static CTIME_KEPT_BY_KERNEL: parking_lot::Mutex<Vec<(u64, bool)>> =
     parking_lot::Mutex::new(Vec::new());
