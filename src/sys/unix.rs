@@ -125,25 +125,26 @@ pub(crate) fn stat_record(meta: &fs::Metadata) -> StatRecord {
     }
 }
 
-/// Filesystems whose ctime is not the kernel's own record of the last change: FAT and exFAT
-/// store no ctime, and Linux reports their mtime, which `utimensat` sets to anything, in its
-/// place; a FUSE filesystem reports whatever its daemon says (but see [`is_virtiofs`]).
+/// `statfs` types (`f_type`) whose ctime is not the kernel's own record of the last change:
+/// FAT and exFAT store no ctime, and Linux reports their mtime, which `utimensat` sets to
+/// anything, in its place; a FUSE filesystem reports whatever its daemon says.
 #[cfg(target_os = "linux")]
-const SETTABLE_CTIME_FILESYSTEMS: [u32; 3] = [
-    0x4d44,      // MSDOS_SUPER_MAGIC: vfat, msdos
-    0x2011_bab0, // EXFAT_SUPER_MAGIC
-    0x6573_5546, // FUSE_SUPER_MAGIC
-];
+const MSDOS_SUPER_MAGIC: u32 = 0x4d44; // vfat, msdos
+#[cfg(target_os = "linux")]
+const EXFAT_SUPER_MAGIC: u32 = 0x2011_bab0;
+#[cfg(target_os = "linux")]
+const FUSE_SUPER_MAGIC: u32 = 0x6573_5546; // also virtiofs
 
-/// Whether a filesystem of type `magic` (`statfs`'s `f_type`) keeps the ctime itself.
+/// Whether the filesystem of type `magic` that holds device `dev` keeps the ctime itself:
+/// not FAT or exFAT, and of FUSE filesystems only virtiofs.
 #[cfg(target_os = "linux")]
-fn keeps_ctime(magic: u32) -> bool {
-    !SETTABLE_CTIME_FILESYSTEMS.contains(&magic)
+fn keeps_ctime(magic: u32, dev: u64) -> bool {
+    match magic {
+        MSDOS_SUPER_MAGIC | EXFAT_SUPER_MAGIC => false,
+        FUSE_SUPER_MAGIC => is_virtiofs(dev),
+        _ => true,
+    }
 }
-
-/// FUSE's magic number, which virtiofs shares.
-#[cfg(target_os = "linux")]
-const FUSE_SUPER_MAGIC: u32 = 0x6573_5546;
 
 /// Whether device `dev`, a FUSE mount, is virtiofs (a VM's view of its host's files, as Docker
 /// Desktop mounts a project): its ctimes are the host kernel's, passed through. Any other
@@ -182,15 +183,18 @@ pub(crate) fn ctime_kept_by_kernel(dev: u64) -> bool {
     if LAST_KEPT.load(Ordering::Relaxed) == dev.wrapping_add(1) {
         return true;
     }
-    let kept = CTIME_KEPT_BY_KERNEL
-        .lock()
-        .iter()
-        .find(|(known, _)| *known == dev)
-        .is_some_and(|&(_, kept)| kept);
+    let kept = learned(dev) == Some(true);
     if kept {
         LAST_KEPT.store(dev.wrapping_add(1), Ordering::Relaxed);
     }
     kept
+}
+
+/// What this process learned of device `dev`, if anything.
+#[cfg(target_os = "linux")]
+fn learned(dev: u64) -> Option<bool> {
+    let known = CTIME_KEPT_BY_KERNEL.lock();
+    known.iter().find(|(d, _)| *d == dev).map(|&(_, kept)| kept)
 }
 
 /// The last device found to keep its ctime, plus one (0: none): a lookup's stats are nearly
@@ -201,12 +205,7 @@ static LAST_KEPT: AtomicU64 = AtomicU64::new(0);
 /// Learns, once per device, whether the filesystem `path` is on keeps its ctime itself.
 #[cfg(target_os = "linux")]
 fn learn_filesystem(path: &Path, dev: u64) {
-    if LAST_KEPT.load(Ordering::Relaxed) == dev.wrapping_add(1)
-        || CTIME_KEPT_BY_KERNEL
-            .lock()
-            .iter()
-            .any(|(known, _)| *known == dev)
-    {
+    if LAST_KEPT.load(Ordering::Relaxed) == dev.wrapping_add(1) || learned(dev).is_some() {
         return;
     }
     let kept = match rustix::fs::statfs(path) {
@@ -214,9 +213,7 @@ fn learn_filesystem(path: &Path, dev: u64) {
         // between the two calls). The magic numbers are 32-bit; `f_type` is wider on some
         // targets.
         Ok(fs) if statx_path(path).is_ok_and(|again| again.dev == dev) => {
-            let magic = fs.f_type as u32;
-            (keeps_ctime(magic) || magic == FUSE_SUPER_MAGIC && is_virtiofs(dev))
-                && !crate::faults::pretend_ctime_settable()
+            keeps_ctime(fs.f_type as u32, dev) && !crate::faults::pretend_ctime_settable()
         }
         Ok(_) => return,
         // A sandbox that refuses `statfs` leaves the filesystem unknown for good: untrusted,
@@ -325,7 +322,7 @@ mod tests {
         let stat = stat_path(&file).unwrap();
         assert_eq!(stat.dev, dev);
         let magic = rustix::fs::statfs(&file).unwrap().f_type as u32;
-        assert_eq!(ctime_kept_by_kernel(dev), keeps_ctime(magic));
+        assert_eq!(ctime_kept_by_kernel(dev), keeps_ctime(magic, dev));
         assert!(!ctime_kept_by_kernel(unseen));
     }
 
@@ -343,8 +340,10 @@ mod tests {
 
     #[test]
     fn fat_exfat_and_fuse_do_not_keep_ctime() {
+        // A device no mount has: not virtiofs.
+        let nowhere = u64::MAX;
         for magic in [0x4d44, 0x2011_bab0, 0x6573_5546] {
-            assert!(!keeps_ctime(magic), "{magic:#x}");
+            assert!(!keeps_ctime(magic, nowhere), "{magic:#x}");
         }
         // ext4, xfs, btrfs, tmpfs, overlayfs, nfs.
         for magic in [
@@ -355,7 +354,7 @@ mod tests {
             0x794c_7630,
             0x6969,
         ] {
-            assert!(keeps_ctime(magic), "{magic:#x}");
+            assert!(keeps_ctime(magic, nowhere), "{magic:#x}");
         }
     }
 }
