@@ -53,9 +53,6 @@ struct Dirs {
     added: Vec<(String, DirStamp)>,
     /// Per directory: checked during this run.
     checked: Vec<bool>,
-    /// Per directory: stamped during this run on a filesystem whose ctime is not the kernel's,
-    /// so that its stamp can never vouch for it.
-    cannot_vouch: Vec<bool>,
     /// Path to id, built on first need (a start whose every answer is stored never needs it).
     index: Option<FxHashMap<String, u32>>,
 }
@@ -66,7 +63,6 @@ impl Dirs {
             stored,
             restamped: vec![None; stored as usize],
             checked: vec![false; stored as usize],
-            cannot_vouch: vec![false; stored as usize],
             ..Dirs::default()
         }
     }
@@ -85,11 +81,20 @@ impl Dirs {
         }
     }
 
-    /// Whether directory `id`'s stamp can ever vouch for it: not when it was stamped this run
-    /// on a filesystem whose ctime is not the kernel's (a stored stamp on one never stands, so
-    /// such a directory is always stamped again before use).
+    /// Whether directory `id`'s current stamp can ever vouch for it: not when this run stamped
+    /// it on a filesystem whose ctime is not the kernel's. (A stored stamp that still stands
+    /// can: one on such a filesystem never stands, so its directory is stamped again first.)
     fn can_vouch(&self, id: u32) -> bool {
-        !self.cannot_vouch.get(id as usize).copied().unwrap_or(false)
+        match id.checked_sub(self.stored) {
+            None => self
+                .restamped
+                .get(id as usize)
+                .is_none_or(|stamp| stamp.is_none_or(|stamp| stamp.can_vouch())),
+            Some(added) => self
+                .added
+                .get(added as usize)
+                .is_none_or(|(_, stamp)| stamp.can_vouch()),
+        }
     }
 
     /// Every directory in id order, with its current stamp; `None` if one cannot be read
@@ -101,7 +106,8 @@ impl Dirs {
 
     /// Checks directory `id` against its stamp (once per run, unless asked again), stamping
     /// it anew if it changed (and then forgetting the answers computed from it). Says whether
-    /// it stamped.
+    /// the run has a stamp worth storing: it stamped, and the new stamp can vouch (one that
+    /// never can would only cost a write per start).
     fn check(&mut self, table: Option<&StoredAnswers>, answers: &mut NewAnswers, id: u32) -> bool {
         if self.checked.get(id as usize) != Some(&false) {
             return false;
@@ -120,18 +126,17 @@ impl Dirs {
             stat: now,
             recorded_at_ns: read_from,
         };
-        if let Some(cannot) = self.cannot_vouch.get_mut(id as usize) {
-            *cannot = !stamp.can_vouch();
-        }
+        let worth_storing = stamp.can_vouch();
         match id.checked_sub(self.stored) {
             None => self.restamped[id as usize] = Some(stamp),
             Some(added) => self.added[added as usize].1 = stamp,
         }
         forget_answers_from(answers, id);
-        true
+        worth_storing
     }
 
-    /// The id of the directory at `path`, stamping it first if it has none.
+    /// The id of the directory at `path`, stamping it first if it has none; and whether that
+    /// stamp is worth storing (see [`Dirs::check`]).
     fn id(&mut self, table: Option<&StoredAnswers>, path: &str) -> (u32, bool) {
         let index = self.index.get_or_insert_with(|| {
             (0..self.stored)
@@ -148,10 +153,10 @@ impl Dirs {
         };
         let id = self.stored.saturating_add(self.added.len() as u32);
         index.insert(path.to_owned(), id);
-        self.cannot_vouch.push(!stamp.can_vouch());
+        let worth_storing = stamp.can_vouch();
         self.added.push((path.to_owned(), stamp));
         self.checked.push(true);
-        (id, true)
+        (id, worth_storing)
     }
 
     /// Whether stored answers computed from `id` still stand: it was checked unchanged.
@@ -318,24 +323,15 @@ impl ResolverState {
     fn check_dir(&mut self, path: &str) -> u32 {
         self.load();
         let table = self.stored.as_ref().and_then(Option::as_ref);
-        let (id, mut stamped) = self.dirs.id(table, path);
-        if !stamped {
-            stamped = self.dirs.check(table, &mut self.answers, id);
+        let (id, mut worth_storing) = self.dirs.id(table, path);
+        if !worth_storing {
+            worth_storing = self.dirs.check(table, &mut self.answers, id);
         }
-        self.note_stamp(id, stamped);
+        self.dirty |= worth_storing;
+        // An answer computed from a directory whose stamp can never vouch is not kept: such a
+        // directory costs a probe per start, as with `FileResolver`.
+        self.unkeepable |= !self.dirs.can_vouch(id);
         id
-    }
-
-    /// Marks the state to be stored if directory `id` was stamped anew, unless its stamp can
-    /// never vouch for it (its filesystem's ctime is not the kernel's): then the answer being
-    /// computed is not kept either, and such a directory costs a probe per start, as with
-    /// `FileResolver`, rather than a write per start.
-    fn note_stamp(&mut self, id: u32, stamped: bool) {
-        if self.dirs.can_vouch(id) {
-            self.dirty |= stamped;
-        } else {
-            self.unkeepable = true;
-        }
     }
 
     /// Whether `path` (relative to the working directory) is a file, as `Path::is_file`
@@ -650,8 +646,7 @@ impl ResolverState {
         for id in answer.dirs() {
             // A changed directory is stamped again, which kills every stored answer computed
             // from it (and forgets those of this run).
-            let stamped = self.dirs.check(Some(table), &mut self.answers, id);
-            self.dirty |= stamped && self.dirs.can_vouch(id);
+            self.dirty |= self.dirs.check(Some(table), &mut self.answers, id);
             if !self.dirs.unchanged_since_stored(id) {
                 return None;
             }
