@@ -39,9 +39,9 @@ const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2
 /// the loader is dropped, which rquickjs does when the `Runtime` is dropped, or when
 /// [`PackLoader::flush`] is called on a clone; also whenever 4096 modules or 64 MiB are
 /// pending, and then the import that filled the batch stores it (waiting for the writer lock
-/// like any write, up to the cache's `lock_timeout`). A process that exits without dropping its runtime (or is killed) loses what was
-/// pending: the next start compiles those modules again. The cache stays correct either way:
-/// an entry is published whole or not at all.
+/// like any write, up to the cache's `lock_timeout`). A process that exits without dropping
+/// its runtime (or is killed) loses what was pending: the next start compiles those modules
+/// again. The cache stays correct either way: an entry is published whole or not at all.
 ///
 /// Racy entries heal here too: a lookup that had to re-hash an input (its stat data was
 /// recorded too close to an edit, as after `tar` or `npm install`) remembers the fresh stat

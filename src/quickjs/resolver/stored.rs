@@ -195,7 +195,7 @@ impl StoredAnswers {
         let mask = self.slots - 1;
         let slots_at =
             HEADER_LEN + self.dirs as usize * DIR_LEN + self.answers as usize * ANSWER_LEN;
-        let mut slot = xxh3_64_with_seed(name.as_bytes(), seed) as u32 & mask;
+        let mut slot = slot_hash(seed, name) as u32 & mask;
         for _ in 0..self.slots {
             let at = slots_at + slot as usize * 4;
             let entry = u32_le(self.bytes.get(at..at + 4)?);
@@ -246,9 +246,9 @@ impl StoredAnswers {
     }
 }
 
-/// Where an answer's search starts in the slot table.
-fn slot_hash(scope: &str, name: &str) -> u64 {
-    xxh3_64_with_seed(name.as_bytes(), scope_seed(scope))
+/// Where the search for `name` starts in the slot table, given its scope's [`scope_seed`].
+fn slot_hash(seed: u64, name: &str) -> u64 {
+    xxh3_64_with_seed(name.as_bytes(), seed)
 }
 
 /// The seed a scope's names are hashed with.
@@ -303,7 +303,7 @@ pub(super) fn encode<'a>(
         out.extend_from_slice(&(answer.dirs.len() as u32).to_le_bytes());
         ids_at += answer.dirs.len() as u32;
         let mask = slots - 1;
-        let mut slot = slot_hash(answer.scope, answer.name) as usize & mask;
+        let mut slot = slot_hash(scope_seed(answer.scope), answer.name) as usize & mask;
         while table[slot] != 0 {
             slot = (slot + 1) & mask;
         }
