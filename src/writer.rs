@@ -28,6 +28,7 @@ use crate::fsys;
 use crate::key::Key;
 use crate::options::Durability;
 use crate::snapshot::{self, LoadError};
+use crate::sys;
 use crate::unsafe_io::CheckedIndex;
 
 /// The exclusive writer lock, released on drop (closing the descriptor releases the flock).
@@ -39,11 +40,18 @@ pub(crate) struct WriterLock {
 /// as it takes). `started` is when the caller began waiting (for the error's report).
 pub(crate) fn lock(dir: &Path, started: Instant, deadline: Option<Instant>) -> Result<WriterLock> {
     let path = dir.join(LOCK_FILE);
-    let file = fsys::open_write(&path, true).map_err(Error::io(&path))?;
+    let mut file = fsys::open_write(&path, true).map_err(Error::io(&path))?;
     let mut pause = Duration::from_micros(200);
     loop {
         match file.try_lock() {
-            Ok(()) => return Ok(WriterLock { _file: file }),
+            // A lock on a file no longer linked at `path` excludes nobody: pruning removes an
+            // idle cache's lock file while holding it, and a writer that opened it before
+            // then would otherwise write beside one that locked the file created after it.
+            Ok(()) => match sys::is_linked_at(&file, &path) {
+                Ok(true) => return Ok(WriterLock { _file: file }),
+                Ok(false) => file = fsys::open_write(&path, true).map_err(Error::io(&path))?,
+                Err(e) => return Err(Error::io(&path)(e)),
+            },
             Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
         }

@@ -440,3 +440,57 @@ fn a_users_file_in_the_way_of_a_new_pack_is_never_replaced_or_removed() {
     assert_eq!(fs::read_to_string(&next).unwrap(), "a user's file");
     assert_eq!(cache.get(&key(1)).unwrap().bytecode(), b"bc");
 }
+
+/// How many of this process's descriptors are open on `path` (Linux: `/proc/self/fd`).
+#[cfg(target_os = "linux")]
+fn descriptors_open_on(path: &Path) -> usize {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target == path)
+        .count()
+}
+
+/// Pruning removes an idle cache's lock file while holding it. A writer that opened that file
+/// before and was waiting on it must not take the removed file's lock as exclusive: another
+/// writer may already hold the lock file created after it. It waits for that one instead.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_writer_waiting_on_a_removed_lock_file_waits_for_the_one_there_now() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let lock_path = root.join(abi_tag()).join("lock");
+    let cache = Cache::builder(&root)
+        .lock_timeout(Duration::from_secs(30))
+        .open()
+        .unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"one")).unwrap();
+    let removed = hold_writer_lock(&root);
+    std::thread::scope(|s| {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let writer = cache.clone();
+        s.spawn(move || {
+            let put = writer.put(&key(2), &NewEntry::new("m", b"two"));
+            done_tx.send(put.map(drop)).unwrap();
+        });
+        // The put has opened the lock file (held here) once two descriptors are open on it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while descriptors_open_on(&lock_path) < 2 {
+            assert!(Instant::now() < deadline, "the put never opened the lock file");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fs::remove_file(&lock_path).unwrap();
+        let there_now = fs::File::create(&lock_path).unwrap();
+        there_now.lock().unwrap();
+        drop(removed);
+        assert!(
+            done.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the put wrote under the removed lock file's lock while the one there now was held"
+        );
+        assert!(cache.get(&key(2)).is_none());
+        drop(there_now);
+        let put = done.recv_timeout(Duration::from_secs(20));
+        assert!(matches!(put, Ok(Ok(()))), "{put:?}");
+    });
+    assert_eq!(cache.get(&key(2)).unwrap().bytecode(), b"two");
+}

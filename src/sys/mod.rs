@@ -10,8 +10,8 @@ mod imp;
 pub(crate) use imp::probe;
 pub(crate) use imp::{
     FileIdentity, check_owner_and_mode, create_private_dir, ctime_kept_by_kernel, file_identity,
-    open_cache_options, open_error_kind, open_user_options, path_from_bytes, special_file_kind,
-    stat_path, stat_record, sync_dir,
+    is_linked_at, open_cache_options, open_error_kind, open_user_options, path_from_bytes,
+    special_file_kind, stat_path, stat_record, sync_dir,
 };
 
 /// What is at a path itself, a final symlink not followed: a resolver's probe.

@@ -104,6 +104,17 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
         .sync_all()
 }
 
+/// Whether `file` is the file linked at `path` now (same device and inode; `false` if
+/// nothing is there).
+pub(crate) fn is_linked_at(file: &fs::File, path: &Path) -> io::Result<bool> {
+    let held = file.metadata()?;
+    match fs::symlink_metadata(path) {
+        Ok(there) => Ok(held.dev() == there.dev() && held.ino() == there.ino()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub(crate) fn path_from_bytes(bytes: &[u8]) -> Option<&Path> {
     use std::os::unix::ffi::OsStrExt;
     Some(Path::new(std::ffi::OsStr::from_bytes(bytes)))
