@@ -3,12 +3,19 @@
 //! Runs under the writer lock. The new pack is written to a temp file and renamed to
 //! `pack-<generation + 1>` before the index naming it is published; the old pack is removed
 //! only after that, and readers that still map it keep reading it undisturbed.
+//!
+//! An explicit compaction checks the entries' inputs before it takes the lock
+//! ([`check_inputs_ahead`]): that may re-hash every input (where stat data cannot vouch, as on
+//! FAT or FUSE), and other writers would wait for it. A verdict reached ahead is only a
+//! verdict on which entries to carry over: an input edited after it leaves its entry in the
+//! pack, and every `get` still checks it.
 
+use std::collections::HashMap;
 use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::files::{TEMP_PREFIX, pack_file_name};
-use crate::format::{self, EntryRecord, PACK_HEADER_LEN, SegmentKind, SegmentRef};
+use crate::format::{self, EntryRecord, InputRecord, PACK_HEADER_LEN, SegmentKind, SegmentRef};
 use crate::freshness::{self, Freshness};
 use crate::options::{Durability, Options};
 use crate::snapshot::map_committed_pack;
@@ -44,6 +51,7 @@ pub(crate) fn compact(
     state: &mut WriteState,
     options: &Options,
     protect_from_seq: Option<u64>,
+    mut checked_ahead: CheckedAhead,
 ) -> Result<CompactReport> {
     let entries = state.all_entries();
     // Records that failed their checks when the index was read were damaged entries too.
@@ -80,7 +88,7 @@ pub(crate) fn compact(
             kept.push(entry);
             continue;
         }
-        match revalidate_inputs(entry) {
+        match checked_ahead.revalidate(entry) {
             Some(entry) => kept.push(entry),
             None => report.dropped_stale += 1,
         }
@@ -170,6 +178,49 @@ fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
         entry.recorded_at_ns = entry.recorded_at_ns.max(refreshed_from);
     }
     Some(entry)
+}
+
+/// Verdicts on entries' inputs reached before the writer lock was taken, by key.
+#[derive(Default)]
+pub(crate) struct CheckedAhead(HashMap<[u8; 16], Verdict>);
+
+/// The inputs and recording instant judged, and what [`revalidate_inputs`] made of them
+/// (`None`: stale).
+struct Verdict {
+    judged: (Vec<InputRecord>, i64),
+    kept: Option<(Vec<InputRecord>, i64)>,
+}
+
+/// Checks the inputs of `entries` (the published ones, read without the lock) as compaction
+/// would under it.
+pub(crate) fn check_inputs_ahead(entries: Vec<EntryRecord>) -> CheckedAhead {
+    CheckedAhead(
+        entries
+            .into_iter()
+            .map(|entry| {
+                let (key, judged) = (entry.key, (entry.inputs.clone(), entry.recorded_at_ns));
+                let kept = revalidate_inputs(entry).map(|e| (e.inputs, e.recorded_at_ns));
+                (key, Verdict { judged, kept })
+            })
+            .collect(),
+    )
+}
+
+impl CheckedAhead {
+    /// [`revalidate_inputs`] of `entry`, from the verdict reached ahead if it judged exactly
+    /// these inputs recorded at this instant (what it re-recorded describes content it read,
+    /// as under the lock), else now.
+    fn revalidate(&mut self, mut entry: EntryRecord) -> Option<EntryRecord> {
+        match self.0.remove(&entry.key) {
+            Some(Verdict { judged, kept })
+                if judged.0 == entry.inputs && judged.1 == entry.recorded_at_ns =>
+            {
+                (entry.inputs, entry.recorded_at_ns) = kept?;
+                Some(entry)
+            }
+            _ => revalidate_inputs(entry),
+        }
+    }
 }
 
 /// Drops least recently inserted entries until live bytes fit the size limit's target, never

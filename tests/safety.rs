@@ -476,7 +476,10 @@ fn a_writer_waiting_on_a_removed_lock_file_waits_for_the_one_there_now() {
         // The put has opened the lock file (held here) once two descriptors are open on it.
         let deadline = Instant::now() + Duration::from_secs(10);
         while descriptors_open_on(&lock_path) < 2 {
-            assert!(Instant::now() < deadline, "the put never opened the lock file");
+            assert!(
+                Instant::now() < deadline,
+                "the put never opened the lock file"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         fs::remove_file(&lock_path).unwrap();
@@ -493,4 +496,43 @@ fn a_writer_waiting_on_a_removed_lock_file_waits_for_the_one_there_now() {
         assert!(matches!(put, Ok(Ok(()))), "{put:?}");
     });
     assert_eq!(cache.get(&key(2)).unwrap().bytecode(), b"two");
+}
+
+/// An explicit compaction checks inputs (re-hashing those stat data cannot vouch for) before it
+/// takes the writer lock, so other writers never wait for that. An input edited while it then
+/// waits leaves its entry in the pack, and `get` still misses it.
+#[cfg(target_os = "linux")]
+#[test]
+fn compaction_checks_inputs_before_it_waits_for_the_lock() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let input = base.join("input.js");
+    fs::write(&input, "export default 1").unwrap();
+    let cache = Cache::builder(&root)
+        .lock_timeout(Duration::from_secs(30))
+        .open()
+        .unwrap();
+    let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
+    cache.put(&key(1), &entry).unwrap();
+    let lock = hold_writer_lock(&root);
+    let lock_path = root.join(abi_tag()).join("lock");
+    let report = std::thread::scope(|s| {
+        let compaction = s.spawn(|| cache.compact());
+        // It waits for the lock once two descriptors are open on it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while descriptors_open_on(&lock_path) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the compaction never opened the lock file"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fs::write(&input, "export default 22").unwrap();
+        drop(lock);
+        compaction.join().unwrap().unwrap()
+    });
+    assert_eq!((report.entries_after, report.dropped_stale), (1, 0));
+    assert_eq!(cache.lookup(&key(1)).err(), Some(MissReason::Stale));
+    // The next compaction, which judges the edit, drops it.
+    assert_eq!(cache.compact().unwrap().dropped_stale, 1);
 }

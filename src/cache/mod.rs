@@ -267,7 +267,7 @@ impl Cache {
             if options.wants_compaction(state.pack_file_len, state.fields.live_bytes) {
                 // The new entries are appended but unpublished: compaction carries them over,
                 // and never evicts them.
-                compact::compact(state, options, Some(first_new_seq))?;
+                compact::compact(state, options, Some(first_new_seq), Default::default())?;
                 return Ok(true);
             }
             Ok(false)
@@ -278,7 +278,8 @@ impl Cache {
 
     /// Rewrites the live entries into a new pack, dropping superseded, stale (an input is
     /// gone or changed) and corrupt entries, and evicting over the size limit. Readers
-    /// holding hits from before keep them.
+    /// holding hits from before keep them. Inputs are checked before the writer lock is
+    /// taken, so other writers wait only while the pack is copied.
     ///
     /// ```
     /// use bytecode_pack::{Cache, Key, NewEntry};
@@ -301,7 +302,13 @@ impl Cache {
         if self.inner.options.disabled {
             return Ok(CompactReport::default());
         }
-        let report = self.write(|state| compact::compact(state, &self.inner.options, None))?;
+        // Judged before the lock, which other writers then wait for only while the pack is
+        // copied. A cache that cannot be read now is judged under the lock.
+        let checked_ahead = WriteState::load(&self.inner.dir, abi_tag())
+            .map(|mut published| compact::check_inputs_ahead(published.all_entries()))
+            .unwrap_or_default();
+        let report =
+            self.write(|state| compact::compact(state, &self.inner.options, None, checked_ahead))?;
         self.inner.counters.published(0, true);
         Ok(report)
     }
