@@ -4,11 +4,11 @@
 //! `pack-<generation + 1>` before the index naming it is published; the old pack is removed
 //! only after that, and readers that still map it keep reading it undisturbed.
 //!
-//! An explicit compaction checks the entries' inputs before it takes the lock
-//! ([`check_inputs_ahead`]): that may re-hash every input (where stat data cannot vouch, as on
-//! FAT or FUSE), and other writers would wait for it. A verdict reached ahead is only a
-//! verdict on which entries to carry over: an input edited after it leaves its entry in the
-//! pack, and every `get` still checks it.
+//! An explicit compaction, and a `put` that will likely start one, check the entries' inputs
+//! before taking the lock ([`check_inputs_ahead`]): that may re-hash every input (where stat
+//! data cannot vouch, as on FAT or FUSE), and other writers would wait for it. A verdict
+//! reached ahead is only a verdict on which entries to carry over: an input edited after it
+//! leaves its entry in the pack, and every `get` still checks it.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -536,3 +536,52 @@ fn compaction_checks_inputs_before_it_waits_for_the_lock() {
     // The next compaction, which judges the edit, drops it.
     assert_eq!(cache.compact().unwrap().dropped_stale, 1);
 }
+
+/// The same for the compaction a `put` starts when dead space dominates: a put that will
+/// likely start one checks the inputs before it takes the lock.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_put_that_will_compact_checks_inputs_before_it_waits_for_the_lock() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let input = base.join("input.js");
+    fs::write(&input, "export default 1").unwrap();
+    let cache = Cache::open(&root).unwrap();
+    let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
+    cache.put(&key(1), &entry).unwrap();
+    for version in [1, 2] {
+        cache
+            .put(&key(2), &NewEntry::new("m", &[version; 1000]))
+            .unwrap();
+    }
+    // Half the pack is dead: this handle's next put compacts.
+    let compacting = Cache::builder(&root)
+        .auto_compact(1, 0.25)
+        .lock_timeout(Duration::from_secs(30))
+        .open()
+        .unwrap();
+    let generation = compacting.stats().unwrap().generation;
+    let lock = hold_writer_lock(&root);
+    let lock_path = root.join(abi_tag()).join("lock");
+    std::thread::scope(|s| {
+        let put = s.spawn(|| compacting.put(&key(3), &NewEntry::new("m", b"three")));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while descriptors_open_on(&lock_path) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the put never opened the lock file"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        fs::write(&input, "export default 22").unwrap();
+        drop(lock);
+        put.join().unwrap().unwrap();
+    });
+    let stats = compacting.stats().unwrap();
+    assert!(stats.generation > generation, "the put did not compact");
+    assert_eq!(
+        stats.entries, 3,
+        "the entry judged before the lock was dropped"
+    );
+    assert_eq!(compacting.lookup(&key(1)).err(), Some(MissReason::Stale));
+}

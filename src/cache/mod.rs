@@ -261,13 +261,21 @@ impl Cache {
             return Ok(());
         }
         let count = prepared.len() as u64;
+        // A put that will likely compact, by what this handle saw last, judges the published
+        // entries' inputs before it takes the lock, as `compact` does.
+        let adds: u64 = prepared.iter().map(|p| p.entry.stored_len()).sum();
+        let checked_ahead = if self.compaction_likely(adds) {
+            self.check_inputs_ahead()
+        } else {
+            compact::CheckedAhead::default()
+        };
         let compacted = self.write(|state| {
             let first_new_seq = state.fields.next_seq;
             state.append_many(prepared, options.durability)?;
             if options.wants_compaction(state.pack_file_len, state.fields.live_bytes) {
                 // The new entries are appended but unpublished: compaction carries them over,
                 // and never evicts them.
-                compact::compact(state, options, Some(first_new_seq), Default::default())?;
+                compact::compact(state, options, Some(first_new_seq), checked_ahead)?;
                 return Ok(true);
             }
             Ok(false)
@@ -302,15 +310,31 @@ impl Cache {
         if self.inner.options.disabled {
             return Ok(CompactReport::default());
         }
-        // Judged before the lock, which other writers then wait for only while the pack is
-        // copied. A cache that cannot be read now is judged under the lock.
-        let checked_ahead = WriteState::load(&self.inner.dir, abi_tag())
-            .map(|mut published| compact::check_inputs_ahead(published.all_entries()))
-            .unwrap_or_default();
+        let checked_ahead = self.check_inputs_ahead();
         let report =
             self.write(|state| compact::compact(state, &self.inner.options, None, checked_ahead))?;
         self.inner.counters.published(0, true);
         Ok(report)
+    }
+
+    /// Whether publishing `adds` more bytes would start a compaction, judged by this handle's
+    /// snapshot (without a lookup of what they supersede, which only adds dead space).
+    fn compaction_likely(&self, adds: u64) -> bool {
+        let snapshot = self.inner.snapshot.load();
+        snapshot.head().is_some_and(|head| {
+            let fields = head.index().header().fields;
+            let grown = |bytes: u64| bytes.saturating_add(adds);
+            (self.inner.options).wants_compaction(grown(fields.pack_len), grown(fields.live_bytes))
+        })
+    }
+
+    /// Judges the published entries' inputs for a compaction without the writer lock, which
+    /// other writers then wait for only while the pack is copied. A cache that cannot be read
+    /// now is judged under the lock instead.
+    fn check_inputs_ahead(&self) -> compact::CheckedAhead {
+        WriteState::load(&self.inner.dir, abi_tag())
+            .map(|mut published| compact::check_inputs_ahead(published.all_entries()))
+            .unwrap_or_default()
     }
 
     /// Removes every entry, starting a new, empty pack generation.
