@@ -180,85 +180,159 @@ fn mount_type<'a>(line: &'a str, device: &str) -> Option<&'a str> {
 }
 
 /// What this process learned of each device's filesystem: whether its ctime is kept by the
-/// kernel. Devices are few (usually one), so a list. A device number that another filesystem
-/// takes over during the process's life (an unmount, then a new mount given the same number)
-/// keeps the first verdict: a limit of keying by device.
+/// kernel, and the mounts seen on it with that verdict.
+///
+/// A device number names one filesystem at a time, but not for a process's whole life: after
+/// an unmount, a new mount may be given the same number (anonymous device numbers, used by
+/// FUSE, tmpfs and overlayfs, are handed out lowest free first; a USB stick plugged in where
+/// another was is `sdb1` again). So each verdict is also tied to the mounts it was learned
+/// on, by the mount id the kernel never reuses (`STATX_MNT_ID_UNIQUE`, Linux 6.8); a stat
+/// through a mount not yet seen on its device learns the filesystem again. Before Linux 6.8
+/// there is no such id, and a verdict is kept by device alone.
 #[cfg(target_os = "linux")]
-static CTIME_KEPT_BY_KERNEL: parking_lot::Mutex<Vec<(u64, bool)>> =
-    parking_lot::Mutex::new(Vec::new());
+#[derive(Default)]
+struct Verdicts(Vec<Verdict>);
+
+#[cfg(target_os = "linux")]
+struct Verdict {
+    dev: u64,
+    /// Unique mount ids (0: unknown).
+    mounts: Vec<u64>,
+    kept: bool,
+}
+
+#[cfg(target_os = "linux")]
+impl Verdicts {
+    /// The verdict on device `dev`, if one was learned.
+    fn kept(&self, dev: u64) -> Option<bool> {
+        self.0.iter().find(|v| v.dev == dev).map(|v| v.kept)
+    }
+
+    /// Whether `dev` was learned through `mount`, and so needs no new look.
+    fn knows(&self, dev: u64, mount: u64) -> bool {
+        self.0
+            .iter()
+            .any(|v| v.dev == dev && v.mounts.contains(&mount))
+    }
+
+    /// Records the verdict `kept` learned for `dev` through `mount`. Another verdict on the
+    /// same device is another filesystem that took its number: it replaces the old one.
+    fn learn(&mut self, dev: u64, mount: u64, kept: bool) {
+        match self.0.iter_mut().find(|v| v.dev == dev) {
+            Some(v) if v.kept == kept => {
+                if !v.mounts.contains(&mount) {
+                    v.mounts.push(mount);
+                }
+            }
+            Some(v) => {
+                *v = Verdict {
+                    dev,
+                    mounts: vec![mount],
+                    kept,
+                }
+            }
+            None => self.0.push(Verdict {
+                dev,
+                mounts: vec![mount],
+                kept,
+            }),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+static VERDICTS: parking_lot::Mutex<Verdicts> = parking_lot::Mutex::new(Verdicts(Vec::new()));
 
 /// Whether the ctimes of device `dev` are set by the kernel alone, as far as this process has
-/// learned (by a `stat_path` of a file on it): a device not yet seen is not trusted.
+/// learned (by the `stat_path` that returned `dev`, which learns again through a new mount):
+/// a device not yet seen is not trusted.
 #[cfg(target_os = "linux")]
 pub(crate) fn ctime_kept_by_kernel(dev: u64) -> bool {
-    if LAST_KEPT.load(Ordering::Relaxed) == dev.wrapping_add(1) {
-        return true;
-    }
-    let kept = learned(dev) == Some(true);
-    if kept {
-        LAST_KEPT.store(dev.wrapping_add(1), Ordering::Relaxed);
-    }
-    kept
+    LAST_KEPT_DEV.load(Ordering::Relaxed) == dev.wrapping_add(1)
+        || VERDICTS.lock().kept(dev) == Some(true)
 }
 
-/// What this process learned of device `dev`, if anything.
+/// The last device and mount found to keep their ctimes (the device plus one; 0: none): a
+/// lookup's stats are nearly always through one mount, which this answers without the lock.
+/// The two are stored apart, so a reader may pair a device with another update's mount; such
+/// a pair still only matches a stat that was learned kept, because a mount id names one
+/// mount, which has one device.
 #[cfg(target_os = "linux")]
-fn learned(dev: u64) -> Option<bool> {
-    let known = CTIME_KEPT_BY_KERNEL.lock();
-    known.iter().find(|(d, _)| *d == dev).map(|&(_, kept)| kept)
-}
+static LAST_KEPT_DEV: AtomicU64 = AtomicU64::new(0);
+#[cfg(target_os = "linux")]
+static LAST_KEPT_MOUNT: AtomicU64 = AtomicU64::new(0);
 
-/// The last device found to keep its ctime, plus one (0: none): a lookup's stats are nearly
-/// always on one device, which this answers without taking the lock.
+/// Learns whether the filesystem `path` is on (device `dev`, through `mount`) keeps its
+/// ctime itself, once per device and mount.
 #[cfg(target_os = "linux")]
-static LAST_KEPT: AtomicU64 = AtomicU64::new(0);
-
-/// Learns, once per device, whether the filesystem `path` is on keeps its ctime itself.
-#[cfg(target_os = "linux")]
-fn learn_filesystem(path: &Path, dev: u64) {
-    if LAST_KEPT.load(Ordering::Relaxed) == dev.wrapping_add(1) || learned(dev).is_some() {
+fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
+    if LAST_KEPT_DEV.load(Ordering::Relaxed) == dev.wrapping_add(1)
+        && LAST_KEPT_MOUNT.load(Ordering::Relaxed) == mount
+    {
         return;
     }
-    let kept = match rustix::fs::statfs(path) {
-        // Only if `path` is still on `dev` (a symlink on it may have switched to another mount
-        // between the two calls). The magic numbers are 32-bit; `f_type` is wider on some
-        // targets.
-        Ok(fs) if statx_path(path).is_ok_and(|again| again.dev == dev) => {
-            keeps_ctime(fs.f_type as u32, dev) && !crate::faults::pretend_ctime_settable()
-        }
-        Ok(_) => return,
-        // A sandbox that refuses `statfs` leaves the filesystem unknown for good: untrusted,
-        // and not asked again at every stat.
-        Err(
-            e @ (rustix::io::Errno::NOSYS | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS),
-        ) => {
-            log::debug!("bytecode-pack: statfs refused ({e}); stat data will not be trusted");
-            false
-        }
-        // Anything else (the file went away meanwhile) is asked again by the next stat; until
-        // then the device is untrusted.
-        Err(_) => return,
+    let mut verdicts = VERDICTS.lock();
+    let kept = if verdicts.knows(dev, mount) {
+        verdicts.kept(dev) == Some(true)
+    } else {
+        let kept = match rustix::fs::statfs(path) {
+            // Only if `path` is still on `dev` through `mount` (a symlink on it may have
+            // switched to another mount between the two calls). The magic numbers are 32-bit;
+            // `f_type` is wider on some targets.
+            Ok(fs) if statx_path(path).is_ok_and(|(again, on)| again.dev == dev && on == mount) => {
+                keeps_ctime(fs.f_type as u32, dev) && !crate::faults::pretend_ctime_settable()
+            }
+            Ok(_) => return,
+            // A sandbox that refuses `statfs` leaves the filesystem unknown for good:
+            // untrusted, and not asked again at every stat.
+            Err(
+                e
+                @ (rustix::io::Errno::NOSYS | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS),
+            ) => {
+                log::debug!("bytecode-pack: statfs refused ({e}); stat data will not be trusted");
+                false
+            }
+            // Anything else (the file went away meanwhile) is asked again by the next stat;
+            // until then the device is untrusted.
+            Err(_) => return,
+        };
+        verdicts.learn(dev, mount, kept);
+        kept
     };
-    let mut known = CTIME_KEPT_BY_KERNEL.lock();
-    if !known.iter().any(|(d, _)| *d == dev) {
-        known.push((dev, kept));
+    // Under the lock, so the fast path never outlives the verdict it stands for.
+    if kept {
+        LAST_KEPT_MOUNT.store(mount, Ordering::Relaxed);
+        LAST_KEPT_DEV.store(dev.wrapping_add(1), Ordering::Relaxed);
+    } else if LAST_KEPT_DEV.load(Ordering::Relaxed) == dev.wrapping_add(1) {
+        LAST_KEPT_DEV.store(0, Ordering::Relaxed);
     }
 }
 
 /// The stat data of `path` (following symlinks). On Linux a `statx` asking for only the
 /// fields compared: the one syscall a fresh input costs, ~7% cheaper than `fs::metadata`.
-/// It also learns the device's filesystem (see [`ctime_kept_by_kernel`]) the first time.
+/// It also learns the device's filesystem (see [`ctime_kept_by_kernel`]) the first time it
+/// is seen through a mount.
 #[cfg(target_os = "linux")]
 pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
-    let record = statx_path(path)?;
-    learn_filesystem(path, record.dev);
+    let (record, mount) = statx_path(path)?;
+    learn_filesystem(path, record.dev, mount);
     Ok(record)
 }
 
+/// `STATX_MNT_ID_UNIQUE` (Linux 6.8), which rustix does not name.
 #[cfg(target_os = "linux")]
-fn statx_path(path: &Path) -> io::Result<StatRecord> {
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+
+/// A `statx` of `path`: its stat data and its mount's unique id (0 where the kernel gives
+/// none).
+#[cfg(target_os = "linux")]
+fn statx_path(path: &Path) -> io::Result<(StatRecord, u64)> {
     use rustix::fs::{AtFlags, CWD, StatxFlags, statx};
-    let mask = StatxFlags::SIZE | StatxFlags::MTIME | StatxFlags::CTIME | StatxFlags::INO;
+    let mask = StatxFlags::SIZE
+        | StatxFlags::MTIME
+        | StatxFlags::CTIME
+        | StatxFlags::INO
+        | StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
     match statx(CWD, path, AtFlags::empty(), mask) {
         Ok(st) => {
             let nanos = |t: rustix::fs::StatxTimestamp| {
@@ -266,17 +340,19 @@ fn statx_path(path: &Path) -> io::Result<StatRecord> {
                     .saturating_mul(1_000_000_000)
                     .saturating_add(i64::from(t.tv_nsec))
             };
-            Ok(StatRecord {
+            let record = StatRecord {
                 size: st.stx_size,
                 mtime_ns: nanos(st.stx_mtime),
                 ctime_ns: nanos(st.stx_ctime),
                 ino: st.stx_ino,
                 dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
-            })
+            };
+            let unique = st.stx_mask & STATX_MNT_ID_UNIQUE != 0;
+            Ok((record, if unique { st.stx_mnt_id } else { 0 }))
         }
         // A kernel or sandbox without statx: the portable path.
         Err(rustix::io::Errno::NOSYS) | Err(rustix::io::Errno::PERM) => {
-            fs::metadata(path).map(|m| stat_record(&m))
+            fs::metadata(path).map(|m| (stat_record(&m), 0))
         }
         Err(e) => Err(e.into()),
     }
@@ -335,6 +411,43 @@ mod tests {
         let magic = rustix::fs::statfs(&file).unwrap().f_type as u32;
         assert_eq!(ctime_kept_by_kernel(dev), keeps_ctime(magic, dev));
         assert!(!ctime_kept_by_kernel(unseen));
+    }
+
+    /// A device number taken over by another filesystem (an unmount, then a new mount) gets
+    /// that filesystem's verdict once a stat sees the new mount; bind mounts of one share it.
+    #[test]
+    fn a_verdict_is_learned_again_through_a_new_mount_of_its_device() {
+        let (dev, other_dev) = (8 << 8 | 17, 8 << 8 | 18);
+        let mut verdicts = Verdicts::default();
+        assert_eq!(verdicts.kept(dev), None);
+        verdicts.learn(dev, 101, true);
+        verdicts.learn(other_dev, 102, false);
+        assert!(verdicts.knows(dev, 101) && !verdicts.knows(dev, 103));
+        assert_eq!(verdicts.kept(dev), Some(true));
+        // A bind mount of the same filesystem: same verdict, one more mount known.
+        verdicts.learn(dev, 103, true);
+        assert!(verdicts.knows(dev, 101) && verdicts.knows(dev, 103));
+        // FAT mounted where it was: the old mounts' verdict goes.
+        verdicts.learn(dev, 104, false);
+        assert_eq!(verdicts.kept(dev), Some(false));
+        assert!(!verdicts.knows(dev, 101) && verdicts.knows(dev, 104));
+        assert_eq!(verdicts.kept(other_dev), Some(false));
+    }
+
+    /// This kernel gives the unique mount id (Linux 6.8+), or 0 before.
+    #[test]
+    fn a_stat_names_its_mount_where_the_kernel_can() {
+        let dir = tempfile::tempdir().unwrap();
+        let (record, mount) = statx_path(dir.path()).unwrap();
+        assert_eq!(record.ino, fs::metadata(dir.path()).unwrap().ino());
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+        let mut next = || numbers.next().and_then(|n| n.parse::<u32>().ok()).unwrap();
+        let (major, minor) = (next(), next());
+        if (major, minor) >= (6, 8) {
+            assert_ne!(mount, 0);
+            assert_eq!(statx_path(dir.path()).unwrap().1, mount);
+        }
     }
 
     #[test]
