@@ -441,14 +441,24 @@ fn a_users_file_in_the_way_of_a_new_pack_is_never_replaced_or_removed() {
     assert_eq!(cache.get(&key(1)).unwrap().bytecode(), b"bc");
 }
 
-/// How many of this process's descriptors are open on `path` (Linux: `/proc/self/fd`).
+/// Returns once another thread of this process has opened `root`'s writer lock file, which
+/// this test holds: two descriptors are open on it (Linux: `/proc/self/fd`). Then that thread
+/// waits for the lock. Fails after 10 s.
 #[cfg(target_os = "linux")]
-fn descriptors_open_on(path: &Path) -> usize {
-    fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
-        .filter(|target| target == path)
-        .count()
+fn wait_until_another_writer_waits(root: &Path) {
+    let lock_path = root.join(abi_tag()).join("lock");
+    let open_on_lock = || {
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+            .filter(|target| *target == lock_path)
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_on_lock() < 2 {
+        assert!(Instant::now() < deadline, "no writer opened the lock file");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Pruning removes an idle cache's lock file while holding it. A writer that opened that file
@@ -473,15 +483,7 @@ fn a_writer_waiting_on_a_removed_lock_file_waits_for_the_one_there_now() {
             let put = writer.put(&key(2), &NewEntry::new("m", b"two"));
             done_tx.send(put.map(drop)).unwrap();
         });
-        // The put has opened the lock file (held here) once two descriptors are open on it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while descriptors_open_on(&lock_path) < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the put never opened the lock file"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_another_writer_waits(&root);
         fs::remove_file(&lock_path).unwrap();
         let there_now = fs::File::create(&lock_path).unwrap();
         there_now.lock().unwrap();
@@ -515,18 +517,9 @@ fn compaction_checks_inputs_before_it_waits_for_the_lock() {
     let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
     cache.put(&key(1), &entry).unwrap();
     let lock = hold_writer_lock(&root);
-    let lock_path = root.join(abi_tag()).join("lock");
     let report = std::thread::scope(|s| {
         let compaction = s.spawn(|| cache.compact());
-        // It waits for the lock once two descriptors are open on it.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while descriptors_open_on(&lock_path) < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the compaction never opened the lock file"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_another_writer_waits(&root);
         fs::write(&input, "export default 22").unwrap();
         drop(lock);
         compaction.join().unwrap().unwrap()
@@ -562,17 +555,9 @@ fn a_put_that_will_compact_checks_inputs_before_it_waits_for_the_lock() {
         .unwrap();
     let generation = compacting.stats().unwrap().generation;
     let lock = hold_writer_lock(&root);
-    let lock_path = root.join(abi_tag()).join("lock");
     std::thread::scope(|s| {
         let put = s.spawn(|| compacting.put(&key(3), &NewEntry::new("m", b"three")));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while descriptors_open_on(&lock_path) < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the put never opened the lock file"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_until_another_writer_waits(&root);
         fs::write(&input, "export default 22").unwrap();
         drop(lock);
         put.join().unwrap().unwrap();
