@@ -98,6 +98,43 @@ struct Published {
     base: Option<(BaseRef, CheckedIndex<Mmap>)>,
 }
 
+impl Published {
+    /// Decodes every intact record into `all`, by key, the delta's over the base's; says how
+    /// many were damaged.
+    fn decode_into(&self, all: &mut BTreeMap<[u8; 16], EntryRecord>) -> u64 {
+        let mut damaged = 0;
+        let tables = self.base.as_ref().map(|b| &b.1).into_iter();
+        for index in tables.chain([&self.head]) {
+            let (file, header) = (index.file(), index.header());
+            for i in 0..header.count {
+                match format::decode_record(file, header, i) {
+                    Ok(entry) => {
+                        all.insert(entry.key, entry);
+                    }
+                    Err(_) => {
+                        // A damaged row in the delta also hides the base's entry of its key,
+                        // as it does for readers.
+                        all.remove(&format::index_row(file, header, i).key);
+                        damaged += 1;
+                    }
+                }
+            }
+        }
+        damaged
+    }
+}
+
+/// The entries published in `dir`, read without the writer lock (what a compaction will find
+/// is judged ahead of it); none if they cannot be read now, which only leaves the judging to
+/// the compaction.
+pub(crate) fn published_entries(dir: &Path, abi_tag: &'static str) -> Vec<EntryRecord> {
+    let mut all = BTreeMap::new();
+    if let Ok(Some((published, _))) = WriteState::load_published(dir, abi_tag) {
+        published.decode_into(&mut all);
+    }
+    all.into_values().collect()
+}
+
 /// Where a row of the next index comes from: copied from a published file, or new.
 #[derive(Clone, Copy)]
 enum RowSource<'a> {
@@ -467,31 +504,10 @@ impl WriteState {
     /// are dropped and counted in `dropped_damaged`.
     pub(crate) fn all_entries(&mut self) -> Vec<EntryRecord> {
         let mut all: BTreeMap<[u8; 16], EntryRecord> = BTreeMap::new();
-        let mut dropped = 0;
-        if let Some(published) = &self.published {
-            let tables = published
-                .base
-                .as_ref()
-                .map(|b| &b.1)
-                .into_iter()
-                .chain([&published.head]);
-            for index in tables {
-                let (file, header) = (index.file(), index.header());
-                for i in 0..header.count {
-                    match format::decode_record(file, header, i) {
-                        Ok(entry) => {
-                            all.insert(entry.key, entry);
-                        }
-                        Err(_) => {
-                            // A damaged row in the delta also hides the base's entry of its
-                            // key, as it does for readers.
-                            all.remove(&format::index_row(file, header, i).key);
-                            dropped += 1;
-                        }
-                    }
-                }
-            }
-        }
+        let dropped = match &self.published {
+            Some(published) => published.decode_into(&mut all),
+            None => 0,
+        };
         all.extend(std::mem::take(&mut self.added));
         self.dropped_damaged = dropped;
         all.into_values().collect()

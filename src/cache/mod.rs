@@ -332,9 +332,7 @@ impl Cache {
     /// other writers then wait for only while the pack is copied. A cache that cannot be read
     /// now is judged under the lock instead.
     fn check_inputs_ahead(&self) -> compact::CheckedAhead {
-        WriteState::load(&self.inner.dir, abi_tag())
-            .map(|mut published| compact::check_inputs_ahead(published.all_entries()))
-            .unwrap_or_default()
+        compact::check_inputs_ahead(writer::published_entries(&self.inner.dir, abi_tag()))
     }
 
     /// Removes every entry, starting a new, empty pack generation.
