@@ -44,7 +44,9 @@ fn populated() -> (tempfile::TempDir, PathBuf) {
 
 fn cli(root: &Path) -> Command {
     let mut cmd = Command::cargo_bin("bytecode-pack").unwrap();
-    cmd.arg("--dir")
+    // A hung command fails its test instead of hanging the suite.
+    cmd.timeout(std::time::Duration::from_secs(120))
+        .arg("--dir")
         .arg(root)
         .env_remove("BYTECODE_PACK_CACHE_DIR");
     cmd

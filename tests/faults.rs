@@ -1,12 +1,13 @@
 //! Fault injection: a writer or compactor process is killed at every deterministic crash
 //! point (feature `fault-injection`), then the cache is audited: it opens, serves every entry
 //! acknowledged before, is not left locked, takes new writes, and sweeps the debris.
-#![cfg(feature = "fault-injection")]
+#![cfg(all(unix, feature = "fault-injection"))]
 
 mod common;
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytecode_pack::faults::CRASH_POINTS;
 use bytecode_pack::{Cache, Key, NewEntry, abi_tag};
@@ -93,22 +94,19 @@ fn every_crash_point_leaves_a_cache_that_serves_what_was_acknowledged() {
             let root = tmp.path().join("cache");
             populate(&root);
             let status = run_child(&root, role, point);
-            let crashed = !status.success();
+            // The injected crash is an abort; any other failure (a panic) is a bug.
+            let crashed = status.signal() == Some(libc::SIGABRT);
+            assert!(crashed || status.success(), "{role}@{point}: {status}");
             crashes += usize::from(crashed);
 
-            // The lock died with the process: a new writer gets it at once.
+            // The lock died with the process: a new writer gets it at its first try.
             let cache = Cache::builder(&root)
-                .lock_timeout(Duration::from_secs(2))
+                .lock_timeout(Duration::ZERO)
                 .open()
                 .unwrap();
-            let started = Instant::now();
-            cache
-                .put(&key(5000), &NewEntry::new("m", b"after"))
-                .unwrap();
-            assert!(
-                started.elapsed() < Duration::from_secs(1),
-                "{role}@{point}: lock left held"
-            );
+            if let Err(e) = cache.put(&key(5000), &NewEntry::new("m", b"after")) {
+                panic!("{role}@{point}: lock left held? {e}");
+            }
 
             // Every acknowledged entry is there, exact; a cleared cache only if clear finished.
             let cleared = role == "clear" && (!crashed || *point == "publish:renamed");

@@ -1,10 +1,12 @@
 //! Several real processes on one cache: this test binary re-invokes itself as writers,
 //! compactors and environment probes (the `child` test, ignored unless asked for).
+#![cfg(unix)]
 
 mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -157,7 +159,7 @@ fn writers_and_a_compactor_in_parallel_while_this_process_reads() {
     // Read while they work: every hit must be exact.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut hits, mut rounds) = (0u32, 0u32);
-    while Instant::now() < deadline && rounds < 5000 {
+    while Instant::now() < deadline {
         rounds += 1;
         let (w, i) = (rounds % writers, (rounds / writers) % per_writer);
         if let Some(hit) = reader.get(&key(w, i)) {
@@ -168,6 +170,7 @@ fn writers_and_a_compactor_in_parallel_while_this_process_reads() {
             break;
         }
     }
+    assert!(hits > 0, "no hit in {rounds} lookups while the writers ran");
     let acked: HashMap<u32, HashSet<u32>> = children
         .into_iter()
         .map(|(w, c)| (w, acks(&c.wait().expect_success())))
@@ -178,6 +181,22 @@ fn writers_and_a_compactor_in_parallel_while_this_process_reads() {
     let stats = Cache::open(&root).unwrap().stats().unwrap();
     assert_eq!(stats.entries, u64::from(writers * per_writer));
     eprintln!("reader saw {hits} hits in {rounds} lookups");
+}
+
+/// SIGKILLs `child` and collects its output, asserting it had not failed on its own first.
+#[track_caller]
+fn kill_9(mut child: Running) -> common::child::Output {
+    child.kill();
+    let out = child.wait();
+    let killed = out.status.signal() == Some(libc::SIGKILL);
+    assert!(
+        killed || out.status.success(),
+        "{}: {}\n{}",
+        out.role,
+        out.status,
+        out.tail(20)
+    );
+    out
 }
 
 /// A small xorshift: the kill timings vary per run, and the seed is printed for a rerun.
@@ -206,13 +225,13 @@ fn kill_9_during_put_and_compact_loses_nothing_acknowledged() {
     for (round, delay) in kill_delays(seed, 8).into_iter().enumerate() {
         // Each round's writer uses its own id, so acknowledged keys are never superseded.
         let id = round as u32;
-        let mut writer = spawn("writer", &root, id, 100_000, 20);
-        let mut compactor = spawn("compactor", &root, 0, 100_000, 20);
+        let writer = spawn("writer", &root, id, 100_000, 20);
+        let compactor = spawn("compactor", &root, 0, 100_000, 20);
         std::thread::sleep(delay);
-        writer.kill(); // SIGKILL
-        compactor.kill();
-        acked.insert(id, acks(&writer.wait().stdout));
-        compactor.wait();
+        // Killed, or done: a child that failed on its own (a read-back mismatch) is a bug.
+        let (writer, compactor) = (kill_9(writer), kill_9(compactor));
+        acked.insert(id, acks(&writer.stdout));
+        drop(compactor);
         audit(&root, &acked);
     }
     assert!(

@@ -81,9 +81,10 @@ impl Child {
         }
     }
 
-    /// Runs the child to its end.
+    /// Runs the child to its end, within [`CHILD_LIMIT`].
+    #[track_caller]
     pub fn run(self) -> Output {
-        self.spawn().wait()
+        self.run_with_limit(CHILD_LIMIT)
     }
 
     /// Runs the child, killing it and panicking with the tail of its output if it is still
@@ -93,6 +94,10 @@ impl Child {
         self.spawn().wait_with_limit(limit)
     }
 }
+
+/// How long a child may run unless its test sets a limit: far beyond what any takes, so that
+/// a hung child fails its test instead of hanging the suite.
+pub const CHILD_LIMIT: Duration = Duration::from_secs(300);
 
 fn drain(mut stream: impl Read + Send + 'static) -> JoinHandle<String> {
     std::thread::spawn(move || {
@@ -121,8 +126,14 @@ impl Running {
         self.process.kill().unwrap();
     }
 
-    /// Waits for its end and collects everything it printed.
-    pub fn wait(mut self) -> Output {
+    /// Waits for its end, within [`CHILD_LIMIT`], and collects everything it printed.
+    #[track_caller]
+    pub fn wait(self) -> Output {
+        self.wait_with_limit(CHILD_LIMIT)
+    }
+
+    /// Collects what it printed once it has exited (or been killed).
+    fn collect(mut self) -> Output {
         let status = self.process.wait().unwrap();
         Output {
             role: self.role,
@@ -141,7 +152,7 @@ impl Running {
         while self.try_wait().is_none() {
             if started.elapsed() > limit {
                 self.kill();
-                let out = self.wait();
+                let out = self.collect();
                 panic!(
                     "{}: still running after {limit:?}; last output:\n{}",
                     out.role,
@@ -150,7 +161,7 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.wait()
+        self.collect()
     }
 }
 
