@@ -267,7 +267,8 @@ impl Host<'_, '_> {
         if !quiet.is_empty() {
             // Started within 10 ms of the edit, the previous start stamped the edited
             // directories within 30 ms of their change (the ctime trails the clock by a few
-            // coarse ticks at most): the stamps are racy and must not be trusted.
+            // coarse ticks at most): the stamps are racy and must not be trusted. A slower
+            // machine skips this check; the racy rule itself is unit-tested in `stored.rs`.
             let fast = edit_started.elapsed() < Duration::from_millis(10);
             let s = self.start(&queries_of(&quiet));
             self.check(

@@ -445,4 +445,28 @@ mod tests {
             }
         }
     }
+
+    /// A stamp taken within the racy window of its directory's last change never vouches,
+    /// though its stat data is unchanged: an entry added in the same tick of the kernel's
+    /// clock would not have moved the ctime. Taken later, it vouches for as long as the
+    /// stat data stays the same (where the filesystem's ctime is the kernel's).
+    #[test]
+    fn a_stamp_taken_right_after_its_directorys_change_does_not_vouch() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = crate::sys::stat_path(dir.path()).unwrap();
+        let taken_after = |ms: i64| DirStamp {
+            stat: Some(now),
+            recorded_at_ns: now.ctime_ns + ms * 1_000_000,
+        };
+        assert!(!taken_after(1).still_valid(Some(&now)));
+        assert!(!taken_after(20).still_valid(Some(&now)));
+        let kept = crate::sys::ctime_kept_by_kernel(now.dev);
+        assert_eq!(taken_after(1_000).still_valid(Some(&now)), kept);
+        let changed = StatRecord {
+            ctime_ns: now.ctime_ns + 1,
+            ..now
+        };
+        assert!(!taken_after(1_000).still_valid(Some(&changed)));
+        assert!(!taken_after(1_000).still_valid(None));
+    }
 }
