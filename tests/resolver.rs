@@ -1434,7 +1434,8 @@ fn f_two_projects_share_one_cache_root() {
         (field("puts"), field("hits"))
     };
 
-    // Inside the racy window: directories are stamped again every start.
+    // Inside the racy window (its stamps cannot vouch yet), then past it: each start
+    // answers for its own project (the child checks `BP_EXPECT`).
     for _ in 0..2 {
         start(&one, "x.js");
         start(&two, "x.mjs");
@@ -1473,8 +1474,9 @@ fn f_two_projects_share_one_cache_root() {
     }
 }
 
-/// `Module::import` from the host passes base `""`, from which `FileResolver` answers `./a`
-/// with `./a.js`, while from base `main.js` (the same directory, `""`) it answers `a.js`.
+/// (g) Where a filesystem's ctime can be set (FAT, exFAT; pretended here), no directory stamp
+/// can vouch: every start probes as `FileResolver` does, answers as it does, and stores
+/// nothing (the child checks each start).
 #[cfg(feature = "fault-injection")]
 #[test]
 fn g_on_a_filesystem_whose_ctime_can_be_set_every_start_probes_and_stores_nothing() {
@@ -1488,6 +1490,8 @@ fn g_on_a_filesystem_whose_ctime_can_be_set_every_start_probes_and_stores_nothin
     assert!(out.contains("settable ctime: done"), "{out}");
 }
 
+/// `Module::import` from the host passes base `""`, from which `FileResolver` answers `./a`
+/// with `./a.js`, while from base `main.js` (the same directory, `""`) it answers `a.js`.
 #[test]
 fn empty_base_and_a_base_in_the_root_are_answered_apart() {
     let sandbox = Sandbox::new();

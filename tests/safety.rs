@@ -103,7 +103,6 @@ fn a_switched_symlink_is_a_changed_input() {
         assert!(Cache::open(&root).unwrap().get(&key(i)).is_none());
     }
     assert_eq!(cache.compact().unwrap().dropped_stale, 2);
-    // Switched back, the old content is there again, and a new put records it.
     assert!(cache.get(&key(0)).is_none());
 }
 

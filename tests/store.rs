@@ -533,7 +533,7 @@ mod permissions {
             "{damage}"
         );
         assert!(other.get(&Key::for_source("m", b"")).is_none());
-        // An existing handle misses rather than reading through the link.
+        // An existing handle keeps serving the index it mapped before the link appeared.
         assert!(
             cache.get(&Key::for_source("m", b"")).is_some(),
             "own snapshot still valid"
