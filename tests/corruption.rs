@@ -2,7 +2,7 @@
 //! systematically (every 7th byte flipped, cut, extended, zeroed), then in a random campaign
 //! (bits flipped, ranges zeroed, files truncated and extended, many times over). Every `get` is
 //! a miss or the exact bytes; nothing panics; the cache always takes the next write. The
-//! campaign's seed is printed so a failure can be replayed.
+//! campaign's seed is printed, and `BP_SEED` replays it.
 
 mod common;
 
@@ -167,13 +167,7 @@ fn every_get_is_a_miss_or_the_exact_bytes() {
     drop(cache);
     let pristine = snapshot_files(&dir);
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("corruption seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng(common::seed("corruption") | 1);
     let (mut hits, mut misses) = (0u32, 0u32);
     for trial in 0..TRIALS {
         for (path, bytes) in &pristine {

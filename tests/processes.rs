@@ -199,7 +199,7 @@ fn kill_9(mut child: Running) -> common::child::Output {
     out
 }
 
-/// A small xorshift: the kill timings vary per run, and the seed is printed for a rerun.
+/// A small xorshift: the kill timings vary per run; `BP_SEED` replays a run's.
 fn kill_delays(seed: u64, n: usize) -> Vec<Duration> {
     let mut x = seed | 1;
     (0..n)
@@ -216,11 +216,7 @@ fn kill_delays(seed: u64, n: usize) -> Vec<Duration> {
 fn kill_9_during_put_and_compact_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("cache");
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill timing seed {seed}");
+    let seed = common::seed("kill timing");
     let mut acked: HashMap<u32, HashSet<u32>> = HashMap::new();
     for (round, delay) in kill_delays(seed, 8).into_iter().enumerate() {
         // Each round's writer uses its own id, so acknowledged keys are never superseded.

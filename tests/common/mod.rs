@@ -20,6 +20,20 @@ pub fn bytes(tag: u8, len: usize) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31) ^ tag).collect()
 }
 
+/// A random campaign's seed: `BP_SEED` if set (to replay a failure), else from the clock.
+/// Printed either way, so a failing run names the seed that replays it.
+pub fn seed(campaign: &str) -> u64 {
+    let seed = match std::env::var("BP_SEED") {
+        Ok(seed) => seed.parse().expect("BP_SEED is a number"),
+        Err(_) => SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    eprintln!("{campaign} seed {seed} (BP_SEED={seed} replays it)");
+    seed
+}
+
 /// A temp dir and its canonical path (macOS's `/tmp` is a symlink; paths must compare equal).
 pub fn canonical_tempdir() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
