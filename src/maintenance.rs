@@ -261,7 +261,12 @@ fn remove_cache_dir(
     let lock_path = dir.join(LOCK_FILE);
     let _lock = match fsys::open_write(&lock_path, false) {
         Ok(file) => match file.try_lock() {
-            Ok(()) => Some(file),
+            // Still the file linked there (another pruner may have removed it meanwhile, and
+            // a writer of that build created another).
+            Ok(()) => match fsys::open_write(&lock_path, false) {
+                Ok(there) if crate::sys::same_file(&file, &there).unwrap_or(false) => Some(file),
+                _ => return Err("its writer lock was replaced meanwhile".into()),
+            },
             Err(_) => return Err("its writer lock is held: in use".into()),
         },
         // No writer of that build has written since the lock file went (or ever).

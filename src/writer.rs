@@ -47,11 +47,15 @@ pub(crate) fn lock(dir: &Path, started: Instant, deadline: Option<Instant>) -> R
             // A lock on a file no longer linked at `path` excludes nobody: pruning removes an
             // idle cache's lock file while holding it, and a writer that opened it before
             // then would otherwise write beside one that locked the file created after it.
-            Ok(()) => match sys::is_linked_at(&file, &path) {
-                Ok(true) => return Ok(WriterLock { _file: file }),
-                Ok(false) => file = fsys::open_write(&path, true).map_err(Error::io(&path))?,
-                Err(e) => return Err(Error::io(&path)(e)),
-            },
+            // So the file there now is opened and compared (both by `fstat`); if it is
+            // another, it is the one to lock.
+            Ok(()) => {
+                let there = fsys::open_write(&path, true).map_err(Error::io(&path))?;
+                if sys::same_file(&file, &there).map_err(Error::io(&path))? {
+                    return Ok(WriterLock { _file: file });
+                }
+                file = there;
+            }
             Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
         }

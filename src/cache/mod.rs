@@ -287,7 +287,8 @@ impl Cache {
     /// Rewrites the live entries into a new pack, dropping superseded, stale (an input is
     /// gone or changed) and corrupt entries, and evicting over the size limit. Readers
     /// holding hits from before keep them. Inputs are checked before the writer lock is
-    /// taken, so other writers wait only while the pack is copied.
+    /// taken (only entries written meanwhile are checked under it), so other writers do not
+    /// wait for the re-hashing.
     ///
     /// ```
     /// use bytecode_pack::{Cache, Key, NewEntry};

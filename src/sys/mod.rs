@@ -10,7 +10,7 @@ mod imp;
 pub(crate) use imp::probe;
 pub(crate) use imp::{
     FileIdentity, check_owner_and_mode, create_private_dir, ctime_kept_by_kernel, file_identity,
-    is_linked_at, open_cache_options, open_error_kind, open_user_options, path_from_bytes,
+    open_cache_options, open_error_kind, open_user_options, path_from_bytes, same_file,
     special_file_kind, stat_path, stat_record, sync_dir,
 };
 

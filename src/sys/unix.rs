@@ -104,15 +104,10 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
         .sync_all()
 }
 
-/// Whether `file` is the file linked at `path` now (same device and inode; `false` if
-/// nothing is there).
-pub(crate) fn is_linked_at(file: &fs::File, path: &Path) -> io::Result<bool> {
-    let held = file.metadata()?;
-    match fs::symlink_metadata(path) {
-        Ok(there) => Ok(held.dev() == there.dev() && held.ino() == there.ino()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e),
-    }
+/// Whether two open files are the same file (device and inode).
+pub(crate) fn same_file(a: &fs::File, b: &fs::File) -> io::Result<bool> {
+    let (a, b) = (a.metadata()?, b.metadata()?);
+    Ok(a.dev() == b.dev() && a.ino() == b.ino())
 }
 
 pub(crate) fn path_from_bytes(bytes: &[u8]) -> Option<&Path> {
@@ -221,6 +216,10 @@ impl Verdicts {
         match self.0.iter_mut().find(|v| v.dev == dev) {
             Some(v) if v.kept == kept => {
                 if !v.mounts.contains(&mount) {
+                    // Bounded (automounts come and go): a mount dropped is only asked again.
+                    if v.mounts.len() >= MAX_MOUNTS_PER_DEVICE {
+                        v.mounts.remove(0);
+                    }
                     v.mounts.push(mount);
                 }
             }
@@ -238,10 +237,22 @@ impl Verdicts {
             }),
         }
     }
+
+    /// Forgets the verdict on `dev` unless it was learned through `mount`: a stat through a
+    /// mount whose filesystem could not be learned must not be vouched for by another's.
+    fn forget_unless_through(&mut self, dev: u64, mount: u64) {
+        self.0.retain(|v| v.dev != dev || v.mounts.contains(&mount));
+    }
 }
 
 #[cfg(target_os = "linux")]
-static VERDICTS: parking_lot::Mutex<Verdicts> = parking_lot::Mutex::new(Verdicts(Vec::new()));
+const MAX_MOUNTS_PER_DEVICE: usize = 16;
+
+/// The verdicts, and how many have been recorded (a learner that started before another
+/// recorded one discards its own: it may describe a mount that was replaced meanwhile).
+#[cfg(target_os = "linux")]
+static VERDICTS: parking_lot::Mutex<(Verdicts, u64)> =
+    parking_lot::Mutex::new((Verdicts(Vec::new()), 0));
 
 /// Whether the ctimes of device `dev` are set by the kernel alone, as far as this process has
 /// learned (by the `stat_path` that returned `dev`, which learns again through a new mount):
@@ -249,21 +260,23 @@ static VERDICTS: parking_lot::Mutex<Verdicts> = parking_lot::Mutex::new(Verdicts
 #[cfg(target_os = "linux")]
 pub(crate) fn ctime_kept_by_kernel(dev: u64) -> bool {
     LAST_KEPT_DEV.load(Ordering::Relaxed) == dev.wrapping_add(1)
-        || VERDICTS.lock().kept(dev) == Some(true)
+        || VERDICTS.lock().0.kept(dev) == Some(true)
 }
 
 /// The last device and mount found to keep their ctimes (the device plus one; 0: none): a
 /// lookup's stats are nearly always through one mount, which this answers without the lock.
-/// The two are stored apart, so a reader may pair a device with another update's mount; such
-/// a pair still only matches a stat that was learned kept, because a mount id names one
-/// mount, which has one device.
+/// Both are stored only under the lock, the mount first. A reader may still pair a device
+/// with another update's mount; such a pair only matches a stat through a mount learned
+/// kept, and every device under one mount is of that mount's filesystem type, so of its
+/// verdict.
 #[cfg(target_os = "linux")]
 static LAST_KEPT_DEV: AtomicU64 = AtomicU64::new(0);
 #[cfg(target_os = "linux")]
 static LAST_KEPT_MOUNT: AtomicU64 = AtomicU64::new(0);
 
 /// Learns whether the filesystem `path` is on (device `dev`, through `mount`) keeps its
-/// ctime itself, once per device and mount.
+/// ctime itself, once per device and mount. The filesystem is asked without the lock held
+/// (`statfs` on a dead network mount blocks; other threads must not wait for it).
 #[cfg(target_os = "linux")]
 fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
     if LAST_KEPT_DEV.load(Ordering::Relaxed) == dev.wrapping_add(1)
@@ -271,35 +284,55 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
     {
         return;
     }
-    let mut verdicts = VERDICTS.lock();
-    let kept = if verdicts.knows(dev, mount) {
-        verdicts.kept(dev) == Some(true)
-    } else {
-        let kept = match rustix::fs::statfs(path) {
-            // Only if `path` is still on `dev` through `mount` (a symlink on it may have
-            // switched to another mount between the two calls). The magic numbers are 32-bit;
-            // `f_type` is wider on some targets.
-            Ok(fs) if statx_path(path).is_ok_and(|(again, on)| again.dev == dev && on == mount) => {
-                keeps_ctime(fs.f_type as u32, dev) && !crate::faults::pretend_ctime_settable()
-            }
-            Ok(_) => return,
-            // A sandbox that refuses `statfs` leaves the filesystem unknown for good:
-            // untrusted, and not asked again at every stat.
-            Err(
-                e
-                @ (rustix::io::Errno::NOSYS | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS),
-            ) => {
-                log::debug!("bytecode-pack: statfs refused ({e}); stat data will not be trusted");
-                false
-            }
-            // Anything else (the file went away meanwhile) is asked again by the next stat;
-            // until then the device is untrusted.
-            Err(_) => return,
-        };
-        verdicts.learn(dev, mount, kept);
-        kept
+    let recorded_before = {
+        let verdicts = VERDICTS.lock();
+        if verdicts.0.knows(dev, mount) {
+            publish_fast_path(dev, mount, verdicts.0.kept(dev) == Some(true));
+            return;
+        }
+        verdicts.1
     };
-    // Under the lock, so the fast path never outlives the verdict it stands for.
+    let learned = match rustix::fs::statfs(path) {
+        // Only if `path` is still on `dev` through `mount` (a symlink on it may have switched
+        // to another mount between the two calls). The magic numbers are 32-bit; `f_type` is
+        // wider on some targets.
+        Ok(fs) if statx_path(path).is_ok_and(|(again, on)| again.dev == dev && on == mount) => {
+            Some(keeps_ctime(fs.f_type as u32, dev) && !crate::faults::pretend_ctime_settable())
+        }
+        Ok(_) => None,
+        // A sandbox that refuses `statfs` leaves the filesystem unknown for good: untrusted,
+        // and not asked again at every stat.
+        Err(
+            e @ (rustix::io::Errno::NOSYS | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS),
+        ) => {
+            log::debug!("bytecode-pack: statfs refused ({e}); stat data will not be trusted");
+            Some(false)
+        }
+        // Anything else (the file went away, a FUSE daemon without `statfs`) is asked again
+        // by the next stat.
+        Err(_) => None,
+    };
+    let mut verdicts = VERDICTS.lock();
+    match learned {
+        Some(kept) if verdicts.1 == recorded_before => {
+            verdicts.0.learn(dev, mount, kept);
+            verdicts.1 += 1;
+            publish_fast_path(dev, mount, kept);
+        }
+        // Not learned (the next stat asks again), or another learner recorded a verdict
+        // meanwhile, which may describe a mount that this one's replaced: until this mount
+        // is learned, the device is untrusted, whatever was learned of it through another.
+        _ => {
+            verdicts.0.forget_unless_through(dev, mount);
+            publish_fast_path(dev, mount, false);
+        }
+    }
+}
+
+/// Points the fast path at (`dev`, `mount`) if it keeps its ctime, else takes it off `dev`.
+/// Called with [`VERDICTS`] locked.
+#[cfg(target_os = "linux")]
+fn publish_fast_path(dev: u64, mount: u64, kept: bool) {
     if kept {
         LAST_KEPT_MOUNT.store(mount, Ordering::Relaxed);
         LAST_KEPT_DEV.store(dev.wrapping_add(1), Ordering::Relaxed);
@@ -432,6 +465,23 @@ mod tests {
         assert_eq!(verdicts.kept(dev), Some(false));
         assert!(!verdicts.knows(dev, 101) && verdicts.knows(dev, 104));
         assert_eq!(verdicts.kept(other_dev), Some(false));
+        // A new mount whose filesystem could not be learned: the device has no verdict
+        // until it is, whatever the one before said; other devices keep theirs.
+        verdicts.learn(dev, 105, true);
+        verdicts.forget_unless_through(dev, 106);
+        assert_eq!(verdicts.kept(dev), None);
+        assert_eq!(verdicts.kept(other_dev), Some(false));
+        // Through a mount it was learned by, nothing is forgotten.
+        verdicts.learn(dev, 107, true);
+        verdicts.forget_unless_through(dev, 107);
+        assert_eq!(verdicts.kept(dev), Some(true));
+        // Mounts come and go; a device remembers the last few.
+        for mount in 200..300 {
+            verdicts.learn(dev, mount, true);
+        }
+        assert!(verdicts.knows(dev, 299) && !verdicts.knows(dev, 200));
+        let remembered = verdicts.0.iter().map(|v| v.mounts.len()).max();
+        assert_eq!(remembered, Some(MAX_MOUNTS_PER_DEVICE));
     }
 
     /// This kernel gives the unique mount id (Linux 6.8+), or 0 before.

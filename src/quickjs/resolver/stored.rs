@@ -460,13 +460,14 @@ mod tests {
         };
         assert!(!taken_after(1).still_valid(Some(&now)));
         assert!(!taken_after(20).still_valid(Some(&now)));
+        // Past the window of whole-second ctimes too (2 s).
         let kept = crate::sys::ctime_kept_by_kernel(now.dev);
-        assert_eq!(taken_after(1_000).still_valid(Some(&now)), kept);
+        assert_eq!(taken_after(3_000).still_valid(Some(&now)), kept);
         let changed = StatRecord {
             ctime_ns: now.ctime_ns + 1,
             ..now
         };
-        assert!(!taken_after(1_000).still_valid(Some(&changed)));
-        assert!(!taken_after(1_000).still_valid(None));
+        assert!(!taken_after(3_000).still_valid(Some(&changed)));
+        assert!(!taken_after(3_000).still_valid(None));
     }
 }
