@@ -248,8 +248,8 @@ impl Verdicts {
 #[cfg(target_os = "linux")]
 const MAX_MOUNTS_PER_DEVICE: usize = 16;
 
-/// The verdicts, and how many have been recorded (a learner that started before another
-/// recorded one discards its own: it may describe a mount that was replaced meanwhile).
+/// The verdicts, and how many times learners have changed them (a learner that began before
+/// another's change discards its own: it may describe a mount that was replaced meanwhile).
 #[cfg(target_os = "linux")]
 static VERDICTS: parking_lot::Mutex<(Verdicts, u64)> =
     parking_lot::Mutex::new((Verdicts(Vec::new()), 0));
@@ -313,15 +313,18 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
         Err(_) => None,
     };
     let mut verdicts = VERDICTS.lock();
+    let undisturbed = verdicts.1 == recorded_before;
+    // Every outcome counts, a forgotten verdict too: a learner that began before it may have
+    // learned through the mount this one's replaced, and must not record that afterwards.
+    verdicts.1 += 1;
     match learned {
-        Some(kept) if verdicts.1 == recorded_before => {
+        Some(kept) if undisturbed => {
             verdicts.0.learn(dev, mount, kept);
-            verdicts.1 += 1;
             publish_fast_path(dev, mount, kept);
         }
-        // Not learned (the next stat asks again), or another learner recorded a verdict
-        // meanwhile, which may describe a mount that this one's replaced: until this mount
-        // is learned, the device is untrusted, whatever was learned of it through another.
+        // Not learned (the next stat asks again), or another learner changed the verdicts
+        // meanwhile, possibly for a mount that replaced this one's: until this mount is
+        // learned, the device is untrusted, whatever was learned of it through another.
         _ => {
             verdicts.0.forget_unless_through(dev, mount);
             publish_fast_path(dev, mount, false);
