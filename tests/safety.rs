@@ -550,18 +550,20 @@ fn a_put_that_will_compact_checks_inputs_before_it_waits_for_the_lock() {
     let cache = Cache::open(&root).unwrap();
     let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
     cache.put(&key(1), &entry).unwrap();
-    for version in [1, 2] {
-        cache
-            .put(&key(2), &NewEntry::new("m", &[version; 1000]))
-            .unwrap();
-    }
-    // Half the pack is dead: this handle's next put compacts.
+    // Opened before another handle makes half the pack dead: its next put compacts, which it
+    // learns from the published index, not from what it saw when opened.
     let compacting = Cache::builder(&root)
         .auto_compact(1, 0.25)
         .lock_timeout(Duration::from_secs(30))
         .open()
         .unwrap();
-    let generation = compacting.stats().unwrap().generation;
+    assert!(compacting.get(&key(1)).is_some());
+    for version in [1, 2] {
+        cache
+            .put(&key(2), &NewEntry::new("m", &[version; 1000]))
+            .unwrap();
+    }
+    let generation = cache.stats().unwrap().generation;
     let lock = hold_writer_lock(&root);
     std::thread::scope(|s| {
         let put = s.spawn(|| compacting.put(&key(3), &NewEntry::new("m", b"three")));

@@ -261,7 +261,7 @@ impl Cache {
             return Ok(());
         }
         let count = prepared.len() as u64;
-        // A put that will likely compact, by what this handle saw last, judges the published
+        // A put that will likely compact, by the published index, judges the published
         // entries' inputs before it takes the lock, as `compact` does.
         let adds: u64 = prepared.iter().map(|p| p.entry.stored_len()).sum();
         let checked_ahead = if self.compaction_likely(adds) {
@@ -318,10 +318,14 @@ impl Cache {
         Ok(report)
     }
 
-    /// Whether publishing `adds` more bytes would start a compaction, judged by this handle's
-    /// snapshot (without a lookup of what they supersede, which only adds dead space).
+    /// Whether publishing `adds` more bytes would start a compaction, judged by the published
+    /// index (without a lookup of what they supersede, which only adds dead space).
     fn compaction_likely(&self, adds: u64) -> bool {
-        let snapshot = self.inner.snapshot.load();
+        let current = self.inner.snapshot.load_full();
+        let snapshot = match self.refresh_if_changed(&current) {
+            Ok(Some(fresh)) => fresh,
+            _ => current,
+        };
         snapshot.head().is_some_and(|head| {
             let fields = head.index().header().fields;
             let grown = |bytes: u64| bytes.saturating_add(adds);
