@@ -208,6 +208,14 @@ pub(crate) fn open_write(path: &Path, create: bool) -> io::Result<File> {
     checked_regular(file).map(|(file, _)| file)
 }
 
+/// The file linked at `path` now, opened as [`open_write`] opens it, if it is not `file`
+/// (compared by `fstat` of both open files, so two live inodes): a lock taken on a lock file
+/// that was unlinked meanwhile, as pruning unlinks an idle cache's, excludes nobody.
+pub(crate) fn replaced_at(file: &File, path: &Path, create: bool) -> io::Result<Option<File>> {
+    let there = open_write(path, create)?;
+    Ok((!sys::same_file(file, &there)?).then_some(there))
+}
+
 /// Creates a new cache file that must not exist yet.
 pub(crate) fn create_new(path: &Path) -> io::Result<File> {
     sys::open_cache_options()

@@ -263,8 +263,8 @@ fn remove_cache_dir(
         Ok(file) => match file.try_lock() {
             // Still the file linked there (another pruner may have removed it meanwhile, and
             // a writer of that build created another).
-            Ok(()) => match fsys::open_write(&lock_path, false) {
-                Ok(there) if crate::sys::same_file(&file, &there).unwrap_or(false) => Some(file),
+            Ok(()) => match fsys::replaced_at(&file, &lock_path, false) {
+                Ok(None) => Some(file),
                 _ => return Err("its writer lock was replaced meanwhile".into()),
             },
             Err(_) => return Err("its writer lock is held: in use".into()),

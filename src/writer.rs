@@ -28,7 +28,6 @@ use crate::fsys;
 use crate::key::Key;
 use crate::options::Durability;
 use crate::snapshot::{self, LoadError};
-use crate::sys;
 use crate::unsafe_io::CheckedIndex;
 
 /// The exclusive writer lock, released on drop (closing the descriptor releases the flock).
@@ -44,18 +43,13 @@ pub(crate) fn lock(dir: &Path, started: Instant, deadline: Option<Instant>) -> R
     let mut pause = Duration::from_micros(200);
     loop {
         match file.try_lock() {
-            // A lock on a file no longer linked at `path` excludes nobody: pruning removes an
-            // idle cache's lock file while holding it, and a writer that opened it before
-            // then would otherwise write beside one that locked the file created after it.
-            // So the file there now is opened and compared (both by `fstat`); if it is
-            // another, it is the one to lock.
-            Ok(()) => {
-                let there = fsys::open_write(&path, true).map_err(Error::io(&path))?;
-                if sys::same_file(&file, &there).map_err(Error::io(&path))? {
-                    return Ok(WriterLock { _file: file });
-                }
-                file = there;
-            }
+            // Pruning removes an idle cache's lock file while holding it: a writer that opened
+            // it before then locks the file there now instead, or it would write beside one
+            // that locked that file.
+            Ok(()) => match fsys::replaced_at(&file, &path, true).map_err(Error::io(&path))? {
+                None => return Ok(WriterLock { _file: file }),
+                Some(there) => file = there,
+            },
             Err(std::fs::TryLockError::WouldBlock) => {}
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
         }
