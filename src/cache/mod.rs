@@ -333,9 +333,9 @@ impl Cache {
         })
     }
 
-    /// Judges the published entries' inputs for a compaction without the writer lock, which
-    /// other writers then wait for only while the pack is copied. A cache that cannot be read
-    /// now is judged under the lock instead.
+    /// Judges the published entries' inputs for a compaction without the writer lock, so that
+    /// under it only entries published meanwhile are judged. A cache that cannot be read now
+    /// is judged under the lock instead.
     fn check_inputs_ahead(&self) -> compact::CheckedAhead {
         compact::check_inputs_ahead(writer::published_entries(&self.inner.dir, abi_tag()))
     }
