@@ -508,22 +508,29 @@ fn a_writer_waiting_on_a_removed_lock_file_waits_for_the_one_there_now() {
     assert_eq!(cache.get(&key(2)).unwrap().bytecode(), b"two");
 }
 
+/// Puts `key(1)` with one input, `input.js` in `dir`, written just before (so racy: every
+/// check re-hashes it); returns the input's path.
+fn put_an_entry_with_an_input(cache: &Cache, dir: &Path) -> std::path::PathBuf {
+    let input = dir.join("input.js");
+    fs::write(&input, "export default 1").unwrap();
+    let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
+    cache.put(&key(1), &entry).unwrap();
+    input
+}
+
 /// An explicit compaction checks inputs (re-hashing those stat data cannot vouch for) before it
-/// takes the writer lock, so other writers never wait for that. An input edited while it then
+/// takes the writer lock, so other writers do not wait for that. An input edited while it then
 /// waits leaves its entry in the pack, and `get` still misses it.
 #[cfg(target_os = "linux")]
 #[test]
 fn compaction_checks_inputs_before_it_waits_for_the_lock() {
     let (_tmp, base) = common::canonical_tempdir();
     let root = base.join("cache");
-    let input = base.join("input.js");
-    fs::write(&input, "export default 1").unwrap();
     let cache = Cache::builder(&root)
         .lock_timeout(Duration::from_secs(30))
         .open()
         .unwrap();
-    let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
-    cache.put(&key(1), &entry).unwrap();
+    let input = put_an_entry_with_an_input(&cache, &base);
     let lock = hold_writer_lock(&root);
     let report = std::thread::scope(|s| {
         let compaction = s.spawn(|| cache.compact());
@@ -545,11 +552,8 @@ fn compaction_checks_inputs_before_it_waits_for_the_lock() {
 fn a_put_that_will_compact_checks_inputs_before_it_waits_for_the_lock() {
     let (_tmp, base) = common::canonical_tempdir();
     let root = base.join("cache");
-    let input = base.join("input.js");
-    fs::write(&input, "export default 1").unwrap();
     let cache = Cache::open(&root).unwrap();
-    let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
-    cache.put(&key(1), &entry).unwrap();
+    let input = put_an_entry_with_an_input(&cache, &base);
     // Opened before another handle makes half the pack dead: its next put compacts, which it
     // learns from the published index, not from what it saw when opened.
     let compacting = Cache::builder(&root)
