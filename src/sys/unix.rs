@@ -186,7 +186,12 @@ fn mount_type<'a>(line: &'a str, device: &str) -> Option<&'a str> {
 /// there is no such id, and a verdict is kept by device alone.
 #[cfg(target_os = "linux")]
 #[derive(Default)]
-struct Verdicts(Vec<Verdict>);
+struct Verdicts {
+    known: Vec<Verdict>,
+    /// How many times learners have changed them: a learner that began before another's
+    /// change discards its own, which may describe a mount that was replaced meanwhile.
+    changes: u64,
+}
 
 #[cfg(target_os = "linux")]
 struct Verdict {
@@ -200,12 +205,12 @@ struct Verdict {
 impl Verdicts {
     /// The verdict on device `dev`, if one was learned.
     fn kept(&self, dev: u64) -> Option<bool> {
-        self.0.iter().find(|v| v.dev == dev).map(|v| v.kept)
+        self.known.iter().find(|v| v.dev == dev).map(|v| v.kept)
     }
 
     /// Whether `dev` was learned through `mount`, and so needs no new look.
     fn knows(&self, dev: u64, mount: u64) -> bool {
-        self.0
+        self.known
             .iter()
             .any(|v| v.dev == dev && v.mounts.contains(&mount))
     }
@@ -213,7 +218,7 @@ impl Verdicts {
     /// Records the verdict `kept` learned for `dev` through `mount`. Another verdict on the
     /// same device is another filesystem that took its number: it replaces the old one.
     fn learn(&mut self, dev: u64, mount: u64, kept: bool) {
-        match self.0.iter_mut().find(|v| v.dev == dev) {
+        match self.known.iter_mut().find(|v| v.dev == dev) {
             Some(v) if v.kept == kept => {
                 if !v.mounts.contains(&mount) {
                     // Bounded (automounts come and go): a mount dropped is only asked again.
@@ -230,7 +235,7 @@ impl Verdicts {
                     kept,
                 }
             }
-            None => self.0.push(Verdict {
+            None => self.known.push(Verdict {
                 dev,
                 mounts: vec![mount],
                 kept,
@@ -241,18 +246,19 @@ impl Verdicts {
     /// Forgets the verdict on `dev` unless it was learned through `mount`: a stat through a
     /// mount whose filesystem could not be learned must not be vouched for by another's.
     fn forget_unless_through(&mut self, dev: u64, mount: u64) {
-        self.0.retain(|v| v.dev != dev || v.mounts.contains(&mount));
+        self.known
+            .retain(|v| v.dev != dev || v.mounts.contains(&mount));
     }
 }
 
 #[cfg(target_os = "linux")]
 const MAX_MOUNTS_PER_DEVICE: usize = 16;
 
-/// The verdicts, and how many times learners have changed them (a learner that began before
-/// another's change discards its own: it may describe a mount that was replaced meanwhile).
 #[cfg(target_os = "linux")]
-static VERDICTS: parking_lot::Mutex<(Verdicts, u64)> =
-    parking_lot::Mutex::new((Verdicts(Vec::new()), 0));
+static VERDICTS: parking_lot::Mutex<Verdicts> = parking_lot::Mutex::new(Verdicts {
+    known: Vec::new(),
+    changes: 0,
+});
 
 /// Whether the ctimes of device `dev` are set by the kernel alone, as far as this process has
 /// learned (by the `stat_path` that returned `dev`, which learns again through a new mount):
@@ -260,7 +266,7 @@ static VERDICTS: parking_lot::Mutex<(Verdicts, u64)> =
 #[cfg(target_os = "linux")]
 pub(crate) fn ctime_kept_by_kernel(dev: u64) -> bool {
     LAST_KEPT_DEV.load(Ordering::Relaxed) == dev.wrapping_add(1)
-        || VERDICTS.lock().0.kept(dev) == Some(true)
+        || VERDICTS.lock().kept(dev) == Some(true)
 }
 
 /// The last device and mount found to keep their ctimes (the device plus one; 0: none): a
@@ -284,13 +290,13 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
     {
         return;
     }
-    let recorded_before = {
+    let changes_before = {
         let verdicts = VERDICTS.lock();
-        if verdicts.0.knows(dev, mount) {
-            publish_fast_path(dev, mount, verdicts.0.kept(dev) == Some(true));
+        if verdicts.knows(dev, mount) {
+            publish_fast_path(dev, mount, verdicts.kept(dev) == Some(true));
             return;
         }
-        verdicts.1
+        verdicts.changes
     };
     let learned = match rustix::fs::statfs(path) {
         // Only if `path` is still on `dev` through `mount` (a symlink on it may have switched
@@ -313,20 +319,20 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
         Err(_) => None,
     };
     let mut verdicts = VERDICTS.lock();
-    let undisturbed = verdicts.1 == recorded_before;
+    let undisturbed = verdicts.changes == changes_before;
     // Every outcome counts, a forgotten verdict too: a learner that began before it may have
     // learned through the mount this one's replaced, and must not record that afterwards.
-    verdicts.1 += 1;
+    verdicts.changes += 1;
     match learned {
         Some(kept) if undisturbed => {
-            verdicts.0.learn(dev, mount, kept);
+            verdicts.learn(dev, mount, kept);
             publish_fast_path(dev, mount, kept);
         }
         // Not learned (the next stat asks again), or another learner changed the verdicts
         // meanwhile, possibly for a mount that replaced this one's: until this mount is
         // learned, the device is untrusted, whatever was learned of it through another.
         _ => {
-            verdicts.0.forget_unless_through(dev, mount);
+            verdicts.forget_unless_through(dev, mount);
             publish_fast_path(dev, mount, false);
         }
     }
@@ -483,7 +489,7 @@ mod tests {
             verdicts.learn(dev, mount, true);
         }
         assert!(verdicts.knows(dev, 299) && !verdicts.knows(dev, 200));
-        let remembered = verdicts.0.iter().map(|v| v.mounts.len()).max();
+        let remembered = verdicts.known.iter().map(|v| v.mounts.len()).max();
         assert_eq!(remembered, Some(MAX_MOUNTS_PER_DEVICE));
     }
 
