@@ -444,13 +444,9 @@ impl WriteState {
     fn add(&mut self, record: EntryRecord) {
         let replaced = match self.added.get(&record.key) {
             Some(earlier) => Some(Some(earlier.stored_len())),
-            None => self.published_record(&record.key).map(|found| {
-                found.map(|r| {
-                    format::archived_segments(r)
-                        .map(|(_, s)| SegmentRef::from(s).stored_len())
-                        .sum()
-                })
-            }),
+            None => self
+                .published_record(&record.key)
+                .map(|found| found.map(format::archived_stored_len)),
         };
         match replaced {
             // A damaged record's size is unknown: compaction recounts.

@@ -518,6 +518,24 @@ fn put_an_entry_with_an_input(cache: &Cache, dir: &Path) -> std::path::PathBuf {
     input
 }
 
+/// Runs `write` while another writer holds the lock, and edits `input` once `write` waits for
+/// it: what `write` judged before the lock sees the old content, anything judged under the
+/// lock the edit.
+fn edit_input_while_waiting_for_the_lock<T: Send>(
+    root: &Path,
+    input: &Path,
+    write: impl FnOnce() -> T + Send,
+) -> T {
+    let lock = hold_writer_lock(root);
+    std::thread::scope(|s| {
+        let writer = s.spawn(write);
+        wait_until_another_writer_waits(root);
+        fs::write(input, "export default 22").unwrap();
+        drop(lock);
+        writer.join().unwrap()
+    })
+}
+
 /// An explicit compaction checks inputs (re-hashing those stat data cannot vouch for) before it
 /// takes the writer lock, so other writers do not wait for that. An input edited while it then
 /// waits leaves its entry in the pack, and `get` still misses it.
@@ -531,14 +549,7 @@ fn compaction_checks_inputs_before_it_waits_for_the_lock() {
         .open()
         .unwrap();
     let input = put_an_entry_with_an_input(&cache, &base);
-    let lock = hold_writer_lock(&root);
-    let report = std::thread::scope(|s| {
-        let compaction = s.spawn(|| cache.compact());
-        wait_until_another_writer_waits(&root);
-        fs::write(&input, "export default 22").unwrap();
-        drop(lock);
-        compaction.join().unwrap().unwrap()
-    });
+    let report = edit_input_while_waiting_for_the_lock(&root, &input, || cache.compact()).unwrap();
     assert_eq!((report.entries_after, report.dropped_stale), (1, 0));
     assert_eq!(cache.lookup(&key(1)).err(), Some(MissReason::Stale));
     // The next compaction, which judges the edit, drops it.
@@ -568,14 +579,10 @@ fn a_put_that_will_compact_checks_inputs_before_it_waits_for_the_lock() {
             .unwrap();
     }
     let generation = cache.stats().unwrap().generation;
-    let lock = hold_writer_lock(&root);
-    std::thread::scope(|s| {
-        let put = s.spawn(|| compacting.put(&key(3), &NewEntry::new("m", b"three")));
-        wait_until_another_writer_waits(&root);
-        fs::write(&input, "export default 22").unwrap();
-        drop(lock);
-        put.join().unwrap().unwrap();
-    });
+    edit_input_while_waiting_for_the_lock(&root, &input, || {
+        compacting.put(&key(3), &NewEntry::new("m", b"three"))
+    })
+    .unwrap();
     let stats = compacting.stats().unwrap();
     assert!(stats.generation > generation, "the put did not compact");
     assert_eq!(
@@ -583,4 +590,38 @@ fn a_put_that_will_compact_checks_inputs_before_it_waits_for_the_lock() {
         "the entry judged before the lock was dropped"
     );
     assert_eq!(compacting.lookup(&key(1)).err(), Some(MissReason::Stale));
+}
+
+/// Dead space usually grows past its share by a put that supersedes an entry: such a put is
+/// also known to compact ahead of the lock, from the size of the entry it replaces.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_put_that_supersedes_its_way_into_compaction_checks_inputs_before_the_lock() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::builder(&root)
+        .auto_compact(1, 0.25)
+        .lock_timeout(Duration::from_secs(30))
+        .open()
+        .unwrap();
+    let input = put_an_entry_with_an_input(&cache, &base);
+    cache.put(&key(2), &NewEntry::new("m", &[1; 1000])).unwrap();
+    let before = cache.stats().unwrap();
+    assert_eq!(before.dead_bytes(), 0, "{before:?}");
+    // Adds as much as it makes dead: a prediction that only adds sees no dead space at all.
+    edit_input_while_waiting_for_the_lock(&root, &input, || {
+        cache.put(&key(2), &NewEntry::new("m", &[2; 1000]))
+    })
+    .unwrap();
+    let after = cache.stats().unwrap();
+    assert!(
+        after.generation > before.generation,
+        "the put did not compact"
+    );
+    assert_eq!(
+        after.entries, 2,
+        "the entry judged before the lock was dropped"
+    );
+    assert_eq!(cache.lookup(&key(1)).err(), Some(MissReason::Stale));
+    assert_eq!(cache.get(&key(2)).unwrap().bytecode(), &[2; 1000]);
 }

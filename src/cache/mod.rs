@@ -2,6 +2,7 @@
 
 mod builder;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +17,7 @@ use crate::compact::{self, CompactReport};
 use crate::entry::{EntryInfo, Hit, NewEntry};
 use crate::error::{Error, Result};
 use crate::files;
+use crate::format;
 use crate::freshness;
 use crate::fsys;
 use crate::key::Key;
@@ -263,8 +265,7 @@ impl Cache {
         let count = prepared.len() as u64;
         // A put that will likely compact, by the published index, judges the published
         // entries' inputs before it takes the lock, as `compact` does.
-        let adds: u64 = prepared.iter().map(|p| p.entry.stored_len()).sum();
-        let checked_ahead = if self.compaction_likely(adds) {
+        let checked_ahead = if self.compaction_likely(&prepared) {
             self.check_inputs_ahead()
         } else {
             compact::CheckedAhead::default()
@@ -318,19 +319,34 @@ impl Cache {
         Ok(report)
     }
 
-    /// Whether publishing `adds` more bytes would start a compaction, judged by the published
-    /// index (without a lookup of what they supersede, which only adds dead space).
-    fn compaction_likely(&self, adds: u64) -> bool {
+    /// Whether publishing `batch` would start a compaction, judged by the published index as
+    /// the writer will count it: the pack grows by every entry, and live data by the entries
+    /// less what they supersede (the usual way dead space grows past its share).
+    fn compaction_likely(&self, batch: &[PreparedEntry]) -> bool {
         let current = self.inner.snapshot.load_full();
         let snapshot = match self.refresh_if_changed(&current) {
             Ok(Some(fresh)) => fresh,
             _ => current,
         };
-        snapshot.head().is_some_and(|head| {
-            let fields = head.index().header().fields;
-            let grown = |bytes: u64| bytes.saturating_add(adds);
-            (self.inner.options).wants_compaction(grown(fields.pack_len), grown(fields.live_bytes))
-        })
+        let Some(head) = snapshot.head() else {
+            return false;
+        };
+        let fields = head.index().header().fields;
+        let mut pack_len = fields.pack_len;
+        let mut live = HashMap::with_capacity(batch.len());
+        for prepared in batch {
+            let len = prepared.entry.stored_len();
+            pack_len = pack_len.saturating_add(len);
+            live.insert(*prepared.key.as_bytes(), len);
+        }
+        let mut live_bytes = fields.live_bytes;
+        for (key, len) in &live {
+            if let Found::Entry(_, superseded) = snapshot.find(key) {
+                live_bytes = live_bytes.saturating_sub(format::archived_stored_len(superseded));
+            }
+            live_bytes = live_bytes.saturating_add(*len);
+        }
+        (self.inner.options).wants_compaction(pack_len, live_bytes)
     }
 
     /// Judges the published entries' inputs for a compaction without the writer lock, so that

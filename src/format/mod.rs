@@ -352,6 +352,13 @@ pub fn archived_segments(
         .chain(entry.aux.as_ref().map(|s| (SegmentKind::Aux, s)))
 }
 
+/// Bytes an archived entry's segments take in the pack ([`EntryRecord::stored_len`]).
+pub fn archived_stored_len(entry: &ArchivedEntryRecord) -> u64 {
+    archived_segments(entry)
+        .map(|(_, s)| SegmentRef::from(s).stored_len())
+        .sum()
+}
+
 impl IndexBody {
     /// Live bytes in the pack: header plus every entry's segments.
     pub fn live_bytes(&self) -> u64 {
