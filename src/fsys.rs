@@ -25,13 +25,25 @@ pub(crate) fn ensure_private_dir(dir: &Path, follow_symlink: bool) -> Result<()>
         }
         Err(e) => return Err(Error::io(dir)(e)),
     };
+    check_private_dir(dir, &meta)
+}
+
+/// Checks that the existing directory `dir` (a symlink to one is followed) belongs to this user
+/// and is not writable by group or others, as [`ensure_private_dir`] does, without creating it:
+/// nobody else can swap what is inside it for something to be removed.
+pub(crate) fn require_private_dir(dir: &Path) -> Result<()> {
+    let meta = fs::metadata(dir).map_err(Error::io(dir))?;
+    check_private_dir(dir, &meta)
+}
+
+fn check_private_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {
     if meta.file_type().is_symlink() {
         return Err(insecure(dir, "is a symbolic link"));
     }
     if !meta.is_dir() {
         return Err(insecure(dir, "is not a directory"));
     }
-    match sys::check_owner_and_mode(&meta) {
+    match sys::check_owner_and_mode(meta) {
         Some(problem) => Err(insecure(dir, problem)),
         None => Ok(()),
     }

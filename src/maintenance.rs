@@ -217,8 +217,11 @@ pub fn other_abis(root: &Path) -> Result<Vec<OtherAbi>> {
 /// Removes the caches of other ABI tags under `root` that nobody has written to for at least
 /// `unused_for`. This build's cache is never touched, nor is any directory that is not
 /// provably a cache this crate wrote (reported in [`PruneReport::skipped`]), nor one whose
-/// writer lock is held right now.
+/// writer lock is held right now. The root must belong to this user and not be writable by
+/// group or others (as [`crate::Cache::open`] requires): otherwise another user could swap a
+/// proven cache for a link to their choice of directory between the proof and the removals.
 pub fn prune_other_abis(root: &Path, unused_for: Duration) -> Result<PruneReport> {
+    crate::fsys::require_private_dir(root)?;
     let now = SystemTime::now();
     let mut report = PruneReport::default();
     for (name, dir) in candidates(root)? {

@@ -409,6 +409,35 @@ fn a_split_cache_of_another_build_is_still_recognised_and_pruned() {
     assert!(!other.exists() && ours.exists());
 }
 
+/// Pruning proves a directory is a cache, then removes its files by name: only in a root
+/// nobody else can write to, where nobody can swap the proven directory in between.
+#[test]
+fn pruning_refuses_a_root_others_can_write_to() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("root");
+    let cache = Cache::open(&root).unwrap();
+    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
+    // An older build's cache: the same files (proven by their magic), minus our marker.
+    let other = root.join("bp1-quickjs-ng0.1.0-rquickjs0.1-x86_64-le-64");
+    fs::create_dir(&other).unwrap();
+    for name in ["index", "pack-0000000000000001"] {
+        fs::copy(root.join(abi_tag()).join(name), other.join(name)).unwrap();
+    }
+    age_tree(&other, Duration::from_secs(60 * 86_400));
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = bytecode_pack::prune_other_abis(&root, Duration::ZERO);
+    assert!(
+        matches!(&refused, Err(Error::Insecure { path, .. }) if *path == root),
+        "{refused:?}"
+    );
+    assert!(other.join("index").exists());
+    fs::set_permissions(&root, fs::Permissions::from_mode(0o700)).unwrap();
+    let report = bytecode_pack::prune_other_abis(&root, Duration::ZERO).unwrap();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert!(!other.exists());
+}
+
 #[test]
 fn empty_files_with_a_caches_names_are_no_proof() {
     let (_tmp, base) = common::canonical_tempdir();
