@@ -654,3 +654,31 @@ fn a_put_that_supersedes_its_way_into_compaction_checks_inputs_before_the_lock()
     assert_eq!(cache.lookup(&key(1)).err(), Some(MissReason::Stale));
     assert_eq!(cache.get(&key(2)).unwrap().bytecode(), &[2; 1000]);
 }
+
+/// The cache directory replaced by a symlink to a user's directory after the cache was opened:
+/// a write refuses it rather than publish an index over the user's `index`.
+#[test]
+fn a_write_refuses_a_cache_directory_replaced_by_a_symlink_since_open() {
+    let (tmp, root, dir, cache) = one_entry_cache();
+    let project = tmp.path().join("project");
+    fs::create_dir(&project).unwrap();
+    fs::write(project.join("index"), "the user's index").unwrap();
+    fs::rename(&dir, tmp.path().join("moved-away")).unwrap();
+    symlink(&project, &dir).unwrap();
+    for write in [
+        cache.put(&key(2), &NewEntry::new("m", b"bc")),
+        cache.compact().map(drop),
+        cache.clear(),
+    ] {
+        assert!(
+            matches!(&write, Err(Error::Insecure { path, .. }) if *path == dir),
+            "{write:?} ({})",
+            root.display()
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(project.join("index")).unwrap(),
+        "the user's index"
+    );
+    assert_eq!(fs::read_dir(&project).unwrap().count(), 1);
+}

@@ -406,16 +406,13 @@ impl Cache {
             path: dir.join(files::LOCK_FILE),
             waited: started.elapsed(),
         })?;
-        if let Err(e) = std::fs::symlink_metadata(dir)
-            && e.kind() == std::io::ErrorKind::NotFound
-        {
-            // Deleted under this running process (a `rm -rf ~/.cache`): start again, with the
-            // same checks as opening.
-            if let Some(root) = dir.parent() {
-                fsys::ensure_private_dir(root, true)?;
-            }
-            fsys::ensure_private_dir(dir, false)?;
+        // The checks of opening, again: since then the directory may have been deleted (a
+        // `rm -rf ~/.cache`: it is made again) or replaced, and a write must not follow a
+        // symlink put in its place into a directory of the user's.
+        if let Some(root) = dir.parent() {
+            fsys::ensure_private_dir(root, true)?;
         }
+        fsys::ensure_private_dir(dir, false)?;
         let _lock = writer::lock(dir, started, deadline)?;
         crate::faults::crash_point("write:locked");
         let mut state = WriteState::load(dir, abi_tag())?;
