@@ -166,6 +166,17 @@ impl Dirs {
     }
 }
 
+/// The directory holding the file at the absolute path `full`, whose entries decide whether
+/// it exists: what precedes its last separator, and `/` for a file in the root (a working
+/// directory of `/`, as in a container without one set). `None` if `full` names no file.
+fn directory_of(full: &str) -> Option<&str> {
+    match full.rsplit_once('/') {
+        Some((_, "")) | None => None,
+        Some(("", _)) => Some("/"),
+        Some((dir, _)) => Some(dir),
+    }
+}
+
 /// A cache-backed module resolver: the same answers as the [`FileResolver`] it wraps, without
 /// probing the filesystem per import.
 ///
@@ -366,7 +377,7 @@ impl ResolverState {
 
     /// [`ResolverState::is_file`] for the full path.
     fn probe(&mut self, full: &str) -> bool {
-        let Some((dir, _)) = full.rsplit_once('/').filter(|(_, n)| !n.is_empty()) else {
+        let Some(dir) = directory_of(full) else {
             self.unkeepable = true;
             return Path::new(full).is_file();
         };
@@ -774,6 +785,27 @@ mod tests {
             Config::of(&FileResolver::default()).unwrap().paths,
             Vec::<String>::new()
         );
+    }
+
+    /// A file's directory is its path's parent, the root's files' too: stamping "" instead of
+    /// `/` (whose stat always fails, so it looked unchanged forever) kept the root's answers
+    /// after its files changed.
+    #[test]
+    fn a_files_directory_is_its_parent_even_in_the_root() {
+        for full in [
+            "/x.js",
+            "/srv/x.js",
+            "/srv/app/lib/x.mjs",
+            "//x.js",
+            "/a//b.js",
+        ] {
+            let dir = directory_of(full).unwrap();
+            assert_eq!(Some(Path::new(dir)), Path::new(full).parent(), "{full:?}");
+        }
+        assert!(crate::sys::stat_path(Path::new(directory_of("/x.js").unwrap())).is_ok());
+        for no_file in ["/", "/srv/", "x.js", ""] {
+            assert_eq!(directory_of(no_file), None, "{no_file:?}");
+        }
     }
 
     /// What the probes and `base_dir` rely on: a plain name's path is the working directory, a
