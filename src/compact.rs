@@ -160,23 +160,28 @@ pub(crate) fn compact(
 /// so that entries written moments after their sources were saved stop paying a re-hash on
 /// every `get`.
 fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
-    let mut refreshed = false;
-    let mut refreshed_from = i64::MAX;
-    for input in &mut entry.inputs {
-        match freshness::check((&*input).into(), entry.recorded_at_ns) {
+    let mut rehashed = Vec::new();
+    for (i, input) in entry.inputs.iter().enumerate() {
+        match freshness::check(input.into(), entry.recorded_at_ns) {
             Freshness::Trusted => {}
-            Freshness::Rehashed { stat, read_from } => {
-                refreshed_from = refreshed_from.min(read_from);
-                input.stat = stat;
-                refreshed = true;
-            }
+            Freshness::Rehashed { stat, read_from } => rehashed.push((i, stat, read_from)),
             Freshness::Stale => return None,
         }
     }
-    if refreshed {
-        // No later than any re-hash began (inputs that stayed trusted were trusted before).
-        entry.recorded_at_ns = entry.recorded_at_ns.max(refreshed_from);
+    let Some(refreshed_from) = rehashed.iter().map(|r| r.2).min() else {
+        return Some(entry);
+    };
+    // As a lookup's refresh does: only stat data already old enough to trust when its re-hash
+    // began is recorded. The recording instant never moves back (inputs trusted under it would
+    // turn racy), so after the clock stepped back it can lie past a re-hash; only stat data
+    // that was trusted when read stays sound then.
+    for (i, stat, _) in rehashed {
+        // No stat data (the file changed while read) means "always re-hash": safe to record.
+        if stat.is_none_or(|stat| freshness::stat_is_trusted(&stat, refreshed_from)) {
+            entry.inputs[i].stat = stat;
+        }
     }
+    entry.recorded_at_ns = entry.recorded_at_ns.max(refreshed_from);
     Some(entry)
 }
 
@@ -246,4 +251,51 @@ fn evict(entries: &mut Vec<EntryRecord>, options: &Options, protect_from_seq: u6
     }
     entries.retain(|e| !dropped.contains(&e.key));
     dropped.len() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::SegmentRef;
+
+    /// An entry recording `input` (its content hash, no stat data) at `recorded_at_ns`.
+    fn entry_with_input(input: &std::path::Path, recorded_at_ns: i64) -> EntryRecord {
+        let (mut record, _) = freshness::record(&crate::Input::path(input)).unwrap();
+        record.stat = None;
+        let segment = SegmentRef {
+            offset: 0,
+            len: 0,
+            checksum: [0; 16],
+        };
+        EntryRecord {
+            key: [1; 16],
+            seq: 0,
+            module_name: "m".into(),
+            flags: 0,
+            recorded_at_ns,
+            bytecode: segment,
+            source_map: None,
+            aux: None,
+            inputs: vec![record],
+        }
+    }
+
+    /// Stat data read just now is racy: compaction must not record it where it would be
+    /// trusted, even under a recording instant past the re-hash, as after the clock stepped
+    /// back (here: an entry recorded an hour ahead of the clock).
+    #[test]
+    fn a_racy_input_stays_untrusted_even_if_recorded_after_its_rehash() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("m.js");
+        std::fs::write(&input, "export default 1").unwrap();
+        let hour = 3_600_000_000_000;
+        for recorded_at_ns in [freshness::now_nanos(), freshness::now_nanos() + hour] {
+            let kept = revalidate_inputs(entry_with_input(&input, recorded_at_ns)).unwrap();
+            assert!(kept.recorded_at_ns >= recorded_at_ns);
+            let trusted = kept.inputs[0]
+                .stat
+                .is_some_and(|stat| freshness::stat_is_trusted(&stat, kept.recorded_at_ns));
+            assert!(!trusted, "{recorded_at_ns}: {:?}", kept.inputs[0].stat);
+        }
+    }
 }
