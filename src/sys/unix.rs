@@ -375,7 +375,10 @@ fn statx_path(path: &Path) -> io::Result<(StatRecord, u64)> {
         | StatxFlags::CTIME
         | StatxFlags::INO
         | StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE);
-    match statx(CWD, path, AtFlags::empty(), mask) {
+    // A network filesystem (NFS, SMB, virtiofs) answers from attributes it cached for up to a
+    // minute, which hide an edit made on another machine that `open` would see: the stat data
+    // that vouches for content asks the server. Local filesystems ignore the flag.
+    match statx(CWD, path, AtFlags::STATX_FORCE_SYNC, mask) {
         Ok(st) => {
             let nanos = |t: rustix::fs::StatxTimestamp| {
                 t.tv_sec
