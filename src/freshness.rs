@@ -137,6 +137,13 @@ pub(crate) fn is_recorded_form(path: &Path) -> bool {
 /// or `None` for the stat data if the file changed while it was read (grew, shrank, was
 /// replaced): such a record is re-hashed by every check.
 fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
+    // Anything but a regular file is refused before it is opened, not only after: opening a
+    // device can act (a tape rewinds, a watchdog arms), and inputs come from source maps a
+    // package ships. (What is opened is checked again: the path may change in between.)
+    let named = std::fs::metadata(path)?;
+    if !named.is_file() {
+        return Err(fsys::not_a_regular_file(&named));
+    }
     let (mut file, meta) = fsys::open_user_file(path)?;
     let before = stat_record(&meta);
     let (hash, read) = fsys::hash_bounded(&mut file, before.size)?;
@@ -298,6 +305,40 @@ pub(crate) fn check(input: InputView<'_>, recorded_at_ns: i64) -> Freshness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO (standing in for any device) named as an input is refused by `put` and missed by
+    /// `get` without being opened: an inotify watch sees no open, and does see one made after.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn special_files_are_refused_without_being_opened() {
+        use rustix::fs::{CWD, FileType, Mode, OFlags, inotify, mknodat, open};
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        mknodat(CWD, &fifo, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+        let watch = inotify::init(inotify::CreateFlags::NONBLOCK).unwrap();
+        inotify::add_watch(&watch, &fifo, inotify::WatchFlags::OPEN).unwrap();
+        let opened = || {
+            let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
+            let mut events = inotify::Reader::new(&watch, &mut buf);
+            events
+                .next()
+                .is_ok_and(|e| e.events().contains(inotify::ReadFlags::OPEN))
+        };
+        assert!(matches!(
+            record(&Input::path(&fifo)),
+            Err(Error::Input { .. })
+        ));
+        let path = fifo.as_os_str().as_encoded_bytes();
+        let view = InputView {
+            path,
+            content_hash: &[0; 16],
+            stat: None,
+        };
+        assert!(matches!(check(view, now_nanos()), Freshness::Stale));
+        assert!(!opened(), "the FIFO was opened");
+        drop(open(&fifo, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).unwrap());
+        assert!(opened(), "the watch sees no opens");
+    }
 
     #[test]
     fn recorded_paths_are_what_std_absolute_gives() {
