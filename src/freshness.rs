@@ -312,7 +312,7 @@ mod tests {
     #[test]
     fn special_files_are_refused_without_being_opened() {
         use rustix::fs::{CWD, FileType, Mode, OFlags, inotify, mknodat, open};
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::private_tempdir();
         let fifo = dir.path().join("fifo");
         mknodat(CWD, &fifo, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
         let watch = inotify::init(inotify::CreateFlags::NONBLOCK).unwrap();
@@ -405,7 +405,7 @@ mod tests {
 
     #[test]
     fn with_content_mismatch_records_no_stat() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::private_tempdir();
         let p = dir.path().join("x.js");
         std::fs::write(&p, "new").unwrap();
         let (rec, _) = record(&Input::with_content(&p, b"old")).unwrap();

@@ -28,12 +28,16 @@ pub(crate) fn ensure_private_dir(dir: &Path, follow_symlink: bool) -> Result<()>
     check_private_dir(dir, &meta)
 }
 
-/// Checks that the existing directory `dir` (a symlink to one is followed) belongs to this user
-/// and is not writable by group or others, as [`ensure_private_dir`] does, without creating it:
-/// nobody else can swap what is inside it for something to be removed.
-pub(crate) fn require_private_dir(dir: &Path) -> Result<()> {
-    let meta = fs::metadata(dir).map_err(Error::io(dir))?;
-    check_private_dir(dir, &meta)
+/// Checks that the existing directory `dir` (a symlink to one is followed if `follow_symlink`)
+/// belongs to this user and is not writable by group or others, as [`ensure_private_dir`] does,
+/// without creating it: nobody else can swap what is inside it.
+pub(crate) fn require_private_dir(dir: &Path, follow_symlink: bool) -> Result<()> {
+    let meta = if follow_symlink {
+        fs::metadata(dir)
+    } else {
+        fs::symlink_metadata(dir)
+    };
+    check_private_dir(dir, &meta.map_err(Error::io(dir))?)
 }
 
 fn check_private_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {

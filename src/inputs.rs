@@ -64,7 +64,7 @@ mod tests {
 
     #[test]
     fn collects_entries_and_existing_sources_once() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::private_tempdir();
         let root = dir.path().canonicalize().unwrap();
         std::fs::create_dir(root.join("src")).unwrap();
         for f in ["entry.js", "src/a.js", "src/b.js"] {

@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn path_keys_ignore_order_duplicates_and_spelling() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::private_tempdir();
         let a = dir.path().join("a.js");
         let b = dir.path().join("b.js");
         std::fs::write(&a, "1").unwrap();

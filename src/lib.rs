@@ -98,3 +98,16 @@ pub use maintenance::{OtherAbi, PruneReport, Skipped, other_abis, prune_other_ab
 pub use options::{DEFAULT_PRUNE_AGE, Durability};
 pub use stats::{Counters, MissReason, Stats};
 pub use verify::VerifyReport;
+
+/// A new temp dir only this user can write to, whatever the umask (0002 on many desktops): a
+/// cache root must be one, and tests use temp dirs as roots.
+#[cfg(test)]
+pub(crate) fn private_tempdir() -> tempfile::TempDir {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o700));
+    }
+    builder.tempdir().unwrap()
+}

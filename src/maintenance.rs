@@ -221,7 +221,10 @@ pub fn other_abis(root: &Path) -> Result<Vec<OtherAbi>> {
 /// group or others (as [`crate::Cache::open`] requires): otherwise another user could swap a
 /// proven cache for a link to their choice of directory between the proof and the removals.
 pub fn prune_other_abis(root: &Path, unused_for: Duration) -> Result<PruneReport> {
-    crate::fsys::require_private_dir(root)?;
+    if !root.try_exists().map_err(Error::io(root))? {
+        return Ok(PruneReport::default());
+    }
+    crate::fsys::require_private_dir(root, true)?;
     let now = SystemTime::now();
     let mut report = PruneReport::default();
     for (name, dir) in candidates(root)? {
@@ -303,7 +306,7 @@ mod tests {
     use super::*;
 
     fn cache_like(dir: &Path, tag: &str) {
-        fs::create_dir(dir).unwrap();
+        crate::sys::create_private_dir(dir).unwrap();
         fs::write(dir.join(MARKER_FILE), marker_content(tag)).unwrap();
         let mut index = crate::format::INDEX_MAGIC.to_vec();
         index.extend_from_slice(&[0; 100]);
@@ -325,7 +328,7 @@ mod tests {
 
     #[test]
     fn only_stale_dirs_of_other_tags_are_pruned() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = crate::private_tempdir();
         let root = tmp.path();
         let ours = root.join(abi_tag());
         let old_tag = "bp0-quickjs-ng0.1.0-x86_64-le-64";
@@ -358,7 +361,7 @@ mod tests {
 
     #[test]
     fn a_cache_written_to_after_it_was_found_idle_is_kept() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = crate::private_tempdir();
         let tag = "bp0-quickjs-ng0.1.0-x86_64-le-64";
         let dir = tmp.path().join(tag);
         cache_like(&dir, tag);
@@ -377,10 +380,10 @@ mod tests {
 
     #[test]
     fn an_empty_cache_dir_is_as_old_as_the_dir_not_the_epoch() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = crate::private_tempdir();
         let tag = "bp0-empty";
         let dir = tmp.path().join(tag);
-        fs::create_dir(&dir).unwrap();
+        crate::sys::create_private_dir(&dir).unwrap();
         fs::write(dir.join(MARKER_FILE), marker_content(tag)).unwrap();
         let listed = other_abis(tmp.path()).unwrap();
         let idle = SystemTime::now()

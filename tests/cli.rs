@@ -11,7 +11,7 @@ use bytecode_pack::{Cache, Key, NewEntry, abi_tag};
 use common::age_tree;
 
 fn populated() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let cache = Cache::open(&root).unwrap();
     cache
@@ -182,7 +182,7 @@ fn prune_removes_only_stale_caches_of_other_builds() {
     let (_tmp, root) = populated();
     // Another build's cache, written before caches carried a marker: proven by its headers.
     let old = root.join("bp0-old-x86_64-le-64");
-    std::fs::create_dir(&old).unwrap();
+    common::create_private_dir(&old);
     let mut old_bytes = 0;
     for entry in std::fs::read_dir(root.join(abi_tag())).unwrap() {
         let entry = entry.unwrap();
@@ -245,7 +245,7 @@ fn prune_removes_only_stale_caches_of_other_builds() {
 
 #[test]
 fn bad_arguments_and_missing_dirs_are_one_clear_line() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let out = cli(tmp.path()).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));

@@ -148,7 +148,7 @@ fn corrupted_and_truncated_files_are_misses_never_wrong_bytes() {
 
 #[test]
 fn every_get_is_a_miss_or_the_exact_bytes() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let dir = root.join(abi_tag());
     let cache = Cache::open(&root).unwrap();
@@ -218,7 +218,7 @@ fn every_get_is_a_miss_or_the_exact_bytes() {
         );
         assert_eq!(cache.get(&key(1000)).unwrap().bytecode(), b"after");
         fs::remove_dir_all(&dir).unwrap();
-        fs::create_dir(&dir).unwrap();
+        common::create_private_dir(&dir);
     }
     eprintln!("{hits} hits, {misses} misses over {TRIALS} trials");
     assert!(hits > 0 && misses > 0);

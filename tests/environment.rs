@@ -83,7 +83,7 @@ fn populated(root: &Path) {
 
 #[test]
 fn a_file_size_limit_fails_the_put_cleanly_and_reads_go_on() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     populated(&root);
     let out = run_child("fsize", &root, 0);
@@ -118,7 +118,7 @@ fn chown_tree(path: &Path, uid: u32) {
 
 #[test]
 fn a_read_only_cache_dir_serves_gets_and_fails_puts_cleanly() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     populated(&root);
     let dir = root.join(abi_tag());
@@ -145,7 +145,7 @@ fn a_read_only_cache_dir_serves_gets_and_fails_puts_cleanly() {
 
 #[test]
 fn the_cache_dir_deleted_under_a_running_process() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let cache = Cache::open(&root).unwrap();
     cache.put(&key(0), &NewEntry::new("m", b"small")).unwrap();
@@ -169,7 +169,7 @@ fn the_cache_dir_deleted_under_a_running_process() {
 
 #[test]
 fn the_same_cache_opened_twice_in_one_process() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let (a, b) = (Cache::open(&root).unwrap(), Cache::open(&root).unwrap());
     std::thread::scope(|s| {

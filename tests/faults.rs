@@ -90,7 +90,7 @@ fn every_crash_point_leaves_a_cache_that_serves_what_was_acknowledged() {
     let mut crashes = 0;
     for role in ["put", "put_many", "fill", "compact", "clear"] {
         for point in CRASH_POINTS {
-            let tmp = tempfile::tempdir().unwrap();
+            let tmp = common::tempdir();
             let root = tmp.path().join("cache");
             populate(&root);
             let status = run_child(&root, role, point);

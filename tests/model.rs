@@ -52,7 +52,7 @@ proptest! {
 
     #[test]
     fn cache_behaves_like_a_map(ops in proptest::collection::vec(op(), 1..40)) {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = common::tempdir();
         let root = tmp.path().join("cache");
         let writer = Cache::open(&root).unwrap();
         let mut reader = Cache::open(&root).unwrap();

@@ -130,7 +130,7 @@ fn audit(root: &Path, acked: &HashMap<u32, HashSet<u32>>) {
 
 #[test]
 fn a_handle_sees_another_process_puts_on_its_next_miss() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let cache = Cache::open(&root).unwrap();
     assert!(cache.get(&key(9, 0)).is_none());
@@ -146,7 +146,7 @@ fn a_handle_sees_another_process_puts_on_its_next_miss() {
 
 #[test]
 fn writers_and_a_compactor_in_parallel_while_this_process_reads() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let reader = Cache::open(&root).unwrap();
     let writers: u32 = 3;
@@ -214,7 +214,7 @@ fn kill_delays(seed: u64, n: usize) -> Vec<Duration> {
 
 #[test]
 fn kill_9_during_put_and_compact_loses_nothing_acknowledged() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let seed = common::seed("kill timing");
     let mut acked: HashMap<u32, HashSet<u32>> = HashMap::new();
@@ -259,7 +259,7 @@ fn probe(child: Child) -> String {
 
 #[test]
 fn environment_chooses_the_directory_and_can_disable() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let explicit = tmp.path().join("explicit");
     let line = probe(Child::new("env-probe").env("BYTECODE_PACK_CACHE_DIR", &explicit));
     assert_eq!(

@@ -291,7 +291,7 @@ fn declare_and_observe(root: &Path, options: CompileOptions) -> (Origin, Vec<Str
 
 #[test]
 fn a_cached_module_behaves_exactly_like_a_compiled_one() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     for options in [CompileOptions::default(), CompileOptions::STRIPPED] {
         let (origin, compiled) = declare_and_observe(tmp.path(), options);
         assert_eq!(origin, Origin::Compiled);
@@ -322,7 +322,7 @@ fn a_cached_module_behaves_exactly_like_a_compiled_one() {
 
 #[test]
 fn editing_a_bundled_helper_invalidates_the_bundle() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let dir = tmp.path().canonicalize().unwrap();
     fs::write(
         dir.join("entry.js"),
@@ -370,7 +370,7 @@ fn editing_a_bundled_helper_invalidates_the_bundle() {
 
 #[test]
 fn bytes_put_by_hand_are_never_handed_to_the_engine() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let cache = Cache::open(tmp.path()).unwrap();
     let key = Key::for_source("evil.js", b"");
     cache

@@ -1305,7 +1305,7 @@ fn expect_agreement(h: &Host, context: &str, start: &Start, log: &[String]) {
     for a in &wrong {
         // The same question to a PackResolver over an empty cache, asked alone: tells a stale
         // cached answer from a wrong answer computed in this start.
-        let cold_root = tempfile::tempdir().unwrap();
+        let cold_root = common::tempdir();
         let cold_cache = Cache::open(cold_root.path()).unwrap();
         let mut cold = PackResolver::new(file_resolver(), cold_cache);
         let alone = Resolver::resolve(&mut cold, h.ctx, &a.base, &a.name, None).ok();

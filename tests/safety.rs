@@ -396,7 +396,7 @@ fn a_split_cache_of_another_build_is_still_recognised_and_pruned() {
     );
     // The same files under an older build's name, minus the tag (which names our tag).
     let other = root.join("bp1-quickjs-ng0.1.0-rquickjs0.1-x86_64-le-64");
-    fs::create_dir(&other).unwrap();
+    common::create_private_dir(&other);
     for entry in fs::read_dir(&ours).unwrap() {
         let entry = entry.unwrap();
         if entry.file_name() != "CACHEDIR.TAG" {
@@ -420,7 +420,7 @@ fn pruning_refuses_a_root_others_can_write_to() {
     cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
     // An older build's cache: the same files (proven by their magic), minus our marker.
     let other = root.join("bp1-quickjs-ng0.1.0-rquickjs0.1-x86_64-le-64");
-    fs::create_dir(&other).unwrap();
+    common::create_private_dir(&other);
     for name in ["index", "pack-0000000000000001"] {
         fs::copy(root.join(abi_tag()).join(name), other.join(name)).unwrap();
     }
@@ -436,13 +436,17 @@ fn pruning_refuses_a_root_others_can_write_to() {
     let report = bytecode_pack::prune_other_abis(&root, Duration::ZERO).unwrap();
     assert_eq!(report.removed.len(), 1, "{report:?}");
     assert!(!other.exists());
+    // A root that does not exist has nothing to prune.
+    let missing = base.join("missing");
+    let report = bytecode_pack::prune_other_abis(&missing, Duration::ZERO).unwrap();
+    assert_eq!(report, bytecode_pack::PruneReport::default());
 }
 
 #[test]
 fn empty_files_with_a_caches_names_are_no_proof() {
     let (_tmp, base) = common::canonical_tempdir();
     let root = base.join("root");
-    fs::create_dir(&root).unwrap();
+    Cache::open(&root).unwrap();
     let notes = root.join("bp1-notes");
     fs::create_dir(&notes).unwrap();
     fs::write(notes.join("index"), "").unwrap();

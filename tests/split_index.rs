@@ -23,7 +23,7 @@ fn payload(i: u32, version: u32) -> Vec<u8> {
 
 #[test]
 fn single_puts_through_splits_and_merges_match_a_model() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let writer = Cache::open(&root).unwrap();
     let reader = Cache::open(&root).unwrap();
@@ -77,7 +77,7 @@ fn single_puts_through_splits_and_merges_match_a_model() {
 /// A cache of 100 entries put one by one, so its index is a delta over a base: the root and
 /// the base file.
 fn split_cache() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = common::tempdir();
     let root = tmp.path().join("cache");
     let cache = Cache::open(&root).unwrap();
     for i in 0..100 {

@@ -395,7 +395,7 @@ fn compaction_prunes_caches_of_other_builds_once_unused_long_enough() {
     let recent = f.root.join("bp0-quickjs-ng0.2.0-rquickjs0.1-x86_64-le-64");
     // Caches of older builds, recognised by their index's magic number.
     for dir in [&stale, &recent] {
-        fs::create_dir(dir).unwrap();
+        common::create_private_dir(dir);
         fs::write(dir.join("index"), b"BCPKIDX\0old").unwrap();
     }
     let long_ago = Duration::from_secs(31 * 24 * 3600);
@@ -502,7 +502,7 @@ mod permissions {
     #[test]
     fn symlinked_cache_dir_is_refused() {
         let f = Fixture::new();
-        fs::create_dir(&f.root).unwrap();
+        common::create_private_dir(&f.root);
         let elsewhere = f.src.join("elsewhere");
         fs::create_dir(&elsewhere).unwrap();
         symlink(&elsewhere, f.dir()).unwrap();

@@ -315,7 +315,9 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
                     // Created and removed outside the child's clock.
                     let fresh = (variant.prep() == Prep::FreshCache)
                         .then(|| tempfile::tempdir_in(p.caches()).unwrap());
-                    let cache_dir = fresh.as_ref().map(TempDir::path).or(dir.as_deref());
+                    // A root the cache creates itself (private whatever the umask).
+                    let fresh_root = fresh.as_ref().map(|t| t.path().join("cache"));
+                    let cache_dir = fresh_root.as_deref().or(dir.as_deref());
                     let report = spawn(codebase, &p.root, variant.name(), cache_dir);
                     p.check(codebase, variant, &report, expected_misses);
                     total += report.ready;

@@ -14,7 +14,7 @@ use crate::fixtures::{Sized, content_key, filled_cache};
 pub fn bench(c: &mut Criterion, module: &Sized) {
     let mut group = c.benchmark_group("concurrent");
     let tmp = tempfile::tempdir().unwrap();
-    let cache = filled_cache(tmp.path(), 1000, &module.bytecode);
+    let cache = filled_cache(&tmp.path().join("cache"), 1000, &module.bytecode);
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (cache, stop, bytecode) = (cache.clone(), Arc::clone(&stop), module.bytecode.clone());

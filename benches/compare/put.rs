@@ -17,7 +17,7 @@ pub fn bench(c: &mut Criterion, module: &Sized) {
     let mut group = c.benchmark_group("put");
     for n in [100usize, 10_000, 100_000] {
         let tmp = tempfile::tempdir().unwrap();
-        let cache = filled_cache(tmp.path(), n, &module.bytecode);
+        let cache = filled_cache(&tmp.path().join("cache"), n, &module.bytecode);
         // 1,024 new keys in turn (so the cache holds n plus at most 1,024 entries): each put
         // adds or replaces an entry, and the delta's periodic merges into its base are part
         // of the average, as while a cache fills.
@@ -71,7 +71,7 @@ pub fn bench(c: &mut Criterion, module: &Sized) {
             b.iter_batched(
                 || tempfile::tempdir_in(tmp.path()).unwrap(),
                 |root| {
-                    let cache = bytecode_pack::Cache::open(root.path()).unwrap();
+                    let cache = bytecode_pack::Cache::open(root.path().join("cache")).unwrap();
                     let entries: Vec<NewEntry> = sources
                         .iter()
                         .map(|p| {
@@ -111,7 +111,7 @@ pub fn bench(c: &mut Criterion, module: &Sized) {
     let mut group = c.benchmark_group("compact");
     group.sample_size(10);
     let tmp = tempfile::tempdir().unwrap();
-    let cache = filled_cache(tmp.path(), 10_000, &module.bytecode);
+    let cache = filled_cache(&tmp.path().join("cache"), 10_000, &module.bytecode);
     let live = cache.stats().unwrap().live_bytes;
     group.throughput(Throughput::Bytes(live));
     group.bench_function(BenchmarkId::new("pack", "10000x1KB"), |b| {

@@ -12,7 +12,7 @@ use crate::fixtures::Sized;
 pub fn bench(c: &mut Criterion, sizes: &[Sized]) {
     let mut group = c.benchmark_group("quickjs");
     let tmp = tempfile::tempdir().unwrap();
-    let cache = Cache::open(tmp.path()).unwrap();
+    let cache = Cache::open(tmp.path().join("cache")).unwrap();
     let fresh = || {
         let runtime = Runtime::new().unwrap();
         let context = Context::full(&runtime).unwrap();

@@ -13,7 +13,7 @@ pub fn bench(c: &mut Criterion) {
     let bytecode = vec![7u8; 64];
     for n in [100usize, 10_000, 100_000] {
         let tmp = tempfile::tempdir().unwrap();
-        let cache = filled_cache(tmp.path(), n, &bytecode);
+        let cache = filled_cache(&tmp.path().join("cache"), n, &bytecode);
         // Spread lookups over the index so they do not all hit one hot cache line.
         let probes: Vec<Key> = (0..1024).map(|i| content_key(i * 7919 % n)).collect();
         for k in &probes {

@@ -296,7 +296,7 @@ impl Cache {
     ///
     /// # fn main() -> Result<(), bytecode_pack::Error> {
     /// # let dir = tempfile::tempdir().unwrap();
-    /// let cache = Cache::open(dir.path())?;
+    /// let cache = Cache::open(dir.path().join("cache"))?;
     /// let key = Key::for_source("m.js", b"export default 1");
     /// for version in 0..10u8 {
     ///     cache.put(&key, &NewEntry::new("m.js", &[version; 1000]))?; // supersedes
@@ -414,6 +414,8 @@ impl Cache {
         }
         fsys::ensure_private_dir(dir, false)?;
         let _lock = writer::lock(dir, started, deadline)?;
+        // And once more with the lock held: another process may have swapped it meanwhile.
+        fsys::require_private_dir(dir, false)?;
         crate::faults::crash_point("write:locked");
         let mut state = WriteState::load(dir, abi_tag())?;
         let generation_before = state.fields.generation;
@@ -610,7 +612,7 @@ mod tests {
 
     #[test]
     fn a_throttled_miss_sees_other_handles_writes_once_its_interval_passed() {
-        let root = tempfile::tempdir().unwrap();
+        let root = crate::private_tempdir();
         let (reader, writer) = (
             Cache::open(root.path()).unwrap(),
             Cache::open(root.path()).unwrap(),

@@ -194,7 +194,7 @@ pub fn load<'js>(ctx: &Ctx<'js>, hit: &Hit) -> Result<Module<'js, Declared>> {
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// # let dir = tempfile::tempdir()?;
-/// let cache = Cache::open(dir.path())?;
+/// let cache = Cache::open(dir.path().join("cache"))?;
 /// let source = b"export const answer = 6 * 7;";
 /// for expected in [Origin::Compiled, Origin::Cache] {
 ///     let runtime = Runtime::new()?; // a fresh engine each time, as a new process has

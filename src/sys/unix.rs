@@ -445,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_device_is_trusted_once_learned_and_only_if_its_filesystem_keeps_ctime() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::private_tempdir();
         let file = dir.path().join("f");
         fs::write(&file, b"x").unwrap();
         let dev = fs::metadata(&file).unwrap().dev();
@@ -499,7 +499,7 @@ mod tests {
     /// This kernel gives the unique mount id (Linux 6.8+), or 0 before.
     #[test]
     fn a_stat_names_its_mount_where_the_kernel_can() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::private_tempdir();
         let (record, mount) = statx_path(dir.path()).unwrap();
         assert_eq!(record.ino, fs::metadata(dir.path()).unwrap().ino());
         let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();

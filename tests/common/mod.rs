@@ -34,9 +34,30 @@ pub fn seed(campaign: &str) -> u64 {
     seed
 }
 
+/// Makes the directory `path` private (mode 0700), whatever the umask: as the cache's own
+/// directories are, so that the cache checks what a test means it to check.
+pub fn create_private_dir(path: &Path) {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(path).unwrap();
+}
+
+/// A new temp dir only this user can write to, whatever the umask (0002 on many desktops): a
+/// cache root must be one, and tests use temp dirs as roots.
+pub fn tempdir() -> tempfile::TempDir {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(fs::Permissions::from_mode(0o700));
+    }
+    builder.tempdir().unwrap()
+}
+
 /// A temp dir and its canonical path (macOS's `/tmp` is a symlink; paths must compare equal).
 pub fn canonical_tempdir() -> (tempfile::TempDir, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempdir();
     let path = tmp.path().canonicalize().unwrap();
     (tmp, path)
 }

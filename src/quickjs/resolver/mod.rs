@@ -936,7 +936,7 @@ mod tests {
     /// stamped again (changed) kills them, and an id outside the table never vouches.
     #[test]
     fn stored_answers_stand_only_on_directories_checked_unchanged() {
-        let root = tempfile::tempdir().unwrap();
+        let root = crate::private_tempdir();
         let (same, changed) = (root.path().join("same"), root.path().join("changed"));
         std::fs::create_dir(&same).unwrap();
         std::fs::create_dir(&changed).unwrap();

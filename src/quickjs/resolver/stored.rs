@@ -452,7 +452,7 @@ mod tests {
     /// stat data stays the same (where the filesystem's ctime is the kernel's).
     #[test]
     fn a_stamp_taken_right_after_its_directorys_change_does_not_vouch() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = crate::private_tempdir();
         let now = crate::sys::stat_path(dir.path()).unwrap();
         let taken_after = |ms: i64| DirStamp {
             stat: Some(now),
