@@ -267,3 +267,94 @@ fn bad_arguments_and_missing_dirs_are_one_clear_line() {
     }
     assert!(!missing.exists(), "reading commands create nothing");
 }
+
+/// Paths that are not UTF-8 (serde refuses them as JSON strings) are shown lossily, never a
+/// panic; module names with control characters stay on their one line.
+#[cfg(unix)]
+#[test]
+fn odd_paths_and_module_names_are_shown_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = common::tempdir();
+    let root = tmp.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    let empty = json(&root, &["stats"]);
+    assert_eq!(empty["entries"], 0);
+    let cache = Cache::open(&root).unwrap();
+    let name = "evil\nname\u{1b}[31m.js";
+    cache
+        .put(&Key::for_source("evil", b""), &NewEntry::new(name, b"bc"))
+        .unwrap();
+    let stats = json(&root, &["stats"]);
+    assert!(
+        stats["path"].as_str().unwrap().contains("caf\u{fffd}"),
+        "{stats}"
+    );
+    let listed = json(&root, &["list"]);
+    assert_eq!(listed[0]["module_name"], name);
+    let text = stdout(&root, &["list"]);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("evil\\nname\\u{1b}[31m.js"), "{text}");
+    assert_eq!(json(&root, &["prune"])["removed"], serde_json::json!([]));
+}
+
+/// A root that is a file or a symlink loop is an error naming it, not "no cache".
+#[cfg(unix)]
+#[test]
+fn a_root_that_cannot_hold_a_cache_is_named_with_its_error() {
+    let tmp = common::tempdir();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, "a user's file").unwrap();
+    let looping = tmp.path().join("loop");
+    std::os::unix::fs::symlink(&looping, &looping).unwrap();
+    for (root, error) in [(&file, "Not a directory"), (&looping, "symbolic links")] {
+        for command in ["stats", "list"] {
+            let out = cli(root).arg(command).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{command}: {stderr}");
+            assert!(
+                stderr.contains(&*root.to_string_lossy()) && stderr.contains(error),
+                "{command}: {stderr}"
+            );
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "a user's file");
+}
+
+/// `bytecode-pack list | head -1`: a reader that closes the pipe early ends the listing
+/// quietly, with the command's exit code, not with a panic.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let tmp = common::tempdir();
+    let root = tmp.path().join("cache");
+    let cache = Cache::open(&root).unwrap();
+    let entry = NewEntry::new("module.js", b"bc");
+    cache
+        .put_many((0..100u32).map(|i| (Key::for_source("m", &i.to_le_bytes()), &entry)))
+        .unwrap();
+    // Standard output is a pipe whose reading end is already closed: the first write fails.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("bytecode-pack"))
+        .arg("--dir")
+        .arg(&root)
+        .arg("list")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            child.kill().unwrap();
+            panic!("still running after 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -71,7 +71,8 @@ struct Failure(String);
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure(e.to_string())
+        // One line, whatever a path in it holds.
+        Failure(printable(&e.to_string()))
     }
 }
 
@@ -104,21 +105,59 @@ impl Report {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
-        Ok(report) => {
-            if cli.json {
-                println!("{}", report.json);
-            } else {
-                for line in &report.text {
-                    println!("{line}");
-                }
+        Ok(report) => match print(&cli, &report) {
+            Ok(()) => report.code,
+            // A reader that stopped early (`bytecode-pack list | head`) wanted no more.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => report.code,
+            Err(e) => {
+                eprintln!("bytecode-pack: writing to standard output: {e}");
+                ExitCode::from(2)
             }
-            report.code
-        }
+        },
         Err(Failure(message)) => {
             eprintln!("bytecode-pack: {message}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes `report` to standard output (`println!` would panic on a closed pipe).
+fn print(cli: &Cli, report: &Report) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if cli.json {
+        writeln!(out, "{}", report.json)?;
+    } else {
+        for line in &report.text {
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()
+}
+
+/// A path for JSON output: as text, with bytes that are not UTF-8 replaced (serde refuses a
+/// path that is not UTF-8).
+fn path_json(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Text from the cache or the file system (a module name, a directory name) made safe for one
+/// line of a terminal: control characters (a newline, an escape sequence) are escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// [`printable`] for a path.
+fn printable_path(path: &Path) -> String {
+    printable(&path.to_string_lossy())
 }
 
 fn run(cli: &Cli) -> Result<Report, Failure> {
@@ -129,17 +168,24 @@ fn run(cli: &Cli) -> Result<Report, Failure> {
     // Reading commands must not create a cache where there is none. Stats on a root with no
     // cache yet is an empty cache, as `ccache -s` shows one.
     let dir = root.join(abi_tag());
+    // Only a cache that is not there is "no cache": any other error (a root that is a file or
+    // a symlink loop, a directory this user cannot read) is reported as it is.
+    let exists = match std::fs::symlink_metadata(&dir) {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(Failure(format!("{}: {e}", printable_path(&dir)))),
+    };
     let open = || -> Result<Cache, Failure> {
-        if std::fs::symlink_metadata(&dir).is_err() {
+        if !exists {
             return Err(Failure(format!(
                 "no cache for this build at {}",
-                dir.display()
+                printable_path(&dir)
             )));
         }
         Ok(Cache::open(&root)?)
     };
     match cli.command {
-        Command::Stats if std::fs::symlink_metadata(&dir).is_err() => Ok(empty_stats(&dir)),
+        Command::Stats if !exists => Ok(empty_stats(&dir)),
         Command::Stats => stats(&root, &open()?),
         Command::List { sort } => list(&open()?, sort),
         Command::Verify => verify(&open()?),
@@ -194,11 +240,11 @@ fn human_age(d: Duration) -> String {
 fn empty_stats(dir: &Path) -> Report {
     let json = json!({
         "entries": 0, "pack_bytes": 0, "live_bytes": 0, "dead_bytes": 0, "dead_ratio": 0.0,
-        "index_bytes": 0, "generation": 0, "abi_tag": abi_tag(), "path": dir,
+        "index_bytes": 0, "generation": 0, "abi_tag": abi_tag(), "path": path_json(dir),
         "damage": null, "other_abi_tags": [],
     });
     let text = vec![
-        format!("cache       {} (not created yet)", dir.display()),
+        format!("cache       {} (not created yet)", printable_path(dir)),
         format!("abi tag     {}", abi_tag()),
         "entries     0".to_owned(),
     ];
@@ -222,15 +268,15 @@ fn stats(root: &Path, cache: &Cache) -> Result<Report, Failure> {
         "index_bytes": s.index_bytes,
         "generation": s.generation,
         "abi_tag": abi_tag(),
-        "path": s.dir,
+        "path": path_json(&s.dir),
         "damage": s.damage,
         "other_abi_tags": others
             .iter()
-            .map(|o| json!({"abi_tag": o.abi_tag, "path": o.path, "bytes": o.bytes}))
+            .map(|o| json!({"abi_tag": o.abi_tag, "path": path_json(&o.path), "bytes": o.bytes}))
             .collect::<Vec<_>>(),
     });
     let mut text = vec![
-        format!("cache       {}", s.dir.display()),
+        format!("cache       {}", printable_path(&s.dir)),
         format!("abi tag     {}", abi_tag()),
         format!("entries     {}", s.entries),
         format!("pack        {}", human(s.pack_bytes)),
@@ -251,14 +297,15 @@ fn stats(root: &Path, cache: &Cache) -> Result<Report, Failure> {
             let idle = human_age(age(o.last_used));
             text.push(format!(
                 "  {}  {}  unused {idle}",
-                o.abi_tag,
+                printable(&o.abi_tag),
                 human(o.bytes)
             ));
         }
     }
     if let Some(damage) = &s.damage {
         text.push(format!(
-            "damaged: {damage}; every lookup misses until the next write rebuilds it"
+            "damaged: {}; every lookup misses until the next write rebuilds it",
+            printable(damage)
         ));
     }
     Ok(Report::ok(json, text).failing_if(s.damage.is_some()))
@@ -297,7 +344,7 @@ fn list(cache: &Cache, sort: SortBy) -> Result<Report, Failure> {
             human(e.bytecode_bytes),
             e.inputs,
             human_age(age(e.recorded_at)),
-            e.module_name
+            printable(&e.module_name)
         )
     }));
     Ok(Report::ok(json, text))
@@ -316,7 +363,12 @@ fn verify(cache: &Cache) -> Result<Report, Failure> {
         "{} entries, {} segments checked, {} segments in the pack",
         report.entries, report.segments_checked, report.segments_in_pack
     )];
-    text.extend(report.problems.iter().map(|p| format!("problem: {p}")));
+    text.extend(
+        report
+            .problems
+            .iter()
+            .map(|p| format!("problem: {}", printable(p))),
+    );
     text.push(if report.is_ok() {
         "ok".into()
     } else {
@@ -367,33 +419,37 @@ fn clear(cache: &Cache) -> Result<Report, Failure> {
 
 fn prune(root: &Path, days: u64) -> Result<Report, Failure> {
     if !root.is_dir() {
-        return Err(Failure(format!("no cache root at {}", root.display())));
+        return Err(Failure(format!(
+            "no cache root at {}",
+            printable_path(root)
+        )));
     }
     let report = prune_other_abis(root, Duration::from_secs(days.saturating_mul(86_400)))?;
     let json = json!({
         "removed": report
             .removed
             .iter()
-            .map(|o| json!({"abi_tag": o.abi_tag, "path": o.path, "bytes": o.bytes}))
+            .map(|o| json!({"abi_tag": o.abi_tag, "path": path_json(&o.path), "bytes": o.bytes}))
             .collect::<Vec<_>>(),
         "reclaimed_bytes": report.bytes_freed,
         "skipped": report
             .skipped
             .iter()
-            .map(|s| json!({"path": s.path, "reason": s.reason}))
+            .map(|s| json!({"path": path_json(&s.path), "reason": s.reason}))
             .collect::<Vec<_>>(),
     });
     let mut text: Vec<String> = report
         .removed
         .iter()
-        .map(|o| format!("removed {}  {}", o.abi_tag, human(o.bytes)))
+        .map(|o| format!("removed {}  {}", printable(&o.abi_tag), human(o.bytes)))
         .collect();
-    text.extend(
-        report
-            .skipped
-            .iter()
-            .map(|s| format!("skipped {}: {}", s.path.display(), s.reason)),
-    );
+    text.extend(report.skipped.iter().map(|s| {
+        format!(
+            "skipped {}: {}",
+            printable_path(&s.path),
+            printable(&s.reason)
+        )
+    }));
     text.push(format!(
         "removed {} caches of other builds, reclaimed {}",
         report.removed.len(),
