@@ -8,16 +8,18 @@
 //!    `rename`, never written after publication; a pack is only appended to, beyond the
 //!    committed length any reader maps; old generations are unlinked, which leaves existing
 //!    mappings intact. So a mapping's bytes stay valid and unchanged for its whole life. Another
-//!    program truncating these files (0600, owned by the user) is outside what any mmap-based
-//!    store can defend against, and would raise SIGBUS.
-//! 2. **Unchecked rkyv access only follows a checksum.** [`CheckedIndex::record`] reads an
-//!    entry's record in place only after [`format::index_record`] accepted it: in bounds,
-//!    16-byte aligned, and its XXH3-64 (seeded with the row's key) matching, in a file whose
-//!    header carries this build's format version, ABI tag and archived-layout fingerprint. So
-//!    the record is byte-for-byte what this build's serializer produced, which rkyv guarantees
-//!    is a valid archive. The verdict is remembered per record, which is sound because the
-//!    bytes cannot change: [`StableBytes`] is implemented only for owners whose contents are
-//!    fixed.
+//!    program truncating these files (0600, owned by the user) or writing into them in place
+//!    (`cp` over one, `rsync --inplace`, a backup restored into a running cache) is outside
+//!    what any mmap-based store can defend against: it would raise SIGBUS, or change bytes a
+//!    reader already validated.
+//! 2. **Unchecked rkyv access only follows validation.** [`CheckedIndex::record`] reads an
+//!    entry's record in place without rkyv's validator only after an earlier call accepted
+//!    those bytes: in bounds, 16-byte aligned, its XXH3-64 (seeded with the row's key)
+//!    matching, and passing rkyv's validator, in a file whose header carries this build's
+//!    format version, ABI tag and archived-layout fingerprint. (The checksum is for damage;
+//!    the validator makes even bytes forged to match it safe to read.) The verdict is
+//!    remembered per record, which is sound because the bytes cannot change: [`StableBytes`]
+//!    is implemented only for owners whose contents are fixed.
 
 use std::fs::File;
 use std::io;
@@ -92,22 +94,23 @@ impl<B: StableBytes> CheckedIndex<B> {
                 // Checked before: only the span is recomputed, and nothing is written, so
                 // readers on other threads never contend for this cache line.
                 let (_, bytes) = format::index_record_span(self.file(), &self.header, i).ok()?;
-                // SAFETY: invariant 2: these exact bytes passed `index_record` (bounds,
-                // alignment, key-seeded checksum, key match) on an earlier call, and
+                // SAFETY: invariant 2: these exact bytes passed rkyv's validator (and the
+                // key-seeded checksum, and the key match) on an earlier call, and
                 // `StableBytes` owners never change them.
                 return Some(unsafe { rkyv::access_unchecked::<ArchivedEntryRecord>(bytes) });
             }
             BAD => return None,
             _ => {}
         }
-        let Ok(bytes) = format::index_record(self.file(), &self.header, i) else {
+        // Checksummed, then validated: a checksum catches damage, rkyv's validator what no
+        // checksum can (bytes forged to match one, which must not make a read unsound).
+        let Some(record) = format::index_record(self.file(), &self.header, i)
+            .ok()
+            .and_then(format::record_is_valid)
+        else {
             verdict.store(BAD, Ordering::Release);
             return None;
         };
-        // SAFETY: invariant 2: `index_record` just checked these exact bytes (bounds,
-        // alignment, the key-seeded checksum) in a file whose header matched this build, and
-        // `StableBytes` owners never change them.
-        let record = unsafe { rkyv::access_unchecked::<ArchivedEntryRecord>(bytes) };
         let good = record.key == format::index_row(self.file(), &self.header, i).key;
         verdict.store(if good { GOOD } else { BAD }, Ordering::Release);
         good.then_some(record)
@@ -133,4 +136,62 @@ pub(crate) fn quickjs_version() -> String {
     // NUL-terminated string literal compiled into the engine.
     let version = unsafe { std::ffi::CStr::from_ptr(rquickjs::qjs::JS_GetVersion()) };
     version.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{EntryRecord, IndexEncoder, IndexFields, InputRecord, SegmentRef};
+    use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+    fn entry(key: [u8; 16]) -> EntryRecord {
+        let segment = SegmentRef {
+            offset: 64,
+            len: 2,
+            checksum: [0; 16],
+        };
+        EntryRecord {
+            key,
+            seq: 0,
+            module_name: "a module name long enough to be stored out of line.js".into(),
+            flags: 0,
+            recorded_at_ns: 0,
+            bytecode: segment,
+            source_map: None,
+            aux: None,
+            inputs: vec![InputRecord {
+                path: b"/src/a.js".to_vec(),
+                content_hash: [1; 16],
+                stat: None,
+            }],
+        }
+    }
+
+    /// A record whose checksum matches (as bytes forged to match it would, or a writer bug's)
+    /// but that is not a valid archive (its module name is not UTF-8) is refused rather than
+    /// read in place; the same record unforged beside it is read.
+    #[test]
+    fn a_record_matching_its_checksum_but_no_valid_archive_is_refused() {
+        let (forged_key, good_key) = ([7; 16], [8; 16]);
+        let mut encoder = IndexEncoder::default();
+        let mut forged = rkyv::to_bytes::<rkyv::rancor::BoxedError>(&entry(forged_key))
+            .unwrap()
+            .to_vec();
+        let name_at = forged.windows(8).position(|w| w == b"a module").unwrap();
+        forged[name_at] = 0xFF;
+        let checksum = xxh3_64_with_seed(&forged, xxh3_64(&forged_key));
+        encoder.push_bytes(&forged_key, &forged, checksum).unwrap();
+        encoder.push_record(&entry(good_key)).unwrap();
+        let file = encoder.finish(&IndexFields::default(), "tag");
+        let mut bytes = rkyv::util::AlignedVec::<16>::new();
+        bytes.extend_from_slice(&file);
+        let index = CheckedIndex::new(bytes, "tag").unwrap();
+        let (forged_row, good_row) = (index.find(&forged_key), index.find(&good_key));
+        assert_eq!((forged_row, good_row), (Some(0), Some(1)));
+        assert!(index.record(0).is_none());
+        assert!(index.record(0).is_none(), "the verdict is kept");
+        let good = index.record(1).unwrap();
+        assert_eq!(good.module_name.as_str(), entry(good_key).module_name);
+        assert!(index.record(1).is_some(), "the verdict is kept");
+    }
 }
