@@ -414,15 +414,12 @@ fn a_split_cache_of_another_build_is_still_recognised_and_pruned() {
 #[test]
 fn pruning_refuses_a_root_others_can_write_to() {
     use std::os::unix::fs::PermissionsExt;
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("root");
-    let cache = Cache::open(&root).unwrap();
-    cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
+    let (tmp, root, ours, _cache) = one_entry_cache();
     // An older build's cache: the same files (proven by their magic), minus our marker.
     let other = root.join("bp1-quickjs-ng0.1.0-rquickjs0.1-x86_64-le-64");
     common::create_private_dir(&other);
     for name in ["index", "pack-0000000000000001"] {
-        fs::copy(root.join(abi_tag()).join(name), other.join(name)).unwrap();
+        fs::copy(ours.join(name), other.join(name)).unwrap();
     }
     age_tree(&other, Duration::from_secs(60 * 86_400));
     fs::set_permissions(&root, fs::Permissions::from_mode(0o777)).unwrap();
@@ -437,7 +434,7 @@ fn pruning_refuses_a_root_others_can_write_to() {
     assert_eq!(report.removed.len(), 1, "{report:?}");
     assert!(!other.exists());
     // A root that does not exist has nothing to prune.
-    let missing = base.join("missing");
+    let missing = tmp.path().join("missing");
     let report = bytecode_pack::prune_other_abis(&missing, Duration::ZERO).unwrap();
     assert_eq!(report, bytecode_pack::PruneReport::default());
 }
