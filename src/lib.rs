@@ -43,7 +43,7 @@
 //! | `format` (`index`, `pack`) | the on-disk format, byte by byte, with no I/O (see also `FORMAT.md`) |
 //! | `files` | the names of the files in a cache directory |
 //! | `sys` (`unix`, `other`) | platform code: stat data, open flags, owner and mode checks |
-//! | `unsafe_io` | the storage side's only `unsafe`: mmap, unchecked access to a checksummed index |
+//! | `unsafe_io` | the storage side's only `unsafe`: mmap, in-place reads of checksummed, validated index records |
 //! | `error`, `options`, `abi`, `key` | the error type; tuning knobs; the ABI tag; cache keys |
 //! | `fsys` | non-blocking, regular-file-only opens, bounded streaming hashes, private dirs |
 //! | `freshness`, `inputs` | input records, the one freshness check and the racy rule; `collect_inputs` |

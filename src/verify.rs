@@ -1,5 +1,6 @@
-//! Full verification: every check a reader makes lazily, made eagerly, plus the rkyv validator
-//! over the index body and a walk of the pack's own segment headers.
+//! Full verification: every check a reader makes lazily (record checksums and rkyv's validator,
+//! segment checksums), made eagerly over every entry, plus a walk of the pack's own segment
+//! headers.
 
 use crate::format::{self, PACK_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentRef};
 use crate::snapshot::Snapshot;
@@ -55,7 +56,7 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
         }
     }
     // The live entries: the published index's, then the base's it does not shadow. Damaged
-    // records were reported above; the others passed their checksums.
+    // records were reported above; the others passed their checksums and the validator.
     let entries: Vec<_> = snapshot
         .records()
         .filter_map(|(_, record)| record)

@@ -131,7 +131,9 @@ fn make(kind: Kind, path: &Path, outside: &Outside) -> Option<std::os::unix::net
     match kind {
         Kind::Fifo => mkfifo(path),
         Kind::Directory => {
+            // A user's directory as one usually is, whatever the umask.
             fs::create_dir(path).unwrap();
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
             fs::write(path.join("inside.txt"), "a user's file").unwrap();
         }
         Kind::Socket => return Some(std::os::unix::net::UnixListener::bind(path).unwrap()),

@@ -38,12 +38,18 @@ fn compaction_never_prunes_a_users_directories_named_like_caches() {
     let root = base.join("root");
     let cache = Cache::open(&root).unwrap();
     cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
-    fs::create_dir_all(root.join("bp2024-taxes/receipts")).unwrap();
+    // Private, as the caches beside them are, so that what is judged is what they hold.
+    for dir in [
+        "bp2024-taxes",
+        "bp2024-taxes/receipts",
+        "bp1",
+        "bp2023-photos",
+    ] {
+        common::create_private_dir(&root.join(dir));
+    }
     fs::write(root.join("bp2024-taxes/receipts/r1.txt"), "receipt").unwrap();
-    fs::create_dir(root.join("bp1")).unwrap();
     fs::write(root.join("bp1/notes.txt"), "notes").unwrap();
     // Even with a file of a cache's name inside, a directory without proof is not a cache.
-    fs::create_dir(root.join("bp2023-photos")).unwrap();
     fs::write(root.join("bp2023-photos/index"), "my photo index").unwrap();
     for dir in ["bp2024-taxes", "bp1", "bp2023-photos"] {
         age_tree(&root.join(dir), Duration::from_secs(60 * 86_400));
@@ -52,6 +58,10 @@ fn compaction_never_prunes_a_users_directories_named_like_caches() {
     let report = bytecode_pack::prune_other_abis(&root, Duration::ZERO).unwrap();
     assert!(report.removed.is_empty(), "{report:?}");
     assert_eq!(report.skipped.len(), 3, "{report:?}");
+    assert!(
+        report.skipped.iter().all(|s| !s.reason.contains("mode")),
+        "{report:?}"
+    );
     assert_eq!(
         fs::read_to_string(root.join("bp2024-taxes/receipts/r1.txt")).unwrap(),
         "receipt"
@@ -445,7 +455,7 @@ fn empty_files_with_a_caches_names_are_no_proof() {
     let root = base.join("root");
     Cache::open(&root).unwrap();
     let notes = root.join("bp1-notes");
-    fs::create_dir(&notes).unwrap();
+    common::create_private_dir(&notes);
     fs::write(notes.join("index"), "").unwrap();
     fs::write(notes.join("lock"), "").unwrap();
     fs::write(notes.join(".tmp-draft"), "my draft").unwrap();

@@ -142,11 +142,23 @@ fn path_json(path: &Path) -> String {
 }
 
 /// Text from the cache or the file system (a module name, a directory name) made safe for one
-/// line of a terminal: control characters (a newline, an escape sequence) are escaped.
+/// line of a terminal: control characters (a newline, an escape sequence), line and paragraph
+/// separators and bidirectional overrides (which reorder what follows) are escaped, and so is
+/// a backslash, so that an escape cannot be forged.
 fn printable(text: &str) -> String {
+    let escaped = |c: char| {
+        c == '\\'
+            || c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
     text.chars()
         .map(|c| {
-            if c.is_control() {
+            if escaped(c) {
                 c.escape_default().to_string()
             } else {
                 c.to_string()
