@@ -132,6 +132,12 @@ pub(crate) fn is_recorded_form(path: &Path) -> bool {
             .all(plain_after)
 }
 
+/// The largest input hashed, 4 GiB: far past any file a module is compiled from, and a bound
+/// on the time a `put` or a lookup spends reading one (a sparse file of a terabyte costs
+/// nothing to make, and `/proc/kcore` claims 128 TiB). A larger input fails `put` with its
+/// size and makes a lookup miss, without being read.
+const MAX_INPUT_LEN: u64 = 4 << 30;
+
 /// Opens `path` (following symlinks, never blocking, regular files only) and hashes its
 /// content, streaming. Returns the hash and the stat data that describes exactly that content,
 /// or `None` for the stat data if the file changed while it was read (grew, shrank, was
@@ -146,6 +152,15 @@ fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
     }
     let (mut file, meta) = fsys::open_user_file(path)?;
     let before = stat_record(&meta);
+    if before.size > MAX_INPUT_LEN {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "{} bytes, more than the {MAX_INPUT_LEN} an input may have",
+                before.size
+            ),
+        ));
+    }
     let (hash, read) = fsys::hash_bounded(&mut file, before.size)?;
     let after = stat_path(path).ok();
     let stable = read == before.size && after == Some(before);

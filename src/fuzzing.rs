@@ -279,7 +279,9 @@ mod tests {
     /// bounds. Now the validator refuses it.
     #[test]
     fn a_resealed_invalid_record_is_refused() {
-        super::fuzz_index(include_bytes!("../fuzz/regressions/index-resealed-invalid-record"));
+        super::fuzz_index(include_bytes!(
+            "../fuzz/regressions/index-resealed-invalid-record"
+        ));
     }
 
     #[test]

@@ -580,6 +580,26 @@ fn huge_input_is_streamed(base: &Path) {
     assert!(max_rss_kib < 256 << 10, "peak RSS {max_rss_kib} KiB");
 }
 
+/// An input past the 4 GiB an input may have (a sparse file, as `/proc/kcore` claims 128 TiB)
+/// fails `put` with its size at once instead of being read.
+fn oversized_input_is_refused_unread(base: &Path) {
+    let input = base.join("vast.js");
+    fs::File::create(&input).unwrap().set_len(5 << 30).unwrap();
+    let cache = Cache::open(base.join("cache")).unwrap();
+    let put = cache.put(
+        &key(1),
+        &NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]),
+    );
+    match put {
+        Err(Error::Input { path, source }) => {
+            assert_eq!(path, input);
+            assert!(source.to_string().contains("5368709120 bytes"), "{source}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(cache.get(&key(1)).is_none());
+}
+
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
         fn dispatch(name: &str, base: &Path) {
@@ -605,6 +625,7 @@ scenarios!(
     index_replaced_by_a_directory,
     relative_root_is_resolved_at_open,
     huge_input_is_streamed,
+    oversized_input_is_refused_unread,
 );
 
 /// The child's entry point.
