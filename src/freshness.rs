@@ -11,7 +11,9 @@
 //! come from a filesystem with fine timestamps, where the kernel's coarse clock ticks every
 //! 1-10 ms, and [`FINE_RACY_WINDOW`] (30 ms) covers three of the coarsest. Whole-second stamps
 //! (FAT's 2 s, HFS+, some network filesystems, files extracted by `tar`) get [`RACY_WINDOW`]
-//! (2 s). Compaction re-records inputs that were racy, so they stop paying the re-hash.
+//! (2 s), and so do ctimes another machine's clock set (network and cluster filesystems,
+//! virtiofs), which may disagree with this one's. Compaction re-records inputs that were racy,
+//! so they stop paying the re-hash.
 //! An input whose stat changed between before and after hashing is recorded with no stat at
 //! all, and always re-hashed.
 
@@ -35,7 +37,7 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// moves the ctime past `recorded_at - lag`, where the lag is how far the coarse clock trails
 /// the fine one: a tick normally, several when timekeeping stalls (a VM exit); 30 ms covers
 /// three ticks at HZ=100 and seven at HZ=250. A ctime set by another machine's clock (a
-/// network filesystem) is trusted only as far as the two clocks agree within that.
+/// network filesystem) gets [`RACY_WINDOW`] instead: clocks kept by NTP agree within it.
 pub const FINE_RACY_WINDOW: Duration = Duration::from_millis(30);
 
 /// A file an entry was compiled from.
@@ -228,14 +230,25 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
 /// FUSE other than virtiofs reports what its daemon says), stat data is never trusted and
 /// every check re-hashes: a same-size copy with `cp -p` there keeps every field a `stat`
 /// shows.
+///
+/// Where another machine's kernel sets the ctime by its own clock (a network or cluster
+/// filesystem, virtiofs), that clock and this one's may disagree by more than the fine window
+/// (a lagging server's ctime looks old at once): the wide window applies whatever the
+/// granularity, as git's cannot.
 pub(crate) fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
-    stat_is_old_enough(stat, recorded_at_ns) && crate::sys::ctime_kept_by_kernel(stat.dev)
+    use crate::sys::Ctime;
+    match crate::sys::ctime_of(stat.dev) {
+        Ctime::Settable => false,
+        Ctime::LocalClock => stat_is_old_enough(stat, recorded_at_ns, false),
+        Ctime::RemoteClock => stat_is_old_enough(stat, recorded_at_ns, true),
+    }
 }
 
-/// The racy-window half of [`stat_is_trusted`].
-fn stat_is_old_enough(stat: &StatRecord, recorded_at_ns: i64) -> bool {
+/// The racy-window half of [`stat_is_trusted`]; `wide` takes the wide window whatever the
+/// ctime's granularity.
+fn stat_is_old_enough(stat: &StatRecord, recorded_at_ns: i64, wide: bool) -> bool {
     const SECOND: i64 = 1_000_000_000;
-    let fine = stat.ctime_ns % SECOND != 0;
+    let fine = stat.ctime_ns % SECOND != 0 && !wide;
     let window = if fine { FINE_RACY_WINDOW } else { RACY_WINDOW };
     let horizon = recorded_at_ns.saturating_sub(window.as_nanos() as i64);
     stat.ctime_ns < horizon
@@ -394,8 +407,12 @@ mod tests {
             ino: 1,
             dev: 1,
         };
-        assert!(stat_is_old_enough(&old, t));
-        assert!(!stat_is_old_enough(&StatRecord { ctime_ns: t, ..old }, t));
+        assert!(stat_is_old_enough(&old, t, false));
+        assert!(!stat_is_old_enough(
+            &StatRecord { ctime_ns: t, ..old },
+            t,
+            false
+        ));
         // Whole-second ctimes get the 2 s window, fine ones 30 ms.
         let whole = t - 1_000_000_000;
         assert!(!stat_is_old_enough(
@@ -403,19 +420,33 @@ mod tests {
                 ctime_ns: whole,
                 ..old
             },
-            t
+            t,
+            false
         ));
         assert!(stat_is_old_enough(
             &StatRecord {
                 ctime_ns: whole + 7,
                 ..old
             },
-            t
+            t,
+            false
         ));
         // The mtime is whatever a tool set it to (future, whole seconds): it does not decide.
         for mtime_ns in [t + 3_600_000_000_000, t - 1, 0] {
-            assert!(stat_is_old_enough(&StatRecord { mtime_ns, ..old }, t));
+            assert!(stat_is_old_enough(
+                &StatRecord { mtime_ns, ..old },
+                t,
+                false
+            ));
         }
+        // Another machine's clock gets the wide window, fine-grained or not: a ctime 1 s old
+        // by this clock may be a moment old by the server's.
+        let fine_second_old = StatRecord {
+            ctime_ns: whole + 7,
+            ..old
+        };
+        assert!(!stat_is_old_enough(&fine_second_old, t, true));
+        assert!(stat_is_old_enough(&old, t, true));
     }
 
     #[test]

@@ -9,10 +9,32 @@ mod imp;
 #[cfg(feature = "quickjs")]
 pub(crate) use imp::probe;
 pub(crate) use imp::{
-    FileIdentity, check_owner_and_mode, create_private_dir, ctime_kept_by_kernel, file_identity,
+    FileIdentity, check_owner_and_mode, create_private_dir, ctime_of, file_identity,
     open_cache_options, open_error_kind, open_user_options, path_from_bytes, same_file,
     special_file_kind, stat_path, stat_record, sync_dir,
 };
+
+/// Who sets a filesystem's ctimes, which decides whether, and within what racy window, stat
+/// data can stand in for content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ctime {
+    /// Not the kernel: FAT and exFAT report the settable mtime, a FUSE daemon what it likes.
+    /// Stat data is never trusted.
+    Settable,
+    /// This kernel, by this machine's clock.
+    LocalClock,
+    /// Another machine's kernel (a network or cluster filesystem, virtiofs), by its clock,
+    /// which may be ahead of or behind this one's: the racy window is the wide one.
+    RemoteClock,
+}
+
+impl Ctime {
+    /// Whether stat data can ever stand in for content.
+    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+    pub(crate) fn kept_by_a_kernel(self) -> bool {
+        self != Ctime::Settable
+    }
+}
 
 /// What is at a path itself, a final symlink not followed: a resolver's probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -71,8 +71,8 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
 }
 
 /// No ctime here: the mtime stands in for it (see [`stat_record`]).
-pub(crate) fn ctime_kept_by_kernel(_dev: u64) -> bool {
-    true
+pub(crate) fn ctime_of(_dev: u64) -> super::Ctime {
+    super::Ctime::LocalClock
 }
 
 #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]

@@ -7,6 +7,7 @@ use std::path::Path;
 #[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::Ctime;
 use crate::format::StatRecord;
 
 /// Which file a snapshot was read from: device, inode and ctime. The ctime tells a file apart
@@ -141,14 +142,35 @@ const EXFAT_SUPER_MAGIC: u32 = 0x2011_bab0;
 #[cfg(target_os = "linux")]
 const FUSE_SUPER_MAGIC: u32 = 0x6573_5546; // also virtiofs
 
-/// Whether the filesystem of type `magic` that holds device `dev` keeps the ctime itself:
-/// not FAT or exFAT, and of FUSE filesystems only virtiofs.
+/// `statfs` types whose ctimes another machine's kernel sets, by its own clock: network
+/// filesystems (NFS, SMB/CIFS, 9p as WSL2's `/mnt/c`, Ceph, AFS, Lustre) and cluster ones
+/// whose nodes each stamp with theirs (GFS2, OCFS2). virtiofs, a FUSE type, is told apart by
+/// its mount.
 #[cfg(target_os = "linux")]
-fn keeps_ctime(magic: u32, dev: u64) -> bool {
+const REMOTE_CLOCK_MAGICS: [u32; 10] = [
+    0x6969,      // NFS
+    0xfe53_4d42, // SMB2
+    0xff53_4d42, // CIFS
+    0x517b,      // SMB
+    0x0102_1997, // 9p
+    0x00c3_6400, // Ceph
+    0x5346_414f, // AFS
+    0x0bd0_0bd0, // Lustre
+    0x0116_1970, // GFS2
+    0x7461_636f, // OCFS2
+];
+
+/// Who sets the ctimes of the filesystem of type `magic` that holds device `dev`: nobody
+/// reliably on FAT and exFAT, and on FUSE but virtiofs; another machine's kernel on network
+/// and cluster filesystems and virtiofs; this kernel elsewhere.
+#[cfg(target_os = "linux")]
+fn ctime_kind(magic: u32, dev: u64) -> Ctime {
     match magic {
-        MSDOS_SUPER_MAGIC | EXFAT_SUPER_MAGIC => false,
-        FUSE_SUPER_MAGIC => is_virtiofs(dev),
-        _ => true,
+        MSDOS_SUPER_MAGIC | EXFAT_SUPER_MAGIC => Ctime::Settable,
+        FUSE_SUPER_MAGIC if is_virtiofs(dev) => Ctime::RemoteClock,
+        FUSE_SUPER_MAGIC => Ctime::Settable,
+        m if REMOTE_CLOCK_MAGICS.contains(&m) => Ctime::RemoteClock,
+        _ => Ctime::LocalClock,
     }
 }
 
@@ -198,13 +220,13 @@ struct Verdict {
     dev: u64,
     /// Unique mount ids (0: unknown).
     mounts: Vec<u64>,
-    kept: bool,
+    kept: Ctime,
 }
 
 #[cfg(target_os = "linux")]
 impl Verdicts {
     /// The verdict on device `dev`, if one was learned.
-    fn kept(&self, dev: u64) -> Option<bool> {
+    fn kept(&self, dev: u64) -> Option<Ctime> {
         self.known.iter().find(|v| v.dev == dev).map(|v| v.kept)
     }
 
@@ -217,7 +239,7 @@ impl Verdicts {
 
     /// Records the verdict `kept` learned for `dev` through `mount`. Another verdict on the
     /// same device is another filesystem that took its number: it replaces the old one.
-    fn learn(&mut self, dev: u64, mount: u64, kept: bool) {
+    fn learn(&mut self, dev: u64, mount: u64, kept: Ctime) {
         match self.known.iter_mut().find(|v| v.dev == dev) {
             Some(v) if v.kept == kept => {
                 if !v.mounts.contains(&mount) {
@@ -260,13 +282,15 @@ static VERDICTS: parking_lot::Mutex<Verdicts> = parking_lot::Mutex::new(Verdicts
     changes: 0,
 });
 
-/// Whether the ctimes of device `dev` are set by the kernel alone, as far as this process has
-/// learned (by the `stat_path` that returned `dev`, which learns again through a new mount):
-/// a device not yet seen is not trusted.
+/// Who sets the ctimes of device `dev`, as far as this process has learned (by the
+/// `stat_path` that returned `dev`, which learns again through a new mount): a device not yet
+/// seen is not trusted.
 #[cfg(target_os = "linux")]
-pub(crate) fn ctime_kept_by_kernel(dev: u64) -> bool {
-    LAST_KEPT_DEV.load(Ordering::Relaxed) == dev.wrapping_add(1)
-        || VERDICTS.lock().kept(dev) == Some(true)
+pub(crate) fn ctime_of(dev: u64) -> Ctime {
+    if LAST_KEPT_DEV.load(Ordering::Relaxed) == dev.wrapping_add(1) {
+        return Ctime::LocalClock;
+    }
+    VERDICTS.lock().kept(dev).unwrap_or(Ctime::Settable)
 }
 
 /// The last device and mount found to keep their ctimes (the device plus one; 0: none): a
@@ -293,7 +317,7 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
     let changes_before = {
         let verdicts = VERDICTS.lock();
         if verdicts.knows(dev, mount) {
-            publish_fast_path(dev, mount, verdicts.kept(dev) == Some(true));
+            publish_fast_path(dev, mount, verdicts.kept(dev) == Some(Ctime::LocalClock));
             return;
         }
         verdicts.changes
@@ -303,7 +327,11 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
         // to another mount between the two calls). The magic numbers are 32-bit; `f_type` is
         // wider on some targets.
         Ok(fs) if statx_path(path).is_ok_and(|(again, on)| again.dev == dev && on == mount) => {
-            Some(keeps_ctime(fs.f_type as u32, dev) && !crate::faults::pretend_ctime_settable())
+            Some(if crate::faults::pretend_ctime_settable() {
+                Ctime::Settable
+            } else {
+                ctime_kind(fs.f_type as u32, dev)
+            })
         }
         Ok(_) => None,
         // A sandbox that refuses `statfs` leaves the filesystem unknown for good: untrusted,
@@ -312,7 +340,7 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
             e @ (rustix::io::Errno::NOSYS | rustix::io::Errno::PERM | rustix::io::Errno::ACCESS),
         ) => {
             log::debug!("bytecode-pack: statfs refused ({e}); stat data will not be trusted");
-            Some(false)
+            Some(Ctime::Settable)
         }
         // Anything else (the file went away, a FUSE daemon without `statfs`) is asked again
         // by the next stat.
@@ -326,7 +354,7 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
     match learned {
         Some(kept) if undisturbed => {
             verdicts.learn(dev, mount, kept);
-            publish_fast_path(dev, mount, kept);
+            publish_fast_path(dev, mount, kept == Ctime::LocalClock);
         }
         // Not learned (the next stat asks again), or another learner changed the verdicts
         // meanwhile, possibly for a mount that replaced this one's: until this mount is
@@ -338,7 +366,8 @@ fn learn_filesystem(path: &Path, dev: u64, mount: u64) {
     }
 }
 
-/// Points the fast path at (`dev`, `mount`) if it keeps its ctime, else takes it off `dev`.
+/// Points the fast path at (`dev`, `mount`) if this kernel keeps its ctimes, else takes it off
+/// `dev`.
 /// Called with [`VERDICTS`] locked.
 #[cfg(target_os = "linux")]
 fn publish_fast_path(dev: u64, mount: u64, kept: bool) {
@@ -352,7 +381,7 @@ fn publish_fast_path(dev: u64, mount: u64, kept: bool) {
 
 /// The stat data of `path` (following symlinks). On Linux a `statx` asking for only the
 /// fields compared: the one syscall a fresh input costs, ~7% cheaper than `fs::metadata`.
-/// It also learns the device's filesystem (see [`ctime_kept_by_kernel`]) the first time it
+/// It also learns the device's filesystem (see [`ctime_of`]) the first time it
 /// is seen through a mount.
 #[cfg(target_os = "linux")]
 pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
@@ -432,11 +461,11 @@ pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
     fs::metadata(path).map(|m| stat_record(&m))
 }
 
-/// Elsewhere the filesystem is not asked: ctimes are taken as the kernel's (Linux is the
+/// Elsewhere the filesystem is not asked: ctimes are taken as this kernel's (Linux is the
 /// tested platform).
 #[cfg(not(target_os = "linux"))]
-pub(crate) fn ctime_kept_by_kernel(_dev: u64) -> bool {
-    true
+pub(crate) fn ctime_of(_dev: u64) -> Ctime {
+    Ctime::LocalClock
 }
 
 #[cfg(all(test, target_os = "linux"))]
@@ -450,50 +479,79 @@ mod tests {
         fs::write(&file, b"x").unwrap();
         let dev = fs::metadata(&file).unwrap().dev();
         let unseen = dev ^ 0x5eed_0000_0000;
-        assert!(!ctime_kept_by_kernel(unseen));
+        assert_eq!(ctime_of(unseen), Ctime::Settable);
         let stat = stat_path(&file).unwrap();
         assert_eq!(stat.dev, dev);
         let magic = rustix::fs::statfs(&file).unwrap().f_type as u32;
-        assert_eq!(ctime_kept_by_kernel(dev), keeps_ctime(magic, dev));
-        assert!(!ctime_kept_by_kernel(unseen));
+        assert_eq!(ctime_of(dev), ctime_kind(magic, dev));
+        assert_eq!(ctime_of(unseen), Ctime::Settable);
     }
 
     /// A device number taken over by another filesystem (an unmount, then a new mount) gets
     /// that filesystem's verdict once a stat sees the new mount; bind mounts of one share it.
     #[test]
     fn a_verdict_is_learned_again_through_a_new_mount_of_its_device() {
+        const LOCAL: Ctime = Ctime::LocalClock;
+        const SETTABLE: Ctime = Ctime::Settable;
         let (dev, other_dev) = (8 << 8 | 17, 8 << 8 | 18);
         let mut verdicts = Verdicts::default();
         assert_eq!(verdicts.kept(dev), None);
-        verdicts.learn(dev, 101, true);
-        verdicts.learn(other_dev, 102, false);
+        verdicts.learn(dev, 101, LOCAL);
+        verdicts.learn(other_dev, 102, SETTABLE);
         assert!(verdicts.knows(dev, 101) && !verdicts.knows(dev, 103));
-        assert_eq!(verdicts.kept(dev), Some(true));
+        assert_eq!(verdicts.kept(dev), Some(LOCAL));
         // A bind mount of the same filesystem: same verdict, one more mount known.
-        verdicts.learn(dev, 103, true);
+        verdicts.learn(dev, 103, LOCAL);
         assert!(verdicts.knows(dev, 101) && verdicts.knows(dev, 103));
         // FAT mounted where it was: the old mounts' verdict goes.
-        verdicts.learn(dev, 104, false);
-        assert_eq!(verdicts.kept(dev), Some(false));
+        verdicts.learn(dev, 104, SETTABLE);
+        assert_eq!(verdicts.kept(dev), Some(SETTABLE));
         assert!(!verdicts.knows(dev, 101) && verdicts.knows(dev, 104));
-        assert_eq!(verdicts.kept(other_dev), Some(false));
+        assert_eq!(verdicts.kept(other_dev), Some(SETTABLE));
         // A new mount whose filesystem could not be learned: the device has no verdict
         // until it is, whatever the one before said; other devices keep theirs.
-        verdicts.learn(dev, 105, true);
+        verdicts.learn(dev, 105, LOCAL);
         verdicts.forget_unless_through(dev, 106);
         assert_eq!(verdicts.kept(dev), None);
-        assert_eq!(verdicts.kept(other_dev), Some(false));
+        assert_eq!(verdicts.kept(other_dev), Some(SETTABLE));
         // Through a mount it was learned by, nothing is forgotten.
-        verdicts.learn(dev, 107, true);
+        verdicts.learn(dev, 107, LOCAL);
         verdicts.forget_unless_through(dev, 107);
-        assert_eq!(verdicts.kept(dev), Some(true));
+        assert_eq!(verdicts.kept(dev), Some(LOCAL));
         // Mounts come and go; a device remembers the last few.
         for mount in 200..300 {
-            verdicts.learn(dev, mount, true);
+            verdicts.learn(dev, mount, LOCAL);
         }
         assert!(verdicts.knows(dev, 299) && !verdicts.knows(dev, 200));
         let remembered = verdicts.known.iter().map(|v| v.mounts.len()).max();
         assert_eq!(remembered, Some(MAX_MOUNTS_PER_DEVICE));
+    }
+
+    /// Stat data of a device learned to be stamped by another machine's clock needs the wide
+    /// racy window, however fine its ctimes; a local one the fine window; a settable one is
+    /// never trusted. (Devices no real mount has, learned into this process's table.)
+    #[test]
+    fn the_racy_window_follows_whose_clock_stamps_the_ctime() {
+        let t = 100_000_000_000i64;
+        let stat = |dev: u64, age_ns: i64| StatRecord {
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns: t - age_ns + 7,
+            ino: 1,
+            dev,
+        };
+        let (remote, local, settable) = (u64::MAX - 11, u64::MAX - 12, u64::MAX - 13);
+        {
+            let mut verdicts = VERDICTS.lock();
+            verdicts.learn(remote, 0, Ctime::RemoteClock);
+            verdicts.learn(local, 0, Ctime::LocalClock);
+            verdicts.learn(settable, 0, Ctime::Settable);
+        }
+        let trusted = |dev, age_ns| crate::freshness::stat_is_trusted(&stat(dev, age_ns), t);
+        let (second, three_seconds) = (1_000_000_000, 3_000_000_000);
+        assert!(!trusted(remote, second) && trusted(remote, three_seconds));
+        assert!(trusted(local, second) && trusted(local, three_seconds));
+        assert!(!trusted(settable, three_seconds));
     }
 
     /// This kernel gives the unique mount id (Linux 6.8+), or 0 before.
@@ -525,22 +583,19 @@ mod tests {
     }
 
     #[test]
-    fn fat_exfat_and_fuse_do_not_keep_ctime() {
+    fn fat_exfat_and_fuse_do_not_keep_ctime_and_network_filesystems_keep_another_clock() {
         // A device no mount has: not virtiofs.
         let nowhere = u64::MAX;
         for magic in [0x4d44, 0x2011_bab0, 0x6573_5546] {
-            assert!(!keeps_ctime(magic, nowhere), "{magic:#x}");
+            assert_eq!(ctime_kind(magic, nowhere), Ctime::Settable, "{magic:#x}");
         }
-        // ext4, xfs, btrfs, tmpfs, overlayfs, nfs.
-        for magic in [
-            0xef53,
-            0x5846_5342,
-            0x9123_683e,
-            0x0102_1994,
-            0x794c_7630,
-            0x6969,
-        ] {
-            assert!(keeps_ctime(magic, nowhere), "{magic:#x}");
+        // ext4, xfs, btrfs, tmpfs, overlayfs.
+        for magic in [0xef53, 0x5846_5342, 0x9123_683e, 0x0102_1994, 0x794c_7630] {
+            assert_eq!(ctime_kind(magic, nowhere), Ctime::LocalClock, "{magic:#x}");
+        }
+        // NFS, SMB2, 9p.
+        for magic in [0x6969, 0xfe53_4d42, 0x0102_1997] {
+            assert_eq!(ctime_kind(magic, nowhere), Ctime::RemoteClock, "{magic:#x}");
         }
     }
 }

@@ -42,7 +42,7 @@ impl DirStamp {
     /// is not the kernel's (an absent directory's stamp always can).
     pub fn can_vouch(&self) -> bool {
         self.stat
-            .is_none_or(|stat| crate::sys::ctime_kept_by_kernel(stat.dev))
+            .is_none_or(|stat| crate::sys::ctime_of(stat.dev).kept_by_a_kernel())
     }
 
     /// Whether the directory still holds the names it held when stamped: its stat data
@@ -461,7 +461,7 @@ mod tests {
         assert!(!taken_after(1).still_valid(Some(&now)));
         assert!(!taken_after(20).still_valid(Some(&now)));
         // Past the window of whole-second ctimes too (2 s).
-        let kept = crate::sys::ctime_kept_by_kernel(now.dev);
+        let kept = crate::sys::ctime_of(now.dev).kept_by_a_kernel();
         assert_eq!(taken_after(3_000).still_valid(Some(&now)), kept);
         let changed = StatRecord {
             ctime_ns: now.ctime_ns + 1,
