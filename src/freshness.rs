@@ -234,7 +234,7 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
 /// Where another machine's kernel sets the ctime by its own clock (a network or cluster
 /// filesystem, virtiofs), that clock and this one's may disagree by more than the fine window
 /// (a lagging server's ctime looks old at once): the wide window applies whatever the
-/// granularity, as git's cannot.
+/// granularity (git's window depends on the granularity alone).
 pub(crate) fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
     use crate::sys::Ctime;
     match crate::sys::ctime_of(stat.dev) {
