@@ -449,6 +449,32 @@ mod tests {
         assert!(stat_is_old_enough(&old, t, true));
     }
 
+    /// Stat data of a device learned to be stamped by another machine's clock needs the wide
+    /// racy window, however fine its ctimes; a local one the fine window; a settable one is
+    /// never trusted. (Devices no real mount has, learned into this process's table.)
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_racy_window_follows_whose_clock_stamps_the_ctime() {
+        use crate::sys::{Ctime, learn_made_up_device};
+        let t = 100_000_000_000i64;
+        let stat = |dev: u64, age_ns: i64| StatRecord {
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns: t - age_ns + 7,
+            ino: 1,
+            dev,
+        };
+        let (remote, local, settable) = (u64::MAX - 11, u64::MAX - 12, u64::MAX - 13);
+        learn_made_up_device(remote, Ctime::RemoteClock);
+        learn_made_up_device(local, Ctime::LocalClock);
+        learn_made_up_device(settable, Ctime::Settable);
+        let trusted = |dev, age_ns| stat_is_trusted(&stat(dev, age_ns), t);
+        let (second, three_seconds) = (1_000_000_000, 3_000_000_000);
+        assert!(!trusted(remote, second) && trusted(remote, three_seconds));
+        assert!(trusted(local, second) && trusted(local, three_seconds));
+        assert!(!trusted(settable, three_seconds));
+    }
+
     #[test]
     fn with_content_mismatch_records_no_stat() {
         let dir = crate::private_tempdir();

@@ -6,6 +6,8 @@
 #[cfg_attr(not(unix), path = "other.rs")]
 mod imp;
 
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) use imp::learn_made_up_device;
 #[cfg(feature = "quickjs")]
 pub(crate) use imp::probe;
 pub(crate) use imp::{

@@ -301,6 +301,14 @@ pub(crate) fn ctime_of(dev: u64) -> Ctime {
     VERDICTS.lock().ctime(dev).unwrap_or(Ctime::Settable)
 }
 
+/// Records `ctime` for a device no real mount has, for tests of what depends on the verdict.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn learn_made_up_device(dev: u64, ctime: Ctime) {
+    let mut verdicts = VERDICTS.lock();
+    verdicts.learn(dev, 0, ctime);
+    verdicts.changes += 1;
+}
+
 /// The last device and mount learned to be stamped by this kernel's clock (the device plus
 /// one; 0: none): a lookup's stats are nearly always through one mount, which this answers
 /// without the lock. Both are stored only under the lock, the mount first. A reader may still
@@ -533,35 +541,6 @@ mod tests {
         assert!(verdicts.knows(dev, 299) && !verdicts.knows(dev, 200));
         let remembered = verdicts.known.iter().map(|v| v.mounts.len()).max();
         assert_eq!(remembered, Some(MAX_MOUNTS_PER_DEVICE));
-    }
-
-    /// Stat data of a device learned to be stamped by another machine's clock needs the wide
-    /// racy window, however fine its ctimes; a local one the fine window; a settable one is
-    /// never trusted. (Devices no real mount has, learned into this process's table.)
-    #[test]
-    fn the_racy_window_follows_whose_clock_stamps_the_ctime() {
-        let t = 100_000_000_000i64;
-        let stat = |dev: u64, age_ns: i64| StatRecord {
-            size: 1,
-            mtime_ns: 0,
-            ctime_ns: t - age_ns + 7,
-            ino: 1,
-            dev,
-        };
-        let (remote, local, settable) = (u64::MAX - 11, u64::MAX - 12, u64::MAX - 13);
-        {
-            let mut verdicts = VERDICTS.lock();
-            verdicts.learn(remote, 0, Ctime::RemoteClock);
-            verdicts.learn(local, 0, Ctime::LocalClock);
-            verdicts.learn(settable, 0, Ctime::Settable);
-            // Counted, as every change is.
-            verdicts.changes += 3;
-        }
-        let trusted = |dev, age_ns| crate::freshness::stat_is_trusted(&stat(dev, age_ns), t);
-        let (second, three_seconds) = (1_000_000_000, 3_000_000_000);
-        assert!(!trusted(remote, second) && trusted(remote, three_seconds));
-        assert!(trusted(local, second) && trusted(local, three_seconds));
-        assert!(!trusted(settable, three_seconds));
     }
 
     /// This kernel gives the unique mount id (Linux 6.8+), or 0 before.
