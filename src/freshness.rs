@@ -152,17 +152,8 @@ fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
     if !named.is_file() {
         return Err(fsys::not_a_regular_file(&named));
     }
-    let (mut file, meta) = fsys::open_user_file(path)?;
+    let (mut file, meta) = fsys::open_user_file_within(path, MAX_INPUT_LEN)?;
     let before = stat_record(&meta);
-    if before.size > MAX_INPUT_LEN {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!(
-                "{} bytes, more than the {MAX_INPUT_LEN} an input may have",
-                before.size
-            ),
-        ));
-    }
     let (hash, read) = fsys::hash_bounded(&mut file, before.size)?;
     let after = stat_path(path).ok();
     let stable = read == before.size && after == Some(before);

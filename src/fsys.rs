@@ -160,6 +160,19 @@ pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
     checked_regular(sys::open_user_options().read(true).open(path)?)
 }
 
+/// [`open_user_file`], refusing a file of more than `max_len` bytes before anything is read (a
+/// sparse file of a terabyte costs nothing to make).
+pub(crate) fn open_user_file_within(path: &Path, max_len: u64) -> io::Result<(File, fs::Metadata)> {
+    let (file, meta) = open_user_file(path)?;
+    if meta.len() > max_len {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("{} bytes, more than the {max_len} allowed here", meta.len()),
+        ));
+    }
+    Ok((file, meta))
+}
+
 /// Reads a file a user named, whole: non-blocking open, regular files only, at most
 /// `max_len` bytes (a larger file is refused before anything is allocated or read: a sparse
 /// file of a terabyte costs nothing to make), and no more than the size `fstat` gave (a file
@@ -169,17 +182,7 @@ pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
 pub(crate) fn read_user_file(path: &Path, max_len: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
     use std::io::Read;
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    let (file, meta) = open_user_file(path).map_err(with_path)?;
-    if meta.len() > max_len {
-        return Err(io::Error::new(
-            io::ErrorKind::FileTooLarge,
-            format!(
-                "{}: {} bytes, more than the {max_len} this reader accepts",
-                path.display(),
-                meta.len()
-            ),
-        ));
-    }
+    let (file, meta) = open_user_file_within(path, max_len).map_err(with_path)?;
     let mut content = Vec::new();
     // Fallible: memory the machine does not have is an error, not an abort.
     content

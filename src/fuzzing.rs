@@ -272,11 +272,10 @@ pub fn pack_as_verifier(bytes: &[u8], abi_tag: &str) {
 
 #[cfg(test)]
 mod tests {
-    /// The fuzz targets run here on seeded inputs, so CI builds and exercises them without
-    /// `cargo fuzz`.
     /// An input the `index` target found (in 3 minutes) against the reader before records were
     /// validated: a damaged record with its checksum recomputed, which rkyv then followed out of
-    /// bounds. Now the validator refuses it.
+    /// bounds (caught here by the standard library's precondition checks in debug builds, by a
+    /// sanitizer under `cargo fuzz`). Now the validator refuses it.
     #[test]
     fn a_resealed_invalid_record_is_refused() {
         super::fuzz_index(include_bytes!(
@@ -284,6 +283,8 @@ mod tests {
         ));
     }
 
+    /// The fuzz targets run here on seeded inputs, so CI builds and exercises them without
+    /// `cargo fuzz`.
     #[test]
     fn fuzz_targets_survive_seeded_inputs() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;

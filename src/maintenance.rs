@@ -221,10 +221,12 @@ pub fn other_abis(root: &Path) -> Result<Vec<OtherAbi>> {
 /// group or others (as [`crate::Cache::open`] requires): otherwise another user could swap a
 /// proven cache for a link to their choice of directory between the proof and the removals.
 pub fn prune_other_abis(root: &Path, unused_for: Duration) -> Result<PruneReport> {
-    if !root.try_exists().map_err(Error::io(root))? {
-        return Ok(PruneReport::default());
+    match crate::fsys::require_private_dir(root, true) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(PruneReport::default());
+        }
+        checked => checked?,
     }
-    crate::fsys::require_private_dir(root, true)?;
     let now = SystemTime::now();
     let mut report = PruneReport::default();
     for (name, dir) in candidates(root)? {

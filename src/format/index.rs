@@ -386,8 +386,8 @@ pub(crate) fn reseal_record_checksums(file: &mut [u8], abi_tag: &str) {
 }
 
 /// Full structural validation of a record with rkyv's validator, after its checksum: catches
-/// what a checksum cannot (a writer bug, bytes forged to match it). Run on each record's first
-/// read in a snapshot, by `verify` and by the fuzzers.
+/// what a checksum cannot (a writer bug, bytes forged to match it), saying what was wrong. Run
+/// by `verify`, the writer's decode and the fuzzers; a lookup runs [`record_is_valid`].
 pub fn validate_record(record: &[u8]) -> Result<&ArchivedEntryRecord, FormatError> {
     rkyv::access::<ArchivedEntryRecord, rkyv::rancor::BoxedError>(record)
         .map_err(|e| FormatError::Malformed(e.to_string()))
