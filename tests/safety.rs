@@ -9,7 +9,7 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytecode_pack::{Cache, Error, Input, Key, MissReason, NewEntry, abi_tag};
+use bytecode_pack::{Cache, CacheBuilder, Error, Input, Key, MissReason, NewEntry, abi_tag};
 use common::{age_tree, let_ctime_age, set_mtime};
 
 fn key(i: u32) -> Key {
@@ -24,12 +24,26 @@ fn one_entry_cache() -> (
     std::path::PathBuf,
     Cache,
 ) {
-    let (tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
-    let cache = Cache::open(&root).unwrap();
+    let (tmp, _, root, cache) = configured_cache(|options| options);
     cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
     let dir = root.join(abi_tag());
     (tmp, root, dir, cache)
+}
+
+/// A cache at `<new temp dir>/cache`, opened with `configure`'s options: the temp dir (kept
+/// alive by the caller), the temp dir's path, the cache root and the handle.
+fn configured_cache(
+    configure: impl FnOnce(CacheBuilder) -> CacheBuilder,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    Cache,
+) {
+    let (tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = configure(Cache::builder(&root)).open().unwrap();
+    (tmp, base, root, cache)
 }
 
 #[test]
@@ -223,12 +237,7 @@ fn hold_writer_lock(root: &Path) -> fs::File {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_lock_timeout_of_duration_max_waits_for_the_lock() {
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
-    let cache = Cache::builder(&root)
-        .lock_timeout(Duration::MAX)
-        .open()
-        .unwrap();
+    let (_tmp, _, root, cache) = configured_cache(|b| b.lock_timeout(Duration::MAX));
     cache.put(&key(1), &NewEntry::new("m", b"one")).unwrap();
     let lock = hold_writer_lock(&root);
     let released = std::sync::atomic::AtomicBool::new(false);
@@ -249,10 +258,8 @@ fn a_lock_timeout_of_duration_max_waits_for_the_lock() {
 
 #[test]
 fn a_put_waits_for_the_lock_once_and_counts_only_what_it_published() {
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
     let timeout = Duration::from_secs(1);
-    let cache = Cache::builder(&root).lock_timeout(timeout).open().unwrap();
+    let (_tmp, _, root, cache) = configured_cache(|b| b.lock_timeout(timeout));
     cache.put(&key(1), &NewEntry::new("m", b"bc")).unwrap();
     assert_eq!(cache.stats().unwrap().counters.puts, 1);
     let lock = hold_writer_lock(&root);
@@ -515,13 +522,8 @@ fn wait_until_another_writer_waits(root: &Path) {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_writer_waiting_on_a_removed_lock_file_waits_for_the_one_there_now() {
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
+    let (_tmp, _, root, cache) = configured_cache(|b| b.lock_timeout(Duration::from_secs(30)));
     let lock_path = root.join(abi_tag()).join("lock");
-    let cache = Cache::builder(&root)
-        .lock_timeout(Duration::from_secs(30))
-        .open()
-        .unwrap();
     cache.put(&key(1), &NewEntry::new("m", b"one")).unwrap();
     let removed = hold_writer_lock(&root);
     std::thread::scope(|s| {
@@ -582,12 +584,7 @@ fn edit_input_while_waiting_for_the_lock<T: Send>(
 #[cfg(target_os = "linux")]
 #[test]
 fn compaction_checks_inputs_before_it_waits_for_the_lock() {
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
-    let cache = Cache::builder(&root)
-        .lock_timeout(Duration::from_secs(30))
-        .open()
-        .unwrap();
+    let (_tmp, base, root, cache) = configured_cache(|b| b.lock_timeout(Duration::from_secs(30)));
     let input = put_an_entry_with_an_input(&cache, &base);
     let report = edit_input_while_waiting_for_the_lock(&root, &input, || cache.compact()).unwrap();
     assert_eq!((report.entries_after, report.dropped_stale), (1, 0));
@@ -637,13 +634,10 @@ fn a_put_that_will_compact_checks_inputs_before_it_waits_for_the_lock() {
 #[cfg(target_os = "linux")]
 #[test]
 fn a_put_that_supersedes_its_way_into_compaction_checks_inputs_before_the_lock() {
-    let (_tmp, base) = common::canonical_tempdir();
-    let root = base.join("cache");
-    let cache = Cache::builder(&root)
-        .auto_compact(1, 0.25)
-        .lock_timeout(Duration::from_secs(30))
-        .open()
-        .unwrap();
+    let (_tmp, base, root, cache) = configured_cache(|b| {
+        b.auto_compact(1, 0.25)
+            .lock_timeout(Duration::from_secs(30))
+    });
     let input = put_an_entry_with_an_input(&cache, &base);
     cache.put(&key(2), &NewEntry::new("m", &[1; 1000])).unwrap();
     let before = cache.stats().unwrap();
