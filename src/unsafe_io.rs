@@ -1,6 +1,6 @@
 //! The storage side's only `unsafe` code: mapping cache files, reading a checked index in
-//! place, and two argument-less FFI calls. (The engine side's one `Module::load` is in
-//! `quickjs::engine`.)
+//! place, and the FFI calls that ask who this process is. (The engine side's one
+//! `Module::load` is in `quickjs::engine`.)
 //!
 //! # The invariants this module relies on
 //!
@@ -129,6 +129,32 @@ pub(crate) fn current_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Who this process is to the kernel's permission checks: its effective user and group ids
+/// and its supplementary groups (sorted: their order means nothing), as text for a key. A
+/// group list that cannot be read (it changed between the two calls) reads `?`: a key of its
+/// own, never another process's.
+#[cfg(all(unix, feature = "quickjs"))]
+pub(crate) fn credentials() -> String {
+    // SAFETY: geteuid(2) and getegid(2) take no arguments, touch no memory and always succeed.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    // SAFETY: with a size of 0, getgroups(2) only returns how many groups there are and
+    // writes nothing (the pointer is not used).
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut groups: Vec<libc::gid_t> = vec![0; usize::try_from(count).unwrap_or(0)];
+    // SAFETY: `groups` has room for `count` ids, the size passed; getgroups(2) writes at most
+    // that many and returns how many it wrote, or fails (EINVAL) if they no longer fit.
+    let written = unsafe { libc::getgroups(count.max(0), groups.as_mut_ptr()) };
+    match usize::try_from(written) {
+        Ok(written) if count >= 0 => {
+            groups.truncate(written);
+            groups.sort_unstable();
+            groups.dedup();
+            format!("uid {uid} gid {gid} groups {groups:?}")
+        }
+        _ => format!("uid {uid} gid {gid} groups ?"),
+    }
+}
+
 /// The linked QuickJS's version string, from `JS_GetVersion`.
 #[cfg(feature = "quickjs")]
 pub(crate) fn quickjs_version() -> String {
@@ -143,6 +169,29 @@ mod tests {
     use super::*;
     use crate::format::{EntryRecord, IndexEncoder, IndexFields, InputRecord, SegmentRef};
     use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+    /// What the kernel reports of this process (effective ids, supplementary groups).
+    #[cfg(all(target_os = "linux", feature = "quickjs"))]
+    #[test]
+    fn credentials_are_what_the_kernel_reports() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let field = |name: &str| -> Vec<u32> {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+            line[name.len()..]
+                .split_whitespace()
+                .map(|n| n.parse().unwrap())
+                .collect()
+        };
+        // Uid and Gid list real, effective, saved and filesystem ids.
+        let (uid, gid) = (field("Uid:")[1], field("Gid:")[1]);
+        let mut groups = field("Groups:");
+        groups.sort_unstable();
+        groups.dedup();
+        assert_eq!(
+            credentials(),
+            format!("uid {uid} gid {gid} groups {groups:?}")
+        );
+    }
 
     fn entry(key: [u8; 16]) -> EntryRecord {
         let segment = SegmentRef {

@@ -22,14 +22,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytecode_pack::Cache;
-use bytecode_pack::quickjs::PackResolver;
+use bytecode_pack::quickjs::{PackLoader, PackResolver};
 use common::child::Child;
 use rquickjs::loader::{FileResolver, Resolver};
-use rquickjs::{Context, Ctx, Runtime};
+use rquickjs::{Context, Ctx, Module, Runtime};
 
 /// Longer than the fine racy window (30 ms): a directory stamped this long after its
 /// directory's last change is trusted by later starts.
 const PAST_RACY: Duration = Duration::from_millis(150);
+
+/// Longer than a `PackResolver`'s directory checks stand within a run (100 ms).
+const PAST_RECHECK: Duration = Duration::from_millis(150);
 
 /// How long any one child may run.
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
@@ -72,6 +75,9 @@ fn child() {
             "empty-base" => empty_base(&mut host),
             "differential" => differential(&mut host),
             "settable-ctime" => settable_ctime(&mut host),
+            "long-lived" => long_lived(&mut host),
+            "deleted-cwd" => deleted_cwd(&mut host),
+            "long-cwd" => long_cwd(&mut host),
             other => panic!("unknown role {other}"),
         }
     });
@@ -854,6 +860,207 @@ fn empty_base(h: &mut Host) {
     }
 }
 
+/// (h) One resolver living through edits, as a server that imports on demand keeps one: asked
+/// again once its directory checks are due (100 ms), it answers as `FileResolver` does at that
+/// moment. Its first life computes its answers; the second starts from answers stored by an
+/// earlier start, its directories trusted.
+fn long_lived(h: &mut Host) {
+    fn reset() {
+        for path in ["x.js", "x.mjs", "y.mjs", "x", "m.js"] {
+            if fs::symlink_metadata(path).is_ok() {
+                remove(path);
+            }
+        }
+        write("main.js");
+        write("lib/util.js");
+        write("lib/m.js");
+        write("x.mjs");
+    }
+    let queries = [
+        ("main.js", "./x"),
+        ("lib/util.js", "../x"),
+        ("main.js", "x"),
+        ("main.js", "m"),
+    ];
+    // Each edit, and what `./x` and `m` resolve to after it (checked on FileResolver's side,
+    // so the edits cannot miss).
+    type Edit = (
+        &'static str,
+        fn(),
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let edits: [Edit; 6] = [
+        (
+            "x.js appears",
+            || write("x.js"),
+            Some("x.js"),
+            Some("lib/m.js"),
+        ),
+        (
+            "m.js appears earlier on the search path",
+            || write("m.js"),
+            Some("x.js"),
+            Some("m.js"),
+        ),
+        (
+            "x.js deleted",
+            || remove("x.js"),
+            Some("x.mjs"),
+            Some("m.js"),
+        ),
+        (
+            "x.mjs renamed",
+            || rename("x.mjs", "y.mjs"),
+            None,
+            Some("m.js"),
+        ),
+        (
+            "x/index.js appears",
+            || write("x/index.js"),
+            Some("x/index.js"),
+            Some("m.js"),
+        ),
+        (
+            "m.js replaced by a directory",
+            || {
+                remove("m.js");
+                mkdir("m.js");
+            },
+            Some("x/index.js"),
+            Some("lib/m.js"),
+        ),
+    ];
+    for life in ["answers computed in the run", "answers read from the cache"] {
+        reset();
+        std::thread::sleep(PAST_RACY);
+        if life == "answers read from the cache" {
+            h.start(&queries);
+            std::thread::sleep(PAST_RACY);
+        }
+        let before = h.cache.stats().unwrap().counters;
+        let mut file = file_resolver();
+        let mut pack = PackResolver::new(file_resolver(), h.cache.clone());
+        let mut ask = |phase: &str| -> Vec<Option<String>> {
+            queries
+                .iter()
+                .map(|&(base, name)| {
+                    let f = Resolver::resolve(&mut file, h.ctx, base, name, None).ok();
+                    let p = Resolver::resolve(&mut pack, h.ctx, base, name, None).ok();
+                    assert_eq!(p, f, "{life}, {phase}: ({base:?}, {name:?})");
+                    f
+                })
+                .collect()
+        };
+        assert_eq!(
+            ask("before any edit")[0].as_deref(),
+            Some("x.mjs"),
+            "test setup"
+        );
+        for (label, edit, x, m) in edits {
+            edit();
+            std::thread::sleep(PAST_RECHECK);
+            let answers = ask(label);
+            assert_eq!(answers[0].as_deref(), x, "{label}: test setup");
+            assert_eq!(answers[3].as_deref(), m, "{label}: test setup");
+        }
+        if life == "answers read from the cache" {
+            let after = h.cache.stats().unwrap().counters;
+            assert_eq!(
+                after.hits - before.hits,
+                1,
+                "the second life read stored answers"
+            );
+        }
+        drop(pack);
+    }
+    println!("long-lived: done");
+}
+
+/// A working directory deleted after the process entered it: `FileResolver`'s relative probes
+/// find nothing there. The resolver must not take the root for it (a name that spells out an
+/// absolute path without its leading `/` would then resolve from `/`).
+fn deleted_cwd(h: &mut Host) {
+    let project = std::env::current_dir().unwrap();
+    write("x.js");
+    mkdir("gone");
+    std::env::set_current_dir("gone").unwrap();
+    fs::remove_dir(project.join("gone")).unwrap();
+    assert!(std::env::current_dir().is_err(), "test setup");
+    let spelled = format!("./{}/x", project.to_str().unwrap().trim_start_matches('/'));
+    let bare = spelled.trim_start_matches("./").to_owned();
+    for _ in 0..2 {
+        let s = h.start(&[("main.js", &spelled), ("main.js", &bare)]);
+        for a in &s.answers {
+            assert_eq!(a.file, None, "test setup: {a:?}");
+            assert_eq!(a.pack, a.file, "{a:?}");
+        }
+    }
+    println!("deleted cwd: done");
+}
+
+/// A working directory whose path is close to `PATH_MAX` (4096 bytes): the relative paths
+/// `FileResolver` probes and `ScriptLoader` reads work, while the same files by absolute path
+/// are too long for the kernel. Both the resolver and the loader must still find them.
+fn long_cwd(h: &mut Host) {
+    let part = "d".repeat(200);
+    for _ in 0..30 {
+        if std::env::current_dir().unwrap().as_os_str().len() >= 3850 {
+            break;
+        }
+        fs::create_dir(&part).unwrap();
+        std::env::set_current_dir(&part).unwrap();
+    }
+    let cwd_len = std::env::current_dir().unwrap().as_os_str().len();
+    let dir = "e".repeat(250);
+    assert!(
+        cwd_len >= 3850 && cwd_len + dir.len() + 6 >= 4096,
+        "test setup: {cwd_len}"
+    );
+    write(&format!("{dir}/x.js"));
+    write(&format!("{dir}/y.js"));
+    fs::write(
+        "main.js",
+        format!("import x from './{dir}/x'; globalThis.answer = x;\n"),
+    )
+    .unwrap();
+    let relative = format!("./{dir}/x");
+    let sibling = format!("{dir}/y.js");
+    let queries = [
+        ("main.js", relative.as_str()),
+        ("main.js", &relative[2..]),
+        (sibling.as_str(), "./x"),
+    ];
+    for _ in 0..2 {
+        let s = h.start(&queries);
+        for a in &s.answers {
+            assert_eq!(
+                a.file.as_deref(),
+                Some(format!("{dir}/x.js").as_str()),
+                "test setup"
+            );
+            assert_eq!(a.pack, a.file, "({:?}, {:?})", a.base, a.name);
+        }
+        std::thread::sleep(PAST_RACY);
+    }
+    for start in 0..2 {
+        let runtime = Runtime::new().unwrap();
+        runtime.set_loader(
+            PackResolver::new(file_resolver(), h.cache.clone()),
+            PackLoader::new(h.cache.clone()),
+        );
+        let context = Context::full(&runtime).unwrap();
+        let answer: String = context.with(|ctx| {
+            Module::import(&ctx, "main.js")
+                .and_then(|p| p.finish::<()>())
+                .unwrap_or_else(|e| panic!("start {start}: {e}"));
+            ctx.globals().get("answer").unwrap()
+        });
+        assert_eq!(answer, format!("{dir}/x.js"), "start {start}");
+    }
+    println!("long cwd: done");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The differential test (child side): random edits to a generated tree, compared every start.
 
@@ -1478,6 +1685,28 @@ fn f_two_projects_share_one_cache_root() {
 /// can vouch: every start probes as `FileResolver` does, answers as it does, and stores
 /// nothing (the child checks each start).
 #[cfg(feature = "fault-injection")]
+/// (h) A resolver that outlives a start, through edits (see `long_lived`).
+#[test]
+fn h_a_long_lived_resolver_sees_edits_once_its_checks_are_due() {
+    let sandbox = Sandbox::new();
+    let out = run("long-lived", &sandbox.project(), &sandbox.root(), &[]);
+    assert!(out.contains("long-lived: done"), "{out}");
+}
+
+#[test]
+fn a_deleted_working_directory_is_not_the_root() {
+    let sandbox = Sandbox::new();
+    let out = run("deleted-cwd", &sandbox.project(), &sandbox.root(), &[]);
+    assert!(out.contains("deleted cwd: done"), "{out}");
+}
+
+#[test]
+fn paths_too_long_for_the_kernel_resolve_and_load_as_relative_ones_do() {
+    let sandbox = Sandbox::new();
+    let out = run("long-cwd", &sandbox.project(), &sandbox.root(), &[]);
+    assert!(out.contains("long cwd: done"), "{out}");
+}
+
 #[test]
 fn g_on_a_filesystem_whose_ctime_can_be_set_every_start_probes_and_stores_nothing() {
     let sandbox = Sandbox::new();

@@ -148,6 +148,12 @@ impl PackLoader {
         name: &str,
     ) -> rquickjs::Result<Module<'js, Declared>> {
         let path = self.cwd.join(name);
+        if path.as_os_str().len() >= crate::sys::LONGEST_PATH {
+            // The kernel refuses so long a path (the cache records inputs by absolute path),
+            // but not the relative name ScriptLoader reads: compiled from it, not cached.
+            let (source, _) = crate::fsys::read_user_file(Path::new(name), MAX_SOURCE_LEN)?;
+            return compile_js(ctx, name, &source, self.options).map(|(module, _)| module);
+        }
         let key = self.options.key(Key::for_paths(&[&path]), name);
         if let Ok(hit) = self.cache.lookup_throttled(&key, REFRESH_INTERVAL) {
             match load(ctx, &hit) {

@@ -8,13 +8,13 @@ mod imp;
 
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) use imp::learn_made_up_device;
-#[cfg(feature = "quickjs")]
-pub(crate) use imp::probe;
 pub(crate) use imp::{
     FileIdentity, check_owner_and_mode, create_private_dir, ctime_of, file_identity,
     open_cache_options, open_error_kind, open_user_options, path_from_bytes, same_file,
     special_file_kind, stat_path, stat_record, sync_dir,
 };
+#[cfg(feature = "quickjs")]
+pub(crate) use imp::{LONGEST_PATH, coarse_clock, credentials, probe};
 
 /// Who sets a filesystem's ctimes, which decides whether, and within what racy window, stat
 /// data can stand in for content.
@@ -62,6 +62,13 @@ impl Probe {
             Err(_) => Probe::Absent,
         }
     }
+}
+
+/// Time since this function's first call, by `Instant`: the portable monotonic clock.
+#[cfg(all(not(target_os = "linux"), feature = "quickjs"))]
+fn elapsed_since_first_use() -> std::time::Duration {
+    static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    FIRST.get_or_init(std::time::Instant::now).elapsed()
 }
 
 /// Nanoseconds since the epoch, saturating; times before 1970 are negative.

@@ -11,6 +11,23 @@ use crate::format::StatRecord;
 /// Which file a snapshot was read from: without inodes, its length and mtime stand in.
 pub(crate) type FileIdentity = (u64, u64, i64);
 
+/// No limit assumed: std reaches long paths through the platform's own means (`\\?\` on
+/// Windows).
+#[cfg(feature = "quickjs")]
+pub(crate) const LONGEST_PATH: usize = usize::MAX;
+
+/// A monotonic clock read per resolver call.
+#[cfg(feature = "quickjs")]
+pub(crate) fn coarse_clock() -> std::time::Duration {
+    super::elapsed_since_first_use()
+}
+
+/// No permission model is read here: every process asks as the same one.
+#[cfg(feature = "quickjs")]
+pub(crate) fn credentials() -> String {
+    String::new()
+}
+
 pub(crate) fn file_identity(meta: &fs::Metadata) -> FileIdentity {
     let mtime = meta.modified().map(super::epoch_nanos).unwrap_or(0);
     (meta.len(), 0, mtime)

@@ -4,6 +4,7 @@
 mod stored;
 
 use std::path::Path;
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
@@ -43,7 +44,6 @@ fn forget_answers_from(answers: &mut NewAnswers, id: u32) {
 
 /// Every directory stamped: first those of the stored table (ids `0..stored`, read from it
 /// as needed), then those first stamped during this run.
-#[derive(Default)]
 struct Dirs {
     stored: u32,
     /// Per stored directory: the stamp this run gave it, once it found it changed. Stored
@@ -51,8 +51,11 @@ struct Dirs {
     restamped: Vec<Option<DirStamp>>,
     /// Directories first stamped during this run, and their stamps.
     added: Vec<(String, DirStamp)>,
-    /// Per directory: checked during this run.
-    checked: Vec<bool>,
+    /// Per directory: the round it was last checked in (0: not yet).
+    checked: Vec<u32>,
+    /// The current round (from 1): a directory's check stands for the round it was made in
+    /// (see [`RECHECK_AFTER`]).
+    round: u32,
     /// Path to id, built on first need (a start whose every answer is stored never needs it).
     index: Option<FxHashMap<String, u32>>,
 }
@@ -62,8 +65,30 @@ impl Dirs {
         Dirs {
             stored,
             restamped: vec![None; stored as usize],
-            checked: vec![false; stored as usize],
-            ..Dirs::default()
+            added: Vec::new(),
+            checked: vec![0; stored as usize],
+            round: 1,
+            index: None,
+        }
+    }
+
+    /// Whether directory `id` was checked in the current round.
+    fn is_current(&self, id: u32) -> bool {
+        self.checked.get(id as usize) == Some(&self.round)
+    }
+
+    /// Makes every directory's check stale: each is checked again on its next use.
+    fn next_round(&mut self) {
+        self.round = self.round.checked_add(1).unwrap_or_else(|| {
+            self.checked.fill(0);
+            1
+        });
+    }
+
+    /// Makes directory `id` be checked again on its next use.
+    fn uncheck(&mut self, id: u32) {
+        if let Some(checked) = self.checked.get_mut(id as usize) {
+            *checked = 0;
         }
     }
 
@@ -104,13 +129,14 @@ impl Dirs {
         (0..total).map(|id| self.get(table, id)).collect()
     }
 
-    /// Checks directory `id` against its stamp (once per run, unless asked again), stamping
+    /// Checks directory `id` against its stamp (once per round, unless asked again), stamping
     /// it anew if it changed (and then forgetting the answers computed from it). Says whether
     /// the run has a stamp worth storing: it stamped, and the new stamp can vouch (one that
     /// never can would only cost a write per start).
     fn check(&mut self, table: Option<&StoredAnswers>, answers: &mut NewAnswers, id: u32) -> bool {
-        if self.checked.get(id as usize) != Some(&false) {
-            return false;
+        match self.checked.get(id as usize) {
+            Some(&round) if round != self.round => {}
+            _ => return false,
         }
         let Some((path, stamp)) = self.get(table, id) else {
             return false;
@@ -118,7 +144,7 @@ impl Dirs {
         // The recording instant comes before the `stat` it vouches for, as for inputs.
         let read_from = freshness::now_nanos();
         let now = crate::sys::stat_path(Path::new(path)).ok();
-        self.checked[id as usize] = true;
+        self.checked[id as usize] = self.round;
         if stamp.still_valid(now.as_ref()) {
             return false;
         }
@@ -155,14 +181,14 @@ impl Dirs {
         index.insert(path.to_owned(), id);
         let worth_storing = stamp.can_vouch();
         self.added.push((path.to_owned(), stamp));
-        self.checked.push(true);
+        self.checked.push(self.round);
         (id, worth_storing)
     }
 
-    /// Whether stored answers computed from `id` still stand: it was checked unchanged.
+    /// Whether stored answers computed from `id` still stand: it was checked unchanged (in
+    /// this round).
     fn unchanged_since_stored(&self, id: u32) -> bool {
-        self.checked.get(id as usize) == Some(&true)
-            && self.restamped.get(id as usize).is_some_and(Option::is_none)
+        self.is_current(id) && self.restamped.get(id as usize).is_some_and(Option::is_none)
     }
 }
 
@@ -206,12 +232,13 @@ fn directory_of(full: &str) -> Option<&str> {
 /// # Ok(()) }
 /// ```
 ///
-/// Within one run each directory is checked once, and the run's answers are those of the
-/// directory as it was then. A name that fails to resolve asks the filesystem again, so a file
-/// created during the run for a name that had no answer is found; but a file created during
-/// the run that would win over a known answer (`x.js` beside the `x.mjs` that `./x` resolved
-/// to), or one deleted or renamed during the run, is seen from the next run on (a deleted
-/// file's load fails).
+/// Within a run, a directory's check stands for 100 ms from the first call of its round, and
+/// the answers computed from it meanwhile are those of the directory as it was checked. So a
+/// start's imports cost one `stat` per directory, and an answer is never older than 100 ms: a
+/// file created during the run that would win over a known answer (`x.js` beside the `x.mjs`
+/// that `./x` resolved to), or one deleted or renamed, is seen by calls made 100 ms after the
+/// round began. A name that fails to resolve asks the filesystem at once, so a file created
+/// for a name that had no answer is found by the next call.
 ///
 /// Names resolve against the working directory when the resolver is created (as
 /// `FileResolver` resolves against the working directory of each call): a host that changes
@@ -244,6 +271,9 @@ struct ResolverState {
     dirty: bool,
     /// A path buffer reused by every probe.
     scratch: String,
+    /// When the current round of directory checks began (at the first call of the run), by
+    /// [`crate::sys::coarse_clock`].
+    round_started: Option<Duration>,
     /// The scope of relative names imported from the last base seen, and its seed. QuickJS
     /// resolves a module's imports depth first, so consecutive calls share a base only until an
     /// import has imports of its own; a module's last imports (often leaves) still do.
@@ -256,6 +286,12 @@ struct LastScope {
     scope: String,
     seed: u64,
 }
+
+/// How long a directory's check stands within a run: a call this long after the round of
+/// checks began starts a new one, in which each directory is checked again on its next use.
+/// A start's burst of imports (13 ms for 640 modules here) checks each directory once; a host
+/// that imports later (a server's dynamic `import()`) sees the directories as they are then.
+const RECHECK_AFTER: Duration = Duration::from_millis(100);
 
 /// The scope of bare names: they do not depend on the base.
 const SEARCH_PATHS: &str = "\0search paths";
@@ -277,13 +313,18 @@ impl PackResolver {
                 "bytecode-pack: cannot read FileResolver's settings; not caching resolutions"
             );
         }
-        let cwd = std::env::current_dir().unwrap_or_default();
-        // A working directory that is not UTF-8 cannot be joined to JavaScript names.
-        let (config, cwd) = match cwd.into_os_string().into_string() {
-            Ok(cwd) => (config.map(Arc::new), cwd),
-            Err(_) => (None, String::new()),
+        // A working directory that cannot be read (deleted since the process entered it) or is
+        // not UTF-8 (it cannot be joined to JavaScript names) leaves every call to `resolver`.
+        let cwd = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| cwd.into_os_string().into_string().ok());
+        let (config, cwd) = match cwd {
+            Some(cwd) => (config.map(Arc::new), cwd),
+            None => (None, String::new()),
         };
-        let identity = format!("{cwd}\0{resolver:?}");
+        // Who asks is part of the question: a directory another process may search can be one
+        // this process may not (its groups differ), and its answers would not load here.
+        let identity = format!("{cwd}\0{resolver:?}\0{}", crate::sys::credentials());
         let state = ResolverState {
             key: Key::for_source(STORE_NAME, identity.as_bytes()),
             inner: resolver,
@@ -291,12 +332,13 @@ impl PackResolver {
             cache,
             cwd,
             stored: None,
-            dirs: Dirs::default(),
+            dirs: Dirs::new(0),
             answers: NewAnswers::default(),
             consulted: Vec::new(),
             unkeepable: false,
             dirty: false,
             scratch: String::new(),
+            round_started: None,
             last_scope: None,
         };
         let state = Arc::new(Mutex::new(state));
@@ -330,7 +372,7 @@ impl ResolverState {
         }
     }
 
-    /// The id of the directory at `path`, checked against its stamp (once per run).
+    /// The id of the directory at `path`, checked against its stamp (once per round).
     fn check_dir(&mut self, path: &str) -> u32 {
         self.load();
         let table = self.stored.as_ref().and_then(Option::as_ref);
@@ -369,6 +411,13 @@ impl ResolverState {
                     return Path::new(&exact).is_file();
                 }
             }
+        }
+        // A path the kernel would refuse as too long, though the relative path FileResolver
+        // probes is not: probed as it does, and not kept.
+        if full.len() >= crate::sys::LONGEST_PATH {
+            self.unkeepable = true;
+            self.scratch = full;
+            return path.to_path(".").is_file();
         }
         let found = self.probe(&full);
         self.scratch = full;
@@ -536,7 +585,7 @@ pub(crate) fn exercise_stored_table(bytes: Vec<u8>) -> Option<Vec<(String, Strin
         }
     }
     let mut dirs = Dirs::new(count);
-    dirs.checked.fill(true);
+    dirs.checked.fill(dirs.round);
     let written = payload(Some(&table), &dirs, &NewAnswers::default());
     let again = StoredAnswers::open(written).expect("a written table opens");
     let again_paths: Vec<String> = (0..again.dir_count())
@@ -571,6 +620,15 @@ impl ResolverState {
     ) -> Result<String> {
         if self.config.is_none() {
             return self.inner.resolve(ctx, base, name, attributes);
+        }
+        let now = crate::sys::coarse_clock();
+        match self.round_started {
+            Some(started) if now.saturating_sub(started) < RECHECK_AFTER => {}
+            Some(_) => {
+                self.dirs.next_round();
+                self.round_started = Some(now);
+            }
+            None => self.round_started = Some(now),
         }
         if !name.starts_with('.') {
             let seed = *SEARCH_PATHS_SEED.get_or_init(|| stored::scope_seed(SEARCH_PATHS));
@@ -615,13 +673,11 @@ impl ResolverState {
         self.consulted.clear();
         self.unkeepable = false;
         let Some(value) = self.resolve_cached(base, name) else {
-            // Directories are checked once per run: a file created since would be missed, so
+            // Directories are checked once per round: a file created since would be missed, so
             // a failed resolution asks the filesystem, and what it consulted is checked again
             // on next use.
             for id in std::mem::take(&mut self.consulted) {
-                if let Some(checked) = self.dirs.checked.get_mut(id as usize) {
-                    *checked = false;
-                }
+                self.dirs.uncheck(id);
             }
             return self.inner.resolve(ctx, base, name, attributes);
         };
@@ -649,7 +705,18 @@ impl ResolverState {
     /// if every directory it came from is unchanged.
     fn known_answer(&mut self, scope: &str, seed: u64, name: &str) -> Option<String> {
         if let Some(answer) = self.answers.get(scope).and_then(|names| names.get(name)) {
-            return Some(answer.value.clone());
+            if answer.dirs.iter().all(|&id| self.dirs.is_current(id)) {
+                return Some(answer.value.clone());
+            }
+            // Computed in an earlier round: it stands if its directories still do (a changed
+            // one forgets it).
+            let table = self.stored.as_ref().and_then(Option::as_ref);
+            for id in answer.dirs.clone() {
+                self.dirty |= self.dirs.check(table, &mut self.answers, id);
+            }
+            if let Some(answer) = self.answers.get(scope).and_then(|names| names.get(name)) {
+                return Some(answer.value.clone());
+            }
         }
         self.load();
         let table = self.stored.as_ref()?.as_ref()?;
@@ -886,7 +953,7 @@ mod tests {
         let mut dirs = Dirs::new(table.dir_count());
         dirs.restamped[1] = Some(stamp(20));
         dirs.added.push(("/d2".into(), stamp(30)));
-        dirs.checked.push(true);
+        dirs.checked.push(dirs.round);
         let mut answers = NewAnswers::default();
         let names = answers.entry("s".into()).or_default();
         for (name, dirs) in [("./e", vec![0, 2]), ("./f", vec![2])] {
@@ -969,7 +1036,10 @@ mod tests {
         // A file was created in it since its stamp: stamped again.
         assert!(state.check(Some(&table), &mut answers, 1));
         assert!(!state.unchanged_since_stored(1));
-        assert!(!state.check(Some(&table), &mut answers, 1), "once per run");
+        assert!(
+            !state.check(Some(&table), &mut answers, 1),
+            "once per round"
+        );
         assert!(!state.unchanged_since_stored(7));
     }
 }
