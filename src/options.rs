@@ -10,9 +10,10 @@ pub const DEFAULT_PRUNE_AGE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Durability {
-    /// No `fsync`. A process crash never loses an acknowledged `put` (the data is in the page
-    /// cache and the index was renamed atomically); a power loss may lose recent puts or leave
-    /// a tail that checksums reject, which is a miss. The right default for a cache.
+    /// No `fsync` on `put`. A process crash never loses an acknowledged `put` (the data is in
+    /// the page cache and the index was renamed atomically); a power loss may lose recent
+    /// puts, or the whole cache (see FORMAT.md), or leave a tail that checksums reject: each a
+    /// miss, never wrong bytes. The right default for a cache.
     #[default]
     Process,
     /// `fsync` the pack before publishing, the directory (the new files the index will name)

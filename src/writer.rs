@@ -209,8 +209,6 @@ pub(crate) struct WriteState {
     rewrite: Option<Vec<EntryRecord>>,
     /// Bytes in the pack file, including any torn tail past `fields.pack_len`.
     pub(crate) pack_file_len: u64,
-    /// Index records found damaged by [`WriteState::all_entries`]; compaction reports them.
-    pub(crate) dropped_damaged: u64,
     /// The generation and committed pack length as published when the lock was taken: what
     /// a failed write rolls the pack back to.
     rollback_to: (u64, u64),
@@ -243,7 +241,6 @@ impl WriteState {
                     added: BTreeMap::new(),
                     rewrite: None,
                     pack_file_len,
-                    dropped_damaged: 0,
                     rollback_to: (fields.generation, fields.pack_len),
                     linked: None,
                     renamed: false,
@@ -274,7 +271,6 @@ impl WriteState {
             added: BTreeMap::new(),
             rewrite: None,
             pack_file_len: 0,
-            dropped_damaged: 0,
             // Nothing of this generation is published: a failed write removes its pack.
             rollback_to: (generation + 1, 0),
             linked: None,
@@ -494,17 +490,17 @@ impl WriteState {
     }
 
     /// Every entry, published or added by this write, decoded and validated (for compaction):
-    /// the published index's rows shadow its base's, added ones shadow both. Damaged records
-    /// are dropped and counted in `dropped_damaged`.
-    pub(crate) fn all_entries(&mut self) -> Vec<EntryRecord> {
+    /// the published index's rows shadow its base's, added ones shadow both; and how many
+    /// damaged records were dropped. The state is left as it was, so a compaction that fails
+    /// leaves this write's entries to be published without it.
+    pub(crate) fn all_entries(&self) -> (Vec<EntryRecord>, u64) {
         let mut all: BTreeMap<[u8; 16], EntryRecord> = BTreeMap::new();
         let dropped = match &self.published {
             Some(published) => published.decode_into(&mut all),
             None => 0,
         };
-        all.extend(std::mem::take(&mut self.added));
-        self.dropped_damaged = dropped;
-        all.into_values().collect()
+        all.extend(self.added.iter().map(|(key, entry)| (*key, entry.clone())));
+        (all.into_values().collect(), dropped)
     }
 
     /// Makes the next publication a full index of exactly `entries` in `generation`, whose

@@ -359,6 +359,30 @@ fn verify_and_compact_report_damage_exactly() {
     assert!(cache.verify().unwrap().is_ok());
 }
 
+/// A put that triggers compaction, which cannot run (here: a user's file holds the next
+/// pack's name; on a nearly full disk, no room for a copy of every live entry), still stores
+/// its entry: the append is published without compacting. The user's file is left alone.
+#[test]
+fn a_put_whose_compaction_fails_is_stored_without_it() {
+    let (_tmp, _, root, cache) = configured_cache(|b| b.auto_compact(1, 0.5));
+    cache.put(&key(1), &NewEntry::new("m", &[1; 200])).unwrap();
+    let dir = root.join(abi_tag());
+    let pack = common::pack_file(&dir);
+    let generation =
+        u64::from_str_radix(&pack.file_name().unwrap().to_str().unwrap()[5..], 16).unwrap();
+    let theirs = dir.join(format!("pack-{:016x}", generation + 1));
+    fs::write(&theirs, "a user's notes").unwrap();
+    // Superseding key 1 leaves more dead bytes than live ones: each put wants compaction.
+    for round in 2..5u8 {
+        cache
+            .put(&key(1), &NewEntry::new("m", &[round; 200]))
+            .unwrap_or_else(|e| panic!("put {round}: {e}"));
+        assert_eq!(cache.get(&key(1)).unwrap().bytecode(), &[round; 200]);
+    }
+    assert_eq!(fs::read_to_string(&theirs).unwrap(), "a user's notes");
+    assert_eq!(common::pack_file(&dir), pack, "no compaction ran");
+}
+
 #[test]
 fn sweeping_removes_only_files_carrying_this_caches_headers() {
     let (_tmp, root, dir, cache) = one_entry_cache();

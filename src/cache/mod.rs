@@ -276,8 +276,13 @@ impl Cache {
             if options.wants_compaction(state.pack_file_len, state.fields.live_bytes) {
                 // The new entries are appended but unpublished: compaction carries them over,
                 // and never evicts them.
-                compact::compact(state, options, Some(first_new_seq), checked_ahead)?;
-                return Ok(true);
+                match compact::compact(state, options, Some(first_new_seq), checked_ahead) {
+                    Ok(_) => return Ok(true),
+                    // The rewrite needs room for every live entry where the append needed
+                    // room for its own (a disk nearly full), or its name is taken: the
+                    // append is published as it is, and a later write compacts.
+                    Err(e) => log::warn!("bytecode-pack: compaction failed, put without it: {e}"),
+                }
             }
             Ok(false)
         })?;
