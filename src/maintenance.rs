@@ -1,11 +1,13 @@
 //! Housekeeping across ABI tags: caches left under a root by other QuickJS or crate versions.
 //!
 //! Pruning deletes files, so it deletes only what it can prove this crate wrote: a directory
-//! under the root qualifies only if it is a real directory owned by this user, carries the
-//! marker every writer leaves ([`MARKER_FILE`], whose content names the directory's ABI tag),
-//! and holds nothing but files with this crate's names, whose headers carry this crate's magic
-//! numbers. Anything else is skipped and reported, never touched; a qualifying directory is
-//! emptied file by file and removed with `rmdir`, never recursively.
+//! under the root qualifies only if it is a real directory owned by this user, is proven a
+//! cache (by the marker every writer leaves, [`MARKER_FILE`], whose content names the
+//! directory's ABI tag, or, for caches older than the marker, by an index or pack carrying
+//! this crate's magic), and holds nothing but files with this crate's names: headers with this
+//! crate's magic numbers, or empty where a crashed writer can leave them empty (a temp file, a
+//! pack, a marker cut short). Anything else is skipped and reported, never touched; a
+//! qualifying directory is emptied file by file and removed with `rmdir`, never recursively.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,17 +30,35 @@ fn marker_content(abi_tag: &str) -> String {
     )
 }
 
-/// Leaves the marker in this build's cache directory if it is not there yet. A failure is
-/// logged: without the marker the directory is only never pruned.
+/// Leaves the marker in this build's cache directory if it is not there yet, or completes one
+/// cut short (empty, or a prefix of its content): written whole to a temp file, then renamed
+/// into place. A file of that name holding anything else is left alone. Called under the
+/// writer lock. A failure is logged: without the marker the directory is only never pruned.
 pub(crate) fn mark_cache_dir(dir: &Path) {
+    use std::io::Write;
     let path = dir.join(MARKER_FILE);
-    if fs::symlink_metadata(&path).is_ok() {
-        return;
-    }
-    let written = fsys::create_new(&path).and_then(|mut f| {
-        use std::io::Write;
-        f.write_all(marker_content(abi_tag()).as_bytes())
-    });
+    let ours = marker_content(abi_tag());
+    let replace = match fs::symlink_metadata(&path) {
+        Err(_) => false,
+        Ok(meta) if !meta.is_file() => return,
+        Ok(_) => match fsys::read_prefix(&path, 512) {
+            Ok(content) if content != ours.as_bytes() && ours.as_bytes().starts_with(&content) => {
+                true
+            }
+            _ => return,
+        },
+    };
+    let written = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .and_then(|mut temp| {
+            temp.write_all(ours.as_bytes())?;
+            if replace {
+                temp.persist(&path).map(drop).map_err(|e| e.error)
+            } else {
+                temp.persist_noclobber(&path).map(drop).map_err(|e| e.error)
+            }
+        });
     match written {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -135,20 +155,26 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
         if file_name == MARKER_FILE {
             let content =
                 fsys::read_prefix(&path, 512).map_err(|e| format!("{}: {e}", path.display()))?;
-            if content != marker_content(name).as_bytes() {
+            let ours = marker_content(name);
+            // A marker cut short (its writer killed, or the disk full, mid-write) is no
+            // proof, but no disproof either: the cache's headers decide.
+            if !ours.as_bytes().starts_with(&content) {
                 return Err(format!(
                     "{MARKER_FILE} was not written by bytecode-pack for {name}"
                 ));
             }
-            marked = true;
+            marked = content == ours.as_bytes();
         } else if file_name == INDEX_FILE {
             magic_ok(&crate::format::INDEX_MAGIC)?;
             has_index_or_pack = true;
         } else if parse_base_name(file_name).is_some() {
             magic_ok(&crate::format::INDEX_MAGIC)?;
         } else if parse_pack_name(file_name).is_some() {
-            magic_ok(&crate::format::PACK_MAGIC)?;
-            has_index_or_pack = true;
+            // An empty pack (its writer stopped before the header) is no proof either.
+            if meta.len() != 0 {
+                magic_ok(&crate::format::PACK_MAGIC)?;
+                has_index_or_pack = true;
+            }
         } else if file_name == LOCK_FILE {
             if meta.len() != 0 {
                 return Err(format!("{LOCK_FILE} is not empty"));

@@ -567,10 +567,20 @@ impl WriteState {
         if self.fields.pack_len < PACK_HEADER_LEN {
             // An empty generation still gets its pack, so readers always find one.
             let path = self.pack_path();
-            drop(self.open_pack_for_append(&path)?);
+            let pack = self.open_pack_for_append(&path)?;
+            if durability == Durability::Full {
+                pack.sync_data().map_err(Error::io(&path))?;
+            }
         }
         let before = self.fields.base.map(|b| b.id);
         let bytes = self.encode_next()?;
+        if let (Durability::Full, Some(base)) = (durability, &self.linked) {
+            // The base is the index published before, which a writer of lesser durability
+            // may have left unflushed: the new index must not name data that could be lost.
+            File::open(base)
+                .and_then(|f| f.sync_all())
+                .map_err(Error::io(base))?;
+        }
         if durability == Durability::Full {
             // The files the new index names (a new pack, a compacted one renamed into place, a
             // base just linked) are durable before the name that points at them: a filesystem
@@ -785,8 +795,11 @@ pub(crate) fn sweep(dir: &Path, keep_generation: u64, keep_base: Option<u64>) ->
             );
             continue;
         }
-        // A temp file may be empty (its writer crashed before writing); nothing else may.
-        if !fsys::carries_magic(&entry.path(), magics, name.starts_with(TEMP_PREFIX)) {
+        // A temp file or a pack may be empty (its writer crashed, or found the disk full,
+        // before writing its header); an index or base never is (it is renamed or linked
+        // whole). An empty file holds nothing to lose, whoever made it.
+        let may_be_empty = name.starts_with(TEMP_PREFIX) || parse_pack_name(name).is_some();
+        if !fsys::carries_magic(&entry.path(), magics, may_be_empty) {
             log::warn!(
                 "bytecode-pack: leaving {}: it does not carry this cache's header",
                 entry.path().display()

@@ -395,9 +395,11 @@ fn sweeping_removes_only_files_carrying_this_caches_headers() {
     for (name, content) in theirs {
         fs::write(dir.join(name), content).unwrap();
     }
-    // Real leftovers: an empty temp file of a crashed writer, a pack of an old generation.
+    // Real leftovers: an empty temp file of a crashed writer, a pack of an old generation, an
+    // empty pack (its writer stopped before the header).
     fs::write(dir.join(".tmp-crashed"), "").unwrap();
     fs::write(dir.join("pack-00000000000000fe"), b"BCPKPACK and the rest").unwrap();
+    fs::write(dir.join("pack-00000000000000fd"), "").unwrap();
     // A new handle's first write sweeps; so does compaction.
     Cache::open(&root)
         .unwrap()
@@ -413,6 +415,7 @@ fn sweeping_removes_only_files_carrying_this_caches_headers() {
     }
     assert!(!dir.join(".tmp-crashed").exists());
     assert!(!dir.join("pack-00000000000000fe").exists());
+    assert!(!dir.join("pack-00000000000000fd").exists());
     assert_eq!(cache.get(&key(2)).unwrap().bytecode(), b"bc");
 }
 
@@ -478,6 +481,42 @@ fn pruning_refuses_a_root_others_can_write_to() {
     let missing = tmp.path().join("missing");
     let report = bytecode_pack::prune_other_abis(&missing, Duration::ZERO).unwrap();
     assert_eq!(report, bytecode_pack::PruneReport::default());
+}
+
+/// A marker cut short (a writer killed mid-write, a full disk) is completed by the next
+/// handle's first write; one holding anything else is a user's and left alone. Another
+/// build's cache with a torn marker and an empty pack is still recognised by its headers.
+#[test]
+fn a_torn_marker_is_completed_and_does_not_block_pruning() {
+    let (_tmp, root, ours, _cache) = one_entry_cache();
+    let marker = ours.join("CACHEDIR.TAG");
+    let whole = fs::read_to_string(&marker).unwrap();
+    assert!(whole.starts_with("Signature: 8a477f597d28d172789f06886806bc55"));
+    // Another build's cache: our files under its name, its marker torn, an empty pack.
+    let other = root.join("bp1-quickjs-ng0.1.0-rquickjs0.1-x86_64-le-64");
+    common::create_private_dir(&other);
+    for name in ["index", "pack-0000000000000001"] {
+        fs::copy(ours.join(name), other.join(name)).unwrap();
+    }
+    fs::write(other.join("CACHEDIR.TAG"), &whole.as_bytes()[..20]).unwrap();
+    fs::write(other.join("pack-0000000000000002"), "").unwrap();
+    age_tree(&other, Duration::from_secs(60 * 86_400));
+    for (content, completed) in [("", true), (&whole[..30], true), ("my own tag\n", false)] {
+        fs::write(&marker, content).unwrap();
+        Cache::open(&root)
+            .unwrap()
+            .put(&key(2), &NewEntry::new("m", b"bc"))
+            .unwrap();
+        let now = fs::read_to_string(&marker).unwrap();
+        if completed {
+            assert_eq!(now, whole, "{content:?}");
+        } else {
+            assert_eq!(now, content);
+        }
+    }
+    let report = bytecode_pack::prune_other_abis(&root, Duration::from_secs(86_400)).unwrap();
+    assert_eq!(report.removed.len(), 1, "{report:?}");
+    assert!(!other.exists() && ours.exists());
 }
 
 #[test]
