@@ -77,7 +77,8 @@ pub(crate) struct Snapshot {
     pack: Option<Mmap>,
     identity: Option<FileIdentity>,
     /// Why the published index, its base or its pack was rejected: every lookup is a corrupt
-    /// miss until a writer publishes a good one.
+    /// miss until a writer publishes a good one. Or, with the index and pack kept, why the
+    /// pack is shorter than its index says: it serves the entries it still holds.
     damage: Option<Damage>,
 }
 
@@ -154,12 +155,28 @@ impl Snapshot {
         let pack_path = dir.join(pack_file_name(fields.generation));
         let pack = map_committed_pack(&pack_path, fields.generation, fields.pack_len, abi_tag)
             .map_err(with_identity)?;
+        // A pack that lost its tail is reported, and still serves the entries it holds.
+        let damage = (pack.len() as u64) < fields.pack_len;
+        let damage = damage.then(|| {
+            let source = FormatError::Length {
+                expected: fields.pack_len,
+                got: pack.len() as u64,
+            };
+            log::warn!(
+                "bytecode-pack: {} lost its tail: {source}",
+                pack_path.display()
+            );
+            Damage {
+                path: pack_path,
+                source,
+            }
+        });
         Ok(Snapshot {
             head: Some(Table::new(head)),
             base: base.map(Table::new),
             pack: Some(pack),
             identity: Some(identity),
-            damage: None,
+            damage,
         })
     }
 
@@ -433,14 +450,18 @@ fn pack_error(path: &Path, source: FormatError) -> LoadError {
     }
 }
 
-/// Opens the pack at `path` and checks it holds the `committed` bytes an index names (a
-/// header at least). Returns the file and its length.
+/// Opens the pack at `path` and checks it holds a header, and the index naming it at least
+/// that (`committed` bytes). Returns the file and its length, which may be less than
+/// `committed`: a power loss can lose the bytes a put appended while keeping the index that
+/// names them (a journaling filesystem flushes a file renamed over another, not an append).
+/// The entries whose segments it lost are misses (out of bounds, or checksums reject what a
+/// later append wrote there); every other entry is still served.
 fn open_committed_pack(path: &Path, committed: u64) -> Result<(File, u64), LoadError> {
     let Some((file, meta)) = open_cache_file(path)? else {
         return Err(LoadError::PackVanished(path.to_path_buf()));
     };
     let len = meta.len();
-    if len < committed || committed < format::PACK_HEADER_LEN {
+    if len < format::PACK_HEADER_LEN || committed < format::PACK_HEADER_LEN {
         let source = FormatError::Length {
             expected: committed,
             got: len,
@@ -488,7 +509,8 @@ pub(crate) fn map_committed_pack(
         expected: committed,
         got: len,
     };
-    let committed = usize::try_from(committed).map_err(|_| pack_error(path, too_long))?;
+    // Never past the end: reading a mapping beyond it raises SIGBUS.
+    let committed = usize::try_from(committed.min(len)).map_err(|_| pack_error(path, too_long))?;
     let map = map_prefix(&file, committed).map_err(|e| LoadError::Io(Error::io(path)(e)))?;
     format::check_pack_header(&map, generation, abi_tag).map_err(|e| pack_error(path, e))?;
     Ok(map)

@@ -228,7 +228,10 @@ pub(crate) struct Publication {
 
 impl WriteState {
     /// Reads the published index (and its base), mapped. A missing, damaged or foreign index,
-    /// base or pack starts a new, empty generation: the cache is rebuilt, never trusted.
+    /// base or pack starts a new, empty generation: the cache is rebuilt, never trusted. A pack
+    /// that only lost its tail (shorter than the index says) is kept: appends go at its end,
+    /// over the lost tail, whose entries' checksums reject what lands there. The rollback point
+    /// stays the published length, since readers may map the pack up to it.
     pub(crate) fn load(dir: &Path, abi_tag: &'static str) -> Result<WriteState> {
         match Self::load_published(dir, abi_tag) {
             Ok(Some((published, pack_file_len))) => {

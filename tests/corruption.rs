@@ -271,3 +271,70 @@ fn a_damaged_row_key_costs_only_its_own_entry() {
     let report = cache.verify().unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
+
+/// A power loss under `Durability::Process` can keep an index while losing the bytes the put
+/// it publishes appended to the pack (a journaling filesystem flushes a file renamed over
+/// another, not an append). The pack is then shorter than its index says: only the entries it
+/// lost are misses; the cache reports the damage, takes the next put (appended over the lost
+/// tail, which the lost entries' checksums reject), and compaction drops the lost entries.
+#[test]
+fn a_pack_that_lost_its_tail_still_serves_the_entries_it_holds() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::open(&root).unwrap();
+    let kept = 0..ENTRIES / 2;
+    let lost = ENTRIES / 2..ENTRIES;
+    for i in kept.clone() {
+        cache
+            .put(&key(i), &NewEntry::new("m", &bytecode(i)))
+            .unwrap();
+    }
+    let pack = common::pack_file(&root.join(abi_tag()));
+    let len_before = fs::metadata(&pack).unwrap().len();
+    let lost_payloads: Vec<(Key, Vec<u8>)> = lost.clone().map(|i| (key(i), bytecode(i))).collect();
+    let lost_entries: Vec<(Key, NewEntry<'_>)> = lost_payloads
+        .iter()
+        .map(|(k, b)| (*k, NewEntry::new("m", b)))
+        .collect();
+    cache
+        .put_many(lost_entries.iter().map(|(k, e)| (*k, e)))
+        .unwrap();
+    drop(cache);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len_before)
+        .unwrap();
+
+    let cache = Cache::open(&root).unwrap();
+    let check = |when: &str| {
+        for i in 0..ENTRIES {
+            let hit = cache.get(&key(i)).map(|h| h.bytecode().to_vec());
+            let expected = kept.contains(&i).then(|| bytecode(i));
+            assert_eq!(hit, expected, "{when}: entry {i}");
+        }
+    };
+    check("before a write");
+    let damage = cache
+        .stats()
+        .unwrap()
+        .damage
+        .expect("the lost tail is reported");
+    assert!(damage.contains("pack-"), "{damage}");
+    // The next put lands where the lost tail was.
+    cache
+        .put(&key(ENTRIES), &NewEntry::new("m", b"after the loss"))
+        .unwrap();
+    check("after a write");
+    assert_eq!(
+        cache.get(&key(ENTRIES)).unwrap().bytecode(),
+        b"after the loss"
+    );
+    let report = cache.compact().unwrap();
+    assert_eq!(report.dropped_corrupt, u64::from(ENTRIES / 2), "{report:?}");
+    check("after compaction");
+    assert_eq!(cache.stats().unwrap().damage, None);
+    let verified = cache.verify().unwrap();
+    assert!(verified.problems.is_empty(), "{:?}", verified.problems);
+}
