@@ -86,7 +86,7 @@ fn main() -> Res<()> {
     std::env::set_current_dir(&project)?;
     println!("cache dir: {}", Cache::open(&root)?.dir().display());
 
-    println!("\n== QuickJS: a project of 4 modules (~90 KB of source), run twice ==");
+    println!("\n== QuickJS: a project of 4 modules (~107 KB of source), run twice ==");
     let (r1, t1, c1, l1) = run_host(&root)?;
     println!("run 1: result {r1}, {c1} compiled, {l1} from cache, {t1:.2?}");
     let (r2, t2, c2, l2) = run_host(&root)?;

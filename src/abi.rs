@@ -33,7 +33,7 @@ fn producer_tag() -> String {
 /// It names the bytecode producer (QuickJS's version from `JS_GetVersion` and the rquickjs
 /// series that writes and reads bytecode), this crate's on-disk format version, and the target
 /// architecture, endianness and pointer width. Bytecode is only ever loaded by a build whose
-/// tag is identical, e.g. `bp1-quickjs-ng0.10.1-rquickjs0.14-x86_64-le-64`.
+/// tag is identical, e.g. `bp2-quickjs-ng0.16.2-rquickjs0.14-x86_64-le-64`.
 pub fn abi_tag() -> &'static str {
     static TAG: OnceLock<String> = OnceLock::new();
     TAG.get_or_init(|| {

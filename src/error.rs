@@ -30,7 +30,9 @@ pub enum Error {
         source: io::Error,
     },
     /// A cache directory or file is unsafe to use: owned by another user, writable by group or
-    /// others, or a symlink where a real file or directory belongs.
+    /// others, or a symlink where a real file or directory belongs. Also returned when a cache
+    /// directory cannot take another pack: its pack generations (or base ids) are exhausted, or
+    /// a file this cache did not write is in the way of the next pack (a compaction's).
     #[error("{path}: refusing to use: {problem}")]
     Insecure {
         /// The offending path.
@@ -52,7 +54,7 @@ pub enum Error {
     LockTimeout {
         /// The lock file.
         path: PathBuf,
-        /// How long `put` waited.
+        /// How long the write (`put`, `put_many`, `compact`, `clear`, `refresh_racy`) waited.
         waited: Duration,
     },
     /// The entry handed to `put` cannot be stored.

@@ -33,6 +33,19 @@
 //! # Ok(()) }
 //! ```
 //!
+//! A host that loads modules through rquickjs's `FileResolver` and `ScriptLoader` needs none
+//! of this: it changes one line, wrapping its `FileResolver` in a [`quickjs::PackResolver`]
+//! and replacing `ScriptLoader` with a [`quickjs::PackLoader`] (see the [`quickjs`] module).
+//!
+//! # Features
+//!
+//! - `quickjs` (default): the rquickjs glue, the [`quickjs`] module: compiling, loading,
+//!   `declare_cached`, [`quickjs::PackLoader`] and [`quickjs::PackResolver`]. Without it the
+//!   crate is a plain store of bytes.
+//! - `cli`: the `bytecode-pack` command-line tool (`src/bin/bytecode-pack.rs`).
+//! - `fault-injection`: test-only crash points for the crash tests; never enable it in a
+//!   release build.
+//!
 //! # Layout
 //!
 //! Dependencies point one way, from the public handle down to the format (`tests/layout.rs`

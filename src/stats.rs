@@ -39,7 +39,10 @@ pub struct Counters {
     /// recent to trust (the racy rule, see [`crate::RACY_WINDOW`]). An unchanged tree
     /// whose entries were recorded well after its last edit re-hashes nothing.
     pub input_rehashes: u64,
-    /// Successful `put`s.
+    /// Entries stored by this handle's successful writes, not calls: a `put` counts 1 and a
+    /// `put_many` each entry it stores, including the modules `quickjs::PackLoader` stores
+    /// and `quickjs::PackResolver`'s entry of answers when they were given this handle (or a
+    /// clone of it).
     pub puts: u64,
     /// Compactions run by this handle, requested or automatic.
     pub compactions: u64,
@@ -124,14 +127,16 @@ pub struct Stats {
     pub pack_bytes: u64,
     /// Bytes in the pack that live entries use (header included).
     pub live_bytes: u64,
-    /// Bytes of the index file.
+    /// Bytes of the index file, plus its base file's when the index is a delta.
     pub index_bytes: u64,
     /// The current pack generation (increases with every compaction or clear).
     pub generation: u64,
     /// The cache directory.
     pub dir: PathBuf,
     /// Why the published index or its pack was rejected, if it was (which file, what was
-    /// wrong). Every `get` misses until the next write rebuilds the cache.
+    /// wrong): every `get` misses until the next write rebuilds the cache. Or why a pack is
+    /// shorter than its index says (it lost its tail): only the entries it lost miss, until
+    /// a compaction drops them.
     pub damage: Option<String>,
     /// This handle's counters.
     pub counters: Counters,

@@ -1,7 +1,7 @@
 //! `bytecode-pack`: inspect and maintain a bytecode-pack cache from the shell.
 //!
 //! ```sh
-//! bytecode-pack stats            # what is in the cache for this build
+//! bytecode-pack stats            # what is in the cache for this build; exit 1 if damaged
 //! bytecode-pack list --sort size # its entries
 //! bytecode-pack verify           # full integrity check; exit 1 if anything is wrong
 //! bytecode-pack compact          # reclaim dead space
@@ -37,11 +37,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Entries, sizes, dead space, generation, ABI tag and other builds' caches.
+    /// Entries, sizes, dead space, generation, ABI tag and other builds' caches; exit 1 if the
+    /// cache is damaged (the damage is named).
     Stats,
     /// The entries of this build's cache.
     List {
-        /// Order of the listing.
+        /// Order of the listing: name (by module name), size (largest bytecode first) or
+        /// age (oldest first).
         #[arg(long, value_enum, default_value_t = SortBy::Name)]
         sort: SortBy,
     },

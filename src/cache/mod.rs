@@ -255,7 +255,7 @@ impl Cache {
                 key,
                 entry,
                 inputs,
-                // After every input was hashed, or when the earliest observed read ended.
+                // After every input was hashed, or when the earliest observed read began.
                 recorded_at_ns: freshness::now_nanos().min(valid_from),
             });
         }
@@ -487,7 +487,10 @@ impl Cache {
         Ok(crate::verify::verify(&*self.reload()?))
     }
 
-    /// Every live entry in the published index, in key order. Reads no segment.
+    /// Every live entry in the published index, not in one overall key order: the published
+    /// `index` file's entries sorted by key, then (when it is a delta) the base's entries it
+    /// does not shadow, sorted by key. Entries whose record fails its checks are left out.
+    /// Reads no segment.
     pub fn entries(&self) -> Result<Vec<EntryInfo>> {
         if self.inner.options.disabled {
             return Ok(Vec::new());

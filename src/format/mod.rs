@@ -237,7 +237,11 @@ pub enum FormatError {
         /// What is there.
         kind: &'static str,
     },
-    /// The rkyv body failed structural validation (only checked by `verify`).
+    /// The bytes are structurally malformed: a header whose length field disagrees with its
+    /// kind's, an index record shorter than its root (checked on every read of a record), a
+    /// record rkyv's validator rejects or whose key is not its row's (when records are decoded:
+    /// `verify`, compaction, the fuzzers), a segment of unknown kind (walking a pack), or a base
+    /// that is not the one the index names.
     #[error("index body is malformed: {0}")]
     Malformed(String),
 }
@@ -267,8 +271,9 @@ pub struct EntryRecord {
     pub module_name: String,
     /// Bit set: [`FLAG_ENGINE_BYTECODE`].
     pub flags: u32,
-    /// Wall-clock nanoseconds since the epoch, taken after the inputs were hashed; stat data
-    /// within the racy window before this instant is not trusted.
+    /// Wall-clock nanoseconds since the epoch, no later than the start of the earliest read
+    /// of an input (for an entry without inputs, when it was prepared for the write); stat
+    /// data within the racy window before this instant is not trusted.
     pub recorded_at_ns: i64,
     /// Where the bytecode is.
     pub bytecode: SegmentRef,

@@ -1,19 +1,27 @@
 //! QuickJS glue through rquickjs: compile to bytecode, load verified bytecode, a one-call path
-//! for hosts, and [`PackLoader`], a cache-backed module loader.
+//! for hosts, [`PackLoader`], a cache-backed module loader, and [`PackResolver`], a
+//! `FileResolver` whose answers are kept in the cache.
 //!
-//! A host that uses rquickjs's file loader switches to the pack by changing one line. Names
-//! are resolved by `FileResolver` against the working directory, as rquickjs's own
-//! `ScriptLoader` reads them:
+//! A host that uses rquickjs's file loader switches to the pack by changing one line, as the
+//! README shows: its `FileResolver` goes inside a [`PackResolver`] and `ScriptLoader` becomes
+//! [`PackLoader`], both given the cache. Names are resolved against the working directory each
+//! was created in, as `FileResolver` resolves them and rquickjs's own `ScriptLoader` reads
+//! them. [`PackLoader`] also works with a plain `FileResolver`, which then probes files on
+//! every start:
 //!
 //! ```no_run
 //! use bytecode_pack::Cache;
-//! use bytecode_pack::quickjs::PackLoader;
+//! use bytecode_pack::quickjs::{PackLoader, PackResolver};
 //! use rquickjs::{Context, Module, Runtime, loader::FileResolver};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Cache::open_default()?;
 //! let runtime = Runtime::new()?;
 //! // was: runtime.set_loader(FileResolver::default().with_path("."), ScriptLoader::default());
-//! runtime.set_loader(FileResolver::default().with_path("."), PackLoader::new(Cache::open_default()?));
+//! runtime.set_loader(
+//!     PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
+//!     PackLoader::new(cache),
+//! );
 //! let context = Context::full(&runtime)?;
 //! context.with(|ctx| -> rquickjs::Result<()> {
 //!     // src/main.js, its imports and theirs: compiled once, then loaded from the pack.
@@ -25,10 +33,11 @@
 //! ```
 //!
 //! Bundles: a host that compiles one module from many files passes every file as an input,
-//! e.g. [`crate::collect_inputs`] over the bundle's source map, so that editing any helper
-//! invalidates the bundle. A source map may omit files the bundler inlined completely (a
-//! module of constants, a re-export), so a host with a bundler should add the bundler's own
-//! module graph to the inputs too.
+//! e.g. [`crate::collect_inputs`] over the bundle's source map (it returns paths:
+//! `.into_iter().map(Input::path).collect()` makes them the `Vec<Input>` that
+//! [`declare_cached`] takes), so that editing any helper invalidates the bundle. A source map
+//! may omit files the bundler inlined completely (a module of constants, a re-export), so a
+//! host with a bundler should add the bundler's own module graph to the inputs too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -183,7 +192,8 @@ pub fn load<'js>(ctx: &Ctx<'js>, hit: &Hit) -> Result<Module<'js, Declared>> {
 /// and stored. Returns the declared module (not yet evaluated) and where it came from.
 ///
 /// Pass as `inputs` every file the source was built from (for a bundle, its source map's
-/// `sources` via [`crate::collect_inputs`], plus the bundler's module graph): editing any of
+/// `sources` via [`crate::collect_inputs`], whose paths become inputs with
+/// `.into_iter().map(Input::path).collect()`, plus the bundler's module graph): editing any of
 /// them makes the entry miss. A failure to store is logged, not returned: the cache is an
 /// optimisation.
 ///
