@@ -96,6 +96,18 @@ pub(crate) fn compact(
     report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
 
     let generation = crate::writer::next_generation_after(&state.dir, old_generation)?;
+    // Checked before the copy: a leftover pack of that generation (a compactor that crashed)
+    // is replaced; anything else of that name is not this cache's to replace. (Writers hold
+    // the lock; only another program could put a file there before the rename.)
+    let new_pack_path = state.dir.join(pack_file_name(generation));
+    if std::fs::symlink_metadata(&new_pack_path).is_ok()
+        && !crate::fsys::carries_magic(&new_pack_path, &[&format::PACK_MAGIC], true)
+    {
+        return Err(Error::Insecure {
+            path: new_pack_path,
+            problem: "is in the way of the next pack and was not written by this cache".into(),
+        });
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempfile_in(&state.dir)
@@ -135,17 +147,6 @@ pub(crate) fn compact(
     // nothing and its data could still be unwritten after a power loss, with the old pack
     // unlinked: every entry lost. Compaction is rare; this costs it one `fsync`.
     tmp.as_file().sync_all().map_err(Error::io(&tmp_path))?;
-    let new_pack_path = state.dir.join(pack_file_name(generation));
-    // A leftover pack of that generation (a compactor that crashed) is replaced; anything else
-    // of that name is not this cache's to replace.
-    if std::fs::symlink_metadata(&new_pack_path).is_ok()
-        && !crate::fsys::carries_magic(&new_pack_path, &[&format::PACK_MAGIC], true)
-    {
-        return Err(Error::Insecure {
-            path: new_pack_path,
-            problem: "is in the way of the next pack and was not written by this cache".into(),
-        });
-    }
     tmp.persist(&new_pack_path)
         .map_err(|e| Error::io(&new_pack_path)(e.error))?;
     crate::faults::crash_point("compact:pack-renamed");

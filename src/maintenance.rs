@@ -30,6 +30,14 @@ fn marker_content(abi_tag: &str) -> String {
     )
 }
 
+/// Whether `path` holds the start (or all) of `abi_tag`'s marker: what the marker's temp file
+/// holds when its writer was killed before the rename.
+pub(crate) fn holds_marker_text(path: &Path, abi_tag: &str) -> bool {
+    fsys::read_prefix(path, 512).is_ok_and(|content| {
+        !content.is_empty() && marker_content(abi_tag).as_bytes().starts_with(&content)
+    })
+}
+
 /// Leaves the marker in this build's cache directory if it is not there yet, or completes one
 /// cut short (empty, or a prefix of its content): written whole to a temp file, then renamed
 /// into place. A file of that name holding anything else is left alone. Called under the
@@ -181,7 +189,7 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
             }
         } else if file_name.starts_with(TEMP_PREFIX) {
             let magics = [&crate::format::INDEX_MAGIC, &crate::format::PACK_MAGIC];
-            if !fsys::carries_magic(&path, &magics, true) {
+            if !fsys::carries_magic(&path, &magics, true) && !holds_marker_text(&path, name) {
                 return Err(format!("{file_name} does not carry bytecode-pack's header"));
             }
         } else {

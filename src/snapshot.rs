@@ -238,8 +238,10 @@ impl Snapshot {
         self.identity
     }
 
-    pub(crate) fn is_damaged(&self) -> bool {
-        self.damage.is_some()
+    /// Whether the published files were rejected: nothing is served, every lookup is a
+    /// corrupt miss. (A pack that only lost its tail is damage that still serves.)
+    pub(crate) fn is_rejected(&self) -> bool {
+        self.damage.is_some() && self.head.is_none()
     }
 
     /// Which file was rejected, and why.
@@ -454,8 +456,8 @@ fn pack_error(path: &Path, source: FormatError) -> LoadError {
 /// that (`committed` bytes). Returns the file and its length, which may be less than
 /// `committed`: a power loss can lose the bytes a put appended while keeping the index that
 /// names them (a journaling filesystem flushes a file renamed over another, not an append).
-/// The entries whose segments it lost are misses (out of bounds, or checksums reject what a
-/// later append wrote there); every other entry is still served.
+/// The entries whose segments it lost are misses (out of bounds, or checksums reject the
+/// zeros a writer extends it with); every other entry is still served.
 fn open_committed_pack(path: &Path, committed: u64) -> Result<(File, u64), LoadError> {
     let Some((file, meta)) = open_cache_file(path)? else {
         return Err(LoadError::PackVanished(path.to_path_buf()));

@@ -141,11 +141,17 @@ pub(crate) fn credentials() -> String {
     // writes nothing (the pointer is not used).
     let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
     let mut groups: Vec<libc::gid_t> = vec![0; usize::try_from(count).unwrap_or(0)];
-    // SAFETY: `groups` has room for `count` ids, the size passed; getgroups(2) writes at most
-    // that many and returns how many it wrote, or fails (EINVAL) if they no longer fit.
-    let written = unsafe { libc::getgroups(count.max(0), groups.as_mut_ptr()) };
+    // A size of 0 would only ask the count again (another thread may have set groups since).
+    let written = if count > 0 {
+        // SAFETY: `groups` has room for `count` ids, the size passed; getgroups(2) writes at
+        // most that many and returns how many it wrote, or fails (EINVAL) if they no longer
+        // fit.
+        unsafe { libc::getgroups(count, groups.as_mut_ptr()) }
+    } else {
+        count
+    };
     match usize::try_from(written) {
-        Ok(written) if count >= 0 => {
+        Ok(written) if written <= groups.len() => {
             groups.truncate(written);
             groups.sort_unstable();
             groups.dedup();

@@ -30,7 +30,9 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
     let mut report = VerifyReport::default();
     if let Some(damage) = snapshot.damage() {
         report.problems.push(damage.to_string());
-        return report;
+        if snapshot.is_rejected() {
+            return report;
+        }
     }
     let tables = [("index", snapshot.head()), ("base", snapshot.base())];
     for (name, table) in tables {

@@ -229,9 +229,8 @@ pub(crate) struct Publication {
 impl WriteState {
     /// Reads the published index (and its base), mapped. A missing, damaged or foreign index,
     /// base or pack starts a new, empty generation: the cache is rebuilt, never trusted. A pack
-    /// that only lost its tail (shorter than the index says) is kept: appends go at its end,
-    /// over the lost tail, whose entries' checksums reject what lands there. The rollback point
-    /// stays the published length, since readers may map the pack up to it.
+    /// that only lost its tail (shorter than the index says) is kept, extended back to its
+    /// published length with zeros; the entries it lost are misses until a compaction.
     pub(crate) fn load(dir: &Path, abi_tag: &'static str) -> Result<WriteState> {
         match Self::load_published(dir, abi_tag) {
             Ok(Some((published, pack_file_len))) => {
@@ -298,8 +297,18 @@ impl WriteState {
         };
         let path = dir.join(pack_file_name(fields.generation));
         // The header and the committed length, checked as readers check them when mapping.
-        let pack_file_len =
+        let mut pack_file_len =
             snapshot::check_committed_pack(&path, fields.generation, fields.pack_len, abi_tag)?;
+        if pack_file_len < fields.pack_len {
+            // It lost its tail. Extended back (with zeros, which the lost entries' checksums
+            // reject) before anything is appended: an append never reuses an offset a reader
+            // of the published index may map, and the published length never goes down, so
+            // a failed write's roll-back never cuts below what a reader maps.
+            fsys::open_write(&path, false)
+                .and_then(|f| f.set_len(fields.pack_len))
+                .map_err(|e| LoadError::Io(Error::io(&path)(e)))?;
+            pack_file_len = fields.pack_len;
+        }
         Ok(Some((Published { head, base }, pack_file_len)))
     }
 
@@ -580,7 +589,8 @@ impl WriteState {
         if let (Durability::Full, Some(base)) = (durability, &self.linked) {
             // The base is the index published before, which a writer of lesser durability
             // may have left unflushed: the new index must not name data that could be lost.
-            File::open(base)
+            // Opened for writing (nothing is written): Windows flushes only such handles.
+            fsys::open_write(base, false)
                 .and_then(|f| f.sync_all())
                 .map_err(Error::io(base))?;
         }
@@ -802,7 +812,10 @@ pub(crate) fn sweep(dir: &Path, keep_generation: u64, keep_base: Option<u64>) ->
         // before writing its header); an index or base never is (it is renamed or linked
         // whole). An empty file holds nothing to lose, whoever made it.
         let may_be_empty = name.starts_with(TEMP_PREFIX) || parse_pack_name(name).is_some();
-        if !fsys::carries_magic(&entry.path(), magics, may_be_empty) {
+        // The marker's temp file holds the marker's text instead of a header.
+        let marker_temp = name.starts_with(TEMP_PREFIX)
+            && crate::maintenance::holds_marker_text(&entry.path(), crate::abi::abi_tag());
+        if !marker_temp && !fsys::carries_magic(&entry.path(), magics, may_be_empty) {
             log::warn!(
                 "bytecode-pack: leaving {}: it does not carry this cache's header",
                 entry.path().display()

@@ -290,7 +290,8 @@ fn a_pack_that_lost_its_tail_still_serves_the_entries_it_holds() {
             .unwrap();
     }
     let pack = common::pack_file(&root.join(abi_tag()));
-    let len_before = fs::metadata(&pack).unwrap().len();
+    // Cut inside the first lost entry's segment header, not at a boundary.
+    let cut = fs::metadata(&pack).unwrap().len() + 10;
     let lost_payloads: Vec<(Key, Vec<u8>)> = lost.clone().map(|i| (key(i), bytecode(i))).collect();
     let lost_entries: Vec<(Key, NewEntry<'_>)> = lost_payloads
         .iter()
@@ -300,11 +301,12 @@ fn a_pack_that_lost_its_tail_still_serves_the_entries_it_holds() {
         .put_many(lost_entries.iter().map(|(k, e)| (*k, e)))
         .unwrap();
     drop(cache);
+    let full_len = fs::metadata(&pack).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
         .open(&pack)
         .unwrap()
-        .set_len(len_before)
+        .set_len(cut)
         .unwrap();
 
     let cache = Cache::open(&root).unwrap();
@@ -322,15 +324,27 @@ fn a_pack_that_lost_its_tail_still_serves_the_entries_it_holds() {
         .damage
         .expect("the lost tail is reported");
     assert!(damage.contains("pack-"), "{damage}");
-    // The next put lands where the lost tail was.
+    // verify names the damage and still checks every entry.
+    let problems = cache.verify().unwrap().problems;
+    assert_eq!(problems.len(), 1 + (ENTRIES / 2) as usize, "{problems:?}");
+    // A key never stored is a plain miss, not a corrupt one.
+    assert_eq!(
+        cache.lookup(&key(ENTRIES + 1)).err(),
+        Some(MissReason::Absent)
+    );
+    // The next put first extends the pack back to its published length (so no offset a
+    // reader of the old index may map is reused, nor cut by a failed write's roll-back).
     cache
         .put(&key(ENTRIES), &NewEntry::new("m", b"after the loss"))
         .unwrap();
+    assert!(fs::metadata(&pack).unwrap().len() > full_len);
     check("after a write");
     assert_eq!(
         cache.get(&key(ENTRIES)).unwrap().bytecode(),
         b"after the loss"
     );
+    let problems = cache.verify().unwrap().problems;
+    assert_eq!(problems.len(), (ENTRIES / 2) as usize, "{problems:?}");
     let report = cache.compact().unwrap();
     assert_eq!(report.dropped_corrupt, u64::from(ENTRIES / 2), "{report:?}");
     check("after compaction");

@@ -1583,10 +1583,15 @@ fn run(role: &str, dir: &Path, root: &Path, env: &[(&str, &str)]) -> String {
     out.stdout
 }
 
-fn scenario(role: &str) {
+/// Runs a child in `role` in a new sandbox; it must succeed and print `done`.
+fn child_says(role: &str, env: &[(&str, &str)], done: &str) {
     let sandbox = Sandbox::new();
-    let out = run(role, &sandbox.project(), &sandbox.root(), &[]);
-    assert!(out.contains("5: quiet set, stamps trusted"), "{out}");
+    let out = run(role, &sandbox.project(), &sandbox.root(), env);
+    assert!(out.contains(done), "{out}");
+}
+
+fn scenario(role: &str) {
+    child_says(role, &[], "5: quiet set, stamps trusted");
 }
 
 #[test]
@@ -1681,42 +1686,33 @@ fn f_two_projects_share_one_cache_root() {
     }
 }
 
-/// (g) Where a filesystem's ctime can be set (FAT, exFAT; pretended here), no directory stamp
-/// can vouch: every start probes as `FileResolver` does, answers as it does, and stores
-/// nothing (the child checks each start).
-#[cfg(feature = "fault-injection")]
 /// (h) A resolver that outlives a start, through edits (see `long_lived`).
 #[test]
 fn h_a_long_lived_resolver_sees_edits_once_its_checks_are_due() {
-    let sandbox = Sandbox::new();
-    let out = run("long-lived", &sandbox.project(), &sandbox.root(), &[]);
-    assert!(out.contains("long-lived: done"), "{out}");
+    child_says("long-lived", &[], "long-lived: done");
 }
 
 #[test]
 fn a_deleted_working_directory_is_not_the_root() {
-    let sandbox = Sandbox::new();
-    let out = run("deleted-cwd", &sandbox.project(), &sandbox.root(), &[]);
-    assert!(out.contains("deleted cwd: done"), "{out}");
+    child_says("deleted-cwd", &[], "deleted cwd: done");
 }
 
 #[test]
 fn paths_too_long_for_the_kernel_resolve_and_load_as_relative_ones_do() {
-    let sandbox = Sandbox::new();
-    let out = run("long-cwd", &sandbox.project(), &sandbox.root(), &[]);
-    assert!(out.contains("long cwd: done"), "{out}");
+    child_says("long-cwd", &[], "long cwd: done");
 }
 
+/// (g) Where a filesystem's ctime can be set (FAT, exFAT; pretended here), no directory stamp
+/// can vouch: every start probes as `FileResolver` does, answers as it does, and stores
+/// nothing (the child checks each start).
+#[cfg(feature = "fault-injection")]
 #[test]
 fn g_on_a_filesystem_whose_ctime_can_be_set_every_start_probes_and_stores_nothing() {
-    let sandbox = Sandbox::new();
-    let out = run(
+    child_says(
         "settable-ctime",
-        &sandbox.project(),
-        &sandbox.root(),
         &[("BYTECODE_PACK_PRETEND_CTIME_SETTABLE", "1")],
+        "settable ctime: done",
     );
-    assert!(out.contains("settable ctime: done"), "{out}");
 }
 
 /// `Module::import` from the host passes base `""`, from which `FileResolver` answers `./a`

@@ -381,6 +381,21 @@ fn a_put_whose_compaction_fails_is_stored_without_it() {
     }
     assert_eq!(fs::read_to_string(&theirs).unwrap(), "a user's notes");
     assert_eq!(common::pack_file(&dir), pack, "no compaction ran");
+    // Once the name is free, puts try again after the pack has grown by a quarter since the
+    // last failure (not at once: a full disk stays full for a while).
+    fs::remove_file(&theirs).unwrap();
+    cache.put(&key(1), &NewEntry::new("m", &[5; 200])).unwrap();
+    assert_eq!(common::pack_file(&dir), pack, "retried at once");
+    for round in 6..16u8 {
+        cache
+            .put(&key(1), &NewEntry::new("m", &[round; 200]))
+            .unwrap();
+        if common::pack_file(&dir) != pack {
+            assert_eq!(cache.get(&key(1)).unwrap().bytecode(), &[round; 200]);
+            return;
+        }
+    }
+    panic!("never compacted again");
 }
 
 #[test]
@@ -500,6 +515,9 @@ fn a_torn_marker_is_completed_and_does_not_block_pruning() {
     }
     fs::write(other.join("CACHEDIR.TAG"), &whole.as_bytes()[..20]).unwrap();
     fs::write(other.join("pack-0000000000000002"), "").unwrap();
+    // A marker's temp file whose writer was killed before the rename, in both caches.
+    fs::write(other.join(".tmp-marker"), &whole.as_bytes()[..60]).unwrap();
+    fs::write(ours.join(".tmp-marker"), &whole.as_bytes()[..60]).unwrap();
     age_tree(&other, Duration::from_secs(60 * 86_400));
     for (content, completed) in [("", true), (&whole[..30], true), ("my own tag\n", false)] {
         fs::write(&marker, content).unwrap();
@@ -514,6 +532,7 @@ fn a_torn_marker_is_completed_and_does_not_block_pruning() {
             assert_eq!(now, content);
         }
     }
+    assert!(!ours.join(".tmp-marker").exists(), "swept");
     let report = bytecode_pack::prune_other_abis(&root, Duration::from_secs(86_400)).unwrap();
     assert_eq!(report.removed.len(), 1, "{report:?}");
     assert!(!other.exists() && ours.exists());

@@ -57,6 +57,10 @@ pub(crate) struct Inner {
     /// for a newer publication: [`Cache::lookup_throttled`] checks at most once per interval.
     pub(crate) opened: Instant,
     pub(crate) checked_at_us: AtomicU64,
+    /// After an automatic compaction failed: the pack length below which puts do not try
+    /// again (0: none failed). A disk too full for a copy of the live entries stays so for a
+    /// while; each attempt would fill it for a moment and re-check every input first.
+    pub(crate) compaction_retry_at: AtomicU64,
 }
 
 /// Fresh stat data for an entry's inputs, observed by a lookup.
@@ -270,18 +274,29 @@ impl Cache {
         } else {
             compact::CheckedAhead::default()
         };
+        let retry_at = &self.inner.compaction_retry_at;
         let compacted = self.write(|state| {
             let first_new_seq = state.fields.next_seq;
             state.append_many(prepared, options.durability)?;
-            if options.wants_compaction(state.pack_file_len, state.fields.live_bytes) {
+            if options.wants_compaction(state.pack_file_len, state.fields.live_bytes)
+                && state.pack_file_len >= retry_at.load(Ordering::Relaxed)
+            {
                 // The new entries are appended but unpublished: compaction carries them over,
                 // and never evicts them.
                 match compact::compact(state, options, Some(first_new_seq), checked_ahead) {
-                    Ok(_) => return Ok(true),
+                    Ok(_) => {
+                        retry_at.store(0, Ordering::Relaxed);
+                        return Ok(true);
+                    }
                     // The rewrite needs room for every live entry where the append needed
                     // room for its own (a disk nearly full), or its name is taken: the
-                    // append is published as it is, and a later write compacts.
-                    Err(e) => log::warn!("bytecode-pack: compaction failed, put without it: {e}"),
+                    // append is published as it is, and puts try again once the pack has
+                    // grown by a quarter.
+                    Err(e) => {
+                        log::warn!("bytecode-pack: compaction failed, put without it: {e}");
+                        let len = state.pack_file_len;
+                        retry_at.store(len.saturating_add(len / 4), Ordering::Relaxed);
+                    }
                 }
             }
             Ok(false)
@@ -337,6 +352,9 @@ impl Cache {
             return false;
         };
         let fields = head.index().header().fields;
+        if fields.pack_len < self.inner.compaction_retry_at.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut pack_len = fields.pack_len;
         let mut live = HashMap::with_capacity(batch.len());
         for prepared in batch {
@@ -568,7 +586,7 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, 
     let (i, entry) = match snapshot.find(key.as_bytes()) {
         Found::Entry(i, entry) => (i, entry),
         Found::Damaged => return Err(MissReason::Corrupt),
-        Found::Absent if snapshot.is_damaged() => return Err(MissReason::Corrupt),
+        Found::Absent if snapshot.is_rejected() => return Err(MissReason::Corrupt),
         Found::Absent => return Err(MissReason::Absent),
     };
     if !snapshot.segments_intact(i, entry) {
