@@ -161,6 +161,25 @@ pub(crate) fn credentials() -> String {
     }
 }
 
+/// `CLOCK_MONOTONIC_COARSE`, through libc: glibc reads it from the vDSO as valgrind expects,
+/// where rustix's own vDSO parser crashes under valgrind (rustix issue 1559).
+/// `None` if the kernel does not have it (before 2.6.32).
+#[cfg(all(target_os = "linux", feature = "quickjs"))]
+pub(crate) fn monotonic_coarse() -> Option<std::time::Duration> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable `timespec`, the only memory clock_gettime(2) writes.
+    let failed = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut now) } != 0;
+    (!failed).then(|| {
+        std::time::Duration::new(
+            u64::try_from(now.tv_sec).unwrap_or(0),
+            u32::try_from(now.tv_nsec).unwrap_or(0),
+        )
+    })
+}
+
 /// The linked QuickJS's version string, from `JS_GetVersion`.
 #[cfg(feature = "quickjs")]
 pub(crate) fn quickjs_version() -> String {

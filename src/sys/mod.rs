@@ -65,7 +65,7 @@ impl Probe {
 }
 
 /// Time since this function's first call, by `Instant`: the portable monotonic clock.
-#[cfg(all(not(target_os = "linux"), feature = "quickjs"))]
+#[cfg(feature = "quickjs")]
 fn elapsed_since_first_use() -> std::time::Duration {
     static FIRST: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     FIRST.get_or_init(std::time::Instant::now).elapsed()

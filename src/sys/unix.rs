@@ -48,11 +48,8 @@ pub(crate) use crate::unsafe_io::credentials;
 /// calls; A/B both orders); this clock measured within the noise.
 #[cfg(all(target_os = "linux", feature = "quickjs"))]
 pub(crate) fn coarse_clock() -> std::time::Duration {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
-    std::time::Duration::new(
-        u64::try_from(now.tv_sec).unwrap_or(0),
-        u32::try_from(now.tv_nsec).unwrap_or(0),
-    )
+    // A kernel without it lacks it for good: the fallback is never mixed with it.
+    crate::unsafe_io::monotonic_coarse().unwrap_or_else(super::elapsed_since_first_use)
 }
 
 /// A monotonic clock read per resolver call.
