@@ -1099,14 +1099,31 @@ const ROUNDS: usize = 30;
 const DIFFERENTIAL_BUDGET: Duration = Duration::from_secs(40);
 
 /// The questions every start asks: relative names from three bases, and bare names.
-const QUERIES: [(&str, &str); 40] = {
+const QUERIES: [(&str, &str); 52] = {
     const B: [&str; 3] = ["main.js", "lib/a.js", "sub/x.js"];
     const R: [&str; 11] = [
         "./a", "./a.js", "./b.mjs", "./sub", "./sub/c", "./m", "../b.js", "../b", "../lib/m",
         "./index", "./x",
     ];
     const BARE: [&str; 7] = ["m", "a", "sub/c", "sub", "x.mjs", "lib/index", "c"];
-    let mut out = [("", ""); 40];
+    // Names FileResolver does not take apart as plain components (`.`, `..`, empty components,
+    // a trailing slash, a leading `/`), names that leave the project for the store beside it,
+    // and bases that are empty (`Module::import`'s) or in a directory that may not exist.
+    const ODD: [(&str, &str); 12] = [
+        ("main.js", "./sub/../a"),
+        ("main.js", "./sub//c"),
+        ("main.js", "././m"),
+        ("main.js", "./a/"),
+        ("main.js", "/lib/a"),
+        ("main.js", "lib/../m"),
+        ("main.js", "../store/p1/a"),
+        ("sub/x.js", "../../store/p2/m"),
+        ("", "./sub/../a"),
+        ("", "./sub//c.js"),
+        ("", "./x/"),
+        ("sub/deeper/y.js", "../c"),
+    ];
+    let mut out = [("", ""); 52];
     let mut i = 0;
     let mut b = 0;
     while b < B.len() {
@@ -1123,6 +1140,12 @@ const QUERIES: [(&str, &str); 40] = {
         out[i] = ("main.js", BARE[n]);
         i += 1;
         n += 1;
+    }
+    let mut o = 0;
+    while o < ODD.len() {
+        out[i] = ODD[o];
+        i += 1;
+        o += 1;
     }
     out
 };
@@ -1418,6 +1441,8 @@ fn differential(h: &mut Host) {
 
     let mut rounds = 0;
     let (mut trusted_starts, mut agreeing_answers, mut found) = (0, 0, 0);
+    // Which of the odd questions (after the first 40) found a module in some start.
+    let mut odd_found = [false; QUERIES.len() - 40];
     for round in 0..ROUNDS {
         if began.elapsed() > DIFFERENTIAL_BUDGET {
             println!("time budget spent after {round} rounds");
@@ -1444,6 +1469,9 @@ fn differential(h: &mut Host) {
         }
         agreeing_answers += start.answers.len();
         found += start.answers.iter().filter(|a| a.file.is_some()).count();
+        for (seen, answer) in odd_found.iter_mut().zip(&start.answers[40..]) {
+            *seen |= answer.file.is_some();
+        }
 
         if slept {
             // Past the racy window, that start stamped every directory it probed, trusted. The
@@ -1487,6 +1515,14 @@ fn differential(h: &mut Host) {
         "too few questions failed to resolve"
     );
     assert!(trusted_starts >= 1, "no settled start");
+    let odd: Vec<_> = QUERIES[40..]
+        .iter()
+        .zip(odd_found)
+        .filter_map(|(q, seen)| seen.then_some(q))
+        .collect();
+    // Counted over every seed by the parent: a tree that happens to hold few modules finds
+    // none for some seeds.
+    println!("odd questions that found a module: {} {odd:?}", odd.len());
 }
 
 /// Panics, with the edits so far, the tree and each disagreement (also asked of a
@@ -1734,7 +1770,8 @@ fn differential_against_file_resolver_under_random_edits() {
         Ok(n) => (1..=n.parse().expect("BP_RESOLVER_SEEDS: a number")).collect(),
         Err(_) => vec![1, 2, 3],
     };
-    for seed in seeds {
+    let mut odd_found = 0;
+    for seed in &seeds {
         let sandbox = Sandbox::new();
         let out = run(
             "differential",
@@ -1743,5 +1780,18 @@ fn differential_against_file_resolver_under_random_edits() {
             &[("BP_SEED", &seed.to_string())],
         );
         println!("{}", out.trim());
+        let count = out
+            .lines()
+            .find_map(|l| l.strip_prefix("odd questions that found a module: "))
+            .and_then(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+            .expect("the child counts the odd questions that found a module");
+        odd_found += count;
     }
+    // The odd names (`..`, `//`, a trailing slash, the store outside the project, an empty
+    // base) must be compared on trees where they find modules, not only where both fail.
+    assert!(
+        odd_found >= 2 * seeds.len(),
+        "too few odd questions found a module: {odd_found} over {} seeds",
+        seeds.len()
+    );
 }
