@@ -1443,6 +1443,12 @@ fn differential(h: &mut Host) {
     let (mut trusted_starts, mut agreeing_answers, mut found) = (0, 0, 0);
     // Which of the odd questions (after the first 40) found a module in some start.
     let mut odd_found = [false; QUERIES.len() - 40];
+    // One resolver that lives through every round, as a long-lived host's does (on its own
+    // handle, so that what it learns is stored only when it is dropped): in the rounds that
+    // sleep past its checks' 100 ms, its answers must be FileResolver's too.
+    let lived_cache = Cache::open(common::child::path_var("BP_ROOT")).unwrap();
+    let mut lived = PackResolver::new(file_resolver(), lived_cache);
+    let mut lived_answers = 0;
     for round in 0..ROUNDS {
         if began.elapsed() > DIFFERENTIAL_BUDGET {
             println!("time budget spent after {round} rounds");
@@ -1461,6 +1467,17 @@ fn differential(h: &mut Host) {
         }
         let context = format!("seed {seed}, round {round} (slept {slept}), edits {edits:?}");
         expect_agreement(h, &context, &start, &log);
+        if slept {
+            for a in &start.answers {
+                let answer = Resolver::resolve(&mut lived, h.ctx, &a.base, &a.name, None).ok();
+                assert_eq!(
+                    answer, a.file,
+                    "{context}: the long-lived resolver, ({:?}, {:?})",
+                    a.base, a.name
+                );
+                lived_answers += 1;
+            }
+        }
         if round > 0 {
             assert!(
                 start.hits >= 1,
@@ -1504,8 +1521,13 @@ fn differential(h: &mut Host) {
     }
     println!(
         "seed {seed}: {rounds} rounds, {agreeing_answers} answers agreed ({found} found, {} \
-         errors), {trusted_starts} settled starts stored nothing",
+         errors), {trusted_starts} settled starts stored nothing, {lived_answers} answers of the \
+         long-lived resolver agreed",
         agreeing_answers - found
+    );
+    assert!(
+        lived_answers >= QUERIES.len(),
+        "the long-lived resolver was not asked"
     );
     // The tree must make the comparison meaningful: both kinds of answer, in quantity.
     assert!(rounds >= 10, "only {rounds} rounds ran");
