@@ -66,6 +66,15 @@ pub(crate) fn mark_cache_dir(dir: &Path) {
             } else {
                 temp.persist_noclobber(&path).map(drop).map_err(|e| e.error)
             }
+        })
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Err(e),
+            // A filesystem with neither `renameat2` nor hard links (FAT) cannot rename without
+            // replacing: the marker is written in place there, as a new file.
+            _ if !replace => fsys::create_new(&path)
+                .and_then(|mut f| f.write_all(ours.as_bytes()))
+                .map_err(|_| e),
+            _ => Err(e),
         });
     match written {
         Ok(()) => {}

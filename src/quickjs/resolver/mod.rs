@@ -237,8 +237,9 @@ fn directory_of(full: &str) -> Option<&str> {
 /// meanwhile are those of the directory as it was checked. So a start's imports cost one
 /// `stat` per directory, and an answer is never older than that: a file created during the
 /// run that would win over a known answer (`x.js` beside the `x.mjs` that `./x` resolved to),
-/// or one deleted or renamed, is seen by calls made that long after the round began. A name that fails to resolve asks the filesystem at once, so a file created
-/// for a name that had no answer is found by the next call.
+/// or one deleted or renamed, is seen by calls made that long after the round began. A name
+/// that fails to resolve asks the filesystem at once, so a file created for a name that had no
+/// answer is found by the next call.
 ///
 /// Names resolve against the working directory when the resolver is created (as
 /// `FileResolver` resolves against the working directory of each call): a host that changes
