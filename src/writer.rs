@@ -233,8 +233,11 @@ impl WriteState {
     /// published length with zeros; the entries it lost are misses until a compaction.
     pub(crate) fn load(dir: &Path, abi_tag: &'static str) -> Result<WriteState> {
         match Self::load_published(dir, abi_tag) {
-            Ok(Some((published, pack_file_len))) => {
+            Ok(Some((published, mut pack_file_len))) => {
                 let fields = published.head.header().fields;
+                if pack_file_len < fields.pack_len {
+                    pack_file_len = extend_lost_tail(dir, &fields)?;
+                }
                 return Ok(WriteState {
                     dir: dir.to_path_buf(),
                     abi_tag,
@@ -297,18 +300,8 @@ impl WriteState {
         };
         let path = dir.join(pack_file_name(fields.generation));
         // The header and the committed length, checked as readers check them when mapping.
-        let mut pack_file_len =
+        let pack_file_len =
             snapshot::check_committed_pack(&path, fields.generation, fields.pack_len, abi_tag)?;
-        if pack_file_len < fields.pack_len {
-            // It lost its tail. Extended back (with zeros, which the lost entries' checksums
-            // reject) before anything is appended: an append never reuses an offset a reader
-            // of the published index may map, and the published length never goes down, so
-            // a failed write's roll-back never cuts below what a reader maps.
-            fsys::open_write(&path, false)
-                .and_then(|f| f.set_len(fields.pack_len))
-                .map_err(|e| LoadError::Io(Error::io(&path)(e)))?;
-            pack_file_len = fields.pack_len;
-        }
         Ok(Some((Published { head, base }, pack_file_len)))
     }
 
@@ -586,13 +579,15 @@ impl WriteState {
         }
         let before = self.fields.base.map(|b| b.id);
         let bytes = self.encode_next()?;
-        if let (Durability::Full, Some(base)) = (durability, &self.linked) {
-            // The base is the index published before, which a writer of lesser durability
-            // may have left unflushed: the new index must not name data that could be lost.
-            // Opened for writing (nothing is written): Windows flushes only such handles.
-            fsys::open_write(base, false)
+        if let (Durability::Full, Some(base)) = (durability, self.fields.base) {
+            // The base the new index names, linked now or by an earlier write, was an index
+            // published before, which a writer of lesser durability may have left unflushed:
+            // the new index must not name data that could be lost. (Flushing a clean file is
+            // cheap.) Opened for writing (nothing is written): Windows flushes only such handles.
+            let path = self.dir.join(base_file_name(base.id));
+            fsys::open_write(&path, false)
                 .and_then(|f| f.sync_all())
-                .map_err(Error::io(base))?;
+                .map_err(Error::io(&path))?;
         }
         if durability == Durability::Full {
             // The files the new index names (a new pack, a compacted one renamed into place, a
@@ -689,6 +684,22 @@ impl WriteState {
         self.fields.base = base;
         Ok(encoder.finish(&self.fields, self.abi_tag))
     }
+}
+
+/// Extends a pack that lost its tail (shorter than the published `pack_len`) back to that
+/// length with zeros, which the lost entries' checksums reject; returns its new length. Done
+/// under the writer lock before anything is appended: an append never reuses an offset a
+/// reader of the published index may map, and the published length never goes down, so a
+/// failed write's roll-back never cuts below what a reader maps. (Only a writer may do this:
+/// a process without the lock could cut off what a writer appended meanwhile.)
+fn extend_lost_tail(dir: &Path, fields: &IndexFields) -> Result<u64> {
+    let path = dir.join(pack_file_name(fields.generation));
+    let file = fsys::open_write(&path, false).map_err(Error::io(&path))?;
+    let len = file.metadata().map_err(Error::io(&path))?.len();
+    if len < fields.pack_len {
+        file.set_len(fields.pack_len).map_err(Error::io(&path))?;
+    }
+    Ok(len.max(fields.pack_len))
 }
 
 /// Gives the published full index (`head`, mapped from `dir/index`) a second name,

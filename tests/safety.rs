@@ -372,7 +372,8 @@ fn a_put_whose_compaction_fails_is_stored_without_it() {
         u64::from_str_radix(&pack.file_name().unwrap().to_str().unwrap()[5..], 16).unwrap();
     let theirs = dir.join(format!("pack-{:016x}", generation + 1));
     fs::write(&theirs, "a user's notes").unwrap();
-    // Superseding key 1 leaves more dead bytes than live ones: each put wants compaction.
+    // Superseding key 1 soon leaves more dead bytes than live ones; from then on each put
+    // wants compaction, which fails.
     for round in 2..5u8 {
         cache
             .put(&key(1), &NewEntry::new("m", &[round; 200]))

@@ -101,7 +101,7 @@ impl CacheBuilder {
                 deferred: parking_lot::Mutex::new(Vec::new()),
                 opened: std::time::Instant::now(),
                 checked_at_us: std::sync::atomic::AtomicU64::new(0),
-                compaction_retry_at: std::sync::atomic::AtomicU64::new(0),
+                compaction_retry: parking_lot::Mutex::new(None),
             }),
         })
     }

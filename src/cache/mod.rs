@@ -57,10 +57,21 @@ pub(crate) struct Inner {
     /// for a newer publication: [`Cache::lookup_throttled`] checks at most once per interval.
     pub(crate) opened: Instant,
     pub(crate) checked_at_us: AtomicU64,
-    /// After an automatic compaction failed: the pack length below which puts do not try
-    /// again (0: none failed). A disk too full for a copy of the live entries stays so for a
-    /// while; each attempt would fill it for a moment and re-check every input first.
-    pub(crate) compaction_retry_at: AtomicU64,
+    /// After an automatic compaction failed: the pack generation it failed on, and the pack
+    /// length below which puts do not try again in that generation. A disk too full for a copy
+    /// of the live entries stays so for a while; each attempt would fill it for a moment and
+    /// re-check every input first. (A new generation, from any compaction or clear, forgets it.)
+    pub(crate) compaction_retry: parking_lot::Mutex<Option<(u64, u64)>>,
+}
+
+impl Inner {
+    /// Whether automatic compaction may run on a pack of `generation` that is `pack_len` long
+    /// (see [`Inner::compaction_retry`]).
+    fn may_compact(&self, generation: u64, pack_len: u64) -> bool {
+        self.compaction_retry
+            .lock()
+            .is_none_or(|(failed_in, retry_at)| failed_in != generation || pack_len >= retry_at)
+    }
 }
 
 /// Fresh stat data for an entry's inputs, observed by a lookup.
@@ -274,18 +285,18 @@ impl Cache {
         } else {
             compact::CheckedAhead::default()
         };
-        let retry_at = &self.inner.compaction_retry_at;
+        let inner = &self.inner;
         let compacted = self.write(|state| {
             let first_new_seq = state.fields.next_seq;
             state.append_many(prepared, options.durability)?;
             if options.wants_compaction(state.pack_file_len, state.fields.live_bytes)
-                && state.pack_file_len >= retry_at.load(Ordering::Relaxed)
+                && inner.may_compact(state.fields.generation, state.pack_file_len)
             {
                 // The new entries are appended but unpublished: compaction carries them over,
                 // and never evicts them.
                 match compact::compact(state, options, Some(first_new_seq), checked_ahead) {
                     Ok(_) => {
-                        retry_at.store(0, Ordering::Relaxed);
+                        *inner.compaction_retry.lock() = None;
                         return Ok(true);
                     }
                     // The rewrite needs room for every live entry where the append needed
@@ -295,7 +306,8 @@ impl Cache {
                     Err(e) => {
                         log::warn!("bytecode-pack: compaction failed, put without it: {e}");
                         let len = state.pack_file_len;
-                        retry_at.store(len.saturating_add(len / 4), Ordering::Relaxed);
+                        *inner.compaction_retry.lock() =
+                            Some((state.fields.generation, len.saturating_add(len / 4)));
                     }
                 }
             }
@@ -352,9 +364,6 @@ impl Cache {
             return false;
         };
         let fields = head.index().header().fields;
-        if fields.pack_len < self.inner.compaction_retry_at.load(Ordering::Relaxed) {
-            return false;
-        }
         let mut pack_len = fields.pack_len;
         let mut live = HashMap::with_capacity(batch.len());
         for prepared in batch {
@@ -370,6 +379,7 @@ impl Cache {
             live_bytes = live_bytes.saturating_add(*len);
         }
         (self.inner.options).wants_compaction(pack_len, live_bytes)
+            && self.inner.may_compact(fields.generation, pack_len)
     }
 
     /// Judges the published entries' inputs for a compaction without the writer lock, so that
