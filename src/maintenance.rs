@@ -30,11 +30,32 @@ fn marker_content(abi_tag: &str) -> String {
     )
 }
 
-/// Whether `path` holds the start (or all) of `abi_tag`'s marker: what the marker's temp file
+/// What a file read as `abi_tag`'s marker holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MarkerText {
+    Whole,
+    /// A prefix of it (empty included): its writer was killed, or the disk was full, mid-write.
+    CutShort,
+    /// Anything else: not ours.
+    Foreign,
+}
+
+fn marker_text(content: &[u8], abi_tag: &str) -> MarkerText {
+    let ours = marker_content(abi_tag);
+    if content == ours.as_bytes() {
+        MarkerText::Whole
+    } else if ours.as_bytes().starts_with(content) {
+        MarkerText::CutShort
+    } else {
+        MarkerText::Foreign
+    }
+}
+
+/// Whether `path` holds some of `abi_tag`'s marker (not nothing): what the marker's temp file
 /// holds when its writer was killed before the rename.
 pub(crate) fn holds_marker_text(path: &Path, abi_tag: &str) -> bool {
     fsys::read_prefix(path, 512).is_ok_and(|content| {
-        !content.is_empty() && marker_content(abi_tag).as_bytes().starts_with(&content)
+        !content.is_empty() && marker_text(&content, abi_tag) != MarkerText::Foreign
     })
 }
 
@@ -50,9 +71,7 @@ pub(crate) fn mark_cache_dir(dir: &Path) {
         Err(_) => false,
         Ok(meta) if !meta.is_file() => return,
         Ok(_) => match fsys::read_prefix(&path, 512) {
-            Ok(content) if content != ours.as_bytes() && ours.as_bytes().starts_with(&content) => {
-                true
-            }
+            Ok(content) if marker_text(&content, abi_tag()) == MarkerText::CutShort => true,
             _ => return,
         },
     };
@@ -172,15 +191,16 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
         if file_name == MARKER_FILE {
             let content =
                 fsys::read_prefix(&path, 512).map_err(|e| format!("{}: {e}", path.display()))?;
-            let ours = marker_content(name);
-            // A marker cut short (its writer killed, or the disk full, mid-write) is no
-            // proof, but no disproof either: the cache's headers decide.
-            if !ours.as_bytes().starts_with(&content) {
-                return Err(format!(
-                    "{MARKER_FILE} was not written by bytecode-pack for {name}"
-                ));
+            // A marker cut short is no proof, but no disproof either: the headers decide.
+            match marker_text(&content, name) {
+                MarkerText::Whole => marked = true,
+                MarkerText::CutShort => {}
+                MarkerText::Foreign => {
+                    return Err(format!(
+                        "{MARKER_FILE} was not written by bytecode-pack for {name}"
+                    ));
+                }
             }
-            marked = content == ours.as_bytes();
         } else if file_name == INDEX_FILE {
             magic_ok(&crate::format::INDEX_MAGIC)?;
             has_index_or_pack = true;

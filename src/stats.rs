@@ -135,8 +135,9 @@ pub struct Stats {
     pub dir: PathBuf,
     /// Why the published index or its pack was rejected, if it was (which file, what was
     /// wrong): every `get` misses until the next write rebuilds the cache. Or why a pack is
-    /// shorter than its index says (it lost its tail): only the entries it lost miss, until
-    /// a compaction drops them.
+    /// shorter than its index says (it lost its tail): only the entries it lost miss. That
+    /// report lasts until the next write extends the pack; the lost entries stay corrupt
+    /// misses, which `verify` reports, until a compaction drops them or puts replace them.
     pub damage: Option<String>,
     /// This handle's counters.
     pub counters: Counters,

@@ -824,9 +824,10 @@ pub(crate) fn sweep(dir: &Path, keep_generation: u64, keep_base: Option<u64>) ->
         // whole). An empty file holds nothing to lose, whoever made it.
         let may_be_empty = name.starts_with(TEMP_PREFIX) || parse_pack_name(name).is_some();
         // The marker's temp file holds the marker's text instead of a header.
-        let marker_temp = name.starts_with(TEMP_PREFIX)
-            && crate::maintenance::holds_marker_text(&entry.path(), crate::abi::abi_tag());
-        if !marker_temp && !fsys::carries_magic(&entry.path(), magics, may_be_empty) {
+        let ours = fsys::carries_magic(&entry.path(), magics, may_be_empty)
+            || (name.starts_with(TEMP_PREFIX)
+                && crate::maintenance::holds_marker_text(&entry.path(), crate::abi::abi_tag()));
+        if !ours {
             log::warn!(
                 "bytecode-pack: leaving {}: it does not carry this cache's header",
                 entry.path().display()

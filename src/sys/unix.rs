@@ -44,7 +44,7 @@ pub(crate) const LONGEST_PATH: usize = libc::PATH_MAX as usize;
 pub(crate) use crate::unsafe_io::credentials;
 
 /// A monotonic clock read per resolver call: the kernel's coarse one (through the vDSO,
-/// ticking every 1-10 ms). `Instant::now` there cost 1-2% of a warm es-toolkit start (1,059
+/// ticking every 1-10 ms). `Instant::now` there cost about 2% of a warm es-toolkit start (1,059
 /// calls; A/B both orders); this clock measured within the noise.
 #[cfg(all(target_os = "linux", feature = "quickjs"))]
 pub(crate) fn coarse_clock() -> std::time::Duration {
