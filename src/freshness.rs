@@ -152,12 +152,29 @@ fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
     if !named.is_file() {
         return Err(fsys::not_a_regular_file(&named));
     }
+    if let Some(refused) = on_pseudo_filesystem(path) {
+        return Err(refused);
+    }
     let (mut file, meta) = fsys::open_user_file_within(path, MAX_INPUT_LEN)?;
     let before = stat_record(&meta);
     let (hash, read) = fsys::hash_bounded(&mut file, before.size)?;
     let after = stat_path(path).ok();
     let stable = read == before.size && after == Some(before);
     Ok((hash, stable.then_some(before)))
+}
+
+/// An error if `path` is on a kernel pseudo filesystem (procfs, sysfs...): its files are made
+/// up as they are read, so no stat data or hash taken now describes what a later read returns
+/// (`/proc/self/status` is 0 bytes long by its stat data, and its ctime never moves).
+fn on_pseudo_filesystem(path: &Path) -> Option<std::io::Error> {
+    let dev = stat_path(path).ok()?.dev;
+    (crate::sys::ctime_of(dev) == crate::sys::Ctime::Pseudo).then(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "on a kernel pseudo filesystem (procfs, sysfs...), whose sizes and times do not \
+             follow its content: it cannot be an input",
+        )
+    })
 }
 
 /// Hashes `input` for a `put`, and says from when its record is valid (the `recorded_at` of
@@ -186,6 +203,10 @@ pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
 }
 
 fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
+    // Refused even with the content the compiler read: the entry could never be checked.
+    if let Some(source) = on_pseudo_filesystem(&path) {
+        return Err(Error::Input { path, source });
+    }
     match (hash_file(&path), input.compiled_hash) {
         (Ok((on_disk, stat)), compiled) => {
             let content_hash = compiled.unwrap_or(on_disk);
@@ -229,7 +250,7 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
 pub(crate) fn stat_is_trusted(stat: &StatRecord, recorded_at_ns: i64) -> bool {
     use crate::sys::Ctime;
     match crate::sys::ctime_of(stat.dev) {
-        Ctime::Settable => false,
+        Ctime::Settable | Ctime::Pseudo => false,
         Ctime::LocalClock => stat_is_old_enough(stat, recorded_at_ns, false),
         Ctime::RemoteClock => stat_is_old_enough(stat, recorded_at_ns, true),
     }

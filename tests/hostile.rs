@@ -600,6 +600,57 @@ fn oversized_input_is_refused_unread(base: &Path) {
     assert!(cache.get(&key(1)).is_none());
 }
 
+/// Files of the kernel's pseudo filesystems look like regular files whose stat data never
+/// moves (`/proc/self/status` is 0 bytes long, and its ctime stays put while its content
+/// changes). They are refused as inputs with a typed error naming them, whether named by
+/// hand, with the compiler's bytes, or through a source map's `sources`.
+fn pseudo_filesystem_inputs_are_refused(base: &Path) {
+    let cache = Cache::open(base.join("cache")).unwrap();
+    let mut pseudo: Vec<PathBuf> = vec!["/proc/self/status".into()];
+    pseudo.extend(
+        [
+            "/sys/kernel/mm/transparent_hugepage/enabled",
+            "/sys/power/state",
+        ]
+        .map(PathBuf::from)
+        .into_iter()
+        .filter(|p| p.is_file()),
+    );
+    for (i, path) in pseudo.iter().enumerate() {
+        step(path.display());
+        assert!(
+            path.is_file(),
+            "{} looks like a regular file",
+            path.display()
+        );
+        let content = fs::read(path).unwrap();
+        for input in [Input::path(path), Input::with_content(path, &content)] {
+            let put = cache.put(
+                &key(i as u32),
+                &NewEntry::new("m", b"bc").inputs(vec![input]),
+            );
+            match put {
+                Err(Error::Input {
+                    path: named,
+                    source,
+                }) => {
+                    assert_eq!(&named, path);
+                    assert!(source.to_string().contains("pseudo filesystem"), "{source}");
+                }
+                other => panic!("{}: {other:?}", path.display()),
+            }
+        }
+    }
+    step("through a source map");
+    let map = r#"{"version":3,"sources":["/proc/self/status"],"names":[],"mappings":""}"#;
+    let inputs = bytecode_pack::collect_inputs(&[] as &[&Path], Some(map), base);
+    let inputs: Vec<Input> = inputs.into_iter().map(Input::path).collect();
+    assert_eq!(inputs.len(), 1);
+    let put = cache.put(&key(9), &NewEntry::new("bundle", b"bc").inputs(inputs));
+    assert!(matches!(put, Err(Error::Input { .. })), "{put:?}");
+    assert_eq!(cache.stats().unwrap().entries, 0);
+}
+
 macro_rules! scenarios {
     ($($name:ident),* $(,)?) => {
         fn dispatch(name: &str, base: &Path) {
@@ -626,6 +677,7 @@ scenarios!(
     relative_root_is_resolved_at_open,
     huge_input_is_streamed,
     oversized_input_is_refused_unread,
+    pseudo_filesystem_inputs_are_refused,
 );
 
 /// The child's entry point.

@@ -28,13 +28,18 @@ pub(crate) enum Ctime {
     /// Another machine's kernel (a network or cluster filesystem, virtiofs), by its clock,
     /// which may be ahead of or behind this one's: the racy window is the wide one.
     RemoteClock,
+    /// A kernel pseudo filesystem (procfs, sysfs, debugfs, cgroupfs...): its files are made
+    /// up as they are read, and their sizes and times do not follow their content
+    /// (`/proc/self/status` is 0 bytes long and never changes its ctime). Such a file cannot
+    /// be an input: `put` refuses it and a lookup misses on it.
+    Pseudo,
 }
 
 impl Ctime {
     /// Whether stat data can ever stand in for content.
     #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
     pub(crate) fn kept_by_a_kernel(self) -> bool {
-        self != Ctime::Settable
+        matches!(self, Ctime::LocalClock | Ctime::RemoteClock)
     }
 }
 

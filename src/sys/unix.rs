@@ -191,12 +191,36 @@ const REMOTE_CLOCK_MAGICS: [u32; 16] = [
     0x1803_1977, // WekaFS
 ];
 
+/// `statfs` types of the kernel's pseudo filesystems, whose files' sizes and times say nothing
+/// of their content: procfs, sysfs, debugfs, tracefs, cgroup v1 and v2, securityfs, configfs,
+/// bpffs, pstore, efivarfs, selinuxfs, smackfs, fusectl and binfmt_misc.
+#[cfg(target_os = "linux")]
+const PSEUDO_MAGICS: [u32; 15] = [
+    0x9fa0,      // proc
+    0x6265_6572, // sysfs
+    0x6462_6720, // debugfs
+    0x7472_6163, // tracefs
+    0x0027_e0eb, // cgroup
+    0x6367_7270, // cgroup2
+    0x7363_6673, // securityfs
+    0x6265_6570, // configfs
+    0xcafe_4a11, // bpf
+    0x6165_676c, // pstore
+    0xde5e_81e4, // efivarfs
+    0xf97c_ff8c, // selinuxfs
+    0x4341_5d53, // smackfs
+    0x6573_5543, // fusectl
+    0x4249_4e4d, // binfmt_misc
+];
+
 /// Who sets the ctimes of the filesystem of type `magic` that holds device `dev`: nobody
 /// reliably on FAT and exFAT, and on FUSE but virtiofs; another machine's kernel on network
-/// and cluster filesystems and virtiofs; this kernel elsewhere.
+/// and cluster filesystems and virtiofs; nobody at all on the kernel's pseudo filesystems;
+/// this kernel elsewhere.
 #[cfg(target_os = "linux")]
 fn ctime_kind(magic: u32, dev: u64) -> Ctime {
     match magic {
+        m if PSEUDO_MAGICS.contains(&m) => Ctime::Pseudo,
         MSDOS_SUPER_MAGIC | EXFAT_SUPER_MAGIC => Ctime::Settable,
         FUSE_SUPER_MAGIC if is_virtiofs(dev) => Ctime::RemoteClock,
         FUSE_SUPER_MAGIC => Ctime::Settable,
@@ -608,6 +632,11 @@ mod tests {
         // NFS, SMB2, CIFS, 9p, the kernel's AFS.
         for magic in [0x6969, 0xfe53_4d42, 0xff53_4d42, 0x0102_1997, 0x6b41_4653] {
             assert_eq!(ctime_kind(magic, nowhere), Ctime::RemoteClock, "{magic:#x}");
+        }
+        // procfs, sysfs, cgroup2: nothing about their files' stat data follows content.
+        for magic in [0x9fa0, 0x6265_6572, 0x6367_7270] {
+            assert_eq!(ctime_kind(magic, nowhere), Ctime::Pseudo, "{magic:#x}");
+            assert!(!Ctime::Pseudo.kept_by_a_kernel());
         }
     }
 }
