@@ -46,6 +46,10 @@ pub struct Counters {
     pub puts: u64,
     /// Compactions run by this handle, requested or automatic.
     pub compactions: u64,
+    /// Index publications by this handle: each write that stored, re-recorded, compacted or
+    /// cleared anything renamed one new index into place. A start through
+    /// `quickjs::PackResolver` and `quickjs::PackLoader` publishes at most once.
+    pub publications: u64,
 }
 
 impl Counters {
@@ -71,6 +75,7 @@ pub(crate) struct AtomicCounters {
     input_rehashes: AtomicU64,
     puts: AtomicU64,
     compactions: AtomicU64,
+    publications: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -83,6 +88,11 @@ impl AtomicCounters {
     }
 
     /// After a publication succeeded: `count` entries stored, and whether it compacted.
+    /// One index renamed into place.
+    pub(crate) fn publication(&self) {
+        self.publications.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn published(&self, puts: u64, compacted: bool) {
         self.puts.fetch_add(puts, Ordering::Relaxed);
         if compacted {
@@ -113,6 +123,7 @@ impl AtomicCounters {
             input_rehashes: r(&self.input_rehashes),
             puts: r(&self.puts),
             compactions: r(&self.compactions),
+            publications: r(&self.publications),
         }
     }
 }

@@ -36,8 +36,8 @@ fn file_resolver(mjs: bool) -> FileResolver {
 }
 
 /// What a pack variant stores at the end of a start, after the ready clock and inside the
-/// stored one: `PackLoader::flush` and, with `PackResolver`, its `flush` (a host gets both
-/// when the runtime is dropped).
+/// stored one: `PackLoader::flush`, which also stores what its `PackResolver` learned (a
+/// host gets the same when the runtime is dropped).
 type Store = Box<dyn FnOnce()>;
 
 /// The pack variants' cache, kept to read its counters after the clock.
@@ -127,12 +127,8 @@ pub fn run(job: &str) {
                 let resolver =
                     bytecode_pack::quickjs::PackResolver::new(file_resolver(mjs), cache.clone());
                 let loader = PackLoader::new(cache);
-                let (r, l) = (resolver.clone(), loader.clone());
-                let store: Store = Box::new(move || {
-                    l.flush().unwrap();
-                    r.flush().unwrap();
-                });
-                (resolver, loader, Some(store))
+                // One publication stores the modules and the resolver's answers.
+                (resolver, loader.clone(), flush_loader(loader))
             }),
         };
         let misses = bytecode_pack::quickjs::process_counters().compiles

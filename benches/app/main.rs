@@ -25,8 +25,8 @@
 //! - `pack_resolver_cold`, `pack_resolver_warm`: `PackResolver` + `PackLoader`, the one-line
 //!   change the README recommends, over an empty cache and over a filled one.
 //!
-//! The store: for the pack variants, after ready, `PackLoader::flush` (the one batch that
-//! stores what a start compiled) and `PackResolver::flush` (what it learned). A host gets both
+//! The store: for the pack variants, after ready, `PackLoader::flush`, the one publication that
+//! stores what a start compiled and what its `PackResolver` learned. A host gets the same
 //! when its runtime is dropped, off its start's critical path, so the measurement is the
 //! ready time; the table also gives each variant's median to stored, what a process that
 //! starts and exits pays before it exits. Tearing the runtime down is off every clock.

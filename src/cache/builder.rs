@@ -98,7 +98,6 @@ impl CacheBuilder {
                 swept: AtomicBool::new(false),
                 counters: AtomicCounters::default(),
                 racy: parking_lot::Mutex::new(Vec::new()),
-                deferred: parking_lot::Mutex::new(Vec::new()),
                 opened: std::time::Instant::now(),
                 checked_at_us: std::sync::atomic::AtomicU64::new(0),
                 compaction_retry: parking_lot::Mutex::new(None),

@@ -51,8 +51,6 @@ pub(crate) struct Inner {
     /// can be trusted now: re-recorded by this handle's next write (see
     /// [`Cache::refresh_racy`]).
     pub(crate) racy: parking_lot::Mutex<Vec<Refresh>>,
-    /// Companions whose pending entries join this handle's publications.
-    pub(crate) deferred: parking_lot::Mutex<Vec<std::sync::Weak<dyn Deferred>>>,
     /// When the handle was opened, and when (microseconds after) a throttled miss last checked
     /// for a newer publication: [`Cache::lookup_throttled`] checks at most once per interval.
     pub(crate) opened: Instant,
@@ -85,14 +83,6 @@ pub(crate) struct Refresh {
     observed_at_ns: i64,
 }
 
-/// Something with an entry to store at a handle's next publication, rather than in a
-/// publication of its own (a `PackResolver`'s answers join its loader's batch).
-pub(crate) trait Deferred: Send + Sync {
-    /// The entry, if there is one, as key, module name and bytes; taking it means it is
-    /// stored (or, if that write fails, lost: it is only a cache's own bookkeeping).
-    fn take_if_changed(&self) -> Option<(Key, String, Vec<u8>)>;
-}
-
 /// At most this many refreshes wait for a write; more are dropped (they only cost re-hashes).
 const MAX_PENDING_REFRESHES: usize = 1 << 16;
 
@@ -107,6 +97,18 @@ impl Cache {
     /// The directory this handle uses, `<root>/<abi_tag>/`.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Whether `other` is this handle or a clone of it (one snapshot, one set of counters).
+    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+    pub(crate) fn same_handle(&self, other: &Cache) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// How long this handle's writes wait for the writer lock.
+    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+    pub(crate) fn lock_timeout(&self) -> Duration {
+        self.inner.options.lock_timeout
     }
 
     /// Looks up `key`. Any miss, stale input, corruption or I/O error is `None`; the reason
@@ -211,37 +213,31 @@ impl Cache {
         &self,
         entries: impl IntoIterator<Item = (Key, &'e NewEntry<'a>)>,
     ) -> Result<()> {
+        self.put_many_within(entries, self.inner.options.lock_timeout)
+    }
+
+    /// [`Cache::put_many`], waiting at most `wait` for the writer lock (another process's
+    /// write or compaction) instead of the handle's `lock_timeout`: a store at exit gives up
+    /// quickly, since what it could not store is only compiled again next time.
+    pub(crate) fn put_many_within<'e, 'a: 'e>(
+        &self,
+        entries: impl IntoIterator<Item = (Key, &'e NewEntry<'a>)>,
+        wait: Duration,
+    ) -> Result<()> {
         if self.inner.options.disabled {
             return Ok(());
         }
-        // What companions (a `PackResolver`) have waiting joins this publication.
-        let deferred = self.take_deferred();
-        let deferred_entries: Vec<(Key, NewEntry<'_>)> = deferred
-            .iter()
-            .map(|(key, name, bytes)| (*key, NewEntry::new(name, bytes)))
-            .collect();
-        let mut all: Vec<(Key, &NewEntry<'_>)> = entries.into_iter().collect();
-        all.extend(deferred_entries.iter().map(|(key, entry)| (*key, entry)));
-        self.put_batch(all)
+        self.put_batch(entries.into_iter().collect(), wait)
     }
 
-    /// Entries that companions of this handle want stored with its next publication.
-    fn take_deferred(&self) -> Vec<(Key, String, Vec<u8>)> {
-        let mut companions = self.inner.deferred.lock();
-        companions.retain(|c| c.strong_count() > 0);
-        companions
-            .iter()
-            .filter_map(|c| c.upgrade()?.take_if_changed())
-            .collect()
+    /// The most a batch of entries may take in the pack (their [`NewEntry`] stored lengths
+    /// added up): a larger batch fails `put_many`, since storing it would evict part of what
+    /// the call acknowledges.
+    pub fn max_batch_bytes(&self) -> u64 {
+        (self.inner.options.max_bytes).saturating_sub(crate::format::PACK_HEADER_LEN)
     }
 
-    /// Registers a companion whose pending entry joins this handle's next publication.
-    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
-    pub(crate) fn defer_with(&self, companion: std::sync::Weak<dyn Deferred>) {
-        self.inner.deferred.lock().push(companion);
-    }
-
-    fn put_batch(&self, entries: Vec<(Key, &NewEntry<'_>)>) -> Result<()> {
+    fn put_batch(&self, entries: Vec<(Key, &NewEntry<'_>)>, wait: Duration) -> Result<()> {
         let options = &self.inner.options;
         let mut prepared = Vec::new();
         let mut batch_bytes = crate::format::PACK_HEADER_LEN;
@@ -286,7 +282,7 @@ impl Cache {
             compact::CheckedAhead::default()
         };
         let inner = &self.inner;
-        let compacted = self.write(|state| {
+        let compacted = self.write(wait, |state| {
             let first_new_seq = state.fields.next_seq;
             state.append_many(prepared, options.durability)?;
             if options.wants_compaction(state.pack_file_len, state.fields.live_bytes)
@@ -345,8 +341,10 @@ impl Cache {
             return Ok(CompactReport::default());
         }
         let checked_ahead = self.check_inputs_ahead();
-        let report =
-            self.write(|state| compact::compact(state, &self.inner.options, None, checked_ahead))?;
+        let options = &self.inner.options;
+        let report = self.write(options.lock_timeout, |state| {
+            compact::compact(state, options, None, checked_ahead)
+        })?;
         self.inner.counters.published(0, true);
         Ok(report)
     }
@@ -394,43 +392,57 @@ impl Cache {
         if self.inner.options.disabled {
             return Ok(());
         }
-        self.write(|state| {
+        self.write(self.inner.options.lock_timeout, |state| {
             let generation = writer::next_generation_after(&state.dir, state.fields.generation)?;
             state.replace_all(Vec::new(), generation, 0);
             Ok(())
         })
     }
 
-    /// Runs `change` on the published state under the writer lock, then publishes the
-    /// result, sweeps leftovers of other generations and refreshes this handle's snapshot.
-    fn write<T>(&self, change: impl FnOnce(&mut WriteState) -> Result<T>) -> Result<T> {
-        self.write_counting_refreshes(change).map(|(out, _)| out)
+    /// Runs `change` on the published state under the writer lock (waiting for it at most
+    /// `wait`), then publishes the result, sweeps leftovers of other generations and refreshes
+    /// this handle's snapshot.
+    fn write<T>(
+        &self,
+        wait: Duration,
+        change: impl FnOnce(&mut WriteState) -> Result<T>,
+    ) -> Result<T> {
+        self.write_counting_refreshes(wait, change)
+            .map(|(out, _)| out)
     }
 
     /// Re-records the stat data of inputs that lookups through this handle had to re-hash
     /// because it was racy (recorded too close to an edit, as after `tar` or `npm install`)
     /// and found unchanged, so that later lookups trust one `stat` again, as `git status`
     /// refreshes its index. Puts do this on the way; a host that only reads calls it, e.g. at
-    /// exit ([`crate::quickjs::PackLoader`] does when dropped). Returns how many entries were
-    /// re-recorded; an entry superseded or compacted meanwhile is left alone.
+    /// exit ([`crate::quickjs::PackLoader`] does when dropped).
+    ///
+    /// Never waits: if another writer holds the lock, nothing is written and the refreshes
+    /// stay pending for this handle's next write. Returns how many entries were re-recorded;
+    /// an entry superseded or compacted meanwhile is left alone.
     pub fn refresh_racy(&self) -> Result<usize> {
         if self.inner.options.disabled || self.inner.racy.lock().is_empty() {
             return Ok(0);
         }
-        self.write_counting_refreshes(|_| Ok(())).map(|(_, n)| n)
+        match self.write_counting_refreshes(Duration::ZERO, |_| Ok(())) {
+            Ok((_, refreshed)) => Ok(refreshed),
+            Err(Error::LockTimeout { .. }) => Ok(0),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Cache::write`], also applying the pending refreshes; says how many took.
     fn write_counting_refreshes<T>(
         &self,
+        wait: Duration,
         change: impl FnOnce(&mut WriteState) -> Result<T>,
     ) -> Result<(T, usize)> {
         let inner = &self.inner;
         let dir = &inner.dir;
         // One deadline for both waits: this handle's other threads, then other processes.
         let started = Instant::now();
-        // A timeout past what an `Instant` can hold (`Duration::MAX`) means no deadline.
-        let deadline = started.checked_add(inner.options.lock_timeout);
+        // A wait past what an `Instant` can hold (`Duration::MAX`) means no deadline.
+        let deadline = started.checked_add(wait);
         let local = match deadline {
             Some(deadline) => inner.writer.try_lock_until(deadline),
             None => Some(inner.writer.lock()),
@@ -474,6 +486,7 @@ impl Cache {
             }
         };
         crate::faults::crash_point("publish:renamed");
+        inner.counters.publication();
         inner.swept.store(true, Ordering::Relaxed);
         let new_generation = state.fields.generation != generation_before;
         if first_write || new_generation || publication.base_changed {

@@ -3,21 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use rquickjs::loader::{ImportAttributes, Loader};
 use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
 
-use super::{Bytecode, CompileOptions, compile_js, load};
+use super::batch::{EXIT_LOCK_WAIT, PendingModule, Side, StartBatch};
+use super::{CompileOptions, compile_js, load};
 use crate::cache::Cache;
 use crate::error::Result;
 use crate::freshness::Input;
 use crate::key::Key;
-
-/// Store the pending entries once this many have gathered (or this many bytes), so a long
-/// run's memory stays bounded; otherwise they are stored when the loader is dropped.
-const FLUSH_ENTRIES: usize = 4096;
-const FLUSH_BYTES: usize = 64 << 20;
 
 /// The largest source file a loader reads, 1 GiB: far past any module QuickJS is given to
 /// compile. A larger file fails its import at once, with its size, instead of being read (or
@@ -35,13 +30,16 @@ const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2
 /// unchanged files compiles nothing.
 ///
 /// **When compiled modules are stored.** Not on the import's path: the modules a start
-/// compiles are kept in memory and stored in one batch (one lock, one index publication) when
-/// the loader is dropped, which rquickjs does when the `Runtime` is dropped, or when
-/// [`PackLoader::flush`] is called on a clone; also whenever 4096 modules or 64 MiB are
-/// pending, and then the import that filled the batch stores it (waiting for the writer lock
-/// like any write, up to the cache's `lock_timeout`). A process that exits without dropping
-/// its runtime (or is killed) loses what was pending: the next start compiles those modules
-/// again. The cache stays correct either way: an entry is published whole or not at all.
+/// compiles are kept in memory and stored in one batch (one lock, one index publication)
+/// together with what a [`super::PackResolver`] made just before it on the same thread over the
+/// same handle learned, when the last of the two is dropped (rquickjs drops both with the
+/// `Runtime`), or when [`PackLoader::flush`] is called on a clone. A batch is also stored
+/// when 4096 modules, 64 MiB or the cache's [`Cache::max_batch_bytes`] are pending. A store at
+/// drop, or mid-run, waits at most 100 ms for another process's writer lock (a long
+/// compaction): what it could not store is compiled again by the next start. Modules beyond
+/// the cache's size limit are left out of a batch, with one warning. A process that exits
+/// without dropping its runtime (or is killed) loses what was pending. The cache stays correct
+/// either way: an entry is published whole or not at all.
 ///
 /// Racy entries heal here too: a lookup that had to re-hash an input (its stat data was
 /// recorded too close to an edit, as after `tar` or `npm install`) remembers the fresh stat
@@ -58,61 +56,14 @@ pub struct PackLoader {
     options: CompileOptions,
     extensions: Vec<String>,
     cwd: PathBuf,
-    pending: Arc<Pending>,
-}
-
-/// Compiled modules waiting to be stored; stored on drop (of the last clone).
-struct Pending {
-    cache: Cache,
-    /// The modules, and their bytecode's total size.
-    modules: Mutex<(Vec<PendingModule>, usize)>,
-}
-
-struct PendingModule {
-    key: Key,
-    name: String,
-    bytecode: Bytecode,
-    input: Input,
-}
-
-impl Pending {
-    fn flush(&self) -> Result<()> {
-        let (modules, _) = std::mem::take(&mut *self.modules.lock());
-        if modules.is_empty() {
-            // Nothing compiled; entries re-hashed as racy are re-recorded on their own.
-            return self.cache.refresh_racy().map(drop);
-        }
-        // The entries borrow names and bytecode, and take the inputs.
-        let (modules, inputs): (Vec<_>, Vec<_>) = modules
-            .into_iter()
-            .map(|m| ((m.key, m.name, m.bytecode), m.input))
-            .unzip();
-        let entries: Vec<_> = modules
-            .iter()
-            .zip(inputs)
-            .map(|((key, name, bytecode), input)| (*key, bytecode.entry(name).inputs(vec![input])))
-            .collect();
-        self.cache
-            .put_many(entries.iter().map(|(key, entry)| (*key, entry)))
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if let Err(e) = self.flush() {
-            log::warn!("bytecode-pack: cannot store compiled modules: {e}");
-        }
-    }
+    batch: Arc<StartBatch>,
 }
 
 impl PackLoader {
     /// A loader over `cache` for `.js` and `.mjs` files, keeping debug info and source.
     pub fn new(cache: Cache) -> PackLoader {
         PackLoader {
-            pending: Arc::new(Pending {
-                cache: cache.clone(),
-                modules: Mutex::new((Vec::new(), 0)),
-            }),
+            batch: StartBatch::join(&cache, Side::Loader),
             cwd: std::env::current_dir().unwrap_or_default(),
             cache,
             options: CompileOptions::default(),
@@ -132,10 +83,11 @@ impl PackLoader {
         self
     }
 
-    /// Stores the modules compiled so far now, in one batch, instead of when the loader is
-    /// dropped. Clones share what is pending, so a host can keep a clone to call this.
+    /// Stores the modules compiled so far (and its resolver's answers) now, in one batch,
+    /// instead of when the loader is dropped, waiting for the writer lock up to the cache's
+    /// `lock_timeout`. Clones share what is pending, so a host can keep a clone to call this.
     pub fn flush(&self) -> Result<()> {
-        self.pending.flush()
+        self.batch.publish(self.cache.lock_timeout())
     }
 
     fn handles(&self, name: &str) -> bool {
@@ -169,18 +121,13 @@ impl PackLoader {
         // The bytes compiled are the input recorded: an edit racing this load cannot be
         // cached as the old content.
         let input = Input::read_by_compiler(path, &source, &meta, read_from);
-        let full = {
-            let mut pending = self.pending.modules.lock();
-            pending.1 += bytecode.as_bytes().len();
-            pending.0.push(PendingModule {
-                key,
-                name: name.to_owned(),
-                bytecode,
-                input,
-            });
-            pending.0.len() >= FLUSH_ENTRIES || pending.1 >= FLUSH_BYTES
-        };
-        if full && let Err(e) = self.pending.flush() {
+        let full = self.batch.add(PendingModule {
+            key,
+            name: name.to_owned(),
+            bytecode,
+            input,
+        });
+        if full && let Err(e) = self.batch.publish(EXIT_LOCK_WAIT) {
             log::warn!("bytecode-pack: cannot store compiled modules: {e}");
         }
         Ok(module)

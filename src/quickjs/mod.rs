@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rquickjs::module::Declared;
 use rquickjs::{CatchResultExt, Ctx, Module, WriteOptions};
 
+mod batch;
 #[allow(unsafe_code)]
 mod engine;
 mod loader;

@@ -14,8 +14,8 @@ use relative_path::{RelativePath, RelativePathBuf};
 use rquickjs::loader::{FileResolver, ImportAttributes, Resolver};
 use rquickjs::{Ctx, Result};
 
-use crate::cache::{Cache, Deferred};
-use crate::entry::NewEntry;
+use super::batch::{Answers, Side, StartBatch};
+use crate::cache::Cache;
 use crate::freshness;
 use crate::key::Key;
 use crate::sys::Probe;
@@ -243,8 +243,9 @@ fn directory_of(full: &str) -> Option<&str> {
 ///
 /// Names resolve against the working directory when the resolver is created (as
 /// `FileResolver` resolves against the working directory of each call): a host that changes
-/// directory makes a new one. What a run learned is stored when the last clone is dropped
-/// (rquickjs drops its own with the runtime), or on [`PackResolver::flush`].
+/// directory makes a new one. What a run learned is stored with the modules its
+/// [`super::PackLoader`] compiled, in one publication, when the last of the two is dropped
+/// (rquickjs drops both with the runtime), or on [`PackResolver::flush`].
 #[derive(Clone)]
 pub struct PackResolver {
     state: Arc<Mutex<ResolverState>>,
@@ -257,6 +258,9 @@ struct ResolverState {
     /// could not be, and then every call goes to the wrapped resolver.
     config: Option<Arc<Config>>,
     cache: Cache,
+    /// The start's batch, shared with the loader made beside this resolver: what this run
+    /// learned is published with it.
+    batch: Arc<StartBatch>,
     /// The working directory, as a string (resolution is string arithmetic on UTF-8 names).
     cwd: String,
     key: Key,
@@ -326,8 +330,10 @@ impl PackResolver {
         // Who asks is part of the question: a directory another process may search can be one
         // this process may not (its groups differ), and its answers would not load here.
         let identity = format!("{cwd}\0{resolver:?}\0{}", crate::sys::credentials());
+        let batch = StartBatch::join(&cache, Side::Resolver);
         let state = ResolverState {
             key: Key::for_source(STORE_NAME, identity.as_bytes()),
+            batch: Arc::clone(&batch),
             inner: resolver,
             config,
             cache,
@@ -343,18 +349,20 @@ impl PackResolver {
             last_scope: None,
         };
         let state = Arc::new(Mutex::new(state));
-        // What it learned joins the loader's batch when the loader flushes first (one
-        // publication instead of two), with a clone of the same `Cache`.
-        let companion: Arc<dyn Deferred> = state.clone();
-        state.lock().cache.defer_with(Arc::downgrade(&companion));
+        // The batch asks for what this run learned at each publication while it lives.
+        let answers: Arc<dyn Answers> = state.clone();
+        batch.attach_resolver(Arc::downgrade(&answers));
         PackResolver { state }
     }
 
-    /// Stores what this run learned (directories stamped, answers computed) now, instead of when
-    /// the last clone is dropped; does nothing if nothing changed. Clones share the state, so
-    /// a host can keep a clone to call this.
+    /// Stores what this run learned (directories stamped, answers computed) now, with the
+    /// modules its loader compiled so far, instead of when both are dropped; waits for the
+    /// writer lock up to the cache's `lock_timeout`. Clones share the state, so a host can
+    /// keep a clone to call this.
     pub fn flush(&self) -> crate::Result<()> {
-        self.state.lock().store_if_changed()
+        // Not under the state's lock: the publication takes the answers through it.
+        let batch = Arc::clone(&self.state.lock().batch);
+        batch.publish(self.state.lock().cache.lock_timeout())
     }
 }
 
@@ -743,35 +751,30 @@ impl ResolverState {
         )
     }
 
-    fn store_if_changed(&mut self) -> crate::Result<()> {
+    /// What this run learned, if anything changed since it was last taken.
+    fn take_if_changed(&mut self) -> Option<(Key, Vec<u8>)> {
         if !self.dirty {
-            return Ok(());
+            return None;
         }
         let bytes = self.encode();
-        let entry = NewEntry::new(STORE_NAME, &bytes);
-        self.cache.put(&self.key, &entry)?;
         self.dirty = false;
-        Ok(())
+        Some((self.key, bytes))
     }
 }
 
-impl Deferred for Mutex<ResolverState> {
-    fn take_if_changed(&self) -> Option<(Key, String, Vec<u8>)> {
-        // Busy means it is storing on its own (or resolving): leave it to that.
-        let mut state = self.try_lock()?;
-        if !state.dirty {
-            return None;
-        }
-        let bytes = state.encode();
-        state.dirty = false;
-        Some((state.key, STORE_NAME.to_owned(), bytes))
+impl Answers for Mutex<ResolverState> {
+    fn take_if_changed(&self) -> Option<(Key, Vec<u8>)> {
+        // Busy means it is resolving on another thread: its answers join the next publication.
+        self.try_lock()?.take_if_changed()
     }
 }
 
 impl Drop for ResolverState {
     fn drop(&mut self) {
-        if let Err(e) = self.store_if_changed() {
-            log::warn!("bytecode-pack: cannot store resolutions: {e}");
+        // Handed to the batch, which publishes them with the loader's modules once both are
+        // dropped (this resolver's hold on it goes right after).
+        if let Some(answers) = self.take_if_changed() {
+            self.batch.hand_over(answers);
         }
     }
 }
@@ -833,7 +836,7 @@ fn debug_string_list(text: &str, label: &str) -> Option<Vec<String>> {
 
 /// The module name a resolver's stored answers go under (it names the payload's version:
 /// builds storing another layout keep out of each other's way).
-const STORE_NAME: &str = "bytecode-pack resolutions 4";
+pub(crate) const STORE_NAME: &str = "bytecode-pack resolutions 4";
 
 #[cfg(test)]
 mod tests {

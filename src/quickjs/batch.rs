@@ -1,0 +1,279 @@
+//! What one start stores: the modules its [`super::PackLoader`] compiled and what its
+//! [`super::PackResolver`] learned, published together, once, whatever order the two are
+//! dropped in.
+//!
+//! A resolver and a loader made one after the other on one thread over one [`Cache`] handle
+//! (as `runtime.set_loader(PackResolver::new(..), PackLoader::new(..))` makes them) share one
+//! [`StartBatch`]. Each holds it; the batch publishes when the last of them lets go. rquickjs
+//! drops the resolver before the loader, a host holding a clone may drop them the other way:
+//! either way the start takes the writer lock once and renames the index once.
+//!
+//! A store at drop does not wait for another process's write: it gives up after
+//! [`EXIT_LOCK_WAIT`], and what it could not store is compiled again by the next start.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::Bytecode;
+use super::resolver::STORE_NAME;
+use crate::cache::Cache;
+use crate::entry::NewEntry;
+use crate::error::Result;
+use crate::freshness::Input;
+use crate::key::Key;
+
+/// How long a store at drop waits for the writer lock before it gives up: long enough for
+/// another start's publication (a few milliseconds), far shorter than a compaction.
+pub(crate) const EXIT_LOCK_WAIT: Duration = Duration::from_millis(100);
+
+/// Store the pending modules once this many have gathered (or [`FLUSH_BYTES`], or the
+/// cache's largest batch), so a long run's memory stays bounded.
+const FLUSH_ENTRIES: usize = 4096;
+const FLUSH_BYTES: u64 = 64 << 20;
+
+/// Something that learns answers during a start and hands them to its batch as one entry.
+pub(crate) trait Answers: Send + Sync {
+    /// The entry to store (key and payload), if anything changed since it was last taken;
+    /// taking it means it is stored, or lost if that store fails (it is only a cache's own
+    /// bookkeeping). `None` too if the answers are busy: they are taken at the next
+    /// publication.
+    fn take_if_changed(&self) -> Option<(Key, Vec<u8>)>;
+}
+
+/// A compiled module waiting to be stored.
+pub(crate) struct PendingModule {
+    pub(crate) key: Key,
+    pub(crate) name: String,
+    pub(crate) bytecode: Bytecode,
+    pub(crate) input: Input,
+}
+
+/// One start's entries, published once when the last owner is dropped (or on a flush).
+pub(crate) struct StartBatch {
+    cache: Cache,
+    state: Mutex<BatchState>,
+}
+
+#[derive(Default)]
+struct BatchState {
+    modules: Vec<PendingModule>,
+    module_bytes: u64,
+    /// Modules compiled since the last publication that the cache could not take with the
+    /// others: not kept (see [`StartBatch::add`]).
+    left_out: LeftOut,
+    /// The paired resolver while it lives: asked for its answers at each publication.
+    resolver: Option<Weak<dyn Answers>>,
+    /// Answers the resolver handed over when it was dropped.
+    handed_over: Option<(Key, Vec<u8>)>,
+}
+
+/// Which side of a start an owner is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Resolver,
+    Loader,
+}
+
+thread_local! {
+    /// The batch of the last resolver or loader made on this thread that has no partner yet:
+    /// the next one of the other side over the same handle joins it. One slot per thread, so
+    /// a host that makes a runtime per request keeps nothing per runtime.
+    static UNPAIRED: RefCell<Option<(Side, Weak<StartBatch>)>> = const { RefCell::new(None) };
+}
+
+impl StartBatch {
+    /// The batch for a new `side` over `cache`: the unpaired one of the other side made last
+    /// on this thread over the same handle, else a new one (left for a partner to join).
+    pub(crate) fn join(cache: &Cache, side: Side) -> Arc<StartBatch> {
+        UNPAIRED.with_borrow_mut(|slot| {
+            let waiting = slot
+                .take()
+                .filter(|(other, _)| *other != side)
+                .and_then(|(_, batch)| batch.upgrade())
+                .filter(|batch| batch.cache.same_handle(cache));
+            if let Some(batch) = waiting {
+                return batch;
+            }
+            let batch = Arc::new(StartBatch {
+                cache: cache.clone(),
+                state: Mutex::new(BatchState::default()),
+            });
+            *slot = Some((side, Arc::downgrade(&batch)));
+            batch
+        })
+    }
+
+    /// Registers the resolver whose answers this batch publishes.
+    pub(crate) fn attach_resolver(&self, resolver: Weak<dyn Answers>) {
+        self.state.lock().resolver = Some(resolver);
+    }
+
+    /// Takes the answers of a resolver being dropped, for the batch's publication.
+    pub(crate) fn hand_over(&self, answers: (Key, Vec<u8>)) {
+        self.state.lock().handed_over = Some(answers);
+    }
+
+    /// Adds a compiled module; says whether the batch should be stored now. A module that
+    /// would take the batch past the cache's size limit is not kept: one publication could
+    /// not store it with the others, and the limit means the cache cannot hold them all.
+    pub(crate) fn add(&self, module: PendingModule) -> bool {
+        let budget = self.cache.max_batch_bytes();
+        let len = module.bytecode.entry(&module.name).stored_len();
+        let mut state = self.state.lock();
+        if state.module_bytes.saturating_add(len) > budget {
+            state.left_out.count += 1;
+            state.left_out.bytes += len;
+            return false;
+        }
+        state.module_bytes += len;
+        state.modules.push(module);
+        state.modules.len() >= FLUSH_ENTRIES || state.module_bytes >= FLUSH_BYTES
+    }
+
+    /// Stores everything pending in one publication, waiting at most `wait` for the lock;
+    /// with nothing to store, re-records racy inputs if the lock is free.
+    pub(crate) fn publish(&self, wait: Duration) -> Result<()> {
+        let (modules, mut left_out, handed_over, resolver) = {
+            let mut state = self.state.lock();
+            state.module_bytes = 0;
+            let modules = std::mem::take(&mut state.modules);
+            let left_out = std::mem::take(&mut state.left_out);
+            (
+                modules,
+                left_out,
+                state.handed_over.take(),
+                state.resolver.clone(),
+            )
+        };
+        let answers = resolver
+            .and_then(|r| r.upgrade())
+            .and_then(|r| r.take_if_changed())
+            .or(handed_over);
+        if modules.is_empty() && answers.is_none() {
+            return self.cache.refresh_racy().map(drop);
+        }
+        let (modules, inputs): (Vec<_>, Vec<_>) = modules
+            .into_iter()
+            .map(|m| ((m.key, m.name, m.bytecode), m.input))
+            .unzip();
+        let mut entries: Vec<(Key, NewEntry<'_>)> = Vec::with_capacity(modules.len() + 1);
+        if let Some((key, payload)) = &answers {
+            entries.push((*key, NewEntry::new(STORE_NAME, payload)));
+        }
+        entries.extend(
+            modules
+                .iter()
+                .zip(inputs)
+                .map(|((key, name, bytecode), input)| {
+                    (*key, bytecode.entry(name).inputs(vec![input]))
+                }),
+        );
+        // The answers come first: they save every module's probes.
+        let (fits, over) = fit_within(entries, self.cache.max_batch_bytes());
+        left_out.count += over.count;
+        left_out.bytes += over.bytes;
+        if left_out.count > 0 {
+            let compiled = modules.len() + left_out.count - over.count;
+            log::warn!(
+                "bytecode-pack: {} of {compiled} compiled modules ({} bytes) not stored: over \
+                 the cache's max_bytes of {}; they are compiled again by the next start",
+                left_out.count,
+                left_out.bytes,
+                self.cache.max_batch_bytes() + crate::format::PACK_HEADER_LEN,
+            );
+        }
+        self.cache
+            .put_many_within(fits.iter().map(|(key, entry)| (*key, entry)), wait)
+    }
+}
+
+impl Drop for StartBatch {
+    fn drop(&mut self) {
+        if let Err(e) = self.publish(EXIT_LOCK_WAIT) {
+            log::warn!("bytecode-pack: compiled modules and resolutions not stored: {e}");
+        }
+    }
+}
+
+/// What [`fit_within`] left out.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LeftOut {
+    count: usize,
+    bytes: u64,
+}
+
+/// The entries, in order, that fit in `budget` bytes of pack, skipping any that would not:
+/// a start that compiled more than the cache may hold stores what fits instead of nothing.
+fn fit_within(
+    entries: Vec<(Key, NewEntry<'_>)>,
+    budget: u64,
+) -> (Vec<(Key, NewEntry<'_>)>, LeftOut) {
+    let mut used = 0u64;
+    let mut left_out = LeftOut::default();
+    let fits = entries
+        .into_iter()
+        .filter(|(_, entry)| {
+            let len = entry.stored_len();
+            if used.saturating_add(len) <= budget {
+                used += len;
+                true
+            } else {
+                left_out.count += 1;
+                left_out.bytes += len;
+                false
+            }
+        })
+        .collect();
+    (fits, left_out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_over_the_budget_are_skipped_and_the_rest_kept_in_order() {
+        let bytes: Vec<Vec<u8>> = [100usize, 500, 200, 400, 50]
+            .iter()
+            .map(|&n| vec![1; n])
+            .collect();
+        let entries = bytes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (Key::for_source("m", &[i as u8]), NewEntry::new("m", b)))
+            .collect::<Vec<_>>();
+        let header = entries[0].1.stored_len() - 100;
+        let (fits, left_out) = fit_within(entries, 100 + 200 + 50 + 3 * header + 40);
+        let kept: Vec<usize> = fits.iter().map(|(_, e)| e.stored_len() as usize).collect();
+        let h = header as usize;
+        assert_eq!(kept, [100 + h, 200 + h, 50 + h]);
+        assert_eq!(
+            left_out,
+            LeftOut {
+                count: 2,
+                bytes: 900 + 2 * header
+            }
+        );
+    }
+
+    #[test]
+    fn a_resolver_and_a_loader_made_in_turn_share_one_batch() {
+        let root = crate::private_tempdir();
+        let cache = Cache::open(root.path()).unwrap();
+        let resolver_side = StartBatch::join(&cache, Side::Resolver);
+        let loader_side = StartBatch::join(&cache, Side::Loader);
+        assert!(Arc::ptr_eq(&resolver_side, &loader_side));
+        // The next pair gets its own.
+        let next = StartBatch::join(&cache, Side::Loader);
+        assert!(!Arc::ptr_eq(&next, &loader_side));
+        // Two of one side do not pair, and another handle never joins.
+        let again = StartBatch::join(&cache, Side::Loader);
+        assert!(!Arc::ptr_eq(&next, &again));
+        let other = Cache::open(root.path()).unwrap();
+        let resolver_elsewhere = StartBatch::join(&other, Side::Resolver);
+        assert!(!Arc::ptr_eq(&resolver_elsewhere, &again));
+    }
+}
