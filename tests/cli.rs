@@ -256,7 +256,17 @@ fn bad_arguments_and_missing_dirs_are_one_clear_line() {
     let empty = json(&missing, &["stats"]);
     assert_eq!(empty["entries"], 0);
     assert!(stdout(&missing, &["stats"]).contains("entries     0"));
-    for command in ["list", "verify", "compact", "clear", "prune"] {
+    // Nor is there anything wrong to find: verify says there is nothing to check, and passes.
+    let nothing = cli(&missing).arg("verify").output().unwrap();
+    assert_eq!(nothing.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&nothing.stdout);
+    assert!(said.starts_with("nothing to check: no cache"), "{said}");
+    let nothing = json(&missing, &["verify"]);
+    assert_eq!(
+        (&nothing["ok"], &nothing["exists"]),
+        (&true.into(), &false.into())
+    );
+    for command in ["list", "compact", "clear", "prune"] {
         let out = cli(&missing).arg(command).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
@@ -267,6 +277,17 @@ fn bad_arguments_and_missing_dirs_are_one_clear_line() {
         );
     }
     assert!(!missing.exists(), "reading commands create nothing");
+
+    // An empty --dir names no directory, and says so.
+    let out = Command::cargo_bin("bytecode-pack")
+        .unwrap()
+        .timeout(std::time::Duration::from_secs(120))
+        .args(["stats", "--dir", ""])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the directory is empty"), "{stderr}");
 }
 
 /// Paths that are not UTF-8 (serde refuses them as JSON strings) are shown lossily, never a

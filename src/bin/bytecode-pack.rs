@@ -26,8 +26,10 @@ use serde_json::json;
 struct Cli {
     /// Cache root (the directory holding one cache per ABI tag). Default: $BYTECODE_PACK_CACHE_DIR,
     /// else the per-user cache directory joined with `bytecode-pack`.
-    #[arg(long, global = true, value_name = "ROOT")]
-    dir: Option<PathBuf>,
+    // Taken as any OS string (clap's path parser calls an empty one "none supplied"): `run`
+    // says what is wrong with an empty one.
+    #[arg(long, global = true, value_name = "ROOT", value_parser = clap::value_parser!(std::ffi::OsString))]
+    dir: Option<std::ffi::OsString>,
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -176,7 +178,12 @@ fn printable_path(path: &Path) -> String {
 
 fn run(cli: &Cli) -> Result<Report, Failure> {
     let root = match &cli.dir {
-        Some(dir) => dir.clone(),
+        Some(dir) if dir.is_empty() => {
+            return Err(Failure(
+                "--dir: the directory is empty: name a cache root".to_owned(),
+            ));
+        }
+        Some(dir) => PathBuf::from(dir),
         None => default_root()?,
     };
     // Reading commands must not create a cache where there is none. Stats on a root with no
@@ -200,6 +207,7 @@ fn run(cli: &Cli) -> Result<Report, Failure> {
     };
     match cli.command {
         Command::Stats if !exists => Ok(empty_stats(&dir)),
+        Command::Verify if !exists => Ok(nothing_to_verify(&dir)),
         Command::Stats => stats(&root, &open()?),
         Command::List { sort } => list(&open()?, sort),
         Command::Verify => verify(&open()?),
@@ -364,10 +372,25 @@ fn list(cache: &Cache, sort: SortBy) -> Result<Report, Failure> {
     Ok(Report::ok(json, text))
 }
 
+/// What `verify` reports for a root with no cache for this build yet: nothing to check, which
+/// is not a failure (a CI step that verifies a cache it may not have made yet passes).
+fn nothing_to_verify(dir: &Path) -> Report {
+    let json = json!({
+        "ok": true, "exists": false, "entries": 0, "segments_checked": 0, "segments_in_pack": 0,
+        "problems": [],
+    });
+    let text = vec![format!(
+        "nothing to check: no cache for this build at {}",
+        printable_path(dir)
+    )];
+    Report::ok(json, text)
+}
+
 fn verify(cache: &Cache) -> Result<Report, Failure> {
     let report = with_spinner("verifying", || cache.verify())?;
     let json = json!({
         "ok": report.is_ok(),
+        "exists": true,
         "entries": report.entries,
         "segments_checked": report.segments_checked,
         "segments_in_pack": report.segments_in_pack,
