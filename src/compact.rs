@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use crate::error::{Error, Result};
-use crate::files::{TEMP_PREFIX, pack_file_name};
+use crate::files::{self, CacheFile, TEMP_PREFIX, pack_file_name};
 use crate::format::{self, EntryRecord, InputRecord, PACK_HEADER_LEN, SegmentKind, SegmentRef};
 use crate::freshness::{self, Freshness};
 use crate::options::Options;
@@ -101,7 +101,8 @@ pub(crate) fn compact(
     // the lock; only another program could put a file there before the rename.)
     let new_pack_path = state.dir.join(pack_file_name(generation));
     if std::fs::symlink_metadata(&new_pack_path).is_ok()
-        && !crate::fsys::carries_magic(&new_pack_path, &[&format::PACK_MAGIC], true)
+        && CacheFile::Pack(generation).judge(&new_pack_path, state.abi_tag)
+            == files::Verdict::Foreign
     {
         return Err(Error::Insecure {
             path: new_pack_path,
@@ -132,12 +133,8 @@ pub(crate) fn compact(
             offset += s.stored_len();
             Ok(())
         };
-        copy(SegmentKind::Bytecode, &mut entry.bytecode).map_err(Error::io(&tmp_path))?;
-        if let Some(s) = entry.source_map.as_mut() {
-            copy(SegmentKind::SourceMap, s).map_err(Error::io(&tmp_path))?;
-        }
-        if let Some(s) = entry.aux.as_mut() {
-            copy(SegmentKind::Aux, s).map_err(Error::io(&tmp_path))?;
+        for (kind, segment) in entry.segments_mut() {
+            copy(kind, segment).map_err(Error::io(&tmp_path))?;
         }
     }
     out.flush().map_err(Error::io(&tmp_path))?;
@@ -171,20 +168,12 @@ fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
             Freshness::Stale => return None,
         }
     }
-    let Some(refreshed_from) = rehashed.iter().map(|r| r.2).min() else {
-        return Some(entry);
-    };
-    // As a lookup's refresh does: only stat data already old enough to trust when its re-hash
-    // began is recorded. The recording instant never moves back (inputs trusted under it would
-    // turn racy), so after the clock stepped back it can lie past a re-hash; only stat data
-    // that was trusted when read stays sound then.
-    for (i, stat, _) in rehashed {
-        // No stat data (the file changed while read) means "always re-hash": safe to record.
-        if stat.is_none_or(|stat| freshness::stat_is_trusted(&stat, refreshed_from)) {
+    if let Some(rerecord) = freshness::rerecord(&rehashed) {
+        for (i, stat) in rerecord.stats {
             entry.inputs[i].stat = stat;
         }
+        entry.recorded_at_ns = entry.recorded_at_ns.max(rerecord.recorded_at_ns);
     }
-    entry.recorded_at_ns = entry.recorded_at_ns.max(refreshed_from);
     Some(entry)
 }
 

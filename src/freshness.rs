@@ -266,6 +266,41 @@ fn stat_is_old_enough(stat: &StatRecord, recorded_at_ns: i64, wide: bool) -> boo
     stat.ctime_ns < horizon
 }
 
+/// An input a check re-hashed and found unchanged: its position in the entry, the stat data
+/// that describes the content read (`None` if the file changed while it was read), and when
+/// the read began.
+pub(crate) type Rehashed = (usize, Option<StatRecord>, i64);
+
+/// What re-recording re-hashed inputs makes of an entry (see [`rerecord`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rerecord {
+    /// The new recording instant: when the first re-hash began.
+    pub(crate) recorded_at_ns: i64,
+    /// The stat data to record, by input position: `None` means "always re-hash".
+    pub(crate) stats: Vec<(usize, Option<StatRecord>)>,
+}
+
+/// The one rule for re-recording inputs that checks re-hashed and found unchanged, for a
+/// lookup's refresh and a compaction alike, as `git status` refreshes its index: the entry's
+/// new recording instant is when the first re-hash began, and stat data is recorded only if it
+/// was already old enough to trust then. (The instant never moves back, since inputs trusted
+/// under it would turn racy; after a clock step back it can lie past a re-hash, and only stat
+/// data that was trusted when read stays sound.) No stat data (the file changed while read)
+/// is recorded as none: such an input is re-hashed by every check. `None` if nothing was
+/// re-hashed.
+pub(crate) fn rerecord(rehashed: &[Rehashed]) -> Option<Rerecord> {
+    let recorded_at_ns = rehashed.iter().map(|r| r.2).min()?;
+    let stats = rehashed
+        .iter()
+        .filter(|(_, stat, _)| stat.is_none_or(|s| stat_is_trusted(&s, recorded_at_ns)))
+        .map(|(i, stat, _)| (*i, *stat))
+        .collect();
+    Some(Rerecord {
+        recorded_at_ns,
+        stats,
+    })
+}
+
 /// An input record, archived or owned, as the freshness check reads it.
 pub(crate) struct InputView<'a> {
     pub(crate) path: &'a [u8],
@@ -485,6 +520,37 @@ mod tests {
         assert!(!trusted(remote, second) && trusted(remote, three_seconds));
         assert!(trusted(local, second) && trusted(local, three_seconds));
         assert!(!trusted(settable, three_seconds));
+    }
+
+    /// The one re-recording rule: the instant is the earliest re-hash; stat data is kept only
+    /// if it was trusted then; "changed while read" is kept as none.
+    #[test]
+    fn rerecording_keeps_only_stat_data_trusted_at_the_first_rehash() {
+        let t = 100_000_000_000i64;
+        let stat = |ctime_ns: i64| StatRecord {
+            size: 1,
+            mtime_ns: 0,
+            ctime_ns,
+            ino: 1,
+            // A device no mount has, learned as stamped by this kernel's clock.
+            dev: u64::MAX - 21,
+        };
+        #[cfg(target_os = "linux")]
+        crate::sys::learn_made_up_device(u64::MAX - 21, crate::sys::Ctime::LocalClock);
+        let (old, fresh) = (stat(t - 5_000_000_007), stat(t - 1_000_007));
+        assert_eq!(rerecord(&[]), None);
+        let rerecorded = rerecord(&[
+            (0, Some(old), t + 10),
+            (1, Some(fresh), t),
+            (2, None, t + 5),
+        ]);
+        assert_eq!(
+            rerecorded,
+            Some(Rerecord {
+                recorded_at_ns: t,
+                stats: vec![(0, Some(old)), (2, None)],
+            })
+        );
     }
 
     #[test]

@@ -124,17 +124,6 @@ pub(crate) fn open_cache_file(path: &Path) -> io::Result<CacheFile> {
     Ok(CacheFile::Regular(file, meta))
 }
 
-/// Whether the cache file at `path` starts with one of `magics` (or, with `allow_empty`, is
-/// empty: a temp file of a writer that crashed before writing). The proof a file is one this
-/// crate wrote before anything removes it; `false` for anything unreadable or not a regular
-/// file.
-pub(crate) fn carries_magic(path: &Path, magics: &[&[u8; 8]], allow_empty: bool) -> bool {
-    let Ok(prefix) = read_prefix(path, 8) else {
-        return false;
-    };
-    (allow_empty && prefix.is_empty()) || magics.iter().any(|magic| magic[..] == prefix[..])
-}
-
 /// The first `limit` bytes of one of the cache's own files (fewer if it is shorter), read
 /// without following a symlink or blocking; an error names what is there instead.
 pub(crate) fn read_prefix(path: &Path, limit: u64) -> io::Result<Vec<u8>> {

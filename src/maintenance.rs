@@ -15,92 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::abi::abi_tag;
 use crate::error::{Error, Result};
-use crate::files::{
-    INDEX_FILE, LOCK_FILE, MARKER_FILE, TEMP_PREFIX, parse_base_name, parse_pack_name,
-};
+use crate::files::{CacheFile, INDEX_FILE, LOCK_FILE, MARKER_FILE, Verdict};
 use crate::fsys;
-
-/// The marker's exact content for the cache directory of `abi_tag`.
-fn marker_content(abi_tag: &str) -> String {
-    format!(
-        "Signature: 8a477f597d28d172789f06886806bc55\n\
-         # This file is a cache directory tag created by bytecode-pack.\n\
-         # For information about cache directory tags see https://bford.info/cachedir/\n\
-         bytecode-pack cache {abi_tag}\n"
-    )
-}
-
-/// What a file read as `abi_tag`'s marker holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MarkerText {
-    Whole,
-    /// A prefix of it (empty included): its writer was killed, or the disk was full, mid-write.
-    CutShort,
-    /// Anything else: not ours.
-    Foreign,
-}
-
-fn marker_text(content: &[u8], abi_tag: &str) -> MarkerText {
-    let ours = marker_content(abi_tag);
-    if content == ours.as_bytes() {
-        MarkerText::Whole
-    } else if ours.as_bytes().starts_with(content) {
-        MarkerText::CutShort
-    } else {
-        MarkerText::Foreign
-    }
-}
-
-/// Whether `path` holds some of `abi_tag`'s marker (not nothing): what the marker's temp file
-/// holds when its writer was killed before the rename.
-pub(crate) fn holds_marker_text(path: &Path, abi_tag: &str) -> bool {
-    fsys::read_prefix(path, 512).is_ok_and(|content| {
-        !content.is_empty() && marker_text(&content, abi_tag) != MarkerText::Foreign
-    })
-}
-
-/// Leaves the marker in this build's cache directory if it is not there yet, or completes one
-/// cut short (empty, or a prefix of its content): written whole to a temp file, then renamed
-/// into place. A file of that name holding anything else is left alone. Called under the
-/// writer lock. A failure is logged: without the marker the directory is only never pruned.
-pub(crate) fn mark_cache_dir(dir: &Path) {
-    use std::io::Write;
-    let path = dir.join(MARKER_FILE);
-    let ours = marker_content(abi_tag());
-    let replace = match fs::symlink_metadata(&path) {
-        Err(_) => false,
-        Ok(meta) if !meta.is_file() => return,
-        Ok(_) => match fsys::read_prefix(&path, 512) {
-            Ok(content) if marker_text(&content, abi_tag()) == MarkerText::CutShort => true,
-            _ => return,
-        },
-    };
-    let written = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .and_then(|mut temp| {
-            temp.write_all(ours.as_bytes())?;
-            if replace {
-                temp.persist(&path).map(drop).map_err(|e| e.error)
-            } else {
-                temp.persist_noclobber(&path).map(drop).map_err(|e| e.error)
-            }
-        })
-        .or_else(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Err(e),
-            // A filesystem with neither `renameat2` nor hard links (FAT) cannot rename without
-            // replacing: the marker is written in place there, as a new file.
-            _ if !replace => fsys::create_new(&path)
-                .and_then(|mut f| f.write_all(ours.as_bytes()))
-                .map_err(|_| e),
-            _ => Err(e),
-        });
-    match written {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => log::warn!("bytecode-pack: cannot write {}: {e}", path.display()),
-    }
-}
 
 /// A cache directory under a root that belongs to another build.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,50 +97,27 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
                 fsys::file_kind(&meta)
             ));
         }
-        let magic_ok = |magic: &[u8; 8]| -> std::result::Result<(), String> {
-            if fsys::carries_magic(&path, &[magic], false) {
-                Ok(())
-            } else {
-                Err(format!("{file_name} does not carry bytecode-pack's header"))
-            }
-        };
-        if file_name == MARKER_FILE {
-            let content =
-                fsys::read_prefix(&path, 512).map_err(|e| format!("{}: {e}", path.display()))?;
-            // A marker cut short is no proof, but no disproof either: the headers decide.
-            match marker_text(&content, name) {
-                MarkerText::Whole => marked = true,
-                MarkerText::CutShort => {}
-                MarkerText::Foreign => {
-                    return Err(format!(
-                        "{MARKER_FILE} was not written by bytecode-pack for {name}"
-                    ));
-                }
-            }
-        } else if file_name == INDEX_FILE {
-            magic_ok(&crate::format::INDEX_MAGIC)?;
-            has_index_or_pack = true;
-        } else if parse_base_name(file_name).is_some() {
-            magic_ok(&crate::format::INDEX_MAGIC)?;
-        } else if parse_pack_name(file_name).is_some() {
-            // An empty pack (its writer stopped before the header) is no proof either.
-            if meta.len() != 0 {
-                magic_ok(&crate::format::PACK_MAGIC)?;
-                has_index_or_pack = true;
-            }
-        } else if file_name == LOCK_FILE {
-            if meta.len() != 0 {
-                return Err(format!("{LOCK_FILE} is not empty"));
-            }
-        } else if file_name.starts_with(TEMP_PREFIX) {
-            let magics = [&crate::format::INDEX_MAGIC, &crate::format::PACK_MAGIC];
-            if !fsys::carries_magic(&path, &magics, true) && !holds_marker_text(&path, name) {
-                return Err(format!("{file_name} does not carry bytecode-pack's header"));
-            }
-        } else {
+        let Some(kind) = CacheFile::of(file_name) else {
             return Err(format!(
                 "holds {file_name}, a name bytecode-pack never writes"
             ));
+        };
+        match kind.judge(&path, name) {
+            // An empty pack or a marker cut short is no proof, but no disproof either.
+            Verdict::Proof if kind == CacheFile::Marker => marked = true,
+            Verdict::Proof => has_index_or_pack = true,
+            Verdict::Ours => {}
+            Verdict::Foreign if kind == CacheFile::Marker => {
+                return Err(format!(
+                    "{MARKER_FILE} was not written by bytecode-pack for {name}"
+                ));
+            }
+            Verdict::Foreign if kind == CacheFile::Lock => {
+                return Err(format!("{LOCK_FILE} is not empty"));
+            }
+            Verdict::Foreign => {
+                return Err(format!("{file_name} does not carry bytecode-pack's header"));
+            }
         }
         last_used = last_used.max(meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
         files.push(CacheDirFile {
@@ -369,6 +262,7 @@ fn remove_cache_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::files::marker_content;
 
     fn cache_like(dir: &Path, tag: &str) {
         crate::sys::create_private_dir(dir).unwrap();

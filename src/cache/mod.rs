@@ -19,12 +19,11 @@ use crate::error::{Error, Result};
 use crate::files;
 use crate::format;
 use crate::freshness;
-use crate::fsys;
 use crate::key::Key;
 use crate::options::Options;
 use crate::snapshot::{self, Found, Snapshot};
 use crate::stats::{AtomicCounters, MissReason, Stats};
-use crate::writer::{self, PreparedEntry, WriteState, index_temp};
+use crate::writer::{self, Commit, PreparedEntry, Refresh, Transaction, WriteState};
 
 /// A handle on one cache directory, `<root>/<abi_tag>/`.
 ///
@@ -70,17 +69,6 @@ impl Inner {
             .lock()
             .is_none_or(|(failed_in, retry_at)| failed_in != generation || pack_len >= retry_at)
     }
-}
-
-/// Fresh stat data for an entry's inputs, observed by a lookup.
-pub(crate) struct Refresh {
-    key: [u8; 16],
-    /// Which version of the entry was checked: its bytecode segment.
-    version: crate::format::SegmentRef,
-    /// Input positions and their stat data, each describing the content recorded.
-    stats: Vec<(usize, crate::format::StatRecord)>,
-    /// When the lookup's checks ended: the new recording instant.
-    observed_at_ns: i64,
 }
 
 /// At most this many refreshes wait for a write; more are dropped (they only cost re-hashes).
@@ -349,9 +337,10 @@ impl Cache {
         Ok(report)
     }
 
-    /// Whether publishing `batch` would start a compaction, judged by the published index as
-    /// the writer will count it: the pack grows by every entry, and live data by the entries
-    /// less what they supersede (the usual way dead space grows past its share).
+    /// Whether publishing `batch` would start a compaction, judged by the published index and
+    /// counted by the writer's own rule ([`writer::account_replacement`]): the pack grows by
+    /// every entry, and live data by the entries less what they supersede (the usual way dead
+    /// space grows past its share).
     fn compaction_likely(&self, batch: &[PreparedEntry]) -> bool {
         let current = self.inner.snapshot.load_full();
         let snapshot = match self.refresh_if_changed(&current) {
@@ -361,23 +350,23 @@ impl Cache {
         let Some(head) = snapshot.head() else {
             return false;
         };
-        let fields = head.index().header().fields;
-        let mut pack_len = fields.pack_len;
-        let mut live = HashMap::with_capacity(batch.len());
+        let mut fields = head.index().header().fields;
+        let mut in_batch = HashMap::with_capacity(batch.len());
         for prepared in batch {
-            let len = prepared.entry.stored_len();
-            pack_len = pack_len.saturating_add(len);
-            live.insert(*prepared.key.as_bytes(), len);
+            let (key, len) = (*prepared.key.as_bytes(), prepared.entry.stored_len());
+            fields.pack_len = fields.pack_len.saturating_add(len);
+            let replaced = match in_batch.insert(key, len) {
+                Some(earlier) => Some(Some(earlier)),
+                None => match snapshot.find(&key) {
+                    Found::Entry(_, stored) => Some(Some(format::archived_stored_len(stored))),
+                    Found::Damaged => Some(None),
+                    Found::Absent => None,
+                },
+            };
+            writer::account_replacement(&mut fields, replaced, len);
         }
-        let mut live_bytes = fields.live_bytes;
-        for (key, len) in &live {
-            if let Found::Entry(_, superseded) = snapshot.find(key) {
-                live_bytes = live_bytes.saturating_sub(format::archived_stored_len(superseded));
-            }
-            live_bytes = live_bytes.saturating_add(*len);
-        }
-        (self.inner.options).wants_compaction(pack_len, live_bytes)
-            && self.inner.may_compact(fields.generation, pack_len)
+        (self.inner.options).wants_compaction(fields.pack_len, fields.live_bytes)
+            && self.inner.may_compact(fields.generation, fields.pack_len)
     }
 
     /// Judges the published entries' inputs for a compaction without the writer lock, so that
@@ -438,7 +427,6 @@ impl Cache {
         change: impl FnOnce(&mut WriteState) -> Result<T>,
     ) -> Result<(T, usize)> {
         let inner = &self.inner;
-        let dir = &inner.dir;
         // One deadline for both waits: this handle's other threads, then other processes.
         let started = Instant::now();
         // A wait past what an `Instant` can hold (`Duration::MAX`) means no deadline.
@@ -448,74 +436,54 @@ impl Cache {
             None => Some(inner.writer.lock()),
         };
         let _local = local.ok_or_else(|| Error::LockTimeout {
-            path: dir.join(files::LOCK_FILE),
+            path: inner.dir.join(files::LOCK_FILE),
             waited: started.elapsed(),
         })?;
-        // The checks of opening, again: since then the directory may have been deleted (a
-        // `rm -rf ~/.cache`: it is made again) or replaced, and a write must not follow a
-        // symlink put in its place into a directory of the user's.
-        if let Some(root) = dir.parent() {
-            fsys::ensure_private_dir(root, true)?;
-        }
-        fsys::ensure_private_dir(dir, false)?;
-        let _lock = writer::lock(dir, started, deadline)?;
-        // And once more with the lock held: another process may have swapped it meanwhile.
-        fsys::require_private_dir(dir, false)?;
-        crate::faults::crash_point("write:locked");
-        let mut state = WriteState::load(dir, abi_tag())?;
-        let generation_before = state.fields.generation;
         let first_write = !inner.swept.load(Ordering::Relaxed);
-        if first_write {
-            crate::maintenance::mark_cache_dir(dir);
-        }
+        let mut write = Transaction::begin(&inner.dir, abi_tag(), started, deadline, first_write)?;
         let refreshes = std::mem::take(&mut *inner.racy.lock());
-        let out = index_temp(dir).and_then(|temp| {
-            let out = change(&mut state)?;
-            let refreshed = refreshes
-                .iter()
-                .filter(|r| state.refresh(&r.key, &r.version, &r.stats, r.observed_at_ns))
-                .count();
-            let publication = state.publish(temp, inner.options.durability)?;
-            Ok(((out, refreshed), publication))
-        });
-        let (out, publication) = match out {
-            Ok(out) => out,
-            Err(e) => {
-                state.roll_back();
-                return Err(e);
-            }
-        };
-        crate::faults::crash_point("publish:renamed");
+        let out = change(write.state())?;
+        let refreshed = refreshes
+            .iter()
+            .filter(|r| write.state().refresh(r))
+            .count();
+        let committed = write.commit(Commit {
+            durability: inner.options.durability,
+            sweep_anyway: first_write,
+        })?;
         inner.counters.publication();
         inner.swept.store(true, Ordering::Relaxed);
-        let new_generation = state.fields.generation != generation_before;
-        if first_write || new_generation || publication.base_changed {
-            writer::sweep(dir, state.fields.generation, publication.base_id);
+        if committed.new_generation {
+            self.prune_other_abis();
         }
-        if let (true, Some(age), Some(root)) = (
-            new_generation,
-            inner.options.prune_other_abis_after,
-            dir.parent(),
-        ) {
-            // Housekeeping rides on compactions, which are rare; a failure only costs space.
-            match crate::maintenance::prune_other_abis(root, age) {
-                Ok(report) => {
-                    for skipped in &report.skipped {
-                        log::debug!(
-                            "bytecode-pack: not pruning {}: {}",
-                            skipped.path.display(),
-                            skipped.reason
-                        );
-                    }
-                }
-                Err(e) => log::warn!("bytecode-pack: pruning other ABI tags: {e}"),
-            }
-        }
-        drop(_lock);
         if let Err(e) = self.reload() {
             log::debug!("bytecode-pack: cannot reload after writing: {e}");
         }
-        Ok(out)
+        Ok((out, refreshed))
+    }
+
+    /// Removes other builds' caches under this one's root that went unused for the configured
+    /// age: housekeeping that rides on new generations (compactions), which are rare. A failure
+    /// only costs space.
+    fn prune_other_abis(&self) {
+        let (Some(age), Some(root)) = (
+            self.inner.options.prune_other_abis_after,
+            self.inner.dir.parent(),
+        ) else {
+            return;
+        };
+        match crate::maintenance::prune_other_abis(root, age) {
+            Ok(report) => {
+                for skipped in &report.skipped {
+                    log::debug!(
+                        "bytecode-pack: not pruning {}: {}",
+                        skipped.path.display(),
+                        skipped.reason
+                    );
+                }
+            }
+            Err(e) => log::warn!("bytecode-pack: pruning other ABI tags: {e}"),
+        }
     }
 
     /// Checks everything: the index against the rkyv validator, every entry's segments
@@ -616,34 +584,28 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, 
         return Err(MissReason::Corrupt);
     }
     let recorded_at = entry.recorded_at_ns.to_native();
-    let mut refreshed = Vec::new();
+    let mut rehashed = Vec::new();
     for (i, input) in entry.inputs.iter().enumerate() {
         match freshness::check(input.into(), recorded_at) {
             freshness::Freshness::Trusted => {}
             freshness::Freshness::Rehashed { stat, read_from } => {
                 inner.counters.input_rehashed();
-                refreshed.extend(stat.map(|s| (i, s, read_from)));
+                rehashed.push((i, stat, read_from));
             }
             freshness::Freshness::Stale => return Err(MissReason::Stale),
         }
     }
-    if !refreshed.is_empty() {
-        // Stat data that describes the content just re-hashed, and that is old enough to be
-        // trusted from now on, is worth re-recording: later lookups then cost one `stat`. The
-        // new recording instant is when the first of those re-hashes began.
-        let observed_at_ns = refreshed.iter().map(|r| r.2).min().unwrap_or(i64::MIN);
-        let stats: Vec<_> = refreshed
-            .into_iter()
-            .filter(|(_, s, _)| freshness::stat_is_trusted(s, observed_at_ns))
-            .map(|(i, s, _)| (i, s))
-            .collect();
+    // Re-recorded by the handle's next write, if that lets later lookups trust one `stat`.
+    if let Some(rerecord) = freshness::rerecord(&rehashed)
+        && rerecord.stats.iter().any(|(_, stat)| stat.is_some())
+    {
         let mut racy = inner.racy.lock();
-        if !stats.is_empty() && racy.len() < MAX_PENDING_REFRESHES {
+        if racy.len() < MAX_PENDING_REFRESHES {
             racy.push(Refresh {
                 key: *key.as_bytes(),
                 version: (&entry.bytecode).into(),
-                stats,
-                observed_at_ns,
+                stats: rerecord.stats,
+                observed_at_ns: rerecord.recorded_at_ns,
             });
         }
     }

@@ -341,6 +341,17 @@ impl EntryRecord {
             .chain(self.source_map.iter().map(|s| (SegmentKind::SourceMap, s)))
             .chain(self.aux.iter().map(|s| (SegmentKind::Aux, s)))
     }
+
+    /// [`EntryRecord::segments`], to move them (a compaction's copy).
+    pub fn segments_mut(&mut self) -> impl Iterator<Item = (SegmentKind, &mut SegmentRef)> {
+        std::iter::once((SegmentKind::Bytecode, &mut self.bytecode))
+            .chain(
+                self.source_map
+                    .iter_mut()
+                    .map(|s| (SegmentKind::SourceMap, s)),
+            )
+            .chain(self.aux.iter_mut().map(|s| (SegmentKind::Aux, s)))
+    }
 }
 
 /// An archived entry's segments with their kinds: bytecode, then source map and aux where

@@ -10,19 +10,15 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 
 use crate::entry::NewEntry;
 use crate::error::{Error, Result};
-use crate::files::{
-    INDEX_FILE, LOCK_FILE, TEMP_PREFIX, base_file_name, pack_file_name, parse_base_name,
-    parse_pack_name,
-};
+use crate::files::{CacheFile, INDEX_FILE, Verdict, pack_file_name};
 use crate::format::{
-    self, ArchivedEntryRecord, BaseRef, EntryRecord, IndexEncoder, IndexFields, InputRecord,
-    PACK_HEADER_LEN, SegmentKind, SegmentRef, StatRecord,
+    self, ArchivedEntryRecord, BaseRef, EntryRecord, IndexFields, InputRecord, PACK_HEADER_LEN,
+    SegmentKind, SegmentRef, StatRecord,
 };
 use crate::fsys;
 use crate::key::Key;
@@ -30,41 +26,18 @@ use crate::options::Durability;
 use crate::snapshot::{self, LoadError};
 use crate::unsafe_io::CheckedIndex;
 
-/// The exclusive writer lock, released on drop (closing the descriptor releases the flock).
-pub(crate) struct WriterLock {
-    _file: File,
-}
+mod lock;
+mod marker;
+mod names;
+mod publish;
+mod transaction;
 
-/// Takes the writer lock on `dir`, waiting until `deadline` at the latest (`None`: for as long
-/// as it takes). `started` is when the caller began waiting (for the error's report).
-pub(crate) fn lock(dir: &Path, started: Instant, deadline: Option<Instant>) -> Result<WriterLock> {
-    let path = dir.join(LOCK_FILE);
-    let mut file = fsys::open_write(&path, true).map_err(Error::io(&path))?;
-    let mut pause = Duration::from_micros(200);
-    loop {
-        match file.try_lock() {
-            // Pruning removes an idle cache's lock file while holding it: a writer that opened
-            // it before then locks the file there now instead, or it would write beside one
-            // that locked that file.
-            Ok(()) => match fsys::replaced_at(&file, &path, true).map_err(Error::io(&path))? {
-                None => return Ok(WriterLock { _file: file }),
-                Some(there) => file = there,
-            },
-            Err(std::fs::TryLockError::WouldBlock) => {}
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path)(e)),
-        }
-        let now = Instant::now();
-        let left = deadline.map(|deadline| deadline.saturating_duration_since(now));
-        if left == Some(Duration::ZERO) {
-            return Err(Error::LockTimeout {
-                path,
-                waited: now - started,
-            });
-        }
-        std::thread::sleep(left.map_or(pause, |left| pause.min(left)));
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
-}
+use lock::{WriterLock, lock};
+use marker::mark_cache_dir;
+pub(crate) use names::next_generation_after;
+use names::{highest_names, sweep};
+use publish::index_temp;
+pub(crate) use transaction::{Commit, Transaction};
 
 /// Writes every byte of `slices`, in order, in as few `writev` calls as the system allows.
 fn write_all_vectored(
@@ -80,6 +53,19 @@ fn write_all_vectored(
         }
     }
     Ok(())
+}
+
+/// Fresh stat data for an entry's inputs, observed by a lookup that re-hashed them and found
+/// them unchanged: re-recorded by the next write (see [`WriteState::refresh`]).
+pub(crate) struct Refresh {
+    pub(crate) key: [u8; 16],
+    /// Which version of the entry was checked: its bytecode segment.
+    pub(crate) version: SegmentRef,
+    /// Input positions and their stat data, each describing the content recorded (`None`:
+    /// always re-hash).
+    pub(crate) stats: Vec<(usize, Option<StatRecord>)>,
+    /// When the lookup's checks ended: the new recording instant.
+    pub(crate) observed_at_ns: i64,
 }
 
 /// An entry ready to append: its inputs were hashed before the lock was taken.
@@ -133,67 +119,6 @@ pub(crate) fn published_entries(dir: &Path, abi_tag: &'static str) -> Vec<EntryR
     all.into_values().collect()
 }
 
-/// Where a row of the next index comes from: copied from a published file, or new.
-#[derive(Clone, Copy)]
-enum RowSource<'a> {
-    Copy(&'a CheckedIndex<Mmap>, usize),
-    New(&'a EntryRecord),
-}
-
-impl RowSource<'_> {
-    fn key(&self) -> [u8; 16] {
-        match self {
-            RowSource::Copy(index, i) => format::index_row(index.file(), index.header(), *i).key,
-            RowSource::New(record) => record.key,
-        }
-    }
-}
-
-/// Merges two key-sorted row lists; on equal keys `newer` wins.
-fn merge_rows<'a>(older: Vec<RowSource<'a>>, newer: Vec<RowSource<'a>>) -> Vec<RowSource<'a>> {
-    let mut out = Vec::with_capacity(older.len() + newer.len());
-    let (mut a, mut b) = (older.into_iter().peekable(), newer.into_iter().peekable());
-    loop {
-        let next = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => match x.key().cmp(&y.key()) {
-                std::cmp::Ordering::Less => a.next(),
-                std::cmp::Ordering::Greater => b.next(),
-                std::cmp::Ordering::Equal => {
-                    a.next();
-                    b.next()
-                }
-            },
-            (Some(_), None) => a.next(),
-            (None, Some(_)) => b.next(),
-            (None, None) => break,
-        };
-        out.extend(next);
-    }
-    out
-}
-
-/// The rows of a published table, in key order. A writer writes them sorted, so a table that
-/// is not was damaged: a row's key is covered only by its record's checksum (seeded with it).
-/// Then only the rows whose record still verifies under their key are kept, sorted, so that one
-/// damaged key costs its own entry rather than every row a merge would have to drop to keep
-/// the order. Checking the order is one pass of key comparisons over rows a merge reads anyway.
-fn all_rows(index: &CheckedIndex<Mmap>) -> Vec<RowSource<'_>> {
-    let count = index.header().count;
-    let key = |i: usize| format::index_row(index.file(), index.header(), i).key;
-    let mut rows: Vec<RowSource<'_>> = (0..count).map(|i| RowSource::Copy(index, i)).collect();
-    if (1..count).all(|i| key(i - 1) < key(i)) {
-        return rows;
-    }
-    rows.retain(|row| matches!(row, RowSource::Copy(index, i) if index.record(*i).is_some()));
-    rows.sort_by_key(RowSource::key);
-    rows.dedup_by_key(|row| row.key());
-    rows
-}
-
-/// Below this many rows a full index is rewritten whole rather than split into a base and a
-/// delta: a third file costs a reader more than rewriting a few records costs a writer.
-const SMALL_INDEX: usize = 64;
-
 /// What a writer knows under the lock: the published index (mapped), what this write adds,
 /// and the pack's real size.
 pub(crate) struct WriteState {
@@ -216,14 +141,6 @@ pub(crate) struct WriteState {
     linked: Option<PathBuf>,
     /// Whether the new index was renamed into place (then nothing is rolled back).
     renamed: bool,
-}
-
-/// What a publication changed that the caller sweeps after.
-pub(crate) struct Publication {
-    /// The base the new index names, if any: every other `base-*` file is unreferenced.
-    pub(crate) base_id: Option<u64>,
-    /// Whether that differs from before.
-    pub(crate) base_changed: bool,
 }
 
 impl WriteState {
@@ -335,7 +252,7 @@ impl WriteState {
         let result = if committed < PACK_HEADER_LEN {
             // Only the pack this write created: a file of that name that is not one of ours
             // (the reason the write failed, say) stays.
-            if fsys::carries_magic(&path, &[&format::PACK_MAGIC], true) {
+            if CacheFile::Pack(generation).judge(&path, self.abi_tag) != Verdict::Foreign {
                 std::fs::remove_file(&path)
             } else {
                 Ok(())
@@ -449,27 +366,21 @@ impl WriteState {
                 .published_record(&record.key)
                 .map(|found| found.map(format::archived_stored_len)),
         };
-        match replaced {
-            // A damaged record's size is unknown: compaction recounts.
-            Some(old) => {
-                self.fields.live_bytes = self.fields.live_bytes.saturating_sub(old.unwrap_or(0))
-            }
-            None => self.fields.live_entries += 1,
-        }
-        self.fields.live_bytes += record.stored_len();
+        account_replacement(&mut self.fields, replaced, record.stored_len());
         self.added.insert(record.key, record);
     }
 
     /// Re-records the entry under `key` with fresh stat data for some inputs and a new
     /// recording instant, if it is still the version a lookup checked (same bytecode segment)
     /// and nothing in this write replaced it. Says whether it did.
-    pub(crate) fn refresh(
-        &mut self,
-        key: &[u8; 16],
-        version: &SegmentRef,
-        stats: &[(usize, StatRecord)],
-        observed_at_ns: i64,
-    ) -> bool {
+    pub(crate) fn refresh(&mut self, refresh: &Refresh) -> bool {
+        let Refresh {
+            key,
+            version,
+            stats,
+            observed_at_ns,
+        } = refresh;
+        let observed_at_ns = *observed_at_ns;
         if self.added.contains_key(key) || self.rewrite.is_some() {
             return false;
         }
@@ -485,7 +396,7 @@ impl WriteState {
         };
         for (i, stat) in stats {
             match record.inputs.get_mut(*i) {
-                Some(input) => input.stat = Some(*stat),
+                Some(input) => input.stat = *stat,
                 None => return false,
             }
         }
@@ -542,7 +453,8 @@ impl WriteState {
             // a file of ours (a pack header, or empty) is replaced; anything else is an error.
             Err(e)
                 if e.kind() == io::ErrorKind::AlreadyExists
-                    && (fsys::carries_magic(path, &[&format::PACK_MAGIC], true)) =>
+                    && CacheFile::Pack(self.fields.generation).judge(path, self.abi_tag)
+                        != Verdict::Foreign =>
             {
                 std::fs::remove_file(path).map_err(Error::io(path))?;
                 fsys::create_new(path)
@@ -557,133 +469,22 @@ impl WriteState {
         self.pack_file_len = PACK_HEADER_LEN;
         Ok(file)
     }
+}
 
-    /// Makes the new state the published index: `temp` (from [`index_temp`]), then `rename`.
-    ///
-    /// Without a full rewrite, only what changed is written: a small index is rewritten
-    /// whole; a large full index is hard-linked to `base-<id>` and the new index is a delta
-    /// holding just the added entries; a delta grows until [`format::merge_threshold`] of its
-    /// base, then both are merged into one full index. Records are copied byte for byte.
-    pub(crate) fn publish(
-        &mut self,
-        temp: tempfile::NamedTempFile,
-        durability: Durability,
-    ) -> Result<Publication> {
-        if self.fields.pack_len < PACK_HEADER_LEN {
-            // An empty generation still gets its pack, so readers always find one.
-            let path = self.pack_path();
-            let pack = self.open_pack_for_append(&path)?;
-            if durability == Durability::Full {
-                pack.sync_data().map_err(Error::io(&path))?;
-            }
-        }
-        let before = self.fields.base.map(|b| b.id);
-        let bytes = self.encode_next()?;
-        if let (Durability::Full, Some(base)) = (durability, self.fields.base) {
-            // The base the new index names, linked now or by an earlier write, was an index
-            // published before, which a writer of lesser durability may have left unflushed:
-            // the new index must not name data that could be lost. (Flushing a clean file is
-            // cheap.) Opened for writing (nothing is written): Windows flushes only such handles.
-            let path = self.dir.join(base_file_name(base.id));
-            fsys::open_write(&path, false)
-                .and_then(|f| f.sync_all())
-                .map_err(Error::io(&path))?;
-        }
-        if durability == Durability::Full {
-            // The files the new index names (a new pack, a compacted one renamed into place, a
-            // base just linked) are durable before the name that points at them: a filesystem
-            // that does not order its metadata could otherwise keep the index and lose them.
-            fsys::sync_dir(&self.dir)?;
-        }
-        write_atomically(&self.dir, temp, INDEX_FILE, &bytes, durability)?;
-        // Published: from here on nothing is rolled back, even if the flush below fails.
-        self.linked = None;
-        self.renamed = true;
-        if durability == Durability::Full {
-            fsys::sync_dir(&self.dir)?;
-        }
-        let base_id = self.fields.base.map(|b| b.id);
-        Ok(Publication {
-            base_id,
-            base_changed: base_id != before,
-        })
+/// The one rule for the live totals an index header carries: an entry of `stored_len` bytes
+/// replaces whatever is stored under its key (`replaced`: nothing, or the stored length of
+/// what it replaces, unknown for a damaged record, which a compaction recounts). A writer
+/// keeps its totals by it, and a put that predicts a compaction before the lock counts by it.
+pub(crate) fn account_replacement(
+    fields: &mut IndexFields,
+    replaced: Option<Option<u64>>,
+    stored_len: u64,
+) {
+    match replaced {
+        Some(old) => fields.live_bytes = fields.live_bytes.saturating_sub(old.unwrap_or(0)),
+        None => fields.live_entries += 1,
     }
-
-    /// The bytes of the next index, choosing full or delta (see [`WriteState::publish`]).
-    fn encode_next(&mut self) -> Result<Vec<u8>> {
-        let index_path = self.dir.join(INDEX_FILE);
-        let too_large = |source| Error::Format {
-            path: index_path.clone(),
-            source,
-        };
-        if let Some(entries) = &self.rewrite {
-            let mut encoder = IndexEncoder::with_capacity(entries.len(), entries.len() * 256);
-            for entry in entries {
-                encoder.push_record(entry).map_err(too_large)?;
-            }
-            return Ok(encoder.finish(&self.fields, self.abi_tag));
-        }
-        let added: Vec<RowSource<'_>> = self.added.values().map(RowSource::New).collect();
-        let (rows, base) = match &self.published {
-            None => (added, None),
-            Some(Published { head, base: None }) => {
-                if head.header().count + added.len() <= SMALL_INDEX {
-                    (merge_rows(all_rows(head), added), None)
-                } else {
-                    match link_as_base(&self.dir, self.fields.next_seq, head) {
-                        Ok((reference, path)) => {
-                            self.linked = Some(path);
-                            self.fields.next_seq += 1;
-                            (added, Some(reference))
-                        }
-                        Err(e) => {
-                            log::debug!("bytecode-pack: writing a full index: {e}");
-                            (merge_rows(all_rows(head), added), None)
-                        }
-                    }
-                }
-            }
-            Some(Published {
-                head,
-                base: Some((reference, base)),
-            }) => {
-                let delta = merge_rows(all_rows(head), added);
-                if delta.len() > format::merge_threshold(base.header().count) {
-                    crate::faults::crash_point("merge:start");
-                    (merge_rows(all_rows(base), delta), None)
-                } else {
-                    (delta, Some(*reference))
-                }
-            }
-        };
-        let mut encoder = IndexEncoder::with_capacity(rows.len(), rows.len() * 256);
-        let mut last_key = None;
-        for row in rows {
-            // Every list merged is sorted (`all_rows` sorts a damaged table), so this only
-            // guards the encoder's invariant.
-            let key = row.key();
-            if last_key.is_some_and(|last| last >= key) {
-                continue;
-            }
-            last_key = Some(key);
-            match row {
-                RowSource::New(record) => encoder.push_record(record).map_err(too_large)?,
-                RowSource::Copy(index, i) => {
-                    // A row whose span is out of bounds cannot be copied: its entry is lost,
-                    // as it already was for readers.
-                    if let Ok((row, bytes)) =
-                        format::index_record_span(index.file(), index.header(), i)
-                    {
-                        encoder
-                            .push_bytes(&row.key, bytes, row.checksum)
-                            .map_err(too_large)?;
-                    }
-                }
-            }
-        }
-        self.fields.base = base;
-        Ok(encoder.finish(&self.fields, self.abi_tag))
-    }
+    fields.live_bytes = fields.live_bytes.saturating_add(stored_len);
 }
 
 /// Extends a pack that lost its tail (shorter than the published `pack_len`) back to that
@@ -700,149 +501,4 @@ fn extend_lost_tail(dir: &Path, fields: &IndexFields) -> Result<u64> {
         file.set_len(fields.pack_len).map_err(Error::io(&path))?;
     }
     Ok(len.max(fields.pack_len))
-}
-
-/// Gives the published full index (`head`, mapped from `dir/index`) a second name,
-/// `base-<id>`, so the next index can be a delta over it.
-fn link_as_base(dir: &Path, id: u64, head: &CheckedIndex<Mmap>) -> io::Result<(BaseRef, PathBuf)> {
-    let path = dir.join(base_file_name(id));
-    match std::fs::hard_link(dir.join(INDEX_FILE), &path) {
-        // A leftover of a writer that crashed before publishing it: nobody reads it.
-        Err(e)
-            if e.kind() == io::ErrorKind::AlreadyExists
-                && fsys::carries_magic(&path, &[&format::INDEX_MAGIC], false) =>
-        {
-            std::fs::remove_file(&path)?;
-            std::fs::hard_link(dir.join(INDEX_FILE), &path)?;
-        }
-        other => other?,
-    }
-    crate::faults::crash_point("publish:linked");
-    let reference = BaseRef {
-        id,
-        len: head.file_len() as u64,
-        checksum: head.header().checksum,
-    };
-    Ok((reference, path))
-}
-
-/// Creates the temp file a write publishes its index through. Taken before anything is
-/// appended, so a directory that refuses new files (read-only, full of inodes) fails the write
-/// before the pack grows.
-pub(crate) fn index_temp(dir: &Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(Error::io(dir))
-}
-
-/// Writes `bytes` to `dir/name` through `tmp` and `rename`, so readers see the old file or
-/// the new one, never a mix. Does not flush the directory: once the rename happened the write
-/// is published, whatever fails after it, and the caller must not roll it back.
-fn write_atomically(
-    dir: &Path,
-    mut tmp: tempfile::NamedTempFile,
-    name: &str,
-    bytes: &[u8],
-    durability: Durability,
-) -> Result<()> {
-    tmp.write_all(bytes).map_err(Error::io(tmp.path()))?;
-    if durability == Durability::Full {
-        tmp.as_file().sync_all().map_err(Error::io(tmp.path()))?;
-    }
-    crate::faults::crash_point("publish:temp-written");
-    let target = dir.join(name);
-    tmp.persist(&target)
-        .map_err(|e| Error::io(&target)(e.error))?;
-    Ok(())
-}
-
-/// The generation after `generation`; an error at the end of the range (only a forged index
-/// gets there).
-pub(crate) fn next_generation_after(dir: &Path, generation: u64) -> Result<u64> {
-    generation.checked_add(1).ok_or_else(|| Error::Insecure {
-        path: dir.to_path_buf(),
-        problem: "pack generations exhausted".into(),
-    })
-}
-
-/// The highest pack generation and base id present (0 if none), so a rebuilt cache never
-/// reuses the name of a file some reader may still map.
-fn highest_names(dir: &Path) -> Result<(u64, u64)> {
-    let (mut generation, mut base) = (0, 0);
-    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
-        let entry = entry.map_err(Error::io(dir))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if let Some(g) = parse_pack_name(&name) {
-            generation = generation.max(g);
-        }
-        if let Some(id) = parse_base_name(&name) {
-            base = base.max(id);
-        }
-    }
-    Ok((generation, base))
-}
-
-/// Removes leftovers under the lock: temp files of crashed writers, packs of other
-/// generations and bases the published index does not name. Mappings of removed files stay
-/// valid for the readers that hold them. Failures are logged, not returned: a leftover only
-/// costs space.
-pub(crate) fn sweep(dir: &Path, keep_generation: u64, keep_base: Option<u64>) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut freed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        // Each name's own header, so only files this cache wrote are removed.
-        let magics: &[&[u8; 8]] = if name.starts_with(TEMP_PREFIX) {
-            &[&format::INDEX_MAGIC, &format::PACK_MAGIC]
-        } else if parse_pack_name(name).is_some_and(|g| g != keep_generation) {
-            &[&format::PACK_MAGIC]
-        } else if parse_base_name(name).is_some_and(|id| Some(id) != keep_base) {
-            &[&format::INDEX_MAGIC]
-        } else {
-            continue;
-        };
-        // Only regular files: whatever else has one of our names was not written by us.
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-            continue;
-        };
-        if !meta.is_file() {
-            log::warn!(
-                "bytecode-pack: leaving {}: {}, not a file this cache wrote",
-                entry.path().display(),
-                fsys::file_kind(&meta)
-            );
-            continue;
-        }
-        // A temp file or a pack may be empty (its writer crashed, or found the disk full,
-        // before writing its header); an index or base never is (it is renamed or linked
-        // whole). An empty file holds nothing to lose, whoever made it.
-        let may_be_empty = name.starts_with(TEMP_PREFIX) || parse_pack_name(name).is_some();
-        // The marker's temp file holds the marker's text instead of a header.
-        let ours = fsys::carries_magic(&entry.path(), magics, may_be_empty)
-            || (name.starts_with(TEMP_PREFIX)
-                && crate::maintenance::holds_marker_text(&entry.path(), crate::abi::abi_tag()));
-        if !ours {
-            log::warn!(
-                "bytecode-pack: leaving {}: it does not carry this cache's header",
-                entry.path().display()
-            );
-            continue;
-        }
-        let len = meta.len();
-        match std::fs::remove_file(entry.path()) {
-            Ok(()) => freed += len,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!(
-                "bytecode-pack: cannot remove {}: {e}",
-                entry.path().display()
-            ),
-        }
-    }
-    freed
 }
