@@ -34,7 +34,8 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// The racy window for timestamps with sub-second digits (ext4, XFS, btrfs, APFS, tmpfs...),
 /// whose granularity is the kernel's coarse clock tick (1-10 ms): three of the coarsest ticks.
 /// Every recording instant is taken before the read it vouches for, so an edit after the read
-/// moves the ctime past `recorded_at - lag`, where the lag is how far the coarse clock trails
+/// (through a system call; see [`stat_is_trusted`] for the one kind that is not) moves the
+/// ctime past `recorded_at - lag`, where the lag is how far the coarse clock trails
 /// the fine one: a tick normally, several when timekeeping stalls (a VM exit); 30 ms covers
 /// three ticks at HZ=100 and seven at HZ=250. A ctime set by another machine's clock (a
 /// network filesystem) gets [`RACY_WINDOW`] instead: clocks kept by NTP agree within it.
@@ -184,7 +185,7 @@ fn on_pseudo_filesystem(path: &Path) -> Option<std::io::Error> {
 /// An input read by the compiler with its stat data observed ([`Input::read_by_compiler`])
 /// is not read again: its record is the observed stat data and the hash of what was read,
 /// valid from when that read began. That is sound without another `stat`: an edit since then
-/// changes the stat data (a lookup then re-hashes and misses), or keeps it only within the
+/// (through a system call) changes the stat data (a lookup then re-hashes and misses), or keeps it only within the
 /// racy window of that read, in which the stat data is never trusted.
 pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
     let path = recorded_path(&input.path);
@@ -231,12 +232,18 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
 
 /// Whether stat data recorded at `recorded_at_ns` can stand in for the content.
 ///
-/// Only the ctime decides. The kernel sets it to its own clock on every change to the file,
-/// content or metadata, and no system call sets it to anything else; the mtime can be set to
-/// any value (`touch -d`, `tar`, `npm` restore whole-second or future mtimes). A file whose
-/// recorded ctime is older than the racy window before the recording instant cannot change
-/// without its ctime moving past that instant, which a check sees. The window follows the
-/// ctime's own granularity: sub-second digits mean a fine-grained filesystem.
+/// Only the ctime decides. The kernel sets it to its own clock on every change made through a
+/// system call (`write`, `truncate`, `rename`, `chmod`...), and no system call sets it to
+/// anything else; the mtime can be set to any value (`touch -d`, `tar`, `npm` restore
+/// whole-second or future mtimes). So a file whose recorded ctime is older than the racy window
+/// before the recording instant cannot be changed through a system call without its ctime
+/// moving past that instant, which a check sees. The window follows the ctime's own
+/// granularity: sub-second digits mean a fine-grained filesystem.
+///
+/// One way around it is not seen, as git does not see it either: a write through a shared
+/// writable `mmap` of the file to a page that is already dirty moves neither its size nor its
+/// times (the kernel stamps the file at the first write fault of a clean page only). Such an
+/// edit is served the old bytecode until the next change that moves the ctime.
 ///
 /// Where the ctime is not the kernel's (FAT and exFAT report the settable mtime as the ctime;
 /// FUSE other than virtiofs reports what its daemon says), stat data is never trusted and
