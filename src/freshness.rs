@@ -34,7 +34,7 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// The racy window for timestamps with sub-second digits (ext4, XFS, btrfs, APFS, tmpfs...),
 /// whose granularity is the kernel's coarse clock tick (1-10 ms): three of the coarsest ticks.
 /// Every recording instant is taken before the read it vouches for, so an edit after the read
-/// (through a system call; see [`stat_is_trusted`] for the one kind that is not) moves the
+/// (through a system call: a write through a shared `mmap` may not; see FORMAT.md) moves the
 /// ctime past `recorded_at - lag`, where the lag is how far the coarse clock trails
 /// the fine one: a tick normally, several when timekeeping stalls (a VM exit); 30 ms covers
 /// three ticks at HZ=100 and seven at HZ=250. A ctime set by another machine's clock (a
