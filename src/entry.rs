@@ -114,9 +114,10 @@ impl Hit {
         std::str::from_utf8(self.snapshot.segment(segment)).ok()
     }
 
-    /// Whether the bytecode came from this crate's QuickJS compile path.
-    #[cfg(feature = "quickjs")]
-    pub(crate) fn is_engine_bytecode(&self) -> bool {
+    /// Whether the bytecode was stored from this crate's own QuickJS compile path
+    /// (`quickjs::Bytecode`), not handed to `put` by a caller: only such bytecode is ever given
+    /// to `Module::load`.
+    pub fn is_engine_bytecode(&self) -> bool {
         self.record().flags.to_native() & crate::format::FLAG_ENGINE_BYTECODE != 0
     }
 

@@ -65,7 +65,7 @@ impl Input {
 
     /// [`Input::with_content`] for bytes read from the descriptor whose `fstat` gave `meta`,
     /// by a read that began at `read_from_ns`.
-    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+    #[cfg(feature = "quickjs")]
     pub(crate) fn read_by_compiler(
         path: PathBuf,
         content: &[u8],

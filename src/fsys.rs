@@ -167,7 +167,7 @@ pub(crate) fn open_user_file_within(path: &Path, max_len: u64) -> io::Result<(Fi
 /// file of a terabyte costs nothing to make), and no more than the size `fstat` gave (a file
 /// that grows meanwhile is read as it was). Also returns the descriptor's metadata, taken
 /// before the read. Errors name the path.
-#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+#[cfg(feature = "quickjs")]
 pub(crate) fn read_user_file(path: &Path, max_len: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
     use std::io::Read;
     let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));

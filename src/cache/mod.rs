@@ -87,18 +87,6 @@ impl Cache {
         &self.inner.dir
     }
 
-    /// Whether `other` is this handle or a clone of it (one snapshot, one set of counters).
-    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
-    pub(crate) fn same_handle(&self, other: &Cache) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
-    }
-
-    /// How long this handle's writes wait for the writer lock.
-    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
-    pub(crate) fn lock_timeout(&self) -> Duration {
-        self.inner.options.lock_timeout
-    }
-
     /// Looks up `key`. Any miss, stale input, corruption or I/O error is `None`; the reason
     /// is counted in [`Cache::stats`] and logged at debug level. Never blocks on writers.
     pub fn get(&self, key: &Key) -> Option<Hit> {
@@ -111,15 +99,11 @@ impl Cache {
     }
 
     /// [`Cache::lookup`] for a caller that misses in runs (a first start misses on every
-    /// module): a miss checks for a newer publication (a `stat` of the index) only if no
-    /// throttled miss through this handle did in the last `interval`, so other processes'
-    /// writes are seen within `interval` rather than by the next miss.
-    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
-    pub(crate) fn lookup_throttled(
-        &self,
-        key: &Key,
-        interval: Duration,
-    ) -> Result<Hit, MissReason> {
+    /// module, and `quickjs::PackLoader` looks modules up this way): a miss checks for a newer
+    /// publication (a `stat` of the index) only if no throttled miss through this handle did
+    /// in the last `interval`, so other processes' writes are seen within `interval` rather
+    /// than by the next miss.
+    pub fn lookup_throttled(&self, key: &Key, interval: Duration) -> Result<Hit, MissReason> {
         self.lookup_with(key, Some(interval))
     }
 
@@ -205,9 +189,10 @@ impl Cache {
     }
 
     /// [`Cache::put_many`], waiting at most `wait` for the writer lock (another process's
-    /// write or compaction) instead of the handle's `lock_timeout`: a store at exit gives up
-    /// quickly, since what it could not store is only compiled again next time.
-    pub(crate) fn put_many_within<'e, 'a: 'e>(
+    /// write or compaction) instead of the handle's `lock_timeout`: for a store at exit that
+    /// should give up quickly, since what it could not store is only compiled again next time
+    /// (`quickjs::PackLoader` stores so).
+    pub fn put_many_within<'e, 'a: 'e>(
         &self,
         entries: impl IntoIterator<Item = (Key, &'e NewEntry<'a>)>,
         wait: Duration,

@@ -142,7 +142,6 @@ const CHECKSUM_LEN: usize = 8;
 
 /// [`EntryRecord::flags`]: the bytecode was produced by this crate's own QuickJS compile
 /// path (not handed to `put` by a caller), so it may be given to `Module::load`.
-#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub const FLAG_ENGINE_BYTECODE: u32 = 1;
 
 /// What a segment holds.

@@ -2,7 +2,7 @@
 //! [`super::PackResolver`] learned, published together, once, whatever order the two are
 //! dropped in.
 //!
-//! A resolver and a loader made one after the other on one thread over one [`Cache`] handle
+//! A resolver and a loader made one after the other on one thread over one cache directory
 //! (as `runtime.set_loader(PackResolver::new(..), PackLoader::new(..))` makes them) share one
 //! [`StartBatch`]. Each holds it; the batch publishes when the last of them lets go. rquickjs
 //! drops the resolver before the loader, a host holding a clone may drop them the other way:
@@ -86,14 +86,15 @@ thread_local! {
 
 impl StartBatch {
     /// The batch for a new `side` over `cache`: the unpaired one of the other side made last
-    /// on this thread over the same handle, else a new one (left for a partner to join).
+    /// on this thread over the same cache directory, else a new one (left for a partner to
+    /// join).
     pub(crate) fn join(cache: &Cache, side: Side) -> Arc<StartBatch> {
         UNPAIRED.with_borrow_mut(|slot| {
             let waiting = slot
                 .take()
                 .filter(|(other, _)| *other != side)
                 .and_then(|(_, batch)| batch.upgrade())
-                .filter(|batch| batch.cache.same_handle(cache));
+                .filter(|batch| batch.cache.dir() == cache.dir());
             if let Some(batch) = waiting {
                 return batch;
             }
@@ -133,9 +134,10 @@ impl StartBatch {
         state.modules.len() >= FLUSH_ENTRIES || state.module_bytes >= FLUSH_BYTES
     }
 
-    /// Stores everything pending in one publication, waiting at most `wait` for the lock;
-    /// with nothing to store, re-records racy inputs if the lock is free.
-    pub(crate) fn publish(&self, wait: Duration) -> Result<()> {
+    /// Stores everything pending in one publication, waiting at most `wait` for the lock
+    /// (`None`: the cache's `lock_timeout`); with nothing to store, re-records racy inputs if
+    /// the lock is free.
+    pub(crate) fn publish(&self, wait: Option<Duration>) -> Result<()> {
         let (modules, mut left_out, handed_over, resolver) = {
             let mut state = self.state.lock();
             state.module_bytes = 0;
@@ -185,14 +187,17 @@ impl StartBatch {
                 self.cache.max_batch_bytes() + crate::format::PACK_HEADER_LEN,
             );
         }
-        self.cache
-            .put_many_within(fits.iter().map(|(key, entry)| (*key, entry)), wait)
+        let fits = fits.iter().map(|(key, entry)| (*key, entry));
+        match wait {
+            Some(wait) => self.cache.put_many_within(fits, wait),
+            None => self.cache.put_many(fits),
+        }
     }
 }
 
 impl Drop for StartBatch {
     fn drop(&mut self) {
-        if let Err(e) = self.publish(EXIT_LOCK_WAIT) {
+        if let Err(e) = self.publish(Some(EXIT_LOCK_WAIT)) {
             log::warn!("bytecode-pack: compiled modules and resolutions not stored: {e}");
         }
     }
@@ -269,10 +274,11 @@ mod tests {
         // The next pair gets its own.
         let next = StartBatch::join(&cache, Side::Loader);
         assert!(!Arc::ptr_eq(&next, &loader_side));
-        // Two of one side do not pair, and another handle never joins.
+        // Two of one side do not pair, and another cache never joins.
         let again = StartBatch::join(&cache, Side::Loader);
         assert!(!Arc::ptr_eq(&next, &again));
-        let other = Cache::open(root.path()).unwrap();
+        let elsewhere = crate::private_tempdir();
+        let other = Cache::open(elsewhere.path()).unwrap();
         let resolver_elsewhere = StartBatch::join(&other, Side::Resolver);
         assert!(!Arc::ptr_eq(&resolver_elsewhere, &again));
     }

@@ -87,7 +87,7 @@ impl PackLoader {
     /// instead of when the loader is dropped, waiting for the writer lock up to the cache's
     /// `lock_timeout`. Clones share what is pending, so a host can keep a clone to call this.
     pub fn flush(&self) -> Result<()> {
-        self.batch.publish(self.cache.lock_timeout())
+        self.batch.publish(None)
     }
 
     fn handles(&self, name: &str) -> bool {
@@ -127,7 +127,7 @@ impl PackLoader {
             bytecode,
             input,
         });
-        if full && let Err(e) = self.batch.publish(EXIT_LOCK_WAIT) {
+        if full && let Err(e) = self.batch.publish(Some(EXIT_LOCK_WAIT)) {
             log::warn!("bytecode-pack: cannot store compiled modules: {e}");
         }
         Ok(module)

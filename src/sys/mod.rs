@@ -1,20 +1,40 @@
-//! Platform code, one file per platform (memmap2's layout): `unix.rs` on Unix, `other.rs`
-//! elsewhere. Everything above this module is platform-neutral. Unix is the tested platform;
-//! `other.rs` is the portable fallback (no ownership checks, no ctime or inode).
+//! Platform code, split by concern and platform (memmap2's and redb's layout); everything
+//! above this module is platform-neutral.
+//!
+//! | file | what |
+//! |---|---|
+//! | `unix.rs` (`other.rs` elsewhere) | owners and modes, open flags, directory sync, file identity, stat records, credentials |
+//! | `linux/mod.rs` (`portable.rs` elsewhere) | how a path is `stat`ed and probed, the resolver's clock |
+//! | `linux/filesystems.rs` (nothing elsewhere) | which filesystems keep trustworthy ctimes, and by whose clock ([`Ctime`]) |
+//!
+//! Unix is the tested platform, Linux the measured one; `other.rs` and `portable.rs` are the
+//! fallbacks (no ownership checks, no ctime or inode, every ctime trusted as local).
 
 #[cfg_attr(unix, path = "unix.rs")]
 #[cfg_attr(not(unix), path = "other.rs")]
 mod imp;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(not(target_os = "linux"))]
+mod portable;
 
-#[cfg(all(test, target_os = "linux"))]
-pub(crate) use imp::learn_made_up_device;
+#[cfg(target_os = "linux")]
+use linux as stat;
+#[cfg(not(target_os = "linux"))]
+use portable as stat;
+
 pub(crate) use imp::{
-    FileIdentity, check_owner_and_mode, create_private_dir, ctime_of, file_identity,
-    open_cache_options, open_error_kind, open_user_options, path_from_bytes, same_file,
-    special_file_kind, stat_path, stat_record, sync_dir,
+    FileIdentity, check_owner_and_mode, create_private_dir, file_identity, open_cache_options,
+    open_error_kind, open_user_options, path_from_bytes, same_file, special_file_kind, stat_record,
+    sync_dir,
 };
 #[cfg(feature = "quickjs")]
-pub(crate) use imp::{LONGEST_PATH, coarse_clock, credentials, probe};
+pub(crate) use imp::{LONGEST_PATH, credentials};
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) use linux::learn_made_up_device;
+#[cfg(feature = "quickjs")]
+pub(crate) use stat::{coarse_clock, probe};
+pub(crate) use stat::{ctime_of, stat_path};
 
 /// Who sets a filesystem's ctimes, which decides whether, and within what racy window, stat
 /// data can stand in for content.
@@ -37,7 +57,7 @@ pub(crate) enum Ctime {
 
 impl Ctime {
     /// Whether stat data can ever stand in for content.
-    #[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+    #[cfg(feature = "quickjs")]
     pub(crate) fn kept_by_a_kernel(self) -> bool {
         matches!(self, Ctime::LocalClock | Ctime::RemoteClock)
     }
@@ -45,7 +65,7 @@ impl Ctime {
 
 /// What is at a path itself, a final symlink not followed: a resolver's probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+#[cfg(feature = "quickjs")]
 pub(crate) enum Probe {
     File,
     Symlink,
@@ -55,7 +75,7 @@ pub(crate) enum Probe {
     Absent,
 }
 
-#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
+#[cfg(feature = "quickjs")]
 impl Probe {
     /// The portable probe: `symlink_metadata`, for platforms (or kernels) without a cheaper
     /// one.

@@ -16,12 +16,6 @@ pub(crate) type FileIdentity = (u64, u64, i64);
 #[cfg(feature = "quickjs")]
 pub(crate) const LONGEST_PATH: usize = usize::MAX;
 
-/// A monotonic clock read per resolver call.
-#[cfg(feature = "quickjs")]
-pub(crate) fn coarse_clock() -> std::time::Duration {
-    super::elapsed_since_first_use()
-}
-
 /// No permission model is read here: every process asks as the same one.
 #[cfg(feature = "quickjs")]
 pub(crate) fn credentials() -> String {
@@ -81,18 +75,4 @@ pub(crate) fn stat_record(meta: &fs::Metadata) -> StatRecord {
         ino: 0,
         dev: 0,
     }
-}
-
-pub(crate) fn stat_path(path: &Path) -> io::Result<StatRecord> {
-    fs::metadata(path).map(|m| stat_record(&m))
-}
-
-/// No ctime here: the mtime stands in for it (see [`stat_record`]).
-pub(crate) fn ctime_of(_dev: u64) -> super::Ctime {
-    super::Ctime::LocalClock
-}
-
-#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
-pub(crate) fn probe(path: &Path) -> super::Probe {
-    super::Probe::portable(path)
 }

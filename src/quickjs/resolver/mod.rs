@@ -362,7 +362,7 @@ impl PackResolver {
     pub fn flush(&self) -> crate::Result<()> {
         // Not under the state's lock: the publication takes the answers through it.
         let batch = Arc::clone(&self.state.lock().batch);
-        batch.publish(self.state.lock().cache.lock_timeout())
+        batch.publish(None)
     }
 }
 
