@@ -100,7 +100,7 @@ impl Hit {
         self.snapshot
             .pack()
             .get(self.bytecode.clone())
-            .unwrap_or(&[])
+            .expect("a hit's bytecode range was taken from its checked mapping")
     }
 
     /// The module name given to `put`.

@@ -21,12 +21,14 @@ pub fn fuzz_index(data: &[u8]) {
         if file.len() >= format::INDEX_HEADER_LEN {
             let valid = format::encode_index(&format::IndexBody::default(), TAG).expect("small");
             // Common header and layout from a valid file, the rest from the input.
-            file[..40].copy_from_slice(&valid[..40]);
+            use format::{COUNT_AT, GENERATION_AT, RECORDS_LEN_AT};
+            file[..GENERATION_AT].copy_from_slice(&valid[..GENERATION_AT]);
             let rows = ((file.len() - format::INDEX_HEADER_LEN) / format::ROW_LEN)
-                .min(u32::from(file[64]) as usize);
-            file[64..68].copy_from_slice(&(rows as u32).to_le_bytes());
+                .min(u32::from(file[COUNT_AT]) as usize);
+            file[COUNT_AT..COUNT_AT + 4].copy_from_slice(&(rows as u32).to_le_bytes());
             let records = file.len() - format::INDEX_HEADER_LEN - rows * format::ROW_LEN;
-            file[72..80].copy_from_slice(&(records as u64).to_le_bytes());
+            file[RECORDS_LEN_AT..RECORDS_LEN_AT + 8]
+                .copy_from_slice(&(records as u64).to_le_bytes());
             let end = format::INDEX_HEADER_LEN - 8;
             let sum = xxhash_rust::xxh3::xxh3_64(&file[..end]);
             file[end..format::INDEX_HEADER_LEN].copy_from_slice(&sum.to_le_bytes());

@@ -96,6 +96,7 @@ mod stats;
 mod sys;
 #[allow(unsafe_code)]
 mod unsafe_io;
+mod verdicts;
 mod verify;
 mod writer;
 

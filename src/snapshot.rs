@@ -7,7 +7,6 @@
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use memmap2::Mmap;
 
@@ -17,6 +16,7 @@ use crate::format::{self, ArchivedEntryRecord, BaseRef, FormatError, SegmentRef}
 use crate::fsys::CacheFile;
 use crate::sys;
 use crate::unsafe_io::{CheckedIndex, map_prefix};
+use crate::verdicts::RowVerdicts;
 
 /// Which index file a snapshot was read from: `rename` gives every publication a new inode,
 /// and the old one stays allocated while mapped, so equal identities mean the same index.
@@ -34,24 +34,18 @@ pub(crate) fn published_identity(index_path: &Path) -> Option<FileIdentity> {
         .map(|m| identity_of(&m))
 }
 
-const UNCHECKED: u8 = 0;
-const GOOD: u8 = 1;
-const BAD: u8 = 2;
-
 /// One mapped index file (the published one, or the base it extends) and, per row, whether
 /// that entry's segments passed their checksums.
 pub(crate) struct Table {
     index: CheckedIndex<Mmap>,
     /// Per row: unchecked, good or bad. Mapped bytes never change (see `unsafe_io`), so one
     /// check per snapshot is enough.
-    checked: Box<[AtomicU8]>,
+    checked: RowVerdicts,
 }
 
 impl Table {
     fn new(index: CheckedIndex<Mmap>) -> Table {
-        let checked = (0..index.header().count)
-            .map(|_| AtomicU8::new(UNCHECKED))
-            .collect();
+        let checked = RowVerdicts::new(index.header().count);
         Table { index, checked }
     }
 
@@ -284,38 +278,44 @@ impl Snapshot {
     /// Whether every segment of the entry at `at` passes its checksum; checked once per
     /// snapshot.
     pub(crate) fn segments_intact(&self, at: EntryAt, entry: &ArchivedEntryRecord) -> bool {
-        let Some(state) = self.table(at).and_then(|(t, i)| t.checked.get(i)) else {
+        let Some((table, i)) = self.table(at) else {
             return false;
         };
-        match state.load(Ordering::Acquire) {
-            GOOD => return true,
-            BAD => return false,
-            _ => {}
+        match table.checked.get(i) {
+            Some(Some(good)) => return good,
+            Some(None) => {}
+            None => return false,
         }
         let pack = self.pack();
         let good = format::archived_segments(entry)
             .map(|(_, s)| SegmentRef::from(s))
             .all(|s| format::checked_segment_bytes(pack, &s).is_ok());
-        state.store(if good { GOOD } else { BAD }, Ordering::Release);
+        table.checked.set(i, good);
         good
     }
 
     /// Where a segment of an entry whose segments are intact lies in the pack mapping.
+    ///
+    /// # Panics
+    /// If the segment is not in the mapping: only an entry [`Snapshot::segments_intact`]
+    /// accepted may be asked, and that check found every segment in bounds.
     pub(crate) fn segment_range(
         &self,
         segment: &format::ArchivedSegmentRef,
     ) -> std::ops::Range<usize> {
-        let segment = SegmentRef::from(segment);
-        match format::segment_bytes(self.pack(), &segment) {
-            // In bounds of a mapping, so both ends fit in usize.
-            Ok(bytes) => segment.offset as usize..segment.offset as usize + bytes.len(),
-            Err(_) => 0..0,
-        }
+        let bytes = self.segment(segment);
+        // In bounds of a mapping, so both ends fit in usize.
+        let start = SegmentRef::from(segment).offset as usize;
+        start..start + bytes.len()
     }
 
     /// The bytes of a segment of an entry whose segments are intact.
+    ///
+    /// # Panics
+    /// As [`Snapshot::segment_range`].
     pub(crate) fn segment(&self, segment: &format::ArchivedSegmentRef) -> &[u8] {
-        format::segment_bytes(self.pack(), &SegmentRef::from(segment)).unwrap_or(&[])
+        format::segment_bytes(self.pack(), &SegmentRef::from(segment))
+            .expect("a segment of an entry whose segments were checked intact is in the pack")
     }
 }
 

@@ -26,9 +26,8 @@ use std::io;
 
 use memmap2::{Mmap, MmapOptions};
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use crate::format::{self, ArchivedEntryRecord, FormatError, IndexHeader};
+use crate::verdicts::RowVerdicts;
 
 /// Maps the first `len` bytes of `file` read-only. `len` must not exceed the file's length,
 /// which the caller has checked with `fstat` on the same descriptor.
@@ -50,20 +49,14 @@ pub(crate) struct CheckedIndex<B> {
     bytes: B,
     header: IndexHeader,
     /// Per record: unchecked, good or bad.
-    verdicts: Box<[AtomicU8]>,
+    verdicts: RowVerdicts,
 }
-
-const UNCHECKED: u8 = 0;
-const GOOD: u8 = 1;
-const BAD: u8 = 2;
 
 impl<B: StableBytes> CheckedIndex<B> {
     /// Checks `bytes` as an index file for `abi_tag` (its header and length only: O(1)).
     pub(crate) fn new(bytes: B, abi_tag: &str) -> Result<Self, FormatError> {
         let header = format::check_index_header(bytes.as_ref(), abi_tag)?;
-        let verdicts = (0..header.count)
-            .map(|_| AtomicU8::new(UNCHECKED))
-            .collect();
+        let verdicts = RowVerdicts::new(header.count);
         Ok(CheckedIndex {
             bytes,
             header,
@@ -88,9 +81,8 @@ impl<B: StableBytes> CheckedIndex<B> {
 
     /// Record `i`, read in place, if it passes its checks (once; the verdict is kept).
     pub(crate) fn record(&self, i: usize) -> Option<&ArchivedEntryRecord> {
-        let verdict = self.verdicts.get(i)?;
-        match verdict.load(Ordering::Acquire) {
-            GOOD => {
+        match self.verdicts.get(i)? {
+            Some(true) => {
                 // Checked before: only the span is recomputed, and nothing is written, so
                 // readers on other threads never contend for this cache line.
                 let (_, bytes) = format::index_record_span(self.file(), &self.header, i).ok()?;
@@ -99,8 +91,8 @@ impl<B: StableBytes> CheckedIndex<B> {
                 // `StableBytes` owners never change them.
                 return Some(unsafe { rkyv::access_unchecked::<ArchivedEntryRecord>(bytes) });
             }
-            BAD => return None,
-            _ => {}
+            Some(false) => return None,
+            None => {}
         }
         // Checksummed, then validated: a checksum catches damage, rkyv's validator what no
         // checksum can (bytes forged to match one, which must not make a read unsound).
@@ -108,11 +100,11 @@ impl<B: StableBytes> CheckedIndex<B> {
             .ok()
             .and_then(format::record_is_valid)
         else {
-            verdict.store(BAD, Ordering::Release);
+            self.verdicts.set(i, false);
             return None;
         };
         let good = record.key == format::index_row(self.file(), &self.header, i).key;
-        verdict.store(if good { GOOD } else { BAD }, Ordering::Release);
+        self.verdicts.set(i, good);
         good.then_some(record)
     }
 

@@ -17,12 +17,16 @@ pub(crate) const INDEX_MAGIC: [u8; 8] = *b"BCPKIDX\0";
 
 /// The index header's own fields, each after the one before.
 const LAYOUT_AT: usize = OWN_FIELDS_AT;
-const GENERATION_AT: usize = LAYOUT_AT + 8;
+/// Where the header's generation is: everything before it (magic, version, ABI tag, layout
+/// fingerprint) is common to every index of a build.
+pub(crate) const GENERATION_AT: usize = LAYOUT_AT + 8;
 const PACK_LEN_AT: usize = GENERATION_AT + 8;
 const NEXT_SEQ_AT: usize = PACK_LEN_AT + 8;
-const COUNT_AT: usize = NEXT_SEQ_AT + 8;
+/// Where the header's row count (`u32`) is.
+pub(crate) const COUNT_AT: usize = NEXT_SEQ_AT + 8;
 const RESERVED_AT: usize = COUNT_AT + 4;
-const RECORDS_LEN_AT: usize = RESERVED_AT + 4;
+/// Where the header's records-region length (`u64`) is.
+pub(crate) const RECORDS_LEN_AT: usize = RESERVED_AT + 4;
 const BASE_ID_AT: usize = RECORDS_LEN_AT + 8;
 const BASE_LEN_AT: usize = BASE_ID_AT + 8;
 const BASE_CHECKSUM_AT: usize = BASE_LEN_AT + 8;
