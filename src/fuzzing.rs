@@ -80,7 +80,6 @@ pub fn fuzz_pack(data: &[u8]) {
 /// panic or hang, and an undamaged table must give back every answer it was built with.
 #[cfg(feature = "quickjs")]
 pub fn fuzz_resolutions(data: &[u8]) {
-    use crate::quickjs::{encode_table_for_fuzzing, exercise_stored_table};
     let mut b = Bytes(data);
     if b.byte() & 1 == 0 {
         // Counts from the input, the regions sized to match, the rest of the input as the
@@ -136,6 +135,75 @@ pub fn fuzz_resolutions(data: &[u8]) {
             assert_eq!(read, built);
         }
     }
+}
+
+#[cfg(feature = "quickjs")]
+use crate::quickjs::resolver::{
+    dirs::{Dirs, NewAnswers, payload},
+    stored::{self, AnswerToStore, DirStamp, StoredAnswers},
+};
+
+/// The fuzzers' way in ([`fuzz_resolutions`]): a table built from `dirs` and
+/// `answers` (scope, name, value, directory ids), as a run writes it.
+#[cfg(feature = "quickjs")]
+fn encode_table_for_fuzzing(
+    dirs: &[(String, Option<crate::format::StatRecord>, i64)],
+    answers: &[(String, String, String, Vec<u32>)],
+) -> Vec<u8> {
+    let dirs = dirs.iter().map(|(path, stat, recorded_at_ns)| {
+        let stamp = DirStamp {
+            stat: *stat,
+            recorded_at_ns: *recorded_at_ns,
+        };
+        (path.as_str(), stamp)
+    });
+    let answers: Vec<_> = answers
+        .iter()
+        .map(|(scope, name, value, dirs)| AnswerToStore {
+            scope,
+            name,
+            value,
+            dirs: dirs.clone(),
+        })
+        .collect();
+    stored::encode(dirs, &answers)
+}
+
+/// The fuzzers' way in: `bytes` opened as a stored table the way a run reads it (every
+/// directory, every answer, each answer looked up by its scope and name) and, if it opens,
+/// written back as a run that found every directory unchanged writes it. The write-back must
+/// open, and hold every answer that could be read whole. Returns the answers read, for the
+/// caller's round-trip check.
+#[cfg(feature = "quickjs")]
+fn exercise_stored_table(bytes: Vec<u8>) -> Option<Vec<(String, String, String)>> {
+    let table = StoredAnswers::open(bytes)?;
+    let count = table.dir_count();
+    let dir_paths: Vec<String> = (0..count)
+        .map(|id| table.dir(id).map(|(path, _)| path.to_owned()))
+        .collect::<Option<_>>()
+        .expect("a table that opened reads every directory back");
+    let mut readable = Vec::new();
+    for answer in table.answers() {
+        let found = answer
+            .text()
+            .and_then(|(scope, name, _)| table.find(scope, name));
+        let whole = answer.dirs().all(|id| id < count);
+        if let (Some((scope, name, value)), Some(_), true) = (answer.text(), found, whole) {
+            readable.push((scope.to_owned(), name.to_owned(), value.to_owned()));
+        }
+    }
+    let mut dirs = Dirs::new(count);
+    dirs.checked.fill(dirs.round);
+    let written = payload(Some(&table), &dirs, &NewAnswers::default());
+    let again = StoredAnswers::open(written).expect("a written table opens");
+    let again_paths: Vec<String> = (0..again.dir_count())
+        .filter_map(|id| again.dir(id).map(|(path, _)| path.to_owned()))
+        .collect();
+    assert_eq!(again_paths, dir_paths, "directories keep their ids");
+    for (scope, name, _) in &readable {
+        assert!(again.find(scope, name).is_some(), "{scope:?} {name:?} kept");
+    }
+    Some(readable)
 }
 
 const TAG: &str = "fuzz-abi";

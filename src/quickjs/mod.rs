@@ -48,11 +48,10 @@ mod batch;
 #[allow(unsafe_code)]
 mod engine;
 mod loader;
-mod resolver;
+pub(crate) mod resolver;
 
 pub use loader::PackLoader;
 pub use resolver::PackResolver;
-pub(crate) use resolver::{encode_table_for_fuzzing, exercise_stored_table};
 
 use crate::cache::Cache;
 use crate::entry::{Hit, NewEntry};

@@ -32,7 +32,7 @@ const ANSWER_LEN: usize = 32;
 /// search path or an `x/index.js` candidate may not), and the instant it was taken (before the
 /// `stat`, as for inputs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct DirStamp {
+pub(crate) struct DirStamp {
     pub stat: Option<StatRecord>,
     pub recorded_at_ns: i64,
 }
@@ -62,7 +62,7 @@ impl DirStamp {
 
 /// An answer to store: the name `name` imported from `scope` resolved to `value`, computed
 /// from the directories `dirs` (indices into the stored directory list).
-pub(super) struct AnswerToStore<'a> {
+pub(crate) struct AnswerToStore<'a> {
     pub scope: &'a str,
     pub name: &'a str,
     pub value: &'a str,
@@ -71,7 +71,7 @@ pub(super) struct AnswerToStore<'a> {
 
 /// A stored answer, read in place. Its strings are checked as UTF-8 only when read as text:
 /// finding one compares bytes.
-pub(super) struct StoredAnswer<'a> {
+pub(crate) struct StoredAnswer<'a> {
     scope: &'a [u8],
     name: &'a [u8],
     value: &'a [u8],
@@ -99,7 +99,7 @@ impl<'a> StoredAnswer<'a> {
 /// The payload of a stored entry, its layout and directories checked when opened; every read
 /// of an answer is bounds-checked, so a payload that lies (it cannot, past its checksum, but a
 /// reader does not rely on that) gives absent answers, never a panic.
-pub(super) struct StoredAnswers {
+pub(crate) struct StoredAnswers {
     bytes: Vec<u8>,
     dirs: u32,
     answers: u32,
@@ -252,12 +252,12 @@ fn slot_hash(seed: u64, name: &str) -> u64 {
 }
 
 /// The seed a scope's names are hashed with.
-pub(super) fn scope_seed(scope: &str) -> u64 {
+pub(crate) fn scope_seed(scope: &str) -> u64 {
     xxh3_64(scope.as_bytes())
 }
 
 /// The payload for these directories (index = position) and answers.
-pub(super) fn encode<'a>(
+pub(crate) fn encode<'a>(
     dirs: impl ExactSizeIterator<Item = (&'a str, DirStamp)>,
     answers: &[AnswerToStore<'a>],
 ) -> Vec<u8> {

@@ -1,0 +1,109 @@
+//! Path arithmetic on module names as strings, where it equals `relative-path`'s (every name
+//! a start loads): the fast paths of probing.
+
+use relative_path::RelativePath;
+
+/// The directory holding the file at the absolute path `full`, whose entries decide whether
+/// it exists: what precedes its last separator, and `/` for a file in the root (a working
+/// directory of `/`, as in a container without one set). `None` if `full` names no file.
+pub(super) fn directory_of(full: &str) -> Option<&str> {
+    match full.rsplit_once('/') {
+        Some((_, "")) | None => None,
+        Some(("", _)) => Some("/"),
+        Some((dir, _)) => Some(dir),
+    }
+}
+
+/// Whether `name` is relative and every component is a plain name (not empty, `.` or `..`):
+/// then path arithmetic on it is string arithmetic, and the exact conversions can be skipped.
+pub(super) fn is_plain_relative(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// `RelativePath::parent` of a base module's name, without parsing its components when it is
+/// plain (every module a start loads).
+pub(super) fn base_dir(base: &str) -> Option<&str> {
+    if is_plain_relative(base) {
+        return Some(base.rsplit_once('/').map_or("", |(dir, _)| dir));
+    }
+    RelativePath::new(base).parent().map(RelativePath::as_str)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// A file's directory is its path's parent, the root's files' too: stamping "" instead of
+    /// `/` (whose stat always fails, so it looked unchanged forever) kept the root's answers
+    /// after its files changed.
+    #[test]
+    fn a_files_directory_is_its_parent_even_in_the_root() {
+        for full in [
+            "/x.js",
+            "/srv/x.js",
+            "/srv/app/lib/x.mjs",
+            "//x.js",
+            "/a//b.js",
+        ] {
+            let dir = directory_of(full).unwrap();
+            assert_eq!(Some(Path::new(dir)), Path::new(full).parent(), "{full:?}");
+        }
+        assert!(crate::sys::stat_path(Path::new(directory_of("/x.js").unwrap())).is_ok());
+        for no_file in ["/", "/srv/", "x.js", ""] {
+            assert_eq!(directory_of(no_file), None, "{no_file:?}");
+        }
+    }
+
+    /// What the probes and `base_dir` rely on: a plain name's path is the working directory, a
+    /// separator and the name, and its parent is what precedes its last separator.
+    #[test]
+    fn plain_names_are_string_arithmetic() {
+        let names = [
+            "a.js", "a/b.js", "x./y.js", "a..b/c", "..a/.b", ".", "..", "", "/a", "a/", "a//b",
+            "./a", "a/./b", "a/../b", "a/.", "a/..",
+        ];
+        for name in names {
+            if !is_plain_relative(name) {
+                continue;
+            }
+            for cwd in ["/", "/srv/app"] {
+                let exact = RelativePath::new(name).to_path(cwd);
+                let joined = format!("{}/{name}", cwd.trim_end_matches('/'));
+                assert_eq!(Path::new(&joined), exact, "{cwd:?} {name:?}");
+            }
+            let parent = RelativePath::new(name).parent().map(RelativePath::as_str);
+            assert_eq!(base_dir(name), parent, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn base_directories_are_what_relative_path_gives() {
+        let bases = [
+            "a/b.js",
+            "b.js",
+            "a/b/c.mjs",
+            "a/../b.js",
+            "a/..",
+            "..",
+            ".",
+            "",
+            "/a/b.js",
+            "./a.js",
+            "a/./b.js",
+            "a//b.js",
+            "a/b/",
+            "a/b/.",
+            "./",
+            "a/.b",
+            ".a/b",
+        ];
+        for base in bases {
+            let expected = RelativePath::new(base).parent().map(RelativePath::as_str);
+            assert_eq!(base_dir(base), expected, "{base:?}");
+        }
+    }
+}
