@@ -15,7 +15,7 @@ use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::files::{self, CacheFile, TEMP_PREFIX, pack_file_name};
-use crate::format::{self, EntryRecord, InputRecord, PACK_HEADER_LEN, SegmentKind, SegmentRef};
+use crate::format::{self, EntryRecord, InputRecord, PACK_HEADER_LEN};
 use crate::freshness::{self, Freshness};
 use crate::options::Options;
 use crate::snapshot::map_committed_pack;
@@ -73,7 +73,36 @@ pub(crate) fn compact(
     };
     let old_pack: &[u8] = old_pack.as_deref().unwrap_or(&[]);
 
-    let mut kept: Vec<EntryRecord> = Vec::with_capacity(entries.len());
+    let mut kept = keep_intact_and_fresh(
+        entries,
+        old_pack,
+        protect_from_seq,
+        &mut checked_ahead,
+        &mut report,
+    );
+    report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
+
+    let generation = crate::writer::next_generation_after(&state.dir, old_generation)?;
+    let new_pack_len = write_new_pack(state, generation, old_pack, &mut kept)?;
+    report.entries_after = kept.len() as u64;
+    report.pack_bytes_after = new_pack_len;
+    report.generation = generation;
+    state.replace_all(kept, generation, new_pack_len);
+    Ok(report)
+}
+
+/// The entries worth carrying over: every segment intact in the old pack and every input
+/// fresh (re-recorded where it was racy). Entries the calling put is about to acknowledge
+/// (`protect_from_seq` on) are kept unchecked: they were hashed moments ago, and a transient
+/// error re-checking them (EMFILE, say) must not drop them.
+fn keep_intact_and_fresh(
+    entries: Vec<EntryRecord>,
+    old_pack: &[u8],
+    protect_from_seq: Option<u64>,
+    checked_ahead: &mut CheckedAhead,
+    report: &mut CompactReport,
+) -> Vec<EntryRecord> {
+    let mut kept = Vec::with_capacity(entries.len());
     for entry in entries {
         if !entry
             .segments()
@@ -82,8 +111,6 @@ pub(crate) fn compact(
             report.dropped_corrupt += 1;
             continue;
         }
-        // The entries the calling put is about to acknowledge were hashed moments ago: a
-        // transient error re-checking them (EMFILE, say) must not drop them.
         if protect_from_seq.is_some_and(|from| entry.seq >= from) {
             kept.push(entry);
             continue;
@@ -93,9 +120,18 @@ pub(crate) fn compact(
             None => report.dropped_stale += 1,
         }
     }
-    report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
+    kept
+}
 
-    let generation = crate::writer::next_generation_after(&state.dir, old_generation)?;
+/// Copies the segments of `kept` from `old_pack` into `pack-<generation>`, written through a
+/// temp file, flushed and renamed into place; points each entry at its new offsets and returns
+/// the new pack's length.
+fn write_new_pack(
+    state: &WriteState,
+    generation: u64,
+    old_pack: &[u8],
+    kept: &mut [EntryRecord],
+) -> Result<u64> {
     // Checked before the copy: a leftover pack of that generation (a compactor that crashed)
     // is replaced; anything else of that name is not this cache's to replace. (Writers hold
     // the lock; only another program could put a file there before the rename.)
@@ -125,16 +161,13 @@ pub(crate) fn compact(
             crate::faults::crash_point("compact:half-copied");
         }
         let key = entry.key;
-        let mut copy = |kind: SegmentKind, s: &mut SegmentRef| -> std::io::Result<()> {
-            let payload = format::segment_bytes(old_pack, s).expect("checked above");
-            out.write_all(&format::encode_segment_header(kind, &key, payload))?;
-            out.write_all(payload)?;
-            s.offset = offset + format::SEGMENT_HEADER_LEN;
-            offset += s.stored_len();
-            Ok(())
-        };
         for (kind, segment) in entry.segments_mut() {
-            copy(kind, segment).map_err(Error::io(&tmp_path))?;
+            let payload = format::segment_bytes(old_pack, segment).expect("checked intact");
+            out.write_all(&format::encode_segment_header(kind, &key, payload))
+                .and_then(|()| out.write_all(payload))
+                .map_err(Error::io(&tmp_path))?;
+            segment.offset = offset + format::SEGMENT_HEADER_LEN;
+            offset += segment.stored_len();
         }
     }
     out.flush().map_err(Error::io(&tmp_path))?;
@@ -147,12 +180,7 @@ pub(crate) fn compact(
     tmp.persist(&new_pack_path)
         .map_err(|e| Error::io(&new_pack_path)(e.error))?;
     crate::faults::crash_point("compact:pack-renamed");
-
-    report.entries_after = kept.len() as u64;
-    report.pack_bytes_after = offset;
-    report.generation = generation;
-    state.replace_all(kept, generation, offset);
-    Ok(report)
+    Ok(offset)
 }
 
 /// Keeps an entry only if all its inputs still hold their recorded content, checked as a

@@ -2,6 +2,8 @@
 //! segment checksums), made eagerly over every entry, plus a walk of the pack's own segment
 //! headers.
 
+use std::collections::HashSet;
+
 use crate::format::{self, PACK_HEADER_LEN, SEGMENT_HEADER_LEN, SegmentRef};
 use crate::snapshot::Snapshot;
 
@@ -34,6 +36,15 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
             return report;
         }
     }
+    check_index_files(snapshot, &mut report);
+    let (header_offsets, reported) = check_entries_segments(snapshot, &mut report);
+    walk_pack(snapshot.pack(), &header_offsets, &reported, &mut report);
+    report
+}
+
+/// Every record of the published index and its base against rkyv's validator and its row's
+/// key, and each file's rows for their order.
+fn check_index_files(snapshot: &Snapshot, report: &mut VerifyReport) {
     let tables = [("index", snapshot.head()), ("base", snapshot.base())];
     for (name, table) in tables {
         let Some(table) = table else { continue };
@@ -57,19 +68,24 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
                 .push(format!("{name} rows are not sorted by unique key"));
         }
     }
-    // The live entries: the published index's, then the base's it does not shadow. Damaged
-    // records were reported above; the others passed their checksums and the validator.
+}
+
+/// Each segment the live entries name (the published index's, then the base's it does not
+/// shadow; damaged records were reported already), checked on its own against its payload
+/// checksum and the pack's header in front of it, so one damaged segment is reported once.
+/// Returns the offsets of the headers found good, sorted, and those already reported.
+fn check_entries_segments(
+    snapshot: &Snapshot,
+    report: &mut VerifyReport,
+) -> (Vec<u64>, HashSet<u64>) {
     let entries: Vec<_> = snapshot
         .records()
         .filter_map(|(_, record)| record)
         .collect();
     report.entries = snapshot.records().count() as u64;
     let pack = snapshot.pack();
-
-    // Each segment the index names is checked on its own, against its payload checksum and
-    // the pack's header in front of it, so one damaged segment is reported once.
     let mut header_offsets = Vec::new();
-    let mut reported = std::collections::HashSet::new();
+    let mut reported = HashSet::new();
     for entry in &entries {
         let name = entry.module_name.as_str();
         for (kind, archived) in format::archived_segments(entry) {
@@ -94,9 +110,17 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
         }
     }
     header_offsets.sort_unstable();
+    (header_offsets, reported)
+}
 
-    // Walk the pack by its own headers. Past a damaged segment, resume at the next segment
-    // the index knows, so the count covers the rest of the pack.
+/// Walks the pack by its own headers, counting its segments. Past a damaged segment it
+/// resumes at the next segment the index knows, so the count covers the rest of the pack.
+fn walk_pack(
+    pack: &[u8],
+    header_offsets: &[u64],
+    reported: &HashSet<u64>,
+    report: &mut VerifyReport,
+) {
     let mut offset = PACK_HEADER_LEN;
     while offset < pack.len() as u64 {
         match format::scan_segment(pack, offset) {
@@ -117,5 +141,4 @@ pub(crate) fn verify(snapshot: &Snapshot) -> VerifyReport {
             }
         }
     }
-    report
 }

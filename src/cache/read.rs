@@ -1,0 +1,184 @@
+//! The read path: lookups, lock-free, against the handle's snapshot; a miss checks for a newer
+//! publication.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{Cache, Inner};
+use crate::abi::abi_tag;
+use crate::entry::Hit;
+use crate::error::Result;
+use crate::freshness;
+use crate::key::Key;
+use crate::snapshot::{self, Found, Snapshot};
+use crate::stats::MissReason;
+use crate::writer::Refresh;
+
+/// At most this many refreshes wait for a write; more are dropped (they only cost re-hashes).
+const MAX_PENDING_REFRESHES: usize = 1 << 16;
+
+impl Cache {
+    /// Looks up `key`. Any miss, stale input, corruption or I/O error is `None`; the reason
+    /// is counted in [`Cache::stats`] and logged at debug level. Never blocks on writers.
+    pub fn get(&self, key: &Key) -> Option<Hit> {
+        self.lookup(key).ok()
+    }
+
+    /// [`Cache::get`], saying why it missed.
+    pub fn lookup(&self, key: &Key) -> Result<Hit, MissReason> {
+        self.lookup_with(key, None)
+    }
+
+    /// [`Cache::lookup`] for a caller that misses in runs (a first start misses on every
+    /// module, and `quickjs::PackLoader` looks modules up this way): a miss checks for a newer
+    /// publication (a `stat` of the index) only if no throttled miss through this handle did
+    /// in the last `interval`, so other processes' writes are seen within `interval` rather
+    /// than by the next miss.
+    pub fn lookup_throttled(&self, key: &Key, interval: Duration) -> Result<Hit, MissReason> {
+        self.lookup_with(key, Some(interval))
+    }
+
+    fn lookup_with(&self, key: &Key, throttle: Option<Duration>) -> Result<Hit, MissReason> {
+        let inner = &self.inner;
+        if inner.options.disabled {
+            inner.counters.miss(MissReason::Disabled);
+            return Err(MissReason::Disabled);
+        }
+        let snapshot = inner.snapshot.load_full();
+        let result = match lookup_in(&snapshot, key, inner) {
+            Ok(hit) => Ok(hit),
+            // A handle sees other processes' writes no later than its next miss (or, throttled,
+            // its next miss once the interval passed).
+            Err(reason) if !self.due_for_refresh(throttle) => Err(reason),
+            Err(reason) => match self.refresh_if_changed(&snapshot) {
+                Ok(Some(newer)) => lookup_in(&newer, key, inner),
+                Ok(None) => Err(reason),
+                Err(e) => {
+                    log::debug!("bytecode-pack: cannot reload {}: {e}", inner.dir.display());
+                    Err(MissReason::Io)
+                }
+            },
+        };
+        match &result {
+            Ok(_) => {
+                inner.counters.hit();
+            }
+            Err(reason) => {
+                inner.counters.miss(*reason);
+                log::debug!("bytecode-pack: miss ({reason:?}) for {key}");
+            }
+        }
+        result
+    }
+
+    /// Whether a throttled miss should check for a newer publication now; notes the check.
+    /// An unthrottled miss always checks and reads no clock.
+    fn due_for_refresh(&self, throttle: Option<Duration>) -> bool {
+        let Some(interval) = throttle else {
+            return true;
+        };
+        // Microseconds since opening, plus one: 0 means never checked.
+        let now = self.inner.opened.elapsed().as_micros() as u64 + 1;
+        let last = self.inner.checked_at_us.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= interval.as_micros() as u64;
+        if due {
+            self.inner.checked_at_us.store(now, Ordering::Relaxed);
+        }
+        due
+    }
+
+    /// Loads the published index if it is not the one `current` was read from.
+    pub(super) fn refresh_if_changed(&self, current: &Snapshot) -> Result<Option<Arc<Snapshot>>> {
+        let published = snapshot::published_identity(&self.inner.index_path);
+        if published == current.identity() {
+            return Ok(None);
+        }
+        Ok(Some(self.reload()?))
+    }
+
+    pub(super) fn reload(&self) -> Result<Arc<Snapshot>> {
+        let fresh = Arc::new(Snapshot::load(&self.inner.dir, abi_tag())?);
+        self.inner.snapshot.store(Arc::clone(&fresh));
+        Ok(fresh)
+    }
+}
+
+/// Looks `key` up in one snapshot: present, intact, and every input fresh.
+fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, MissReason> {
+    let (i, entry) = match snapshot.find(key.as_bytes()) {
+        Found::Entry(i, entry) => (i, entry),
+        Found::Damaged => return Err(MissReason::Corrupt),
+        Found::Absent if snapshot.is_rejected() => return Err(MissReason::Corrupt),
+        Found::Absent => return Err(MissReason::Absent),
+    };
+    if !snapshot.segments_intact(i, entry) {
+        return Err(MissReason::Corrupt);
+    }
+    let recorded_at = entry.recorded_at_ns.to_native();
+    let mut rehashed = Vec::new();
+    for (i, input) in entry.inputs.iter().enumerate() {
+        match freshness::check(input.into(), recorded_at) {
+            freshness::Freshness::Trusted => {}
+            freshness::Freshness::Rehashed { stat, read_from } => {
+                inner.counters.input_rehashed();
+                rehashed.push((i, stat, read_from));
+            }
+            freshness::Freshness::Stale => return Err(MissReason::Stale),
+        }
+    }
+    // Re-recorded by the handle's next write, if that lets later lookups trust one `stat`.
+    if let Some(rerecord) = freshness::rerecord(&rehashed)
+        && rerecord.stats.iter().any(|(_, stat)| stat.is_some())
+    {
+        let mut racy = inner.racy.lock();
+        if racy.len() < MAX_PENDING_REFRESHES {
+            racy.push(Refresh {
+                key: *key.as_bytes(),
+                version: (&entry.bytecode).into(),
+                stats: rerecord.stats,
+                observed_at_ns: rerecord.recorded_at_ns,
+            });
+        }
+    }
+    let bytecode = snapshot.segment_range(&entry.bytecode);
+    Ok(Hit {
+        snapshot: Arc::clone(snapshot),
+        entry: i,
+        bytecode,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::NewEntry;
+
+    #[test]
+    fn a_throttled_miss_sees_other_handles_writes_once_its_interval_passed() {
+        let root = crate::private_tempdir();
+        let (reader, writer) = (
+            Cache::open(root.path()).unwrap(),
+            Cache::open(root.path()).unwrap(),
+        );
+        let long = Duration::from_secs(3600);
+        let (first, second) = (Key::for_source("a.js", b"1"), Key::for_source("b.js", b"2"));
+        // The first miss checks (nothing published yet).
+        assert_eq!(
+            reader.lookup_throttled(&first, long).err(),
+            Some(MissReason::Absent)
+        );
+        writer.put(&first, &NewEntry::new("a.js", b"one")).unwrap();
+        // Within the interval: no check, so the other handle's write is not seen yet.
+        assert_eq!(
+            reader.lookup_throttled(&first, long).err(),
+            Some(MissReason::Absent)
+        );
+        // An unthrottled miss always checks.
+        assert_eq!(reader.lookup(&first).unwrap().bytecode(), b"one");
+        writer.put(&second, &NewEntry::new("b.js", b"two")).unwrap();
+        // Once the interval passed (here: none), a throttled miss checks too.
+        let hit = reader.lookup_throttled(&second, Duration::ZERO).unwrap();
+        assert_eq!(hit.bytecode(), b"two");
+    }
+}
