@@ -48,25 +48,23 @@
 //!
 //! # Layout
 //!
-//! Dependencies point one way, from the public handle down to the format (`tests/layout.rs`
-//! fails on a cycle between modules). From the bottom up:
+//! The modules in layers, from the bottom up. A module uses only modules of lower layers:
+//! `tests/layout.rs` reads this table and fails on any other dependency.
 //!
-//! | module | responsibility |
-//! |---|---|
-//! | `format` (`index`, `pack`) | the on-disk format, byte by byte, with no I/O (see also `FORMAT.md`) |
-//! | `files` | the names of the files in a cache directory |
-//! | `sys` (`unix`, `other`) | platform code: stat data, open flags, owner and mode checks |
-//! | `unsafe_io` | the storage side's only `unsafe`: mmap, in-place reads of checksummed, validated index records |
-//! | `error`, `options`, `abi`, `key` | the error type; tuning knobs; the ABI tag; cache keys |
-//! | `fsys` | non-blocking, regular-file-only opens, bounded streaming hashes, private dirs |
-//! | `freshness`, `inputs` | input records, the one freshness check and the racy rule; `collect_inputs` |
-//! | `snapshot` | the reader's immutable, lock-free view (index, base, pack) |
-//! | `entry`, `stats` | [`NewEntry`], [`Hit`], [`EntryInfo`]; [`MissReason`], [`Counters`], [`Stats`] |
-//! | `writer` | the advisory lock, appends, the split index, atomic publication, sweeping |
-//! | `compact`, `verify`, `maintenance` | rewriting a generation; full checks; pruning other builds |
-//! | `cache` (`builder`) | the public handle: [`Cache`], [`CacheBuilder`] |
-//! | `quickjs` (`engine`, `loader`, `resolver`, `resolver::stored`) | compile and load; [`quickjs::PackLoader`], [`quickjs::PackResolver`] and its stored table; the one `Module::load` |
-//! | `faults`, `fuzzing` | test-only crash points and fuzzing entry points (hidden) |
+//! | layer | modules | responsibility |
+//! |---|---|---|
+//! | 0 | `format`, `options`, `stats`, `verdicts`, `faults` | the on-disk format, byte by byte, with no I/O (see also `FORMAT.md`); tuning knobs; [`MissReason`], [`Counters`], [`Stats`]; per-row verdicts kept once reached; test-only crash points |
+//! | 1 | `unsafe_io` | the storage side's only `unsafe`: mmap, in-place reads of checksummed, validated index records, the FFI the platform layer needs |
+//! | 2 | `sys`, `abi`, `error` | platform code by concern (owners and modes, stat and probe, which filesystems keep ctimes); the ABI tag; the error type |
+//! | 3 | `fsys` | non-blocking, regular-file-only opens, bounded streaming hashes, private dirs |
+//! | 4 | `files`, `freshness` | the table of a cache directory's files and what makes one ours; input records, the one freshness check and the racy rule |
+//! | 5 | `key`, `inputs`, `snapshot`, `maintenance` | cache keys; `collect_inputs`; the reader's immutable, lock-free view (index, base, pack); pruning other builds |
+//! | 6 | `entry`, `verify` | [`NewEntry`], [`Hit`], [`EntryInfo`]; full checks |
+//! | 7 | `writer` | one write as a `Transaction`: the lock, appends, the split index, atomic publication, sweeping |
+//! | 8 | `compact` | rewriting a generation |
+//! | 9 | `cache` | the public handle, [`Cache`] and [`CacheBuilder`]: its state, the read path, the write path |
+//! | 10 | `quickjs` | compile and load; [`quickjs::PackLoader`], [`quickjs::PackResolver`]; one publication per start; the one `Module::load` |
+//! | 11 | `fuzzing` | fuzzing entry points (hidden) |
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

@@ -1,5 +1,6 @@
-//! The code's layout as a test: module dependencies point one way (no cycles between the
-//! crate's modules), and the ABI tag's rquickjs series matches Cargo.toml.
+//! The code's layout as a test: every module depends only on modules of lower layers, as the
+//! layout table in `src/lib.rs` documents them, and the ABI tag's rquickjs series matches
+//! Cargo.toml.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -60,34 +61,60 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     graph
 }
 
+/// The layers `src/lib.rs` documents: each module named in its layout table (a row
+/// `//! | <layer> | `a`, `b` | ... |`) with its layer.
+fn documented_layers() -> BTreeMap<String, u32> {
+    let lib = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs")).unwrap();
+    let mut layers = BTreeMap::new();
+    for line in lib.lines() {
+        let Some(row) = line.strip_prefix("//! | ") else {
+            continue;
+        };
+        let mut cells = row.split(" | ");
+        let (Some(layer), Some(modules)) = (cells.next(), cells.next()) else {
+            continue;
+        };
+        let Ok(layer) = layer.trim().parse::<u32>() else {
+            continue;
+        };
+        for module in modules.split(", ") {
+            let module = module.trim().trim_matches('`');
+            assert!(
+                layers.insert(module.to_owned(), layer).is_none(),
+                "{module} is in two layers"
+            );
+        }
+    }
+    layers
+}
+
 #[test]
-fn module_dependencies_have_no_cycles() {
+fn every_module_uses_only_lower_layers_as_lib_rs_documents() {
     let graph = module_graph();
+    let layers = documented_layers();
     assert!(graph.len() > 10, "{graph:?}");
-    // Depth-first search; a back edge is a cycle, reported with its path.
-    fn visit<'g>(
-        m: &'g str,
-        graph: &'g BTreeMap<String, BTreeSet<String>>,
-        path: &mut Vec<&'g str>,
-        done: &mut BTreeSet<&'g str>,
-    ) {
-        if done.contains(m) {
-            return;
+    let modules: BTreeSet<&String> = graph.keys().collect();
+    let documented: BTreeSet<&String> = layers.keys().collect();
+    assert_eq!(
+        modules, documented,
+        "src/lib.rs's layout table names every module, once"
+    );
+    let mut wrong = Vec::new();
+    for (module, deps) in &graph {
+        for dep in deps {
+            if layers[dep] >= layers[module] {
+                wrong.push(format!(
+                    "{module} (layer {}) uses {dep} (layer {})",
+                    layers[module], layers[dep]
+                ));
+            }
         }
-        if let Some(at) = path.iter().position(|p| *p == m) {
-            panic!("module cycle: {} -> {m}", path[at..].join(" -> "));
-        }
-        path.push(m);
-        for dep in &graph[m] {
-            visit(dep, graph, path, done);
-        }
-        path.pop();
-        done.insert(m);
     }
-    let mut done = BTreeSet::new();
-    for m in graph.keys() {
-        visit(m, &graph, &mut Vec::new(), &mut done);
-    }
+    assert!(
+        wrong.is_empty(),
+        "dependencies against the layers:\n{}",
+        wrong.join("\n")
+    );
 }
 
 #[test]
