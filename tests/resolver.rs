@@ -283,6 +283,12 @@ impl Host<'_, '_> {
                 &s,
                 &quiet,
             );
+            if (!touched.is_empty() || first) && !fast {
+                common::skipped(
+                    &format!("step {label:?}: racy stamps are not trusted"),
+                    "this start began more than 10 ms after the edit",
+                );
+            }
             if (!touched.is_empty() || first) && fast {
                 assert!(
                     s.puts >= 1,
@@ -1653,27 +1659,27 @@ fn scenario(role: &str) {
 }
 
 #[test]
-fn a_later_pattern_loses_to_a_new_file_matching_an_earlier_one() {
+fn a_new_file_matching_an_earlier_pattern_wins_over_a_known_answer() {
     scenario("later-pattern");
 }
 
 #[test]
-fn b_a_new_file_earlier_on_the_search_path_wins() {
+fn a_new_file_earlier_on_the_search_path_wins_over_a_known_answer() {
     scenario("search-path-order");
 }
 
 #[test]
-fn c_deleted_and_renamed_modules() {
+fn deleted_and_renamed_modules_stop_resolving_or_resolve_anew() {
     scenario("delete-rename");
 }
 
 #[test]
-fn d_a_file_replaced_by_a_directory_of_the_same_name() {
+fn a_file_replaced_by_a_directory_of_its_name_stops_resolving() {
     scenario("file-to-directory");
 }
 
 #[test]
-fn e_a_symlinked_directory_switched() {
+fn answers_through_a_switched_symlinked_directory_follow_the_switch() {
     scenario("symlinked-directory");
 }
 
@@ -1682,7 +1688,7 @@ fn e_a_symlinked_directory_switched() {
 /// project directories are swapped (each working directory path now holds the other's
 /// files), and finally B gains an `x.js`.
 #[test]
-fn f_two_projects_share_one_cache_root() {
+fn two_projects_sharing_one_cache_root_keep_apart_and_follow_a_swap() {
     let sandbox = Sandbox::new();
     let (one, two) = (sandbox.base.join("one"), sandbox.base.join("two"));
     for (dir, x) in [(&one, "x.js"), (&two, "x.mjs")] {
@@ -1746,7 +1752,7 @@ fn f_two_projects_share_one_cache_root() {
 
 /// (h) A resolver that outlives a start, through edits (see `long_lived`).
 #[test]
-fn h_a_long_lived_resolver_sees_edits_once_its_checks_are_due() {
+fn a_long_lived_resolver_sees_edits_once_its_checks_are_due() {
     child_says("long-lived", &[], "long-lived: done");
 }
 
@@ -1765,7 +1771,7 @@ fn paths_too_long_for_the_kernel_resolve_and_load_as_relative_ones_do() {
 /// nothing (the child checks each start).
 #[cfg(feature = "fault-injection")]
 #[test]
-fn g_on_a_filesystem_whose_ctime_can_be_set_every_start_probes_and_stores_nothing() {
+fn on_a_filesystem_whose_ctime_can_be_set_every_start_probes_and_stores_nothing() {
     child_says(
         "settable-ctime",
         &[("BYTECODE_PACK_PRETEND_CTIME_SETTABLE", "1")],

@@ -492,7 +492,10 @@ mod permissions {
         fs::create_dir(&f.root).unwrap();
         // Only root can give a directory away; skip the check where that is impossible.
         if let Err(e) = std::os::unix::fs::chown(&f.root, Some(65534), Some(65534)) {
-            eprintln!("skipped: cannot chown as this user ({e})");
+            common::skipped(
+                "root_owned_by_another_user_is_refused",
+                &format!("needs root to give a directory away ({e})"),
+            );
             return;
         }
         let err = Cache::open(&f.root).err().expect("refused");

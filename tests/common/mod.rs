@@ -135,3 +135,10 @@ pub fn age_tree(path: &Path, by: Duration) {
         .set_modified(SystemTime::now() - by)
         .unwrap();
 }
+
+/// Says in the test run's output that a check could not run on this machine, and why: a check
+/// skipped must not pass silently. Written to stderr directly, past libtest's capture.
+pub fn skipped(check: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {check}: {why}");
+}
