@@ -57,6 +57,13 @@ pub enum Error {
         /// How long the write (`put`, `put_many`, `compact`, `clear`, `refresh_racy`) waited.
         waited: Duration,
     },
+    /// The cache is read-only to this process (a cache shipped in an image and owned by root,
+    /// a read-only mount): it serves hits, and `put`, `compact` and `clear` return this.
+    #[error("{path}: read-only to this process: nothing is stored")]
+    ReadOnly {
+        /// The cache directory.
+        path: PathBuf,
+    },
     /// The entry handed to `put` cannot be stored.
     #[error("invalid entry: {0}")]
     InvalidEntry(String),

@@ -153,29 +153,42 @@ fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
     if !named.is_file() {
         return Err(fsys::not_a_regular_file(&named));
     }
-    if let Some(refused) = on_pseudo_filesystem(path) {
-        return Err(refused);
-    }
     let (mut file, meta) = fsys::open_user_file_within(path, MAX_INPUT_LEN)?;
     let before = stat_record(&meta);
     let (hash, read) = fsys::hash_bounded(&mut file, before.size)?;
     let after = stat_path(path).ok();
+    // Known only now: the `stat` just taken learned the file's filesystem. (A pseudo
+    // filesystem's files are regular, and reading one is bounded and does not block.)
+    if after.is_some_and(|after| crate::sys::ctime_of(after.dev) == crate::sys::Ctime::Pseudo) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            OnPseudoFilesystem,
+        ));
+    }
     let stable = read == before.size && after == Some(before);
     Ok((hash, stable.then_some(before)))
 }
 
-/// An error if `path` is on a kernel pseudo filesystem (procfs, sysfs...): its files are made
-/// up as they are read, so no stat data or hash taken now describes what a later read returns
-/// (`/proc/self/status` is 0 bytes long by its stat data, and its ctime never moves).
-fn on_pseudo_filesystem(path: &Path) -> Option<std::io::Error> {
-    let dev = stat_path(path).ok()?.dev;
-    (crate::sys::ctime_of(dev) == crate::sys::Ctime::Pseudo).then(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
+/// Why a file on a kernel pseudo filesystem (procfs, sysfs...) cannot be an input: its files
+/// are made up as they are read, so no stat data or hash taken now describes what a later read
+/// returns (`/proc/self/status` is 0 bytes long by its stat data, and its ctime never moves).
+#[derive(Debug)]
+struct OnPseudoFilesystem;
+
+impl std::fmt::Display for OnPseudoFilesystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
             "on a kernel pseudo filesystem (procfs, sysfs...), whose sizes and times do not \
              follow its content: it cannot be an input",
         )
-    })
+    }
+}
+
+impl std::error::Error for OnPseudoFilesystem {}
+
+fn is_on_pseudo_filesystem(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<OnPseudoFilesystem>())
 }
 
 /// Hashes `input` for a `put`, and says from when its record is valid (the `recorded_at` of
@@ -204,11 +217,9 @@ pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
 }
 
 fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
-    // Refused even with the content the compiler read: the entry could never be checked.
-    if let Some(source) = on_pseudo_filesystem(&path) {
-        return Err(Error::Input { path, source });
-    }
     match (hash_file(&path), input.compiled_hash) {
+        // Refused even with the content the compiler read: the entry could never be checked.
+        (Err(source), _) if is_on_pseudo_filesystem(&source) => Err(Error::Input { path, source }),
         (Ok((on_disk, stat)), compiled) => {
             let content_hash = compiled.unwrap_or(on_disk);
             // Trust stat data only if it describes exactly the content recorded.

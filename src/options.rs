@@ -32,6 +32,9 @@ pub(crate) struct Options {
     pub(crate) durability: Durability,
     pub(crate) disabled: bool,
     pub(crate) prune_other_abis_after: Option<Duration>,
+    /// Trust every entry's recorded inputs without checking them (see
+    /// [`crate::CacheBuilder::sealed`]).
+    pub(crate) sealed: bool,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             durability: Durability::Process,
             disabled: false,
             prune_other_abis_after: Some(DEFAULT_PRUNE_AGE),
+            sealed: false,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! What the machine does to a cache: a file-size limit (as a full disk), a read-only cache
-//! directory, the directory deleted under a running process, the same cache opened twice.
-//! Limits and privileges are applied in child processes (this binary re-invoked).
+//! directory, a cache shipped by root and read by an app user (alone, and under a writable
+//! one), one another user owns, no home for a per-user cache, the directory deleted under a
+//! running process, the same cache opened twice. Limits and privileges are applied in child
+//! processes (this binary re-invoked).
 #![cfg(unix)]
 
 mod common;
@@ -37,12 +39,24 @@ fn child() {
                 libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             }
         }
-        "read-only" => {
-            let uid: u32 = std::env::var("BP_UID").unwrap().parse().unwrap();
-            if uid != 0 {
-                // SAFETY: plain syscall; the parent made the cache this user's.
-                unsafe { assert_eq!(libc::setuid(uid), 0) };
+        "read-only" => become_user(),
+        "shipped" => {
+            become_user();
+            return shipped(&root);
+        }
+        "another-users" => {
+            become_user();
+            match Cache::open(&root) {
+                Err(e @ Error::Insecure { .. }) => println!("open=insecure: {e}"),
+                other => println!("open=other: {:?}", other.map(|c| c.is_read_only())),
             }
+            return;
+        }
+        "no-home" => {
+            let cache = Cache::open_default_or_uncached();
+            println!("get={:?}", cache.lookup(&key(0)).err());
+            println!("put={:?}", cache.put(&key(0), &NewEntry::new("m", b"bc")));
+            return;
         }
         other => panic!("unknown role {other}"),
     }
@@ -53,6 +67,7 @@ fn child() {
     match cache.put(&key(1), &NewEntry::new("big", &big)) {
         Ok(()) => println!("put=ok"),
         Err(e @ Error::Io { .. }) => println!("put=io-error: {e}"),
+        Err(e @ Error::ReadOnly { .. }) => println!("put=read-only: {e}"),
         Err(e) => println!("put=other-error: {e}"),
     }
     println!("get-after={}", cache.get(&key(0)).is_some());
@@ -63,6 +78,70 @@ fn child() {
         assert!(cache.put(&key(1), &NewEntry::new("big", &big)).is_err());
     }
     println!("pack-growth={}", pack_bytes() - before);
+}
+
+/// In a child: becomes the user `BP_UID` names (root ignores file modes, so the tests drop
+/// to an unprivileged one).
+fn become_user() {
+    let uid: u32 = std::env::var("BP_UID").unwrap().parse().unwrap();
+    if uid != 0 {
+        // SAFETY: plain syscalls; the parent made what this user needs accessible.
+        unsafe {
+            assert_eq!(libc::setgid(uid), 0);
+            assert_eq!(libc::setuid(uid), 0);
+        }
+    }
+}
+
+/// In a child, as an app user: the cache under `root` was shipped by root. It opens
+/// read-only and serves hits; writes are refused; then a writable cache of this user's
+/// (`BP_UPPER`) is put over it: lookups fall through, writes go to the upper one.
+fn shipped(root: &Path) {
+    let lower = Cache::open(root).unwrap();
+    println!("read-only={}", lower.is_read_only());
+    println!("get={}", lower.get(&key(0)).is_some());
+    match lower.put(&key(1), &NewEntry::new("m", b"new")) {
+        Err(Error::ReadOnly { path }) => println!("put=read-only {}", path.display()),
+        other => println!("put=other {other:?}"),
+    }
+    println!(
+        "compact={}",
+        matches!(lower.compact(), Err(Error::ReadOnly { .. }))
+    );
+    let upper_root = common::child::path_var("BP_UPPER");
+    let layered = Cache::builder(&upper_root)
+        .fall_back_to(lower.clone())
+        .open()
+        .unwrap();
+    println!("layered-get={}", layered.get(&key(0)).is_some());
+    layered.put(&key(1), &NewEntry::new("m", b"new")).unwrap();
+    println!("layered-put-get={}", layered.get(&key(1)).is_some());
+    println!("lower-get-after={}", lower.get(&key(1)).is_some());
+    println!("upper-entries={}", layered.stats().unwrap().entries);
+}
+
+/// Whether this process is root, which the tests of other users' caches need (they give
+/// files away); says so in the output when it is not.
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        common::skipped(test, "needs root to give files to other users");
+    }
+    root
+}
+
+/// Makes `path` and everything below it `uid`'s, readable by all, writable by none but its
+/// owner (as an image build leaves a shipped cache: `chmod -R go-w,a+rX`).
+fn give_tree(path: &Path, uid: u32) {
+    chown_tree(path, uid);
+    let mode = if path.is_dir() { 0o755 } else { 0o644 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).unwrap() {
+            give_tree(&entry.unwrap().path(), uid);
+        }
+    }
 }
 
 /// Runs the child in `role` on the cache under `root` (as user `uid` for "read-only").
@@ -137,10 +216,90 @@ fn a_read_only_cache_dir_serves_gets_and_fails_puts_cleanly() {
     let out = run_child("read-only", &root, uid);
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     assert!(out.contains("get=true"), "{out}");
-    assert!(out.contains("put=io-error"), "{out}");
-    assert!(out.contains("Permission denied"), "{out}");
+    assert!(out.contains("put=read-only"), "{out}");
     assert!(out.contains("get-after=true"), "{out}");
     assert!(out.contains("pack-growth=0"), "{out}");
+}
+
+/// A cache shipped in an image: built by root, owned by root, not writable by anyone else, read
+/// by an unprivileged app user. It opens read-only and serves hits; nothing in it changes;
+/// a writable cache of the user's put over it falls through to it and takes the writes.
+#[test]
+fn a_cache_shipped_by_root_serves_an_app_user_and_takes_no_writes() {
+    if !root_or_skip("a_cache_shipped_by_root_serves_an_app_user_and_takes_no_writes") {
+        return;
+    }
+    let tmp = common::tempdir();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("shipped");
+    populated(&root);
+    give_tree(&root, 0);
+    let upper = tmp.path().join("upper");
+    std::fs::create_dir(&upper).unwrap();
+    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown_tree(&upper, 65534);
+    let before = common::files_as_they_are(&root.join(abi_tag()));
+    let out = Child::new("shipped")
+        .env("BP_ROOT", &root)
+        .env("BP_UID", "65534")
+        .env("BP_UPPER", &upper)
+        .run()
+        .expect_success();
+    for line in [
+        "read-only=true",
+        "get=true",
+        "put=read-only",
+        "compact=true",
+        "layered-get=true",
+        "layered-put-get=true",
+        "lower-get-after=false",
+        "upper-entries=1",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert_eq!(
+        common::files_as_they_are(&root.join(abi_tag())),
+        before,
+        "nothing in the shipped cache changed"
+    );
+}
+
+/// A cache another ordinary user owns could have been written by them: it stays refused,
+/// even where it is not writable by group or others.
+#[test]
+fn a_cache_another_ordinary_user_owns_is_refused() {
+    if !root_or_skip("a_cache_another_ordinary_user_owns_is_refused") {
+        return;
+    }
+    let tmp = common::tempdir();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join("theirs");
+    populated(&root);
+    give_tree(&root, 65533);
+    let out = Child::new("another-users")
+        .env("BP_ROOT", &root)
+        .env("BP_UID", "65534")
+        .run()
+        .expect_success();
+    assert!(out.contains("open=insecure"), "{out}");
+    assert!(
+        out.contains("owned by uid 65533, neither this user"),
+        "{out}"
+    );
+}
+
+/// A service user with no home for a per-user cache: `Cache::open_default` fails, and the easy
+/// path the README shows runs uncached (every lookup a miss, every put a no-op).
+#[test]
+fn with_no_home_for_a_cache_the_easy_path_runs_uncached() {
+    let out = Child::new("no-home")
+        .env("BP_ROOT", "/nonexistent")
+        .env("HOME", "/dev/null")
+        .env_remove("XDG_CACHE_HOME")
+        .run()
+        .expect_success();
+    assert!(out.contains("get=Some(Disabled)"), "{out}");
+    assert!(out.contains("put=Ok(())"), "{out}");
 }
 
 #[test]

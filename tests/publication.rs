@@ -43,6 +43,14 @@ fn child() {
     };
     log::set_logger(&PrintWarnings).unwrap();
     log::set_max_level(log::LevelFilter::Warn);
+    if let Ok(uid) = std::env::var("BP_UID") {
+        let uid: u32 = uid.parse().unwrap();
+        // SAFETY: plain syscalls; the parent made the project readable by this user.
+        unsafe {
+            assert_eq!(libc::setgid(uid), 0);
+            assert_eq!(libc::setuid(uid), 0);
+        }
+    }
     let root = common::child::path_var("BP_ROOT");
     let mut builder = Cache::builder(&root).lock_timeout(Duration::from_secs(5));
     if let Ok(max) = std::env::var("BP_MAX_BYTES") {
@@ -318,6 +326,55 @@ fn a_start_that_compiles_more_than_the_cache_holds_stores_what_fits() {
         second.compiles <= first.compiles - 10,
         "stored entries were not used: {first:?} then {second:?}"
     );
+}
+
+/// A start over a cache it cannot write (shipped by root, run as an app user) compiles what
+/// changed, stores nothing, writes nothing, and says so in one warning, not one per module.
+#[test]
+fn a_start_over_a_read_only_cache_warns_once_and_writes_nothing() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skipped(
+            "a_start_over_a_read_only_cache_warns_once_and_writes_nothing",
+            "needs root to give the cache to root and run the start as another user",
+        );
+        return;
+    }
+    let project = Project::new(3, 100);
+    assert_eq!(project.start("rquickjs").compiles, 4);
+    // As an image build leaves them: root's, readable by all, writable by none else.
+    fn open_up(path: &std::path::Path) {
+        let mode = if path.is_dir() { 0o755 } else { 0o644 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        if path.is_dir() {
+            for entry in fs::read_dir(path).unwrap() {
+                open_up(&entry.unwrap().path());
+            }
+        }
+    }
+    open_up(project.dir.parent().unwrap());
+    // Two modules changed since: they are compiled and cannot be stored.
+    for m in ["lib/m0.js", "lib/m1.js"] {
+        fs::write(
+            project.dir.join(m),
+            format!("export function f{}(x) {{ return x; }}\n", &m[5..6]),
+        )
+        .unwrap();
+    }
+    common::let_ctime_age();
+    let before = common::files_as_they_are(&project.cache_dir());
+    let start = project.start_with(
+        project
+            .child("start")
+            .env("BP_DROP", "rquickjs")
+            .env("BP_UID", "65534"),
+    );
+    assert_eq!(start.compiles, 2, "{start:?}");
+    assert_eq!(start.publications, 0, "{start:?}");
+    assert_eq!(start.warnings.len(), 1, "{start:?}");
+    assert!(start.warnings[0].contains("read-only"), "{start:?}");
+    assert_eq!(common::files_as_they_are(&project.cache_dir()), before);
 }
 
 /// A server that makes a runtime per request, each with `PackResolver` + `PackLoader` over one

@@ -213,6 +213,110 @@ fn a_racy_input_is_re_recorded_once_old_enough() {
     assert_eq!(rehashes(), racy + 1, "one stat each since");
 }
 
+/// A process that only reads heals too: its lookups re-hash a racy input, and the last handle,
+/// when dropped, re-records it if the writer lock is free at once, as `git status` refreshes
+/// its index. The next process's hit then costs one `stat`, as an aged entry's does.
+#[test]
+fn a_reader_that_never_writes_re_records_racy_inputs_when_its_last_handle_goes() {
+    let f = Fixture::new();
+    let writer = f.cache();
+    // Recorded within the racy window of its write (a bounded number of tries: a thread
+    // descheduled for 30 ms misses it).
+    let key = (0..5)
+        .find_map(|attempt| {
+            let a = f.src.join(format!("a{attempt}.js"));
+            fs::write(&a, "v1").unwrap();
+            let key = Key::for_paths(&[&a]);
+            put_with_input(&writer, &key, &a);
+            let reader = f.cache();
+            assert!(reader.get(&key).is_some());
+            (reader.stats().unwrap().counters.input_rehashes == 1).then_some(key)
+        })
+        .expect("never recorded within the racy window of its write");
+    drop(writer);
+    std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
+    let reader = f.cache();
+    let clone = reader.clone();
+    assert!(reader.get(&key).is_some());
+    assert_eq!(reader.stats().unwrap().counters.input_rehashes, 1);
+    drop(reader);
+    assert_eq!(
+        clone.stats().unwrap().counters.publications,
+        0,
+        "not while a clone lives"
+    );
+    drop(clone);
+    let next = f.cache();
+    for _ in 0..3 {
+        assert!(next.get(&key).is_some());
+    }
+    assert_eq!(
+        next.stats().unwrap().counters.input_rehashes,
+        0,
+        "re-recorded when the reader's last handle went"
+    );
+}
+
+/// A sealed cache trusts what it recorded: no input is looked at, so an edit is not seen (the
+/// documented danger); the default cache over the same files sees it.
+#[test]
+fn a_sealed_cache_checks_no_input() {
+    let f = Fixture::new();
+    let a = f.source("a.js", "v1");
+    let key = Key::for_paths(&[&a]);
+    put_with_input(&f.cache(), &key, &a);
+    let sealed = Cache::builder(&f.root).sealed(true).open().unwrap();
+    fs::write(&a, "v2, edited after the cache was sealed").unwrap();
+    assert!(f.cache().get(&key).is_none(), "checked: the edit misses");
+    assert!(
+        sealed.get(&key).is_some(),
+        "sealed: the edit is not looked at"
+    );
+    fs::remove_file(&a).unwrap();
+    assert!(sealed.get(&key).is_some());
+    assert_eq!(sealed.stats().unwrap().counters.input_rehashes, 0);
+}
+
+/// A cache this process cannot write (a read-only directory here; root's, or a read-only
+/// mount, in production) opens read-only: hits are served, writes refused with a typed error
+/// naming it, and nothing in it changes.
+#[cfg(unix)]
+#[test]
+fn a_cache_this_process_cannot_write_serves_hits_and_refuses_writes() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::new();
+    let a = f.source("a.js", "v1");
+    let key = Key::for_paths(&[&a]);
+    put_with_input(&f.cache(), &key, &a);
+    let mode = |p: &Path, m| fs::set_permissions(p, fs::Permissions::from_mode(m)).unwrap();
+    mode(&f.dir(), 0o500);
+    let cache = f.cache();
+    let writable = !cache.is_read_only();
+    mode(&f.dir(), 0o700);
+    if writable {
+        // Root may write anywhere a mount allows: the unprivileged case is in environment.rs.
+        common::skipped(
+            "a_cache_this_process_cannot_write_serves_hits_and_refuses_writes",
+            "this process may write a mode 0500 directory (root)",
+        );
+        return;
+    }
+    mode(&f.dir(), 0o500);
+    let files_before = common::files_as_they_are(&f.dir());
+    assert!(cache.get(&key).is_some());
+    let put = cache.put(&Key::for_source("b", b""), &NewEntry::new("b", b"bc"));
+    assert!(
+        matches!(&put, Err(Error::ReadOnly { path }) if *path == f.dir()),
+        "{put:?}"
+    );
+    assert!(matches!(cache.compact(), Err(Error::ReadOnly { .. })));
+    assert!(matches!(cache.clear(), Err(Error::ReadOnly { .. })));
+    assert_eq!(cache.refresh_racy().unwrap(), 0);
+    drop(cache);
+    assert_eq!(common::files_as_they_are(&f.dir()), files_before);
+    mode(&f.dir(), 0o700);
+}
+
 #[test]
 fn content_read_by_the_compiler_must_still_be_there() {
     let f = Fixture::new();

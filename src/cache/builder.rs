@@ -22,10 +22,21 @@ pub const ENV_CACHE_DIR: &str = "BYTECODE_PACK_CACHE_DIR";
 pub const ENV_DISABLE: &str = "BYTECODE_PACK_DISABLE";
 
 /// Options for opening a cache; from [`Cache::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CacheBuilder {
     root: PathBuf,
     options: Options,
+    lower: Option<Cache>,
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("root", &self.root)
+            .field("options", &self.options)
+            .field("lower", &self.lower.as_ref().map(Cache::dir))
+            .finish()
+    }
 }
 
 impl CacheBuilder {
@@ -67,6 +78,26 @@ impl CacheBuilder {
         self
     }
 
+    /// Puts `lower`, typically a cache shipped read-only with the code (built by
+    /// `bytecode-pack` at image build time), under this one: a lookup that misses here is
+    /// looked up there, and writes go here only. Modules compiled after deployment are kept,
+    /// and the shipped ones are never copied. `stats`, `entries`, `verify` and `compact` see
+    /// this cache only.
+    pub fn fall_back_to(mut self, lower: Cache) -> Self {
+        self.lower = Some(lower);
+        self
+    }
+
+    /// Trusts every entry's recorded inputs without checking them: a hit costs no `stat` at
+    /// all, as Python's unchecked hash-based `.pyc` files (PEP 552). **Only for a tree that
+    /// cannot change after deployment** (a read-only image layer, a sealed bundle): an input
+    /// edited in place is then served the bytecode of its old content until the entry is
+    /// replaced. Off by default: every hit checks its inputs.
+    pub fn sealed(mut self, sealed: bool) -> Self {
+        self.options.sealed = sealed;
+        self
+    }
+
     /// Makes the handle inert: every `get` misses and every `put` does nothing. Defaults to
     /// whether [`ENV_DISABLE`] is set.
     pub fn disabled(mut self, disabled: bool) -> Self {
@@ -75,33 +106,45 @@ impl CacheBuilder {
     }
 
     /// Opens (creating if needed) the cache under the root. The root is created with mode
-    /// 0700 if missing; the root and the cache directory must belong to this user and not be
-    /// writable by group or others, and the cache directory must not be a symlink.
+    /// 0700 if missing; the root and the cache directory must belong to this user or to root
+    /// and not be writable by group or others (the rule ssh applies to its files), and the
+    /// cache directory must not be a symlink. A cache directory this process cannot write
+    /// (root's, or on a read-only mount) opens read-only: see [`Cache::is_read_only`].
     pub fn open(self) -> Result<Cache> {
         // Resolved once: a relative root must not follow the process's later `chdir`s.
         let root = std::path::absolute(&self.root).map_err(Error::io(&self.root))?;
         let dir = root.join(abi_tag());
-        let snapshot = if self.options.disabled {
-            Snapshot::empty()
-        } else {
-            fsys::ensure_private_dir(&root, true)?;
-            fsys::ensure_private_dir(&dir, false)?;
-            Snapshot::load(&dir, abi_tag())?
-        };
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                index_path: dir.join(files::INDEX_FILE),
+        if self.options.disabled {
+            return Ok(Cache::with_state(
                 dir,
-                options: self.options,
-                snapshot: ArcSwap::from_pointee(snapshot),
-                writer: parking_lot::Mutex::new(()),
-                swept: AtomicBool::new(false),
-                counters: AtomicCounters::default(),
-                racy: parking_lot::Mutex::new(Vec::new()),
-                opened: std::time::Instant::now(),
-                checked_at_us: std::sync::atomic::AtomicU64::new(0),
-                compaction_retry: parking_lot::Mutex::new(None),
-            }),
+                self.options,
+                Snapshot::empty(),
+                false,
+                self.lower,
+            ));
+        }
+        fsys::ensure_private_dir(&root, true)?;
+        fsys::ensure_private_dir(&dir, false)?;
+        let read_only = !crate::sys::may_write_in(&dir);
+        let snapshot = Snapshot::load(&dir, abi_tag())?;
+        Ok(Cache::with_state(
+            dir,
+            self.options,
+            snapshot,
+            read_only,
+            self.lower,
+        ))
+    }
+
+    /// [`CacheBuilder::open`], or, where no cache can be opened (no writable home for a
+    /// service user, a root that is not safe to use), a disabled handle, with one warning
+    /// that says why: the host runs uncached instead of failing.
+    pub fn open_or_uncached(self) -> Cache {
+        let lower = self.lower.clone();
+        let dir = self.root.join(abi_tag());
+        self.open().unwrap_or_else(|e| {
+            log::warn!("bytecode-pack: running uncached: {e}");
+            Cache::uncached(dir, lower)
         })
     }
 }
@@ -133,6 +176,55 @@ impl Cache {
         Cache::open(default_root()?)
     }
 
+    /// [`Cache::open_default`], or, where no cache can be opened there (no per-user cache
+    /// directory, as for a service user without a writable `HOME`), a disabled handle with one
+    /// warning: the easy path for a host, which then runs uncached instead of failing.
+    pub fn open_default_or_uncached() -> Cache {
+        match default_root() {
+            Ok(root) => Cache::builder(root).open_or_uncached(),
+            Err(e) => {
+                log::warn!("bytecode-pack: running uncached: {e}");
+                Cache::uncached(PathBuf::new(), None)
+            }
+        }
+    }
+
+    /// A disabled handle on `dir` that never touches the disk (see
+    /// [`CacheBuilder::disabled`]), with `lower` underneath.
+    fn uncached(dir: PathBuf, lower: Option<Cache>) -> Cache {
+        let options = Options {
+            disabled: true,
+            ..Options::default()
+        };
+        Cache::with_state(dir, options, Snapshot::empty(), false, lower)
+    }
+
+    fn with_state(
+        dir: PathBuf,
+        options: Options,
+        snapshot: Snapshot,
+        read_only: bool,
+        lower: Option<Cache>,
+    ) -> Cache {
+        Cache {
+            inner: Arc::new(Inner {
+                index_path: dir.join(files::INDEX_FILE),
+                dir,
+                options,
+                snapshot: ArcSwap::from_pointee(snapshot),
+                writer: parking_lot::Mutex::new(()),
+                swept: AtomicBool::new(false),
+                counters: AtomicCounters::default(),
+                racy: parking_lot::Mutex::new(Vec::new()),
+                opened: std::time::Instant::now(),
+                checked_at_us: std::sync::atomic::AtomicU64::new(0),
+                compaction_retry: parking_lot::Mutex::new(None),
+                read_only,
+                lower,
+            }),
+        }
+    }
+
     /// Options for opening the cache under `root`.
     pub fn builder(root: impl AsRef<Path>) -> CacheBuilder {
         CacheBuilder {
@@ -141,6 +233,7 @@ impl Cache {
                 disabled: disabled_by_env(),
                 ..Options::default()
             },
+            lower: None,
         }
     }
 }

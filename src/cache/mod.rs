@@ -56,6 +56,10 @@ pub(crate) struct Inner {
     /// of the live entries stays so for a while; each attempt would fill it for a moment and
     /// re-check every input first. (A new generation, from any compaction or clear, forgets it.)
     pub(crate) compaction_retry: parking_lot::Mutex<Option<(u64, u64)>>,
+    /// This process cannot write the cache directory (see [`Cache::is_read_only`]).
+    pub(crate) read_only: bool,
+    /// The cache lookups fall through to on a miss (see [`CacheBuilder::fall_back_to`]).
+    pub(crate) lower: Option<Cache>,
 }
 
 impl Inner {
@@ -65,6 +69,19 @@ impl Inner {
         self.compaction_retry
             .lock()
             .is_none_or(|(failed_in, retry_at)| failed_in != generation || pack_len >= retry_at)
+    }
+}
+
+/// The last handle on a cache re-records what its lookups found racy, if the writer lock is
+/// free at once: a process that only reads (the bundle case) heals as `git status` refreshes
+/// its index, never waiting and never failing for it.
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.inner) == 1
+            && let Err(e) = self.refresh_racy()
+        {
+            log::debug!("bytecode-pack: racy inputs not re-recorded at drop: {e}");
+        }
     }
 }
 
@@ -79,6 +96,14 @@ impl Cache {
     /// The directory this handle uses, `<root>/<abi_tag>/`.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Whether this process cannot write the cache directory (it belongs to root, as a cache
+    /// shipped in a container image does, or is on a read-only mount). Such a handle serves
+    /// hits and writes nothing: `put`, `compact` and `clear` return [`crate::Error::ReadOnly`],
+    /// and racy inputs are not re-recorded.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
     }
 
     /// Checks everything: the index against the rkyv validator, every entry's segments

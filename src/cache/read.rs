@@ -42,6 +42,11 @@ impl Cache {
     fn lookup_with(&self, key: &Key, throttle: Option<Duration>) -> Result<Hit, MissReason> {
         let inner = &self.inner;
         if inner.options.disabled {
+            // A host that runs uncached (no cache of its own could be opened) still reads
+            // the one shipped underneath.
+            if let Some(lower) = &inner.lower {
+                return lower.lookup_with(key, throttle);
+            }
             inner.counters.miss(MissReason::Disabled);
             return Err(MissReason::Disabled);
         }
@@ -59,6 +64,11 @@ impl Cache {
                     Err(MissReason::Io)
                 }
             },
+        };
+        // A miss here may be a hit in the cache underneath (a shipped, read-only one).
+        let result = match (result, &inner.lower) {
+            (Err(_), Some(lower)) => lower.lookup_with(key, throttle),
+            (result, _) => result,
         };
         match &result {
             Ok(_) => {
@@ -114,6 +124,15 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, 
     };
     if !snapshot.segments_intact(i, entry) {
         return Err(MissReason::Corrupt);
+    }
+    if inner.options.sealed {
+        // The tree cannot change after deployment, by the host's word: no input is checked.
+        let bytecode = snapshot.segment_range(&entry.bytecode);
+        return Ok(Hit {
+            snapshot: Arc::clone(snapshot),
+            entry: i,
+            bytecode,
+        });
     }
     let recorded_at = entry.recorded_at_ns.to_native();
     let mut rehashed = Vec::new();

@@ -47,6 +47,7 @@ impl Cache {
         if self.inner.options.disabled {
             return Ok(());
         }
+        self.refuse_if_read_only()?;
         self.put_batch(entries.into_iter().collect(), wait)
     }
 
@@ -160,6 +161,7 @@ impl Cache {
         if self.inner.options.disabled {
             return Ok(CompactReport::default());
         }
+        self.refuse_if_read_only()?;
         let checked_ahead = self.check_inputs_ahead();
         let options = &self.inner.options;
         let report = self.write(options.lock_timeout, |state| {
@@ -213,6 +215,7 @@ impl Cache {
         if self.inner.options.disabled {
             return Ok(());
         }
+        self.refuse_if_read_only()?;
         self.write(self.inner.options.lock_timeout, |state| {
             let generation = writer::next_generation_after(&state.dir, state.fields.generation)?;
             state.replace_all(Vec::new(), generation, 0);
@@ -242,7 +245,8 @@ impl Cache {
     /// stay pending for this handle's next write. Returns how many entries were re-recorded;
     /// an entry superseded or compacted meanwhile is left alone.
     pub fn refresh_racy(&self) -> Result<usize> {
-        if self.inner.options.disabled || self.inner.racy.lock().is_empty() {
+        if self.inner.options.disabled || self.inner.read_only || self.inner.racy.lock().is_empty()
+        {
             return Ok(0);
         }
         match self.write_counting_refreshes(Duration::ZERO, |_| Ok(())) {
@@ -316,5 +320,15 @@ impl Cache {
             }
             Err(e) => log::warn!("bytecode-pack: pruning other ABI tags: {e}"),
         }
+    }
+
+    /// [`Error::ReadOnly`] for a handle that cannot write.
+    fn refuse_if_read_only(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly {
+                path: self.inner.dir.clone(),
+            });
+        }
+        Ok(())
     }
 }

@@ -124,7 +124,7 @@ impl StartBatch {
         let budget = self.cache.max_batch_bytes();
         let len = module.bytecode.entry(&module.name).stored_len();
         let mut state = self.state.lock();
-        if state.module_bytes.saturating_add(len) > budget {
+        if state.module_bytes.saturating_add(len) > budget || !self.can_store() {
             state.left_out.count += 1;
             state.left_out.bytes += len;
             return false;
@@ -132,6 +132,11 @@ impl StartBatch {
         state.module_bytes += len;
         state.modules.push(module);
         state.modules.len() >= FLUSH_ENTRIES || state.module_bytes >= FLUSH_BYTES
+    }
+
+    /// Whether this batch's cache takes writes (not a disabled or read-only handle).
+    fn can_store(&self) -> bool {
+        !self.cache.inner.options.disabled && !self.cache.is_read_only()
     }
 
     /// Stores everything pending in one publication, waiting at most `wait` for the lock
@@ -154,6 +159,18 @@ impl StartBatch {
             .and_then(|r| r.upgrade())
             .and_then(|r| r.take_if_changed())
             .or(handed_over);
+        if !self.can_store() {
+            // One warning per start at most, and none for a cache the host disabled.
+            if left_out.count > 0 && self.cache.is_read_only() {
+                log::warn!(
+                    "bytecode-pack: {} compiled modules not stored: {} is read-only to this \
+                     process; they are compiled again by the next start",
+                    left_out.count,
+                    self.cache.dir().display()
+                );
+            }
+            return Ok(());
+        }
         if modules.is_empty() && answers.is_none() {
             return self.cache.refresh_racy().map(drop);
         }

@@ -15,7 +15,7 @@
 //! use rquickjs::{Context, Module, Runtime, loader::FileResolver};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let cache = Cache::open_default()?;
+//! let cache = Cache::open_default_or_uncached(); // uncached, with a warning, where none can be opened
 //! let runtime = Runtime::new()?;
 //! // was: runtime.set_loader(FileResolver::default().with_path("."), ScriptLoader::default());
 //! runtime.set_loader(

@@ -31,6 +31,11 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
+/// Whether this process may write in `dir`: not if it is marked read-only.
+pub(crate) fn may_write_in(dir: &Path) -> bool {
+    fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly())
+}
+
 pub(crate) fn check_owner_and_mode(_meta: &fs::Metadata) -> Option<String> {
     None
 }

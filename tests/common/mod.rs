@@ -75,6 +75,18 @@ pub fn cache_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Each file in a directory with its size and mtime, sorted: what "nothing was written" is
+/// checked against.
+pub fn files_as_they_are(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    cache_files(dir)
+        .into_iter()
+        .map(|p| {
+            let m = fs::symlink_metadata(&p).unwrap();
+            (p, m.len(), m.modified().unwrap())
+        })
+        .collect()
+}
+
 /// The files in a cache directory whose names start with `prefix`, sorted.
 pub fn cache_files_named(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     cache_files(dir)

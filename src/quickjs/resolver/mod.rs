@@ -50,7 +50,7 @@ use stored::StoredAnswers;
 /// use rquickjs::{Context, Module, Runtime, loader::FileResolver};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let cache = Cache::open_default()?;
+/// let cache = Cache::open_default_or_uncached();
 /// let runtime = Runtime::new()?;
 /// runtime.set_loader(
 ///     PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
