@@ -190,7 +190,8 @@ fn write_new_pack(
 fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
     let mut rehashed = Vec::new();
     for (i, input) in entry.inputs.iter().enumerate() {
-        match freshness::check(input.into(), entry.recorded_at_ns) {
+        // No root: an entry recorded relative to one is dropped (see `NewEntry::relative_to`).
+        match freshness::check(input.into(), entry.recorded_at_ns, None) {
             Freshness::Trusted => {}
             Freshness::Rehashed { stat, read_from } => rehashed.push((i, stat, read_from)),
             Freshness::Stale => return None,
@@ -280,7 +281,7 @@ mod tests {
 
     /// An entry recording `input` (its content hash, no stat data) at `recorded_at_ns`.
     fn entry_with_input(input: &std::path::Path, recorded_at_ns: i64) -> EntryRecord {
-        let (mut record, _) = freshness::record(&crate::Input::path(input)).unwrap();
+        let (mut record, _) = freshness::record(&crate::Input::path(input), None).unwrap();
         record.stat = None;
         let segment = SegmentRef {
             offset: 0,

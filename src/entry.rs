@@ -17,6 +17,7 @@ pub struct NewEntry<'a> {
     pub(crate) aux: Option<&'a str>,
     pub(crate) inputs: Vec<Input>,
     pub(crate) flags: u32,
+    pub(crate) root: Option<&'a std::path::Path>,
 }
 
 impl<'a> NewEntry<'a> {
@@ -29,6 +30,7 @@ impl<'a> NewEntry<'a> {
             aux: None,
             inputs: Vec::new(),
             flags: 0,
+            root: None,
         }
     }
 
@@ -72,6 +74,16 @@ impl<'a> NewEntry<'a> {
     /// The files the bytecode was compiled from; if any of them changes, the entry misses.
     pub fn inputs(mut self, inputs: Vec<Input>) -> Self {
         self.inputs = inputs;
+        self
+    }
+
+    /// Records the inputs under `root` (an absolute directory, the project's) relative to it,
+    /// so that the entry survives its tree being moved: a lookup with
+    /// [`LookupOptions::root`](crate::LookupOptions::root) checks them under the root it names,
+    /// and any other lookup misses them (so does a compaction, which drops such an entry: it
+    /// cannot tell where its tree is now). Inputs outside `root` stay absolute.
+    pub fn relative_to(mut self, root: &'a std::path::Path) -> Self {
+        self.root = Some(root);
         self
     }
 }

@@ -200,11 +200,17 @@ fn is_on_pseudo_filesystem(e: &std::io::Error) -> bool {
 /// valid from when that read began. That is sound without another `stat`: an edit since then
 /// (through a system call) changes the stat data (a lookup then re-hashes and misses), or keeps it only within the
 /// racy window of that read, in which the stat data is never trusted.
-pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
+pub(crate) fn record(input: &Input, root: Option<&Path>) -> Result<(InputRecord, i64)> {
     let path = recorded_path(&input.path);
+    // Relative to the entry's root where it lies under it: checked under the root a lookup
+    // names, so the entry survives its tree being moved.
+    let stored = match root.and_then(|root| path.strip_prefix(root).ok()) {
+        Some(relative) if !relative.as_os_str().is_empty() => path_bytes(relative.to_path_buf()),
+        _ => path_bytes(path.clone()),
+    };
     if let (Some(content_hash), Some((observed, read_at))) = (input.compiled_hash, input.observed) {
         let record = InputRecord {
-            path: path_bytes(path),
+            path: stored,
             content_hash,
             stat: Some(observed),
         };
@@ -213,10 +219,11 @@ pub(crate) fn record(input: &Input) -> Result<(InputRecord, i64)> {
     // The record is valid from just before the read: a later recording instant could trust
     // stat data that an edit between the read and that instant kept.
     let read_from = now_nanos();
-    record_by_reading(input, path).map(|r| (r, read_from))
+    record_by_reading(input, path, stored).map(|r| (r, read_from))
 }
 
-fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
+/// Records the input at `path` (stored as `stored`) by reading it.
+fn record_by_reading(input: &Input, path: PathBuf, stored: Vec<u8>) -> Result<InputRecord> {
     match (hash_file(&path), input.compiled_hash) {
         // Refused even with the content the compiler read: the entry could never be checked.
         (Err(source), _) if is_on_pseudo_filesystem(&source) => Err(Error::Input { path, source }),
@@ -225,7 +232,7 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
             // Trust stat data only if it describes exactly the content recorded.
             let stable = content_hash == on_disk;
             Ok(InputRecord {
-                path: path_bytes(path),
+                path: stored,
                 content_hash,
                 stat: stat.filter(|_| stable),
             })
@@ -233,7 +240,7 @@ fn record_by_reading(input: &Input, path: PathBuf) -> Result<InputRecord> {
         // The compiler read this file but it is gone (or no longer a file): record it so the
         // entry misses.
         (Err(_), Some(compiled)) => Ok(InputRecord {
-            path: path_bytes(path),
+            path: stored,
             content_hash: compiled,
             stat: None,
         }),
@@ -372,9 +379,23 @@ pub(crate) enum Freshness {
 /// The one freshness check, for `get` (on archived records) and compaction (on owned ones):
 /// one `stat` when the stat data is unchanged and trusted, else a bounded, non-blocking
 /// re-hash of the path the user named.
-pub(crate) fn check(input: InputView<'_>, recorded_at_ns: i64) -> Freshness {
-    let Some(path) = path_from_bytes(input.path) else {
+pub(crate) fn check(input: InputView<'_>, recorded_at_ns: i64, root: Option<&Path>) -> Freshness {
+    let Some(recorded) = path_from_bytes(input.path) else {
         return Freshness::Stale;
+    };
+    // A path recorded relative to its entry's root is checked under the root this lookup
+    // names; with none (any other lookup, a compaction) it cannot be found: stale.
+    let under_root;
+    let path = if recorded.is_absolute() {
+        recorded
+    } else {
+        match root {
+            Some(root) => {
+                under_root = root.join(recorded);
+                under_root.as_path()
+            }
+            None => return Freshness::Stale,
+        }
     };
     let Ok(now) = stat_path(path) else {
         return Freshness::Stale;
@@ -418,7 +439,7 @@ mod tests {
                 .is_ok_and(|e| e.events().contains(inotify::ReadFlags::OPEN))
         };
         assert!(matches!(
-            record(&Input::path(&fifo)),
+            record(&Input::path(&fifo), None),
             Err(Error::Input { .. })
         ));
         let path = fifo.as_os_str().as_encoded_bytes();
@@ -427,7 +448,7 @@ mod tests {
             content_hash: &[0; 16],
             stat: None,
         };
-        assert!(matches!(check(view, now_nanos()), Freshness::Stale));
+        assert!(matches!(check(view, now_nanos(), None), Freshness::Stale));
         assert!(!opened(), "the FIFO was opened");
         drop(open(&fifo, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()).unwrap());
         assert!(opened(), "the watch sees no opens");
@@ -576,13 +597,13 @@ mod tests {
         let dir = crate::private_tempdir();
         let p = dir.path().join("x.js");
         std::fs::write(&p, "new").unwrap();
-        let (rec, _) = record(&Input::with_content(&p, b"old")).unwrap();
+        let (rec, _) = record(&Input::with_content(&p, b"old"), None).unwrap();
         assert!(rec.stat.is_none());
         assert_eq!(rec.content_hash, xxh3_128(b"old").to_le_bytes());
-        let (rec, _) = record(&Input::with_content(&p, b"new")).unwrap();
+        let (rec, _) = record(&Input::with_content(&p, b"new"), None).unwrap();
         assert!(rec.stat.is_some());
         assert!(matches!(
-            record(&Input::path(dir.path().join("missing"))),
+            record(&Input::path(dir.path().join("missing")), None),
             Err(Error::Input { .. })
         ));
     }

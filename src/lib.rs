@@ -99,7 +99,7 @@ mod verify;
 mod writer;
 
 pub use abi::{RQUICKJS_SERIES, abi_tag};
-pub use cache::{Cache, CacheBuilder, ENV_CACHE_DIR, ENV_DISABLE, default_root};
+pub use cache::{Cache, CacheBuilder, ENV_CACHE_DIR, ENV_DISABLE, LookupOptions, default_root};
 pub use compact::CompactReport;
 pub use entry::{EntryInfo, Hit, NewEntry};
 pub use error::{Error, Result};

@@ -190,10 +190,13 @@ fn a_second_process_compiles_nothing_and_an_edit_recompiles_only_that_file() {
 fn corrupt_pack_bytes_are_recompiled_never_loaded() {
     let project = Project::new();
     assert_eq!(project.run().compiles, 3);
-    // The last segment written is main.js's bytecode (imports are compiled while declaring).
+    // The last entry written is main.js's (imports are compiled while declaring): its bytecode,
+    // then its place in the tree, a segment holding the bytecode's 16-byte key. The byte
+    // damaged is the bytecode's last.
     let pack = common::pack_file(&project.cache_dir());
     let mut bytes = fs::read(&pack).unwrap();
-    let last = bytes.len() - 1;
+    const SEGMENT_HEADER_LEN: usize = 56; // FORMAT.md, "Segments"
+    let last = bytes.len() - 1 - (SEGMENT_HEADER_LEN + 16);
     bytes[last] ^= 0x55;
     fs::write(&pack, bytes).unwrap();
     assert!(

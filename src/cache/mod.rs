@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 pub use builder::{CacheBuilder, ENV_CACHE_DIR, ENV_DISABLE, default_root};
+pub use read::LookupOptions;
 
 use crate::entry::{EntryInfo, Hit};
 use crate::error::Result;

@@ -1,6 +1,7 @@
 //! The read path: lookups, lock-free, against the handle's snapshot; a miss checks for a newer
 //! publication.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -18,6 +19,33 @@ use crate::writer::Refresh;
 /// At most this many refreshes wait for a write; more are dropped (they only cost re-hashes).
 const MAX_PENDING_REFRESHES: usize = 1 << 16;
 
+/// How [`Cache::lookup_with`] looks an entry up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LookupOptions<'a> {
+    root: Option<&'a Path>,
+    refresh_interval: Option<Duration>,
+}
+
+impl<'a> LookupOptions<'a> {
+    /// Checks inputs recorded relative to a root ([`crate::NewEntry::relative_to`]) under
+    /// `root`: where the tree is now. Without it such inputs are not found, and the entry
+    /// misses as stale.
+    pub fn root(mut self, root: &'a Path) -> Self {
+        self.root = Some(root);
+        self
+    }
+
+    /// For a caller that misses in runs (a first start misses on every module, and
+    /// `quickjs::PackLoader` looks modules up this way): a miss checks for a newer publication
+    /// (a `stat` of the index) only if no such miss through this handle did in the last
+    /// `interval`, so other processes' writes are seen within `interval` rather than by the
+    /// next miss. By default every miss checks.
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = Some(interval);
+        self
+    }
+}
+
 impl Cache {
     /// Looks up `key`. Any miss, stale input, corruption or I/O error is `None`; the reason
     /// is counted in [`Cache::stats`] and logged at debug level. Never blocks on writers.
@@ -27,37 +55,31 @@ impl Cache {
 
     /// [`Cache::get`], saying why it missed.
     pub fn lookup(&self, key: &Key) -> Result<Hit, MissReason> {
-        self.lookup_with(key, None)
+        self.lookup_with(key, LookupOptions::default())
     }
 
-    /// [`Cache::lookup`] for a caller that misses in runs (a first start misses on every
-    /// module, and `quickjs::PackLoader` looks modules up this way): a miss checks for a newer
-    /// publication (a `stat` of the index) only if no throttled miss through this handle did
-    /// in the last `interval`, so other processes' writes are seen within `interval` rather
-    /// than by the next miss.
-    pub fn lookup_throttled(&self, key: &Key, interval: Duration) -> Result<Hit, MissReason> {
-        self.lookup_with(key, Some(interval))
-    }
-
-    fn lookup_with(&self, key: &Key, throttle: Option<Duration>) -> Result<Hit, MissReason> {
+    /// [`Cache::lookup`], as `options` say: under which root inputs recorded relative to one
+    /// are checked, and how often a miss checks for other processes' writes.
+    pub fn lookup_with(&self, key: &Key, options: LookupOptions<'_>) -> Result<Hit, MissReason> {
         let inner = &self.inner;
+        let throttle = options.refresh_interval;
         if inner.options.disabled {
             // A host that runs uncached (no cache of its own could be opened) still reads
             // the one shipped underneath.
             if let Some(lower) = &inner.lower {
-                return lower.lookup_with(key, throttle);
+                return lower.lookup_with(key, options);
             }
             inner.counters.miss(MissReason::Disabled);
             return Err(MissReason::Disabled);
         }
         let snapshot = inner.snapshot.load_full();
-        let result = match lookup_in(&snapshot, key, inner) {
+        let result = match lookup_in(&snapshot, key, inner, options.root) {
             Ok(hit) => Ok(hit),
             // A handle sees other processes' writes no later than its next miss (or, throttled,
             // its next miss once the interval passed).
             Err(reason) if !self.due_for_refresh(throttle) => Err(reason),
             Err(reason) => match self.refresh_if_changed(&snapshot) {
-                Ok(Some(newer)) => lookup_in(&newer, key, inner),
+                Ok(Some(newer)) => lookup_in(&newer, key, inner, options.root),
                 Ok(None) => Err(reason),
                 Err(e) => {
                     log::debug!("bytecode-pack: cannot reload {}: {e}", inner.dir.display());
@@ -67,7 +89,7 @@ impl Cache {
         };
         // A miss here may be a hit in the cache underneath (a shipped, read-only one).
         let result = match (result, &inner.lower) {
-            (Err(_), Some(lower)) => lower.lookup_with(key, throttle),
+            (Err(_), Some(lower)) => lower.lookup_with(key, options),
             (result, _) => result,
         };
         match &result {
@@ -115,7 +137,12 @@ impl Cache {
 }
 
 /// Looks `key` up in one snapshot: present, intact, and every input fresh.
-fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, MissReason> {
+fn lookup_in(
+    snapshot: &Arc<Snapshot>,
+    key: &Key,
+    inner: &Inner,
+    root: Option<&Path>,
+) -> Result<Hit, MissReason> {
     let (i, entry) = match snapshot.find(key.as_bytes()) {
         Found::Entry(i, entry) => (i, entry),
         Found::Damaged => return Err(MissReason::Corrupt),
@@ -137,7 +164,7 @@ fn lookup_in(snapshot: &Arc<Snapshot>, key: &Key, inner: &Inner) -> Result<Hit, 
     let recorded_at = entry.recorded_at_ns.to_native();
     let mut rehashed = Vec::new();
     for (i, input) in entry.inputs.iter().enumerate() {
-        match freshness::check(input.into(), recorded_at) {
+        match freshness::check(input.into(), recorded_at, root) {
             freshness::Freshness::Trusted => {}
             freshness::Freshness::Rehashed { stat, read_from } => {
                 inner.counters.input_rehashed();
@@ -184,20 +211,29 @@ mod tests {
         let (first, second) = (Key::for_source("a.js", b"1"), Key::for_source("b.js", b"2"));
         // The first miss checks (nothing published yet).
         assert_eq!(
-            reader.lookup_throttled(&first, long).err(),
+            reader
+                .lookup_with(&first, LookupOptions::default().refresh_interval(long))
+                .err(),
             Some(MissReason::Absent)
         );
         writer.put(&first, &NewEntry::new("a.js", b"one")).unwrap();
         // Within the interval: no check, so the other handle's write is not seen yet.
         assert_eq!(
-            reader.lookup_throttled(&first, long).err(),
+            reader
+                .lookup_with(&first, LookupOptions::default().refresh_interval(long))
+                .err(),
             Some(MissReason::Absent)
         );
         // An unthrottled miss always checks.
         assert_eq!(reader.lookup(&first).unwrap().bytecode(), b"one");
         writer.put(&second, &NewEntry::new("b.js", b"two")).unwrap();
         // Once the interval passed (here: none), a throttled miss checks too.
-        let hit = reader.lookup_throttled(&second, Duration::ZERO).unwrap();
+        let hit = reader
+            .lookup_with(
+                &second,
+                LookupOptions::default().refresh_interval(Duration::ZERO),
+            )
+            .unwrap();
         assert_eq!(hit.bytecode(), b"two");
     }
 }

@@ -77,7 +77,7 @@ impl Cache {
                 .inputs
                 .iter()
                 .map(|input| {
-                    freshness::record(input).map(|(record, from)| {
+                    freshness::record(input, entry.root).map(|(record, from)| {
                         valid_from = valid_from.min(from);
                         record
                     })

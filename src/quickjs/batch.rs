@@ -18,6 +18,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::Bytecode;
+use super::loader::Root;
 use super::resolver::STORE_NAME;
 use crate::cache::Cache;
 use crate::entry::NewEntry;
@@ -43,12 +44,75 @@ pub(crate) trait Answers: Send + Sync {
     fn take_if_changed(&self) -> Option<(Key, Vec<u8>)>;
 }
 
-/// A compiled module waiting to be stored.
+/// A loaded module waiting to be stored: its bytecode if it was compiled, and where its
+/// source lies.
 pub(crate) struct PendingModule {
-    pub(crate) key: Key,
-    pub(crate) name: String,
-    pub(crate) bytecode: Bytecode,
-    pub(crate) input: Input,
+    name: String,
+    /// Compiled by this start: stored under `key` (`None`: already in the cache there).
+    bytecode: Option<Bytecode>,
+    key: Key,
+    /// For a module under a root: its path key and the root, under which its input is
+    /// recorded in an entry of its own that names `key`. `None`: the input is recorded with
+    /// the bytecode.
+    place: Option<(Key, Arc<Root>)>,
+    input: Input,
+}
+
+impl PendingModule {
+    /// A module outside a root: its bytecode and input, in one entry under `key`.
+    pub(crate) fn with_bytecode(key: Key, name: &str, bytecode: Bytecode, input: Input) -> Self {
+        PendingModule {
+            name: name.to_owned(),
+            bytecode: Some(bytecode),
+            key,
+            place: None,
+            input,
+        }
+    }
+
+    /// A module under `root`: its bytecode (if compiled) under the content key `code_key`,
+    /// and its place, `path_key`, naming that key with its input recorded relative to root.
+    pub(crate) fn at_path(
+        (path_key, root): (Key, Arc<Root>),
+        code_key: Key,
+        name: &str,
+        bytecode: Option<Bytecode>,
+        input: Input,
+    ) -> Self {
+        PendingModule {
+            name: name.to_owned(),
+            bytecode,
+            key: code_key,
+            place: Some((path_key, root)),
+            input,
+        }
+    }
+
+    /// Its entries: the bytecode's (with the input, unless it has a place), and its place's.
+    fn entries(&self) -> Vec<(Key, NewEntry<'_>)> {
+        let mut entries = Vec::with_capacity(2);
+        let input = || vec![self.input.clone()];
+        if let Some(bytecode) = &self.bytecode {
+            let entry = bytecode.entry(&self.name);
+            let entry = match self.place {
+                Some(_) => entry,
+                None => entry.inputs(input()),
+            };
+            entries.push((self.key, entry));
+        }
+        if let Some((path_key, root)) = &self.place {
+            let entry = NewEntry::new(&self.name, self.key.as_bytes())
+                .inputs(input())
+                .relative_to(&root.path);
+            entries.push((*path_key, entry));
+        }
+        entries
+    }
+
+    /// Bytes its entries take in the pack.
+    fn stored_len(&self) -> u64 {
+        self.entries().iter().map(|(_, e)| e.stored_len()).sum()
+    }
 }
 
 /// One start's entries, published once when the last owner is dropped (or on a flush).
@@ -122,7 +186,7 @@ impl StartBatch {
     /// not store it with the others, and the limit means the cache cannot hold them all.
     pub(crate) fn add(&self, module: PendingModule) -> bool {
         let budget = self.cache.max_batch_bytes();
-        let len = module.bytecode.entry(&module.name).stored_len();
+        let len = module.stored_len();
         let mut state = self.state.lock();
         if state.module_bytes.saturating_add(len) > budget || !self.can_store() {
             state.left_out.count += 1;
@@ -174,24 +238,14 @@ impl StartBatch {
         if modules.is_empty() && answers.is_none() {
             return self.cache.refresh_racy().map(drop);
         }
-        let (modules, inputs): (Vec<_>, Vec<_>) = modules
-            .into_iter()
-            .map(|m| ((m.key, m.name, m.bytecode), m.input))
-            .unzip();
-        let mut entries: Vec<(Key, NewEntry<'_>)> = Vec::with_capacity(modules.len() + 1);
+        // The answers come first: they save every module's probes. A module's entries are
+        // stored together or not at all.
+        let mut groups: Vec<Vec<(Key, NewEntry<'_>)>> = Vec::with_capacity(modules.len() + 1);
         if let Some((key, payload)) = &answers {
-            entries.push((*key, NewEntry::new(STORE_NAME, payload)));
+            groups.push(vec![(*key, NewEntry::new(STORE_NAME, payload))]);
         }
-        entries.extend(
-            modules
-                .iter()
-                .zip(inputs)
-                .map(|((key, name, bytecode), input)| {
-                    (*key, bytecode.entry(name).inputs(vec![input]))
-                }),
-        );
-        // The answers come first: they save every module's probes.
-        let (fits, over) = fit_within(entries, self.cache.max_batch_bytes());
+        groups.extend(modules.iter().map(PendingModule::entries));
+        let (fits, over) = fit_within(groups, self.cache.max_batch_bytes());
         left_out.count += over.count;
         left_out.bytes += over.bytes;
         if left_out.count > 0 {
@@ -204,7 +258,7 @@ impl StartBatch {
                 self.cache.max_batch_bytes() + crate::format::PACK_HEADER_LEN,
             );
         }
-        let fits = fits.iter().map(|(key, entry)| (*key, entry));
+        let fits = fits.iter().flatten().map(|(key, entry)| (*key, entry));
         match wait {
             Some(wait) => self.cache.put_many_within(fits, wait),
             None => self.cache.put_many(fits),
@@ -230,15 +284,15 @@ struct LeftOut {
 /// The entries, in order, that fit in `budget` bytes of pack, skipping any that would not:
 /// a start that compiled more than the cache may hold stores what fits instead of nothing.
 fn fit_within(
-    entries: Vec<(Key, NewEntry<'_>)>,
+    groups: Vec<Vec<(Key, NewEntry<'_>)>>,
     budget: u64,
-) -> (Vec<(Key, NewEntry<'_>)>, LeftOut) {
+) -> (Vec<Vec<(Key, NewEntry<'_>)>>, LeftOut) {
     let mut used = 0u64;
     let mut left_out = LeftOut::default();
-    let fits = entries
+    let fits = groups
         .into_iter()
-        .filter(|(_, entry)| {
-            let len = entry.stored_len();
+        .filter(|group| {
+            let len: u64 = group.iter().map(|(_, entry)| entry.stored_len()).sum();
             if used.saturating_add(len) <= budget {
                 used += len;
                 true
@@ -265,11 +319,11 @@ mod tests {
         let entries = bytes
             .iter()
             .enumerate()
-            .map(|(i, b)| (Key::for_source("m", &[i as u8]), NewEntry::new("m", b)))
+            .map(|(i, b)| vec![(Key::for_source("m", &[i as u8]), NewEntry::new("m", b))])
             .collect::<Vec<_>>();
-        let header = entries[0].1.stored_len() - 100;
+        let header = entries[0][0].1.stored_len() - 100;
         let (fits, left_out) = fit_within(entries, 100 + 200 + 50 + 3 * header + 40);
-        let kept: Vec<usize> = fits.iter().map(|(_, e)| e.stored_len() as usize).collect();
+        let kept: Vec<usize> = fits.iter().map(|g| g[0].1.stored_len() as usize).collect();
         let h = header as usize;
         assert_eq!(kept, [100 + h, 200 + h, 50 + h]);
         assert_eq!(

@@ -9,7 +9,9 @@ use rquickjs::{Ctx, Module};
 
 use super::batch::{EXIT_LOCK_WAIT, PendingModule, Side, StartBatch};
 use super::{CompileOptions, compile_js, load};
+use crate::LookupOptions;
 use crate::cache::Cache;
+use crate::entry::Hit;
 use crate::error::Result;
 use crate::freshness::Input;
 use crate::key::Key;
@@ -56,15 +58,18 @@ pub struct PackLoader {
     options: CompileOptions,
     extensions: Vec<String>,
     cwd: PathBuf,
+    root: Option<Arc<Root>>,
     batch: Arc<StartBatch>,
 }
 
 impl PackLoader {
     /// A loader over `cache` for `.js` and `.mjs` files, keeping debug info and source.
     pub fn new(cache: Cache) -> PackLoader {
+        let cwd = std::env::current_dir().unwrap_or_default();
         PackLoader {
             batch: StartBatch::join(&cache, Side::Loader),
-            cwd: std::env::current_dir().unwrap_or_default(),
+            root: Root::of(&cwd).map(Arc::new),
+            cwd,
             cache,
             options: CompileOptions::default(),
             extensions: vec!["js".into(), "mjs".into()],
@@ -106,32 +111,141 @@ impl PackLoader {
             let (source, _) = crate::fsys::read_user_file(Path::new(name), MAX_SOURCE_LEN)?;
             return compile_js(ctx, name, &source, self.options).map(|(module, _)| module);
         }
-        let key = self.options.key(Key::for_paths(&[&path]), name);
-        if let Ok(hit) = self.cache.lookup_throttled(&key, REFRESH_INTERVAL) {
-            match load(ctx, &hit) {
-                Ok(module) => return Ok(module),
-                Err(e) => log::warn!("bytecode-pack: cached {name} did not load, recompiling: {e}"),
+        let throttled = LookupOptions::default().refresh_interval(REFRESH_INTERVAL);
+        let located = self.root.as_ref().filter(|_| under_root(name));
+        let recorded_at = match located {
+            Some(root) => {
+                let key = root.path_key(self.options, name);
+                let here = throttled.root(&root.path);
+                // Where this tree's file was last recorded: the key of its bytecode.
+                let code = self.cache.lookup_with(&key, here).ok().and_then(|hit| {
+                    let code = Key::from_bytes(hit.bytecode().try_into().ok()?);
+                    self.cache.lookup_with(&code, throttled).ok()
+                });
+                if let Some(module) = code.and_then(|hit| self.load_hit(ctx, name, &hit)) {
+                    return Ok(module);
+                }
+                Recorded::AtPath(key, Arc::clone(root))
             }
-        }
+            None => {
+                let key = self.options.key(Key::for_paths(&[&path]), name);
+                if let Some(hit) = self.cache.lookup_with(&key, throttled).ok()
+                    && let Some(module) = self.load_hit(ctx, name, &hit)
+                {
+                    return Ok(module);
+                }
+                Recorded::WithBytecode(key)
+            }
+        };
         // The resolver checked a file was there; what is there now may be a FIFO.
         // Taken before the read: the recording instant the observed stat data may be given.
         let read_from = crate::freshness::now_nanos();
         let (source, meta) = crate::fsys::read_user_file(&path, MAX_SOURCE_LEN)?;
-        let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-        // The bytes compiled are the input recorded: an edit racing this load cannot be
-        // cached as the old content.
+        // The bytes read are the input recorded: an edit racing this load cannot be cached as
+        // the old content.
         let input = Input::read_by_compiler(path, &source, &meta, read_from);
-        let full = self.batch.add(PendingModule {
-            key,
-            name: name.to_owned(),
-            bytecode,
-            input,
-        });
-        if full && let Err(e) = self.batch.publish(Some(EXIT_LOCK_WAIT)) {
-            log::warn!("bytecode-pack: cannot store compiled modules: {e}");
+        let pending = match recorded_at {
+            Recorded::WithBytecode(key) => {
+                let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
+                self.store(PendingModule::with_bytecode(key, name, bytecode, input));
+                return Ok(module);
+            }
+            Recorded::AtPath(path_key, root) => (path_key, root),
+        };
+        // This content compiled anywhere (a copy of this tree, another worktree, an earlier
+        // version of the file) is this module's bytecode: only where it lies is recorded.
+        let code_key = self.options.key(Key::for_source(name, &source), name);
+        if let Some(hit) = self.cache.lookup_with(&code_key, throttled).ok()
+            && let Some(module) = self.load_hit(ctx, name, &hit)
+        {
+            self.store(PendingModule::at_path(pending, code_key, name, None, input));
+            return Ok(module);
         }
+        let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
+        self.store(PendingModule::at_path(
+            pending,
+            code_key,
+            name,
+            Some(bytecode),
+            input,
+        ));
         Ok(module)
     }
+
+    /// The module a cache hit holds, or `None` (with a warning) if it did not load.
+    fn load_hit<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        hit: &Hit,
+    ) -> Option<Module<'js, Declared>> {
+        match load(ctx, hit) {
+            Ok(module) => Some(module),
+            Err(e) => {
+                log::warn!("bytecode-pack: cached {name} did not load, recompiling: {e}");
+                None
+            }
+        }
+    }
+
+    /// Adds a module to the start's batch, storing the batch if it filled.
+    fn store(&self, module: PendingModule) {
+        if self.batch.add(module)
+            && let Err(e) = self.batch.publish(Some(EXIT_LOCK_WAIT))
+        {
+            log::warn!("bytecode-pack: cannot store compiled modules: {e}");
+        }
+    }
+}
+
+/// Where a module's entry is recorded.
+enum Recorded {
+    /// By its absolute path, the bytecode in the same entry (a module outside the root).
+    WithBytecode(Key),
+    /// By its place under the root (this path key), its bytecode under a key of its content.
+    AtPath(Key, Arc<Root>),
+}
+
+/// The project root: the loader's working directory, under which module entries are recorded
+/// by relative name and relative inputs, so that they survive the tree being moved.
+pub(crate) struct Root {
+    pub(crate) path: PathBuf,
+    /// The directory's device and inode: the same after `mv` (on one filesystem), another
+    /// after a copy, so that two copies of one project (worktrees) keep their own records.
+    id: [u8; 16],
+}
+
+impl Root {
+    /// The working directory `cwd` as a root, if it has an identity (Unix).
+    fn of(cwd: &Path) -> Option<Root> {
+        let (dev, ino) = crate::sys::directory_identity(&std::fs::metadata(cwd).ok()?)?;
+        let mut id = [0; 16];
+        id[..8].copy_from_slice(&dev.to_le_bytes());
+        id[8..].copy_from_slice(&ino.to_le_bytes());
+        Some(Root {
+            path: cwd.to_path_buf(),
+            id,
+        })
+    }
+
+    /// The key under which module `name`'s place in this root is recorded.
+    fn path_key(&self, options: CompileOptions, name: &str) -> Key {
+        options.key(
+            Key::for_source(PATH_ENTRIES, &self.id).derive(&[name.as_bytes()]),
+            name,
+        )
+    }
+}
+
+/// The name the path keys are derived under (it names their payload: a bytecode entry's key).
+const PATH_ENTRIES: &str = "bytecode-pack module path 1";
+
+/// Whether `name` lies under the root: relative, every component a plain name.
+fn under_root(name: &str) -> bool {
+    !name.is_empty()
+        && Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
 /// `Path::extension` of a module name, without parsing the path's components on Unix when its

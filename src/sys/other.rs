@@ -22,6 +22,12 @@ pub(crate) fn credentials() -> String {
     String::new()
 }
 
+/// No inode here: a directory has no identity that survives a move but not a copy.
+#[cfg(feature = "quickjs")]
+pub(crate) fn directory_identity(_meta: &fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
 pub(crate) fn file_identity(meta: &fs::Metadata) -> FileIdentity {
     let mtime = meta.modified().map(super::epoch_nanos).unwrap_or(0);
     (meta.len(), 0, mtime)

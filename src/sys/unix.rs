@@ -21,6 +21,12 @@ pub(crate) fn file_identity(meta: &fs::Metadata) -> FileIdentity {
     (meta.dev(), meta.ino(), ctime)
 }
 
+/// A directory's device and inode: kept by a rename on one filesystem (`mv`), new for a copy.
+#[cfg(feature = "quickjs")]
+pub(crate) fn directory_identity(meta: &fs::Metadata) -> Option<(u64, u64)> {
+    Some((meta.dev(), meta.ino()))
+}
+
 /// Creates `dir` and missing parents with mode 0700.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     match fs::DirBuilder::new()

@@ -1,0 +1,237 @@
+//! A cache that travels with the code: a tree moved, copied or extracted elsewhere starts
+//! without compiling; two versions of one project sharing a cache alternate without
+//! compiling; an edit in a copy is never answered with the original's bytecode.
+//!
+//! Starts run in child processes (this binary re-invoked, `child` test) with the working
+//! directory in the project, as a host runs: module entries are recorded under it.
+#![cfg(all(unix, feature = "quickjs"))]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytecode_pack::Cache;
+use bytecode_pack::quickjs::{self, PackLoader, PackResolver};
+use common::child::Child;
+use rquickjs::loader::FileResolver;
+use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
+
+/// A host start: `main.js` through `PackResolver` + `PackLoader`; prints its result, what it
+/// compiled and loaded from the cache, and how many inputs its lookups re-hashed.
+#[test]
+#[ignore = "entry point for child processes spawned by the other tests"]
+fn child() {
+    if common::child::role().is_none() {
+        return;
+    }
+    let cache = Cache::open(common::child::path_var("BP_ROOT")).unwrap();
+    let runtime = Runtime::new().unwrap();
+    runtime.set_loader(
+        PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
+        PackLoader::new(cache.clone()),
+    );
+    let context = Context::full(&runtime).unwrap();
+    let result = context.with(|ctx| {
+        match Module::import(&ctx, "main.js")
+            .and_then(|p| p.finish::<Object>())
+            .catch(&ctx)
+        {
+            Ok(namespace) => namespace.get::<_, String>("result").unwrap(),
+            Err(e) => format!("error: {e}"),
+        }
+    });
+    drop(context);
+    drop(runtime);
+    let c = quickjs::process_counters();
+    println!("result={result}");
+    println!("compiles={}", c.compiles);
+    println!("cache_loads={}", c.cache_loads);
+    println!(
+        "rehashes={}",
+        cache.stats().unwrap().counters.input_rehashes
+    );
+}
+
+#[derive(Debug, PartialEq)]
+struct Start {
+    result: String,
+    compiles: u64,
+    rehashes: u64,
+}
+
+/// Runs a start in `project` over the cache under `root`.
+fn start(project: &Path, root: &Path) -> Start {
+    let stdout = Child::new("start")
+        .current_dir(project)
+        .env("BP_ROOT", root)
+        .run()
+        .expect_success();
+    let field = |name: &str| -> String {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+            .to_owned()
+    };
+    Start {
+        result: field("result"),
+        compiles: field("compiles").parse().unwrap(),
+        rehashes: field("rehashes").parse().unwrap(),
+    }
+}
+
+/// A project of four modules in two directories, written long enough ago to be trusted.
+fn project(at: &Path) {
+    fs::create_dir_all(at.join("lib")).unwrap();
+    fs::write(
+        at.join("main.js"),
+        "import { add } from './lib/math.js';\n\
+         import { describe } from './lib/describe.js';\n\
+         import { version } from './version.js';\n\
+         export const result = `${describe(add(2, 3))} ${version}`;\n",
+    )
+    .unwrap();
+    fs::write(
+        at.join("lib/math.js"),
+        "export const add = (a, b) => a + b;\n",
+    )
+    .unwrap();
+    fs::write(
+        at.join("lib/describe.js"),
+        "import { add } from './math.js';\n\
+         export const describe = (x) => `value=${x} next=${add(x, 1)}`;\n",
+    )
+    .unwrap();
+    fs::write(at.join("version.js"), "export const version = 'v1';\n").unwrap();
+    common::let_ctime_age();
+}
+
+/// Copies the tree at `from` to `to` file by file: new inodes and ctimes, the same bytes (as
+/// `cp -a`, a CI cache restore or Docker `COPY` make it).
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+            let mtime = entry.metadata().unwrap().modified().unwrap();
+            fs::File::open(&target)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+        }
+    }
+}
+
+const V1: &str = "value=5 next=6 v1";
+
+fn warm_project() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (tmp, base) = common::canonical_tempdir();
+    let (dir, root) = (base.join("app"), base.join("cache"));
+    project(&dir);
+    let first = start(&dir, &root);
+    assert_eq!((first.result.as_str(), first.compiles), (V1, 4));
+    common::let_ctime_age();
+    let warm = start(&dir, &root);
+    assert_eq!((warm.compiles, warm.rehashes), (0, 0), "{warm:?}");
+    (tmp, dir, root)
+}
+
+/// `mv` of the project (the same inodes): the next start compiles nothing and re-hashes
+/// nothing, as a warm start before the move.
+#[test]
+fn a_moved_tree_starts_warm() {
+    let (_tmp, dir, root) = warm_project();
+    let moved = dir.with_file_name("moved-app");
+    fs::rename(&dir, &moved).unwrap();
+    let after = start(&moved, &root);
+    assert_eq!(
+        after,
+        Start {
+            result: V1.into(),
+            compiles: 0,
+            rehashes: 0
+        }
+    );
+}
+
+/// A copy (new inodes and ctimes): the first start compiles nothing, and the start after it
+/// is warm again (nothing re-hashed).
+#[test]
+fn a_copied_tree_compiles_nothing_and_is_warm_the_start_after() {
+    let (_tmp, dir, root) = warm_project();
+    let copy = dir.with_file_name("copy");
+    copy_tree(&dir, &copy);
+    common::let_ctime_age();
+    let first = start(&copy, &root);
+    assert_eq!(
+        (first.result.as_str(), first.compiles),
+        (V1, 0),
+        "{first:?}"
+    );
+    common::let_ctime_age();
+    let second = start(&copy, &root);
+    assert_eq!((second.compiles, second.rehashes), (0, 0), "{second:?}");
+}
+
+/// A tar archive of the project extracted elsewhere (whole-second mtimes, fresh ctimes): the
+/// first start compiles nothing.
+#[test]
+fn a_tar_extracted_tree_compiles_nothing() {
+    let (_tmp, dir, root) = warm_project();
+    let mut archive = tar::Builder::new(Vec::new());
+    archive.append_dir_all("app", &dir).unwrap();
+    let bytes = archive.into_inner().unwrap();
+    let elsewhere = dir.with_file_name("extracted");
+    tar::Archive::new(&bytes[..]).unpack(&elsewhere).unwrap();
+    let first = start(&elsewhere.join("app"), &root);
+    assert_eq!(
+        (first.result.as_str(), first.compiles),
+        (V1, 0),
+        "{first:?}"
+    );
+}
+
+/// Two versions of one project sharing one cache (two worktrees on different branches: one
+/// module differs), started alternately: once each has started once, neither compiles
+/// anything, and each gets its own version.
+#[test]
+fn two_versions_sharing_a_cache_alternate_without_compiling() {
+    let (_tmp, one, root) = warm_project();
+    let two = one.with_file_name("worktree");
+    copy_tree(&one, &two);
+    fs::write(two.join("version.js"), "export const version = 'v2';\n").unwrap();
+    common::let_ctime_age();
+    let first = start(&two, &root);
+    assert_eq!(first.compiles, 1, "only the module that differs: {first:?}");
+    for round in 0..3 {
+        for (dir, version) in [(&one, "v1"), (&two, "v2")] {
+            let s = start(dir, &root);
+            assert_eq!(s.compiles, 0, "round {round}, {version}: {s:?}");
+            assert!(s.result.ends_with(version), "round {round}: {s:?}");
+        }
+    }
+}
+
+/// An edit in a copy is the copy's: it is compiled there, and the original keeps its own.
+/// Reverting it is answered from the cache (the content was compiled before).
+#[test]
+fn an_edit_in_a_copy_is_never_answered_with_the_originals_bytecode() {
+    let (_tmp, dir, root) = warm_project();
+    let copy = dir.with_file_name("copy");
+    copy_tree(&dir, &copy);
+    let math = copy.join("lib/math.js");
+    let original = fs::read(&math).unwrap();
+    fs::write(&math, "export const add = (a, b) => a * b;\n").unwrap();
+    let edited = start(&copy, &root);
+    assert_eq!(edited.result, "value=6 next=6 v1", "{edited:?}");
+    assert_eq!(edited.compiles, 1, "{edited:?}");
+    assert_eq!(start(&dir, &root).result, V1);
+    fs::write(&math, original).unwrap();
+    let reverted = start(&copy, &root);
+    assert_eq!((reverted.result.as_str(), reverted.compiles), (V1, 0));
+}
