@@ -192,7 +192,7 @@ fn exercise_stored_table(bytes: Vec<u8>) -> Option<Vec<(String, String, String)>
             readable.push((scope.to_owned(), name.to_owned(), value.to_owned()));
         }
     }
-    let mut dirs = Dirs::new(count);
+    let mut dirs = Dirs::new(count, "/");
     dirs.checked.fill(dirs.round);
     let written = payload(Some(&table), &dirs, &NewAnswers::default());
     let again = StoredAnswers::open(written).expect("a written table opens");

@@ -2,8 +2,6 @@
 //! rounds of checks within a run), the answers computed during it ([`NewAnswers`]), and the
 //! payload that stores both ([`payload`]).
 
-use std::path::Path;
-
 use rustc_hash::FxHashMap;
 
 use super::stored::{AnswerToStore, DirStamp, StoredAnswers, encode};
@@ -46,11 +44,15 @@ pub(crate) struct Dirs {
     pub(crate) round: u32,
     /// Path to id, built on first need (a start whose every answer is stored never needs it).
     index: Option<FxHashMap<String, u32>>,
+    /// The working directory: a directory under it is kept by its path relative to it (the
+    /// directory itself as ""), so that a moved tree's stamps still name its directories.
+    cwd: String,
 }
 
 impl Dirs {
-    pub(crate) fn new(stored: u32) -> Dirs {
+    pub(crate) fn new(stored: u32, cwd: &str) -> Dirs {
         Dirs {
+            cwd: cwd.to_owned(),
             stored,
             restamped: vec![None; stored as usize],
             added: Vec::new(),
@@ -143,7 +145,7 @@ impl Dirs {
         };
         // The recording instant comes before the `stat` it vouches for, as for inputs.
         let read_from = freshness::now_nanos();
-        let now = crate::sys::stat_path(Path::new(path)).ok();
+        let now = crate::sys::stat_path(&full_path(&self.cwd, path)).ok();
         self.checked[id as usize] = self.round;
         if stamp.still_valid(now.as_ref()) {
             return false;
@@ -161,8 +163,8 @@ impl Dirs {
         worth_storing
     }
 
-    /// The id of the directory at `path`, stamping it first if it has none; and whether that
-    /// stamp is worth storing (see [`Dirs::check`]).
+    /// The id of the directory at `path` (as [`relative_to`] keeps it), stamping it first if
+    /// it has none; and whether that stamp is worth storing (see [`Dirs::check`]).
     pub(crate) fn id(&mut self, table: Option<&StoredAnswers>, path: &str) -> (u32, bool) {
         let index = self.index.get_or_insert_with(|| {
             (0..self.stored)
@@ -174,7 +176,7 @@ impl Dirs {
         }
         let read_from = freshness::now_nanos();
         let stamp = DirStamp {
-            stat: crate::sys::stat_path(Path::new(path)).ok(),
+            stat: crate::sys::stat_path(&full_path(&self.cwd, path)).ok(),
             recorded_at_ns: read_from,
         };
         let id = self.stored.saturating_add(self.added.len() as u32);
@@ -226,9 +228,64 @@ pub(crate) fn payload(table: Option<&StoredAnswers>, dirs: &Dirs, answers: &NewA
     encode(all_dirs.into_iter(), &to_store)
 }
 
+/// `dir` (absolute) as a run keeps it: relative to the working directory `cwd` if it lies
+/// under it (`cwd` itself as ""), else as it is.
+pub(crate) fn relative_to<'a>(cwd: &str, dir: &'a str) -> &'a str {
+    let base = cwd.trim_end_matches('/');
+    if dir == cwd || dir.trim_end_matches('/') == base {
+        return "";
+    }
+    match dir
+        .strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        Some(relative) if !relative.is_empty() => relative,
+        _ => dir,
+    }
+}
+
+/// The directory a kept path names: under `cwd` if relative (see [`relative_to`]).
+fn full_path(cwd: &str, kept: &str) -> std::path::PathBuf {
+    if kept.starts_with('/') {
+        return kept.into();
+    }
+    let mut full = cwd.trim_end_matches('/').to_owned();
+    if kept.is_empty() {
+        return if full.is_empty() {
+            "/".into()
+        } else {
+            full.into()
+        };
+    }
+    full.push('/');
+    full.push_str(kept);
+    full.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    /// A directory under the working directory is kept relative to it, so a moved tree's
+    /// stamps still name its directories; others stay absolute; both come back whole.
+    #[test]
+    fn directories_under_the_working_directory_are_kept_relative() {
+        let cases = [
+            ("/srv/app", "/srv/app", ""),
+            ("/srv/app", "/srv/app/lib", "lib"),
+            ("/srv/app", "/srv/app/lib/deep", "lib/deep"),
+            ("/srv/app", "/srv/application", "/srv/application"),
+            ("/srv/app", "/srv", "/srv"),
+            ("/srv/app", "/usr/lib/js", "/usr/lib/js"),
+            ("/", "/", ""),
+            ("/", "/lib", "lib"),
+        ];
+        for (cwd, dir, kept) in cases {
+            assert_eq!(relative_to(cwd, dir), kept, "{cwd:?} {dir:?}");
+            assert_eq!(full_path(cwd, kept), Path::new(dir), "{cwd:?} {kept:?}");
+        }
+    }
     use crate::quickjs::resolver::stored;
 
     /// What a run writes back: its own answers, the stored answers it did not replace whose
@@ -257,7 +314,7 @@ mod tests {
         .unwrap();
         // This run: /d1 changed (stamped again), /d2 was stamped for the first time, ./e was
         // computed again (its stored answer is replaced) and ./f is new.
-        let mut dirs = Dirs::new(table.dir_count());
+        let mut dirs = Dirs::new(table.dir_count(), "/nowhere");
         dirs.restamped[1] = Some(stamp(20));
         dirs.added.push(("/d2".into(), stamp(30)));
         dirs.checked.push(dirs.round);
@@ -335,7 +392,7 @@ mod tests {
         ))
         .unwrap();
         std::fs::write(changed.join("new.js"), "").unwrap();
-        let mut state = Dirs::new(table.dir_count());
+        let mut state = Dirs::new(table.dir_count(), "/nowhere");
         let mut answers = NewAnswers::default();
         assert!(!state.unchanged_since_stored(0), "not checked yet");
         assert!(!state.check(Some(&table), &mut answers, 0));

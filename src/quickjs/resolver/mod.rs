@@ -146,8 +146,19 @@ impl PackResolver {
         };
         // Who asks is part of the question: a directory another process may search can be one
         // this process may not (its groups differ), and its answers would not load here.
-        let identity = format!("{cwd}\0{resolver:?}\0{}", crate::sys::credentials());
+        // Where: the working directory by its device and inode, which survive a move (`mv`)
+        // of the tree, so that its answers (kept relative to it) do too; by its path where it
+        // has no such identity.
+        let place = std::fs::metadata(&cwd)
+            .ok()
+            .and_then(|m| crate::sys::directory_identity(&m))
+            .map_or_else(
+                || cwd.clone(),
+                |(dev, ino)| format!("directory {dev}:{ino}"),
+            );
+        let identity = format!("{place}\0{resolver:?}\0{}", crate::sys::credentials());
         let batch = StartBatch::join(&cache, Side::Resolver);
+        let dirs = Dirs::new(0, &cwd);
         let state = ResolverState {
             key: Key::for_source(STORE_NAME, identity.as_bytes()),
             batch: Arc::clone(&batch),
@@ -156,7 +167,7 @@ impl PackResolver {
             cache,
             cwd,
             stored: None,
-            dirs: Dirs::new(0),
+            dirs,
             answers: NewAnswers::default(),
             dirty: false,
             scratch: String::new(),
@@ -191,7 +202,10 @@ impl ResolverState {
                 // Copied out (a few KB per hundred answers), so that the resolver, which lives as
                 // long as its runtime, does not keep a superseded pack mapped.
                 .and_then(|hit| StoredAnswers::open(hit.bytecode().to_vec()));
-            self.dirs = Dirs::new(table.as_ref().map_or(0, StoredAnswers::dir_count));
+            self.dirs = Dirs::new(
+                table.as_ref().map_or(0, StoredAnswers::dir_count),
+                &self.cwd,
+            );
             self.stored = Some(table);
         }
     }
@@ -370,4 +384,4 @@ impl Drop for ResolverState {
 
 /// The module name a resolver's stored answers go under (it names the payload's version:
 /// builds storing another layout keep out of each other's way).
-pub(crate) const STORE_NAME: &str = "bytecode-pack resolutions 4";
+pub(crate) const STORE_NAME: &str = "bytecode-pack resolutions 5";

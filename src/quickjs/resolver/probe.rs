@@ -8,6 +8,7 @@ use std::sync::Arc;
 use relative_path::{RelativePath, RelativePathBuf};
 
 use super::ResolverState;
+use super::dirs::relative_to;
 use super::paths::{directory_of, is_plain_relative};
 use crate::sys::Probe;
 
@@ -89,7 +90,7 @@ impl ResolverState {
             return Path::new(full).is_file();
         };
         // The stamp comes first: an entry added after it changes the directory's stat data.
-        let dir_id = self.check_dir(probing, dir);
+        let dir_id = self.check_dir(probing, relative_to(&self.cwd, dir));
         if !probing.consulted.contains(&dir_id) {
             probing.consulted.push(dir_id);
         }
