@@ -122,7 +122,11 @@ pub fn run(job: &str) {
                 let (resolver, loader) = limit::read(&dir());
                 start(&entry, move || (resolver, loader, None))
             }
-            Variant::PackResolverCold | Variant::PackResolverWarm => start(&entry, || {
+            Variant::PackResolverCold
+            | Variant::PackResolverWarm
+            | Variant::PackResolverMoved
+            | Variant::PackResolverCopied
+            | Variant::PackResolverCopiedSecond => start(&entry, || {
                 let cache = open_cache(dir());
                 let resolver =
                     bytecode_pack::quickjs::PackResolver::new(file_resolver(mjs), cache.clone());

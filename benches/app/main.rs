@@ -99,6 +99,14 @@ pub enum Variant {
     PackResolverCold,
     /// `PackResolver` + `PackLoader` over a cache a previous start filled.
     PackResolverWarm,
+    /// [`Variant::PackResolverWarm`], the first start after the tree was moved (`mv`: the same
+    /// inodes) to another path.
+    PackResolverMoved,
+    /// The first start in a fresh copy of the tree (new inodes and ctimes, as `cp -a`, a CI
+    /// restore or Docker `COPY` make), over the cache a start of the original filled.
+    PackResolverCopied,
+    /// The second start in such a copy: warm again once the first recorded where it is.
+    PackResolverCopiedSecond,
 }
 
 /// What the parent prepares for a variant's starts.
@@ -112,6 +120,12 @@ enum Prep {
     WarmCache,
     /// The record run's files (done once per code base).
     Recorded,
+    /// A copy of the tree and a cache its start filled; each timed start follows a move of
+    /// the tree to the other of two paths (outside the clock).
+    Moved,
+    /// A cache a start of the tree filled; each timed start runs in a fresh copy of the tree
+    /// made outside the clock, after `starts_before` untimed starts there.
+    Copied { starts_before: u32 },
 }
 
 impl Variant {
@@ -124,6 +138,9 @@ impl Variant {
         Variant::Limit,
         Variant::PackResolverCold,
         Variant::PackResolverWarm,
+        Variant::PackResolverMoved,
+        Variant::PackResolverCopied,
+        Variant::PackResolverCopiedSecond,
     ];
 
     pub fn name(self) -> &'static str {
@@ -135,6 +152,9 @@ impl Variant {
             Variant::Limit => "limit",
             Variant::PackResolverCold => "pack_resolver_cold",
             Variant::PackResolverWarm => "pack_resolver_warm",
+            Variant::PackResolverMoved => "pack_resolver_moved",
+            Variant::PackResolverCopied => "pack_resolver_copied",
+            Variant::PackResolverCopiedSecond => "pack_resolver_copied_second",
         }
     }
 
@@ -150,6 +170,9 @@ impl Variant {
             Variant::Limit => Prep::Recorded,
             Variant::PackResolverCold => Prep::FreshCache,
             Variant::PackResolverWarm => Prep::WarmCache,
+            Variant::PackResolverMoved => Prep::Moved,
+            Variant::PackResolverCopied => Prep::Copied { starts_before: 0 },
+            Variant::PackResolverCopiedSecond => Prep::Copied { starts_before: 1 },
         }
     }
 }
@@ -298,6 +321,16 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
             let dir = dir.get_or_insert_with(|| match variant.prep() {
                 Prep::Nothing | Prep::FreshCache => None,
                 Prep::Recorded => Some(p.recorded.clone()),
+                Prep::Moved | Prep::Copied { .. } => {
+                    // Its own tree and cache, so the others' trees stay where they are.
+                    let own = p.caches().join(variant.name());
+                    copy_tree(&p.root, &own.join("tree-a"));
+                    std::thread::sleep(bytecode_pack::RACY_WINDOW);
+                    let dir = own.join("cache");
+                    let report = spawn(codebase, &own.join("tree-a"), variant.name(), Some(&dir));
+                    p.check(codebase, variant, &report, p.modules);
+                    Some(dir)
+                }
                 Prep::WarmCache => {
                     let dir = p.caches().join(variant.name());
                     let report = spawn(codebase, &p.root, variant.name(), Some(&dir));
@@ -318,7 +351,8 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
                     // A root the cache creates itself (private whatever the umask).
                     let fresh_root = fresh.as_ref().map(|t| t.path().join("cache"));
                     let cache_dir = fresh_root.as_deref().or(dir.as_deref());
-                    let report = spawn(codebase, &p.root, variant.name(), cache_dir);
+                    let tree = place_tree(p, variant, cache_dir, codebase);
+                    let report = spawn(codebase, &tree, variant.name(), cache_dir);
                     p.check(codebase, variant, &report, expected_misses);
                     total += report.ready;
                     samples
@@ -332,6 +366,58 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
         });
     }
     group.finish();
+}
+
+/// Where a timed start of `variant` runs, readied outside the clock: the shared tree, or (moved
+/// and copied variants) the variant's own tree moved or copied just before.
+fn place_tree(p: &Prepared, variant: Variant, cache: Option<&Path>, codebase: &Codebase) -> PathBuf {
+    let own = p.caches().join(variant.name());
+    match variant.prep() {
+        Prep::Moved => {
+            // The tree is at one of two paths: moved to the other.
+            let (a, b) = (own.join("tree-a"), own.join("tree-b"));
+            let (from, to) = if a.exists() { (a, b) } else { (b, a) };
+            fs::rename(&from, &to).unwrap();
+            to
+        }
+        Prep::Copied { starts_before } => {
+            let source = if own.join("tree-a").exists() {
+                own.join("tree-a")
+            } else {
+                own.join("tree-b")
+            };
+            let copy = own.join("copy");
+            if copy.exists() {
+                fs::remove_dir_all(&copy).unwrap();
+            }
+            copy_tree(&source, &copy);
+            // Past the racy window of the copy's writes, as a restored tree is by its start.
+            std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
+            for _ in 0..starts_before {
+                spawn(codebase, &copy, variant.name(), cache);
+                std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
+            }
+            copy
+        }
+        _ => p.root.clone(),
+    }
+}
+
+/// Copies the tree at `from` to `to` file by file, keeping mtimes: new inodes and ctimes, the
+/// same bytes, as `cp -a` makes.
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+            let mtime = entry.metadata().unwrap().modified().unwrap();
+            fs::File::open(&target).unwrap().set_modified(mtime).unwrap();
+        }
+    }
 }
 
 fn median(samples: &[Duration]) -> Option<Duration> {
@@ -355,13 +441,16 @@ enum Clock {
 /// Per code base: the median of each variant's starts (ms) to ready, and to stored, and the
 /// headline ratios of each.
 fn print_table(samples: &Samples) {
-    const RATIOS: [(Variant, Variant); 6] = [
+    const RATIOS: [(Variant, Variant); 9] = [
         (Variant::ScriptLoader, Variant::PackResolverWarm),
         (Variant::PackResolverWarm, Variant::Limit),
         (Variant::PerFile, Variant::PackResolverWarm),
         (Variant::PackResolverCold, Variant::ScriptLoader),
         (Variant::ScriptLoader, Variant::PackWarm),
         (Variant::PackCold, Variant::ScriptLoader),
+        (Variant::PackResolverMoved, Variant::PackResolverWarm),
+        (Variant::PackResolverCopied, Variant::PackResolverWarm),
+        (Variant::PackResolverCopiedSecond, Variant::PackResolverWarm),
     ];
     let samples = samples.borrow();
     if samples.is_empty() {
