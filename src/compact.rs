@@ -33,6 +33,10 @@ pub struct CompactReport {
     pub dropped_stale: u64,
     /// Entries dropped because a segment failed its checksum.
     pub dropped_corrupt: u64,
+    /// Entries kept only while another names them ([`crate::NewEntry`]s a `PackLoader`
+    /// stores: a module's bytecode, named by where its source lies) that nothing names any
+    /// more: a tree deleted, or every file that held that content edited since.
+    pub dropped_unnamed: u64,
     /// Entries evicted, least recently inserted first, to get under the size limit.
     pub evicted: u64,
     /// Pack file bytes before (including dead space and torn tails).
@@ -80,6 +84,7 @@ pub(crate) fn compact(
         &mut checked_ahead,
         &mut report,
     );
+    report.dropped_unnamed = drop_unnamed(&mut kept, old_pack, protect_from_seq);
     report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
 
     let generation = crate::writer::next_generation_after(&state.dir, old_generation)?;
@@ -121,6 +126,33 @@ fn keep_intact_and_fresh(
         }
     }
     kept
+}
+
+/// Drops the entries kept only while named ([`format::FLAG_NAMED`]) that no kept entry names
+/// ([`format::FLAG_NAMES`]: its bytecode is the named key). Entries the calling put is about to
+/// acknowledge stay. Returns how many were dropped.
+fn drop_unnamed(
+    kept: &mut Vec<EntryRecord>,
+    old_pack: &[u8],
+    protect_from_seq: Option<u64>,
+) -> u64 {
+    let named: std::collections::HashSet<[u8; 16]> = kept
+        .iter()
+        .filter(|e| e.flags & format::FLAG_NAMES != 0)
+        .filter_map(|e| {
+            format::segment_bytes(old_pack, &e.bytecode)
+                .ok()?
+                .try_into()
+                .ok()
+        })
+        .collect();
+    let before = kept.len();
+    kept.retain(|e| {
+        e.flags & format::FLAG_NAMED == 0
+            || named.contains(&e.key)
+            || protect_from_seq.is_some_and(|from| e.seq >= from)
+    });
+    (before - kept.len()) as u64
 }
 
 /// Copies the segments of `kept` from `old_pack` into `pack-<generation>`, written through a
@@ -188,10 +220,16 @@ fn write_new_pack(
 /// so that entries written moments after their sources were saved stop paying a re-hash on
 /// every `get`.
 fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
+    // An entry recorded under a root is gone with it (a deleted checkout, a temporary
+    // directory, the old path of a tree moved and not started since).
+    let root = entry.root.as_deref().and_then(crate::sys::path_from_bytes);
+    if root.is_some_and(|root| !root.is_dir()) {
+        return None;
+    }
     let mut rehashed = Vec::new();
     for (i, input) in entry.inputs.iter().enumerate() {
-        // No root: an entry recorded relative to one is dropped (see `NewEntry::relative_to`).
-        match freshness::check(input.into(), entry.recorded_at_ns, None) {
+        // Inputs recorded relative to a root are checked where it was last recorded.
+        match freshness::check(input.into(), entry.recorded_at_ns, root) {
             Freshness::Trusted => {}
             Freshness::Rehashed { stat, read_from } => rehashed.push((i, stat, read_from)),
             Freshness::Stale => return None,
@@ -298,6 +336,7 @@ mod tests {
             source_map: None,
             aux: None,
             inputs: vec![record],
+            root: None,
         }
     }
 

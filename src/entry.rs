@@ -41,6 +41,20 @@ impl<'a> NewEntry<'a> {
         self
     }
 
+    /// Marks the entry as kept only while another names it (see [`NewEntry::names`]).
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn named(mut self) -> Self {
+        self.flags |= crate::format::FLAG_NAMED;
+        self
+    }
+
+    /// Marks the entry's bytecode as the key of an entry it names, kept while this one is.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn names(mut self) -> Self {
+        self.flags |= crate::format::FLAG_NAMES;
+        self
+    }
+
     /// Bytecode, source map and aux, in segment-kind order.
     pub(crate) fn payloads(&self) -> [Option<&'a [u8]>; 3] {
         [

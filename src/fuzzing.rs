@@ -264,6 +264,7 @@ fn body(b: &mut Bytes) -> IndexBody {
                     }),
                 })
                 .collect(),
+            root: (b.byte() & 1 == 1).then(|| b.string().into_bytes()),
         })
         .collect();
     entries.sort_by_key(|e| e.key);

@@ -244,6 +244,7 @@ mod tests {
                 content_hash: [1; 16],
                 stat: None,
             }],
+            root: None,
         }
     }
 

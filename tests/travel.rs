@@ -235,3 +235,48 @@ fn an_edit_in_a_copy_is_never_answered_with_the_originals_bytecode() {
     let reverted = start(&copy, &root);
     assert_eq!((reverted.result.as_str(), reverted.compiles), (V1, 0));
 }
+
+/// A moved tree's records follow it: the first start there re-records where it is, so a
+/// compaction after the move checks the tree where it is now and keeps it warm.
+#[test]
+fn a_moved_tree_stays_warm_through_a_compaction() {
+    let (_tmp, dir, root) = warm_project();
+    let moved = dir.with_file_name("moved-app");
+    fs::rename(&dir, &moved).unwrap();
+    assert_eq!(start(&moved, &root).compiles, 0);
+    let report = Cache::open(&root).unwrap().compact().unwrap();
+    assert_eq!(
+        (report.dropped_stale, report.dropped_unnamed),
+        (0, 0),
+        "{report:?}"
+    );
+    let after = start(&moved, &root);
+    assert_eq!((after.compiles, after.rehashes), (0, 0), "{after:?}");
+}
+
+/// Old locations are reclaimed: a throwaway copy of the tree, with one module of its own,
+/// started once and deleted, leaves records a compaction drops (its places, and the bytecode
+/// only it named), while the original's stay and it starts warm.
+#[test]
+fn a_deleted_copys_records_are_reclaimed_by_compaction() {
+    let (_tmp, dir, root) = warm_project();
+    let copy = dir.with_file_name("throwaway");
+    copy_tree(&dir, &copy);
+    fs::write(copy.join("version.js"), "export const version = 'tmp';\n").unwrap();
+    common::let_ctime_age();
+    assert_eq!(start(&copy, &root).compiles, 1);
+    fs::remove_dir_all(&copy).unwrap();
+    let cache = Cache::open(&root).unwrap();
+    let report = cache.compact().unwrap();
+    assert_eq!(
+        report.dropped_stale, 5,
+        "the copy's four places and resolutions: {report:?}"
+    );
+    assert_eq!(report.dropped_unnamed, 1, "its own version.js: {report:?}");
+    let after = start(&dir, &root);
+    assert_eq!(
+        (after.result.as_str(), after.compiles),
+        (V1, 0),
+        "{after:?}"
+    );
+}

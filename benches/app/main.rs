@@ -370,7 +370,12 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
 
 /// Where a timed start of `variant` runs, readied outside the clock: the shared tree, or (moved
 /// and copied variants) the variant's own tree moved or copied just before.
-fn place_tree(p: &Prepared, variant: Variant, cache: Option<&Path>, codebase: &Codebase) -> PathBuf {
+fn place_tree(
+    p: &Prepared,
+    variant: Variant,
+    cache: Option<&Path>,
+    codebase: &Codebase,
+) -> PathBuf {
     let own = p.caches().join(variant.name());
     match variant.prep() {
         Prep::Moved => {
@@ -415,7 +420,10 @@ fn copy_tree(from: &Path, to: &Path) {
         } else {
             fs::copy(entry.path(), &target).unwrap();
             let mtime = entry.metadata().unwrap().modified().unwrap();
-            fs::File::open(&target).unwrap().set_modified(mtime).unwrap();
+            fs::File::open(&target)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
         }
     }
 }

@@ -162,9 +162,13 @@ fn lookup_in(
         });
     }
     let recorded_at = entry.recorded_at_ns.to_native();
+    // Relative inputs are checked under the root the lookup names, else where they were
+    // recorded.
+    let recorded_root = entry.root.as_ref().map(|r| r.as_slice());
+    let checked_under = root.or_else(|| recorded_root.and_then(crate::sys::path_from_bytes));
     let mut rehashed = Vec::new();
     for (i, input) in entry.inputs.iter().enumerate() {
-        match freshness::check(input.into(), recorded_at, root) {
+        match freshness::check(input.into(), recorded_at, checked_under) {
             freshness::Freshness::Trusted => {}
             freshness::Freshness::Rehashed { stat, read_from } => {
                 inner.counters.input_rehashed();
@@ -173,17 +177,25 @@ fn lookup_in(
             freshness::Freshness::Stale => return Err(MissReason::Stale),
         }
     }
-    // Re-recorded by the handle's next write, if that lets later lookups trust one `stat`.
-    if let Some(rerecord) = freshness::rerecord(&rehashed)
-        && rerecord.stats.iter().any(|(_, stat)| stat.is_some())
-    {
+    // Re-recorded by the handle's next write: stat data that lets later lookups trust one
+    // `stat`, and the root of a tree found elsewhere than recorded (moved), so that a
+    // compaction checks it where it is now.
+    let rerecord = freshness::rerecord(&rehashed)
+        .filter(|rerecord| rerecord.stats.iter().any(|(_, stat)| stat.is_some()));
+    let moved_to = root
+        .map(|root| root.as_os_str().as_encoded_bytes())
+        .filter(|&now| recorded_root.is_some_and(|then| then != now));
+    if rerecord.is_some() || moved_to.is_some() {
         let mut racy = inner.racy.lock();
         if racy.len() < MAX_PENDING_REFRESHES {
+            let (stats, observed_at_ns) =
+                rerecord.map_or((Vec::new(), recorded_at), |r| (r.stats, r.recorded_at_ns));
             racy.push(Refresh {
                 key: *key.as_bytes(),
                 version: (&entry.bytecode).into(),
-                stats: rerecord.stats,
-                observed_at_ns: rerecord.recorded_at_ns,
+                stats,
+                observed_at_ns,
+                root: moved_to.map(<[u8]>::to_vec),
             });
         }
     }

@@ -128,7 +128,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 /// Bumped on any change to the bytes this module writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Where the common header fields are, in every header.
 const MAGIC_AT: usize = 0;
@@ -143,6 +143,14 @@ const CHECKSUM_LEN: usize = 8;
 /// [`EntryRecord::flags`]: the bytecode was produced by this crate's own QuickJS compile
 /// path (not handed to `put` by a caller), so it may be given to `Module::load`.
 pub const FLAG_ENGINE_BYTECODE: u32 = 1;
+
+/// [`EntryRecord::flags`]: the entry is kept only while another live entry names it (see
+/// [`FLAG_NAMES`]); a compaction drops it once none does.
+pub const FLAG_NAMED: u32 = 2;
+
+/// [`EntryRecord::flags`]: the entry's bytecode segment is the 16-byte key of an entry it
+/// names, which a compaction keeps while this one lives.
+pub const FLAG_NAMES: u32 = 4;
 
 /// What a segment holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +276,7 @@ pub struct EntryRecord {
     pub seq: u64,
     /// The module's name, as given to `NewEntry::new`.
     pub module_name: String,
-    /// Bit set: [`FLAG_ENGINE_BYTECODE`].
+    /// Bit set: [`FLAG_ENGINE_BYTECODE`], [`FLAG_NAMED`], [`FLAG_NAMES`].
     pub flags: u32,
     /// Wall-clock nanoseconds since the epoch, no later than the start of the earliest read
     /// of an input (for an entry without inputs, when it was prepared for the write); stat
@@ -282,6 +290,9 @@ pub struct EntryRecord {
     pub aux: Option<SegmentRef>,
     /// Every input the entry depends on.
     pub inputs: Vec<InputRecord>,
+    /// The absolute root its relative inputs were recorded under (OS bytes), if any: where a
+    /// lookup that names no root, and a compaction, check them.
+    pub root: Option<Vec<u8>>,
 }
 
 /// A segment's payload in the pack.

@@ -38,6 +38,7 @@ fn sample_body() -> IndexBody {
                 content_hash: [5; 16],
                 stat: None,
             }],
+            root: Some(b"/a".to_vec()),
         }],
     }
 }

@@ -12,6 +12,7 @@
 //! [`EXIT_LOCK_WAIT`], and what it could not store is compiled again by the next start.
 
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -35,13 +36,21 @@ pub(crate) const EXIT_LOCK_WAIT: Duration = Duration::from_millis(100);
 const FLUSH_ENTRIES: usize = 4096;
 const FLUSH_BYTES: u64 = 64 << 20;
 
+/// What a resolver learned, as an entry: its key, its payload, and the working directory it
+/// was learned in.
+pub(crate) struct Learned {
+    pub(crate) key: Key,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) root: PathBuf,
+}
+
 /// Something that learns answers during a start and hands them to its batch as one entry.
 pub(crate) trait Answers: Send + Sync {
     /// The entry to store (key and payload), if anything changed since it was last taken;
     /// taking it means it is stored, or lost if that store fails (it is only a cache's own
     /// bookkeeping). `None` too if the answers are busy: they are taken at the next
     /// publication.
-    fn take_if_changed(&self) -> Option<(Key, Vec<u8>)>;
+    fn take_if_changed(&self) -> Option<Learned>;
 }
 
 /// A loaded module waiting to be stored: its bytecode if it was compiled, and where its
@@ -95,7 +104,8 @@ impl PendingModule {
         if let Some(bytecode) = &self.bytecode {
             let entry = bytecode.entry(&self.name);
             let entry = match self.place {
-                Some(_) => entry,
+                // Kept while a place names it: a deleted tree's bytecode goes with it.
+                Some(_) => entry.named(),
                 None => entry.inputs(input()),
             };
             entries.push((self.key, entry));
@@ -103,7 +113,8 @@ impl PendingModule {
         if let Some((path_key, root)) = &self.place {
             let entry = NewEntry::new(&self.name, self.key.as_bytes())
                 .inputs(input())
-                .relative_to(&root.path);
+                .relative_to(&root.path)
+                .names();
             entries.push((*path_key, entry));
         }
         entries
@@ -131,7 +142,7 @@ struct BatchState {
     /// The paired resolver while it lives: asked for its answers at each publication.
     resolver: Option<Weak<dyn Answers>>,
     /// Answers the resolver handed over when it was dropped.
-    handed_over: Option<(Key, Vec<u8>)>,
+    handed_over: Option<Learned>,
 }
 
 /// Which side of a start an owner is.
@@ -177,7 +188,7 @@ impl StartBatch {
     }
 
     /// Takes the answers of a resolver being dropped, for the batch's publication.
-    pub(crate) fn hand_over(&self, answers: (Key, Vec<u8>)) {
+    pub(crate) fn hand_over(&self, answers: Learned) {
         self.state.lock().handed_over = Some(answers);
     }
 
@@ -241,8 +252,11 @@ impl StartBatch {
         // The answers come first: they save every module's probes. A module's entries are
         // stored together or not at all.
         let mut groups: Vec<Vec<(Key, NewEntry<'_>)>> = Vec::with_capacity(modules.len() + 1);
-        if let Some((key, payload)) = &answers {
-            groups.push(vec![(*key, NewEntry::new(STORE_NAME, payload))]);
+        if let Some(learned) = &answers {
+            // Recorded under the root it was learned in: a compaction drops it once that
+            // directory is gone.
+            let entry = NewEntry::new(STORE_NAME, &learned.payload).relative_to(&learned.root);
+            groups.push(vec![(learned.key, entry)]);
         }
         groups.extend(modules.iter().map(PendingModule::entries));
         let (fits, over) = fit_within(groups, self.cache.max_batch_bytes());

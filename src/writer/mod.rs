@@ -66,6 +66,9 @@ pub(crate) struct Refresh {
     pub(crate) stats: Vec<(usize, Option<StatRecord>)>,
     /// When the lookup's checks ended: the new recording instant.
     pub(crate) observed_at_ns: i64,
+    /// The root the entry's relative inputs were found under, where it differs from the one
+    /// recorded (the tree was moved).
+    pub(crate) root: Option<Vec<u8>>,
 }
 
 /// An entry ready to append: its inputs were hashed before the lock was taken.
@@ -330,6 +333,9 @@ impl WriteState {
                 source_map,
                 aux,
                 inputs,
+                root: entry
+                    .root
+                    .map(|root| root.as_os_str().as_encoded_bytes().to_vec()),
             });
         }
         let mut slices = Vec::with_capacity(headers.len() * 2);
@@ -379,6 +385,7 @@ impl WriteState {
             version,
             stats,
             observed_at_ns,
+            root,
         } = refresh;
         let observed_at_ns = *observed_at_ns;
         if self.added.contains_key(key) || self.rewrite.is_some() {
@@ -401,6 +408,9 @@ impl WriteState {
             }
         }
         record.recorded_at_ns = record.recorded_at_ns.max(observed_at_ns);
+        if let Some(root) = root {
+            record.root = Some(root.clone());
+        }
         self.add(record);
         true
     }

@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use rquickjs::loader::{FileResolver, ImportAttributes, Resolver};
 use rquickjs::{Ctx, Result};
 
-use super::batch::{Answers, Side, StartBatch};
+use super::batch::{Answers, Learned, Side, StartBatch};
 use crate::cache::Cache;
 use crate::key::Key;
 use config::Config;
@@ -196,9 +196,12 @@ impl ResolverState {
     /// Reads the stored answers in place, once.
     fn load(&mut self) {
         if self.stored.is_none() {
+            // Under the working directory: a moved tree's table is re-recorded where it is now.
+            let here = crate::LookupOptions::default().root(std::path::Path::new(&self.cwd));
             let table = self
                 .cache
-                .get(&self.key)
+                .lookup_with(&self.key, here)
+                .ok()
                 // Copied out (a few KB per hundred answers), so that the resolver, which lives as
                 // long as its runtime, does not keep a superseded pack mapped.
                 .and_then(|hit| StoredAnswers::open(hit.bytecode().to_vec()));
@@ -355,18 +358,22 @@ impl ResolverState {
     }
 
     /// What this run learned, if anything changed since it was last taken.
-    fn take_if_changed(&mut self) -> Option<(Key, Vec<u8>)> {
+    fn take_if_changed(&mut self) -> Option<Learned> {
         if !self.dirty {
             return None;
         }
-        let bytes = self.encode();
+        let payload = self.encode();
         self.dirty = false;
-        Some((self.key, bytes))
+        Some(Learned {
+            key: self.key,
+            payload,
+            root: self.cwd.clone().into(),
+        })
     }
 }
 
 impl Answers for Mutex<ResolverState> {
-    fn take_if_changed(&self) -> Option<(Key, Vec<u8>)> {
+    fn take_if_changed(&self) -> Option<Learned> {
         // Busy means it is resolving on another thread: its answers join the next publication.
         self.try_lock()?.take_if_changed()
     }
