@@ -248,10 +248,10 @@ fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
 #[derive(Default)]
 pub(crate) struct CheckedAhead(HashMap<[u8; 16], Verdict>);
 
-/// The inputs and recording instant judged, and what [`revalidate_inputs`] made of them
+/// The inputs, recording instant and root judged, and what [`revalidate_inputs`] made of them
 /// (`None`: stale).
 struct Verdict {
-    judged: (Vec<InputRecord>, i64),
+    judged: (Vec<InputRecord>, i64, Option<Vec<u8>>),
     kept: Option<(Vec<InputRecord>, i64)>,
 }
 
@@ -262,7 +262,12 @@ pub(crate) fn check_inputs_ahead(entries: Vec<EntryRecord>) -> CheckedAhead {
         entries
             .into_iter()
             .map(|entry| {
-                let (key, judged) = (entry.key, (entry.inputs.clone(), entry.recorded_at_ns));
+                let judged = (
+                    entry.inputs.clone(),
+                    entry.recorded_at_ns,
+                    entry.root.clone(),
+                );
+                let key = entry.key;
                 let kept = revalidate_inputs(entry).map(|e| (e.inputs, e.recorded_at_ns));
                 (key, Verdict { judged, kept })
             })
@@ -277,7 +282,9 @@ impl CheckedAhead {
     fn revalidate(&mut self, mut entry: EntryRecord) -> Option<EntryRecord> {
         match self.0.remove(&entry.key) {
             Some(Verdict { judged, kept })
-                if judged.0 == entry.inputs && judged.1 == entry.recorded_at_ns =>
+                if judged.0 == entry.inputs
+                    && judged.1 == entry.recorded_at_ns
+                    && judged.2 == entry.root =>
             {
                 (entry.inputs, entry.recorded_at_ns) = kept?;
                 Some(entry)

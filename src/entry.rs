@@ -92,10 +92,11 @@ impl<'a> NewEntry<'a> {
     }
 
     /// Records the inputs under `root` (an absolute directory, the project's) relative to it,
-    /// so that the entry survives its tree being moved: a lookup with
-    /// [`LookupOptions::root`](crate::LookupOptions::root) checks them under the root it names,
-    /// and any other lookup misses them (so does a compaction, which drops such an entry: it
-    /// cannot tell where its tree is now). Inputs outside `root` stay absolute.
+    /// and `root` with them, so that the entry survives its tree being moved: a lookup with
+    /// [`LookupOptions::root`](crate::LookupOptions::root) checks them under the root it names
+    /// (and has the new root re-recorded by the handle's next write), any other lookup and a
+    /// compaction under the recorded one. A compaction drops the entry once its recorded root
+    /// is gone. Inputs outside `root` stay absolute.
     pub fn relative_to(mut self, root: &'a std::path::Path) -> Self {
         self.root = Some(root);
         self

@@ -257,6 +257,29 @@ fn a_reader_that_never_writes_re_records_racy_inputs_when_its_last_handle_goes()
     );
 }
 
+/// A cache under another ([`CacheBuilder::fall_back_to`]) is never written through it, even
+/// where this process could write it: what lookups through the upper one find racy in it is
+/// not re-recorded there when the handles go.
+#[test]
+fn a_cache_underneath_is_never_written_through_the_one_above() {
+    let f = Fixture::new();
+    let lower = f.cache();
+    let a = f.src.join("racy.js");
+    fs::write(&a, "v1").unwrap();
+    let key = Key::for_paths(&[&a]);
+    put_with_input(&lower, &key, &a);
+    std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
+    let before = common::files_as_they_are(&f.dir());
+    let upper_root = f.src.parent().unwrap().join("upper");
+    let upper = Cache::builder(&upper_root)
+        .fall_back_to(lower)
+        .open()
+        .unwrap();
+    assert!(upper.get(&key).is_some(), "found underneath");
+    drop(upper);
+    assert_eq!(common::files_as_they_are(&f.dir()), before);
+}
+
 /// A sealed cache trusts what it recorded: no input is looked at, so an edit is not seen (the
 /// documented danger); the default cache over the same files sees it.
 #[test]

@@ -25,7 +25,11 @@ fn child() {
     if common::child::role().is_none() {
         return;
     }
-    let cache = Cache::open(common::child::path_var("BP_ROOT")).unwrap();
+    let mut builder = Cache::builder(common::child::path_var("BP_ROOT"));
+    if std::env::var_os("BP_COMPACT_EVERY_PUT").is_some() {
+        builder = builder.auto_compact(0, 0.0);
+    }
+    let cache = builder.open().unwrap();
     let runtime = Runtime::new().unwrap();
     runtime.set_loader(
         PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
@@ -62,7 +66,11 @@ struct Start {
 
 /// Runs a start in `project` over the cache under `root`.
 fn start(project: &Path, root: &Path) -> Start {
-    let stdout = Child::new("start")
+    start_with(Child::new("start"), project, root)
+}
+
+fn start_with(child: Child, project: &Path, root: &Path) -> Start {
+    let stdout = child
         .current_dir(project)
         .env("BP_ROOT", root)
         .run()
@@ -279,4 +287,18 @@ fn a_deleted_copys_records_are_reclaimed_by_compaction() {
         (V1, 0),
         "{after:?}"
     );
+}
+
+/// The first write after a move compacts (here every put does): it judges the tree where the
+/// start found it, not where it was recorded, so the moved tree's records survive it.
+#[test]
+fn a_compaction_in_the_first_write_after_a_move_keeps_the_moved_tree() {
+    let (_tmp, dir, root) = warm_project();
+    let moved = dir.with_file_name("moved-app");
+    fs::rename(&dir, &moved).unwrap();
+    let compacting = Child::new("start").env("BP_COMPACT_EVERY_PUT", "1");
+    assert_eq!(start_with(compacting, &moved, &root).compiles, 0);
+    common::let_ctime_age();
+    let after = start(&moved, &root);
+    assert_eq!((after.compiles, after.rehashes), (0, 0), "{after:?}");
 }

@@ -19,6 +19,13 @@ use crate::writer::Refresh;
 /// At most this many refreshes wait for a write; more are dropped (they only cost re-hashes).
 const MAX_PENDING_REFRESHES: usize = 1 << 16;
 
+/// Whose lookup a lookup is (see [`Cache::lookup_as`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layer {
+    Own,
+    Underneath,
+}
+
 /// How [`Cache::lookup_with`] looks an entry up.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LookupOptions<'a> {
@@ -61,25 +68,39 @@ impl Cache {
     /// [`Cache::lookup`], as `options` say: under which root inputs recorded relative to one
     /// are checked, and how often a miss checks for other processes' writes.
     pub fn lookup_with(&self, key: &Key, options: LookupOptions<'_>) -> Result<Hit, MissReason> {
+        self.lookup_as(key, options, Layer::Own)
+    }
+
+    /// [`Cache::lookup_with`], as this handle's own lookup or as the cache under another
+    /// ([`crate::CacheBuilder::fall_back_to`]), which must never be written through it.
+    fn lookup_as(
+        &self,
+        key: &Key,
+        options: LookupOptions<'_>,
+        layer: Layer,
+    ) -> Result<Hit, MissReason> {
         let inner = &self.inner;
+        // What lookups find to re-record waits for a write: never of a handle that cannot
+        // write, nor of a cache underneath another (the upper takes the writes).
+        let queue = layer == Layer::Own && !inner.read_only && !inner.options.disabled;
         let throttle = options.refresh_interval;
         if inner.options.disabled {
             // A host that runs uncached (no cache of its own could be opened) still reads
             // the one shipped underneath.
             if let Some(lower) = &inner.lower {
-                return lower.lookup_with(key, options);
+                return lower.lookup_as(key, options, Layer::Underneath);
             }
             inner.counters.miss(MissReason::Disabled);
             return Err(MissReason::Disabled);
         }
         let snapshot = inner.snapshot.load_full();
-        let result = match lookup_in(&snapshot, key, inner, options.root) {
+        let result = match lookup_in(&snapshot, key, inner, options.root, queue) {
             Ok(hit) => Ok(hit),
             // A handle sees other processes' writes no later than its next miss (or, throttled,
             // its next miss once the interval passed).
             Err(reason) if !self.due_for_refresh(throttle) => Err(reason),
             Err(reason) => match self.refresh_if_changed(&snapshot) {
-                Ok(Some(newer)) => lookup_in(&newer, key, inner, options.root),
+                Ok(Some(newer)) => lookup_in(&newer, key, inner, options.root, queue),
                 Ok(None) => Err(reason),
                 Err(e) => {
                     log::debug!("bytecode-pack: cannot reload {}: {e}", inner.dir.display());
@@ -89,7 +110,7 @@ impl Cache {
         };
         // A miss here may be a hit in the cache underneath (a shipped, read-only one).
         let result = match (result, &inner.lower) {
-            (Err(_), Some(lower)) => lower.lookup_with(key, options),
+            (Err(_), Some(lower)) => lower.lookup_as(key, options, Layer::Underneath),
             (result, _) => result,
         };
         match &result {
@@ -142,6 +163,7 @@ fn lookup_in(
     key: &Key,
     inner: &Inner,
     root: Option<&Path>,
+    queue_refreshes: bool,
 ) -> Result<Hit, MissReason> {
     let (i, entry) = match snapshot.find(key.as_bytes()) {
         Found::Entry(i, entry) => (i, entry),
@@ -185,7 +207,7 @@ fn lookup_in(
     let moved_to = root
         .map(|root| root.as_os_str().as_encoded_bytes())
         .filter(|&now| recorded_root.is_some_and(|then| then != now));
-    if rerecord.is_some() || moved_to.is_some() {
+    if queue_refreshes && (rerecord.is_some() || moved_to.is_some()) {
         let mut racy = inner.racy.lock();
         if racy.len() < MAX_PENDING_REFRESHES {
             let (stats, observed_at_ns) =

@@ -277,12 +277,14 @@ impl Cache {
         })?;
         let first_write = !inner.swept.load(Ordering::Relaxed);
         let mut write = Transaction::begin(&inner.dir, abi_tag(), started, deadline, first_write)?;
+        // Re-recorded before the change, so that a compaction it runs judges entries as they
+        // were last found (a moved tree where it is now, not where it was).
         let refreshes = std::mem::take(&mut *inner.racy.lock());
-        let out = change(write.state())?;
         let refreshed = refreshes
             .iter()
             .filter(|r| write.state().refresh(r))
             .count();
+        let out = change(write.state())?;
         let committed = write.commit(Commit {
             durability: inner.options.durability,
             sweep_anyway: first_write,

@@ -210,18 +210,19 @@ enum Recorded {
 /// by relative name and relative inputs, so that they survive the tree being moved.
 pub(crate) struct Root {
     pub(crate) path: PathBuf,
-    /// The directory's device and inode: the same after `mv` (on one filesystem), another
-    /// after a copy, so that two copies of one project (worktrees) keep their own records.
-    id: [u8; 16],
+    /// The directory's inode number: the same after `mv` (on one filesystem), another after a
+    /// copy, so that two copies of one project (worktrees) keep their own records. Not its
+    /// device: an overlay or network filesystem gets a new device number at every mount (a
+    /// container's start), where the inode stays. (Two roots on different filesystems with one
+    /// inode number share records, and find each other's stale: a re-hash, never wrong bytes.)
+    id: [u8; 8],
 }
 
 impl Root {
     /// The working directory `cwd` as a root, if it has an identity (Unix).
     fn of(cwd: &Path) -> Option<Root> {
-        let (dev, ino) = crate::sys::directory_identity(&std::fs::metadata(cwd).ok()?)?;
-        let mut id = [0; 16];
-        id[..8].copy_from_slice(&dev.to_le_bytes());
-        id[8..].copy_from_slice(&ino.to_le_bytes());
+        let ino = crate::sys::directory_inode(&std::fs::metadata(cwd).ok()?)?;
+        let id = ino.to_le_bytes();
         Some(Root {
             path: cwd.to_path_buf(),
             id,

@@ -24,7 +24,7 @@ pub(crate) fn credentials() -> String {
 
 /// No inode here: a directory has no identity that survives a move but not a copy.
 #[cfg(feature = "quickjs")]
-pub(crate) fn directory_identity(_meta: &fs::Metadata) -> Option<(u64, u64)> {
+pub(crate) fn directory_inode(_meta: &fs::Metadata) -> Option<u64> {
     None
 }
 

@@ -21,10 +21,11 @@ pub(crate) fn file_identity(meta: &fs::Metadata) -> FileIdentity {
     (meta.dev(), meta.ino(), ctime)
 }
 
-/// A directory's device and inode: kept by a rename on one filesystem (`mv`), new for a copy.
+/// A directory's inode number: kept by a rename on one filesystem (`mv`) and by a remount,
+/// new for a copy.
 #[cfg(feature = "quickjs")]
-pub(crate) fn directory_identity(meta: &fs::Metadata) -> Option<(u64, u64)> {
-    Some((meta.dev(), meta.ino()))
+pub(crate) fn directory_inode(meta: &fs::Metadata) -> Option<u64> {
+    Some(meta.ino())
 }
 
 /// Creates `dir` and missing parents with mode 0700.

@@ -146,16 +146,13 @@ impl PackResolver {
         };
         // Who asks is part of the question: a directory another process may search can be one
         // this process may not (its groups differ), and its answers would not load here.
-        // Where: the working directory by its device and inode, which survive a move (`mv`)
-        // of the tree, so that its answers (kept relative to it) do too; by its path where it
-        // has no such identity.
+        // Where: the working directory by its inode, which survives a move (`mv`) of the tree
+        // and a remount (not its device: see `loader::Root`), so that its answers (kept
+        // relative to it) do too; by its path where it has no inode.
         let place = std::fs::metadata(&cwd)
             .ok()
-            .and_then(|m| crate::sys::directory_identity(&m))
-            .map_or_else(
-                || cwd.clone(),
-                |(dev, ino)| format!("directory {dev}:{ino}"),
-            );
+            .and_then(|m| crate::sys::directory_inode(&m))
+            .map_or_else(|| cwd.clone(), |ino| format!("directory {ino}"));
         let identity = format!("{place}\0{resolver:?}\0{}", crate::sys::credentials());
         let batch = StartBatch::join(&cache, Side::Resolver);
         let dirs = Dirs::new(0, &cwd);
