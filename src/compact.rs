@@ -33,10 +33,9 @@ pub struct CompactReport {
     pub dropped_stale: u64,
     /// Entries dropped because a segment failed its checksum.
     pub dropped_corrupt: u64,
-    /// Entries kept only while another names them ([`crate::NewEntry`]s a `PackLoader`
-    /// stores: a module's bytecode, named by where its source lies) that nothing names any
-    /// more: a tree deleted, or every file that held that content edited since.
-    pub dropped_unnamed: u64,
+    /// Pointers dropped because the entry they point to is gone (the ones `PackLoader` keeps
+    /// from a module's content to where it was stored, once that tree is gone).
+    pub dropped_pointers: u64,
     /// Entries evicted, least recently inserted first, to get under the size limit.
     pub evicted: u64,
     /// Pack file bytes before (including dead space and torn tails).
@@ -84,7 +83,7 @@ pub(crate) fn compact(
         &mut checked_ahead,
         &mut report,
     );
-    report.dropped_unnamed = drop_unnamed(&mut kept, old_pack, protect_from_seq);
+    report.dropped_pointers = drop_dangling_pointers(&mut kept, old_pack, protect_from_seq);
     report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
 
     let generation = crate::writer::next_generation_after(&state.dir, old_generation)?;
@@ -128,28 +127,24 @@ fn keep_intact_and_fresh(
     kept
 }
 
-/// Drops the entries kept only while named ([`format::FLAG_NAMED`]) that no kept entry names
-/// ([`format::FLAG_NAMES`]: its bytecode is the named key). Entries the calling put is about to
-/// acknowledge stay. Returns how many were dropped.
-fn drop_unnamed(
+/// Drops the pointers ([`format::FLAG_POINTER`]) whose target is not kept. Entries the calling
+/// put is about to acknowledge stay. Returns how many were dropped.
+fn drop_dangling_pointers(
     kept: &mut Vec<EntryRecord>,
     old_pack: &[u8],
     protect_from_seq: Option<u64>,
 ) -> u64 {
-    let named: std::collections::HashSet<[u8; 16]> = kept
-        .iter()
-        .filter(|e| e.flags & format::FLAG_NAMES != 0)
-        .filter_map(|e| {
+    let keys: std::collections::HashSet<[u8; 16]> = kept.iter().map(|e| e.key).collect();
+    let before = kept.len();
+    kept.retain(|e| {
+        let target = || -> Option<[u8; 16]> {
             format::segment_bytes(old_pack, &e.bytecode)
                 .ok()?
                 .try_into()
                 .ok()
-        })
-        .collect();
-    let before = kept.len();
-    kept.retain(|e| {
-        e.flags & format::FLAG_NAMED == 0
-            || named.contains(&e.key)
+        };
+        e.flags & format::FLAG_POINTER == 0
+            || target().is_some_and(|target| keys.contains(&target))
             || protect_from_seq.is_some_and(|from| e.seq >= from)
     });
     (before - kept.len()) as u64

@@ -41,17 +41,11 @@ impl<'a> NewEntry<'a> {
         self
     }
 
-    /// Marks the entry as kept only while another names it (see [`NewEntry::names`]).
+    /// Marks the entry as a pointer: its bytecode is the key of another entry, and it is kept
+    /// only while that entry is.
     #[cfg(feature = "quickjs")]
-    pub(crate) fn named(mut self) -> Self {
-        self.flags |= crate::format::FLAG_NAMED;
-        self
-    }
-
-    /// Marks the entry's bytecode as the key of an entry it names, kept while this one is.
-    #[cfg(feature = "quickjs")]
-    pub(crate) fn names(mut self) -> Self {
-        self.flags |= crate::format::FLAG_NAMES;
+    pub(crate) fn pointer(mut self) -> Self {
+        self.flags |= crate::format::FLAG_POINTER;
         self
     }
 
@@ -139,6 +133,12 @@ impl Hit {
     pub fn source_map(&self) -> Option<&str> {
         let segment = self.record().source_map.as_ref()?;
         std::str::from_utf8(self.snapshot.segment(segment)).ok()
+    }
+
+    /// The content hashes recorded for the entry's inputs, in order.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn recorded_input_hashes(&self) -> impl Iterator<Item = [u8; 16]> + '_ {
+        self.record().inputs.iter().map(|input| input.content_hash)
     }
 
     /// Whether the bytecode was stored from this crate's own QuickJS compile path

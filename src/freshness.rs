@@ -95,6 +95,12 @@ impl Input {
     pub fn as_path(&self) -> &Path {
         &self.path
     }
+
+    /// The hash of the content the compiler read, if the input was recorded with it.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn content_hash(&self) -> Option<[u8; 16]> {
+        self.compiled_hash
+    }
 }
 
 pub(crate) fn now_nanos() -> i64 {

@@ -254,7 +254,7 @@ fn a_moved_tree_stays_warm_through_a_compaction() {
     assert_eq!(start(&moved, &root).compiles, 0);
     let report = Cache::open(&root).unwrap().compact().unwrap();
     assert_eq!(
-        (report.dropped_stale, report.dropped_unnamed),
+        (report.dropped_stale, report.dropped_pointers),
         (0, 0),
         "{report:?}"
     );
@@ -263,8 +263,9 @@ fn a_moved_tree_stays_warm_through_a_compaction() {
 }
 
 /// Old locations are reclaimed: a throwaway copy of the tree, with one module of its own,
-/// started once and deleted, leaves records a compaction drops (its places, and the bytecode
-/// only it named), while the original's stay and it starts warm.
+/// started once and deleted, leaves records a compaction drops (its modules, its resolutions,
+/// and the pointer to the one module only it compiled), while the original's stay: it starts
+/// warm, and a new copy still finds the original's bytecode.
 #[test]
 fn a_deleted_copys_records_are_reclaimed_by_compaction() {
     let (_tmp, dir, root) = warm_project();
@@ -278,15 +279,22 @@ fn a_deleted_copys_records_are_reclaimed_by_compaction() {
     let report = cache.compact().unwrap();
     assert_eq!(
         report.dropped_stale, 5,
-        "the copy's four places and resolutions: {report:?}"
+        "the copy's four modules and resolutions: {report:?}"
     );
-    assert_eq!(report.dropped_unnamed, 1, "its own version.js: {report:?}");
+    assert_eq!(
+        report.dropped_pointers, 1,
+        "to its own version.js: {report:?}"
+    );
     let after = start(&dir, &root);
     assert_eq!(
         (after.result.as_str(), after.compiles),
         (V1, 0),
         "{after:?}"
     );
+    let another = dir.with_file_name("another");
+    copy_tree(&dir, &another);
+    common::let_ctime_age();
+    assert_eq!(start(&another, &root).compiles, 0);
 }
 
 /// The first write after a move compacts (here every put does): it judges the tree where the

@@ -31,6 +31,7 @@ enum Layer {
 pub struct LookupOptions<'a> {
     root: Option<&'a Path>,
     refresh_interval: Option<Duration>,
+    skip_input_checks: bool,
 }
 
 impl<'a> LookupOptions<'a> {
@@ -49,6 +50,14 @@ impl<'a> LookupOptions<'a> {
     /// next miss. By default every miss checks.
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
         self.refresh_interval = Some(interval);
+        self
+    }
+
+    /// Checks no input: for an entry found by the content it was compiled from, whose
+    /// inputs belong to another tree (see `quickjs::PackLoader`).
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn without_input_checks(mut self) -> Self {
+        self.skip_input_checks = true;
         self
     }
 }
@@ -94,13 +103,13 @@ impl Cache {
             return Err(MissReason::Disabled);
         }
         let snapshot = inner.snapshot.load_full();
-        let result = match lookup_in(&snapshot, key, inner, options.root, queue) {
+        let result = match lookup_in(&snapshot, key, inner, options, queue) {
             Ok(hit) => Ok(hit),
             // A handle sees other processes' writes no later than its next miss (or, throttled,
             // its next miss once the interval passed).
             Err(reason) if !self.due_for_refresh(throttle) => Err(reason),
             Err(reason) => match self.refresh_if_changed(&snapshot) {
-                Ok(Some(newer)) => lookup_in(&newer, key, inner, options.root, queue),
+                Ok(Some(newer)) => lookup_in(&newer, key, inner, options, queue),
                 Ok(None) => Err(reason),
                 Err(e) => {
                     log::debug!("bytecode-pack: cannot reload {}: {e}", inner.dir.display());
@@ -162,9 +171,10 @@ fn lookup_in(
     snapshot: &Arc<Snapshot>,
     key: &Key,
     inner: &Inner,
-    root: Option<&Path>,
+    options: LookupOptions<'_>,
     queue_refreshes: bool,
 ) -> Result<Hit, MissReason> {
+    let root = options.root;
     let (i, entry) = match snapshot.find(key.as_bytes()) {
         Found::Entry(i, entry) => (i, entry),
         Found::Damaged => return Err(MissReason::Corrupt),
@@ -174,7 +184,7 @@ fn lookup_in(
     if !snapshot.segments_intact(i, entry) {
         return Err(MissReason::Corrupt);
     }
-    if inner.options.sealed {
+    if inner.options.sealed || options.skip_input_checks {
         // The tree cannot change after deployment, by the host's word: no input is checked.
         let bytecode = snapshot.segment_range(&entry.bytecode);
         return Ok(Hit {

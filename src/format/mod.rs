@@ -144,13 +144,9 @@ const CHECKSUM_LEN: usize = 8;
 /// path (not handed to `put` by a caller), so it may be given to `Module::load`.
 pub const FLAG_ENGINE_BYTECODE: u32 = 1;
 
-/// [`EntryRecord::flags`]: the entry is kept only while another live entry names it (see
-/// [`FLAG_NAMES`]); a compaction drops it once none does.
-pub const FLAG_NAMED: u32 = 2;
-
-/// [`EntryRecord::flags`]: the entry's bytecode segment is the 16-byte key of an entry it
-/// names, which a compaction keeps while this one lives.
-pub const FLAG_NAMES: u32 = 4;
+/// [`EntryRecord::flags`]: the entry is a pointer, its bytecode segment the 16-byte key of
+/// another entry; a compaction drops it once that entry is gone.
+pub const FLAG_POINTER: u32 = 2;
 
 /// What a segment holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +272,7 @@ pub struct EntryRecord {
     pub seq: u64,
     /// The module's name, as given to `NewEntry::new`.
     pub module_name: String,
-    /// Bit set: [`FLAG_ENGINE_BYTECODE`], [`FLAG_NAMED`], [`FLAG_NAMES`].
+    /// Bit set: [`FLAG_ENGINE_BYTECODE`], [`FLAG_POINTER`].
     pub flags: u32,
     /// Wall-clock nanoseconds since the epoch, no later than the start of the earliest read
     /// of an input (for an entry without inputs, when it was prepared for the write); stat

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::Bytecode;
 use super::loader::Root;
 use super::resolver::STORE_NAME;
 use crate::cache::Cache;
@@ -53,69 +52,51 @@ pub(crate) trait Answers: Send + Sync {
     fn take_if_changed(&self) -> Option<Learned>;
 }
 
-/// A loaded module waiting to be stored: its bytecode if it was compiled, and where its
-/// source lies.
+/// A loaded module waiting to be stored: its bytecode, where its source lies, and (for a
+/// module under a root) the pointer from its content to that place.
 pub(crate) struct PendingModule {
-    name: String,
-    /// Compiled by this start: stored under `key` (`None`: already in the cache there).
-    bytecode: Option<Bytecode>,
     key: Key,
-    /// For a module under a root: its path key and the root, under which its input is
-    /// recorded in an entry of its own that names `key`. `None`: the input is recorded with
-    /// the bytecode.
-    place: Option<(Key, Arc<Root>)>,
+    name: String,
+    bytecode: Vec<u8>,
     input: Input,
+    /// For a module under a root: the key of its content's pointer (`None`: a pointer to
+    /// another tree's entry stands, and is left pointing there), and the root its input is
+    /// recorded under.
+    place: Option<(Option<Key>, Arc<Root>)>,
 }
 
 impl PendingModule {
-    /// A module outside a root: its bytecode and input, in one entry under `key`.
-    pub(crate) fn with_bytecode(key: Key, name: &str, bytecode: Bytecode, input: Input) -> Self {
-        PendingModule {
-            name: name.to_owned(),
-            bytecode: Some(bytecode),
-            key,
-            place: None,
-            input,
-        }
-    }
-
-    /// A module under `root`: its bytecode (if compiled) under the content key `code_key`,
-    /// and its place, `path_key`, naming that key with its input recorded relative to root.
-    pub(crate) fn at_path(
-        (path_key, root): (Key, Arc<Root>),
-        code_key: Key,
+    /// Module `name`'s `bytecode` (from this engine's `Module::write`), stored under `key`
+    /// with its `input`; under a root with `place`.
+    pub(crate) fn new(
+        key: Key,
+        place: Option<(Option<Key>, Arc<Root>)>,
         name: &str,
-        bytecode: Option<Bytecode>,
+        bytecode: Vec<u8>,
         input: Input,
     ) -> Self {
         PendingModule {
+            key,
             name: name.to_owned(),
             bytecode,
-            key: code_key,
-            place: Some((path_key, root)),
             input,
+            place,
         }
     }
 
-    /// Its entries: the bytecode's (with the input, unless it has a place), and its place's.
+    /// Its entries: the bytecode where the source lies, and the pointer to it from its
+    /// content.
     fn entries(&self) -> Vec<(Key, NewEntry<'_>)> {
-        let mut entries = Vec::with_capacity(2);
-        let input = || vec![self.input.clone()];
-        if let Some(bytecode) = &self.bytecode {
-            let entry = bytecode.entry(&self.name);
-            let entry = match self.place {
-                // Kept while a place names it: a deleted tree's bytecode goes with it.
-                Some(_) => entry.named(),
-                None => entry.inputs(input()),
-            };
-            entries.push((self.key, entry));
-        }
-        if let Some((path_key, root)) = &self.place {
-            let entry = NewEntry::new(&self.name, self.key.as_bytes())
-                .inputs(input())
-                .relative_to(&root.path)
-                .names();
-            entries.push((*path_key, entry));
+        let entry = NewEntry::new(&self.name, &self.bytecode)
+            .engine_bytecode()
+            .inputs(vec![self.input.clone()]);
+        let Some((pointer, root)) = &self.place else {
+            return vec![(self.key, entry)];
+        };
+        let mut entries = vec![(self.key, entry.relative_to(&root.path))];
+        if let Some(pointer) = pointer {
+            let to_here = NewEntry::new(&self.name, self.key.as_bytes()).pointer();
+            entries.push((*pointer, to_here));
         }
         entries
     }

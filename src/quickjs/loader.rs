@@ -113,30 +113,20 @@ impl PackLoader {
         }
         let throttled = LookupOptions::default().refresh_interval(REFRESH_INTERVAL);
         let located = self.root.as_ref().filter(|_| under_root(name));
-        let recorded_at = match located {
-            Some(root) => {
-                let key = root.path_key(self.options, name);
-                let here = throttled.root(&root.path);
-                // Where this tree's file was last recorded: the key of its bytecode.
-                let code = self.cache.lookup_with(&key, here).ok().and_then(|hit| {
-                    let code = Key::from_bytes(hit.bytecode().try_into().ok()?);
-                    self.cache.lookup_with(&code, throttled).ok()
-                });
-                if let Some(module) = code.and_then(|hit| self.load_hit(ctx, name, &hit)) {
-                    return Ok(module);
-                }
-                Recorded::AtPath(key, Arc::clone(root))
-            }
-            None => {
-                let key = self.options.key(Key::for_paths(&[&path]), name);
-                if let Some(hit) = self.cache.lookup_with(&key, throttled).ok()
-                    && let Some(module) = self.load_hit(ctx, name, &hit)
-                {
-                    return Ok(module);
-                }
-                Recorded::WithBytecode(key)
-            }
+        // Where this tree's file is recorded, with its bytecode: one lookup when warm.
+        let key = match located {
+            Some(root) => root.path_key(self.options, name),
+            None => self.options.key(Key::for_paths(&[&path]), name),
         };
+        let lookup = match located {
+            Some(root) => throttled.root(&root.path),
+            None => throttled,
+        };
+        if let Some(hit) = self.cache.lookup_with(&key, lookup).ok()
+            && let Some(module) = self.load_hit(ctx, name, &hit)
+        {
+            return Ok(module);
+        }
         // The resolver checked a file was there; what is there now may be a FIFO.
         // Taken before the read: the recording instant the observed stat data may be given.
         let read_from = crate::freshness::now_nanos();
@@ -144,32 +134,54 @@ impl PackLoader {
         // The bytes read are the input recorded: an edit racing this load cannot be cached as
         // the old content.
         let input = Input::read_by_compiler(path, &source, &meta, read_from);
-        let pending = match recorded_at {
-            Recorded::WithBytecode(key) => {
-                let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-                self.store(PendingModule::with_bytecode(key, name, bytecode, input));
-                return Ok(module);
-            }
-            Recorded::AtPath(path_key, root) => (path_key, root),
+        let Some(root) = located else {
+            let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
+            self.store(PendingModule::new(
+                key,
+                None,
+                name,
+                bytecode.into_bytes(),
+                input,
+            ));
+            return Ok(module);
         };
-        // This content compiled anywhere (a copy of this tree, another worktree, an earlier
-        // version of the file) is this module's bytecode: only where it lies is recorded.
-        let code_key = self.options.key(Key::for_source(name, &source), name);
-        if let Some(hit) = self.cache.lookup_with(&code_key, throttled).ok()
+        // This content compiled in another tree (a copy of this one, another worktree): its
+        // bytecode, found through the pointer from the content's key to where it was stored.
+        // The pointer stays with the tree that compiled the content (a throwaway copy deleted
+        // later takes nothing from it); a tree that compiles it (again) points it home.
+        let pointer = self.options.key(Key::for_source(name, &source), name);
+        if let Some(hit) = self.compiled_elsewhere(&pointer, name, input.content_hash())
             && let Some(module) = self.load_hit(ctx, name, &hit)
         {
-            self.store(PendingModule::at_path(pending, code_key, name, None, input));
+            let bytecode = hit.bytecode().to_vec();
+            let place = Some((None, Arc::clone(root)));
+            self.store(PendingModule::new(key, place, name, bytecode, input));
             return Ok(module);
         }
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-        self.store(PendingModule::at_path(
-            pending,
-            code_key,
-            name,
-            Some(bytecode),
-            input,
-        ));
+        let place = Some((Some(pointer), Arc::clone(root)));
+        let bytecode = bytecode.into_bytes();
+        self.store(PendingModule::new(key, place, name, bytecode, input));
         Ok(module)
+    }
+
+    /// The entry another tree stored module `name` in when it had exactly the content whose
+    /// hash is `content` (found through the pointer under `pointer`), whatever that tree
+    /// holds now: the bytecode was compiled from that content.
+    fn compiled_elsewhere(
+        &self,
+        pointer: &Key,
+        name: &str,
+        content: Option<[u8; 16]>,
+    ) -> Option<Hit> {
+        let unchecked = LookupOptions::default().without_input_checks();
+        let target = self.cache.lookup_with(pointer, unchecked).ok()?;
+        let target = Key::from_bytes(target.bytecode().try_into().ok()?);
+        let hit = self.cache.lookup_with(&target, unchecked).ok()?;
+        let same = hit.module_name() == name
+            && content.is_some()
+            && hit.recorded_input_hashes().eq(content);
+        same.then_some(hit)
     }
 
     /// The module a cache hit holds, or `None` (with a warning) if it did not load.
@@ -196,14 +208,6 @@ impl PackLoader {
             log::warn!("bytecode-pack: cannot store compiled modules: {e}");
         }
     }
-}
-
-/// Where a module's entry is recorded.
-enum Recorded {
-    /// By its absolute path, the bytecode in the same entry (a module outside the root).
-    WithBytecode(Key),
-    /// By its place under the root (this path key), its bytecode under a key of its content.
-    AtPath(Key, Arc<Root>),
 }
 
 /// The project root: the loader's working directory, under which module entries are recorded
@@ -238,7 +242,7 @@ impl Root {
     }
 }
 
-/// The name the path keys are derived under (it names their payload: a bytecode entry's key).
+/// The name the path keys are derived under.
 const PATH_ENTRIES: &str = "bytecode-pack module path 1";
 
 /// Whether `name` lies under the root: relative, every component a plain name.

@@ -103,6 +103,11 @@ impl Bytecode {
         &self.0
     }
 
+    /// The bytes, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
     /// An entry storing this bytecode for `module_name`, loadable by [`load`].
     pub fn entry<'a>(&'a self, module_name: &'a str) -> NewEntry<'a> {
         NewEntry::new(module_name, &self.0).engine_bytecode()
