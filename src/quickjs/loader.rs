@@ -174,7 +174,9 @@ impl PackLoader {
         name: &str,
         content: Option<[u8; 16]>,
     ) -> Option<Hit> {
-        let unchecked = LookupOptions::default().without_input_checks();
+        let unchecked = LookupOptions::default()
+            .refresh_interval(REFRESH_INTERVAL)
+            .without_input_checks();
         let target = self.cache.lookup_with(pointer, unchecked).ok()?;
         let target = Key::from_bytes(target.bytecode().try_into().ok()?);
         let hit = self.cache.lookup_with(&target, unchecked).ok()?;
