@@ -144,6 +144,16 @@ fn runtime_per_request(cache: &Cache) {
     println!("compiles={}", quickjs::process_counters().compiles);
 }
 
+/// The number a child printed as `name=<n>`.
+fn field(stdout: &str, name: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+        .parse()
+        .unwrap()
+}
+
 struct Project {
     _tmp: tempfile::TempDir,
     dir: PathBuf,
@@ -198,14 +208,7 @@ impl Project {
 
     fn start_with(&self, child: Child) -> Start {
         let stdout = child.run().expect_success();
-        let field = |name: &str| -> u64 {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-                .parse()
-                .unwrap()
-        };
+        let field = |name: &str| field(&stdout, name);
         Start {
             compiles: field("compiles"),
             publications: field("publications"),
@@ -387,14 +390,7 @@ fn a_runtime_per_request_keeps_nothing_per_runtime() {
     common::let_ctime_age();
     assert_eq!(project.start("rquickjs").compiles, 0);
     let stdout = project.child("runtime-per-request").run().expect_success();
-    let field = |name: &str| -> u64 {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-            .parse()
-            .unwrap()
-    };
+    let field = |name: &str| field(&stdout, name);
     assert_eq!(field("compiles"), 0, "{stdout}");
     // 62,000 resolvers: 16 bytes each left behind would be 1 MiB; a registration was ~500.
     let growth = field("growth");

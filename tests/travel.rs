@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use bytecode_pack::Cache;
 use bytecode_pack::quickjs::{self, PackLoader, PackResolver};
 use common::child::Child;
+use common::tree::copy_tree;
 use rquickjs::loader::FileResolver;
 use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 
@@ -113,26 +114,6 @@ fn project(at: &Path) {
     .unwrap();
     fs::write(at.join("version.js"), "export const version = 'v1';\n").unwrap();
     common::let_ctime_age();
-}
-
-/// Copies the tree at `from` to `to` file by file: new inodes and ctimes, the same bytes (as
-/// `cp -a`, a CI cache restore or Docker `COPY` make it).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-            let mtime = entry.metadata().unwrap().modified().unwrap();
-            fs::File::open(&target)
-                .unwrap()
-                .set_modified(mtime)
-                .unwrap();
-        }
-    }
 }
 
 const V1: &str = "value=5 next=6 v1";

@@ -45,6 +45,10 @@ mod limit;
 #[path = "../compare/per_file.rs"]
 mod per_file;
 mod per_file_loader;
+#[path = "../../tests/common/tree.rs"]
+mod tree;
+
+use tree::copy_tree;
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -405,26 +409,6 @@ fn place_tree(
             copy
         }
         _ => p.root.clone(),
-    }
-}
-
-/// Copies the tree at `from` to `to` file by file, keeping mtimes: new inodes and ctimes, the
-/// same bytes, as `cp -a` makes.
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), &target).unwrap();
-            let mtime = entry.metadata().unwrap().modified().unwrap();
-            fs::File::open(&target)
-                .unwrap()
-                .set_modified(mtime)
-                .unwrap();
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod tree;
 
 use std::fs;
 use std::path::{Path, PathBuf};
