@@ -136,7 +136,9 @@ pub struct Stats {
     pub entries: u64,
     /// Bytes in the current pack file, dead space included.
     pub pack_bytes: u64,
-    /// Bytes in the pack that live entries use (header included).
+    /// Bytes in the pack that live entries use (header included). Entries recorded under a
+    /// root that no longer exists (a deleted checkout or temporary copy) are not live: they
+    /// count as dead, and automatic compaction reclaims them.
     pub live_bytes: u64,
     /// Bytes of the index file, plus its base file's when the index is a delta.
     pub index_bytes: u64,

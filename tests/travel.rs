@@ -30,6 +30,9 @@ fn child() {
     if std::env::var_os("BP_COMPACT_EVERY_PUT").is_some() {
         builder = builder.auto_compact(0, 0.0);
     }
+    if std::env::var_os("BP_COMPACT_AT_HALF_DEAD").is_some() {
+        builder = builder.auto_compact(1, 0.5);
+    }
     let cache = builder.open().unwrap();
     let runtime = Runtime::new().unwrap();
     runtime.set_loader(
@@ -290,4 +293,41 @@ fn a_compaction_in_the_first_write_after_a_move_keeps_the_moved_tree() {
     common::let_ctime_age();
     let after = start(&moved, &root);
     assert_eq!((after.compiles, after.rehashes), (0, 0), "{after:?}");
+}
+
+/// Throwaway copies started once and deleted: `stats` counts what they left as dead, and the
+/// next write compacts it away on its own (dead space past half of the pack), where it counted
+/// it as live and never compacted.
+#[test]
+fn deleted_copies_count_as_dead_and_are_reclaimed_automatically() {
+    let (_tmp, dir, root) = warm_project();
+    for i in 0..3 {
+        let copy = dir.with_file_name(format!("throwaway-{i}"));
+        copy_tree(&dir, &copy);
+        common::let_ctime_age();
+        assert_eq!(start(&copy, &root).compiles, 0);
+        fs::remove_dir_all(&copy).unwrap();
+    }
+    let before = Cache::open(&root).unwrap().stats().unwrap();
+    assert!(
+        before.dead_bytes() > before.pack_bytes / 2,
+        "the copies' entries are dead: {before:?}"
+    );
+    // An edit in the original: its start compiles one module and stores it.
+    fs::write(dir.join("version.js"), "export const version = 'v3';\n").unwrap();
+    let edited = start_with(
+        Child::new("start").env("BP_COMPACT_AT_HALF_DEAD", "1"),
+        &dir,
+        &root,
+    );
+    assert_eq!(edited.compiles, 1, "{edited:?}");
+    let after = Cache::open(&root).unwrap().stats().unwrap();
+    assert!(after.generation > before.generation, "compacted: {after:?}");
+    assert!(
+        after.pack_bytes < before.pack_bytes / 2,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after.dead_bytes() < after.pack_bytes / 10, "{after:?}");
+    common::let_ctime_age();
+    assert_eq!(start(&dir, &root).compiles, 0);
 }

@@ -221,6 +221,7 @@ impl Cache {
                 compaction_retry: parking_lot::Mutex::new(None),
                 read_only,
                 lower,
+                vanished: parking_lot::Mutex::new(None),
             }),
         }
     }

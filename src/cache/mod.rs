@@ -61,6 +61,9 @@ pub(crate) struct Inner {
     pub(crate) read_only: bool,
     /// The cache lookups fall through to on a miss (see [`CacheBuilder::fall_back_to`]).
     pub(crate) lower: Option<Cache>,
+    /// The bytes of entries recorded under roots that are gone, as last counted, and the pack
+    /// generation they were counted in (see [`Cache::vanished_in`]).
+    pub(crate) vanished: parking_lot::Mutex<Option<(u64, u64)>>,
 }
 
 impl Inner {
@@ -71,6 +74,26 @@ impl Inner {
             .lock()
             .is_none_or(|(failed_in, retry_at)| failed_in != generation || pack_len >= retry_at)
     }
+}
+
+/// The bytes of the entries in `snapshot` recorded under a root (a tree's working directory)
+/// that no longer exists: a deleted checkout, a temporary directory, the old path of a moved
+/// tree not started since. One `stat` per distinct root.
+fn vanished_bytes(snapshot: &Snapshot) -> u64 {
+    let mut roots: std::collections::HashMap<&[u8], bool> = std::collections::HashMap::new();
+    let mut bytes = 0;
+    for (_, record) in snapshot.records() {
+        let Some(root) = record.and_then(|r| r.root.as_ref()) else {
+            continue;
+        };
+        let gone = *roots
+            .entry(root.as_slice())
+            .or_insert_with(|| crate::sys::path_from_bytes(root).is_none_or(|path| !path.is_dir()));
+        if gone {
+            bytes += crate::format::archived_stored_len(record.expect("checked above"));
+        }
+    }
+    bytes
 }
 
 /// The last handle on a cache re-records what its lookups found racy, if the writer lock is
@@ -94,6 +117,25 @@ const _: () = {
 };
 
 impl Cache {
+    /// The bytes of entries recorded under vanished roots in the published pack, counted once
+    /// per handle and pack generation (a scan of the records and a `stat` per root), and only
+    /// for a pack large enough to compact: what automatic compaction counts as dead besides
+    /// superseded entries.
+    pub(crate) fn vanished_in(&self, generation: u64, pack_len: u64) -> u64 {
+        if pack_len < self.inner.options.compact_min_bytes {
+            return 0;
+        }
+        let mut counted = self.inner.vanished.lock();
+        match *counted {
+            Some((in_generation, bytes)) if in_generation == generation => bytes,
+            _ => {
+                let bytes = vanished_bytes(&self.inner.snapshot.load_full());
+                *counted = Some((generation, bytes));
+                bytes
+            }
+        }
+    }
+
     /// The directory this handle uses, `<root>/<abi_tag>/`.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -166,7 +208,7 @@ impl Cache {
         }
         let snapshot = self.reload()?;
         let generation = snapshot.generation();
-        let (mut entries, mut live_bytes) = (0, 0);
+        let (mut entries, mut live_bytes) = (0, 0u64);
         for (_, e) in snapshot.records() {
             let Some(e) = e else { continue };
             entries += 1;
@@ -177,6 +219,8 @@ impl Cache {
         if generation != 0 {
             live_bytes += crate::format::PACK_HEADER_LEN;
         }
+        // What was recorded under a tree that is gone is dead: the next compaction drops it.
+        live_bytes = live_bytes.saturating_sub(vanished_bytes(&snapshot));
         let pack_bytes = std::fs::symlink_metadata(dir.join(files::pack_file_name(generation)))
             .map(|m| m.len())
             .unwrap_or(0);

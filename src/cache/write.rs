@@ -97,7 +97,9 @@ impl Cache {
         let count = prepared.len() as u64;
         // A put that will likely compact, by the published index, judges the published
         // entries' inputs before it takes the lock, as `compact` does.
-        let checked_ahead = if self.compaction_likely(&prepared) {
+        // Entries of trees that are gone count as dead: automatic compaction reclaims them.
+        let (vanished, likely) = self.compaction_likely(&prepared);
+        let checked_ahead = if likely {
             self.check_inputs_ahead()
         } else {
             compact::CheckedAhead::default()
@@ -106,7 +108,8 @@ impl Cache {
         let compacted = self.write(wait, |state| {
             let first_new_seq = state.fields.next_seq;
             state.append_many(prepared, options.durability)?;
-            if options.wants_compaction(state.pack_file_len, state.fields.live_bytes)
+            let live = state.fields.live_bytes.saturating_sub(vanished);
+            if options.wants_compaction(state.pack_file_len, live)
                 && inner.may_compact(state.fields.generation, state.pack_file_len)
             {
                 // The new entries are appended but unpublished: compaction carries them over,
@@ -175,14 +178,16 @@ impl Cache {
     /// counted by the writer's own rule ([`writer::account_replacement`]): the pack grows by
     /// every entry, and live data by the entries less what they supersede (the usual way dead
     /// space grows past its share).
-    fn compaction_likely(&self, batch: &[PreparedEntry]) -> bool {
+    /// Also says how many bytes of the published pack were recorded under roots that are gone
+    /// (see [`Cache::vanished_in`]), which count as dead.
+    fn compaction_likely(&self, batch: &[PreparedEntry]) -> (u64, bool) {
         let current = self.inner.snapshot.load_full();
         let snapshot = match self.refresh_if_changed(&current) {
             Ok(Some(fresh)) => fresh,
             _ => current,
         };
         let Some(head) = snapshot.head() else {
-            return false;
+            return (0, false);
         };
         let mut fields = head.index().header().fields;
         let mut in_batch = HashMap::with_capacity(batch.len());
@@ -199,8 +204,12 @@ impl Cache {
             };
             writer::account_replacement(&mut fields, replaced, len);
         }
-        (self.inner.options).wants_compaction(fields.pack_len, fields.live_bytes)
-            && self.inner.may_compact(fields.generation, fields.pack_len)
+        let published = head.index().header().fields;
+        let vanished = self.vanished_in(published.generation, published.pack_len);
+        let live = fields.live_bytes.saturating_sub(vanished);
+        let likely = (self.inner.options).wants_compaction(fields.pack_len, live)
+            && self.inner.may_compact(fields.generation, fields.pack_len);
+        (vanished, likely)
     }
 
     /// Judges the published entries' inputs for a compaction without the writer lock, so that
