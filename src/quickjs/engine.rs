@@ -1,5 +1,5 @@
-//! The engine side's only `unsafe`: handing verified bytecode to `Module::load`. (The
-//! storage side's is in `unsafe_io`.)
+//! The engine side's only `unsafe`: handing verified bytecode to `Module::load`, and loading a
+//! module graph without evaluating it. (The storage side's is in `unsafe_io`.)
 
 use crate::entry::Hit;
 
@@ -15,4 +15,35 @@ pub(crate) fn load_verified_bytecode<'js>(
     // needs (quickjs-ng ignores JS_READ_OBJ_ROM_DATA), so borrowing the mapping for the call
     // is enough, and the `Hit` keeps the mapping alive for it.
     unsafe { rquickjs::Module::load(ctx.clone(), hit.bytecode()) }
+}
+
+/// Loads, through the runtime's resolver and loader, every module the module `source`
+/// (compiled as `name`) imports, and theirs, without evaluating any of them: QuickJS's
+/// `JS_ResolveModule` on a compile-only module. On failure the exception is pending in `ctx`.
+pub(crate) fn load_imports_of(
+    ctx: &rquickjs::Ctx<'_>,
+    name: &std::ffi::CStr,
+    source: &std::ffi::CStr,
+) -> bool {
+    use rquickjs::qjs;
+    let raw = ctx.as_raw().as_ptr();
+    let flags = (qjs::JS_EVAL_TYPE_MODULE | qjs::JS_EVAL_FLAG_COMPILE_ONLY) as i32;
+    let len = source.to_bytes().len();
+    // SAFETY: `raw` is the live context `ctx` borrows for the call. QuickJS's parser reads
+    // `source` up to and including the NUL after its `len` bytes (a `CStr` has it), and `name`
+    // to its NUL; both outlive the call, which only reads them. Compile-only evaluation
+    // returns the module (or the exception marker) and runs nothing.
+    let module = unsafe { qjs::JS_Eval(raw, source.as_ptr(), len as _, name.as_ptr(), flags) };
+    // SAFETY: reads the tag of the value just returned.
+    if unsafe { qjs::JS_IsException(module) } {
+        return false;
+    }
+    // SAFETY: `module` is the module value `JS_Eval` returned for `raw`. Resolving loads its
+    // imports through the runtime's loader (this crate's `PackLoader`), links nothing and
+    // evaluates nothing; it leaves any exception pending in the context.
+    let resolved = unsafe { qjs::JS_ResolveModule(raw, module) } >= 0;
+    // SAFETY: releases the one reference `JS_Eval` returned, once; the module stays listed in
+    // the context (as every loaded module does) until the context is freed.
+    unsafe { qjs::JS_FreeValue(raw, module) };
+    resolved
 }

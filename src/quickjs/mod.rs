@@ -48,9 +48,11 @@ mod batch;
 #[allow(unsafe_code)]
 mod engine;
 mod loader;
+mod precompile;
 pub(crate) mod resolver;
 
 pub use loader::PackLoader;
+pub use precompile::{Precompile, PrecompileReport, precompile};
 pub use resolver::PackResolver;
 
 use crate::cache::Cache;
