@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -383,4 +384,44 @@ fn a_closed_pipe_ends_the_output_quietly() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
+}
+
+/// `precompile` in a project: every module of the entry's graph is stored (the JSON summary
+/// counts them); a syntax error makes it exit 1 naming the module, and the rest is stored.
+#[test]
+fn precompile_stores_the_graph_and_names_what_failed() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let (project, root) = (base.join("app"), base.join("cache"));
+    fs::create_dir_all(project.join("lib")).unwrap();
+    fs::write(
+        project.join("main.js"),
+        "import { a } from './lib/a.js';\nexport const r = a;\n",
+    )
+    .unwrap();
+    fs::write(project.join("lib/a.js"), "export const a = 1;\n").unwrap();
+    let out = cli(&root)
+        .current_dir(&project)
+        .args(["precompile", "main.js", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["compiled"].as_u64(), report["modules"].as_u64()),
+        (Some(2), Some(2))
+    );
+
+    fs::write(project.join("lib/broken.js"), "export const = ;\n").unwrap();
+    let out = cli(&root)
+        .current_dir(&project)
+        .args(["precompile", "--all", "lib"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("failed lib/broken.js"), "{stdout}");
 }

@@ -16,8 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
+#[path = "bytecode-pack/precompile.rs"]
+mod precompile_command;
+
+use bytecode_pack::quickjs::{CompileOptions, Precompile};
 use bytecode_pack::{Cache, EntryInfo, abi_tag, default_root, other_abis, prune_other_abis};
 use clap::{Parser, Subcommand, ValueEnum};
+use precompile_command::precompile_command;
+use rquickjs::loader::FileResolver;
 use serde_json::json;
 
 /// Inspect and maintain a bytecode-pack cache.
@@ -55,6 +61,32 @@ enum Command {
     Compact,
     /// Remove every entry of this build's cache.
     Clear,
+    /// Compile entry modules and everything they import (and every .js/.mjs under --all
+    /// directories) into this build's cache without running them, so that the first start
+    /// compiles nothing. Run it in the project directory, where the host starts: names resolve
+    /// against it. Exit 1 if a module failed (each is named with the engine's message; the
+    /// others are stored).
+    Precompile {
+        /// Entry modules, as the host imports them (`src/main.js`).
+        entries: Vec<String>,
+        /// Also every .js and .mjs file under this directory, relative to the project
+        /// (repeatable).
+        #[arg(long = "all", value_name = "DIR")]
+        all: Vec<PathBuf>,
+        /// A search path for bare names, as `FileResolver::with_path` (repeatable; default: .).
+        #[arg(long = "path", value_name = "PATH")]
+        paths: Vec<String>,
+        /// A file pattern besides `{}.js`, as `FileResolver::with_pattern` (repeatable).
+        #[arg(long = "pattern", value_name = "PATTERN")]
+        patterns: Vec<String>,
+        /// Leave source and debug information out (`CompileOptions::STRIPPED`); the host's
+        /// `PackLoader` must use the same options.
+        #[arg(long)]
+        stripped: bool,
+        /// Threads compiling at once (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        jobs: usize,
+    },
     /// Remove caches of other ABI tags (other QuickJS or crate versions) unused for a while.
     Prune {
         /// Only those unused for at least this many days.
@@ -214,6 +246,36 @@ fn run(cli: &Cli) -> Result<Report, Failure> {
         Command::Compact => compact(&open()?),
         Command::Clear => clear(&open()?),
         Command::Prune { older_than_days } => prune(&root, older_than_days),
+        Command::Precompile {
+            ref entries,
+            ref all,
+            ref paths,
+            ref patterns,
+            stripped,
+            jobs,
+        } => {
+            let resolver = move || {
+                let with_paths = if paths.is_empty() {
+                    FileResolver::default().with_path(".")
+                } else {
+                    FileResolver::default().with_paths(paths.iter().map(String::as_str))
+                };
+                patterns
+                    .iter()
+                    .fold(with_paths, |r, p| r.with_pattern(p.as_str()))
+            };
+            let mut request = Precompile::new().jobs(jobs);
+            if stripped {
+                request = request.options(CompileOptions::STRIPPED);
+            }
+            for entry in entries {
+                request = request.entry(entry.trim_start_matches("./"));
+            }
+            for dir in all {
+                request = request.dir(dir);
+            }
+            precompile_command(&Cache::open(&root)?, &resolver, &request)
+        }
     }
 }
 
