@@ -189,7 +189,9 @@ pub(crate) fn read_user_file(path: &Path, max_len: u64) -> io::Result<(Vec<u8>, 
 pub(crate) fn hash_bounded(file: &mut File, limit: u64) -> io::Result<([u8; 16], u64)> {
     use std::io::Read;
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 64 << 10];
+    // Sized to the file (most sources are a few KiB): a zeroed 64 KiB buffer per input would
+    // cost more than reading it.
+    let mut buf = vec![0u8; limit.saturating_add(1).clamp(1, 64 << 10) as usize];
     let mut total = 0u64;
     let mut reader = file.take(limit.saturating_add(1));
     loop {
