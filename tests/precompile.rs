@@ -159,8 +159,8 @@ fn a_syntax_error_is_reported_and_the_rest_is_stored() {
     assert_eq!(lines(&start, "compiles="), ["1"], "only main.js: {start}");
 }
 
-/// Under a directory: FIFOs and a symlink loop are skipped, nothing hangs, and the regular
-/// modules are compiled.
+/// Under a directory: FIFOs and a symlink loop are skipped, a file over the size bound is
+/// reported unread, nothing hangs, and the regular modules are compiled.
 #[test]
 fn bad_files_under_a_directory_are_skipped_without_hanging() {
     let (_tmp, base) = common::canonical_tempdir();
