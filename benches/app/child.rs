@@ -14,7 +14,7 @@ use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 use crate::limit::{self, BytecodeLog, RecordingLoader, RecordingResolver, ResolutionLog};
 use crate::per_file::PerFileCache;
 use crate::per_file_loader::{self, PerFileLoader};
-use crate::{DIR, ENTRY, MJS, RECORD, Variant};
+use crate::{DIR, ENTRY, MJS, PRECOMPILE, RECORD, Variant};
 
 /// What one start measured.
 struct Start {
@@ -95,6 +95,21 @@ pub fn run(job: &str) {
     let entry = std::env::var(ENTRY).unwrap();
     let mjs = std::env::var(MJS).as_deref() == Ok("1");
     let dir = || PathBuf::from(std::env::var_os(DIR).expect("BP_APP_DIR"));
+    if job == PRECOMPILE {
+        // What `bytecode-pack precompile <entry>` does, in the code base's directory.
+        let cache = Cache::open(dir()).unwrap();
+        let request = bytecode_pack::quickjs::Precompile::new().entry(entry.as_str());
+        let report = bytecode_pack::quickjs::precompile(
+            &cache,
+            &|| file_resolver(mjs),
+            &request,
+            &|_, _| {},
+        )
+        .unwrap();
+        assert!(report.failures.is_empty(), "{:?}", report.failures);
+        println!("0 0 0 {} 0", report.compiled);
+        return;
+    }
     let (start, misses) = if job == RECORD {
         record(&entry, mjs, &dir())
     } else {
@@ -126,7 +141,8 @@ pub fn run(job: &str) {
             | Variant::PackResolverWarm
             | Variant::PackResolverMoved
             | Variant::PackResolverCopied
-            | Variant::PackResolverCopiedSecond => start(&entry, || {
+            | Variant::PackResolverCopiedSecond
+            | Variant::PackResolverPrecompiled => start(&entry, || {
                 let cache = open_cache(dir());
                 let resolver =
                     bytecode_pack::quickjs::PackResolver::new(file_resolver(mjs), cache.clone());

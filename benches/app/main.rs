@@ -72,6 +72,8 @@ const MJS: &str = "BP_APP_MJS";
 const DIR: &str = "BP_APP_DIR";
 /// The child job that records resolutions and bytecode for the `limit`.
 const RECORD: &str = "record";
+/// The child job that precompiles the code base into the cache dir (outside the clock).
+const PRECOMPILE: &str = "precompile";
 
 /// One way of loading a code base: one benchmark id each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -111,6 +113,8 @@ pub enum Variant {
     PackResolverCopied,
     /// The second start in such a copy: warm again once the first recorded where it is.
     PackResolverCopiedSecond,
+    /// The first start over a cache `bytecode-pack precompile` filled (outside the clock).
+    PackResolverPrecompiled,
 }
 
 /// What the parent prepares for a variant's starts.
@@ -130,6 +134,8 @@ enum Prep {
     /// A cache a start of the tree filled; each timed start runs in a fresh copy of the tree
     /// made outside the clock, after `starts_before` untimed starts there.
     Copied { starts_before: u32 },
+    /// A fresh cache dir per start, precompiled before it (outside the clock).
+    Precompiled,
 }
 
 impl Variant {
@@ -145,6 +151,7 @@ impl Variant {
         Variant::PackResolverMoved,
         Variant::PackResolverCopied,
         Variant::PackResolverCopiedSecond,
+        Variant::PackResolverPrecompiled,
     ];
 
     pub fn name(self) -> &'static str {
@@ -159,6 +166,7 @@ impl Variant {
             Variant::PackResolverMoved => "pack_resolver_moved",
             Variant::PackResolverCopied => "pack_resolver_copied",
             Variant::PackResolverCopiedSecond => "pack_resolver_copied_second",
+            Variant::PackResolverPrecompiled => "pack_resolver_precompiled",
         }
     }
 
@@ -177,6 +185,7 @@ impl Variant {
             Variant::PackResolverMoved => Prep::Moved,
             Variant::PackResolverCopied => Prep::Copied { starts_before: 0 },
             Variant::PackResolverCopiedSecond => Prep::Copied { starts_before: 1 },
+            Variant::PackResolverPrecompiled => Prep::Precompiled,
         }
     }
 }
@@ -323,7 +332,7 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
         group.bench_function(format!("{}/{}", codebase.name, variant.name()), |b| {
             let p = prepared.get_or_init(|| Prepared::new(codebase));
             let dir = dir.get_or_insert_with(|| match variant.prep() {
-                Prep::Nothing | Prep::FreshCache => None,
+                Prep::Nothing | Prep::FreshCache | Prep::Precompiled => None,
                 Prep::Recorded => Some(p.recorded.clone()),
                 Prep::Moved | Prep::Copied { .. } => {
                     // Its own tree and cache, so the others' trees stay where they are.
@@ -350,11 +359,14 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     // Created and removed outside the child's clock.
-                    let fresh = (variant.prep() == Prep::FreshCache)
+                    let fresh = matches!(variant.prep(), Prep::FreshCache | Prep::Precompiled)
                         .then(|| tempfile::tempdir_in(p.caches()).unwrap());
                     // A root the cache creates itself (private whatever the umask).
                     let fresh_root = fresh.as_ref().map(|t| t.path().join("cache"));
                     let cache_dir = fresh_root.as_deref().or(dir.as_deref());
+                    if variant.prep() == Prep::Precompiled {
+                        spawn(codebase, &p.root, PRECOMPILE, cache_dir);
+                    }
                     let tree = place_tree(p, variant, cache_dir, codebase);
                     let report = spawn(codebase, &tree, variant.name(), cache_dir);
                     p.check(codebase, variant, &report, expected_misses);
@@ -433,7 +445,7 @@ enum Clock {
 /// Per code base: the median of each variant's starts (ms) to ready, and to stored, and the
 /// headline ratios of each.
 fn print_table(samples: &Samples) {
-    const RATIOS: [(Variant, Variant); 9] = [
+    const RATIOS: [(Variant, Variant); 10] = [
         (Variant::ScriptLoader, Variant::PackResolverWarm),
         (Variant::PackResolverWarm, Variant::Limit),
         (Variant::PerFile, Variant::PackResolverWarm),
@@ -443,6 +455,7 @@ fn print_table(samples: &Samples) {
         (Variant::PackResolverMoved, Variant::PackResolverWarm),
         (Variant::PackResolverCopied, Variant::PackResolverWarm),
         (Variant::PackResolverCopiedSecond, Variant::PackResolverWarm),
+        (Variant::PackResolverPrecompiled, Variant::PackResolverWarm),
     ];
     let samples = samples.borrow();
     if samples.is_empty() {
