@@ -10,6 +10,7 @@ use super::{Cache, Inner};
 use crate::abi::abi_tag;
 use crate::entry::Hit;
 use crate::error::Result;
+use crate::format::ArchivedEntryRecord;
 use crate::freshness;
 use crate::key::Key;
 use crate::snapshot::{self, Found, Snapshot};
@@ -184,15 +185,30 @@ fn lookup_in(
     if !snapshot.segments_intact(i, entry) {
         return Err(MissReason::Corrupt);
     }
-    if inner.options.sealed || options.skip_input_checks {
-        // The tree cannot change after deployment, by the host's word: no input is checked.
-        let bytecode = snapshot.segment_range(&entry.bytecode);
-        return Ok(Hit {
-            snapshot: Arc::clone(snapshot),
-            entry: i,
-            bytecode,
-        });
+    // Sealed (the tree cannot change after deployment, by the host's word) or found by
+    // content (its inputs are another tree's): no input is checked.
+    if !(inner.options.sealed || options.skip_input_checks) {
+        check_inputs(key, entry, inner, root, queue_refreshes)?;
     }
+    let bytecode = snapshot.segment_range(&entry.bytecode);
+    Ok(Hit {
+        snapshot: Arc::clone(snapshot),
+        entry: i,
+        bytecode,
+    })
+}
+
+/// Checks `entry`'s inputs (relative ones under `root`, else where they were recorded), and
+/// queues for the handle's next write what would let later lookups cost less: stat data that
+/// can be trusted again, and the root of a tree found elsewhere than recorded (moved), so that
+/// a compaction checks it where it is now.
+fn check_inputs(
+    key: &Key,
+    entry: &ArchivedEntryRecord,
+    inner: &Inner,
+    root: Option<&Path>,
+    queue_refreshes: bool,
+) -> Result<(), MissReason> {
     let recorded_at = entry.recorded_at_ns.to_native();
     // Relative inputs are checked under the root the lookup names, else where they were
     // recorded.
@@ -209,9 +225,6 @@ fn lookup_in(
             freshness::Freshness::Stale => return Err(MissReason::Stale),
         }
     }
-    // Re-recorded by the handle's next write: stat data that lets later lookups trust one
-    // `stat`, and the root of a tree found elsewhere than recorded (moved), so that a
-    // compaction checks it where it is now.
     let rerecord = freshness::rerecord(&rehashed)
         .filter(|rerecord| rerecord.stats.iter().any(|(_, stat)| stat.is_some()));
     let moved_to = root
@@ -231,12 +244,7 @@ fn lookup_in(
             });
         }
     }
-    let bytecode = snapshot.segment_range(&entry.bytecode);
-    Ok(Hit {
-        snapshot: Arc::clone(snapshot),
-        entry: i,
-        bytecode,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

@@ -101,9 +101,14 @@ impl PendingModule {
         entries
     }
 
-    /// Bytes its entries take in the pack.
+    /// Bytes its entries take in the pack: the bytecode's segment, and the pointer's.
     fn stored_len(&self) -> u64 {
-        self.entries().iter().map(|(_, e)| e.stored_len()).sum()
+        let segment = |len: usize| len as u64 + crate::format::SEGMENT_HEADER_LEN;
+        let pointer = match &self.place {
+            Some((Some(_), _)) => segment(16),
+            _ => 0,
+        };
+        segment(self.bytecode.len()) + pointer
     }
 }
 

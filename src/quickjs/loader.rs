@@ -216,31 +216,29 @@ impl PackLoader {
 /// by relative name and relative inputs, so that they survive the tree being moved.
 pub(crate) struct Root {
     pub(crate) path: PathBuf,
-    /// The directory's inode number: the same after `mv` (on one filesystem), another after a
-    /// copy, so that two copies of one project (worktrees) keep their own records. Not its
-    /// device: an overlay or network filesystem gets a new device number at every mount (a
+    /// The key every module's key under this root is derived from: its directory's inode
+    /// number, folded in once. The inode is the same after `mv` (on one filesystem), another
+    /// after a copy, so that two copies of one project (worktrees) keep their own records. Not
+    /// its device: an overlay or network filesystem gets a new device number at every mount (a
     /// container's start), where the inode stays. (Two roots on different filesystems with one
     /// inode number share records, and find each other's stale: a re-hash, never wrong bytes.)
-    id: [u8; 8],
+    base: Key,
 }
 
 impl Root {
     /// The working directory `cwd` as a root, if it has an identity (Unix).
     fn of(cwd: &Path) -> Option<Root> {
         let ino = crate::sys::directory_inode(&std::fs::metadata(cwd).ok()?)?;
-        let id = ino.to_le_bytes();
         Some(Root {
             path: cwd.to_path_buf(),
-            id,
+            base: Key::for_source(PATH_ENTRIES, &ino.to_le_bytes()),
         })
     }
 
-    /// The key under which module `name`'s place in this root is recorded.
+    /// The key under which module `name`'s place in this root is recorded (the options'
+    /// key folds the name in).
     fn path_key(&self, options: CompileOptions, name: &str) -> Key {
-        options.key(
-            Key::for_source(PATH_ENTRIES, &self.id).derive(&[name.as_bytes()]),
-            name,
-        )
+        options.key(self.base, name)
     }
 }
 
