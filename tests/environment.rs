@@ -144,6 +144,17 @@ fn give_tree(path: &Path, uid: u32) {
     }
 }
 
+/// A populated cache root `name` in a new temp dir that other users can traverse, given to
+/// `uid` as [`give_tree`] gives it.
+fn populated_cache_of(uid: u32, name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = common::tempdir();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = tmp.path().join(name);
+    populated(&root);
+    give_tree(&root, uid);
+    (tmp, root)
+}
+
 /// Runs the child in `role` on the cache under `root` (as user `uid` for "read-only").
 fn run_child(role: &str, root: &Path, uid: u32) -> String {
     Child::new(role)
@@ -229,11 +240,7 @@ fn a_cache_shipped_by_root_serves_an_app_user_and_takes_no_writes() {
     if !root_or_skip("a_cache_shipped_by_root_serves_an_app_user_and_takes_no_writes") {
         return;
     }
-    let tmp = common::tempdir();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let root = tmp.path().join("shipped");
-    populated(&root);
-    give_tree(&root, 0);
+    let (tmp, root) = populated_cache_of(0, "shipped");
     let upper = tmp.path().join("upper");
     std::fs::create_dir(&upper).unwrap();
     std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -271,11 +278,7 @@ fn a_cache_another_ordinary_user_owns_is_refused() {
     if !root_or_skip("a_cache_another_ordinary_user_owns_is_refused") {
         return;
     }
-    let tmp = common::tempdir();
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let root = tmp.path().join("theirs");
-    populated(&root);
-    give_tree(&root, 65533);
+    let (_tmp, root) = populated_cache_of(65533, "theirs");
     let out = Child::new("another-users")
         .env("BP_ROOT", &root)
         .env("BP_UID", "65534")

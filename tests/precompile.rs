@@ -97,7 +97,6 @@ fn project(at: &Path) {
         at.join("main.js"),
         "import { add } from './lib/math.js';\n\
          import { describe } from './lib/describe.js';\n\
-         globalThis.evaluated = true;\n\
          export const result = describe(add(2, 3));\n",
     )
     .unwrap();
@@ -115,16 +114,32 @@ fn project(at: &Path) {
     common::let_ctime_age();
 }
 
-/// From an entry: the graph is compiled (nothing evaluated), and the first start compiles
-/// nothing.
+/// From an entry: the graph is compiled and nothing evaluated (an entry that throws when
+/// evaluated, and imports one that does too, precompiles without a failure), and the first
+/// start compiles nothing.
 #[test]
 fn after_a_precompile_the_first_start_compiles_nothing() {
     let (_tmp, base) = common::canonical_tempdir();
     let (dir, root) = (base.join("app"), base.join("cache"));
     project(&dir);
-    let out = run(&dir, &root, "precompile", &[("BP_ENTRIES", "main.js")]);
-    assert_eq!(lines(&out, "compiled="), ["3"], "{out}");
-    assert_eq!(lines(&out, "modules="), ["3"], "{out}");
+    fs::write(
+        dir.join("throws.js"),
+        "import './lib/throws-too.js';\nthrow new Error('evaluated');\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("lib/throws-too.js"),
+        "throw new Error('evaluated');\n",
+    )
+    .unwrap();
+    let out = run(
+        &dir,
+        &root,
+        "precompile",
+        &[("BP_ENTRIES", "main.js,throws.js")],
+    );
+    assert_eq!(lines(&out, "compiled="), ["5"], "{out}");
+    assert_eq!(lines(&out, "modules="), ["5"], "{out}");
     assert!(lines(&out, "failure=").is_empty(), "{out}");
     let start = run(&dir, &root, "start", &[]);
     assert_eq!(lines(&start, "result="), ["value=5 next=6"], "{start}");
