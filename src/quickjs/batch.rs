@@ -216,10 +216,6 @@ impl StartBatch {
                 state.resolver.clone(),
             )
         };
-        let answers = resolver
-            .and_then(|r| r.upgrade())
-            .and_then(|r| r.take_if_changed())
-            .or(handed_over);
         if !self.can_store() {
             // One warning per start at most, and none for a cache the host disabled.
             if left_out.count > 0 && self.cache.is_read_only() {
@@ -232,6 +228,11 @@ impl StartBatch {
             }
             return Ok(());
         }
+        // Encoded only for a cache that takes them.
+        let answers = resolver
+            .and_then(|r| r.upgrade())
+            .and_then(|r| r.take_if_changed())
+            .or(handed_over);
         if modules.is_empty() && answers.is_none() {
             return self.cache.refresh_racy().map(drop);
         }
