@@ -142,6 +142,7 @@ pub fn run(job: &str) {
             | Variant::PackResolverMoved
             | Variant::PackResolverCopied
             | Variant::PackResolverCopiedSecond
+            | Variant::PackResolverRecopied
             | Variant::PackResolverPrecompiled => start(&entry, || {
                 let cache = open_cache(dir());
                 let resolver =

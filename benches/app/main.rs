@@ -113,6 +113,11 @@ pub enum Variant {
     PackResolverCopied,
     /// The second start in such a copy: warm again once the first recorded where it is.
     PackResolverCopiedSecond,
+    /// [`Variant::PackResolverCopied`], the copy deleted and made again at the same path each
+    /// time (a CI job re-extracting its checkout): its root often gets the inode number the
+    /// deleted one had, so the start finds that copy's entries, all stale, and re-hashes
+    /// through them.
+    PackResolverRecopied,
     /// The first start over a cache `bytecode-pack precompile` filled (outside the clock).
     PackResolverPrecompiled,
 }
@@ -132,8 +137,10 @@ enum Prep {
     /// the tree to the other of two paths (outside the clock).
     Moved,
     /// A cache a start of the tree filled; each timed start runs in a fresh copy of the tree
-    /// made outside the clock, after `starts_before` untimed starts there.
-    Copied { starts_before: u32 },
+    /// made outside the clock, after `starts_before` untimed starts there. The copy is made at
+    /// a new path, and earlier copies are kept (no inode they hold is handed out again), or,
+    /// `same_path`, the previous copy is deleted and the new one made where it was.
+    Copied { starts_before: u32, same_path: bool },
     /// A fresh cache dir per start, precompiled before it (outside the clock).
     Precompiled,
 }
@@ -151,6 +158,7 @@ impl Variant {
         Variant::PackResolverMoved,
         Variant::PackResolverCopied,
         Variant::PackResolverCopiedSecond,
+        Variant::PackResolverRecopied,
         Variant::PackResolverPrecompiled,
     ];
 
@@ -166,6 +174,7 @@ impl Variant {
             Variant::PackResolverMoved => "pack_resolver_moved",
             Variant::PackResolverCopied => "pack_resolver_copied",
             Variant::PackResolverCopiedSecond => "pack_resolver_copied_second",
+            Variant::PackResolverRecopied => "pack_resolver_recopied",
             Variant::PackResolverPrecompiled => "pack_resolver_precompiled",
         }
     }
@@ -183,8 +192,18 @@ impl Variant {
             Variant::PackResolverCold => Prep::FreshCache,
             Variant::PackResolverWarm => Prep::WarmCache,
             Variant::PackResolverMoved => Prep::Moved,
-            Variant::PackResolverCopied => Prep::Copied { starts_before: 0 },
-            Variant::PackResolverCopiedSecond => Prep::Copied { starts_before: 1 },
+            Variant::PackResolverCopied => Prep::Copied {
+                starts_before: 0,
+                same_path: false,
+            },
+            Variant::PackResolverCopiedSecond => Prep::Copied {
+                starts_before: 1,
+                same_path: false,
+            },
+            Variant::PackResolverRecopied => Prep::Copied {
+                starts_before: 0,
+                same_path: true,
+            },
             Variant::PackResolverPrecompiled => Prep::Precompiled,
         }
     }
@@ -401,13 +420,18 @@ fn place_tree(
             fs::rename(&from, &to).unwrap();
             to
         }
-        Prep::Copied { starts_before } => {
-            let source = if own.join("tree-a").exists() {
-                own.join("tree-a")
+        Prep::Copied {
+            starts_before,
+            same_path,
+        } => {
+            let source = own.join("tree-a");
+            static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let copy = if same_path {
+                own.join("copy")
             } else {
-                own.join("tree-b")
+                own.join(format!("copy-{n}"))
             };
-            let copy = own.join("copy");
             if copy.exists() {
                 fs::remove_dir_all(&copy).unwrap();
             }
@@ -445,7 +469,7 @@ enum Clock {
 /// Per code base: the median of each variant's starts (ms) to ready, and to stored, and the
 /// headline ratios of each.
 fn print_table(samples: &Samples) {
-    const RATIOS: [(Variant, Variant); 10] = [
+    const RATIOS: [(Variant, Variant); 11] = [
         (Variant::ScriptLoader, Variant::PackResolverWarm),
         (Variant::PackResolverWarm, Variant::Limit),
         (Variant::PerFile, Variant::PackResolverWarm),
@@ -455,6 +479,7 @@ fn print_table(samples: &Samples) {
         (Variant::PackResolverMoved, Variant::PackResolverWarm),
         (Variant::PackResolverCopied, Variant::PackResolverWarm),
         (Variant::PackResolverCopiedSecond, Variant::PackResolverWarm),
+        (Variant::PackResolverRecopied, Variant::PackResolverWarm),
         (Variant::PackResolverPrecompiled, Variant::PackResolverWarm),
     ];
     let samples = samples.borrow();
