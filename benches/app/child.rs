@@ -14,7 +14,7 @@ use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 use crate::limit::{self, BytecodeLog, RecordingLoader, RecordingResolver, ResolutionLog};
 use crate::per_file::PerFileCache;
 use crate::per_file_loader::{self, PerFileLoader};
-use crate::{DIR, ENTRY, MJS, PRECOMPILE, RECORD, Variant};
+use crate::{DIR, ENTRY, MJS, PRECOMPILE, RECORD, SHIPPED, UID, Variant};
 
 /// What one start measured.
 struct Start {
@@ -47,6 +47,28 @@ fn open_cache(dir: PathBuf) -> Cache {
     let cache = Cache::open(dir).unwrap();
     let _ = CACHE.set(cache.clone());
     cache
+}
+
+/// The layered variant's cache: the app user's writable one at `upper`, over the shipped one
+/// beside it.
+fn open_layered(upper: PathBuf) -> Cache {
+    let shipped = Cache::open(upper.parent().unwrap().join(SHIPPED)).unwrap();
+    let cache = Cache::builder(upper).fall_back_to(shipped).open().unwrap();
+    let _ = CACHE.set(cache.clone());
+    cache
+}
+
+/// Becomes the user [`UID`] names, if set: before the clock, as a service starts as its user.
+fn become_user() {
+    let Ok(uid) = std::env::var(UID) else {
+        return;
+    };
+    let uid: u32 = uid.parse().unwrap();
+    // SAFETY: plain syscalls; the parent made what this user needs readable.
+    unsafe {
+        assert_eq!(libc::setgid(uid), 0);
+        assert_eq!(libc::setuid(uid), 0);
+    }
 }
 
 fn flush_loader(loader: PackLoader) -> Option<Store> {
@@ -92,6 +114,7 @@ where
 }
 
 pub fn run(job: &str) {
+    become_user();
     let entry = std::env::var(ENTRY).unwrap();
     let mjs = std::env::var(MJS).as_deref() == Ok("1");
     let dir = || PathBuf::from(std::env::var_os(DIR).expect("BP_APP_DIR"));
@@ -143,8 +166,14 @@ pub fn run(job: &str) {
             | Variant::PackResolverCopied
             | Variant::PackResolverCopiedSecond
             | Variant::PackResolverRecopied
-            | Variant::PackResolverPrecompiled => start(&entry, || {
-                let cache = open_cache(dir());
+            | Variant::PackResolverPrecompiled
+            | Variant::PackResolverReadOnly
+            | Variant::PackResolverLayered => start(&entry, || {
+                let cache = if variant == Variant::PackResolverLayered {
+                    open_layered(dir())
+                } else {
+                    open_cache(dir())
+                };
                 let resolver =
                     bytecode_pack::quickjs::PackResolver::new(file_resolver(mjs), cache.clone());
                 let loader = PackLoader::new(cache);

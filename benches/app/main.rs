@@ -74,6 +74,9 @@ const DIR: &str = "BP_APP_DIR";
 const RECORD: &str = "record";
 /// The child job that precompiles the code base into the cache dir (outside the clock).
 const PRECOMPILE: &str = "precompile";
+/// The shipped cache of [`Prep::Shipped`], beside the dir the child is given (its upper
+/// cache, when layered).
+const SHIPPED: &str = "shipped";
 
 /// One way of loading a code base: one benchmark id each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,7 +123,18 @@ pub enum Variant {
     PackResolverRecopied,
     /// The first start over a cache `bytecode-pack precompile` filled (outside the clock).
     PackResolverPrecompiled,
+    /// A warm cache shipped as an image ships it (built by root, then `chmod -R go-w,a+rX`),
+    /// started by an unprivileged user ([`APP_USER`]) who cannot write it: a read-only handle.
+    PackResolverReadOnly,
+    /// That shipped cache under a writable one of the app user's (`fall_back_to`), which a
+    /// start before the timed ones filled with what the shipped one could not answer.
+    PackResolverLayered,
 }
+
+/// The unprivileged user the shipped-cache variants start as (`nobody`).
+const APP_USER: u32 = 65534;
+/// Set in a child: the user id it becomes before its clock starts.
+const UID: &str = "BP_APP_UID";
 
 /// What the parent prepares for a variant's starts.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -143,6 +157,9 @@ enum Prep {
     Copied { starts_before: u32, same_path: bool },
     /// A fresh cache dir per start, precompiled before it (outside the clock).
     Precompiled,
+    /// A cache filled by root and made read-only to others; the starts run as [`APP_USER`],
+    /// over it alone or (`layered`) under a writable cache of that user's.
+    Shipped { layered: bool },
 }
 
 impl Variant {
@@ -160,6 +177,8 @@ impl Variant {
         Variant::PackResolverCopiedSecond,
         Variant::PackResolverRecopied,
         Variant::PackResolverPrecompiled,
+        Variant::PackResolverReadOnly,
+        Variant::PackResolverLayered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -176,6 +195,8 @@ impl Variant {
             Variant::PackResolverCopiedSecond => "pack_resolver_copied_second",
             Variant::PackResolverRecopied => "pack_resolver_recopied",
             Variant::PackResolverPrecompiled => "pack_resolver_precompiled",
+            Variant::PackResolverReadOnly => "pack_resolver_read_only",
+            Variant::PackResolverLayered => "pack_resolver_layered",
         }
     }
 
@@ -205,6 +226,8 @@ impl Variant {
                 same_path: true,
             },
             Variant::PackResolverPrecompiled => Prep::Precompiled,
+            Variant::PackResolverReadOnly => Prep::Shipped { layered: false },
+            Variant::PackResolverLayered => Prep::Shipped { layered: true },
         }
     }
 }
@@ -234,6 +257,9 @@ fn spawn(codebase: &Codebase, root: &Path, job: &str, dir: Option<&Path>) -> Rep
         .stderr(Stdio::inherit());
     if let Some(dir) = dir {
         command.env(DIR, dir);
+    }
+    if let Some(Prep::Shipped { .. }) = Variant::from_name(job).map(Variant::prep) {
+        command.env(UID, APP_USER.to_string());
     }
     let output = command.output().unwrap();
     assert!(
@@ -346,6 +372,14 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
     // Starts take tens to hundreds of milliseconds: the same iteration count in every sample.
     group.sampling_mode(SamplingMode::Flat);
     for &variant in Variant::ALL {
+        if matches!(variant.prep(), Prep::Shipped { .. }) && !is_root() {
+            eprintln!(
+                "app/{}/{}: SKIPPED (needs root, to ship a cache to another user)",
+                codebase.name,
+                variant.name()
+            );
+            continue;
+        }
         // The dir this variant's starts use, set up on its first call.
         let mut dir: Option<Option<PathBuf>> = None;
         group.bench_function(format!("{}/{}", codebase.name, variant.name()), |b| {
@@ -363,6 +397,7 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
                     p.check(codebase, variant, &report, p.modules);
                     Some(dir)
                 }
+                Prep::Shipped { layered } => Some(ship(p, codebase, variant, layered)),
                 Prep::WarmCache => {
                     let dir = p.caches().join(variant.name());
                     let report = spawn(codebase, &p.root, variant.name(), Some(&dir));
@@ -448,6 +483,53 @@ fn place_tree(
     }
 }
 
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Readies a [`Prep::Shipped`] variant: a cache a warm start of root's filled, made
+/// read-only to others as an image build leaves it, and the path the app user's starts
+/// open: that cache, or (`layered`) a writable one of the app user's over it, filled by one
+/// start before the timed ones.
+fn ship(p: &Prepared, codebase: &Codebase, variant: Variant, layered: bool) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let own = p.caches().join(variant.name());
+    let shipped = own.join(SHIPPED);
+    let report = spawn(
+        codebase,
+        &p.root,
+        Variant::PackResolverWarm.name(),
+        Some(&shipped),
+    );
+    p.check(codebase, variant, &report, p.modules);
+    // `chmod -R go-w,a+rX` on the cache and `a+rx` on the directories above it.
+    fn go_w_a_rx(path: &Path) {
+        let is_dir = path.is_dir();
+        let mode = fs::metadata(path).unwrap().permissions().mode();
+        let mode = (mode & !0o022) | if is_dir { 0o555 } else { 0o444 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        if is_dir {
+            for entry in fs::read_dir(path).unwrap() {
+                go_w_a_rx(&entry.unwrap().path());
+            }
+        }
+    }
+    go_w_a_rx(&shipped);
+    for dir in [p.tmp.path(), &p.caches(), &own] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    if !layered {
+        return shipped;
+    }
+    let upper = own.join("upper");
+    fs::create_dir(&upper).unwrap();
+    std::os::unix::fs::chown(&upper, Some(APP_USER), Some(APP_USER)).unwrap();
+    fs::set_permissions(&upper, fs::Permissions::from_mode(0o700)).unwrap();
+    spawn(codebase, &p.root, variant.name(), Some(&upper));
+    upper
+}
+
 fn median(samples: &[Duration]) -> Option<Duration> {
     let mut sorted = samples.to_vec();
     sorted.sort();
@@ -469,7 +551,7 @@ enum Clock {
 /// Per code base: the median of each variant's starts (ms) to ready, and to stored, and the
 /// headline ratios of each.
 fn print_table(samples: &Samples) {
-    const RATIOS: [(Variant, Variant); 11] = [
+    const RATIOS: [(Variant, Variant); 13] = [
         (Variant::ScriptLoader, Variant::PackResolverWarm),
         (Variant::PackResolverWarm, Variant::Limit),
         (Variant::PerFile, Variant::PackResolverWarm),
@@ -481,6 +563,8 @@ fn print_table(samples: &Samples) {
         (Variant::PackResolverCopiedSecond, Variant::PackResolverWarm),
         (Variant::PackResolverRecopied, Variant::PackResolverWarm),
         (Variant::PackResolverPrecompiled, Variant::PackResolverWarm),
+        (Variant::PackResolverReadOnly, Variant::PackResolverWarm),
+        (Variant::PackResolverLayered, Variant::PackResolverWarm),
     ];
     let samples = samples.borrow();
     if samples.is_empty() {
