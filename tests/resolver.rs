@@ -1455,14 +1455,25 @@ fn differential(h: &mut Host) {
     let lived_cache = Cache::open(common::child::path_var("BP_ROOT")).unwrap();
     let mut lived = PackResolver::new(file_resolver(), lived_cache);
     let mut lived_answers = 0;
+    let mut places = vec![std::env::current_dir().unwrap()];
+    let mut travels = 0;
     for round in 0..ROUNDS {
         if began.elapsed() > DIFFERENTIAL_BUDGET {
             println!("time budget spent after {round} rounds");
             break;
         }
-        let edits: Vec<String> = (0..1 + rng.below(3))
+        let mut edits: Vec<String> = (0..1 + rng.below(3))
             .map(|_| random_edit(&mut rng, &targets))
             .collect();
+        let travel = travel(&mut rng, round, &mut places);
+        if let Some(travel) = &travel {
+            // A host's resolver resolves against the directory it started in: a new one.
+            let cache = Cache::open(common::child::path_var("BP_ROOT")).unwrap();
+            lived = PackResolver::new(file_resolver(), cache);
+            let cwd = std::env::current_dir().unwrap();
+            edits.push(format!("{travel:?} to {}", cwd.display()));
+            travels += 1;
+        }
         let slept = round % 2 == 1;
         if slept {
             std::thread::sleep(PAST_RACY);
@@ -1484,7 +1495,8 @@ fn differential(h: &mut Host) {
                 lived_answers += 1;
             }
         }
-        if round > 0 {
+        // A fresh copy is a new root: no answers of its own yet.
+        if round > 0 && travel != Some(Travel::Copied) {
             assert!(
                 start.hits >= 1,
                 "{context}: answers were not loaded from the cache"
@@ -1528,9 +1540,10 @@ fn differential(h: &mut Host) {
     println!(
         "seed {seed}: {rounds} rounds, {agreeing_answers} answers agreed ({found} found, {} \
          errors), {trusted_starts} settled starts stored nothing, {lived_answers} answers of the \
-         long-lived resolver agreed",
+         long-lived resolver agreed, {travels} moves, copies and returns",
         agreeing_answers - found
     );
+    assert!(travels >= 4, "the tree travelled only {travels} times");
     assert!(
         lived_answers >= QUERIES.len(),
         "the long-lived resolver was not asked"
@@ -1551,6 +1564,67 @@ fn differential(h: &mut Host) {
     // Counted over every seed by the parent: a tree that happens to hold few modules finds
     // none for some seeds.
     println!("odd questions that found a module: {} {odd:?}", odd.len());
+}
+
+/// How the project travelled before a round's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Travel {
+    /// `mv` to a new path beside it: the same inodes.
+    Moved,
+    /// `cp -a` to a new path beside it (new inodes and ctimes, every mtime set to one
+    /// instant), the original left as it was.
+    Copied,
+    /// Back to a copy left behind earlier, whose tree has not seen the edits since.
+    Returned,
+}
+
+/// Every few rounds the project travels (the store beside it stays): moved, copied, or back
+/// to a copy left behind, so that answers recorded in one place are asked for in another
+/// whose tree may differ. The working directory follows it.
+fn travel(rng: &mut Rng, round: usize, places: &mut Vec<PathBuf>) -> Option<Travel> {
+    let here = std::env::current_dir().unwrap();
+    let to = here.with_file_name(format!("project-{round}"));
+    let travel = match round % 5 {
+        2 => {
+            fs::rename(&here, &to).unwrap();
+            let i = places.iter().position(|p| *p == here).unwrap();
+            places[i] = to.clone();
+            Travel::Moved
+        }
+        4 => {
+            let status = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(&here)
+                .arg(&to)
+                .status()
+                .unwrap();
+            assert!(
+                status.success(),
+                "cp -a {} {}",
+                here.display(),
+                to.display()
+            );
+            // Every mtime set to one instant, as reproducible archives and image layers
+            // (SOURCE_DATE_EPOCH) leave them: copies of different trees look alike to mtimes.
+            let status = std::process::Command::new("find")
+                .arg(&to)
+                .args(["-exec", "touch", "-h", "-d", "@315532800", "{}", "+"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "touch {}", to.display());
+            places.push(to.clone());
+            Travel::Copied
+        }
+        0 if places.len() > 1 && rng.chance(70) => {
+            let others: Vec<&PathBuf> = places.iter().filter(|p| **p != here).collect();
+            let back = rng.pick(&others).to_path_buf();
+            std::env::set_current_dir(&back).unwrap();
+            return Some(Travel::Returned);
+        }
+        _ => return None,
+    };
+    std::env::set_current_dir(&to).unwrap();
+    Some(travel)
 }
 
 /// Panics, with the edits so far, the tree and each disagreement (also asked of a
@@ -1790,7 +1864,9 @@ fn empty_base_and_a_base_in_the_root_are_answered_apart() {
 /// Random edits to a generated tree (files with and without extensions, directories with and
 /// without index.js, symlinks to files, to directories and dangling, a store outside the
 /// project behind symlinks), 30 rounds of 1-3 edits each, every other round after the racy
-/// window; each round one start asks 40 questions of both resolvers.
+/// window; each round one start asks 52 questions of both resolvers. Every few rounds the
+/// project is moved, copied (the copy edited from then on), or the start runs back in a copy
+/// left behind: answers recorded in one tree must never answer for another.
 #[test]
 fn differential_against_file_resolver_under_random_edits() {
     // BP_RESOLVER_SEEDS=n runs seeds 1..=n instead, for a longer search.

@@ -209,6 +209,35 @@ fn two_versions_sharing_a_cache_alternate_without_compiling() {
     }
 }
 
+/// Two trees extracted from reproducible archives (every mtime the same instant, as
+/// SOURCE_DATE_EPOCH leaves them) that differ in one module of the same size: stat data
+/// other than the inode and ctime cannot tell them apart, yet each start gets its own tree.
+#[test]
+fn reproducible_copies_with_equal_mtimes_and_sizes_keep_their_own_contents() {
+    let (_tmp, one, root) = warm_project();
+    let two = one.with_file_name("extracted");
+    copy_tree(&one, &two);
+    fs::write(two.join("version.js"), "export const version = 'v9';\n").unwrap();
+    for tree in [&one, &two] {
+        let status = std::process::Command::new("find")
+            .arg(tree)
+            .args(["-exec", "touch", "-h", "-d", "@315532800", "{}", "+"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    common::let_ctime_age();
+    for round in 0..3 {
+        for (dir, version) in [(&two, "v9"), (&one, "v1")] {
+            let s = start(dir, &root);
+            assert!(s.result.ends_with(version), "round {round}: {s:?}");
+            if round > 0 {
+                assert_eq!(s.compiles, 0, "round {round}, {version}: {s:?}");
+            }
+        }
+    }
+}
+
 /// An edit in a copy is the copy's: it is compiled there, and the original keeps its own.
 /// Reverting it is answered from the cache (the content was compiled before).
 #[test]
