@@ -86,10 +86,13 @@ pub fn fuzz_resolutions(data: &[u8]) {
         // regions' bytes.
         let (dirs, answers, ids) = (b.byte() % 4, b.byte() % 8, b.byte() % 16);
         let slots = (u32::from(answers) + 1).next_power_of_two();
-        let fixed = 32 + 64 * usize::from(dirs) + 32 * usize::from(answers) + 4 * slots as usize;
-        let fixed = fixed + 4 * usize::from(ids);
-        let mut bytes = b"BPRSLV4\0".to_vec();
-        let strings = b.0.len().saturating_sub(fixed - 32);
+        let fixed = stored::HEADER_LEN
+            + stored::DIR_LEN * usize::from(dirs)
+            + stored::ANSWER_LEN * usize::from(answers)
+            + 4 * slots as usize
+            + 4 * usize::from(ids);
+        let mut bytes = stored::MAGIC.to_vec();
+        let strings = b.0.len().saturating_sub(fixed - stored::HEADER_LEN);
         for n in [u32::from(dirs), u32::from(answers), slots, u32::from(ids)] {
             bytes.extend_from_slice(&n.to_le_bytes());
         }
@@ -154,6 +157,7 @@ fn encode_table_for_fuzzing(
         let stamp = DirStamp {
             stat: *stat,
             recorded_at_ns: *recorded_at_ns,
+            listing: None,
         };
         (path.as_str(), stamp)
     });

@@ -41,6 +41,8 @@ pub(crate) struct Learned {
     pub(crate) key: Key,
     pub(crate) payload: Vec<u8>,
     pub(crate) root: PathBuf,
+    /// Where to point at it from, for copies of the tree to find (see `PackResolver`).
+    pub(crate) pointer: Option<Key>,
 }
 
 /// Something that learns answers during a start and hands them to its batch as one entry.
@@ -243,7 +245,12 @@ impl StartBatch {
             // Recorded under the root it was learned in: a compaction drops it once that
             // directory is gone.
             let entry = NewEntry::new(STORE_NAME, &learned.payload).relative_to(&learned.root);
-            groups.push(vec![(learned.key, entry)]);
+            let mut group = vec![(learned.key, entry)];
+            if let Some(pointer) = learned.pointer {
+                let to_it = NewEntry::new(STORE_NAME, learned.key.as_bytes()).pointer();
+                group.push((pointer, to_it));
+            }
+            groups.push(group);
         }
         groups.extend(modules.iter().map(PendingModule::entries));
         let (fits, over) = fit_within(groups, self.cache.max_batch_bytes());

@@ -127,6 +127,7 @@ pub enum Origin {
 
 static COMPILES: AtomicU64 = AtomicU64::new(0);
 static CACHE_LOADS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PROBED_RESOLUTIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Process-wide counts of what this module did, for tests and diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +136,9 @@ pub struct ProcessCounters {
     pub compiles: u64,
     /// Modules loaded from cached bytecode.
     pub cache_loads: u64,
+    /// Imports a [`PackResolver`] resolved by probing the filesystem, as `FileResolver`
+    /// does: with no answer stored, or none that still stood.
+    pub probed_resolutions: u64,
 }
 
 /// What this process has compiled and loaded through this module so far.
@@ -142,6 +146,7 @@ pub fn process_counters() -> ProcessCounters {
     ProcessCounters {
         compiles: COMPILES.load(Ordering::Relaxed),
         cache_loads: CACHE_LOADS.load(Ordering::Relaxed),
+        probed_resolutions: PROBED_RESOLUTIONS.load(Ordering::Relaxed),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::stored::{AnswerToStore, DirStamp, StoredAnswers, encode};
+use super::stored::{AnswerToStore, DirStamp, Listing, StoredAnswers, encode};
 use crate::freshness;
 
 /// A resolution computed during this run, with the directories whose entries it was computed
@@ -32,9 +32,14 @@ pub(super) fn forget_answers_from(answers: &mut NewAnswers, id: u32) {
 /// as needed), then those first stamped during this run.
 pub(crate) struct Dirs {
     pub(crate) stored: u32,
-    /// Per stored directory: the stamp this run gave it, once it found it changed. Stored
-    /// answers computed from a directory stamped again are dead for good.
+    /// Per stored directory: the stamp this run gave it, once it found its stat data changed.
+    /// Stored answers computed from a directory stamped again are dead for good, unless it
+    /// was `relisted`.
     pub(crate) restamped: Vec<Option<DirStamp>>,
+    /// Per stored directory: stamped again with the same [`Listing`] as stored (a copy of
+    /// the directory, or one whose entries were put back as they were): its stored answers
+    /// stand.
+    pub(crate) relisted: Vec<bool>,
     /// Directories first stamped during this run, and their stamps.
     pub(crate) added: Vec<(String, DirStamp)>,
     /// Per directory: the round it was last checked in (0: not yet).
@@ -55,6 +60,7 @@ impl Dirs {
             cwd: cwd.to_owned(),
             stored,
             restamped: vec![None; stored as usize],
+            relisted: vec![false; stored as usize],
             added: Vec::new(),
             checked: vec![0; stored as usize],
             round: 1,
@@ -145,21 +151,35 @@ impl Dirs {
         };
         // The recording instant comes before the `stat` it vouches for, as for inputs.
         let read_from = freshness::now_nanos();
-        let now = crate::sys::stat_path(&full_path(&self.cwd, path)).ok();
+        let full = full_path(&self.cwd, path);
+        let now = crate::sys::stat_path(&full).ok();
         self.checked[id as usize] = self.round;
         if stamp.still_valid(now.as_ref()) {
             return false;
         }
+        // Its stat data changed, its entries perhaps not (a copy of the tree, a `touch`).
+        let listing = match (stamp.listing, &now) {
+            (Some(stored), Some(now)) => {
+                Listing::certified(&full, now, read_from).filter(|now| *now == stored)
+            }
+            _ => None,
+        };
         let stamp = DirStamp {
             stat: now,
             recorded_at_ns: read_from,
+            listing,
         };
         let worth_storing = stamp.can_vouch();
         match id.checked_sub(self.stored) {
-            None => self.restamped[id as usize] = Some(stamp),
+            None => {
+                self.restamped[id as usize] = Some(stamp);
+                self.relisted[id as usize] = listing.is_some();
+            }
             Some(added) => self.added[added as usize].1 = stamp,
         }
-        forget_answers_from(answers, id);
+        if listing.is_none() {
+            forget_answers_from(answers, id);
+        }
         worth_storing
     }
 
@@ -178,6 +198,7 @@ impl Dirs {
         let stamp = DirStamp {
             stat: crate::sys::stat_path(&full_path(&self.cwd, path)).ok(),
             recorded_at_ns: read_from,
+            listing: None,
         };
         let id = self.stored.saturating_add(self.added.len() as u32);
         index.insert(path.to_owned(), id);
@@ -188,9 +209,33 @@ impl Dirs {
     }
 
     /// Whether stored answers computed from `id` still stand: it was checked unchanged (in
-    /// this round).
+    /// this round), by its stat data or its listing.
     pub(crate) fn unchanged_since_stored(&self, id: u32) -> bool {
-        self.is_current(id) && self.restamped.get(id as usize).is_some_and(Option::is_none)
+        self.is_current(id) && self.stored_answers_stand(id)
+    }
+
+    /// Whether stored answers computed from stored directory `id` stand: not stamped again,
+    /// or stamped again with its stored listing.
+    fn stored_answers_stand(&self, id: u32) -> bool {
+        let id = id as usize;
+        id < self.stored as usize && (self.restamped[id].is_none() || self.relisted[id])
+    }
+
+    /// Every directory's current stamp, as [`Dirs::all`], with a certified listing added to
+    /// each stamp that has none and can have one (what lets a copy of the tree keep its
+    /// answers). Reads those directories: called when storing, off a start's critical path.
+    fn all_listed<'a>(
+        &'a self,
+        table: Option<&'a StoredAnswers>,
+    ) -> Option<Vec<(&'a str, DirStamp)>> {
+        let mut all = self.all(table)?;
+        for (path, stamp) in &mut all {
+            if let (None, Some(stat)) = (stamp.listing, &stamp.stat) {
+                let full = full_path(&self.cwd, path);
+                stamp.listing = Listing::certified(&full, stat, stamp.recorded_at_ns);
+            }
+        }
+        Some(all)
     }
 }
 
@@ -199,16 +244,14 @@ impl Dirs {
 /// not stamped again (an answer computed from a directory that changed is never written back
 /// under its new stamp).
 pub(crate) fn payload(table: Option<&StoredAnswers>, dirs: &Dirs, answers: &NewAnswers) -> Vec<u8> {
-    let Some(all_dirs) = dirs.all(table) else {
+    let Some(all_dirs) = dirs.all_listed(table) else {
         // Cannot happen for a table that opened (every directory was read then); start over.
         return encode(std::iter::empty(), &[]);
     };
     let kept = table.into_iter().flat_map(|t| t.answers()).filter_map(|a| {
         let (scope, name, value) = a.text()?;
         let replaced = answers.get(scope).is_some_and(|n| n.contains_key(name));
-        let stands = a
-            .dirs()
-            .all(|id| id < dirs.stored && dirs.restamped[id as usize].is_none());
+        let stands = a.dirs().all(|id| dirs.stored_answers_stand(id));
         (stands && !replaced).then(|| AnswerToStore {
             dirs: a.dirs().collect(),
             scope,
@@ -295,6 +338,7 @@ mod tests {
         let stamp = |n| DirStamp {
             stat: None,
             recorded_at_ns: n,
+            listing: None,
         };
         let answer = |name, value, dirs| AnswerToStore {
             scope: "s",
@@ -375,6 +419,7 @@ mod tests {
         let old = |path: &Path| DirStamp {
             stat: crate::sys::stat_path(path).ok(),
             recorded_at_ns: i64::MAX / 2,
+            listing: None,
         };
         let dirs = [
             (same.to_str().unwrap(), old(&same)),

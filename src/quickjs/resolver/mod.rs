@@ -30,7 +30,7 @@ use config::Config;
 use dirs::{Answer, Dirs, NewAnswers, payload};
 use paths::base_dir;
 use probe::Probing;
-use stored::StoredAnswers;
+use stored::{Listing, StoredAnswers};
 
 /// A cache-backed module resolver: the same answers as the [`FileResolver`] it wraps, without
 /// probing the filesystem per import.
@@ -93,6 +93,12 @@ struct ResolverState {
     /// The working directory, as a string (resolution is string arithmetic on UTF-8 names).
     cwd: String,
     key: Key,
+    /// The key of this configuration's tables wherever they lie (`key` without the place),
+    /// from which the pointers that let a copy of a tree find its original's table derive.
+    anywhere: Key,
+    /// Whether the table came from another tree (a copy's original), found through a
+    /// pointer: then this run does not point that pointer at its own table.
+    adopted: bool,
     /// What the cache held when this run first needed it (`None` inside: nothing usable).
     stored: Option<Option<StoredAnswers>>,
     dirs: Dirs,
@@ -153,11 +159,14 @@ impl PackResolver {
             .ok()
             .and_then(|m| crate::sys::directory_inode(&m))
             .map_or_else(|| cwd.clone(), |ino| format!("directory {ino}"));
-        let identity = format!("{place}\0{resolver:?}\0{}", crate::sys::credentials());
+        let anywhere = format!("{resolver:?}\0{}", crate::sys::credentials());
+        let identity = format!("{place}\0{anywhere}");
         let batch = StartBatch::join(&cache, Side::Resolver);
         let dirs = Dirs::new(0, &cwd);
         let state = ResolverState {
             key: Key::for_source(STORE_NAME, identity.as_bytes()),
+            anywhere: Key::for_source(STORE_NAME, anywhere.as_bytes()),
+            adopted: false,
             batch: Arc::clone(&batch),
             inner: resolver,
             config,
@@ -195,19 +204,44 @@ impl ResolverState {
         if self.stored.is_none() {
             // Under the working directory: a moved tree's table is re-recorded where it is now.
             let here = crate::LookupOptions::default().root(std::path::Path::new(&self.cwd));
-            let table = self
-                .cache
-                .lookup_with(&self.key, here)
-                .ok()
-                // Copied out (a few KB per hundred answers), so that the resolver, which lives as
-                // long as its runtime, does not keep a superseded pack mapped.
-                .and_then(|hit| StoredAnswers::open(hit.bytecode().to_vec()));
+            let own = self.cache.lookup_with(&self.key, here).ok();
+            let hit = own.or_else(|| {
+                let original = self.table_of_original();
+                self.adopted = original.is_some();
+                original
+            });
+            // Copied out (a few KB per hundred answers), so that the resolver, which lives as
+            // long as its runtime, does not keep a superseded pack mapped.
+            let table = hit.and_then(|hit| StoredAnswers::open(hit.bytecode().to_vec()));
             self.dirs = Dirs::new(
                 table.as_ref().map_or(0, StoredAnswers::dir_count),
                 &self.cwd,
             );
             self.stored = Some(table);
         }
+    }
+}
+
+impl ResolverState {
+    /// Where the tables of trees whose working directory has `listing` are pointed to.
+    fn pointer_key(&self, listing: Listing) -> Key {
+        self.anywhere.derive(&[b"copies", &listing.to_le_bytes()])
+    }
+
+    /// For a tree with no table of its own (a fresh copy): the table of a tree whose working
+    /// directory had the same entries when it last stored, its likely original. Its answers
+    /// are relative to the working directory, and each stands only where its directories
+    /// hold the same entries here ([`Dirs::check`] compares their listings).
+    fn table_of_original(&self) -> Option<crate::Hit> {
+        let listing = Listing::hint(std::path::Path::new(&self.cwd))?;
+        let unchecked = crate::LookupOptions::default().without_input_checks();
+        let pointer = self
+            .cache
+            .lookup_with(&self.pointer_key(listing), unchecked)
+            .ok()?;
+        let target = Key::from_bytes(pointer.bytecode().try_into().ok()?);
+        let table = self.cache.lookup_with(&target, unchecked).ok()?;
+        (table.module_name() == STORE_NAME).then_some(table)
     }
 }
 
@@ -283,6 +317,7 @@ impl ResolverState {
         if let Some(value) = self.known_answer(scope, seed, name) {
             return Ok(value);
         }
+        super::PROBED_RESOLUTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut probing = Probing::default();
         let Some(value) = self.resolve_cached(&mut probing, base, name) else {
             // Directories are checked once per round: a file created since would be missed, so
@@ -361,10 +396,17 @@ impl ResolverState {
         }
         let payload = self.encode();
         self.dirty = false;
+        // A tree's own table is pointed to from its working directory's listing, for its
+        // copies to find; an adopted one's pointer stays with the original.
+        let pointer = match self.adopted {
+            false => Listing::hint(std::path::Path::new(&self.cwd)).map(|l| self.pointer_key(l)),
+            true => None,
+        };
         Some(Learned {
             key: self.key,
             payload,
             root: self.cwd.clone().into(),
+            pointer,
         })
     }
 }
@@ -388,4 +430,4 @@ impl Drop for ResolverState {
 
 /// The module name a resolver's stored answers go under (it names the payload's version:
 /// builds storing another layout keep out of each other's way).
-pub(crate) const STORE_NAME: &str = "bytecode-pack resolutions 5";
+pub(crate) const STORE_NAME: &str = "bytecode-pack resolutions 6";

@@ -7,8 +7,9 @@
 //!
 //! ```text
 //! header   magic, then u32 counts: directories, answers, slots, directory ids, string bytes; u32 0
-//! dirs     64 bytes each: path (u32 offset, u32 length into the strings), recording instant
-//!          (i64), 0/1 stat present (u64), size, mtime, ctime, inode, device (u64 each)
+//! dirs     80 bytes each: path (u32 offset, u32 length into the strings), recording instant
+//!          (i64), flags (u64: 1 stat present, 2 listing present), size, mtime, ctime, inode,
+//!          device (u64 each), listing (u128)
 //! answers  32 bytes each: scope, name, value (u32 offset and length each, into the strings),
 //!          directories (u32 offset and count into the directory ids)
 //! slots    u32 each: an answer's index + 1, or 0; open addressing by `slot_hash`, linear probing
@@ -23,18 +24,21 @@ use crate::format::StatRecord;
 use crate::freshness;
 
 /// Versioned on its own: a change to the payload changes the magic and the entry's name.
-const MAGIC: &[u8; 8] = b"BPRSLV4\0";
-const HEADER_LEN: usize = 32;
-const DIR_LEN: usize = 64;
-const ANSWER_LEN: usize = 32;
+pub(crate) const MAGIC: &[u8; 8] = b"BPRSLV5\0";
+pub(crate) const HEADER_LEN: usize = 32;
+pub(crate) const DIR_LEN: usize = 80;
+const HAS_STAT: u64 = 1;
+const HAS_LISTING: u64 = 2;
+pub(crate) const ANSWER_LEN: usize = 32;
 
 /// A directory's stat data as a run recorded it (`None`: the directory did not exist, as a
-/// search path or an `x/index.js` candidate may not), and the instant it was taken (before the
-/// `stat`, as for inputs).
+/// search path or an `x/index.js` candidate may not), the instant it was taken (before the
+/// `stat`, as for inputs), and the [`Listing`] of its entries where one was certified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DirStamp {
     pub stat: Option<StatRecord>,
     pub recorded_at_ns: i64,
+    pub listing: Option<Listing>,
 }
 
 impl DirStamp {
@@ -57,6 +61,86 @@ impl DirStamp {
             }
             _ => false,
         }
+    }
+}
+
+/// A directory's entries, names and kinds, hashed in any order (128 bits: a sum of each
+/// entry's xxh3-128, plus their count). Two directories with one listing give every probe
+/// `FileResolver` makes in them the same answer, wherever they lie: what lets a copy of a
+/// tree (new inodes and ctimes) keep the answers its original stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listing(u128);
+
+/// Directories with more entries than this get no listing (the read is bounded).
+const MOST_LISTED_ENTRIES: u128 = 1 << 16;
+
+impl Listing {
+    /// The listing of the directory at `path` as it is now, certified to be the listing it
+    /// had when `stat` was taken at `recorded_at_ns`: that stamp is trusted by the racy rule
+    /// (no change could hide in its ctime's tick), and its stat data is unchanged after the
+    /// read. `None` where that cannot be shown, where an entry is a symlink (its target can
+    /// change without its directory changing), or where the directory cannot be read whole.
+    pub fn certified(
+        path: &std::path::Path,
+        stat: &StatRecord,
+        recorded_at_ns: i64,
+    ) -> Option<Self> {
+        if !freshness::stat_is_trusted(stat, recorded_at_ns)
+            || !crate::sys::ctime_of(stat.dev).kept_by_a_kernel()
+        {
+            return None;
+        }
+        let (listing, symlinks) = Self::read(path)?;
+        let unchanged = crate::sys::stat_path(path).ok()? == *stat;
+        (unchanged && !symlinks).then_some(listing)
+    }
+
+    /// The listing of the directory at `path` as it is now, uncertified (a hint to find a
+    /// table by, never a reason to trust one).
+    pub fn hint(path: &std::path::Path) -> Option<Self> {
+        Self::read(path).map(|(listing, _)| listing)
+    }
+
+    /// The directory's listing, and whether it holds a symlink. `None` if it cannot be read
+    /// whole, holds more than [`MOST_LISTED_ENTRIES`] or (off Unix) at all.
+    #[cfg(unix)]
+    fn read(path: &std::path::Path) -> Option<(Self, bool)> {
+        use std::os::unix::fs::PermissionsExt;
+        use xxhash_rust::xxh3::xxh3_128;
+        // Who may search the directory decides what a probe in it sees: its mode is listed.
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        let mut sum = xxh3_128(&mode.to_le_bytes());
+        let (mut count, mut symlinks) = (0u128, false);
+        let mut named = Vec::new();
+        for entry in std::fs::read_dir(path).ok()? {
+            let entry = entry.ok()?;
+            count += 1;
+            if count > MOST_LISTED_ENTRIES {
+                return None;
+            }
+            let kind = entry.file_type().ok()?;
+            symlinks |= kind.is_symlink();
+            named.clear();
+            named.extend_from_slice(entry.file_name().as_encoded_bytes());
+            named.push(match () {
+                _ if kind.is_file() => b'f',
+                _ if kind.is_dir() => b'd',
+                _ if kind.is_symlink() => b'l',
+                _ => b'o',
+            });
+            sum = sum.wrapping_add(xxh3_128(&named));
+        }
+        Some((Listing(sum ^ (count << 64)), symlinks))
+    }
+
+    #[cfg(not(unix))]
+    fn read(_: &std::path::Path) -> Option<(Self, bool)> {
+        None
+    }
+
+    /// As bytes, for a key.
+    pub fn to_le_bytes(self) -> [u8; 16] {
+        self.0.to_le_bytes()
     }
 }
 
@@ -158,23 +242,26 @@ impl StoredAnswers {
         let field = |i: usize| u64_le(&record[8 * i..8 * i + 8]);
         let path = self.string(u32_le(&record[..4]), u32_le(&record[4..8]))?;
         let path = std::str::from_utf8(path).ok()?;
-        let stat = match field(2) {
-            0 => None,
-            1 => Some(StatRecord {
-                size: field(3),
-                mtime_ns: field(4) as i64,
-                ctime_ns: field(5) as i64,
-                ino: field(6),
-                dev: field(7),
-            }),
-            _ => return None,
-        };
+        let flags = field(2);
+        if flags & !(HAS_STAT | HAS_LISTING) != 0 {
+            return None;
+        }
+        let stat = (flags & HAS_STAT != 0).then(|| StatRecord {
+            size: field(3),
+            mtime_ns: field(4) as i64,
+            ctime_ns: field(5) as i64,
+            ino: field(6),
+            dev: field(7),
+        });
+        let listing = (flags & HAS_LISTING != 0)
+            .then(|| Listing(u128::from_le_bytes(record[64..80].try_into().expect("16"))));
         let recorded_at_ns = field(1) as i64;
         Some((
             path,
             DirStamp {
                 stat,
                 recorded_at_ns,
+                listing,
             },
         ))
     }
@@ -278,18 +365,15 @@ pub(crate) fn encode<'a>(
         out.extend_from_slice(&at.to_le_bytes());
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&stamp.recorded_at_ns.to_le_bytes());
-        let stat = stamp.stat.map_or([0; 6], |s| {
-            [
-                1,
-                s.size,
-                s.mtime_ns as u64,
-                s.ctime_ns as u64,
-                s.ino,
-                s.dev,
-            ]
+        let flags = stamp.stat.map_or(0, |_| HAS_STAT) | stamp.listing.map_or(0, |_| HAS_LISTING);
+        let stat = stamp.stat.map_or([0; 5], |s| {
+            [s.size, s.mtime_ns as u64, s.ctime_ns as u64, s.ino, s.dev]
         });
-        stat.iter()
+        std::iter::once(flags)
+            .chain(stat)
             .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+        let listing = stamp.listing.map_or(0, |l| l.0);
+        out.extend_from_slice(&listing.to_le_bytes());
     }
     let mut table = vec![0u32; slots];
     let mut ids_at = 0u32;
@@ -363,6 +447,7 @@ mod tests {
                 dev: 5,
             }),
             recorded_at_ns: 6,
+            listing: n.is_multiple_of(2).then_some(Listing(u128::MAX - n as u128)),
         }
     }
 
@@ -371,6 +456,7 @@ mod tests {
         let absent = DirStamp {
             stat: None,
             recorded_at_ns: -7,
+            listing: None,
         };
         let dirs = [("/a/b", stamp(1)), ("/a/absent", absent), ("/é", stamp(2))];
         // Enough answers that some share a first slot and are found by probing on.
@@ -407,12 +493,12 @@ mod tests {
             assert!(StoredAnswers::open(bytes[..cut].to_vec()).is_none());
         }
         let mut old = bytes.clone();
-        old[..8].copy_from_slice(b"BPRSLV3\0");
+        old[..8].copy_from_slice(b"BPRSLV4\0");
         assert!(StoredAnswers::open(old).is_none());
-        // A directory that does not read back (its stat flag neither 0 nor 1): refused whole,
-        // since writing the table back without it would shift every later directory's id.
+        // A directory that does not read back (a flag unknown): refused whole, since writing
+        // the table back without it would shift every later directory's id.
         let mut bad_dir = bytes.clone();
-        bad_dir[HEADER_LEN + 16] = 2;
+        bad_dir[HEADER_LEN + 16] = 4;
         assert!(StoredAnswers::open(bad_dir).is_none());
         let mut reserved = bytes.clone();
         reserved[28] = 1;
@@ -446,6 +532,51 @@ mod tests {
         }
     }
 
+    /// Listings tell directories apart by their entries' names and kinds and the directory's
+    /// mode, not by where they lie or when they were made; one with a symlink, or stamped
+    /// within the racy window, is not certified.
+    #[cfg(unix)]
+    #[test]
+    fn listings_compare_entries_and_refuse_what_they_cannot_vouch_for() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = crate::private_tempdir();
+        let dir = |name: &str, entries: &[(&str, bool)]| {
+            let path = tmp.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            for (entry, is_dir) in entries {
+                match is_dir {
+                    true => std::fs::create_dir(path.join(entry)).unwrap(),
+                    false => std::fs::write(path.join(entry), entry).unwrap(),
+                }
+            }
+            path
+        };
+        let a = dir("a", &[("x.js", false), ("sub", true), ("y.mjs", false)]);
+        let copy = dir("copy", &[("y.mjs", false), ("x.js", false), ("sub", true)]);
+        let kind = dir("kind", &[("x.js", true), ("sub", true), ("y.mjs", false)]);
+        let fewer = dir("fewer", &[("x.js", false), ("sub", true)]);
+        let certified = |path: &std::path::Path| {
+            let stat = crate::sys::stat_path(path).unwrap();
+            Listing::certified(path, &stat, stat.ctime_ns + 10_000_000_000)
+        };
+        let listing = certified(&a).expect("an aged directory of files and directories");
+        assert_eq!(certified(&copy), Some(listing));
+        assert_ne!(certified(&kind), Some(listing));
+        assert_ne!(certified(&fewer), Some(listing));
+        let stat = crate::sys::stat_path(&a).unwrap();
+        assert_eq!(
+            Listing::certified(&a, &stat, stat.ctime_ns + 1_000_000),
+            None,
+            "racy"
+        );
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o500)).unwrap();
+        assert_ne!(certified(&copy), Some(listing), "another mode");
+        std::os::unix::fs::symlink("x.js", a.join("link.js")).unwrap();
+        assert_eq!(certified(&a), None, "a symlink");
+        assert!(Listing::hint(&a).is_some(), "a hint lists symlinks too");
+        assert_eq!(Listing::hint(&tmp.path().join("absent")), None);
+    }
+
     /// A stamp taken within the racy window of its directory's last change never vouches,
     /// though its stat data is unchanged: an entry added in the same tick of the kernel's
     /// clock would not have moved the ctime. Taken later, it vouches for as long as the
@@ -457,6 +588,7 @@ mod tests {
         let taken_after = |ms: i64| DirStamp {
             stat: Some(now),
             recorded_at_ns: now.ctime_ns + ms * 1_000_000,
+            listing: None,
         };
         assert!(!taken_after(1).still_valid(Some(&now)));
         assert!(!taken_after(20).still_valid(Some(&now)));
