@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use bytecode_pack::quickjs::{self, CompileOptions, Origin, PackLoader, PackResolver};
-use bytecode_pack::{Cache, Input, Key, NewEntry, abi_tag, collect_inputs};
+use bytecode_pack::{Cache, Key, NewEntry, abi_tag};
 use common::child::Child;
 use rquickjs::loader::FileResolver;
 use rquickjs::{CatchResultExt, CaughtError, Context, Ctx, Function, Module, Object, Runtime};
@@ -284,7 +284,6 @@ fn declare_and_observe(root: &Path, options: CompileOptions) -> (Origin, Vec<Str
             &ctx,
             "behaviour.js",
             BEHAVIOUR_SRC.as_bytes(),
-            vec![],
             options,
         )
         .unwrap();
@@ -323,8 +322,10 @@ fn a_cached_module_behaves_exactly_like_a_compiled_one() {
     }
 }
 
+/// The built-module path: a hit skips the build; an edit to any file the map names, or to the
+/// build's configuration, makes it build again; the map and the sidecar come back on a hit.
 #[test]
-fn editing_a_bundled_helper_invalidates_the_bundle() {
+fn a_built_module_skips_its_build_until_an_input_or_the_configuration_changes() {
     let tmp = common::tempdir();
     let dir = tmp.path().canonicalize().unwrap();
     fs::write(
@@ -333,42 +334,49 @@ fn editing_a_bundled_helper_invalidates_the_bundle() {
     )
     .unwrap();
     fs::write(dir.join("helper.js"), "export const h = () => 1;").unwrap();
-    // What a bundler would emit for those two files.
+    // What a bundler would emit for those two files (its map names both).
     let bundle = "const h = () => 1; export const v = h();";
-    let map = r#"{"version":3,"sources":["entry.js","helper.js"],"names":[],"mappings":""}"#;
-    let inputs = || -> Vec<Input> {
-        collect_inputs(&[dir.join("entry.js")], Some(map), &dir)
-            .into_iter()
-            .map(Input::path)
-            .collect()
-    };
-    assert_eq!(inputs().len(), 2);
+    let map = r#"{"version":3,"sources":["entry.js","helper.js"],"names":[],"mappings":"AAAA"}"#;
     let cache = Cache::open(dir.join("cache")).unwrap();
-    let declare = || {
+    let builds = std::cell::Cell::new(0);
+    let entry = dir.join("entry.js");
+    let declare = |config: &[u8]| {
+        let key = quickjs::BuildKey {
+            name: "bundle.js",
+            entries: &[entry.as_path()],
+            config,
+            options: CompileOptions::default(),
+        };
         let runtime = Runtime::new().unwrap();
         let context = Context::full(&runtime).unwrap();
         context.with(|ctx| {
-            quickjs::declare_cached(
-                &cache,
-                &ctx,
-                "bundle.js",
-                bundle.as_bytes(),
-                inputs(),
-                CompileOptions::default(),
-            )
-            .unwrap()
-            .1
+            let built = quickjs::declare_built(&cache, &ctx, &key, || {
+                builds.set(builds.get() + 1);
+                Ok::<_, bytecode_pack::Error>(quickjs::Build {
+                    source: bundle.into(),
+                    source_map: Some(map.into()),
+                    map_base: Some(dir.clone()),
+                    aux: Some("metafile".into()),
+                    inputs: vec![],
+                })
+            })
+            .unwrap();
+            assert_eq!(built.aux(), Some("metafile"));
+            let stored_map = built.source_map().expect("the map comes back");
+            assert!(stored_map.contains("helper.js"), "{stored_map}");
+            built.origin
         })
     };
-    assert_eq!(declare(), Origin::Compiled);
-    assert_eq!(declare(), Origin::Cache);
+    assert_eq!(declare(b"v1"), Origin::Compiled);
+    assert_eq!(declare(b"v1"), Origin::Cache);
+    assert_eq!(builds.get(), 1, "a hit does not build");
     fs::write(dir.join("helper.js"), "export const h = () => 2;").unwrap();
-    assert_eq!(
-        declare(),
-        Origin::Compiled,
-        "an edited helper invalidates the bundle"
-    );
-    assert_eq!(declare(), Origin::Cache);
+    assert_eq!(declare(b"v1"), Origin::Compiled, "an edited helper");
+    assert_eq!(declare(b"v1"), Origin::Cache);
+    assert_eq!(declare(b"v2"), Origin::Compiled, "another configuration");
+    fs::remove_file(dir.join("helper.js")).unwrap();
+    assert_eq!(declare(b"v2"), Origin::Compiled, "a deleted input");
+    assert_eq!(builds.get(), 4);
 }
 
 #[test]

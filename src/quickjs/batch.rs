@@ -61,6 +61,8 @@ pub(crate) struct PendingModule {
     name: String,
     bytecode: Vec<u8>,
     input: Input,
+    /// Its source map, ready to store, and the map file it came from (an input too).
+    map: Option<(Arc<str>, Option<Input>)>,
     /// For a module under a root: the key of its content's pointer (`None`: a pointer to
     /// another tree's entry stands, and is left pointing there), and the root its input is
     /// recorded under.
@@ -76,12 +78,14 @@ impl PendingModule {
         name: &str,
         bytecode: Vec<u8>,
         input: Input,
+        map: Option<(Arc<str>, Option<Input>)>,
     ) -> Self {
         PendingModule {
             key,
             name: name.to_owned(),
             bytecode,
             input,
+            map,
             place,
         }
     }
@@ -89,9 +93,13 @@ impl PendingModule {
     /// Its entries: the bytecode where the source lies, and the pointer to it from its
     /// content.
     fn entries(&self) -> Vec<(Key, NewEntry<'_>)> {
-        let entry = NewEntry::new(&self.name, &self.bytecode)
-            .engine_bytecode()
-            .inputs(vec![self.input.clone()]);
+        let mut inputs = vec![self.input.clone()];
+        let mut entry = NewEntry::new(&self.name, &self.bytecode).engine_bytecode();
+        if let Some((json, file)) = &self.map {
+            entry = entry.source_map(json);
+            inputs.extend(file.clone());
+        }
+        let entry = entry.inputs(inputs);
         let Some((pointer, root)) = &self.place else {
             return vec![(self.key, entry)];
         };
@@ -110,7 +118,8 @@ impl PendingModule {
             Some((Some(_), _)) => segment(16),
             _ => 0,
         };
-        segment(self.bytecode.len()) + pointer
+        let map = self.map.as_ref().map_or(0, |(json, _)| segment(json.len()));
+        segment(self.bytecode.len()) + pointer + map
     }
 }
 

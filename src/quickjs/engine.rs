@@ -1,7 +1,29 @@
-//! The engine side's only `unsafe`: handing verified bytecode to `Module::load`, and loading a
-//! module graph without evaluating it. (The storage side's is in `unsafe_io`.)
+//! The engine side's only `unsafe`: handing verified bytecode to `Module::load`, loading a
+//! module graph without evaluating it, and keeping the runtime's source maps in its userdata.
+//! (The storage side's is in `unsafe_io`.)
 
+use std::sync::Arc;
+
+use super::stack::{RuntimeMaps, SourceMaps};
 use crate::entry::Hit;
+
+// SAFETY: `RuntimeMaps` holds no value tied to a runtime (no `'js` lifetime anywhere in it),
+// so it is the same type under every lifetime, as rquickjs's own impls for `String` or
+// `Arc<T>` declare.
+unsafe impl<'js> rquickjs::JsLifetime<'js> for RuntimeMaps {
+    type Changed<'to> = RuntimeMaps;
+}
+
+/// The source maps of `ctx`'s runtime, made on first use.
+pub(crate) fn runtime_maps(ctx: &rquickjs::Ctx<'_>) -> Arc<SourceMaps> {
+    if let Some(maps) = ctx.userdata::<RuntimeMaps>() {
+        return Arc::clone(&maps.0);
+    }
+    let maps = Arc::new(SourceMaps::default());
+    // Only fails while the userdata is borrowed, which nothing here holds across this call.
+    let _ = ctx.store_userdata(RuntimeMaps(Arc::clone(&maps)));
+    maps
+}
 
 /// Hands a hit's bytecode to QuickJS.
 pub(crate) fn load_verified_bytecode<'js>(

@@ -8,7 +8,8 @@ use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
 
 use super::batch::{EXIT_LOCK_WAIT, PendingModule, Side, StartBatch};
-use super::{CompileOptions, compile_js, load};
+use super::stack::{self, MapSource};
+use super::{CompileOptions, compile_js, load, maps};
 use crate::LookupOptions;
 use crate::cache::Cache;
 use crate::entry::Hit;
@@ -125,6 +126,9 @@ impl PackLoader {
         if let Some(hit) = self.cache.lookup_with(&key, lookup).ok()
             && let Some(module) = self.load_hit(ctx, name, &hit)
         {
+            if let Some(map) = MapSource::of_hit(&self.cache, key, &hit) {
+                stack::register(ctx, name, map);
+            }
             return Ok(module);
         }
         // The resolver checked a file was there; what is there now may be a FIFO.
@@ -133,16 +137,16 @@ impl PackLoader {
         let (source, meta) = crate::fsys::read_user_file(&path, MAX_SOURCE_LEN)?;
         // The bytes read are the input recorded: an edit racing this load cannot be cached as
         // the old content.
-        let input = Input::read_by_compiler(path, &source, &meta, read_from);
+        let input = Input::read_by_compiler(path.clone(), &source, &meta, read_from);
+        // Without debug information no frame has a position to map.
+        let map = (!self.options.strip_debug)
+            .then(|| maps::find(name, &source, &path))
+            .flatten();
         let Some(root) = located else {
             let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-            self.store(PendingModule::new(
-                key,
-                None,
-                name,
-                bytecode.into_bytes(),
-                input,
-            ));
+            let map = self.made_map(ctx, name, map);
+            let bytecode = bytecode.into_bytes();
+            self.store(PendingModule::new(key, None, name, bytecode, input, map));
             return Ok(module);
         };
         // This content compiled in another tree (a copy of this one, another worktree): its
@@ -150,19 +154,47 @@ impl PackLoader {
         // The pointer stays with the tree that compiled the content (a throwaway copy deleted
         // later takes nothing from it); a tree that compiles it (again) points it home.
         let pointer = self.options.key(Key::for_source(name, &source), name);
-        if let Some(hit) = self.compiled_elsewhere(&pointer, name, input.content_hash())
+        // The content the other tree's entry must have recorded: this module's, and its map
+        // file's (whose sources, kept relative to the root, are the same here).
+        let contents = [
+            input.content_hash(),
+            map.as_ref().and_then(|m| m.file.as_ref()?.content_hash()),
+        ];
+        let contents = contents.into_iter().flatten();
+        if let Some(hit) = self.compiled_elsewhere(&pointer, name, contents)
             && let Some(module) = self.load_hit(ctx, name, &hit)
         {
             let bytecode = hit.bytecode().to_vec();
+            let held = hit.source_map().map(Arc::<str>::from);
+            if let Some(json) = &held {
+                stack::register(ctx, name, MapSource::Held(Arc::clone(json)));
+            }
+            let map = held.map(|json| (json, map.and_then(|m| m.file)));
             let place = Some((None, Arc::clone(root)));
-            self.store(PendingModule::new(key, place, name, bytecode, input));
+            self.store(PendingModule::new(key, place, name, bytecode, input, map));
             return Ok(module);
         }
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
+        let map = self.made_map(ctx, name, map);
         let place = Some((Some(pointer), Arc::clone(root)));
         let bytecode = bytecode.into_bytes();
-        self.store(PendingModule::new(key, place, name, bytecode, input));
+        self.store(PendingModule::new(key, place, name, bytecode, input, map));
         Ok(module)
+    }
+
+    /// The map found for module `name` just compiled, made ready to store (sources relative
+    /// to the root) and registered for its stack frames.
+    fn made_map(
+        &self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        found: Option<maps::FoundMap>,
+    ) -> Option<(Arc<str>, Option<Input>)> {
+        let found = found?;
+        let file = found.file.clone();
+        let json: Arc<str> = found.normalized(name, &self.cwd)?.into();
+        stack::register(ctx, name, MapSource::Held(Arc::clone(&json)));
+        Some((json, file))
     }
 
     /// The entry another tree stored module `name` in when it had exactly the content whose
@@ -172,7 +204,7 @@ impl PackLoader {
         &self,
         pointer: &Key,
         name: &str,
-        content: Option<[u8; 16]>,
+        contents: impl Iterator<Item = [u8; 16]>,
     ) -> Option<Hit> {
         let unchecked = LookupOptions::default()
             .refresh_interval(REFRESH_INTERVAL)
@@ -180,9 +212,10 @@ impl PackLoader {
         let target = self.cache.lookup_with(pointer, unchecked).ok()?;
         let target = Key::from_bytes(target.bytecode().try_into().ok()?);
         let hit = self.cache.lookup_with(&target, unchecked).ok()?;
+        let mut contents = contents.peekable();
         let same = hit.module_name() == name
-            && content.is_some()
-            && hit.recorded_input_hashes().eq(content);
+            && contents.peek().is_some()
+            && hit.recorded_input_hashes().eq(contents);
         same.then_some(hit)
     }
 

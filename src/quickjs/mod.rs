@@ -32,12 +32,22 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Bundles: a host that compiles one module from many files passes every file as an input,
-//! e.g. [`crate::collect_inputs`] over the bundle's source map (it returns paths:
-//! `.into_iter().map(Input::path).collect()` makes them the `Vec<Input>` that
-//! [`declare_cached`] takes), so that editing any helper invalidates the bundle. A source map
-//! may omit files the bundler inlined completely (a module of constants, a re-export), so a
-//! host with a bundler should add the bundler's own module graph to the inputs too.
+//! Bundles and transpiled files: [`declare_built`] looks a built module up by its build's
+//! entry files and configuration, and runs the build only on a miss; the build's source map
+//! `sources` become the module's inputs, so that editing any of them makes it miss. A source
+//! map may omit files the bundler inlined completely (a module of constants, a re-export), so
+//! a host with a bundler adds the bundler's own module graph to the build's inputs too.
+//!
+//! **Stack traces in the user's files.** Frames of modules that carry a source map name the
+//! original file, line and column, as `node --enable-source-maps` does: modules
+//! [`PackLoader`] loads whose source ends with a `//# sourceMappingURL=` comment (a `.map` file
+//! beside them, which is then one of the module's inputs, or an inline `data:` URL), and
+//! modules [`declare_built`] gives with a map. Nothing to switch on; on a first start and a
+//! warm one alike. A map is parsed the first time a stack passes through its module, not at
+//! load. A host's own `Error.prepareStackTrace` keeps working, and is given the mapped call
+//! sites. A map that cannot be used (malformed, missing, too large, not a regular file, or
+//! naming sources outside the working directory) leaves its frames as they are, with one
+//! warning.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -45,12 +55,16 @@ use rquickjs::module::Declared;
 use rquickjs::{CatchResultExt, Ctx, Module, WriteOptions};
 
 mod batch;
+mod built;
 #[allow(unsafe_code)]
 mod engine;
 mod loader;
+mod maps;
 mod precompile;
 pub(crate) mod resolver;
+mod stack;
 
+pub use built::{Build, BuildKey, BuiltModule, declare_built};
 pub use loader::PackLoader;
 pub use precompile::{Precompile, PrecompileReport, precompile};
 pub use resolver::PackResolver;
@@ -58,7 +72,6 @@ pub use resolver::PackResolver;
 use crate::cache::Cache;
 use crate::entry::{Hit, NewEntry};
 use crate::error::{Error, Result};
-use crate::freshness::Input;
 use crate::key::Key;
 
 /// How bytecode is written. Part of the cache key: entries written with other options are
@@ -199,15 +212,12 @@ pub fn load<'js>(ctx: &Ctx<'js>, hit: &Hit) -> Result<Module<'js, Declared>> {
     Ok(module)
 }
 
-/// The one-call path for hosts: module `name` with `source`, from the cache when an entry for
-/// exactly this name, source and options exists and its `inputs` are unchanged, else compiled
-/// and stored. Returns the declared module (not yet evaluated) and where it came from.
-///
-/// Pass as `inputs` every file the source was built from (for a bundle, its source map's
-/// `sources` via [`crate::collect_inputs`], whose paths become inputs with
-/// `.into_iter().map(Input::path).collect()`, plus the bundler's module graph): editing any of
-/// them makes the entry miss. A failure to store is logged, not returned: the cache is an
-/// optimisation.
+/// The compile-only path: module `name` with `source`, from the cache when an entry for
+/// exactly this name, source and options exists, else compiled and stored. Returns the
+/// declared module (not yet evaluated) and where it came from. The key is the source itself,
+/// so nothing else is checked; a host that builds its source (a bundle, a transpiled file)
+/// uses [`declare_built`] instead, which skips the build too. A failure to store is logged,
+/// not returned: the cache is an optimisation.
 ///
 /// ```
 /// use bytecode_pack::Cache;
@@ -223,7 +233,7 @@ pub fn load<'js>(ctx: &Ctx<'js>, hit: &Hit) -> Result<Module<'js, Declared>> {
 ///     let context = Context::full(&runtime)?;
 ///     context.with(|ctx| -> Result<(), bytecode_pack::Error> {
 ///         let (module, origin) =
-///             declare_cached(&cache, &ctx, "answer.js", source, vec![], CompileOptions::default())?;
+///             declare_cached(&cache, &ctx, "answer.js", source, CompileOptions::default())?;
 ///         assert_eq!(origin, expected);
 ///         let (module, promise) = module.eval().unwrap();
 ///         promise.finish::<()>().unwrap();
@@ -238,7 +248,6 @@ pub fn declare_cached<'js>(
     ctx: &Ctx<'js>,
     name: &str,
     source: &[u8],
-    inputs: Vec<Input>,
     options: CompileOptions,
 ) -> Result<(Module<'js, Declared>, Origin)> {
     let key = options.key(Key::for_source(name, source), name);
@@ -249,8 +258,7 @@ pub fn declare_cached<'js>(
         }
     }
     let (module, bytecode) = compile(ctx, name, source, options)?;
-    let entry = bytecode.entry(name).inputs(inputs);
-    if let Err(e) = cache.put(&key, &entry) {
+    if let Err(e) = cache.put(&key, &bytecode.entry(name)) {
         log::warn!("bytecode-pack: cannot cache {name}: {e}");
     }
     Ok((module, Origin::Compiled))

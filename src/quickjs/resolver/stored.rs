@@ -447,7 +447,9 @@ mod tests {
                 dev: 5,
             }),
             recorded_at_ns: 6,
-            listing: n.is_multiple_of(2).then_some(Listing(u128::MAX - n as u128)),
+            listing: n
+                .is_multiple_of(2)
+                .then_some(Listing(u128::MAX - n as u128)),
         }
     }
 

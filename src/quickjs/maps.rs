@@ -1,0 +1,264 @@
+//! A module's source map, found and made ready to store: from the `//# sourceMappingURL=`
+//! comment that ends its source (a `.map` file beside it, or an inline `data:` URL), or
+//! given by a host's build; its `sources` rewritten relative to the project root and its
+//! `sourcesContent` dropped, so that a stored map names the user's files wherever the tree
+//! lies and costs only its mappings.
+//!
+//! A map that cannot be used (missing, malformed, truncated, too large, a special file, or
+//! naming sources outside the project) is left out with one warning: the module loads and its
+//! frames keep their generated positions.
+
+use std::path::{Component, Path, PathBuf};
+
+use sourcemap::{DecodedMap, SourceMap};
+
+use crate::freshness::Input;
+
+/// The largest source map read or kept, 16 MiB: far past what a module's map takes. A larger
+/// one is refused before it is read.
+pub(crate) const MAX_MAP_LEN: u64 = 16 << 20;
+
+/// A module's map as found: parsed, the directory its sources are relative to, and the map
+/// file as read (an input of the module's entry: an edited map is used by the next start;
+/// `None` for an inline map, which the module's own content covers).
+pub(crate) struct FoundMap {
+    map: DecodedMap,
+    base: PathBuf,
+    pub file: Option<Input>,
+}
+
+impl FoundMap {
+    /// The map, ready to store: sources relative to `root`. `None`, with one warning, if it
+    /// names sources outside the project.
+    pub(crate) fn normalized(self, name: &str, root: &Path) -> Option<String> {
+        normalized(self.map, &self.base, root, Outside::Refused)
+            .map_err(|why| warn(name, &why))
+            .ok()
+    }
+}
+
+/// Module `name`'s map, if its `source` (read from `path`, to which a map URL is relative)
+/// names one. `None` if it names none, or (with one warning) if the map cannot be read.
+pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
+    let url = mapping_url(source)?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let found = if let Some(data) = url.strip_prefix("data:") {
+        inline(data).map(|map| FoundMap {
+            map,
+            base: dir.to_path_buf(),
+            file: None,
+        })
+    } else if url.contains("://") {
+        Err(format!("{url}: not a file beside the module"))
+    } else {
+        external(&dir.join(url))
+    };
+    found.map_err(|why| warn(name, &why)).ok()
+}
+
+/// A map a host's build returned for module `name`: its `sources` relative to `base`, kept
+/// relative to `root` where they lie under it (else absolute: the host chose them). `None`,
+/// with one warning, if it cannot be used.
+pub(crate) fn of_build(name: &str, map: &str, base: &Path, root: &Path) -> Option<String> {
+    if map.len() as u64 > MAX_MAP_LEN {
+        warn(name, &format!("{} bytes, over {MAX_MAP_LEN}", map.len()));
+        return None;
+    }
+    sourcemap::decode_slice(map.as_bytes())
+        .map_err(|e| format!("malformed: {e}"))
+        .and_then(|map| normalized(map, base, root, Outside::Absolute))
+        .map_err(|why| warn(name, &why))
+        .ok()
+}
+
+fn warn(name: &str, why: &str) {
+    log::warn!(
+        "bytecode-pack: {name}: source map not used ({why}); its stack frames keep their \
+         generated positions"
+    );
+}
+
+/// The URL of the `sourceMappingURL` comment on the source's last non-blank line, as
+/// JavaScript engines and Node read it (an earlier one, in a string or a comment, is not the
+/// module's).
+pub(crate) fn mapping_url(source: &[u8]) -> Option<&str> {
+    let end = source.iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
+    let start = source[..end]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let line = std::str::from_utf8(&source[start..end]).ok()?;
+    let url = line
+        .strip_prefix("//# sourceMappingURL=")
+        .or_else(|| line.strip_prefix("//@ sourceMappingURL="))?
+        .trim();
+    (!url.is_empty() && !url.contains(char::is_whitespace)).then_some(url)
+}
+
+/// An inline map: `data:` (already stripped) followed by a JSON media type and base64.
+fn inline(data: &str) -> Result<DecodedMap, String> {
+    // Base64 takes 4 bytes for 3.
+    if data.len() as u64 > MAX_MAP_LEN / 3 * 4 + 64 {
+        return Err(format!(
+            "inline map of {} bytes, over {MAX_MAP_LEN}",
+            data.len()
+        ));
+    }
+    sourcemap::decode_data_url(&format!("data:{data}")).map_err(|e| format!("inline map: {e}"))
+}
+
+/// A map file: read bounded (a FIFO, a device or a directory is refused, never read), parsed.
+fn external(path: &Path) -> Result<FoundMap, String> {
+    let read_from = crate::freshness::now_nanos();
+    let (bytes, meta) =
+        crate::fsys::read_user_file(path, MAX_MAP_LEN).map_err(|e| e.to_string())?;
+    let map = sourcemap::decode_slice(&bytes)
+        .map_err(|e| format!("{}: malformed: {e}", path.display()))?;
+    Ok(FoundMap {
+        map,
+        base: path.parent().unwrap_or(Path::new("")).to_path_buf(),
+        file: Some(Input::read_by_compiler(
+            path.to_path_buf(),
+            &bytes,
+            &meta,
+            read_from,
+        )),
+    })
+}
+
+/// What becomes of a map's source outside the project root.
+#[derive(Clone, Copy)]
+enum Outside {
+    /// The map is not used: a module's map names files outside the tree it lies in.
+    Refused,
+    /// Kept as an absolute path.
+    Absolute,
+}
+
+/// The map with every source resolved against `base` (and the map's `sourceRoot`) and kept
+/// relative to `root`, with no `sourcesContent`, as JSON. Sources that are URLs other than
+/// `file:` are kept as they are (they name no file).
+fn normalized(
+    map: DecodedMap,
+    base: &Path,
+    root: &Path,
+    outside: Outside,
+) -> Result<String, String> {
+    let mut map: SourceMap = match map {
+        DecodedMap::Regular(map) => map,
+        DecodedMap::Index(index) => index.flatten().map_err(|e| format!("index map: {e}"))?,
+        DecodedMap::Hermes(hermes) => (*hermes).clone(),
+    };
+    // Each source with the map's `sourceRoot` applied.
+    let sources: Vec<String> = (0..map.get_source_count())
+        .map(|idx| map.get_source(idx).unwrap_or("").to_owned())
+        .collect();
+    map.set_source_root(None::<&str>);
+    let root = lexical(root);
+    for (idx, source) in (0..).zip(sources) {
+        let kept = match source.split_once("://") {
+            Some(("file", path)) => relative_in(&root, &lexical(Path::new(path)), outside)?,
+            Some(_) => source,
+            None => relative_in(&root, &lexical(&base.join(&source)), outside)?,
+        };
+        map.set_source(idx, &kept);
+        map.set_source_contents(idx, None);
+    }
+    let mut json = Vec::new();
+    map.to_writer(&mut json).map_err(|e| e.to_string())?;
+    String::from_utf8(json).map_err(|e| e.to_string())
+}
+
+/// `path` relative to `root` ("" for the root itself); if it lies outside, as `outside`
+/// says.
+fn relative_in(root: &Path, path: &Path, outside: Outside) -> Result<String, String> {
+    let relative = match (path.strip_prefix(root), outside) {
+        (Ok(relative), _) => relative,
+        (Err(_), Outside::Absolute) => path,
+        (Err(_), Outside::Refused) => {
+            return Err(format!(
+                "source {} lies outside the project",
+                path.display()
+            ));
+        }
+    };
+    relative
+        .to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("source {} is not UTF-8", path.display()))
+}
+
+/// `path` made absolute against the working directory, with `.` and `..` applied to its
+/// text (a map's sources need not exist: they are never opened).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = if path.is_absolute() {
+        PathBuf::new()
+    } else {
+        std::env::current_dir().unwrap_or_default()
+    };
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_is_read_from_the_last_non_blank_line_only() {
+        let cases: [(&[u8], Option<&str>); 7] = [
+            (b"x;\n//# sourceMappingURL=a.js.map", Some("a.js.map")),
+            (
+                b"x;\n//# sourceMappingURL=a.js.map\n\n  \n",
+                Some("a.js.map"),
+            ),
+            (b"//@ sourceMappingURL=old.map", Some("old.map")),
+            (b"//# sourceMappingURL=a.map\nx;", None),
+            (b"x; //# sourceMappingURL=a.map", None),
+            (b"x;\n//# sourceMappingURL=", None),
+            (b"", None),
+        ];
+        for (source, url) in cases {
+            assert_eq!(
+                mapping_url(source),
+                url,
+                "{:?}",
+                String::from_utf8_lossy(source)
+            );
+        }
+    }
+
+    #[test]
+    fn sources_are_kept_relative_to_the_root_and_outside_ones_refused() {
+        let map = r#"{"version":3,"sources":["../src/a.ts","b.ts"],"sourcesContent":["x","y"],"names":[],"mappings":"AAAA"}"#;
+        let json = of_build("m", map, Path::new("/p/dist"), Path::new("/p")).unwrap();
+        let kept = SourceMap::from_slice(json.as_bytes()).unwrap();
+        let sources: Vec<_> = kept.sources().collect();
+        assert_eq!(sources, ["src/a.ts", "dist/b.ts"]);
+        assert!(
+            kept.get_source_contents(0).is_none(),
+            "sourcesContent dropped"
+        );
+        let outside = of_build("m", map, Path::new("/p/dist"), Path::new("/p/dist/x")).unwrap();
+        let kept = SourceMap::from_slice(outside.as_bytes()).unwrap();
+        assert_eq!(kept.get_source(0), Some("/p/src/a.ts"), "kept absolute");
+        let found = FoundMap {
+            map: sourcemap::decode_slice(map.as_bytes()).unwrap(),
+            base: "/p/dist".into(),
+            file: None,
+        };
+        assert!(
+            found.normalized("m", Path::new("/p/dist/x")).is_none(),
+            "refused"
+        );
+        assert!(of_build("m", "{\"version\":3,", Path::new("/p"), Path::new("/p")).is_none());
+    }
+}

@@ -1,0 +1,244 @@
+//! Stack traces in the user's files: frames of modules that carry a source map name the
+//! original file, line and column, as `node --enable-source-maps` does.
+//!
+//! Each runtime keeps one [`SourceMaps`]: for each module with a map, where its map is (the
+//! cache entry it was loaded from, checked by hash, or the bytes a first start just made),
+//! and the maps parsed so far. Loading a module only registers it; a map is read from the
+//! cache and parsed the first time a stack passes through the module, and parsed maps are
+//! kept for the runtime's life within [`MOST_PARSED_BYTES`].
+//!
+//! The mapping rides on quickjs-ng's V8-style `Error.prepareStackTrace`: the first module with
+//! a map that a context loads installs a function there that maps each call site and formats
+//! the stack as QuickJS itself does. A host's own `Error.prepareStackTrace`, set before or
+//! after, keeps working: it is called with the mapped call sites, and reading the property
+//! gives back the host's function.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use rquickjs::{Ctx, Function, Object};
+use rustc_hash::{FxHashMap, FxHashSet};
+use sourcemap::SourceMap;
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::LookupOptions;
+use crate::cache::Cache;
+use crate::key::Key;
+
+/// Bytes of maps kept parsed per runtime (counted as their JSON's length); past it the
+/// longest unused is dropped, and parsed again if a stack needs it.
+pub(crate) const MOST_PARSED_BYTES: usize = 64 << 20;
+
+/// The global property a context that maps its stacks carries (not enumerable).
+const INSTALLED: &str = "__bytecodePackStackMaps";
+
+/// Where a module's map is.
+pub(crate) enum MapSource {
+    /// In the cache entry under `key`, as the module's source map, whose JSON hashes to
+    /// `hash` (XXH3-64): a different map under that key since (the module recompiled by
+    /// another process) is not this module's, and is not used.
+    Stored { cache: Cache, key: Key, hash: u64 },
+    /// In memory: a map this start made (it is stored at the start's end).
+    Held(Arc<str>),
+}
+
+impl MapSource {
+    /// The map of a cache hit, if it has one.
+    pub(crate) fn of_hit(cache: &Cache, key: Key, hit: &crate::Hit) -> Option<MapSource> {
+        let json = hit.source_map()?;
+        Some(MapSource::Stored {
+            cache: cache.clone(),
+            key,
+            hash: xxh3_64(json.as_bytes()),
+        })
+    }
+}
+
+/// A runtime's source maps.
+#[derive(Default)]
+pub(crate) struct SourceMaps {
+    state: Mutex<Maps>,
+}
+
+#[derive(Default)]
+struct Maps {
+    modules: FxHashMap<String, MapSource>,
+    parsed: FxHashMap<String, Parsed>,
+    /// Parsed modules, least recently used first.
+    order: VecDeque<String>,
+    parsed_bytes: usize,
+    /// Modules whose map was found unusable (warned once, never tried again).
+    unusable: FxHashSet<String>,
+}
+
+struct Parsed {
+    map: Arc<SourceMap>,
+    bytes: usize,
+}
+
+/// What the runtime keeps: its [`SourceMaps`].
+pub(crate) struct RuntimeMaps(pub(crate) Arc<SourceMaps>);
+
+impl SourceMaps {
+    /// Where `line` and `col` (1-based, as QuickJS counts them) of module `module` come from:
+    /// the original file (relative to the project root), line and column (1-based). `None`
+    /// where the module has no usable map or the position maps to no source.
+    pub(crate) fn original(&self, module: &str, line: u32, col: u32) -> Option<(String, u32, u32)> {
+        let map = self.parsed(module)?;
+        let token = map.lookup_token(line.checked_sub(1)?, col.saturating_sub(1))?;
+        let source = token.get_source()?;
+        Some((
+            source.to_owned(),
+            token.get_src_line() + 1,
+            token.get_src_col() + 1,
+        ))
+    }
+
+    /// Module `module`'s map, parsed (once, then kept within the budget).
+    fn parsed(&self, module: &str) -> Option<Arc<SourceMap>> {
+        let mut state = self.state.lock();
+        if let Some(parsed) = state.parsed.get(module) {
+            let map = Arc::clone(&parsed.map);
+            state.touch(module);
+            return Some(map);
+        }
+        if state.unusable.contains(module) {
+            return None;
+        }
+        let json = match state.modules.get(module)? {
+            MapSource::Held(json) => Ok(Arc::clone(json)),
+            MapSource::Stored { cache, key, hash } => stored_map(cache, key, *hash),
+        };
+        let parsed = json.and_then(|json| {
+            let map = SourceMap::from_slice(json.as_bytes()).map_err(|e| e.to_string())?;
+            Ok((Arc::new(map), json.len()))
+        });
+        match parsed {
+            Ok((map, bytes)) => {
+                state.keep(module, Arc::clone(&map), bytes);
+                Some(map)
+            }
+            Err(why) => {
+                log::warn!(
+                    "bytecode-pack: {module}: source map not used ({why}); its stack frames \
+                     keep their generated positions"
+                );
+                state.unusable.insert(module.to_owned());
+                None
+            }
+        }
+    }
+}
+
+/// A stored map's JSON, if the entry still holds the one registered.
+fn stored_map(cache: &Cache, key: &Key, hash: u64) -> Result<Arc<str>, String> {
+    let unchecked = LookupOptions::default().without_input_checks();
+    let hit = cache
+        .lookup_with(key, unchecked)
+        .map_err(|_| "its cache entry is gone".to_owned())?;
+    let json = hit
+        .source_map()
+        .filter(|json| xxh3_64(json.as_bytes()) == hash)
+        .ok_or_else(|| "its cache entry holds another map now".to_owned())?;
+    Ok(json.into())
+}
+
+impl Maps {
+    fn touch(&mut self, module: &str) {
+        if let Some(at) = self.order.iter().position(|m| m == module) {
+            let module = self.order.remove(at).expect("position is in range");
+            self.order.push_back(module);
+        }
+    }
+
+    fn keep(&mut self, module: &str, map: Arc<SourceMap>, bytes: usize) {
+        while self.parsed_bytes + bytes > MOST_PARSED_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(dropped) = self.parsed.remove(&oldest) {
+                self.parsed_bytes -= dropped.bytes;
+            }
+        }
+        self.parsed_bytes += bytes;
+        self.order.push_back(module.to_owned());
+        self.parsed.insert(module.to_owned(), Parsed { map, bytes });
+    }
+}
+
+/// Registers module `name`'s map with the runtime of `ctx`, and makes the context map its
+/// stacks. A failure leaves the frames as they are (logged once per context).
+pub(crate) fn register(ctx: &Ctx<'_>, name: &str, source: MapSource) {
+    let maps = super::engine::runtime_maps(ctx);
+    maps.state.lock().modules.insert(name.to_owned(), source);
+    if let Err(e) = install(ctx, &maps) {
+        log::warn!("bytecode-pack: cannot map stack traces to source files: {e}");
+    }
+}
+
+/// Installs the mapping `Error.prepareStackTrace` in `ctx`, once.
+fn install(ctx: &Ctx<'_>, maps: &Arc<SourceMaps>) -> rquickjs::Result<()> {
+    let globals = ctx.globals();
+    if globals.contains_key(INSTALLED)? {
+        return Ok(());
+    }
+    let maps = Arc::clone(maps);
+    let original = Function::new(ctx.clone(), move |module: String, line: u32, col: u32| {
+        maps.original(&module, line, col)
+            .map(|(file, line, col)| rquickjs::convert::List((file, line, col)))
+    })?;
+    let setup: Function = ctx.eval(GLUE)?;
+    setup.call::<_, ()>((original,))?;
+    let flag = Object::new(ctx.clone())?;
+    globals.prop(INSTALLED, rquickjs::object::Property::from(flag))?;
+    Ok(())
+}
+
+/// Installs `prepare` as the engine's `Error.prepareStackTrace` (through the original
+/// setter) and puts an accessor in its place that keeps the host's own function: `prepare`
+/// maps the call sites and passes them to it, or formats them as QuickJS does.
+const GLUE: &str = r#"(original) => {
+  const slot = Object.getOwnPropertyDescriptor(Error, "prepareStackTrace");
+  let host = slot.get.call(Error);
+  const name = (site) => {
+    const n = site.getFunctionName();
+    return n === null || n === "" ? "<anonymous>" : n;
+  };
+  const format = (site) => {
+    if (site.isNative()) return `    at ${name(site)} (native)`;
+    const file = site.getFileName() ?? "<null>";
+    const line = site.getLineNumber();
+    const where = line === null ? file : `${file}:${line}:${site.getColumnNumber()}`;
+    if (site.getFunction() === null && site.getFunctionName() === null) return `    at ${where}`;
+    return `    at ${name(site)} (${where})`;
+  };
+  const mapped = (site) => {
+    const file = site.getFileName(), line = site.getLineNumber(), col = site.getColumnNumber();
+    if (typeof file !== "string" || typeof line !== "number" || typeof col !== "number") return site;
+    const at = original(file, line, col);
+    if (at === undefined) return site;
+    return {
+      getFileName: () => at[0],
+      getLineNumber: () => at[1],
+      getColumnNumber: () => at[2],
+      getFunctionName: () => site.getFunctionName(),
+      getFunction: () => site.getFunction(),
+      isNative: () => site.isNative(),
+      isConstructor: () => site.isConstructor(),
+      toString() { return format(this).slice(7); },
+    };
+  };
+  const prepare = (error, sites) => {
+    const list = sites.map(mapped);
+    if (typeof host === "function") return host.call(Error, error, list);
+    return list.map((site) => format(site) + "\n").join("");
+  };
+  slot.set.call(Error, prepare);
+  Object.defineProperty(Error, "prepareStackTrace", {
+    configurable: true,
+    enumerable: slot.enumerable,
+    get() { return host; },
+    set(value) { host = value; },
+  });
+}"#;

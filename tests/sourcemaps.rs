@@ -1,0 +1,397 @@
+//! Stack frames of modules that carry source maps name the original files and lines, as
+//! `node --enable-source-maps` names them, on a first start and on a warm one; bad maps never
+//! break the program.
+//!
+//! The fixtures (`tests/fixtures/sourcemaps/`) are real `tsc` and `esbuild` output with Node's
+//! stacks for the same code; see their README. Each start is a child process (this binary
+//! re-invoked) whose working directory is a copy of the fixtures.
+#![cfg(feature = "quickjs")]
+#![cfg(unix)]
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytecode_pack::Cache;
+use bytecode_pack::quickjs::{self, PackLoader, PackResolver};
+use common::child::Child;
+use common::tree::copy_tree;
+use rquickjs::loader::FileResolver;
+use rquickjs::{CatchResultExt, Context, Module, Runtime};
+
+/// Prints warnings on stdout, for the parent to count.
+struct PrintWarnings;
+
+impl log::Log for PrintWarnings {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            println!("warn: {}", record.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// A host start: imports `BP_ENTRY` from a driver module that calls its `run()` and keeps
+/// the thrown error's stack (with `BP_HOST_PREPARE`, after setting its own
+/// `Error.prepareStackTrace`); prints the stack, what it compiled and the warnings.
+#[test]
+#[ignore = "entry point for child processes spawned by the other tests"]
+fn child() {
+    let Some(role) = common::child::role() else {
+        return;
+    };
+    log::set_logger(&PrintWarnings).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    let cache = Cache::open(common::child::path_var("BP_ROOT")).unwrap();
+    if role == "built" {
+        return built_bundle(&cache);
+    }
+    let entry = std::env::var("BP_ENTRY").unwrap();
+    let host = match std::env::var("BP_HOST_PREPARE").as_deref() {
+        Ok("before") => HOST_PREPARE,
+        _ => "",
+    };
+    let host_after = match std::env::var("BP_HOST_PREPARE").as_deref() {
+        Ok("after") => HOST_PREPARE,
+        _ => "",
+    };
+    let driver = format!(
+        "{host}\nimport {{ run }} from '{entry}';\n{host_after}\nError.stackTraceLimit = 100;\n\
+         let stack = 'did not throw';\ntry {{ run(); }} catch (e) {{ stack = e.stack; }}\n\
+         export {{ stack }};\n"
+    );
+    let runtime = Runtime::new().unwrap();
+    // A chain of 200 imports links 200 modules deep (the parent gives this thread the stack).
+    runtime.set_max_stack_size(32 << 20);
+    runtime.set_loader(
+        PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
+        PackLoader::new(cache.clone()),
+    );
+    let context = Context::full(&runtime).unwrap();
+    context.with(|ctx| {
+        let stack: String = Module::declare(ctx.clone(), "driver.js", driver)
+            .and_then(|m| m.eval())
+            .and_then(|(module, promise)| {
+                promise.finish::<()>()?;
+                module.get("stack")
+            })
+            .catch(&ctx)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for line in stack.lines() {
+            println!("stack: {line}");
+        }
+    });
+    drop(context);
+    drop(runtime);
+    println!("compiles={}", quickjs::process_counters().compiles);
+}
+
+/// A host of the bundle path: the esbuild bundle through `declare_built`, its build (reading
+/// the bundler's output, as if the bundler ran) counted; prints the stack of its `run()`.
+fn built_bundle(cache: &Cache) {
+    let entry = std::env::current_dir().unwrap().join("bundle-src/entry.ts");
+    let key = quickjs::BuildKey {
+        name: "bundle.js",
+        entries: &[entry.as_path()],
+        config: b"esbuild 0.28.2 --bundle --format=esm --sourcemap",
+        options: quickjs::CompileOptions::default(),
+    };
+    let runtime = Runtime::new().unwrap();
+    let context = Context::full(&runtime).unwrap();
+    context.with(|ctx| {
+        let built = quickjs::declare_built(cache, &ctx, &key, || {
+            println!("built");
+            Ok::<_, bytecode_pack::Error>(quickjs::Build {
+                source: fs::read_to_string("esbuild-bundle/bundle.js").unwrap(),
+                source_map: Some(fs::read_to_string("esbuild-bundle/bundle.js.map").unwrap()),
+                map_base: Some(std::env::current_dir().unwrap().join("esbuild-bundle")),
+                ..quickjs::Build::default()
+            })
+        })
+        .unwrap();
+        let (module, promise) = built.module.eval().unwrap();
+        promise.finish::<()>().unwrap();
+        let run: rquickjs::Function = module.get("run").unwrap();
+        ctx.globals().set("run", run).unwrap();
+        let stack: String = ctx
+            .eval(
+                "Error.stackTraceLimit = 100; let s = 'did not throw'; \
+                 try { run(); } catch (e) { s = e.stack; } s",
+            )
+            .unwrap();
+        for line in stack.lines() {
+            println!("stack: {line}");
+        }
+    });
+    println!("compiles={}", quickjs::process_counters().compiles);
+}
+
+/// A host's own `Error.prepareStackTrace`: one `file:line` per call site, joined by `|`.
+const HOST_PREPARE: &str = "Error.prepareStackTrace = (error, sites) => \
+     'host:' + sites.map((s) => `${s.getFileName()}:${s.getLineNumber()}`).join('|');";
+
+struct Start {
+    stack: Vec<String>,
+    compiles: u64,
+    warnings: Vec<String>,
+}
+
+fn start(project: &Path, cache: &Path, entry: &str, env: &[(&str, &str)]) -> Start {
+    let mut child = Child::new("start")
+        .env("RUST_MIN_STACK", (64 << 20).to_string())
+        .current_dir(project)
+        .env("BP_ROOT", cache)
+        .env("BP_ENTRY", entry);
+    for (name, value) in env {
+        child = child.env(name, value);
+    }
+    let out = child
+        .run_with_limit(Duration::from_secs(60))
+        .expect_success();
+    let lines = |prefix: &str| -> Vec<String> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(prefix))
+            .map(str::to_owned)
+            .collect()
+    };
+    Start {
+        stack: lines("stack: "),
+        compiles: lines("compiles=")[0].parse().unwrap(),
+        warnings: lines("warn: "),
+    }
+}
+
+/// A copy of the fixtures, and a cache beside it.
+fn fixtures() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (tmp, base) = common::canonical_tempdir();
+    let project = base.join("project");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sourcemaps"),
+        &project,
+    );
+    common::let_ctime_age();
+    (tmp, project, base.join("cache"))
+}
+
+/// `(file, line)` of each frame of a stack in QuickJS's (and V8's) format: `at name
+/// (file:line:col)` or `at file:line:col`.
+fn frames(stack: &[String]) -> Vec<(String, u32)> {
+    stack
+        .iter()
+        .filter_map(|line| {
+            let at = line.trim().strip_prefix("at ")?;
+            let place = match at.rsplit_once(" (") {
+                Some((_, place)) => place.strip_suffix(')')?,
+                None => at,
+            };
+            let mut parts = place.rsplitn(3, ':');
+            let (_col, line, file) = (parts.next()?, parts.next()?, parts.next()?);
+            Some((file.to_owned(), line.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Node's frames for `case`, without the driver's own (the last).
+fn node_frames(project: &Path, case: &str) -> Vec<(String, u32)> {
+    let text = fs::read_to_string(project.join(format!("expected-node/{case}.txt"))).unwrap();
+    let lines: Vec<String> = text.lines().map(|l| l.replace("<FIXTURES>/", "")).collect();
+    let mut frames = frames(&lines);
+    assert!(frames.pop().unwrap().0.ends_with("driver.mjs"));
+    frames
+}
+
+/// Our frames in the fixture's files (the driver's own dropped).
+fn our_frames(start: &Start) -> Vec<(String, u32)> {
+    let mut frames = frames(&start.stack);
+    frames.retain(|(file, _)| file != "driver.js");
+    frames
+}
+
+fn maps_as_node_does(case: &str, entry: &str) {
+    let (_tmp, project, cache) = fixtures();
+    let expected = node_frames(&project, case);
+    assert!(expected.len() >= 3, "{expected:?}");
+    let first = start(&project, &cache, entry, &[]);
+    assert!(first.compiles >= 1, "the first start compiles");
+    assert_eq!(
+        our_frames(&first),
+        expected,
+        "first start: {:?}",
+        first.stack
+    );
+    assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+    let warm = start(&project, &cache, entry, &[]);
+    assert_eq!(warm.compiles, 0, "the second start is warm");
+    assert_eq!(our_frames(&warm), expected, "warm start: {:?}", warm.stack);
+}
+
+#[test]
+fn tsc_output_with_map_files_names_the_typescript_lines() {
+    maps_as_node_does("tsc-external", "tsc-external/main.js");
+}
+
+#[test]
+fn tsc_output_with_inline_maps_names_the_typescript_lines() {
+    maps_as_node_does("tsc-inline", "tsc-inline/main.js");
+}
+
+#[test]
+fn an_esbuild_bundle_names_each_frame_in_its_own_source() {
+    maps_as_node_does("esbuild-bundle", "esbuild-bundle/bundle.js");
+    maps_as_node_does("esbuild-bundle-inline", "esbuild-bundle/bundle-inline.js");
+}
+
+#[test]
+fn two_hundred_modules_each_with_its_map_name_their_own_sources() {
+    maps_as_node_does("tsc-many", "tsc-many/entry.js");
+}
+
+/// The bundle path: built once, then a hit that skips the build; both map the bundle's frames
+/// to its 201 sources as Node does.
+#[test]
+fn a_built_bundles_frames_name_its_sources_on_a_build_and_on_a_hit() {
+    let (_tmp, project, cache) = fixtures();
+    let expected = node_frames(&project, "esbuild-bundle");
+    for (run, builds) in [("built", 1), ("hit", 0)] {
+        let out = Child::new("built")
+            .current_dir(&project)
+            .env("BP_ROOT", &cache)
+            .run_with_limit(Duration::from_secs(60))
+            .expect_success();
+        assert_eq!(
+            out.lines().filter(|l| *l == "built").count(),
+            builds,
+            "{run}"
+        );
+        let stack: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("stack: "))
+            .map(str::to_owned)
+            .collect();
+        let frames: Vec<_> = frames(&stack)
+            .into_iter()
+            .filter(|(file, _)| file.starts_with("bundle-src/"))
+            .collect();
+        assert_eq!(frames, expected, "{run}: {stack:?}");
+    }
+}
+
+/// A host's own `Error.prepareStackTrace`, set before or after the first mapped module loads,
+/// is what formats the stack, and it is given the mapped call sites.
+#[test]
+fn a_hosts_own_prepare_stack_trace_is_called_with_mapped_call_sites() {
+    let (_tmp, project, cache) = fixtures();
+    for when in ["before", "after", "before"] {
+        let s = start(
+            &project,
+            &cache,
+            "tsc-external/main.js",
+            &[("BP_HOST_PREPARE", when)],
+        );
+        let stack = s.stack.join("\n");
+        assert!(
+            stack.starts_with("host:src-ts/src/util.ts:18|src-ts/src/middle.ts:10|"),
+            "{when}: {stack}"
+        );
+    }
+}
+
+/// The map file is an input of its module's entry: a start after it changed maps with the
+/// new one. (The new map is another real one: `middle.js`'s, whose lines name
+/// `middle.ts`.)
+#[test]
+fn an_edited_map_file_is_used_by_the_next_start() {
+    let (_tmp, project, cache) = fixtures();
+    let entry = "tsc-external/main.js";
+    let before = start(&project, &cache, entry, &[]);
+    assert_eq!(our_frames(&before)[0], ("src-ts/src/util.ts".into(), 18));
+    let dist = project.join("tsc-external");
+    fs::copy(dist.join("middle.js.map"), dist.join("util.js.map")).unwrap();
+    common::let_ctime_age();
+    let after = start(&project, &cache, entry, &[]);
+    assert_eq!(after.compiles, 1, "only util.js, whose map changed");
+    assert_eq!(
+        our_frames(&after)[0].0,
+        "src-ts/src/middle.ts",
+        "{:?}",
+        after.stack
+    );
+}
+
+/// Bad maps: the program runs, the frames keep their generated positions, one warning per
+/// map, and nothing hangs or reads without bound.
+#[test]
+fn bad_maps_leave_generated_positions_and_one_warning() {
+    type Spoil = fn(&Path);
+    let cases: [(&str, Spoil); 6] = [
+        ("malformed", |map| {
+            fs::write(map, b"{\"version\":3,\"sources\":[").unwrap()
+        }),
+        ("truncated", |map| {
+            let bytes = fs::read(map).unwrap();
+            fs::write(map, &bytes[..bytes.len() / 2]).unwrap();
+        }),
+        ("missing", |map| fs::remove_file(map).unwrap()),
+        ("50 MB", |map| {
+            let file = fs::File::create(map).unwrap();
+            file.set_len(50 << 20).unwrap();
+        }),
+        ("a FIFO", |map| {
+            fs::remove_file(map).unwrap();
+            let status = std::process::Command::new("mkfifo")
+                .arg(map)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }),
+        ("a device", |map| {
+            fs::remove_file(map).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", map).unwrap();
+        }),
+    ];
+    for (what, spoil) in cases {
+        let (_tmp, project, cache) = fixtures();
+        spoil(&project.join("tsc-external/util.js.map"));
+        for run in ["first", "warm"] {
+            let s = start(&project, &cache, "tsc-external/main.js", &[]);
+            let frames = our_frames(&s);
+            assert_eq!(
+                frames[0],
+                ("tsc-external/util.js".into(), 4),
+                "{what}, {run} start: {:?}",
+                s.stack
+            );
+            assert_eq!(frames[1].0, "src-ts/src/middle.ts", "{what}: {:?}", s.stack);
+            if run == "first" {
+                let about_util: Vec<_> = s
+                    .warnings
+                    .iter()
+                    .filter(|w| w.contains("util.js"))
+                    .collect();
+                assert_eq!(about_util.len(), 1, "{what}: {:?}", s.warnings);
+            }
+        }
+    }
+}
+
+/// A map whose sources lie outside the project (the working directory) is not used: its
+/// frames keep their generated positions, with one warning.
+#[test]
+fn a_map_naming_sources_outside_the_project_is_not_used() {
+    let (_tmp, project, cache) = fixtures();
+    let inner = project.join("tsc-external");
+    let s = start(&inner, &cache, "main.js", &[]);
+    let frames = our_frames(&s);
+    assert_eq!(frames[0], ("util.js".into(), 4), "{:?}", s.stack);
+    assert_eq!(s.warnings.len(), 3, "one per map: {:?}", s.warnings);
+    assert!(
+        s.warnings[0].contains("outside the project"),
+        "{:?}",
+        s.warnings
+    );
+}
