@@ -89,6 +89,8 @@ where
 {
     let clock = Instant::now();
     let runtime = Runtime::new().unwrap();
+    // The 201 tsc modules import each other 200 deep: linking recurses that deep.
+    runtime.set_max_stack_size(4 << 20);
     let (resolver, loader, store) = make();
     runtime.set_loader(resolver, loader);
     let context = Context::full(&runtime).unwrap();

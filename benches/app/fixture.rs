@@ -1,17 +1,27 @@
 //! The code bases: npm tarballs vendored under `benches/fixtures/` (see the README there),
-//! extracted into a temp dir at bench start.
+//! extracted into a temp dir at bench start; and the source-map fixtures
+//! (`tests/fixtures/sourcemaps/`: 201 modules `tsc` compiled, each with its map), copied, with
+//! their maps and without (the `sourceMappingURL` comment cut off, nothing else changed).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
+/// Where a code base's files come from.
+pub enum Source {
+    /// A tarball under `benches/fixtures/`.
+    Tarball(&'static str),
+    /// The source-map fixtures, `maps` kept or cut off.
+    SourceMapFixtures { maps: bool },
+}
+
 /// One npm package whose ES-module entry a start imports.
 pub struct Codebase {
     /// The id segment: `app/<name>/<variant>`.
     pub name: &'static str,
-    /// The tarball's file name under `benches/fixtures/`.
-    pub tarball: &'static str,
+    /// Where its files come from.
+    pub source: Source,
     /// The module a start imports, relative to the extraction root (the child's working
     /// directory); npm tarballs put everything under `package/`.
     pub entry: &'static str,
@@ -20,34 +30,50 @@ pub struct Codebase {
     pub mjs: bool,
 }
 
-pub static CODEBASES: [Codebase; 3] = [
+pub static CODEBASES: [Codebase; 5] = [
     Codebase {
         name: "lodash-es",
-        tarball: "lodash-es-4.18.1.tgz",
+        source: Source::Tarball("lodash-es-4.18.1.tgz"),
         entry: "package/lodash.js",
         mjs: false,
     },
     Codebase {
         name: "date-fns",
-        tarball: "date-fns-4.4.0-js-only.tgz",
+        source: Source::Tarball("date-fns-4.4.0-js-only.tgz"),
         entry: "package/index.js",
         mjs: false,
     },
     Codebase {
         name: "es-toolkit",
-        tarball: "es-toolkit-1.53.2.tgz",
+        source: Source::Tarball("es-toolkit-1.53.2.tgz"),
         entry: "package/dist/index.mjs",
         mjs: true,
+    },
+    Codebase {
+        name: "tsc-mapped",
+        source: Source::SourceMapFixtures { maps: true },
+        entry: "tsc-many/entry.js",
+        mjs: false,
+    },
+    Codebase {
+        name: "tsc-unmapped",
+        source: Source::SourceMapFixtures { maps: false },
+        entry: "tsc-many/entry.js",
+        mjs: false,
     },
 ];
 
 /// Extracts `codebase`'s tarball into `dest` (which then holds `package/`) and returns `dest`.
 /// `tar` restores the tarball's whole-second mtimes (npm writes 1985-10-26); the kernel sets
-/// each file's ctime to the extraction instant.
+/// each file's ctime to the extraction instant. The source-map fixtures are copied instead.
 pub fn extract(codebase: &Codebase, dest: &Path) -> PathBuf {
+    let tarball = match codebase.source {
+        Source::Tarball(tarball) => tarball,
+        Source::SourceMapFixtures { maps } => return copy_fixtures(maps, dest),
+    };
     let tarball = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("benches/fixtures")
-        .join(codebase.tarball);
+        .join(tarball);
     let file = fs::File::open(&tarball).unwrap_or_else(|e| panic!("{}: {e}", tarball.display()));
     fs::create_dir_all(dest).unwrap();
     tar::Archive::new(GzDecoder::new(file))
@@ -56,8 +82,28 @@ pub fn extract(codebase: &Codebase, dest: &Path) -> PathBuf {
     assert!(
         dest.join(codebase.entry).is_file(),
         "{}: no {}",
-        codebase.tarball,
+        tarball.display(),
         codebase.entry
     );
+    dest.to_path_buf()
+}
+
+/// The source-map fixtures copied to `dest`; without `maps`, every `tsc-many/*.js` ends
+/// before its `//# sourceMappingURL=` line.
+fn copy_fixtures(maps: bool, dest: &Path) -> PathBuf {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sourcemaps");
+    crate::tree::copy_tree(&fixtures, dest);
+    if !maps {
+        for entry in fs::read_dir(dest.join("tsc-many")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "js") {
+                let source = fs::read_to_string(&path).unwrap();
+                let cut = source
+                    .rfind("//# sourceMappingURL=")
+                    .expect("tsc wrote one");
+                fs::write(&path, &source[..cut]).unwrap();
+            }
+        }
+    }
     dest.to_path_buf()
 }

@@ -1,5 +1,7 @@
 //! `cargo bench --bench app`: whole-application starts over real npm ES-module code bases
-//! (lodash-es, date-fns, es-toolkit; tarballs in `benches/fixtures/`), one benchmark id
+//! (lodash-es, date-fns, es-toolkit; tarballs in `benches/fixtures/`) and over 201 modules
+//! `tsc` compiled, with their source maps (`tsc-mapped`) and without (`tsc-unmapped`; the
+//! fixtures in `tests/fixtures/sourcemaps/`), one benchmark id
 //! `app/<codebase>/<variant>` per way of loading them. Filter as usual:
 //! `cargo bench --bench app -- app/lodash-es/`.
 //!
@@ -624,6 +626,29 @@ fn print_table(samples: &Samples) {
             }
             eprintln!("{row}");
         }
+    }
+    print_map_costs(&samples);
+}
+
+/// The cost of source maps: each variant's median on the tsc code base with its maps, over
+/// the same code base without them (to ready).
+fn print_map_costs(samples: &HashMap<(&'static str, Variant), Vec<(Duration, Duration)>>) {
+    let median_of = |codebase, variant| {
+        let starts = samples.get(&(codebase, variant))?;
+        median(&starts.iter().map(|&(ready, _)| ready).collect::<Vec<_>>())
+    };
+    let mut line = String::new();
+    for &variant in Variant::ALL {
+        if let (Some(with), Some(without)) = (
+            median_of("tsc-mapped", variant),
+            median_of("tsc-unmapped", variant),
+        ) {
+            let ratio = with.as_secs_f64() / without.as_secs_f64();
+            line += &format!(" {}={ratio:.3}x", variant.name());
+        }
+    }
+    if !line.is_empty() {
+        eprintln!("\napp: tsc-mapped / tsc-unmapped, median to ready:{line}");
     }
 }
 

@@ -8,9 +8,10 @@
 //! Filter groups as usual: `cargo bench -- hit`, `cargo bench -- quickjs`.
 //!
 //! One file per group (`hit.rs`, `inputs.rs`, `cold.rs`, `process.rs`, `scale.rs`, `put.rs`,
-//! `concurrent.rs`, `quickjs.rs`); `fixtures.rs` has what they share, `per_file.rs` and
+//! `concurrent.rs`, `quickjs.rs`, `bundle.rs`); `fixtures.rs` has what they share, `per_file.rs` and
 //! `lmdb.rs` the baselines.
 
+mod bundle;
 mod cold;
 mod concurrent;
 mod fixtures;
@@ -55,5 +56,6 @@ fn main() {
     put::bench(&mut c, &sizes[0]);
     concurrent::bench(&mut c, &sizes[0]);
     quickjs::bench(&mut c, &sizes);
+    bundle::bench(&mut c);
     c.final_summary();
 }

@@ -61,8 +61,9 @@ pub(crate) struct PendingModule {
     name: String,
     bytecode: Vec<u8>,
     input: Input,
-    /// Its source map, ready to store, and the map file it came from (an input too).
-    map: Option<(Arc<str>, Option<Input>)>,
+    /// Its source map, ready to store, and the record of the map file it came from (its
+    /// entry's sidecar).
+    map: Option<(Arc<str>, Option<String>)>,
     /// For a module under a root: the key of its content's pointer (`None`: a pointer to
     /// another tree's entry stands, and is left pointing there), and the root its input is
     /// recorded under.
@@ -78,7 +79,7 @@ impl PendingModule {
         name: &str,
         bytecode: Vec<u8>,
         input: Input,
-        map: Option<(Arc<str>, Option<Input>)>,
+        map: Option<(Arc<str>, Option<String>)>,
     ) -> Self {
         PendingModule {
             key,
@@ -93,13 +94,15 @@ impl PendingModule {
     /// Its entries: the bytecode where the source lies, and the pointer to it from its
     /// content.
     fn entries(&self) -> Vec<(Key, NewEntry<'_>)> {
-        let mut inputs = vec![self.input.clone()];
-        let mut entry = NewEntry::new(&self.name, &self.bytecode).engine_bytecode();
-        if let Some((json, file)) = &self.map {
+        let mut entry = NewEntry::new(&self.name, &self.bytecode)
+            .engine_bytecode()
+            .inputs(vec![self.input.clone()]);
+        if let Some((json, record)) = &self.map {
             entry = entry.source_map(json);
-            inputs.extend(file.clone());
+            if let Some(record) = record {
+                entry = entry.aux(record);
+            }
         }
-        let entry = entry.inputs(inputs);
         let Some((pointer, root)) = &self.place else {
             return vec![(self.key, entry)];
         };
@@ -118,7 +121,9 @@ impl PendingModule {
             Some((Some(_), _)) => segment(16),
             _ => 0,
         };
-        let map = self.map.as_ref().map_or(0, |(json, _)| segment(json.len()));
+        let map = self.map.as_ref().map_or(0, |(json, record)| {
+            segment(json.len()) + record.as_ref().map_or(0, |r| segment(r.len()))
+        });
         segment(self.bytecode.len()) + pointer + map
     }
 }

@@ -150,7 +150,7 @@ where
         match load(ctx, &hit) {
             Ok(module) => {
                 if let Some(map) = MapSource::of_hit(cache, cache_key, &hit) {
-                    stack::register(ctx, name, map);
+                    stack::register(ctx, name, map, Some(cache));
                 }
                 return Ok(BuiltModule {
                     module,
@@ -174,7 +174,12 @@ where
     inputs.extend(key.entries.iter().map(|entry| Input::path(*entry)));
     let inputs = distinct(inputs);
     if let Some(json) = &made.source_map {
-        stack::register(ctx, name, MapSource::Held(json.as_str().into()));
+        stack::register(
+            ctx,
+            name,
+            MapSource::Held(json.as_str().into()),
+            Some(cache),
+        );
     }
     let mut entry = bytecode.entry(name).inputs(inputs);
     if let Some(json) = &made.source_map {

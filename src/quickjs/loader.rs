@@ -8,7 +8,7 @@ use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
 
 use super::batch::{EXIT_LOCK_WAIT, PendingModule, Side, StartBatch};
-use super::stack::{self, MapSource};
+use super::stack::{self, MapFile, MapSource};
 use super::{CompileOptions, compile_js, load, maps};
 use crate::LookupOptions;
 use crate::cache::Cache;
@@ -58,7 +58,7 @@ pub struct PackLoader {
     cache: Cache,
     options: CompileOptions,
     extensions: Vec<String>,
-    cwd: PathBuf,
+    cwd: Arc<Path>,
     root: Option<Arc<Root>>,
     batch: Arc<StartBatch>,
 }
@@ -70,7 +70,7 @@ impl PackLoader {
         PackLoader {
             batch: StartBatch::join(&cache, Side::Loader),
             root: Root::of(&cwd).map(Arc::new),
-            cwd,
+            cwd: cwd.into(),
             cache,
             options: CompileOptions::default(),
             extensions: vec!["js".into(), "mjs".into()],
@@ -127,7 +127,11 @@ impl PackLoader {
             && let Some(module) = self.load_hit(ctx, name, &hit)
         {
             if let Some(map) = MapSource::of_hit(&self.cache, key, &hit) {
-                stack::register(ctx, name, map);
+                let file = MapFile {
+                    module: path,
+                    root: Arc::clone(&self.cwd),
+                };
+                stack::register(ctx, name, map.with_file(file), Some(&self.cache));
             }
             return Ok(module);
         }
@@ -154,22 +158,12 @@ impl PackLoader {
         // The pointer stays with the tree that compiled the content (a throwaway copy deleted
         // later takes nothing from it); a tree that compiles it (again) points it home.
         let pointer = self.options.key(Key::for_source(name, &source), name);
-        // The content the other tree's entry must have recorded: this module's, and its map
-        // file's (whose sources, kept relative to the root, are the same here).
-        let contents = [
-            input.content_hash(),
-            map.as_ref().and_then(|m| m.file.as_ref()?.content_hash()),
-        ];
-        let contents = contents.into_iter().flatten();
-        if let Some(hit) = self.compiled_elsewhere(&pointer, name, contents)
+        if let Some(hit) = self.compiled_elsewhere(&pointer, name, input.content_hash())
             && let Some(module) = self.load_hit(ctx, name, &hit)
         {
             let bytecode = hit.bytecode().to_vec();
-            let held = hit.source_map().map(Arc::<str>::from);
-            if let Some(json) = &held {
-                stack::register(ctx, name, MapSource::Held(Arc::clone(json)));
-            }
-            let map = held.map(|json| (json, map.and_then(|m| m.file)));
+            // Its map as this tree's files give it (the same, unless its map file differs).
+            let map = self.made_map(ctx, name, map);
             let place = Some((None, Arc::clone(root)));
             self.store(PendingModule::new(key, place, name, bytecode, input, map));
             return Ok(module);
@@ -189,12 +183,17 @@ impl PackLoader {
         ctx: &Ctx<'_>,
         name: &str,
         found: Option<maps::FoundMap>,
-    ) -> Option<(Arc<str>, Option<Input>)> {
+    ) -> Option<(Arc<str>, Option<String>)> {
         let found = found?;
-        let file = found.file.clone();
+        let record = found.record.clone();
         let json: Arc<str> = found.normalized(name, &self.cwd)?.into();
-        stack::register(ctx, name, MapSource::Held(Arc::clone(&json)));
-        Some((json, file))
+        stack::register(
+            ctx,
+            name,
+            MapSource::Held(Arc::clone(&json)),
+            Some(&self.cache),
+        );
+        Some((json, record))
     }
 
     /// The entry another tree stored module `name` in when it had exactly the content whose
@@ -204,7 +203,7 @@ impl PackLoader {
         &self,
         pointer: &Key,
         name: &str,
-        contents: impl Iterator<Item = [u8; 16]>,
+        content: Option<[u8; 16]>,
     ) -> Option<Hit> {
         let unchecked = LookupOptions::default()
             .refresh_interval(REFRESH_INTERVAL)
@@ -212,10 +211,9 @@ impl PackLoader {
         let target = self.cache.lookup_with(pointer, unchecked).ok()?;
         let target = Key::from_bytes(target.bytecode().try_into().ok()?);
         let hit = self.cache.lookup_with(&target, unchecked).ok()?;
-        let mut contents = contents.peekable();
         let same = hit.module_name() == name
-            && contents.peek().is_some()
-            && hit.recorded_input_hashes().eq(contents);
+            && content.is_some()
+            && hit.recorded_input_hashes().eq(content);
         same.then_some(hit)
     }
 

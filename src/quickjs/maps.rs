@@ -11,20 +11,23 @@
 use std::path::{Component, Path, PathBuf};
 
 use sourcemap::{DecodedMap, SourceMap};
-
-use crate::freshness::Input;
+use xxhash_rust::xxh3::xxh3_128;
 
 /// The largest source map read or kept, 16 MiB: far past what a module's map takes. A larger
 /// one is refused before it is read.
 pub(crate) const MAX_MAP_LEN: u64 = 16 << 20;
 
-/// A module's map as found: parsed, the directory its sources are relative to, and the map
-/// file as read (an input of the module's entry: an edited map is used by the next start;
-/// `None` for an inline map, which the module's own content covers).
+/// What a module's entry records of the map file its map came from (as its sidecar): this
+/// tag, the URL, and the XXH3-128 of the file as read.
+const FILE_RECORD: &str = "bytecode-pack map file 1";
+
+/// A module's map as found: parsed, the directory its sources are relative to, and, for a
+/// map file, the record of it its entry keeps (`None` for an inline map, which the module's
+/// own content covers).
 pub(crate) struct FoundMap {
     map: DecodedMap,
     base: PathBuf,
-    pub file: Option<Input>,
+    pub record: Option<String>,
 }
 
 impl FoundMap {
@@ -46,14 +49,46 @@ pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
         inline(data).map(|map| FoundMap {
             map,
             base: dir.to_path_buf(),
-            file: None,
+            record: None,
         })
     } else if url.contains("://") {
         Err(format!("{url}: not a file beside the module"))
     } else {
-        external(&dir.join(url))
+        read_file(&dir.join(url)).and_then(|(bytes, base)| {
+            Ok(FoundMap {
+                map: parse(&bytes)?,
+                base,
+                record: Some(format!("{FILE_RECORD}\n{url}\n{:032x}", xxh3_128(&bytes))),
+            })
+        })
     };
     found.map_err(|why| warn(name, &why)).ok()
+}
+
+/// The map to use for module `name` (its file at `path`) loaded from the cache, which holds
+/// `stored` and, as its sidecar, `record` (see [`FoundMap::record`]): the stored one while
+/// the map file holds the bytes it was made from, else the file's map as it is now (an edited
+/// map is used without compiling the module again). An error says why none can be used.
+pub(crate) fn current(
+    path: &Path,
+    stored: &str,
+    record: Option<&str>,
+    root: &Path,
+) -> Result<String, String> {
+    let Some((url, hash)) = record.and_then(|r| {
+        let mut fields = r.strip_prefix(FILE_RECORD)?.strip_prefix('\n')?.split('\n');
+        Some((
+            fields.next()?,
+            u128::from_str_radix(fields.next()?, 16).ok()?,
+        ))
+    }) else {
+        return Ok(stored.to_owned());
+    };
+    let (bytes, base) = read_file(&path.parent().unwrap_or(Path::new("")).join(url))?;
+    if xxh3_128(&bytes) == hash {
+        return Ok(stored.to_owned());
+    }
+    normalized(parse(&bytes)?, &base, root, Outside::Refused)
 }
 
 /// A map a host's build returned for module `name`: its `sources` relative to `base`, kept
@@ -107,23 +142,15 @@ fn inline(data: &str) -> Result<DecodedMap, String> {
     sourcemap::decode_data_url(&format!("data:{data}")).map_err(|e| format!("inline map: {e}"))
 }
 
-/// A map file: read bounded (a FIFO, a device or a directory is refused, never read), parsed.
-fn external(path: &Path) -> Result<FoundMap, String> {
-    let read_from = crate::freshness::now_nanos();
-    let (bytes, meta) =
-        crate::fsys::read_user_file(path, MAX_MAP_LEN).map_err(|e| e.to_string())?;
-    let map = sourcemap::decode_slice(&bytes)
-        .map_err(|e| format!("{}: malformed: {e}", path.display()))?;
-    Ok(FoundMap {
-        map,
-        base: path.parent().unwrap_or(Path::new("")).to_path_buf(),
-        file: Some(Input::read_by_compiler(
-            path.to_path_buf(),
-            &bytes,
-            &meta,
-            read_from,
-        )),
-    })
+/// A map file's bytes, read bounded (a FIFO, a device or a directory is refused, never
+/// read), and its directory (which its sources are relative to).
+fn read_file(path: &Path) -> Result<(Vec<u8>, PathBuf), String> {
+    let (bytes, _) = crate::fsys::read_user_file(path, MAX_MAP_LEN).map_err(|e| e.to_string())?;
+    Ok((bytes, path.parent().unwrap_or(Path::new("")).to_path_buf()))
+}
+
+fn parse(bytes: &[u8]) -> Result<DecodedMap, String> {
+    sourcemap::decode_slice(bytes).map_err(|e| format!("malformed: {e}"))
 }
 
 /// What becomes of a map's source outside the project root.
@@ -253,7 +280,7 @@ mod tests {
         let found = FoundMap {
             map: sourcemap::decode_slice(map.as_bytes()).unwrap(),
             base: "/p/dist".into(),
-            file: None,
+            record: None,
         };
         assert!(
             found.normalized("m", Path::new("/p/dist/x")).is_none(),

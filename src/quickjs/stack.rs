@@ -14,13 +14,14 @@
 //! gives back the host's function.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rquickjs::{Ctx, Function, Object};
+use rquickjs::{Ctx, Function, Module, Object};
 use rustc_hash::{FxHashMap, FxHashSet};
 use sourcemap::SourceMap;
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
 
 use crate::LookupOptions;
 use crate::cache::Cache;
@@ -37,10 +38,24 @@ const INSTALLED: &str = "__bytecodePackStackMaps";
 pub(crate) enum MapSource {
     /// In the cache entry under `key`, as the module's source map, whose JSON hashes to
     /// `hash` (XXH3-64): a different map under that key since (the module recompiled by
-    /// another process) is not this module's, and is not used.
-    Stored { cache: Cache, key: Key, hash: u64 },
+    /// another process) is not this module's, and is not used. For a module whose map came
+    /// from a map file, `file`: the map file is read again when the map is first needed, and
+    /// used instead if it changed since the entry was stored.
+    Stored {
+        cache: Cache,
+        key: Key,
+        hash: u64,
+        file: Option<MapFile>,
+    },
     /// In memory: a map this start made (it is stored at the start's end).
     Held(Arc<str>),
+}
+
+/// A module [`super::PackLoader`] loaded: its file, and the project root its map's sources
+/// are kept relative to.
+pub(crate) struct MapFile {
+    pub module: PathBuf,
+    pub root: Arc<Path>,
 }
 
 impl MapSource {
@@ -51,7 +66,23 @@ impl MapSource {
             cache: cache.clone(),
             key,
             hash: xxh3_64(json.as_bytes()),
+            file: None,
         })
+    }
+
+    /// The map of a module [`super::PackLoader`] loaded from `file`.
+    pub(crate) fn with_file(self, file: MapFile) -> MapSource {
+        match self {
+            MapSource::Stored {
+                cache, key, hash, ..
+            } => MapSource::Stored {
+                cache,
+                key,
+                hash,
+                file: Some(file),
+            },
+            held => held,
+        }
     }
 }
 
@@ -63,7 +94,8 @@ pub(crate) struct SourceMaps {
 
 #[derive(Default)]
 struct Maps {
-    modules: FxHashMap<String, MapSource>,
+    /// By the XXH3-128 of the module's name (registering a module allocates nothing).
+    modules: FxHashMap<u128, MapSource>,
     parsed: FxHashMap<String, Parsed>,
     /// Parsed modules, least recently used first.
     order: VecDeque<String>,
@@ -106,9 +138,14 @@ impl SourceMaps {
         if state.unusable.contains(module) {
             return None;
         }
-        let json = match state.modules.get(module)? {
+        let json = match state.modules.get(&xxh3_128(module.as_bytes()))? {
             MapSource::Held(json) => Ok(Arc::clone(json)),
-            MapSource::Stored { cache, key, hash } => stored_map(cache, key, *hash),
+            MapSource::Stored {
+                cache,
+                key,
+                hash,
+                file,
+            } => stored_map(cache, key, *hash, file.as_ref()),
         };
         let parsed = json.and_then(|json| {
             let map = SourceMap::from_slice(json.as_bytes()).map_err(|e| e.to_string())?;
@@ -131,8 +168,14 @@ impl SourceMaps {
     }
 }
 
-/// A stored map's JSON, if the entry still holds the one registered.
-fn stored_map(cache: &Cache, key: &Key, hash: u64) -> Result<Arc<str>, String> {
+/// A stored map's JSON, if the entry still holds the one registered; for a module loaded
+/// from a file whose map file changed since, that file's map.
+fn stored_map(
+    cache: &Cache,
+    key: &Key,
+    hash: u64,
+    file: Option<&MapFile>,
+) -> Result<Arc<str>, String> {
     let unchecked = LookupOptions::default().without_input_checks();
     let hit = cache
         .lookup_with(key, unchecked)
@@ -141,7 +184,12 @@ fn stored_map(cache: &Cache, key: &Key, hash: u64) -> Result<Arc<str>, String> {
         .source_map()
         .filter(|json| xxh3_64(json.as_bytes()) == hash)
         .ok_or_else(|| "its cache entry holds another map now".to_owned())?;
-    Ok(json.into())
+    match file {
+        Some(file) => {
+            super::maps::current(&file.module, json, hit.aux(), &file.root).map(Arc::from)
+        }
+        None => Ok(json.into()),
+    }
 }
 
 impl Maps {
@@ -169,16 +217,18 @@ impl Maps {
 
 /// Registers module `name`'s map with the runtime of `ctx`, and makes the context map its
 /// stacks. A failure leaves the frames as they are (logged once per context).
-pub(crate) fn register(ctx: &Ctx<'_>, name: &str, source: MapSource) {
+/// `cache`, if given, keeps the installing script's bytecode.
+pub(crate) fn register(ctx: &Ctx<'_>, name: &str, source: MapSource, cache: Option<&Cache>) {
     let maps = super::engine::runtime_maps(ctx);
-    maps.state.lock().modules.insert(name.to_owned(), source);
-    if let Err(e) = install(ctx, &maps) {
+    let named = xxh3_128(name.as_bytes());
+    maps.state.lock().modules.insert(named, source);
+    if let Err(e) = install(ctx, &maps, cache) {
         log::warn!("bytecode-pack: cannot map stack traces to source files: {e}");
     }
 }
 
 /// Installs the mapping `Error.prepareStackTrace` in `ctx`, once.
-fn install(ctx: &Ctx<'_>, maps: &Arc<SourceMaps>) -> rquickjs::Result<()> {
+fn install(ctx: &Ctx<'_>, maps: &Arc<SourceMaps>, cache: Option<&Cache>) -> rquickjs::Result<()> {
     let globals = ctx.globals();
     if globals.contains_key(INSTALLED)? {
         return Ok(());
@@ -188,17 +238,60 @@ fn install(ctx: &Ctx<'_>, maps: &Arc<SourceMaps>) -> rquickjs::Result<()> {
         maps.original(&module, line, col)
             .map(|(file, line, col)| rquickjs::convert::List((file, line, col)))
     })?;
-    let setup: Function = ctx.eval(GLUE)?;
+    let setup = match cache.and_then(|cache| glue_from_cache(ctx, cache)) {
+        Some(setup) => setup,
+        None => {
+            let module = Module::declare(ctx.clone(), GLUE_NAME, GLUE)?;
+            glue_of(module)?
+        }
+    };
     setup.call::<_, ()>((original,))?;
     let flag = Object::new(ctx.clone())?;
     globals.prop(INSTALLED, rquickjs::object::Property::from(flag))?;
     Ok(())
 }
 
+/// The glue's module name.
+const GLUE_NAME: &str = "bytecode-pack:stack-maps";
+
+/// The glue's setup function, its module loaded from (or compiled into) `cache`: compiling it
+/// would cost a warm start a few percent. Storing it is best effort (a read-only cache just
+/// compiles it each time), quiet, and never waits for the writer lock.
+fn glue_from_cache<'js>(ctx: &Ctx<'js>, cache: &Cache) -> Option<Function<'js>> {
+    let options = super::CompileOptions::default();
+    let key = options.key(Key::for_source(GLUE_NAME, GLUE.as_bytes()), GLUE_NAME);
+    // Neither counted as a load nor as a compile: the glue is no module of the host's.
+    let loaded = cache
+        .get(&key)
+        .filter(crate::Hit::is_engine_bytecode)
+        .and_then(|hit| super::engine::load_verified_bytecode(ctx, &hit).ok());
+    let module = match loaded {
+        Some(module) => module,
+        None => {
+            let module = Module::declare(ctx.clone(), GLUE_NAME, GLUE).ok()?;
+            let bytecode = super::Bytecode(module.write(options.write_options()).ok()?);
+            // Never waits for another process's writer: the next start can store it.
+            let entry = bytecode.entry(GLUE_NAME);
+            let _ = cache.put_many_within([(key, &entry)], std::time::Duration::ZERO);
+            module
+        }
+    };
+    glue_of(module).ok()
+}
+
+/// The setup function the glue module exports, once it is evaluated.
+fn glue_of<'js>(
+    module: Module<'js, rquickjs::module::Declared>,
+) -> rquickjs::Result<Function<'js>> {
+    let (module, promise) = module.eval()?;
+    promise.finish::<()>()?;
+    module.get("default")
+}
+
 /// Installs `prepare` as the engine's `Error.prepareStackTrace` (through the original
 /// setter) and puts an accessor in its place that keeps the host's own function: `prepare`
 /// maps the call sites and passes them to it, or formats them as QuickJS does.
-const GLUE: &str = r#"(original) => {
+const GLUE: &str = r#"export default (original) => {
   const slot = Object.getOwnPropertyDescriptor(Error, "prepareStackTrace");
   let host = slot.get.call(Error);
   const name = (site) => {
