@@ -335,3 +335,29 @@ const GLUE: &str = r#"export default (original) => {
     set(value) { host = value; },
   });
 }"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parsed maps stay within their budget: the longest unused is dropped first.
+    #[test]
+    fn parsed_maps_stay_within_their_budget() {
+        let json = br#"{"version":3,"sources":["a.ts"],"names":[],"mappings":"AAAA"}"#;
+        let map = Arc::new(SourceMap::from_slice(json).unwrap());
+        let mut maps = Maps::default();
+        let third = MOST_PARSED_BYTES / 3;
+        for module in ["a", "b", "c"] {
+            maps.keep(module, Arc::clone(&map), third);
+        }
+        maps.touch("a");
+        maps.keep("d", Arc::clone(&map), third);
+        let kept = |m: &str| maps.parsed.contains_key(m);
+        assert!(kept("a") && !kept("b") && kept("c") && kept("d"));
+        assert!(maps.parsed_bytes <= MOST_PARSED_BYTES);
+        // One map over the whole budget is kept alone (a stack needs it).
+        maps.keep("huge", map, MOST_PARSED_BYTES + 1);
+        assert_eq!(maps.parsed.len(), 1);
+        assert_eq!(maps.order.len(), 1);
+    }
+}
