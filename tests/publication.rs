@@ -19,21 +19,6 @@ use common::child::Child;
 use rquickjs::loader::FileResolver;
 use rquickjs::{Context, Module, Object, Runtime};
 
-/// Prints every warning the crate logs as a `warn:` line, for the parent to count.
-struct PrintWarnings;
-
-impl log::Log for PrintWarnings {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Warn
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            println!("warn: {}", record.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
 /// A host process in a role; see each test for what it does.
 #[test]
 #[ignore = "entry point for child processes spawned by the other tests"]
@@ -41,8 +26,7 @@ fn child() {
     let Some(role) = common::child::role() else {
         return;
     };
-    log::set_logger(&PrintWarnings).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    common::print_warnings();
     if let Ok(uid) = std::env::var("BP_UID") {
         let uid: u32 = uid.parse().unwrap();
         // SAFETY: plain syscalls; the parent made the project readable by this user.

@@ -21,21 +21,6 @@ use common::tree::copy_tree;
 use rquickjs::loader::FileResolver;
 use rquickjs::{CatchResultExt, Context, Module, Runtime};
 
-/// Prints warnings on stdout, for the parent to count.
-struct PrintWarnings;
-
-impl log::Log for PrintWarnings {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        metadata.level() <= log::Level::Warn
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if self.enabled(record.metadata()) {
-            println!("warn: {}", record.args());
-        }
-    }
-    fn flush(&self) {}
-}
-
 /// A host start: imports `BP_ENTRY` from a driver module that calls its `run()` and keeps
 /// the thrown error's stack (with `BP_HOST_PREPARE`, after setting its own
 /// `Error.prepareStackTrace`); prints the stack, what it compiled and the warnings.
@@ -45,8 +30,7 @@ fn child() {
     let Some(role) = common::child::role() else {
         return;
     };
-    log::set_logger(&PrintWarnings).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    common::print_warnings();
     let cache = Cache::open(common::child::path_var("BP_ROOT")).unwrap();
     if role == "built" {
         return built_bundle(&cache);
@@ -244,6 +228,26 @@ fn tsc_output_with_inline_maps_names_the_typescript_lines() {
 fn an_esbuild_bundle_names_each_frame_in_its_own_source() {
     maps_as_node_does("esbuild-bundle", "esbuild-bundle/bundle.js");
     maps_as_node_does("esbuild-bundle-inline", "esbuild-bundle/bundle-inline.js");
+}
+
+/// A copy of the tree (new inodes, as `cp -a` makes) compiles nothing and maps as the
+/// original does.
+#[test]
+fn a_copied_tree_compiles_nothing_and_keeps_its_frames_mapped() {
+    let (_tmp, project, cache) = fixtures();
+    let expected = node_frames(&project, "tsc-external");
+    for (case, entry) in [
+        ("tsc-external", "tsc-external/main.js"),
+        ("tsc-inline", "tsc-inline/main.js"),
+    ] {
+        start(&project, &cache, entry, &[]);
+        let copy = project.with_file_name(format!("copy-{case}"));
+        copy_tree(&project, &copy);
+        common::let_ctime_age();
+        let s = start(&copy, &cache, entry, &[]);
+        assert_eq!(s.compiles, 0, "{case}");
+        assert_eq!(our_frames(&s), expected, "{case}: {:?}", s.stack);
+    }
 }
 
 #[test]

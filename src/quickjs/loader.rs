@@ -162,8 +162,17 @@ impl PackLoader {
             && let Some(module) = self.load_hit(ctx, name, &hit)
         {
             let bytecode = hit.bytecode().to_vec();
-            // Its map as this tree's files give it (the same, unless its map file differs).
-            let map = self.made_map(ctx, name, map);
+            // Its map as this tree's files give it: the other tree's, unless the map file
+            // differs (an inline map is part of the content, the same by now).
+            let map = match (map, hit.source_map()) {
+                (Some(found), Some(json)) if found.record.as_deref() == hit.aux() => {
+                    let json: Arc<str> = json.into();
+                    let held = MapSource::Held(Arc::clone(&json));
+                    stack::register(ctx, name, held, Some(&self.cache));
+                    Some((json, found.record))
+                }
+                (found, _) => self.made_map(ctx, name, found),
+            };
             let place = Some((None, Arc::clone(root)));
             self.store(PendingModule::new(key, place, name, bytecode, input, map));
             return Ok(module);

@@ -21,20 +21,25 @@ pub(crate) const MAX_MAP_LEN: u64 = 16 << 20;
 /// tag, the URL, and the XXH3-128 of the file as read.
 const FILE_RECORD: &str = "bytecode-pack map file 1";
 
-/// A module's map as found: parsed, the directory its sources are relative to, and, for a
-/// map file, the record of it its entry keeps (`None` for an inline map, which the module's
-/// own content covers).
+/// A module's map as found: the map (parsed only when it is made ready to store: a copy of a
+/// tree whose entry already holds it never parses it), the directory its sources are relative
+/// to, and, for a map file, the record of it its entry keeps (`None` for an inline map, which
+/// the module's own content covers).
 pub(crate) struct FoundMap {
-    map: DecodedMap,
+    map: Result<DecodedMap, Vec<u8>>,
     base: PathBuf,
     pub record: Option<String>,
 }
 
 impl FoundMap {
     /// The map, ready to store: sources relative to `root`. `None`, with one warning, if it
-    /// names sources outside the project.
+    /// is malformed or names sources outside the project.
     pub(crate) fn normalized(self, name: &str, root: &Path) -> Option<String> {
-        normalized(self.map, &self.base, root, Outside::Refused)
+        let map = match self.map {
+            Ok(map) => Ok(map),
+            Err(bytes) => parse(&bytes),
+        };
+        map.and_then(|map| normalized(map, &self.base, root, Outside::Refused))
             .map_err(|why| warn(name, &why))
             .ok()
     }
@@ -47,19 +52,17 @@ pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
     let dir = path.parent().unwrap_or(Path::new(""));
     let found = if let Some(data) = url.strip_prefix("data:") {
         inline(data).map(|map| FoundMap {
-            map,
+            map: Ok(map),
             base: dir.to_path_buf(),
             record: None,
         })
     } else if url.contains("://") {
         Err(format!("{url}: not a file beside the module"))
     } else {
-        read_file(&dir.join(url)).and_then(|(bytes, base)| {
-            Ok(FoundMap {
-                map: parse(&bytes)?,
-                base,
-                record: Some(format!("{FILE_RECORD}\n{url}\n{:032x}", xxh3_128(&bytes))),
-            })
+        read_file(&dir.join(url)).map(|(bytes, base)| FoundMap {
+            record: Some(format!("{FILE_RECORD}\n{url}\n{:032x}", xxh3_128(&bytes))),
+            map: Err(bytes),
+            base,
         })
     };
     found.map_err(|why| warn(name, &why)).ok()
@@ -278,7 +281,7 @@ mod tests {
         let kept = SourceMap::from_slice(outside.as_bytes()).unwrap();
         assert_eq!(kept.get_source(0), Some("/p/src/a.ts"), "kept absolute");
         let found = FoundMap {
-            map: sourcemap::decode_slice(map.as_bytes()).unwrap(),
+            map: Err(map.as_bytes().to_vec()),
             base: "/p/dist".into(),
             record: None,
         };

@@ -155,3 +155,22 @@ pub fn skipped(check: &str, why: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED {check}: {why}");
 }
+
+/// In a child: prints every warning the crate logs as a `warn:` line on stdout, for the parent
+/// to count.
+pub fn print_warnings() {
+    struct PrintWarnings;
+    impl log::Log for PrintWarnings {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Warn
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                println!("warn: {}", record.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    log::set_logger(&PrintWarnings).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+}
