@@ -44,14 +44,15 @@ fn child() {
         Ok("after") => HOST_PREPARE,
         _ => "",
     };
+    let prelude = std::env::var("BP_PRELUDE").unwrap_or_default();
     let driver = format!(
-        "{host}\nimport {{ run }} from '{entry}';\n{host_after}\nError.stackTraceLimit = 100;\n\
+        "{host}\nimport {{ run }} from '{entry}';\n{host_after}\n{prelude}\nError.stackTraceLimit = 100;\n\
          let stack = 'did not throw';\ntry {{ run(); }} catch (e) {{ stack = e.stack; }}\n\
          export {{ stack }};\n"
     );
     let runtime = Runtime::new().unwrap();
     // A chain of 200 imports links 200 modules deep (the parent gives this thread the stack).
-    runtime.set_max_stack_size(32 << 20);
+    runtime.set_max_stack_size(8 << 20);
     runtime.set_loader(
         PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
         PackLoader::new(cache.clone()),
@@ -68,6 +69,10 @@ fn child() {
             .unwrap_or_else(|e| panic!("{e}"));
         for line in stack.lines() {
             println!("stack: {line}");
+        }
+        if let Ok(global) = std::env::var("BP_PRINT") {
+            let value: rquickjs::Value = ctx.globals().get(global.as_str()).unwrap();
+            println!("printed: {value:?}");
         }
     });
     drop(context);
@@ -123,6 +128,8 @@ struct Start {
     stack: Vec<String>,
     compiles: u64,
     warnings: Vec<String>,
+    /// What `BP_PRINT` named.
+    printed: String,
 }
 
 fn start(project: &Path, cache: &Path, entry: &str, env: &[(&str, &str)]) -> Start {
@@ -147,6 +154,7 @@ fn start(project: &Path, cache: &Path, entry: &str, env: &[(&str, &str)]) -> Sta
         stack: lines("stack: "),
         compiles: lines("compiles=")[0].parse().unwrap(),
         warnings: lines("warn: "),
+        printed: lines("printed: ").join("\n"),
     }
 }
 
@@ -303,6 +311,38 @@ fn a_hosts_own_prepare_stack_trace_is_called_with_mapped_call_sites() {
             "{when}: {stack}"
         );
     }
+}
+
+/// Mapping never costs a program its stacks: with the built-ins the mapping uses replaced
+/// by throwing ones, and at a stack overflow, `error.stack` is still a string, mapped where
+/// it can be.
+#[test]
+fn stacks_survive_patched_built_ins_and_a_stack_overflow() {
+    let (_tmp, project, cache) = fixtures();
+    let patched = "for (const f of ['map', 'join', 'forEach']) \
+         Array.prototype[f] = () => { throw new Error('patched ' + f); }; \
+         Function.prototype.call = () => { throw new Error('patched call'); };";
+    let s = start(
+        &project,
+        &cache,
+        "tsc-external/main.js",
+        &[("BP_PRELUDE", patched)],
+    );
+    assert_eq!(
+        our_frames(&s)[0],
+        ("src-ts/src/util.ts".into(), 18),
+        "{:?}",
+        s.stack
+    );
+    let overflow = "const deep = () => deep() + 1; \
+         try { deep(); } catch (e) { globalThis.overflow = typeof e.stack; }";
+    let s = start(
+        &project,
+        &cache,
+        "tsc-external/main.js",
+        &[("BP_PRELUDE", overflow), ("BP_PRINT", "overflow")],
+    );
+    assert!(s.printed.contains("string"), "{:?}", s.printed);
 }
 
 /// A changed map file is used by the next start, without compiling its module again: a

@@ -149,8 +149,9 @@ where
     if let Some(hit) = cache.get(&cache_key) {
         match load(ctx, &hit) {
             Ok(module) => {
-                if let Some(map) = MapSource::of_hit(cache, cache_key, &hit) {
-                    stack::register(ctx, name, map, Some(cache));
+                match MapSource::of_hit(cache, cache_key, &hit) {
+                    Some(map) => stack::register(ctx, name, map, Some(cache)),
+                    None => stack::forget(ctx, name),
                 }
                 return Ok(BuiltModule {
                     module,
@@ -173,13 +174,14 @@ where
     }
     inputs.extend(key.entries.iter().map(|entry| Input::path(*entry)));
     let inputs = distinct(inputs);
-    if let Some(json) = &made.source_map {
-        stack::register(
+    match &made.source_map {
+        Some(json) => stack::register(
             ctx,
             name,
             MapSource::Held(json.as_str().into()),
             Some(cache),
-        );
+        ),
+        None => stack::forget(ctx, name),
     }
     let mut entry = bytecode.entry(name).inputs(inputs);
     if let Some(json) = &made.source_map {

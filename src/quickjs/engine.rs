@@ -14,15 +14,21 @@ unsafe impl<'js> rquickjs::JsLifetime<'js> for RuntimeMaps {
     type Changed<'to> = RuntimeMaps;
 }
 
-/// The source maps of `ctx`'s runtime, made on first use.
-pub(crate) fn runtime_maps(ctx: &rquickjs::Ctx<'_>) -> Arc<SourceMaps> {
-    if let Some(maps) = ctx.userdata::<RuntimeMaps>() {
-        return Arc::clone(&maps.0);
+/// The source maps of `ctx`'s runtime, made on first use; `None` if they cannot be kept (the
+/// host holds a borrow of the runtime's userdata across the import).
+pub(crate) fn runtime_maps(ctx: &rquickjs::Ctx<'_>) -> Option<Arc<SourceMaps>> {
+    if let Some(maps) = existing_runtime_maps(ctx) {
+        return Some(maps);
     }
     let maps = Arc::new(SourceMaps::default());
-    // Only fails while the userdata is borrowed, which nothing here holds across this call.
-    let _ = ctx.store_userdata(RuntimeMaps(Arc::clone(&maps)));
-    maps
+    ctx.store_userdata(RuntimeMaps(Arc::clone(&maps))).ok()?;
+    Some(maps)
+}
+
+/// The source maps of `ctx`'s runtime, if any module registered one.
+pub(crate) fn existing_runtime_maps(ctx: &rquickjs::Ctx<'_>) -> Option<Arc<SourceMaps>> {
+    ctx.userdata::<RuntimeMaps>()
+        .map(|maps| Arc::clone(&maps.0))
 }
 
 /// Hands a hit's bytecode to QuickJS.

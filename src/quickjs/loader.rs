@@ -132,6 +132,8 @@ impl PackLoader {
                     root: Arc::clone(&self.cwd),
                 };
                 stack::register(ctx, name, map.with_file(file), Some(&self.cache));
+            } else {
+                stack::forget(ctx, name);
             }
             return Ok(module);
         }
@@ -193,9 +195,16 @@ impl PackLoader {
         name: &str,
         found: Option<maps::FoundMap>,
     ) -> Option<(Arc<str>, Option<String>)> {
-        let found = found?;
+        let Some(found) = found else {
+            stack::forget(ctx, name);
+            return None;
+        };
         let record = found.record.clone();
-        let json: Arc<str> = found.normalized(name, &self.cwd)?.into();
+        let Some(json) = found.normalized(name, &self.cwd) else {
+            stack::forget(ctx, name);
+            return None;
+        };
+        let json: Arc<str> = json.into();
         stack::register(
             ctx,
             name,

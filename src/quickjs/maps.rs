@@ -39,7 +39,7 @@ impl FoundMap {
             Ok(map) => Ok(map),
             Err(bytes) => parse(&bytes),
         };
-        map.and_then(|map| normalized(map, &self.base, root, Outside::Refused))
+        map.and_then(|map| guarded(|| normalized(map, &self.base, root, Outside::Refused)))
             .map_err(|why| warn(name, &why))
             .ok()
     }
@@ -91,7 +91,8 @@ pub(crate) fn current(
     if xxh3_128(&bytes) == hash {
         return Ok(stored.to_owned());
     }
-    normalized(parse(&bytes)?, &base, root, Outside::Refused)
+    let map = parse(&bytes)?;
+    guarded(|| normalized(map, &base, root, Outside::Refused))
 }
 
 /// A map a host's build returned for module `name`: its `sources` relative to `base`, kept
@@ -102,9 +103,8 @@ pub(crate) fn of_build(name: &str, map: &str, base: &Path, root: &Path) -> Optio
         warn(name, &format!("{} bytes, over {MAX_MAP_LEN}", map.len()));
         return None;
     }
-    sourcemap::decode_slice(map.as_bytes())
-        .map_err(|e| format!("malformed: {e}"))
-        .and_then(|map| normalized(map, base, root, Outside::Absolute))
+    parse(map.as_bytes())
+        .and_then(|map| guarded(|| normalized(map, base, root, Outside::Absolute)))
         .map_err(|why| warn(name, &why))
         .ok()
 }
@@ -142,7 +142,9 @@ fn inline(data: &str) -> Result<DecodedMap, String> {
             data.len()
         ));
     }
-    sourcemap::decode_data_url(&format!("data:{data}")).map_err(|e| format!("inline map: {e}"))
+    guarded(|| {
+        sourcemap::decode_data_url(&format!("data:{data}")).map_err(|e| format!("inline map: {e}"))
+    })
 }
 
 /// A map file's bytes, read bounded (a FIFO, a device or a directory is refused, never
@@ -153,7 +155,14 @@ fn read_file(path: &Path) -> Result<(Vec<u8>, PathBuf), String> {
 }
 
 fn parse(bytes: &[u8]) -> Result<DecodedMap, String> {
-    sourcemap::decode_slice(bytes).map_err(|e| format!("malformed: {e}"))
+    guarded(|| sourcemap::decode_slice(bytes).map_err(|e| format!("malformed: {e}")))
+}
+
+/// `work` on an untrusted map, a panic in the map crate (an overflow in a debug build) made an
+/// error: a map that cannot be read is not used, it never fails the import.
+fn guarded<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err("the map could not be read".to_owned()))
 }
 
 /// What becomes of a map's source outside the project root.
@@ -179,6 +188,12 @@ fn normalized(
         DecodedMap::Index(index) => index.flatten().map_err(|e| format!("index map: {e}"))?,
         DecodedMap::Hermes(hermes) => (*hermes).clone(),
     };
+    // Written back one `;` per generated line: an index map's section offsets could make a
+    // small map a huge one.
+    let lines = map.tokens().map(|t| t.get_dst_line()).max().unwrap_or(0);
+    if u64::from(lines) > MAX_MAP_LEN {
+        return Err(format!("maps {lines} generated lines"));
+    }
     // Each source with the map's `sourceRoot` applied.
     let sources: Vec<String> = (0..map.get_source_count())
         .map(|idx| map.get_source(idx).unwrap_or("").to_owned())
@@ -264,6 +279,17 @@ mod tests {
                 String::from_utf8_lossy(source)
             );
         }
+    }
+
+    /// A small index map whose section lies four billion lines down would be written back as
+    /// gigabytes of `;`: refused instead.
+    #[test]
+    fn an_index_map_far_past_its_lines_is_refused() {
+        let map = r#"{"version":3,"sections":[{"offset":{"line":4000000000,"column":0},
+            "map":{"version":3,"sources":["a.ts"],"names":[],"mappings":"AAAA"}}]}"#;
+        assert!(of_build("m", map, Path::new("/p"), Path::new("/p")).is_none());
+        let near = map.replace("4000000000", "3");
+        assert!(of_build("m", &near, Path::new("/p"), Path::new("/p")).is_some());
     }
 
     #[test]

@@ -43,9 +43,9 @@
 //! [`PackLoader`] loads whose source ends with a `//# sourceMappingURL=` comment (a `.map` file
 //! beside them, which is then one of the module's inputs, or an inline `data:` URL), and
 //! modules [`declare_built`] gives with a map. Nothing to switch on; on a first start and a
-//! warm one alike. A map is parsed the first time a stack passes through its module, not at
-//! load. A host's own `Error.prepareStackTrace` keeps working, and is given the mapped call
-//! sites. A map that cannot be used (malformed, missing, too large, not a regular file, or
+//! warm one alike. A stack is mapped when it is read; a map is parsed the first time a stack
+//! passes through its module, not at load. A host's own `Error.prepareStackTrace` keeps
+//! working, and is given the mapped call sites. A map that cannot be used (malformed, missing, too large, not a regular file, or
 //! naming sources outside the working directory) leaves its frames as they are, with one
 //! warning.
 

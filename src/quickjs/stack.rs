@@ -7,9 +7,10 @@
 //! cache and parsed the first time a stack passes through the module, and parsed maps are
 //! kept for the runtime's life within [`MOST_PARSED_BYTES`].
 //!
-//! The mapping rides on quickjs-ng's V8-style `Error.prepareStackTrace`: the first module with
-//! a map that a context loads installs a function there that maps each call site and formats
-//! the stack as QuickJS itself does. A host's own `Error.prepareStackTrace`, set before or
+//! The first module with a map that a context loads installs a small script there (its
+//! bytecode kept in the cache): reading an error's `stack` maps the frames QuickJS formatted,
+//! once, so nothing runs when an error is made (one made at a stack overflow keeps its
+//! stack). A host's own `Error.prepareStackTrace` (quickjs-ng's V8-style hook), set before or
 //! after, keeps working: it is called with the mapped call sites, and reading the property
 //! gives back the host's function.
 
@@ -118,13 +119,17 @@ impl SourceMaps {
     /// where the module has no usable map or the position maps to no source.
     pub(crate) fn original(&self, module: &str, line: u32, col: u32) -> Option<(String, u32, u32)> {
         let map = self.parsed(module)?;
-        let token = map.lookup_token(line.checked_sub(1)?, col.saturating_sub(1))?;
-        let source = token.get_source()?;
-        Some((
-            source.to_owned(),
-            token.get_src_line() + 1,
-            token.get_src_col() + 1,
-        ))
+        // A map is untrusted input to a crate that does arithmetic on its numbers: a panic in
+        // it (an overflow in a debug build) is a position not mapped, never a failed stack.
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let token = map.lookup_token(line.checked_sub(1)?, col.saturating_sub(1))?;
+            Some((
+                token.get_source()?.to_owned(),
+                token.get_src_line().checked_add(1)?,
+                token.get_src_col().checked_add(1)?,
+            ))
+        }));
+        found.ok().flatten()
     }
 
     /// Module `module`'s map, parsed (once, then kept within the budget).
@@ -148,8 +153,13 @@ impl SourceMaps {
             } => stored_map(cache, key, *hash, file.as_ref()),
         };
         let parsed = json.and_then(|json| {
-            let map = SourceMap::from_slice(json.as_bytes()).map_err(|e| e.to_string())?;
-            Ok((Arc::new(map), json.len()))
+            let parse = || SourceMap::from_slice(json.as_bytes());
+            let map = std::panic::catch_unwind(parse)
+                .map_err(|_| "the parser failed on it".to_owned())?
+                .map_err(|e| e.to_string())?;
+            // What it takes in memory: its tokens (28 bytes each) and its strings.
+            let bytes = map.get_token_count() as usize * 28 + json.len();
+            Ok((Arc::new(map), bytes))
         });
         match parsed {
             Ok((map, bytes)) => {
@@ -157,14 +167,31 @@ impl SourceMaps {
                 Some(map)
             }
             Err(why) => {
+                state.unusable.insert(module.to_owned());
+                drop(state);
                 log::warn!(
                     "bytecode-pack: {module}: source map not used ({why}); its stack frames \
                      keep their generated positions"
                 );
-                state.unusable.insert(module.to_owned());
                 None
             }
         }
+    }
+
+    /// Forgets what is known of module `name`'s map: it was loaded again (another context,
+    /// a rebuild), with `source` as its map now, or none.
+    fn replace(&self, name: &str, source: Option<MapSource>) {
+        let mut state = self.state.lock();
+        let named = xxh3_128(name.as_bytes());
+        match source {
+            Some(source) => state.modules.insert(named, source),
+            None => state.modules.remove(&named),
+        };
+        if let Some(dropped) = state.parsed.remove(name) {
+            state.parsed_bytes -= dropped.bytes;
+            state.order.retain(|m| m != name);
+        }
+        state.unusable.remove(name);
     }
 }
 
@@ -219,20 +246,42 @@ impl Maps {
 /// stacks. A failure leaves the frames as they are (logged once per context).
 /// `cache`, if given, keeps the installing script's bytecode.
 pub(crate) fn register(ctx: &Ctx<'_>, name: &str, source: MapSource, cache: Option<&Cache>) {
-    let maps = super::engine::runtime_maps(ctx);
-    let named = xxh3_128(name.as_bytes());
-    maps.state.lock().modules.insert(named, source);
-    if let Err(e) = install(ctx, &maps, cache) {
-        log::warn!("bytecode-pack: cannot map stack traces to source files: {e}");
+    let Some(maps) = super::engine::runtime_maps(ctx) else {
+        log::warn!(
+            "bytecode-pack: {name}: cannot keep its source map (the runtime's userdata is busy)"
+        );
+        return;
+    };
+    maps.replace(name, Some(source));
+    let globals = ctx.globals();
+    if globals.contains_key(INSTALLED).unwrap_or(true) {
+        return;
+    }
+    // Marked first: a context where installing fails is not tried again at every module.
+    let marked = Object::new(ctx.clone())
+        .and_then(|flag| globals.prop(INSTALLED, rquickjs::object::Property::from(flag)));
+    if let Err(e) = marked.and_then(|()| install(ctx, &maps, cache)) {
+        let why = match e {
+            rquickjs::Error::Exception => ctx.catch().as_exception().map_or_else(
+                || "an exception".to_owned(),
+                |exception| exception.message().unwrap_or_default(),
+            ),
+            other => other.to_string(),
+        };
+        log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
+    }
+}
+
+/// Module `name` was loaded without a map: a map registered for that name before (another
+/// context, an earlier version) is not its.
+pub(crate) fn forget(ctx: &Ctx<'_>, name: &str) {
+    if let Some(maps) = super::engine::existing_runtime_maps(ctx) {
+        maps.replace(name, None);
     }
 }
 
 /// Installs the mapping `Error.prepareStackTrace` in `ctx`, once.
 fn install(ctx: &Ctx<'_>, maps: &Arc<SourceMaps>, cache: Option<&Cache>) -> rquickjs::Result<()> {
-    let globals = ctx.globals();
-    if globals.contains_key(INSTALLED)? {
-        return Ok(());
-    }
     let maps = Arc::clone(maps);
     let original = Function::new(ctx.clone(), move |module: String, line: u32, col: u32| {
         maps.original(&module, line, col)
@@ -245,10 +294,7 @@ fn install(ctx: &Ctx<'_>, maps: &Arc<SourceMaps>, cache: Option<&Cache>) -> rqui
             glue_of(module)?
         }
     };
-    setup.call::<_, ()>((original,))?;
-    let flag = Object::new(ctx.clone())?;
-    globals.prop(INSTALLED, rquickjs::object::Property::from(flag))?;
-    Ok(())
+    setup.call::<_, ()>((original,))
 }
 
 /// The glue's module name.
@@ -288,51 +334,89 @@ fn glue_of<'js>(
     module.get("default")
 }
 
-/// Installs `prepare` as the engine's `Error.prepareStackTrace` (through the original
-/// setter) and puts an accessor in its place that keeps the host's own function: `prepare`
-/// maps the call sites and passes them to it, or formats them as QuickJS does.
+/// Maps stacks lazily: `Error.prototype.stack`'s getter is wrapped so that reading an
+/// error's stack maps the frames QuickJS formatted (and keeps the result on the error), so no
+/// JavaScript runs when an error is made (an error made at a stack overflow keeps its stack).
+/// `Error.prepareStackTrace` becomes an accessor that keeps the host's own function: while it
+/// is one, the engine calls a wrapper that passes it the mapped call sites instead.
 const GLUE: &str = r#"export default (original) => {
+  // Built-ins taken now: a program that replaces them later must not break its own stacks.
+  const apply = Reflect.apply;
+  const { lastIndexOf, slice, split } = String.prototype;
+  const stack = Object.getOwnPropertyDescriptor(Error.prototype, "stack");
   const slot = Object.getOwnPropertyDescriptor(Error, "prepareStackTrace");
-  let host = slot.get.call(Error);
-  const name = (site) => {
-    const n = site.getFunctionName();
-    return n === null || n === "" ? "<anonymous>" : n;
+  let host;
+  // "    at name (file:line:col)" or "    at file:line:col", mapped where it can be.
+  const frame = (line) => {
+    if (apply(slice, line, [0, 7]) !== "    at ") return line;
+    const open = apply(lastIndexOf, line, [" ("]);
+    const inParens = open > 0 && apply(slice, line, [-1]) === ")";
+    const place = inParens ? apply(slice, line, [open + 2, -1]) : apply(slice, line, [7]);
+    const c = apply(lastIndexOf, place, [":"]);
+    const l = c > 0 ? apply(lastIndexOf, place, [":", c - 1]) : -1;
+    if (l <= 0) return line;
+    const at = original(apply(slice, place, [0, l]), +apply(slice, place, [l + 1, c]), +apply(slice, place, [c + 1]));
+    if (at === undefined) return line;
+    const where = `${at[0]}:${at[1]}:${at[2]}`;
+    return inParens ? `${apply(slice, line, [0, open])} (${where})` : `    at ${where}`;
   };
-  const format = (site) => {
-    if (site.isNative()) return `    at ${name(site)} (native)`;
-    const file = site.getFileName() ?? "<null>";
-    const line = site.getLineNumber();
-    const where = line === null ? file : `${file}:${line}:${site.getColumnNumber()}`;
-    if (site.getFunction() === null && site.getFunctionName() === null) return `    at ${where}`;
-    return `    at ${name(site)} (${where})`;
+  const mapStack = (text) => {
+    const lines = apply(split, text, ["\n"]);
+    let out = "";
+    for (let i = 0; i < lines.length; i++) out += (i > 0 ? "\n" : "") + frame(lines[i]);
+    return out;
   };
-  const mapped = (site) => {
-    const file = site.getFileName(), line = site.getLineNumber(), col = site.getColumnNumber();
-    if (typeof file !== "string" || typeof line !== "number" || typeof col !== "number") return site;
+  Object.defineProperty(Error.prototype, "stack", {
+    configurable: true,
+    enumerable: stack.enumerable,
+    get() {
+      const text = apply(stack.get, this, []);
+      if (typeof text !== "string" || typeof host === "function") return text;
+      let mapped = text;
+      try {
+        mapped = mapStack(text);
+        if (mapped !== text) apply(stack.set, this, [mapped]);
+      } catch {}
+      return mapped;
+    },
+    set(value) { return apply(stack.set, this, [value]); },
+  });
+  const site = (s) => {
+    const file = s.getFileName(), line = s.getLineNumber(), col = s.getColumnNumber();
+    if (typeof file !== "string" || typeof line !== "number" || typeof col !== "number") return s;
     const at = original(file, line, col);
-    if (at === undefined) return site;
+    if (at === undefined) return s;
     return {
       getFileName: () => at[0],
       getLineNumber: () => at[1],
       getColumnNumber: () => at[2],
-      getFunctionName: () => site.getFunctionName(),
-      getFunction: () => site.getFunction(),
-      isNative: () => site.isNative(),
-      isConstructor: () => site.isConstructor(),
-      toString() { return format(this).slice(7); },
+      getFunctionName: () => s.getFunctionName(),
+      getFunction: () => s.getFunction(),
+      isNative: () => s.isNative(),
+      isConstructor: () => s.isConstructor(),
+      toString: () => `${s.getFunctionName() ?? "<anonymous>"} (${at[0]}:${at[1]}:${at[2]})`,
     };
   };
-  const prepare = (error, sites) => {
-    const list = sites.map(mapped);
-    if (typeof host === "function") return host.call(Error, error, list);
-    return list.map((site) => format(site) + "\n").join("");
+  const wrap = (fn) => (error, sites) => {
+    let list;
+    try {
+      list = [];
+      for (let i = 0; i < sites.length; i++) list[i] = site(sites[i]);
+    } catch {
+      list = sites;
+    }
+    return apply(fn, Error, [error, list]);
   };
-  slot.set.call(Error, prepare);
+  const set = (value) => {
+    host = value;
+    apply(slot.set, Error, [typeof value === "function" ? wrap(value) : value]);
+  };
+  set(apply(slot.get, Error, []));
   Object.defineProperty(Error, "prepareStackTrace", {
     configurable: true,
     enumerable: slot.enumerable,
     get() { return host; },
-    set(value) { host = value; },
+    set,
   });
 }"#;
 

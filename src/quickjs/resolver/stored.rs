@@ -105,11 +105,17 @@ impl Listing {
     /// whole, holds more than [`MOST_LISTED_ENTRIES`] or (off Unix) at all.
     #[cfg(unix)]
     fn read(path: &std::path::Path) -> Option<(Self, bool)> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::MetadataExt;
         use xxhash_rust::xxh3::xxh3_128;
-        // Who may search the directory decides what a probe in it sees: its mode is listed.
-        let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        let mut sum = xxh3_128(&mode.to_le_bytes());
+        // Who may search the directory decides what a probe in it sees: its mode and owners
+        // are listed (a copy another user made is another listing).
+        let meta = std::fs::metadata(path).ok()?;
+        let who = [
+            u64::from(meta.mode()),
+            u64::from(meta.uid()),
+            u64::from(meta.gid()),
+        ];
+        let mut sum = xxh3_128(&who.map(u64::to_le_bytes).concat());
         let (mut count, mut symlinks) = (0u128, false);
         let mut named = Vec::new();
         for entry in std::fs::read_dir(path).ok()? {
