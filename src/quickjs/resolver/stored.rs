@@ -64,8 +64,8 @@ impl DirStamp {
     }
 }
 
-/// A directory's entries, names and kinds, hashed in any order (128 bits: a sum of each
-/// entry's xxh3-128, plus their count). Two directories with one listing give every probe
+/// A directory's entries, names and kinds, hashed in any order with the directory's mode,
+/// owner and group (128 bits: a sum of each entry's xxh3-128, plus their count). Two directories with one listing give every probe
 /// `FileResolver` makes in them the same answer, wherever they lie: what lets a copy of a
 /// tree (new inodes and ctimes) keep the answers its original stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
