@@ -14,6 +14,19 @@ pub enum Source {
     Tarball(&'static str),
     /// The source-map fixtures, `maps` kept or cut off.
     SourceMapFixtures { maps: bool },
+    /// A generated graph of `modules` small modules in one directory, `gen/`: a binary tree
+    /// (module i imports 2i+1 and 2i+2) or flat (module 0 imports every other one).
+    Generated { modules: usize, flat: bool },
+}
+
+impl Codebase {
+    /// Whether the bench runs `variant` on it: a generated graph only the starts that show
+    /// where a warm start stops paying (the cache's, compiling, the limit).
+    pub fn runs(&self, variant: crate::Variant) -> bool {
+        use crate::Variant::*;
+        !matches!(self.source, Source::Generated { .. })
+            || matches!(variant, ScriptLoader | Limit | PackResolverWarm)
+    }
 }
 
 /// One npm package whose ES-module entry a start imports.
@@ -30,7 +43,7 @@ pub struct Codebase {
     pub mjs: bool,
 }
 
-pub static CODEBASES: [Codebase; 5] = [
+pub static CODEBASES: [Codebase; 9] = [
     Codebase {
         name: "lodash-es",
         source: Source::Tarball("lodash-es-4.18.1.tgz"),
@@ -61,6 +74,42 @@ pub static CODEBASES: [Codebase; 5] = [
         entry: "tsc-many/entry.js",
         mjs: false,
     },
+    Codebase {
+        name: "tree-3000",
+        source: Source::Generated {
+            modules: 3000,
+            flat: false,
+        },
+        entry: "gen/m0.js",
+        mjs: false,
+    },
+    Codebase {
+        name: "flat-3000",
+        source: Source::Generated {
+            modules: 3000,
+            flat: true,
+        },
+        entry: "gen/m0.js",
+        mjs: false,
+    },
+    Codebase {
+        name: "tree-10000",
+        source: Source::Generated {
+            modules: 10_000,
+            flat: false,
+        },
+        entry: "gen/m0.js",
+        mjs: false,
+    },
+    Codebase {
+        name: "flat-10000",
+        source: Source::Generated {
+            modules: 10_000,
+            flat: true,
+        },
+        entry: "gen/m0.js",
+        mjs: false,
+    },
 ];
 
 /// Extracts `codebase`'s tarball into `dest` (which then holds `package/`) and returns `dest`.
@@ -70,6 +119,7 @@ pub fn extract(codebase: &Codebase, dest: &Path) -> PathBuf {
     let tarball = match codebase.source {
         Source::Tarball(tarball) => tarball,
         Source::SourceMapFixtures { maps } => return copy_fixtures(maps, dest),
+        Source::Generated { modules, flat } => return generate(modules, flat, dest),
     };
     let tarball = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("benches/fixtures")
@@ -85,6 +135,35 @@ pub fn extract(codebase: &Codebase, dest: &Path) -> PathBuf {
         tarball.display(),
         codebase.entry
     );
+    dest.to_path_buf()
+}
+
+/// A generated graph (see [`Source::Generated`]) written under `dest/gen/`.
+fn generate(modules: usize, flat: bool, dest: &Path) -> PathBuf {
+    let dir = dest.join("gen");
+    fs::create_dir_all(&dir).unwrap();
+    for i in 0..modules {
+        let imports: Vec<usize> = match (flat, i) {
+            (true, 0) => (1..modules).collect(),
+            (true, _) => Vec::new(),
+            (false, _) => [2 * i + 1, 2 * i + 2]
+                .into_iter()
+                .filter(|&c| c < modules)
+                .collect(),
+        };
+        let mut source = String::new();
+        for c in &imports {
+            source += &format!("import {{ f{c} }} from './m{c}.js';\n");
+        }
+        let calls: Vec<String> = imports.iter().map(|c| format!("f{c}()")).collect();
+        let body = if calls.is_empty() {
+            "1".to_owned()
+        } else {
+            calls.join(" + ")
+        };
+        source += &format!("export function f{i}() {{ return {body}; }}\n");
+        fs::write(dir.join(format!("m{i}.js")), source).unwrap();
+    }
     dest.to_path_buf()
 }
 

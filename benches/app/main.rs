@@ -374,6 +374,9 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
     // Starts take tens to hundreds of milliseconds: the same iteration count in every sample.
     group.sampling_mode(SamplingMode::Flat);
     for &variant in Variant::ALL {
+        if !codebase.runs(variant) {
+            continue;
+        }
         if matches!(variant.prep(), Prep::Shipped { .. }) && !is_root() {
             eprintln!(
                 "app/{}/{}: SKIPPED (needs root, to ship a cache to another user)",
