@@ -13,7 +13,7 @@ pub enum Source {
     /// A tarball under `benches/fixtures/`.
     Tarball(&'static str),
     /// The source-map fixtures, `maps` kept or cut off.
-    SourceMapFixtures { maps: bool },
+    MapFixtures { maps: bool },
     /// A generated graph of `modules` small modules in one directory, `gen/`: a binary tree
     /// (module i imports 2i+1 and 2i+2) or flat (module 0 imports every other one).
     Generated { modules: usize, flat: bool },
@@ -64,13 +64,13 @@ pub static CODEBASES: [Codebase; 9] = [
     },
     Codebase {
         name: "tsc-mapped",
-        source: Source::SourceMapFixtures { maps: true },
+        source: Source::MapFixtures { maps: true },
         entry: "tsc-many/entry.js",
         mjs: false,
     },
     Codebase {
         name: "tsc-unmapped",
-        source: Source::SourceMapFixtures { maps: false },
+        source: Source::MapFixtures { maps: false },
         entry: "tsc-many/entry.js",
         mjs: false,
     },
@@ -118,7 +118,7 @@ pub static CODEBASES: [Codebase; 9] = [
 pub fn extract(codebase: &Codebase, dest: &Path) -> PathBuf {
     let tarball = match codebase.source {
         Source::Tarball(tarball) => tarball,
-        Source::SourceMapFixtures { maps } => return copy_fixtures(maps, dest),
+        Source::MapFixtures { maps } => return copy_fixtures(maps, dest),
         Source::Generated { modules, flat } => return generate(modules, flat, dest),
     };
     let tarball = Path::new(env!("CARGO_MANIFEST_DIR"))
