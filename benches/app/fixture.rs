@@ -43,7 +43,7 @@ pub struct Codebase {
     pub mjs: bool,
 }
 
-pub static CODEBASES: [Codebase; 9] = [
+pub static CODEBASES: [Codebase; 12] = [
     Codebase {
         name: "lodash-es",
         source: Source::Tarball("lodash-es-4.18.1.tgz"),
@@ -72,6 +72,15 @@ pub static CODEBASES: [Codebase; 9] = [
         name: "tsc-unmapped",
         source: Source::MapFixtures { maps: false },
         entry: "tsc-many/entry.js",
+        mjs: false,
+    },
+    Codebase {
+        name: "tree-2000",
+        source: Source::Generated {
+            modules: 2000,
+            flat: false,
+        },
+        entry: "gen/m0.js",
         mjs: false,
     },
     Codebase {
@@ -105,6 +114,24 @@ pub static CODEBASES: [Codebase; 9] = [
         name: "flat-10000",
         source: Source::Generated {
             modules: 10_000,
+            flat: true,
+        },
+        entry: "gen/m0.js",
+        mjs: false,
+    },
+    Codebase {
+        name: "tree-20000",
+        source: Source::Generated {
+            modules: 20_000,
+            flat: false,
+        },
+        entry: "gen/m0.js",
+        mjs: false,
+    },
+    Codebase {
+        name: "flat-20000",
+        source: Source::Generated {
+            modules: 20_000,
             flat: true,
         },
         entry: "gen/m0.js",
