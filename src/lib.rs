@@ -40,8 +40,10 @@
 //! # Features
 //!
 //! - `quickjs` (default): the rquickjs glue, the [`quickjs`] module: compiling, loading,
-//!   `declare_cached`, [`quickjs::PackLoader`], [`quickjs::PackResolver`] and
-//!   [`quickjs::precompile`]. Without it the crate is a plain store of bytes.
+//!   [`quickjs::declare_built`] (bundles and transpiled files, the build skipped on a hit),
+//!   `declare_cached`, [`quickjs::PackLoader`], [`quickjs::PackResolver`],
+//!   [`quickjs::precompile`], and stack traces mapped through source maps. Without it the
+//!   crate is a plain store of bytes.
 //! - `cli`: the `bytecode-pack` command-line tool (`src/bin/bytecode-pack.rs`); brings
 //!   `quickjs` (for `precompile`).
 //! - `fault-injection`: test-only crash points for the crash tests; never enable it in a
