@@ -126,15 +126,7 @@ impl PackLoader {
         if let Some(hit) = self.cache.lookup_with(&key, lookup).ok()
             && let Some(module) = self.load_hit(ctx, name, &hit)
         {
-            if let Some(map) = MapSource::of_hit(&self.cache, key, &hit) {
-                let file = MapFile {
-                    module: path,
-                    root: Arc::clone(&self.cwd),
-                };
-                stack::register(ctx, name, map.with_file(file), Some(&self.cache));
-            } else {
-                stack::forget(ctx, name);
-            }
+            self.hit_map(ctx, name, key, &hit, path);
             return Ok(module);
         }
         // The resolver checked a file was there; what is there now may be a FIFO.
@@ -164,17 +156,7 @@ impl PackLoader {
             && let Some(module) = self.load_hit(ctx, name, &hit)
         {
             let bytecode = hit.bytecode().to_vec();
-            // Its map as this tree's files give it: the other tree's, unless the map file
-            // differs (an inline map is part of the content, the same by now).
-            let map = match (map, hit.source_map()) {
-                (Some(found), Some(json)) if found.record.as_deref() == hit.aux() => {
-                    let json: Arc<str> = json.into();
-                    let held = MapSource::Held(Arc::clone(&json));
-                    stack::register(ctx, name, held, Some(&self.cache));
-                    Some((json, found.record))
-                }
-                (found, _) => self.made_map(ctx, name, found),
-            };
+            let map = self.copied_map(ctx, name, map, &hit);
             let place = Some((None, Arc::clone(root)));
             self.store(PendingModule::new(key, place, name, bytecode, input, map));
             return Ok(module);
@@ -185,6 +167,42 @@ impl PackLoader {
         let bytecode = bytecode.into_bytes();
         self.store(PendingModule::new(key, place, name, bytecode, input, map));
         Ok(module)
+    }
+
+    /// Registers the map of module `name` (its file at `path`) loaded from `hit`, stored under
+    /// `key`; or forgets an earlier one if it has none.
+    fn hit_map(&self, ctx: &Ctx<'_>, name: &str, key: Key, hit: &Hit, path: PathBuf) {
+        match MapSource::of_hit(&self.cache, key, hit) {
+            Some(map) => {
+                let file = MapFile {
+                    module: path,
+                    root: Arc::clone(&self.cwd),
+                };
+                stack::register(ctx, name, map.with_file(file), Some(&self.cache));
+            }
+            None => stack::forget(ctx, name),
+        }
+    }
+
+    /// The map of module `name` loaded from another tree's entry `hit`, as this tree's files
+    /// give it: the other tree's map, unless this tree's map file differs from the one it was
+    /// made from (an inline map is part of the content, so the same).
+    fn copied_map(
+        &self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        found: Option<maps::FoundMap>,
+        hit: &Hit,
+    ) -> Option<(Arc<str>, Option<String>)> {
+        match (found, hit.source_map()) {
+            (Some(found), Some(json)) if found.record.as_deref() == hit.aux() => {
+                let json: Arc<str> = json.into();
+                let held = MapSource::Held(Arc::clone(&json));
+                stack::register(ctx, name, held, Some(&self.cache));
+                Some((json, found.record))
+            }
+            (found, _) => self.made_map(ctx, name, found),
+        }
     }
 
     /// The map found for module `name` just compiled, made ready to store (sources relative

@@ -4,7 +4,8 @@
 
 use rustc_hash::FxHashMap;
 
-use super::stored::{AnswerToStore, DirStamp, Listing, StoredAnswers, encode};
+use super::listing::Listing;
+use super::stored::{AnswerToStore, DirStamp, StoredAnswers, encode};
 use crate::freshness;
 
 /// A resolution computed during this run, with the directories whose entries it was computed

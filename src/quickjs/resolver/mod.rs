@@ -7,11 +7,13 @@
 //! | `probe.rs` | probing as `FileResolver` does, recording the directories consulted |
 //! | `dirs.rs` | directory stamps, the run's answers, and the payload that stores them |
 //! | `stored.rs` | the stored table, read in place |
+//! | `listing.rs` | a directory's listing, which lets a copy keep its original's answers |
 //! | `paths.rs` | name arithmetic as strings (the fast paths) |
 //! | `config.rs` | `FileResolver`'s settings, read back |
 
 mod config;
 pub(crate) mod dirs;
+pub(crate) mod listing;
 mod paths;
 mod probe;
 pub(crate) mod stored;
@@ -28,9 +30,10 @@ use crate::cache::Cache;
 use crate::key::Key;
 use config::Config;
 use dirs::{Answer, Dirs, NewAnswers, payload};
+use listing::Listing;
 use paths::base_dir;
 use probe::Probing;
-use stored::{Listing, StoredAnswers};
+use stored::StoredAnswers;
 
 /// A cache-backed module resolver: the same answers as the [`FileResolver`] it wraps, without
 /// probing the filesystem per import.
