@@ -135,6 +135,20 @@ pub(crate) fn may_write_in(dir: &std::path::Path) -> bool {
     unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
 }
 
+/// Whether this process may search directory `dir` (and every directory on its path), as the
+/// kernel would judge it now for its effective ids (`faccessat(X_OK)` with `AT_EACCESS`): what
+/// a `stat` of a file in it needs.
+#[cfg(all(unix, feature = "quickjs"))]
+pub(crate) fn may_search(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `path` is a valid NUL-terminated string that outlives the call; faccessat(2)
+    // only reads it.
+    unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0 }
+}
+
 /// Who this process is to the kernel's permission checks: its effective user and group ids
 /// and its supplementary groups (sorted: their order means nothing), as text for a key. A
 /// group list that cannot be read (it changed between the two calls) reads `?`: a key of its

@@ -9,6 +9,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bytecode_pack::Cache;
@@ -25,6 +26,14 @@ use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 fn child() {
     if common::child::role().is_none() {
         return;
+    }
+    if let Ok(uid) = std::env::var("BP_UID") {
+        let uid: u32 = uid.parse().unwrap();
+        // SAFETY: plain syscalls; the parent made the project and cache readable by this user.
+        unsafe {
+            assert_eq!(libc::setgid(uid), 0);
+            assert_eq!(libc::setuid(uid), 0);
+        }
     }
     let mut builder = Cache::builder(common::child::path_var("BP_ROOT"));
     if std::env::var_os("BP_COMPACT_EVERY_PUT").is_some() {
@@ -386,4 +395,67 @@ fn deleted_copies_count_as_dead_and_are_reclaimed_automatically() {
     assert!(after.dead_bytes() < after.pack_bytes / 10, "{after:?}");
     common::let_ctime_age();
     assert_eq!(start(&dir, &root).compiles, 0);
+}
+
+/// A tree and its cache shipped by root (an image build: root started it, then `chmod -R
+/// go-w,a+rX`), started by an unprivileged user: the modules load from the cache and root's
+/// resolutions are used where this user may search, so nothing is probed.
+#[test]
+fn a_cache_shipped_by_root_resolves_for_an_app_user_without_probing() {
+    let Some((_tmp, dir, root)) = shipped_by_root(|_| {}) else {
+        return;
+    };
+    let start = start_with(Child::new("start").env("BP_UID", "65534"), &dir, &root);
+    assert_eq!(
+        (start.result.as_str(), start.compiles, start.probed),
+        (V1, 0, 0),
+        "{start:?}"
+    );
+}
+
+/// Where the app user may not search a directory root's answers came from (root searches
+/// anything), they are not used: the user's start fails to resolve there, as `FileResolver`
+/// does for it, and probes.
+#[test]
+fn root_answers_through_a_directory_the_app_user_cannot_search_are_not_used() {
+    let lib_for_root_only = |dir: &Path| {
+        fs::set_permissions(dir.join("lib"), fs::Permissions::from_mode(0o700)).unwrap();
+    };
+    let Some((_tmp, dir, root)) = shipped_by_root(lib_for_root_only) else {
+        return;
+    };
+    let start = start_with(Child::new("start").env("BP_UID", "65534"), &dir, &root);
+    assert!(start.result.starts_with("error"), "{start:?}");
+    assert!(start.probed >= 1, "{start:?}");
+}
+
+/// A warm project and cache made by root, readable by all and writable by none but root,
+/// after `adjust` changed the project and root started it again (its answers stamped as
+/// root saw them); `None` (with a note) where this process is not root.
+fn shipped_by_root(adjust: impl FnOnce(&Path)) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skipped("shipped_by_root", "needs root to start as another user");
+        return None;
+    }
+    let (tmp, dir, root) = warm_project();
+    fn go_w_a_rx(path: &Path) {
+        let is_dir = path.is_dir();
+        let mode = fs::metadata(path).unwrap().permissions().mode();
+        let mode = (mode & !0o022) | if is_dir { 0o555 } else { 0o444 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+        if is_dir {
+            for entry in fs::read_dir(path).unwrap() {
+                go_w_a_rx(&entry.unwrap().path());
+            }
+        }
+    }
+    go_w_a_rx(tmp.path());
+    adjust(&dir);
+    common::let_ctime_age();
+    assert_eq!(start(&dir, &root).result, V1, "root searches anything");
+    // What that start wrote, shipped too.
+    go_w_a_rx(&root);
+    common::let_ctime_age();
+    Some((tmp, dir, root))
 }

@@ -41,8 +41,9 @@ pub(crate) struct Learned {
     pub(crate) key: Key,
     pub(crate) payload: Vec<u8>,
     pub(crate) root: PathBuf,
-    /// Where to point at it from, for copies of the tree to find (see `PackResolver`).
-    pub(crate) pointer: Option<Key>,
+    /// Where to point at it from, for copies of the tree and other users to find (see
+    /// `PackResolver`).
+    pub(crate) pointers: Vec<Key>,
 }
 
 /// Something that learns answers during a start and hands them to its batch as one entry.
@@ -260,7 +261,7 @@ impl StartBatch {
             // directory is gone.
             let entry = NewEntry::new(STORE_NAME, &learned.payload).relative_to(&learned.root);
             let mut group = vec![(learned.key, entry)];
-            if let Some(pointer) = learned.pointer {
+            for &pointer in &learned.pointers {
                 let to_it = NewEntry::new(STORE_NAME, learned.key.as_bytes()).pointer();
                 group.push((pointer, to_it));
             }

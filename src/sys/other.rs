@@ -37,6 +37,12 @@ pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     fs::create_dir_all(dir)
 }
 
+/// Whether this process may search `dir`: not known here, so no.
+#[cfg(feature = "quickjs")]
+pub(crate) fn may_search(_dir: &Path) -> bool {
+    false
+}
+
 /// Whether this process may write in `dir`: not if it is marked read-only.
 pub(crate) fn may_write_in(dir: &Path) -> bool {
     fs::metadata(dir).is_ok_and(|m| !m.permissions().readonly())

@@ -69,6 +69,12 @@ pub(crate) fn check_owner_and_mode(meta: &fs::Metadata) -> Option<String> {
     None
 }
 
+/// Whether this process may search `dir` (see [`crate::unsafe_io::may_search`]).
+#[cfg(feature = "quickjs")]
+pub(crate) fn may_search(dir: &Path) -> bool {
+    crate::unsafe_io::may_search(dir)
+}
+
 /// Whether this process may create and replace files in `dir` (see
 /// [`crate::unsafe_io::may_write_in`]).
 pub(crate) fn may_write_in(dir: &Path) -> bool {

@@ -53,6 +53,9 @@ pub(crate) struct Dirs {
     /// The working directory: a directory under it is kept by its path relative to it (the
     /// directory itself as ""), so that a moved tree's stamps still name its directories.
     cwd: String,
+    /// Whether the stored table is another user's: its answers stand only in directories this
+    /// process may search (what its probes need), checked with each directory.
+    pub(crate) must_search: bool,
 }
 
 impl Dirs {
@@ -66,6 +69,7 @@ impl Dirs {
             checked: vec![0; stored as usize],
             round: 1,
             index: None,
+            must_search: false,
         }
     }
 
@@ -155,12 +159,18 @@ impl Dirs {
         let full = full_path(&self.cwd, path);
         let now = crate::sys::stat_path(&full).ok();
         self.checked[id as usize] = self.round;
-        if stamp.still_valid(now.as_ref()) {
+        // A directory another user's probes saw that this process may not search gives it
+        // other answers: stamped again, its stored answers dropped.
+        let searchable = !self.must_search
+            || id >= self.stored
+            || stamp.stat.is_none()
+            || crate::sys::may_search(&full);
+        if searchable && stamp.still_valid(now.as_ref()) {
             return false;
         }
         // Its stat data changed, its entries perhaps not (a copy of the tree, a `touch`).
         let listing = match (stamp.listing, &now) {
-            (Some(stored), Some(now)) => {
+            (Some(stored), Some(now)) if searchable => {
                 Listing::certified(&full, now, read_from).filter(|now| *now == stored)
             }
             _ => None,

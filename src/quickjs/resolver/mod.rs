@@ -99,8 +99,11 @@ struct ResolverState {
     /// The key of this configuration's tables wherever they lie (`key` without the place),
     /// from which the pointers that let a copy of a tree find its original's table derive.
     anywhere: Key,
-    /// Whether the table came from another tree (a copy's original), found through a
-    /// pointer: then this run does not point that pointer at its own table.
+    /// The key of the pointer to the last table stored for this place and these settings by
+    /// any user (`key` without who asks).
+    anyone: Key,
+    /// Whether the table came from another tree (a copy's original) or another user, found
+    /// through a pointer: then this run does not point the pointers at its own table.
     adopted: bool,
     /// What the cache held when this run first needed it (`None` inside: nothing usable).
     stored: Option<Option<StoredAnswers>>,
@@ -164,11 +167,14 @@ impl PackResolver {
             .map_or_else(|| cwd.clone(), |ino| format!("directory {ino}"));
         let anywhere = format!("{resolver:?}\0{}", crate::sys::credentials());
         let identity = format!("{place}\0{anywhere}");
+        // The same place and settings for anyone: where another user's table is pointed to.
+        let anyone = format!("{place}\0{resolver:?}\0anyone");
         let batch = StartBatch::join(&cache, Side::Resolver);
         let dirs = Dirs::new(0, &cwd);
         let state = ResolverState {
             key: Key::for_source(STORE_NAME, identity.as_bytes()),
             anywhere: Key::for_source(STORE_NAME, anywhere.as_bytes()),
+            anyone: Key::for_source(STORE_NAME, anyone.as_bytes()),
             adopted: false,
             batch: Arc::clone(&batch),
             inner: resolver,
@@ -208,11 +214,17 @@ impl ResolverState {
             // Under the working directory: a moved tree's table is re-recorded where it is now.
             let here = crate::LookupOptions::default().root(std::path::Path::new(&self.cwd));
             let own = self.cache.lookup_with(&self.key, here).ok();
-            let hit = own.or_else(|| {
-                let original = self.table_of_original();
-                self.adopted = original.is_some();
-                original
-            });
+            let own_found = own.is_some();
+            // Else another user's table for this place (a cache root shipped), else the
+            // original's of a copy of this tree.
+            let (hit, another_user) = match own {
+                Some(hit) => (Some(hit), false),
+                None => match self.table_through(self.anyone) {
+                    Some(hit) => (Some(hit), true),
+                    None => (self.table_of_original(), false),
+                },
+            };
+            self.adopted = another_user || hit.is_some() && !own_found;
             // Copied out (a few KB per hundred answers), so that the resolver, which lives as
             // long as its runtime, does not keep a superseded pack mapped.
             let table = hit.and_then(|hit| StoredAnswers::open(hit.bytecode().to_vec()));
@@ -220,6 +232,8 @@ impl ResolverState {
                 table.as_ref().map_or(0, StoredAnswers::dir_count),
                 &self.cwd,
             );
+            // Another user's answers stand only in directories this user may search.
+            self.dirs.must_search = another_user;
             self.stored = Some(table);
         }
     }
@@ -237,11 +251,13 @@ impl ResolverState {
     /// hold the same entries here ([`Dirs::check`] compares their listings).
     fn table_of_original(&self) -> Option<crate::Hit> {
         let listing = Listing::hint(std::path::Path::new(&self.cwd))?;
+        self.table_through(self.pointer_key(listing))
+    }
+
+    /// The table the pointer under `pointer` names, if both are there.
+    fn table_through(&self, pointer: Key) -> Option<crate::Hit> {
         let unchecked = crate::LookupOptions::default().without_input_checks();
-        let pointer = self
-            .cache
-            .lookup_with(&self.pointer_key(listing), unchecked)
-            .ok()?;
+        let pointer = self.cache.lookup_with(&pointer, unchecked).ok()?;
         let target = Key::from_bytes(pointer.bytecode().try_into().ok()?);
         let table = self.cache.lookup_with(&target, unchecked).ok()?;
         (table.module_name() == STORE_NAME).then_some(table)
@@ -400,16 +416,20 @@ impl ResolverState {
         let payload = self.encode();
         self.dirty = false;
         // A tree's own table is pointed to from its working directory's listing, for its
-        // copies to find; an adopted one's pointer stays with the original.
-        let pointer = match self.adopted {
-            false => Listing::hint(std::path::Path::new(&self.cwd)).map(|l| self.pointer_key(l)),
-            true => None,
-        };
+        // copies to find, and from its place, for other users; an adopted one's pointers stay
+        // with the original.
+        let mut pointers = Vec::new();
+        if !self.adopted {
+            pointers.push(self.anyone);
+            pointers.extend(
+                Listing::hint(std::path::Path::new(&self.cwd)).map(|l| self.pointer_key(l)),
+            );
+        }
         Some(Learned {
             key: self.key,
             payload,
             root: self.cwd.clone().into(),
-            pointer,
+            pointers,
         })
     }
 }
