@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use bytecode_pack::Cache;
 use bytecode_pack::quickjs::{self, PackLoader, PackResolver};
 use common::child::Child;
-use common::tree::copy_tree;
+use common::tree::{copy_tree, ship_tree};
 use rquickjs::loader::FileResolver;
 use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 
@@ -439,23 +439,12 @@ fn shipped_by_root(adjust: impl FnOnce(&Path)) -> Option<(tempfile::TempDir, Pat
         return None;
     }
     let (tmp, dir, root) = warm_project();
-    fn go_w_a_rx(path: &Path) {
-        let is_dir = path.is_dir();
-        let mode = fs::metadata(path).unwrap().permissions().mode();
-        let mode = (mode & !0o022) | if is_dir { 0o555 } else { 0o444 };
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-        if is_dir {
-            for entry in fs::read_dir(path).unwrap() {
-                go_w_a_rx(&entry.unwrap().path());
-            }
-        }
-    }
-    go_w_a_rx(tmp.path());
+    ship_tree(tmp.path());
     adjust(&dir);
     common::let_ctime_age();
     assert_eq!(start(&dir, &root).result, V1, "root searches anything");
     // What that start wrote, shipped too.
-    go_w_a_rx(&root);
+    ship_tree(&root);
     common::let_ctime_age();
     Some((tmp, dir, root))
 }

@@ -50,7 +50,7 @@ mod per_file_loader;
 #[path = "../../tests/common/tree.rs"]
 mod tree;
 
-use tree::copy_tree;
+use tree::{copy_tree, ship_tree};
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
@@ -509,18 +509,7 @@ fn ship(p: &Prepared, codebase: &Codebase, variant: Variant, layered: bool) -> P
     );
     p.check(codebase, variant, &report, p.modules);
     // `chmod -R go-w,a+rX` on the cache and `a+rx` on the directories above it.
-    fn go_w_a_rx(path: &Path) {
-        let is_dir = path.is_dir();
-        let mode = fs::metadata(path).unwrap().permissions().mode();
-        let mode = (mode & !0o022) | if is_dir { 0o555 } else { 0o444 };
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-        if is_dir {
-            for entry in fs::read_dir(path).unwrap() {
-                go_w_a_rx(&entry.unwrap().path());
-            }
-        }
-    }
-    go_w_a_rx(&shipped);
+    ship_tree(&shipped);
     for dir in [p.tmp.path(), &p.caches(), &own] {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     }

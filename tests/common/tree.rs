@@ -22,3 +22,18 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `chmod -R go-w,a+rX` of the tree at `path`: readable by all, writable by none but its
+/// owner, as an image build leaves what it ships.
+pub fn ship_tree(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let is_dir = path.is_dir();
+    let mode = fs::metadata(path).unwrap().permissions().mode();
+    let mode = (mode & !0o022) | if is_dir { 0o555 } else { 0o444 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    if is_dir {
+        for entry in fs::read_dir(path).unwrap() {
+            ship_tree(&entry.unwrap().path());
+        }
+    }
+}
