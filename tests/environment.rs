@@ -39,13 +39,13 @@ fn child() {
                 libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             }
         }
-        "read-only" => become_user(),
+        "read-only" => common::child::become_user(),
         "shipped" => {
-            become_user();
+            common::child::become_user();
             return shipped(&root);
         }
         "another-users" => {
-            become_user();
+            common::child::become_user();
             match Cache::open(&root) {
                 Err(e @ Error::Insecure { .. }) => println!("open=insecure: {e}"),
                 other => println!("open=other: {:?}", other.map(|c| c.is_read_only())),
@@ -78,19 +78,6 @@ fn child() {
         assert!(cache.put(&key(1), &NewEntry::new("big", &big)).is_err());
     }
     println!("pack-growth={}", pack_bytes() - before);
-}
-
-/// In a child: becomes the user `BP_UID` names (root ignores file modes, so the tests drop
-/// to an unprivileged one).
-fn become_user() {
-    let uid: u32 = std::env::var("BP_UID").unwrap().parse().unwrap();
-    if uid != 0 {
-        // SAFETY: plain syscalls; the parent made what this user needs accessible.
-        unsafe {
-            assert_eq!(libc::setgid(uid), 0);
-            assert_eq!(libc::setuid(uid), 0);
-        }
-    }
 }
 
 /// In a child, as an app user: the cache under `root` was shipped by root. It opens

@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytecode_pack::Cache;
 use bytecode_pack::quickjs::{self, PackLoader, PackResolver, Precompile, precompile};
 use common::child::Child;
+use common::{LIB_MODULES, write_files};
 use rquickjs::loader::FileResolver;
 use rquickjs::{Context, Module, Object, Runtime};
 
@@ -92,25 +93,16 @@ fn lines<'a>(stdout: &'a str, prefix: &str) -> Vec<&'a str> {
 }
 
 fn project(at: &Path) {
-    fs::create_dir_all(at.join("lib")).unwrap();
-    fs::write(
-        at.join("main.js"),
-        "import { add } from './lib/math.js';\n\
+    write_files(at, &LIB_MODULES);
+    write_files(
+        at,
+        &[(
+            "main.js",
+            "import { add } from './lib/math.js';\n\
          import { describe } from './lib/describe.js';\n\
          export const result = describe(add(2, 3));\n",
-    )
-    .unwrap();
-    fs::write(
-        at.join("lib/math.js"),
-        "export const add = (a, b) => a + b;\n",
-    )
-    .unwrap();
-    fs::write(
-        at.join("lib/describe.js"),
-        "import { add } from './math.js';\n\
-         export const describe = (x) => `value=${x} next=${add(x, 1)}`;\n",
-    )
-    .unwrap();
+        )],
+    );
     common::let_ctime_age();
 }
 

@@ -27,14 +27,7 @@ fn child() {
         return;
     };
     common::print_warnings();
-    if let Ok(uid) = std::env::var("BP_UID") {
-        let uid: u32 = uid.parse().unwrap();
-        // SAFETY: plain syscalls; the parent made the project readable by this user.
-        unsafe {
-            assert_eq!(libc::setgid(uid), 0);
-            assert_eq!(libc::setuid(uid), 0);
-        }
-    }
+    common::child::become_user();
     let root = common::child::path_var("BP_ROOT");
     let mut builder = Cache::builder(&root).lock_timeout(Duration::from_secs(5));
     if let Ok(max) = std::env::var("BP_MAX_BYTES") {

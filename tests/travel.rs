@@ -16,6 +16,7 @@ use bytecode_pack::Cache;
 use bytecode_pack::quickjs::{self, PackLoader, PackResolver};
 use common::child::Child;
 use common::tree::{copy_tree, ship_tree};
+use common::{LIB_MODULES, write_files};
 use rquickjs::loader::FileResolver;
 use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 
@@ -27,14 +28,7 @@ fn child() {
     if common::child::role().is_none() {
         return;
     }
-    if let Ok(uid) = std::env::var("BP_UID") {
-        let uid: u32 = uid.parse().unwrap();
-        // SAFETY: plain syscalls; the parent made the project and cache readable by this user.
-        unsafe {
-            assert_eq!(libc::setgid(uid), 0);
-            assert_eq!(libc::setuid(uid), 0);
-        }
-    }
+    common::child::become_user();
     let mut builder = Cache::builder(common::child::path_var("BP_ROOT"));
     if std::env::var_os("BP_COMPACT_EVERY_PUT").is_some() {
         builder = builder.auto_compact(0, 0.0);
@@ -108,26 +102,17 @@ fn start_with(child: Child, project: &Path, root: &Path) -> Start {
 
 /// A project of four modules in two directories, written long enough ago to be trusted.
 fn project(at: &Path) {
-    fs::create_dir_all(at.join("lib")).unwrap();
-    fs::write(
-        at.join("main.js"),
-        "import { add } from './lib/math.js';\n\
+    write_files(at, &LIB_MODULES);
+    write_files(
+        at,
+        &[(
+            "main.js",
+            "import { add } from './lib/math.js';\n\
          import { describe } from './lib/describe.js';\n\
          import { version } from './version.js';\n\
          export const result = `${describe(add(2, 3))} ${version}`;\n",
-    )
-    .unwrap();
-    fs::write(
-        at.join("lib/math.js"),
-        "export const add = (a, b) => a + b;\n",
-    )
-    .unwrap();
-    fs::write(
-        at.join("lib/describe.js"),
-        "import { add } from './math.js';\n\
-         export const describe = (x) => `value=${x} next=${add(x, 1)}`;\n",
-    )
-    .unwrap();
+        )],
+    );
     fs::write(at.join("version.js"), "export const version = 'v1';\n").unwrap();
     common::let_ctime_age();
 }

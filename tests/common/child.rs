@@ -26,6 +26,25 @@ pub fn path_var(name: &str) -> PathBuf {
     PathBuf::from(std::env::var_os(name).unwrap_or_else(|| panic!("{name} not set")))
 }
 
+/// In a child: becomes the user `BP_UID` names, if set and not root (root ignores file modes,
+/// so tests of permissions drop to an unprivileged user; the parent made what it needs
+/// accessible).
+pub fn become_user() {
+    let Some(uid) = std::env::var("BP_UID")
+        .ok()
+        .map(|u| u.parse::<u32>().unwrap())
+    else {
+        return;
+    };
+    if uid != 0 {
+        // SAFETY: plain syscalls, no memory passed.
+        unsafe {
+            assert_eq!(libc::setgid(uid), 0);
+            assert_eq!(libc::setuid(uid), 0);
+        }
+    }
+}
+
 /// A child process to be started: this test binary, running only its `child` test.
 pub struct Child {
     role: String,

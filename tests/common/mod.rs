@@ -174,3 +174,23 @@ pub fn print_warnings() {
     log::set_logger(&PrintWarnings).unwrap();
     log::set_max_level(log::LevelFilter::Warn);
 }
+
+/// Two library modules the project tests share: `lib/math.js`, and `lib/describe.js`, which
+/// imports it.
+pub const LIB_MODULES: [(&str, &str); 2] = [
+    ("lib/math.js", "export const add = (a, b) => a + b;\n"),
+    (
+        "lib/describe.js",
+        "import { add } from './math.js';\n\
+         export const describe = (x) => `value=${x} next=${add(x, 1)}`;\n",
+    ),
+];
+
+/// Writes `files` (paths relative to `at`, and contents), making their directories.
+pub fn write_files(at: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let path = at.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+}
