@@ -149,7 +149,7 @@ where
     if let Some(hit) = cache.get(&cache_key) {
         match load(ctx, &hit) {
             Ok(module) => {
-                match MapSource::of_hit(cache, cache_key, &hit) {
+                match MapSource::of_hit(cache, cache_key, &hit, None) {
                     Some(map) => stack::register(ctx, name, map, Some(cache)),
                     None => stack::forget(ctx, name),
                 }

@@ -172,14 +172,13 @@ impl PackLoader {
     /// Registers the map of module `name` (its file at `path`) loaded from `hit`, stored under
     /// `key`; or forgets an earlier one if it has none.
     fn hit_map(&self, ctx: &Ctx<'_>, name: &str, key: Key, hit: &Hit, path: PathBuf) {
-        match MapSource::of_hit(&self.cache, key, hit) {
-            Some(map) => {
-                let file = MapFile {
-                    module: path,
-                    root: Arc::clone(&self.cwd),
-                };
-                stack::register(ctx, name, map.with_file(file), Some(&self.cache));
-            }
+        let file = || MapFile {
+            module: path,
+            root: Arc::clone(&self.cwd),
+        };
+        let found = hit.source_map().is_some().then(file);
+        match MapSource::of_hit(&self.cache, key, hit, found) {
+            Some(map) => stack::register(ctx, name, map, Some(&self.cache)),
             None => stack::forget(ctx, name),
         }
     }

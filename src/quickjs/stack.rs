@@ -60,30 +60,21 @@ pub(crate) struct MapFile {
 }
 
 impl MapSource {
-    /// The map of a cache hit, if it has one.
-    pub(crate) fn of_hit(cache: &Cache, key: Key, hit: &crate::Hit) -> Option<MapSource> {
+    /// The map of a cache hit, if it has one; `file` for a module [`super::PackLoader`]
+    /// loaded.
+    pub(crate) fn of_hit(
+        cache: &Cache,
+        key: Key,
+        hit: &crate::Hit,
+        file: Option<MapFile>,
+    ) -> Option<MapSource> {
         let json = hit.source_map()?;
         Some(MapSource::Stored {
             cache: cache.clone(),
             key,
             hash: xxh3_64(json.as_bytes()),
-            file: None,
+            file,
         })
-    }
-
-    /// The map of a module [`super::PackLoader`] loaded from `file`.
-    pub(crate) fn with_file(self, file: MapFile) -> MapSource {
-        match self {
-            MapSource::Stored {
-                cache, key, hash, ..
-            } => MapSource::Stored {
-                cache,
-                key,
-                hash,
-                file: Some(file),
-            },
-            held => held,
-        }
     }
 }
 
