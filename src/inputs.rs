@@ -18,29 +18,45 @@ pub fn collect_inputs<P: AsRef<Path>>(
     cwd: &Path,
 ) -> Vec<PathBuf> {
     let mut found = BTreeSet::new();
-    let mut add = |path: &Path| {
-        let path = crate::freshness::recorded_path(&cwd.join(path));
+    for entry in entry_paths {
+        let path = crate::freshness::recorded_path(&cwd.join(entry.as_ref()));
         if path.is_file() {
             found.insert(path);
         }
-    };
-    for entry in entry_paths {
-        add(entry.as_ref());
     }
     if let Some(json) = source_map_json {
-        for source in source_map_sources(json) {
-            let source = source.strip_prefix("file://").unwrap_or(&source);
-            if source.contains("://") || source.starts_with('<') || source.is_empty() {
-                continue;
-            }
-            add(Path::new(source));
-        }
+        found.extend(
+            source_map_files(json, cwd)
+                .into_iter()
+                .map(|(path, _)| path),
+        );
     }
     found.into_iter().collect()
 }
 
-/// The `sources` of a regular or indexed source map, with `sourceRoot` applied.
-fn source_map_sources(json: &str) -> Vec<String> {
+/// The files a source map's `sources` name (resolved against `base`, with `sourceRoot`
+/// applied), each once and each a regular file, with its `sourcesContent` where the map has
+/// it (what the bundler read). Sources that are not files (`webpack://…`, `<anonymous>`,
+/// virtual modules) or do not exist are skipped; an unparsable map names none.
+pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<(PathBuf, Option<String>)> {
+    let mut seen = BTreeSet::new();
+    let mut files = Vec::new();
+    for (source, content) in source_map_sources(json) {
+        let source = source.strip_prefix("file://").unwrap_or(&source);
+        if source.contains("://") || source.starts_with('<') || source.is_empty() {
+            continue;
+        }
+        let path = crate::freshness::recorded_path(&base.join(source));
+        if path.is_file() && seen.insert(path.clone()) {
+            files.push((path, content));
+        }
+    }
+    files
+}
+
+/// The `sources` of a regular or indexed source map, with `sourceRoot` applied, and their
+/// `sourcesContent`.
+fn source_map_sources(json: &str) -> Vec<(String, Option<String>)> {
     let decoded = match sourcemap::decode_slice(json.as_bytes()) {
         Ok(decoded) => decoded,
         Err(e) => {
@@ -48,7 +64,14 @@ fn source_map_sources(json: &str) -> Vec<String> {
             return Vec::new();
         }
     };
-    let sources = |map: &sourcemap::SourceMap| map.sources().map(str::to_owned).collect();
+    let sources = |map: &sourcemap::SourceMap| {
+        (0..map.get_source_count())
+            .filter_map(|idx| {
+                let source = map.get_source(idx)?.to_owned();
+                Some((source, map.get_source_contents(idx).map(str::to_owned)))
+            })
+            .collect()
+    };
     match decoded {
         sourcemap::DecodedMap::Regular(map) => sources(&map),
         sourcemap::DecodedMap::Index(index) => {

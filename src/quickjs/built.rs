@@ -202,29 +202,13 @@ where
 }
 
 /// The files a map's `sources` name (relative to `base`), each recorded from the map's
-/// `sourcesContent` where it has it (what the bundler read), else by path. Sources that are
-/// URLs other than `file:` name no file and are left out.
+/// `sourcesContent` where it has it (what the bundler read), else by path.
 fn map_inputs(map: &str, base: &Path) -> Vec<Input> {
-    let Ok(sourcemap::DecodedMap::Regular(map)) = sourcemap::decode_slice(map.as_bytes()) else {
-        // An index map's sections, or a map that does not parse: what it names is not known.
-        return Vec::new();
-    };
-    (0..map.get_source_count())
-        .filter_map(|idx| {
-            let source = map.get_source(idx)?;
-            let path = match source.split_once("://") {
-                Some(("file", path)) => PathBuf::from(path),
-                Some(_) => return None,
-                None => base.join(source),
-            };
-            // A source that is no file (a bundler's virtual module) cannot be checked.
-            if !path.is_file() {
-                return None;
-            }
-            Some(match map.get_source_contents(idx) {
-                Some(content) => Input::with_content(path, content.as_bytes()),
-                None => Input::path(path),
-            })
+    crate::inputs::source_map_files(map, base)
+        .into_iter()
+        .map(|(path, content)| match content {
+            Some(content) => Input::with_content(path, content.as_bytes()),
+            None => Input::path(path),
         })
         .collect()
 }
