@@ -93,7 +93,6 @@ impl Cache {
         // What lookups find to re-record waits for a write: never of a handle that cannot
         // write, nor of a cache underneath another (the upper takes the writes).
         let queue = layer == Layer::Own && !inner.read_only && !inner.options.disabled;
-        let throttle = options.refresh_interval;
         if inner.options.disabled {
             // A host that runs uncached (no cache of its own could be opened) still reads
             // the one shipped underneath.
@@ -106,22 +105,18 @@ impl Cache {
         let snapshot = inner.snapshot.load_full();
         let result = match lookup_in(&snapshot, key, inner, options, queue) {
             Ok(hit) => Ok(hit),
-            // A handle sees other processes' writes no later than its next miss (or, throttled,
-            // its next miss once the interval passed).
-            Err(reason) if !self.due_for_refresh(throttle) => Err(reason),
-            Err(reason) => match self.refresh_if_changed(&snapshot) {
-                Ok(Some(newer)) => lookup_in(&newer, key, inner, options, queue),
-                Ok(None) => Err(reason),
-                Err(e) => {
-                    log::debug!("bytecode-pack: cannot reload {}: {e}", inner.dir.display());
-                    Err(MissReason::Io)
-                }
+            // A miss here may be a hit in the cache underneath (a shipped, read-only one),
+            // asked before this cache looks for newer publications: its hit is as fresh as
+            // one here would be, and a start over a shipped cache pays no `stat` of this
+            // cache's index per module.
+            Err(reason) => match inner
+                .lower
+                .as_ref()
+                .map(|lower| lower.lookup_as(key, options, Layer::Underneath))
+            {
+                Some(Ok(hit)) => Ok(hit),
+                _ => self.after_miss(&snapshot, key, options, queue, reason),
             },
-        };
-        // A miss here may be a hit in the cache underneath (a shipped, read-only one).
-        let result = match (result, &inner.lower) {
-            (Err(_), Some(lower)) => lower.lookup_as(key, options, Layer::Underneath),
-            (result, _) => result,
         };
         match &result {
             Ok(_) => {
@@ -133,6 +128,33 @@ impl Cache {
             }
         }
         result
+    }
+
+    /// After a miss in `snapshot`: the lookup again in a newer publication, if one is due to
+    /// be looked for and there is one. A handle sees other processes' writes no later than
+    /// its next miss (or, throttled, its next miss once the interval passed).
+    fn after_miss(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        key: &Key,
+        options: LookupOptions<'_>,
+        queue: bool,
+        reason: MissReason,
+    ) -> Result<Hit, MissReason> {
+        if !self.due_for_refresh(options.refresh_interval) {
+            return Err(reason);
+        }
+        match self.refresh_if_changed(snapshot) {
+            Ok(Some(newer)) => lookup_in(&newer, key, &self.inner, options, queue),
+            Ok(None) => Err(reason),
+            Err(e) => {
+                log::debug!(
+                    "bytecode-pack: cannot reload {}: {e}",
+                    self.inner.dir.display()
+                );
+                Err(MissReason::Io)
+            }
+        }
     }
 
     /// Whether a throttled miss should check for a newer publication now; notes the check.
