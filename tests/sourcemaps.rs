@@ -121,8 +121,9 @@ fn built_bundle(cache: &Cache) {
 }
 
 /// A host's own `Error.prepareStackTrace`: one `file:line` per call site, joined by `|`.
-const HOST_PREPARE: &str = "Error.prepareStackTrace = (error, sites) => \
-     'host:' + sites.map((s) => `${s.getFileName()}:${s.getLineNumber()}`).join('|');";
+const HOST_PREPARE: &str = "globalThis.hostPrepare = (error, sites) => 'host:' + \
+     sites.map((s) => `${s.getFileName()}:${s.getLineNumber()}:${s.getColumnNumber()}`).join('|'); \
+     Error.prepareStackTrace = globalThis.hostPrepare;";
 
 struct Start {
     stack: Vec<String>,
@@ -294,7 +295,8 @@ fn a_built_bundles_frames_name_its_sources_on_a_build_and_on_a_hit() {
 }
 
 /// A host's own `Error.prepareStackTrace`, set before or after the first mapped module loads,
-/// is what formats the stack, and it is given the mapped call sites.
+/// is what formats the stack, it is given the mapped call sites (file, line and column), and
+/// reading the property gives back the host's own function.
 #[test]
 fn a_hosts_own_prepare_stack_trace_is_called_with_mapped_call_sites() {
     let (_tmp, project, cache) = fixtures();
@@ -303,13 +305,21 @@ fn a_hosts_own_prepare_stack_trace_is_called_with_mapped_call_sites() {
             &project,
             &cache,
             "tsc-external/main.js",
-            &[("BP_HOST_PREPARE", when)],
+            &[
+                ("BP_HOST_PREPARE", when),
+                (
+                    "BP_PRELUDE",
+                    "globalThis.same = String(Error.prepareStackTrace === globalThis.hostPrepare);",
+                ),
+                ("BP_PRINT", "same"),
+            ],
         );
         let stack = s.stack.join("\n");
         assert!(
-            stack.starts_with("host:src-ts/src/util.ts:18|src-ts/src/middle.ts:10|"),
+            stack.starts_with("host:src-ts/src/util.ts:18:29|src-ts/src/middle.ts:10:11|"),
             "{when}: {stack}"
         );
+        assert!(s.printed.contains("\"true\""), "{when}: {:?}", s.printed);
     }
 }
 
