@@ -122,13 +122,7 @@ fn root_or_skip(test: &str) -> bool {
 /// owner (as an image build leaves a shipped cache: `chmod -R go-w,a+rX`).
 fn give_tree(path: &Path, uid: u32) {
     chown_tree(path, uid);
-    let mode = if path.is_dir() { 0o755 } else { 0o644 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).unwrap() {
-            give_tree(&entry.unwrap().path(), uid);
-        }
-    }
+    common::tree::ship_tree(path);
 }
 
 /// A populated cache root `name` in a new temp dir that other users can traverse, given to

@@ -312,7 +312,6 @@ fn a_start_that_compiles_more_than_the_cache_holds_stores_what_fits() {
 /// changed, stores nothing, writes nothing, and says so in one warning, not one per module.
 #[test]
 fn a_start_over_a_read_only_cache_warns_once_and_writes_nothing() {
-    use std::os::unix::fs::PermissionsExt;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         common::skipped(
@@ -324,16 +323,7 @@ fn a_start_over_a_read_only_cache_warns_once_and_writes_nothing() {
     let project = Project::new(3, 100);
     assert_eq!(project.start("rquickjs").compiles, 4);
     // As an image build leaves them: root's, readable by all, writable by none else.
-    fn open_up(path: &std::path::Path) {
-        let mode = if path.is_dir() { 0o755 } else { 0o644 };
-        fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-        if path.is_dir() {
-            for entry in fs::read_dir(path).unwrap() {
-                open_up(&entry.unwrap().path());
-            }
-        }
-    }
-    open_up(project.dir.parent().unwrap());
+    common::tree::ship_tree(project.dir.parent().unwrap());
     // Two modules changed since: they are compiled and cannot be stored.
     for m in ["lib/m0.js", "lib/m1.js"] {
         fs::write(

@@ -23,26 +23,13 @@ use rquickjs::{Context, Function, Module, Runtime};
 fn fixture() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap().join("fixtures");
-    copy_dir(
+    crate::tree::copy_tree(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sourcemaps"),
         &root,
     );
     // Past the racy window of the copy: hits trust a `stat`.
     std::thread::sleep(bytecode_pack::RACY_WINDOW + std::time::Duration::from_millis(100));
     (tmp, root)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 const CONFIG: &[u8] = b"esbuild 0.28.2 --bundle --format=esm --sourcemap";

@@ -23,6 +23,10 @@ mod process;
 mod put;
 mod quickjs;
 mod scale;
+// Only its copy is used here.
+#[allow(dead_code)]
+#[path = "../../tests/common/tree.rs"]
+mod tree;
 
 use std::time::Duration;
 
