@@ -122,31 +122,30 @@ pub(crate) fn current_uid() -> u32 {
 }
 
 /// Whether this process may create and replace files in the directory `dir`, as the kernel
-/// would judge it now for its effective ids (`faccessat` with `AT_EACCESS`): not in a
-/// directory another user owns without granting it, nor on a read-only mount (`EROFS`).
+/// would judge it now for its effective ids: not in a directory another user owns without
+/// granting it, nor on a read-only mount (`EROFS`).
 #[cfg(unix)]
 pub(crate) fn may_write_in(dir: &std::path::Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `path` is a valid NUL-terminated string that outlives the call; faccessat(2)
-    // only reads it.
-    unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::W_OK, libc::AT_EACCESS) == 0 }
+    may(dir, libc::W_OK)
 }
 
 /// Whether this process may search directory `dir` (and every directory on its path), as the
-/// kernel would judge it now for its effective ids (`faccessat(X_OK)` with `AT_EACCESS`): what
-/// a `stat` of a file in it needs.
+/// kernel would judge it now for its effective ids: what a `stat` of a file in it needs.
 #[cfg(all(unix, feature = "quickjs"))]
 pub(crate) fn may_search(dir: &std::path::Path) -> bool {
+    may(dir, libc::X_OK)
+}
+
+/// `faccessat(dir, mode)` with `AT_EACCESS`: for the effective ids, as other calls are judged.
+#[cfg(unix)]
+fn may(dir: &std::path::Path, mode: libc::c_int) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
         return false;
     };
     // SAFETY: `path` is a valid NUL-terminated string that outlives the call; faccessat(2)
     // only reads it.
-    unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0 }
+    unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), mode, libc::AT_EACCESS) == 0 }
 }
 
 /// Who this process is to the kernel's permission checks: its effective user and group ids
