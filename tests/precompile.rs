@@ -161,7 +161,11 @@ fn a_syntax_error_is_reported_and_the_rest_is_stored() {
         "the engine's position: {out}"
     );
     let compiled: u32 = lines(&out, "compiled=")[0].parse().unwrap();
-    assert_eq!(compiled, 2, "math and describe, in either thread: {out}");
+    // math.js twice when both threads reach it (describe.js imports it).
+    assert!(
+        (2..=3).contains(&compiled),
+        "math and describe, in either thread: {out}"
+    );
     let start = run(&dir, &root, "start", &[]);
     assert_eq!(lines(&start, "compiles="), ["1"], "only main.js: {start}");
 }
