@@ -1,7 +1,7 @@
 //! What the machine does to a cache: a file-size limit (as a full disk), a read-only cache
 //! directory, a cache shipped by root and read by an app user (alone, and under a writable
 //! one), one another user owns, no home for a per-user cache, the directory deleted under a
-//! running process, the same cache opened twice. Limits and privileges are applied in child
+//! running process, the same cache opened twice, the access times of inputs read. Limits and privileges are applied in child
 //! processes (this binary re-invoked).
 #![cfg(unix)]
 
@@ -10,7 +10,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use bytecode_pack::{Cache, Error, Key, NewEntry, abi_tag};
+use bytecode_pack::{Cache, Error, Input, Key, NewEntry, abi_tag};
 use common::child::Child;
 
 fn key(i: u32) -> Key {
@@ -50,6 +50,15 @@ fn child() {
                 Err(e @ Error::Insecure { .. }) => println!("open=insecure: {e}"),
                 other => println!("open=other: {:?}", other.map(|c| c.is_read_only())),
             }
+            return;
+        }
+        "another-users-input" => {
+            common::child::become_user();
+            let input = common::child::path_var("BP_INPUT");
+            let cache = Cache::open(&root).unwrap();
+            let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
+            println!("put={:?}", cache.put(&key(2), &entry));
+            println!("get={}", cache.get(&key(2)).is_some());
             return;
         }
         "no-home" => {
@@ -338,4 +347,78 @@ fn the_same_cache_opened_twice_in_one_process() {
         }
     }
     assert_eq!(a.stats().unwrap().entries, 100);
+}
+
+/// A file whose access time is an hour older than its mtime, so the next plain read of it
+/// updates the access time (relatime, the default mount option, updates an atime that is not
+/// newer than the mtime). Returns that access time.
+fn with_stale_atime(path: &Path) -> std::time::SystemTime {
+    use std::time::{Duration, SystemTime};
+    std::fs::write(path, "export const x = 1;\n").unwrap();
+    let now = SystemTime::now();
+    let times = std::fs::FileTimes::new()
+        .set_accessed(now - Duration::from_secs(7200))
+        .set_modified(now - Duration::from_secs(3600));
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+    std::fs::metadata(path).unwrap().accessed().unwrap()
+}
+
+/// Reading an input to hash it does not write its inode (on Linux, where the reader owns it):
+/// a fresh copy of a tree would otherwise pay an inode update per file on its first start. A
+/// plain read of a control file shows the mount does update access times.
+#[test]
+#[cfg(target_os = "linux")]
+fn hashing_an_input_leaves_its_access_time_alone() {
+    let tmp = common::tempdir();
+    let (control, input) = (tmp.path().join("control.js"), tmp.path().join("input.js"));
+    let control_atime = with_stale_atime(&control);
+    let input_atime = with_stale_atime(&input);
+    std::fs::read(&control).unwrap();
+    if std::fs::metadata(&control).unwrap().accessed().unwrap() == control_atime {
+        common::skipped(
+            "hashing_an_input_leaves_its_access_time_alone",
+            "this filesystem does not update access times on reads (noatime)",
+        );
+        return;
+    }
+    let cache = Cache::open(tmp.path().join("cache")).unwrap();
+    let entry = NewEntry::new("m", b"bc").inputs(vec![Input::path(&input)]);
+    cache.put(&key(2), &entry).unwrap();
+    assert_eq!(
+        std::fs::metadata(&input).unwrap().accessed().unwrap(),
+        input_atime,
+        "the put read the input with its access time updated"
+    );
+}
+
+/// Another user's input cannot be read without updating its access time (`O_NOATIME` is
+/// refused): it is read as any reader would, and the put and its hit go through.
+#[test]
+fn an_input_another_user_owns_is_read_all_the_same() {
+    if !root_or_skip("an_input_another_user_owns_is_read_all_the_same") {
+        return;
+    }
+    let tmp = common::tempdir();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let input = tmp.path().join("input.js");
+    with_stale_atime(&input);
+    std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let root = tmp.path().join("cache");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown_tree(&root, 65534);
+    let out = Child::new("another-users-input")
+        .env("BP_ROOT", &root)
+        .env("BP_UID", "65534")
+        .env("BP_INPUT", &input)
+        .run()
+        .expect_success();
+    for line in ["put=Ok(())", "get=true"] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
 }

@@ -56,8 +56,8 @@ pub(crate) fn open_cache_options() -> OpenOptions {
     OpenOptions::new()
 }
 
-pub(crate) fn open_user_options() -> OpenOptions {
-    OpenOptions::new()
+pub(crate) fn open_user_file(path: &Path) -> io::Result<fs::File> {
+    OpenOptions::new().read(true).open(path)
 }
 
 pub(crate) fn open_error_kind(_e: &io::Error) -> Option<&'static str> {
