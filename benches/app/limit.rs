@@ -139,6 +139,14 @@ pub fn read(dir: &Path) -> (MapResolver, MemoryLoader) {
     (MapResolver(map), MemoryLoader(modules))
 }
 
+/// The name of every module the record run in `dir` loaded, in load order.
+pub fn module_names(dir: &Path) -> Vec<String> {
+    read_records::<2>(&dir.join(BYTECODE_FILE))
+        .into_iter()
+        .map(|[name, _]| utf8(name))
+        .collect()
+}
+
 impl Resolver for MapResolver {
     fn resolve<'js>(
         &mut self,

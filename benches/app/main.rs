@@ -110,6 +110,9 @@ pub enum Variant {
     PackResolverCold,
     /// `PackResolver` + `PackLoader` over a cache a previous start filled.
     PackResolverWarm,
+    /// [`Variant::PackResolverWarm`] over a handle opened `sealed` (opt-in: recorded inputs
+    /// trusted without a `stat`), to show what checking freshness costs a warm start.
+    PackResolverSealed,
     /// [`Variant::PackResolverWarm`], the first start after the tree was moved (`mv`: the same
     /// inodes) to another path.
     PackResolverMoved,
@@ -131,6 +134,11 @@ pub enum Variant {
     /// That shipped cache under a writable one of the app user's (`fall_back_to`), which a
     /// start before the timed ones filled with what the shipped one could not answer.
     PackResolverLayered,
+    /// Not a start: in a fresh copy made as for [`Variant::PackResolverCopied`], every module
+    /// the start loads is opened, `fstat`ed, read whole and closed, as a copy's first start
+    /// reads them to prove their content (no hashing, no cache, no engine). What any cache
+    /// that checks a copy's content by reading it pays on top of the engine's work.
+    CopiedReads,
 }
 
 /// The unprivileged user the shipped-cache variants start as (`nobody`).
@@ -154,8 +162,10 @@ enum Prep {
     Moved,
     /// A cache a start of the tree filled; each timed start runs in a fresh copy of the tree
     /// made outside the clock, after `starts_before` untimed starts there. The copy is made at
-    /// a new path, and earlier copies are kept (no inode they hold is handed out again), or,
-    /// `same_path`, the previous copy is deleted and the new one made where it was.
+    /// a new path with a copy of that cache (as `cp -a` of a project and its cache, or a CI
+    /// restore, leaves them: the original's entries only), both deleted after the start; or,
+    /// `same_path`, the previous copy is deleted and the new one made where it was, over the
+    /// one cache every copy's start wrote to.
     Copied { starts_before: u32, same_path: bool },
     /// A fresh cache dir per start, precompiled before it (outside the clock).
     Precompiled,
@@ -174,6 +184,7 @@ impl Variant {
         Variant::Limit,
         Variant::PackResolverCold,
         Variant::PackResolverWarm,
+        Variant::PackResolverSealed,
         Variant::PackResolverMoved,
         Variant::PackResolverCopied,
         Variant::PackResolverCopiedSecond,
@@ -181,6 +192,7 @@ impl Variant {
         Variant::PackResolverPrecompiled,
         Variant::PackResolverReadOnly,
         Variant::PackResolverLayered,
+        Variant::CopiedReads,
     ];
 
     pub fn name(self) -> &'static str {
@@ -192,11 +204,13 @@ impl Variant {
             Variant::Limit => "limit",
             Variant::PackResolverCold => "pack_resolver_cold",
             Variant::PackResolverWarm => "pack_resolver_warm",
+            Variant::PackResolverSealed => "pack_resolver_sealed",
             Variant::PackResolverMoved => "pack_resolver_moved",
             Variant::PackResolverCopied => "pack_resolver_copied",
             Variant::PackResolverCopiedSecond => "pack_resolver_copied_second",
             Variant::PackResolverRecopied => "pack_resolver_recopied",
             Variant::PackResolverPrecompiled => "pack_resolver_precompiled",
+            Variant::CopiedReads => "copied_reads",
             Variant::PackResolverReadOnly => "pack_resolver_read_only",
             Variant::PackResolverLayered => "pack_resolver_layered",
         }
@@ -213,9 +227,9 @@ impl Variant {
             Variant::PackCold => Prep::FreshCache,
             Variant::Limit => Prep::Recorded,
             Variant::PackResolverCold => Prep::FreshCache,
-            Variant::PackResolverWarm => Prep::WarmCache,
+            Variant::PackResolverWarm | Variant::PackResolverSealed => Prep::WarmCache,
             Variant::PackResolverMoved => Prep::Moved,
-            Variant::PackResolverCopied => Prep::Copied {
+            Variant::PackResolverCopied | Variant::CopiedReads => Prep::Copied {
                 starts_before: 0,
                 same_path: false,
             },
@@ -397,6 +411,10 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
                     let own = p.caches().join(variant.name());
                     copy_tree(&p.root, &own.join("tree-a"));
                     std::thread::sleep(bytecode_pack::RACY_WINDOW);
+                    if variant == Variant::CopiedReads {
+                        // Its child reads the module list of the record run.
+                        return Some(p.recorded.clone());
+                    }
                     let dir = own.join("cache");
                     let report = spawn(codebase, &own.join("tree-a"), variant.name(), Some(&dir));
                     p.check(codebase, variant, &report, p.modules);
@@ -426,9 +444,21 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
                     if variant.prep() == Prep::Precompiled {
                         spawn(codebase, &p.root, PRECOMPILE, cache_dir);
                     }
-                    let tree = place_tree(p, variant, cache_dir, codebase);
-                    let report = spawn(codebase, &tree, variant.name(), cache_dir);
-                    p.check(codebase, variant, &report, expected_misses);
+                    let placed = place_tree(p, variant, cache_dir, codebase);
+                    let report = spawn(
+                        codebase,
+                        &placed.tree,
+                        variant.name(),
+                        placed.cache.as_deref(),
+                    );
+                    for path in &placed.remove_after {
+                        fs::remove_dir_all(path).unwrap();
+                    }
+                    if variant == Variant::CopiedReads {
+                        assert_eq!(report.exports as u64, p.modules, "copied_reads: files read");
+                    } else {
+                        p.check(codebase, variant, &report, expected_misses);
+                    }
                     total += report.ready;
                     samples
                         .borrow_mut()
@@ -445,20 +475,20 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
 
 /// Where a timed start of `variant` runs, readied outside the clock: the shared tree, or (moved
 /// and copied variants) the variant's own tree moved or copied just before.
-fn place_tree(
-    p: &Prepared,
-    variant: Variant,
-    cache: Option<&Path>,
-    codebase: &Codebase,
-) -> PathBuf {
+fn place_tree(p: &Prepared, variant: Variant, cache: Option<&Path>, codebase: &Codebase) -> Placed {
     let own = p.caches().join(variant.name());
+    let shared = |tree| Placed {
+        tree,
+        cache: cache.map(Path::to_path_buf),
+        remove_after: Vec::new(),
+    };
     match variant.prep() {
         Prep::Moved => {
             // The tree is at one of two paths: moved to the other.
             let (a, b) = (own.join("tree-a"), own.join("tree-b"));
             let (from, to) = if a.exists() { (a, b) } else { (b, a) };
             fs::rename(&from, &to).unwrap();
-            to
+            shared(to)
         }
         Prep::Copied {
             starts_before,
@@ -467,25 +497,61 @@ fn place_tree(
             let source = own.join("tree-a");
             static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let copy = if same_path {
-                own.join("copy")
+            let placed = if same_path {
+                let copy = own.join("copy");
+                if copy.exists() {
+                    fs::remove_dir_all(&copy).unwrap();
+                }
+                shared(copy)
             } else {
-                own.join(format!("copy-{n}"))
+                // The tree copied with its cache as the original's start left it (`copied_reads`
+                // is given the record run's files instead, which it only reads).
+                let copy = own.join(format!("copy-{n}"));
+                let cache = cache.map(|cache| match variant {
+                    Variant::CopiedReads => cache.to_path_buf(),
+                    _ => {
+                        let copied = own.join(format!("cache-{n}"));
+                        copy_tree(cache, &copied);
+                        copied
+                    }
+                });
+                let mut remove_after = vec![copy.clone()];
+                remove_after.extend(
+                    cache
+                        .iter()
+                        .filter(|_| variant != Variant::CopiedReads)
+                        .cloned(),
+                );
+                Placed {
+                    tree: copy,
+                    cache,
+                    remove_after,
+                }
             };
-            if copy.exists() {
-                fs::remove_dir_all(&copy).unwrap();
-            }
-            copy_tree(&source, &copy);
+            copy_tree(&source, &placed.tree);
             // Past the racy window of the copy's writes, as a restored tree is by its start.
             std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
             for _ in 0..starts_before {
-                spawn(codebase, &copy, variant.name(), cache);
+                spawn(
+                    codebase,
+                    &placed.tree,
+                    variant.name(),
+                    placed.cache.as_deref(),
+                );
                 std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
             }
-            copy
+            placed
         }
-        _ => p.root.clone(),
+        _ => shared(p.root.clone()),
     }
+}
+
+/// Where a timed start runs: its tree and cache, and what to delete after it.
+struct Placed {
+    tree: PathBuf,
+    cache: Option<PathBuf>,
+    /// A copy and its cache, deleted once the start is over (outside the clock).
+    remove_after: Vec<PathBuf>,
 }
 
 fn is_root() -> bool {
@@ -545,15 +611,17 @@ enum Clock {
 /// Per code base: the median of each variant's starts (ms) to ready, and to stored, and the
 /// headline ratios of each.
 fn print_table(samples: &Samples) {
-    const RATIOS: [(Variant, Variant); 13] = [
+    const RATIOS: [(Variant, Variant); 15] = [
         (Variant::ScriptLoader, Variant::PackResolverWarm),
         (Variant::PackResolverWarm, Variant::Limit),
+        (Variant::PackResolverSealed, Variant::Limit),
         (Variant::PerFile, Variant::PackResolverWarm),
         (Variant::PackResolverCold, Variant::ScriptLoader),
         (Variant::ScriptLoader, Variant::PackWarm),
         (Variant::PackCold, Variant::ScriptLoader),
         (Variant::PackResolverMoved, Variant::PackResolverWarm),
         (Variant::PackResolverCopied, Variant::PackResolverWarm),
+        (Variant::CopiedReads, Variant::PackResolverWarm),
         (Variant::PackResolverCopiedSecond, Variant::PackResolverWarm),
         (Variant::PackResolverRecopied, Variant::PackResolverWarm),
         (Variant::PackResolverPrecompiled, Variant::PackResolverWarm),
