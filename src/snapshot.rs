@@ -196,10 +196,26 @@ impl Snapshot {
     pub(crate) fn records(
         &self,
     ) -> impl Iterator<Item = (EntryAt, Option<&ArchivedEntryRecord>)> + '_ {
+        self.every_nth_record(1)
+    }
+
+    /// The rows of the published index and of its base: the live entries, and the base's
+    /// rows the index shadows.
+    pub(crate) fn rows(&self) -> usize {
+        let rows = |t: &Option<Table>| t.as_ref().map_or(0, |t| t.index.header().count);
+        rows(&self.head) + rows(&self.base)
+    }
+
+    /// [`Snapshot::records`], only every `nth` row of each table: a sample that reads (and
+    /// checks) one record in `nth`.
+    pub(crate) fn every_nth_record(
+        &self,
+        nth: usize,
+    ) -> impl Iterator<Item = (EntryAt, Option<&ArchivedEntryRecord>)> + '_ {
         let head_rows = self.head.as_ref().map_or(0, |t| t.index.header().count);
         let base_rows = self.base.as_ref().map_or(0, |t| t.index.header().count);
-        let head = (0..head_rows).map(EntryAt::Head);
-        let base = (0..base_rows).map(EntryAt::Base).filter(|at| {
+        let head = (0..head_rows).step_by(nth).map(EntryAt::Head);
+        let base = (0..base_rows).step_by(nth).map(EntryAt::Base).filter(|at| {
             let EntryAt::Base(i) = *at else { return true };
             let base = self.base.as_ref().expect("rows imply a base");
             let key = format::index_row(base.index.file(), base.index.header(), i).key;

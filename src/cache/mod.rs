@@ -76,13 +76,20 @@ impl Inner {
     }
 }
 
+/// The records [`Cache::vanished_in`] reads at most (about): enough to see a root holding a
+/// few percent of the entries, few enough that a write does not read the whole index.
+const VANISHED_SAMPLE: usize = 256;
+
 /// The bytes of the entries in `snapshot` recorded under a root (a tree's working directory)
 /// that no longer exists: a deleted checkout, a temporary directory, the old path of a moved
-/// tree not started since. One `stat` per distinct root.
-fn vanished_bytes(snapshot: &Snapshot) -> u64 {
+/// tree not started since. One `stat` per distinct root. Read from every `nth` record (each
+/// standing for `nth`): exact for 1, an estimate otherwise.
+fn vanished_bytes(snapshot: &Snapshot, nth: usize) -> u64 {
     let mut roots: std::collections::HashMap<&[u8], bool> = std::collections::HashMap::new();
     let mut bytes = 0;
-    for (_, record) in snapshot.records() {
+    for (_, record) in snapshot.every_nth_record(nth) {
+        #[cfg(test)]
+        tests::RECORDS_READ.with(|read| read.set(read.get() + 1));
         let Some(root) = record.and_then(|r| r.root.as_ref()) else {
             continue;
         };
@@ -93,7 +100,7 @@ fn vanished_bytes(snapshot: &Snapshot) -> u64 {
             bytes += crate::format::archived_stored_len(record.expect("checked above"));
         }
     }
-    bytes
+    bytes.saturating_mul(nth as u64)
 }
 
 /// The last handle on a cache re-records what its lookups found racy, if the writer lock is
@@ -117,10 +124,12 @@ const _: () = {
 };
 
 impl Cache {
-    /// The bytes of entries recorded under vanished roots in the published pack, counted once
-    /// per handle and pack generation (a scan of the records and a `stat` per root), and only
-    /// for a pack large enough to compact: what automatic compaction counts as dead besides
-    /// superseded entries.
+    /// The bytes of entries recorded under vanished roots in the published pack, estimated
+    /// once per handle and pack generation from about [`VANISHED_SAMPLE`] records evenly
+    /// spread over the index (and a `stat` per root), and only for a pack large enough to
+    /// compact: what automatic compaction counts as dead besides superseded entries. (A
+    /// sample, so that the first write of every process does not read and check every
+    /// record of a large cache; `stats` counts exactly.)
     pub(crate) fn vanished_in(&self, generation: u64, pack_len: u64) -> u64 {
         if pack_len < self.inner.options.compact_min_bytes {
             return 0;
@@ -129,7 +138,9 @@ impl Cache {
         match *counted {
             Some((in_generation, bytes)) if in_generation == generation => bytes,
             _ => {
-                let bytes = vanished_bytes(&self.inner.snapshot.load_full());
+                let snapshot = self.inner.snapshot.load_full();
+                let nth = snapshot.rows().div_ceil(VANISHED_SAMPLE).max(1);
+                let bytes = vanished_bytes(&snapshot, nth);
                 *counted = Some((generation, bytes));
                 bytes
             }
@@ -220,7 +231,7 @@ impl Cache {
             live_bytes += crate::format::PACK_HEADER_LEN;
         }
         // What was recorded under a tree that is gone is dead: the next compaction drops it.
-        live_bytes = live_bytes.saturating_sub(vanished_bytes(&snapshot));
+        live_bytes = live_bytes.saturating_sub(vanished_bytes(&snapshot, 1));
         let pack_bytes = std::fs::symlink_metadata(dir.join(files::pack_file_name(generation)))
             .map(|m| m.len())
             .unwrap_or(0);
@@ -234,5 +245,53 @@ impl Cache {
             damage: snapshot.damage().map(|d| d.to_string()),
             counters,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cache, Input, Key, NewEntry};
+
+    thread_local! {
+        /// Records read by `vanished_bytes` on this thread.
+        pub(super) static RECORDS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Stores `count` entries of `len` bytes recorded under a new tree `name` in `dir`.
+    fn entries_under(cache: &Cache, dir: &std::path::Path, name: &str, count: u32, len: usize) {
+        let root = dir.join(name);
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("m.js"), name).unwrap();
+        let bytecode = vec![7u8; len];
+        let entry = NewEntry::new("m.js", &bytecode)
+            .inputs(vec![Input::path(root.join("m.js"))])
+            .relative_to(&root);
+        let keys = (0..count).map(|i| Key::for_source(name, &i.to_le_bytes()));
+        cache.put_many(keys.map(|k| (k, &entry))).unwrap();
+    }
+
+    /// A large cache's write estimates what deleted trees left from a sample of its records,
+    /// close to the exact count `stats` makes.
+    #[test]
+    fn vanished_bytes_are_estimated_from_a_sample_close_to_the_exact_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = Cache::open(tmp.path().join("cache")).unwrap();
+        entries_under(&cache, tmp.path(), "kept", 3000, 3000);
+        entries_under(&cache, tmp.path(), "deleted", 1500, 3000);
+        entries_under(&cache, tmp.path(), "small", 30, 3000);
+        std::fs::remove_dir_all(tmp.path().join("deleted")).unwrap();
+        std::fs::remove_dir_all(tmp.path().join("small")).unwrap();
+        // A new handle: one counts once per pack generation.
+        let cache = Cache::open(tmp.path().join("cache")).unwrap();
+        let snapshot = cache.inner.snapshot.load_full();
+        let exact = super::vanished_bytes(&snapshot, 1);
+        let fields = snapshot.head().unwrap().index().header().fields;
+        assert!(fields.pack_len >= cache.inner.options.compact_min_bytes);
+        RECORDS_READ.with(|read| read.set(0));
+        let estimate = cache.vanished_in(fields.generation, fields.pack_len);
+        let ratio = estimate as f64 / exact as f64;
+        assert!((0.85..1.15).contains(&ratio), "{estimate} against {exact}");
+        let read = RECORDS_READ.with(|read| read.get());
+        assert!(read <= 2 * super::VANISHED_SAMPLE, "{read} records read");
     }
 }
