@@ -85,8 +85,9 @@ impl<'a> NewEntry<'a> {
         self
     }
 
-    /// Records the inputs under `root` (an absolute directory, the project's) relative to it,
-    /// and `root` with them, so that the entry survives its tree being moved: a lookup with
+    /// Records the inputs under `root` (the project's directory; a relative one is made
+    /// absolute against the working directory, as inputs are) relative to it, and `root`
+    /// with them, so that the entry survives its tree being moved: a lookup with
     /// [`LookupOptions::root`](crate::LookupOptions::root) checks them under the root it names
     /// (and has the new root re-recorded by the handle's next write), any other lookup and a
     /// compaction under the recorded one. A compaction drops the entry once its recorded root

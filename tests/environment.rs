@@ -61,6 +61,15 @@ fn child() {
             println!("get={}", cache.get(&key(2)).is_some());
             return;
         }
+        "relative-root" => {
+            // In the project's parent: the project and its input named relative to it.
+            let cache = Cache::open(&root).unwrap();
+            let entry = NewEntry::new("m.js", b"bc")
+                .inputs(vec![Input::path("proj/m.js")])
+                .relative_to(Path::new("proj"));
+            println!("put={:?}", cache.put(&key(3), &entry));
+            return;
+        }
         "no-home" => {
             let cache = Cache::open_default_or_uncached();
             println!("get={:?}", cache.lookup(&key(0)).err());
@@ -421,4 +430,27 @@ fn an_input_another_user_owns_is_read_all_the_same() {
     for line in ["put=Ok(())", "get=true"] {
         assert!(out.contains(line), "{line}: {out}");
     }
+}
+
+/// A root named relative to the working directory is recorded as the directory it names: a
+/// process elsewhere (a compaction, `stats`) neither takes it for a deleted tree nor drops it.
+#[test]
+fn a_root_named_relative_to_the_working_directory_is_recorded_absolute() {
+    let tmp = common::tempdir();
+    std::fs::create_dir(tmp.path().join("proj")).unwrap();
+    std::fs::write(tmp.path().join("proj/m.js"), "export default 1;\n").unwrap();
+    let root = tmp.path().join("cache");
+    let out = Child::new("relative-root")
+        .env("BP_ROOT", &root)
+        .current_dir(tmp.path())
+        .run()
+        .expect_success();
+    assert!(out.contains("put=Ok(())"), "{out}");
+    // This process's working directory has no `proj`.
+    assert!(!Path::new("proj").exists());
+    let cache = Cache::open(&root).unwrap();
+    let stats = cache.stats().unwrap();
+    assert_eq!(stats.dead_bytes(), 0, "{stats:?}");
+    cache.compact().unwrap();
+    assert!(cache.get(&key(3)).is_some(), "kept by the compaction");
 }

@@ -249,7 +249,13 @@ fn check_inputs(
     }
     let rerecord = freshness::rerecord(&rehashed)
         .filter(|rerecord| rerecord.stats.iter().any(|(_, stat)| stat.is_some()));
-    let moved_to = root
+    // Compared as recorded (absolute): a root named another way is not a move.
+    let named_root = root.map(|root| match freshness::is_recorded_form(root) {
+        true => std::borrow::Cow::Borrowed(root),
+        false => std::borrow::Cow::Owned(freshness::recorded_path(root)),
+    });
+    let moved_to = named_root
+        .as_deref()
         .map(|root| root.as_os_str().as_encoded_bytes())
         .filter(|&now| recorded_root.is_some_and(|then| then != now));
     if queue_refreshes && (rerecord.is_some() || moved_to.is_some()) {

@@ -210,8 +210,11 @@ pub(crate) fn record(input: &Input, root: Option<&Path>) -> Result<(InputRecord,
     let path = recorded_path(&input.path);
     // Relative to the entry's root where it lies under it: checked under the root a lookup
     // names, so the entry survives its tree being moved.
-    let stored = match root.and_then(|root| path.strip_prefix(root).ok()) {
-        Some(relative) if !relative.as_os_str().is_empty() => path_bytes(relative.to_path_buf()),
+    // The root as recorded with the entry: absolute, so that `.` or a relative name means the
+    // same directory to a process with another working directory.
+    let root = root.map(recorded_path);
+    let stored = match root.and_then(|root| path.strip_prefix(&root).ok().map(Path::to_path_buf)) {
+        Some(relative) if !relative.as_os_str().is_empty() => path_bytes(relative),
         _ => path_bytes(path.clone()),
     };
     if let (Some(content_hash), Some((observed, read_at))) = (input.compiled_hash, input.observed) {

@@ -333,9 +333,10 @@ impl WriteState {
                 source_map,
                 aux,
                 inputs,
-                root: entry
-                    .root
-                    .map(|root| root.as_os_str().as_encoded_bytes().to_vec()),
+                root: entry.root.map(|root| {
+                    let root = crate::freshness::recorded_path(root);
+                    root.into_os_string().into_encoded_bytes()
+                }),
             });
         }
         let mut slices = Vec::with_capacity(headers.len() * 2);
