@@ -215,12 +215,11 @@ fn write_new_pack(
 /// so that entries written moments after their sources were saved stop paying a re-hash on
 /// every `get`.
 fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
-    // An entry recorded under a root is gone with it (a deleted checkout, a temporary
-    // directory, the old path of a tree moved and not started since).
-    let root = entry.root.as_deref().and_then(crate::sys::path_from_bytes);
-    if root.is_some_and(|root| !root.is_dir()) {
+    // An entry recorded under a root is gone with it.
+    if entry.root.as_deref().is_some_and(freshness::root_is_gone) {
         return None;
     }
+    let root = entry.root.as_deref().and_then(crate::sys::path_from_bytes);
     let mut rehashed = Vec::new();
     for (i, input) in entry.inputs.iter().enumerate() {
         // Inputs recorded relative to a root are checked where it was last recorded.

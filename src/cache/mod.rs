@@ -95,7 +95,7 @@ fn vanished_bytes(snapshot: &Snapshot, nth: usize) -> u64 {
         };
         let gone = *roots
             .entry(root.as_slice())
-            .or_insert_with(|| crate::sys::path_from_bytes(root).is_none_or(|path| !path.is_dir()));
+            .or_insert_with(|| crate::freshness::root_is_gone(root));
         if gone {
             bytes += crate::format::archived_stored_len(record.expect("checked above"));
         }

@@ -123,6 +123,13 @@ pub(crate) fn recorded_path(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// Whether the tree an entry was recorded under (its root, as recorded) is gone: it names no
+/// directory now (a deleted checkout, a temporary directory, the old path of a tree moved and
+/// not started since), or no path on this system. Its entries are dead.
+pub(crate) fn root_is_gone(recorded: &[u8]) -> bool {
+    crate::sys::path_from_bytes(recorded).is_none_or(|root| !root.is_dir())
+}
+
 /// Whether [`recorded_path`] returns `path` unchanged (as `std::path::absolute` would): on Unix
 /// an absolute path with no empty or `.` component (it keeps `..`) and no trailing separator.
 pub(crate) fn is_recorded_form(path: &Path) -> bool {
