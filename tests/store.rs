@@ -264,20 +264,39 @@ fn a_reader_that_never_writes_re_records_racy_inputs_when_its_last_handle_goes()
 fn a_cache_underneath_is_never_written_through_the_one_above() {
     let f = Fixture::new();
     let lower = f.cache();
-    let a = f.src.join("racy.js");
-    fs::write(&a, "v1").unwrap();
-    let key = Key::for_paths(&[&a]);
-    put_with_input(&lower, &key, &a);
-    std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
-    let before = common::files_as_they_are(&f.dir());
     let upper_root = f.src.parent().unwrap().join("upper");
     let upper = Cache::builder(&upper_root)
-        .fall_back_to(lower)
+        .fall_back_to(lower.clone())
         .open()
         .unwrap();
-    assert!(upper.get(&key).is_some(), "found underneath");
+    let rehashes = || lower.stats().unwrap().counters.input_rehashes;
+    // An entry recorded within the racy window of its input's write, which its own cache
+    // would re-record: found so through the upper one (a lookup re-hashes it), a bounded
+    // number of times (a thread descheduled for 30 ms misses the window).
+    let key = (0..5)
+        .find_map(|attempt| {
+            let a = f.src.join(format!("racy{attempt}.js"));
+            fs::write(&a, "v1").unwrap();
+            let key = Key::for_paths(&[&a]);
+            put_with_input(&lower, &key, &a);
+            let before = rehashes();
+            assert!(upper.get(&key).is_some(), "found underneath");
+            (rehashes() == before + 1).then_some(key)
+        })
+        .expect("never recorded within the racy window of its write");
+    let before = common::files_as_they_are(&f.dir());
+    std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
+    // Old enough to re-record now: still racy as recorded, so re-hashed again.
+    let racy = rehashes();
+    assert!(upper.get(&key).is_some());
+    assert_eq!(rehashes(), racy + 1);
     drop(upper);
     assert_eq!(common::files_as_they_are(&f.dir()), before);
+    assert_eq!(
+        lower.refresh_racy().unwrap(),
+        0,
+        "nothing queued through the upper"
+    );
 }
 
 /// A sealed cache trusts what it recorded: no input is looked at, so an edit is not seen (the
