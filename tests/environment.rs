@@ -196,6 +196,13 @@ fn a_file_size_limit_fails_the_put_cleanly_and_reads_go_on() {
     assert!(cache.get(&key(0)).is_some() && cache.get(&key(2)).is_some());
 }
 
+/// A new directory at `path`, private to `uid`.
+fn private_dir_of(path: &Path, uid: u32) {
+    std::fs::create_dir(path).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown_tree(path, uid);
+}
+
 fn chown_tree(path: &Path, uid: u32) {
     std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
     if path.is_dir() {
@@ -241,9 +248,7 @@ fn a_cache_shipped_by_root_serves_an_app_user_and_takes_no_writes() {
     }
     let (tmp, root) = populated_cache_of(0, "shipped");
     let upper = tmp.path().join("upper");
-    std::fs::create_dir(&upper).unwrap();
-    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o700)).unwrap();
-    chown_tree(&upper, 65534);
+    private_dir_of(&upper, 65534);
     let before = common::files_as_they_are(&root.join(abi_tag()));
     let out = Child::new("shipped")
         .env("BP_ROOT", &root)
@@ -418,9 +423,7 @@ fn an_input_another_user_owns_is_read_all_the_same() {
     with_stale_atime(&input);
     std::fs::set_permissions(&input, std::fs::Permissions::from_mode(0o644)).unwrap();
     let root = tmp.path().join("cache");
-    std::fs::create_dir(&root).unwrap();
-    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).unwrap();
-    chown_tree(&root, 65534);
+    private_dir_of(&root, 65534);
     let out = Child::new("another-users-input")
         .env("BP_ROOT", &root)
         .env("BP_UID", "65534")

@@ -32,6 +32,24 @@ impl Fixture {
         Cache::open(&self.root).unwrap()
     }
 
+    /// The key of an entry put in `into` with one input recorded within the 30 ms racy window
+    /// of its write, as a lookup through `through` shows (it re-hashes it: `rehashes` counts
+    /// one more). A thread descheduled for that long misses the window: then again with a
+    /// new file, a bounded number of times.
+    fn racy_entry(&self, into: &Cache, through: &Cache, rehashes: &dyn Fn() -> u64) -> Key {
+        (0..5)
+            .find_map(|attempt| {
+                let a = self.src.join(format!("racy{attempt}.js"));
+                fs::write(&a, "v1").unwrap();
+                let key = Key::for_paths(&[&a]);
+                put_with_input(into, &key, &a);
+                let before = rehashes();
+                assert!(through.get(&key).is_some());
+                (rehashes() == before + 1).then_some(key)
+            })
+            .expect("never recorded within the racy window of its write")
+    }
+
     /// Writes a source file and backdates it past the racy window, as an unchanged tree is.
     fn source(&self, name: &str, content: &str) -> PathBuf {
         let path = self.src.join(name);
@@ -184,19 +202,7 @@ fn a_racy_input_is_re_recorded_once_old_enough() {
     let f = Fixture::new();
     let cache = f.cache();
     let rehashes = || cache.stats().unwrap().counters.input_rehashes;
-    // Recorded within the 30 ms racy window of the write, which a thread descheduled for
-    // that long misses: then again with a new file, a bounded number of times.
-    let key = (0..5)
-        .find_map(|attempt| {
-            let a = f.src.join(format!("a{attempt}.js"));
-            fs::write(&a, "v1").unwrap();
-            let key = Key::for_paths(&[&a]);
-            put_with_input(&cache, &key, &a);
-            let before = rehashes();
-            assert!(cache.get(&key).is_some());
-            (rehashes() == before + 1).then_some(key)
-        })
-        .expect("never recorded within the racy window of its write");
+    let key = f.racy_entry(&cache, &cache, &rehashes);
     let racy = rehashes();
     assert_eq!(cache.refresh_racy().unwrap(), 0, "too young to re-record");
     std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
@@ -270,20 +276,8 @@ fn a_cache_underneath_is_never_written_through_the_one_above() {
         .open()
         .unwrap();
     let rehashes = || lower.stats().unwrap().counters.input_rehashes;
-    // An entry recorded within the racy window of its input's write, which its own cache
-    // would re-record: found so through the upper one (a lookup re-hashes it), a bounded
-    // number of times (a thread descheduled for 30 ms misses the window).
-    let key = (0..5)
-        .find_map(|attempt| {
-            let a = f.src.join(format!("racy{attempt}.js"));
-            fs::write(&a, "v1").unwrap();
-            let key = Key::for_paths(&[&a]);
-            put_with_input(&lower, &key, &a);
-            let before = rehashes();
-            assert!(upper.get(&key).is_some(), "found underneath");
-            (rehashes() == before + 1).then_some(key)
-        })
-        .expect("never recorded within the racy window of its write");
+    // Racy in the lower cache, which would re-record it: found so through the upper one.
+    let key = f.racy_entry(&lower, &upper, &rehashes);
     let before = common::files_as_they_are(&f.dir());
     std::thread::sleep(bytecode_pack::FINE_RACY_WINDOW + Duration::from_millis(20));
     // Old enough to re-record now: still racy as recorded, so re-hashed again.
