@@ -85,22 +85,38 @@ const VANISHED_SAMPLE: usize = 256;
 /// tree not started since. One `stat` per distinct root. Read from every `nth` record (each
 /// standing for `nth`): exact for 1, an estimate otherwise.
 fn vanished_bytes(snapshot: &Snapshot, nth: usize) -> u64 {
-    let mut roots: std::collections::HashMap<&[u8], bool> = std::collections::HashMap::new();
+    let mut gone = GoneRoots::default();
     let mut bytes = 0;
     for (_, record) in snapshot.every_nth_record(nth) {
         #[cfg(test)]
         tests::RECORDS_READ.with(|read| read.set(read.get() + 1));
-        let Some(root) = record.and_then(|r| r.root.as_ref()) else {
-            continue;
-        };
-        let gone = *roots
-            .entry(root.as_slice())
-            .or_insert_with(|| crate::freshness::root_is_gone(root));
-        if gone {
-            bytes += crate::format::archived_stored_len(record.expect("checked above"));
+        if let Some(record) = record {
+            bytes += gone.dead_bytes(record);
         }
     }
     bytes.saturating_mul(nth as u64)
+}
+
+/// Which recorded roots are gone, asked once each.
+#[derive(Default)]
+struct GoneRoots<'a>(std::collections::HashMap<&'a [u8], bool>);
+
+impl<'a> GoneRoots<'a> {
+    /// The stored bytes of `record` if it was recorded under a root that is gone, else 0.
+    fn dead_bytes(&mut self, record: &'a crate::format::ArchivedEntryRecord) -> u64 {
+        let Some(root) = record.root.as_ref() else {
+            return 0;
+        };
+        let gone = *self
+            .0
+            .entry(root.as_slice())
+            .or_insert_with(|| crate::freshness::root_is_gone(root));
+        if gone {
+            crate::format::archived_stored_len(record)
+        } else {
+            0
+        }
+    }
 }
 
 /// The last handle on a cache re-records what its lookups found racy, if the writer lock is
@@ -219,19 +235,21 @@ impl Cache {
         }
         let snapshot = self.reload()?;
         let generation = snapshot.generation();
-        let (mut entries, mut live_bytes) = (0, 0u64);
+        let (mut entries, mut live_bytes, mut vanished) = (0, 0u64, 0u64);
+        // What was recorded under a tree that is gone is dead: the next compaction drops it.
+        let mut gone = GoneRoots::default();
         for (_, e) in snapshot.records() {
             let Some(e) = e else { continue };
             entries += 1;
             live_bytes += crate::format::archived_segments(e)
                 .map(|(_, s)| crate::format::SegmentRef::from(s).stored_len())
                 .sum::<u64>();
+            vanished += gone.dead_bytes(e);
         }
         if generation != 0 {
             live_bytes += crate::format::PACK_HEADER_LEN;
         }
-        // What was recorded under a tree that is gone is dead: the next compaction drops it.
-        live_bytes = live_bytes.saturating_sub(vanished_bytes(&snapshot, 1));
+        live_bytes = live_bytes.saturating_sub(vanished);
         let pack_bytes = std::fs::symlink_metadata(dir.join(files::pack_file_name(generation)))
             .map(|m| m.len())
             .unwrap_or(0);
