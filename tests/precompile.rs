@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytecode_pack::Cache;
 use bytecode_pack::quickjs::{self, PackLoader, PackResolver, Precompile, precompile};
 use common::child::Child;
-use common::{LIB_MODULES, write_files};
+
 use rquickjs::loader::FileResolver;
 use rquickjs::{Context, Module, Object, Runtime};
 
@@ -93,8 +93,7 @@ fn lines<'a>(stdout: &'a str, prefix: &str) -> Vec<&'a str> {
 }
 
 fn project(at: &Path) {
-    write_files(at, &LIB_MODULES);
-    write_files(
+    common::lib_project(
         at,
         &[(
             "main.js",
@@ -103,7 +102,6 @@ fn project(at: &Path) {
          export const result = describe(add(2, 3));\n",
         )],
     );
-    common::let_ctime_age();
 }
 
 /// From an entry: the graph is compiled and nothing evaluated (an entry that throws when

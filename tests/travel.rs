@@ -16,7 +16,7 @@ use bytecode_pack::Cache;
 use bytecode_pack::quickjs::{self, PackLoader, PackResolver};
 use common::child::Child;
 use common::tree::{copy_tree, ship_tree};
-use common::{LIB_MODULES, write_files};
+
 use rquickjs::loader::FileResolver;
 use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 
@@ -102,19 +102,19 @@ fn start_with(child: Child, project: &Path, root: &Path) -> Start {
 
 /// A project of four modules in two directories, written long enough ago to be trusted.
 fn project(at: &Path) {
-    write_files(at, &LIB_MODULES);
-    write_files(
+    common::lib_project(
         at,
-        &[(
-            "main.js",
-            "import { add } from './lib/math.js';\n\
+        &[
+            (
+                "main.js",
+                "import { add } from './lib/math.js';\n\
          import { describe } from './lib/describe.js';\n\
          import { version } from './version.js';\n\
          export const result = `${describe(add(2, 3))} ${version}`;\n",
-        )],
+            ),
+            ("version.js", "export const version = 'v1';\n"),
+        ],
     );
-    fs::write(at.join("version.js"), "export const version = 'v1';\n").unwrap();
-    common::let_ctime_age();
 }
 
 const V1: &str = "value=5 next=6 v1";

@@ -186,6 +186,14 @@ pub const LIB_MODULES: [(&str, &str); 2] = [
     ),
 ];
 
+/// A project at `at`: [`LIB_MODULES`] and `files` beside them, past the racy window of
+/// their writes (as an unchanged tree is by its start).
+pub fn lib_project(at: &Path, files: &[(&str, &str)]) {
+    write_files(at, &LIB_MODULES);
+    write_files(at, files);
+    let_ctime_age();
+}
+
 /// Writes `files` (paths relative to `at`, and contents), making their directories.
 pub fn write_files(at: &Path, files: &[(&str, &str)]) {
     for (path, content) in files {
