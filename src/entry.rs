@@ -136,6 +136,13 @@ impl Hit {
         std::str::from_utf8(self.snapshot.segment(segment)).ok()
     }
 
+    /// The checksum the source map's segment was stored with (XXH3-128 of its bytes, checked
+    /// when the hit was made), if it has one: what identifies this map without reading it.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn source_map_checksum(&self) -> Option<[u8; 16]> {
+        self.record().source_map.as_ref().map(|s| s.checksum)
+    }
+
     /// The content hashes recorded for the entry's inputs, in order.
     #[cfg(feature = "quickjs")]
     pub(crate) fn recorded_input_hashes(&self) -> impl Iterator<Item = [u8; 16]> + '_ {

@@ -176,7 +176,7 @@ impl PackLoader {
             module: path,
             root: Arc::clone(&self.cwd),
         };
-        let found = hit.source_map().is_some().then(file);
+        let found = hit.source_map_checksum().is_some().then(file);
         match MapSource::of_hit(&self.cache, key, hit, found) {
             Some(map) => stack::register(ctx, name, map, Some(&self.cache)),
             None => stack::forget(ctx, name),

@@ -2,7 +2,7 @@
 //! original file, line and column, as `node --enable-source-maps` does.
 //!
 //! Each runtime keeps one [`SourceMaps`]: for each module with a map, where its map is (the
-//! cache entry it was loaded from, checked by hash, or the bytes a first start just made),
+//! cache entry it was loaded from, checked by its stored checksum, or the bytes a first start just made),
 //! and the maps parsed so far. Loading a module only registers it; a map is read from the
 //! cache and parsed the first time a stack passes through the module, and parsed maps are
 //! kept for the runtime's life within [`MOST_PARSED_BYTES`].
@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use rquickjs::{Ctx, Function, Module, Object};
 use rustc_hash::{FxHashMap, FxHashSet};
 use sourcemap::SourceMap;
-use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::LookupOptions;
 use crate::cache::Cache;
@@ -37,15 +37,15 @@ const INSTALLED: &str = "__bytecodePackStackMaps";
 
 /// Where a module's map is.
 pub(crate) enum MapSource {
-    /// In the cache entry under `key`, as the module's source map, whose JSON hashes to
-    /// `hash` (XXH3-64): a different map under that key since (the module recompiled by
+    /// In the cache entry under `key`, as the module's source map, stored with `checksum`
+    /// (its segment's): a different map under that key since (the module recompiled by
     /// another process) is not this module's, and is not used. For a module whose map came
     /// from a map file, `file`: the map file is read again when the map is first needed, and
     /// used instead if it changed since the entry was stored.
     Stored {
         cache: Cache,
         key: Key,
-        hash: u64,
+        checksum: [u8; 16],
         file: Option<MapFile>,
     },
     /// In memory: a map this start made (it is stored at the start's end).
@@ -68,11 +68,12 @@ impl MapSource {
         hit: &crate::Hit,
         file: Option<MapFile>,
     ) -> Option<MapSource> {
-        let json = hit.source_map()?;
+        // Known from the record: a warm load neither reads nor hashes the map.
+        let checksum = hit.source_map_checksum()?;
         Some(MapSource::Stored {
             cache: cache.clone(),
             key,
-            hash: xxh3_64(json.as_bytes()),
+            checksum,
             file,
         })
     }
@@ -139,9 +140,9 @@ impl SourceMaps {
             MapSource::Stored {
                 cache,
                 key,
-                hash,
+                checksum,
                 file,
-            } => stored_map(cache, key, *hash, file.as_ref()),
+            } => stored_map(cache, key, *checksum, file.as_ref()),
         };
         let parsed = json.and_then(|json| {
             let parse = || SourceMap::from_slice(json.as_bytes());
@@ -191,17 +192,19 @@ impl SourceMaps {
 fn stored_map(
     cache: &Cache,
     key: &Key,
-    hash: u64,
+    checksum: [u8; 16],
     file: Option<&MapFile>,
 ) -> Result<Arc<str>, String> {
     let unchecked = LookupOptions::default().without_input_checks();
     let hit = cache
         .lookup_with(key, unchecked)
         .map_err(|_| "its cache entry is gone".to_owned())?;
+    if hit.source_map_checksum() != Some(checksum) {
+        return Err("its cache entry holds another map now".to_owned());
+    }
     let json = hit
         .source_map()
-        .filter(|json| xxh3_64(json.as_bytes()) == hash)
-        .ok_or_else(|| "its cache entry holds another map now".to_owned())?;
+        .ok_or_else(|| "its stored map is not UTF-8".to_owned())?;
     match file {
         Some(file) => {
             super::maps::current(&file.module, json, hit.aux(), &file.root).map(Arc::from)
