@@ -160,9 +160,11 @@ impl Dirs {
         let now = crate::sys::stat_path(&full).ok();
         self.checked[id as usize] = self.round;
         // A directory another user's probes saw that this process may not search gives it
-        // other answers: stamped again, its stored answers dropped.
+        // other answers: stamped again, its stored answers dropped. (Once stamped again, the
+        // stamp is this process's own, from its own probes.)
         let searchable = !self.must_search
             || id >= self.stored
+            || self.restamped[id as usize].is_some()
             || stamp.stat.is_none()
             || crate::sys::may_search(&full);
         if searchable && stamp.still_valid(now.as_ref()) {
