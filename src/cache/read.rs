@@ -249,15 +249,17 @@ fn check_inputs(
     }
     let rerecord = freshness::rerecord(&rehashed)
         .filter(|rerecord| rerecord.stats.iter().any(|(_, stat)| stat.is_some()));
-    // Compared as recorded (absolute): a root named another way is not a move.
-    let named_root = root.map(|root| match freshness::is_recorded_form(root) {
-        true => std::borrow::Cow::Borrowed(root),
-        false => std::borrow::Cow::Owned(freshness::recorded_path(root)),
-    });
-    let moved_to = named_root
-        .as_deref()
-        .map(|root| root.as_os_str().as_encoded_bytes())
-        .filter(|&now| recorded_root.is_some_and(|then| then != now));
+    // Where the tree is now, if it moved: compared as recorded (absolute), and only when the
+    // names differ (a root named another way is not a move).
+    let moved_to = match (root, recorded_root) {
+        (Some(now), Some(then))
+            if queue_refreshes && now.as_os_str().as_encoded_bytes() != then =>
+        {
+            Some(freshness::recorded_path(now))
+                .filter(|now| now.as_os_str().as_encoded_bytes() != then)
+        }
+        _ => None,
+    };
     if queue_refreshes && (rerecord.is_some() || moved_to.is_some()) {
         let mut racy = inner.racy.lock();
         if racy.len() < MAX_PENDING_REFRESHES {
@@ -268,7 +270,7 @@ fn check_inputs(
                 version: (&entry.bytecode).into(),
                 stats,
                 observed_at_ns,
-                root: moved_to.map(<[u8]>::to_vec),
+                root: moved_to.map(|root| root.into_os_string().into_encoded_bytes()),
             });
         }
     }
