@@ -73,11 +73,14 @@ impl Cache {
                 )));
             }
             let mut valid_from = i64::MAX;
+            // Absolute, so that `.` or a relative name means the same directory to a process
+            // with another working directory.
+            let root = entry.root.map(freshness::recorded_path);
             let inputs = entry
                 .inputs
                 .iter()
                 .map(|input| {
-                    freshness::record(input, entry.root).map(|(record, from)| {
+                    freshness::record(input, root.as_deref()).map(|(record, from)| {
                         valid_from = valid_from.min(from);
                         record
                     })
@@ -89,6 +92,7 @@ impl Cache {
                 inputs,
                 // After every input was hashed, or when the earliest observed read began.
                 recorded_at_ns: freshness::now_nanos().min(valid_from),
+                root,
             });
         }
         if prepared.is_empty() {

@@ -213,15 +213,14 @@ fn is_on_pseudo_filesystem(e: &std::io::Error) -> bool {
 /// valid from when that read began. That is sound without another `stat`: an edit since then
 /// (through a system call) changes the stat data (a lookup then re-hashes and misses), or keeps it only within the
 /// racy window of that read, in which the stat data is never trusted.
+///
+/// `root` is the entry's root as recorded (absolute, from [`recorded_path`]).
 pub(crate) fn record(input: &Input, root: Option<&Path>) -> Result<(InputRecord, i64)> {
     let path = recorded_path(&input.path);
     // Relative to the entry's root where it lies under it: checked under the root a lookup
     // names, so the entry survives its tree being moved.
-    // The root as recorded with the entry: absolute, so that `.` or a relative name means the
-    // same directory to a process with another working directory.
-    let root = root.map(recorded_path);
-    let stored = match root.and_then(|root| path.strip_prefix(&root).ok().map(Path::to_path_buf)) {
-        Some(relative) if !relative.as_os_str().is_empty() => path_bytes(relative),
+    let stored = match root.and_then(|root| path.strip_prefix(root).ok()) {
+        Some(relative) if !relative.as_os_str().is_empty() => path_bytes(relative.to_path_buf()),
         _ => path_bytes(path.clone()),
     };
     if let (Some(content_hash), Some((observed, read_at))) = (input.compiled_hash, input.observed) {

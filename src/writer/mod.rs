@@ -77,6 +77,8 @@ pub(crate) struct PreparedEntry<'e, 'a> {
     pub(crate) entry: &'e NewEntry<'a>,
     pub(crate) inputs: Vec<InputRecord>,
     pub(crate) recorded_at_ns: i64,
+    /// The entry's root as recorded (absolute; see [`crate::freshness::recorded_path`]).
+    pub(crate) root: Option<std::path::PathBuf>,
 }
 
 /// The published index a writer found: mapped, never decoded whole.
@@ -301,6 +303,7 @@ impl WriteState {
             entry,
             inputs,
             recorded_at_ns,
+            root,
         } in entries
         {
             written.push(entry);
@@ -333,10 +336,7 @@ impl WriteState {
                 source_map,
                 aux,
                 inputs,
-                root: entry.root.map(|root| {
-                    let root = crate::freshness::recorded_path(root);
-                    root.into_os_string().into_encoded_bytes()
-                }),
+                root: root.map(|root| root.into_os_string().into_encoded_bytes()),
             });
         }
         let mut slices = Vec::with_capacity(headers.len() * 2);
