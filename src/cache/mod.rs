@@ -80,21 +80,24 @@ impl Inner {
 /// few percent of the entries, few enough that a write does not read the whole index.
 const VANISHED_SAMPLE: usize = 256;
 
-/// The bytes of the entries in `snapshot` recorded under a root (a tree's working directory)
-/// that no longer exists: a deleted checkout, a temporary directory, the old path of a moved
-/// tree not started since. One `stat` per distinct root. Read from every `nth` record (each
-/// standing for `nth`): exact for 1, an estimate otherwise.
-fn vanished_bytes(snapshot: &Snapshot, nth: usize) -> u64 {
+/// Among every `nth` record of `snapshot`: the bytes of the entries recorded under a root (a
+/// tree's working directory) that no longer exists (a deleted checkout, a temporary directory,
+/// the old path of a moved tree not started since), and the bytes of all. One `stat` per
+/// distinct root.
+fn vanished_share(snapshot: &Snapshot, nth: usize) -> (u64, u64) {
     let mut gone = GoneRoots::default();
-    let mut bytes = 0;
+    let (mut vanished, mut all) = (0, 0);
     for (_, record) in snapshot.every_nth_record(nth) {
         #[cfg(test)]
         tests::RECORDS_READ.with(|read| read.set(read.get() + 1));
-        if let Some(record) = record {
-            bytes += gone.dead_bytes(record);
+        let Some(record) = record else { continue };
+        let len = crate::format::archived_stored_len(record);
+        all += len;
+        if gone.holds(record) {
+            vanished += len;
         }
     }
-    bytes.saturating_mul(nth as u64)
+    (vanished, all)
 }
 
 /// Which recorded roots are gone, asked once each.
@@ -102,20 +105,14 @@ fn vanished_bytes(snapshot: &Snapshot, nth: usize) -> u64 {
 struct GoneRoots<'a>(std::collections::HashMap<&'a [u8], bool>);
 
 impl<'a> GoneRoots<'a> {
-    /// The stored bytes of `record` if it was recorded under a root that is gone, else 0.
-    fn dead_bytes(&mut self, record: &'a crate::format::ArchivedEntryRecord) -> u64 {
-        let Some(root) = record.root.as_ref() else {
-            return 0;
-        };
-        let gone = *self
-            .0
-            .entry(root.as_slice())
-            .or_insert_with(|| crate::freshness::root_is_gone(root));
-        if gone {
-            crate::format::archived_stored_len(record)
-        } else {
-            0
-        }
+    /// Whether `record` was recorded under a root that is gone.
+    fn holds(&mut self, record: &'a crate::format::ArchivedEntryRecord) -> bool {
+        record.root.as_ref().is_some_and(|root| {
+            *self
+                .0
+                .entry(root.as_slice())
+                .or_insert_with(|| crate::freshness::root_is_gone(root))
+        })
     }
 }
 
@@ -140,13 +137,13 @@ const _: () = {
 };
 
 impl Cache {
-    /// The bytes of entries recorded under vanished roots in the published pack, estimated
-    /// once per handle and pack generation from about [`VANISHED_SAMPLE`] records evenly
-    /// spread over the index (and a `stat` per root), and only for a pack large enough to
-    /// compact: what automatic compaction counts as dead besides superseded entries. (A
-    /// sample, so that the first write of every process does not read and check every
-    /// record of a large cache; `stats` counts exactly.)
-    pub(crate) fn vanished_in(&self, generation: u64, pack_len: u64) -> u64 {
+    /// The bytes of entries recorded under vanished roots in the published pack (of
+    /// `live_bytes`), estimated once per handle and pack generation as their share of about
+    /// [`VANISHED_SAMPLE`] records evenly spread over the index (and a `stat` per root), and
+    /// only for a pack large enough to compact: what automatic compaction counts as dead
+    /// besides superseded entries. (A sample, so that the first write of every process does
+    /// not read and check every record of a large cache; `stats` counts exactly.)
+    pub(crate) fn vanished_in(&self, generation: u64, pack_len: u64, live_bytes: u64) -> u64 {
         if pack_len < self.inner.options.compact_min_bytes {
             return 0;
         }
@@ -156,7 +153,12 @@ impl Cache {
             _ => {
                 let snapshot = self.inner.snapshot.load_full();
                 let nth = snapshot.rows().div_ceil(VANISHED_SAMPLE).max(1);
-                let bytes = vanished_bytes(&snapshot, nth);
+                let (vanished, all) = vanished_share(&snapshot, nth);
+                // A share, so that one large record sampled cannot stand for more than is live.
+                let bytes = match all {
+                    0 => 0,
+                    all => (u128::from(live_bytes) * u128::from(vanished) / u128::from(all)) as u64,
+                };
                 *counted = Some((generation, bytes));
                 bytes
             }
@@ -241,10 +243,11 @@ impl Cache {
         for (_, e) in snapshot.records() {
             let Some(e) = e else { continue };
             entries += 1;
-            live_bytes += crate::format::archived_segments(e)
-                .map(|(_, s)| crate::format::SegmentRef::from(s).stored_len())
-                .sum::<u64>();
-            vanished += gone.dead_bytes(e);
+            let len = crate::format::archived_stored_len(e);
+            live_bytes += len;
+            if gone.holds(e) {
+                vanished += len;
+            }
         }
         if generation != 0 {
             live_bytes += crate::format::PACK_HEADER_LEN;
@@ -302,11 +305,11 @@ mod tests {
         // A new handle: one counts once per pack generation.
         let cache = Cache::open(tmp.path().join("cache")).unwrap();
         let snapshot = cache.inner.snapshot.load_full();
-        let exact = super::vanished_bytes(&snapshot, 1);
+        let (exact, _) = super::vanished_share(&snapshot, 1);
         let fields = snapshot.head().unwrap().index().header().fields;
         assert!(fields.pack_len >= cache.inner.options.compact_min_bytes);
         RECORDS_READ.with(|read| read.set(0));
-        let estimate = cache.vanished_in(fields.generation, fields.pack_len);
+        let estimate = cache.vanished_in(fields.generation, fields.pack_len, fields.live_bytes);
         let ratio = estimate as f64 / exact as f64;
         assert!((0.85..1.15).contains(&ratio), "{estimate} against {exact}");
         let read = RECORDS_READ.with(|read| read.get());

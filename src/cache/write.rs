@@ -209,7 +209,11 @@ impl Cache {
             writer::account_replacement(&mut fields, replaced, len);
         }
         let published = head.index().header().fields;
-        let vanished = self.vanished_in(published.generation, published.pack_len);
+        let vanished = self.vanished_in(
+            published.generation,
+            published.pack_len,
+            published.live_bytes,
+        );
         let live = fields.live_bytes.saturating_sub(vanished);
         let likely = (self.inner.options).wants_compaction(fields.pack_len, live)
             && self.inner.may_compact(fields.generation, fields.pack_len);
