@@ -50,8 +50,8 @@ impl FoundMap {
 pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
     let url = mapping_url(source)?;
     let dir = path.parent().unwrap_or(Path::new(""));
-    let found = if let Some(data) = url.strip_prefix("data:") {
-        inline(data).map(|map| FoundMap {
+    let found = if url.starts_with("data:") {
+        inline(url).map(|map| FoundMap {
             map: Ok(map),
             base: dir.to_path_buf(),
             record: None,
@@ -133,18 +133,16 @@ pub(crate) fn mapping_url(source: &[u8]) -> Option<&str> {
     (!url.is_empty() && !url.contains(char::is_whitespace)).then_some(url)
 }
 
-/// An inline map: `data:` (already stripped) followed by a JSON media type and base64.
-fn inline(data: &str) -> Result<DecodedMap, String> {
+/// An inline map: a `data:` URL with a JSON media type and base64.
+fn inline(url: &str) -> Result<DecodedMap, String> {
     // Base64 takes 4 bytes for 3.
-    if data.len() as u64 > MAX_MAP_LEN / 3 * 4 + 64 {
+    if url.len() as u64 > MAX_MAP_LEN / 3 * 4 + 64 {
         return Err(format!(
             "inline map of {} bytes, over {MAX_MAP_LEN}",
-            data.len()
+            url.len()
         ));
     }
-    guarded(|| {
-        sourcemap::decode_data_url(&format!("data:{data}")).map_err(|e| format!("inline map: {e}"))
-    })
+    guarded(|| sourcemap::decode_data_url(url).map_err(|e| format!("inline map: {e}")))
 }
 
 /// A map file's bytes, read bounded (a FIFO, a device or a directory is refused, never

@@ -41,11 +41,12 @@
 //! **Stack traces in the user's files.** Frames of modules that carry a source map name the
 //! original file, line and column, as `node --enable-source-maps` does: modules
 //! [`PackLoader`] loads whose source ends with a `//# sourceMappingURL=` comment (a `.map` file
-//! beside them, which is then one of the module's inputs, or an inline `data:` URL), and
-//! modules [`declare_built`] gives with a map. Nothing to switch on; on a first start and a
-//! warm one alike. A stack is mapped when it is read; a map is parsed the first time a stack
-//! passes through its module, not at load. A host's own `Error.prepareStackTrace` keeps
-//! working, and is given the mapped call sites. A map that cannot be used (malformed, missing, too large, not a regular file, or
+//! beside them, whose hash the module's entry records and a stack checks, or an inline
+//! `data:` URL), and modules [`declare_built`] gives with a map. Nothing to switch on; on a
+//! first start and a warm one alike. A stack is mapped when it is read; a map is parsed the
+//! first time a stack passes through its module, not at load. A host's own
+//! `Error.prepareStackTrace` keeps working, and is given the mapped call sites. A map that
+//! cannot be used (malformed, missing, too large, not a regular file, or, for [`PackLoader`],
 //! naming sources outside the working directory) leaves its frames as they are, with one
 //! warning.
 
