@@ -146,7 +146,7 @@ pub(crate) fn read_prefix(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
 /// Opens a file a user named (an input) for reading: symlinks are followed, as the user's
 /// tools would, but a FIFO never blocks the open and anything but a regular file is refused.
 pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
-    checked_regular(sys::open_user_file(path)?)
+    checked_regular(sys::open_for_reading(path)?)
 }
 
 /// [`open_user_file`], refusing a file of more than `max_len` bytes before anything is read (a

@@ -56,7 +56,7 @@ pub(crate) fn open_cache_options() -> OpenOptions {
     OpenOptions::new()
 }
 
-pub(crate) fn open_user_file(path: &Path) -> io::Result<fs::File> {
+pub(crate) fn open_for_reading(path: &Path) -> io::Result<fs::File> {
     OpenOptions::new().read(true).open(path)
 }
 

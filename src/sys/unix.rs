@@ -97,7 +97,8 @@ pub(crate) fn open_cache_options() -> OpenOptions {
 /// a fresh copy of a tree the first read of each file would otherwise update its inode (its
 /// ctime is newer than its atime): 15% of the time reading a fresh copy's modules takes.
 /// Refused once with `EPERM` (another user's file), the flag is dropped for the process.
-pub(crate) fn open_user_file(path: &Path) -> io::Result<fs::File> {
+/// Opens whatever is there: [`crate::fsys::open_user_file`] checks it is a regular file.
+pub(crate) fn open_for_reading(path: &Path) -> io::Result<fs::File> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use std::sync::atomic::{AtomicBool, Ordering};
