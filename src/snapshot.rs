@@ -202,8 +202,14 @@ impl Snapshot {
     /// The rows of the published index and of its base: the live entries, and the base's
     /// rows the index shadows.
     pub(crate) fn rows(&self) -> usize {
+        let (head, base) = self.table_rows();
+        head + base
+    }
+
+    /// The rows of the published index, and of its base.
+    fn table_rows(&self) -> (usize, usize) {
         let rows = |t: &Option<Table>| t.as_ref().map_or(0, |t| t.index.header().count);
-        rows(&self.head) + rows(&self.base)
+        (rows(&self.head), rows(&self.base))
     }
 
     /// [`Snapshot::records`], only every `nth` row of each table: a sample that reads (and
@@ -212,8 +218,7 @@ impl Snapshot {
         &self,
         nth: usize,
     ) -> impl Iterator<Item = (EntryAt, Option<&ArchivedEntryRecord>)> + '_ {
-        let head_rows = self.head.as_ref().map_or(0, |t| t.index.header().count);
-        let base_rows = self.base.as_ref().map_or(0, |t| t.index.header().count);
+        let (head_rows, base_rows) = self.table_rows();
         let head = (0..head_rows).step_by(nth).map(EntryAt::Head);
         let base = (0..base_rows).step_by(nth).map(EntryAt::Base).filter(|at| {
             let EntryAt::Base(i) = *at else { return true };

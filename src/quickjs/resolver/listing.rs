@@ -89,9 +89,7 @@ impl Listing {
     pub fn to_le_bytes(self) -> [u8; 16] {
         self.0.to_le_bytes()
     }
-}
 
-impl Listing {
     /// The listing as stored (a `u128`, little-endian, in a directory's record).
     pub fn from_bits(bits: u128) -> Self {
         Listing(bits)
