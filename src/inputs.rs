@@ -35,11 +35,10 @@ pub fn collect_inputs<P: AsRef<Path>>(
 }
 
 /// The files a source map's `sources` name (resolved against `base`, with `sourceRoot`
-/// applied), each once and each a regular file, with its `sourcesContent` where the map has
+/// applied; a file named twice is listed twice, callers keep one), each a regular file, with its `sourcesContent` where the map has
 /// it (what the bundler read). Sources that are not files (`webpack://…`, `<anonymous>`,
 /// virtual modules) or do not exist are skipped; an unparsable map names none.
 pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<(PathBuf, Option<String>)> {
-    let mut seen = BTreeSet::new();
     let mut files = Vec::new();
     for (source, content) in source_map_sources(json) {
         let source = source.strip_prefix("file://").unwrap_or(&source);
@@ -47,7 +46,7 @@ pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<(PathBuf, Option<
             continue;
         }
         let path = crate::freshness::recorded_path(&base.join(source));
-        if path.is_file() && seen.insert(path.clone()) {
+        if path.is_file() {
             files.push((path, content));
         }
     }
