@@ -13,11 +13,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytecode_pack::Cache;
-use bytecode_pack::quickjs::{self, PackLoader, PackResolver, Precompile, precompile};
+use bytecode_pack::quickjs::{self, Precompile, precompile};
 use common::child::Child;
 
 use rquickjs::loader::FileResolver;
-use rquickjs::{Context, Module, Object, Runtime};
 
 /// `precompile`: entries from `BP_ENTRIES` and dirs from `BP_DIRS` (comma-separated); prints
 /// the report. `start`: imports `main.js` as a host does; prints what it compiled.
@@ -56,18 +55,7 @@ fn child() {
             }
         }
         "start" => {
-            let runtime = Runtime::new().unwrap();
-            runtime.set_loader(
-                PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
-                PackLoader::new(cache.clone()),
-            );
-            let context = Context::full(&runtime).unwrap();
-            let result = context.with(|ctx| {
-                Module::import(&ctx, "main.js")
-                    .and_then(|p| p.finish::<Object>())
-                    .map(|ns| ns.get::<_, String>("result").unwrap())
-                    .unwrap_or_else(|e| format!("error: {e}"))
-            });
+            let result = common::host::start_main(&cache);
             println!("result={result}");
             println!("compiles={}", quickjs::process_counters().compiles);
         }

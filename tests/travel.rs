@@ -13,12 +13,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use bytecode_pack::Cache;
-use bytecode_pack::quickjs::{self, PackLoader, PackResolver};
+use bytecode_pack::quickjs;
 use common::child::Child;
 use common::tree::{copy_tree, ship_tree};
-
-use rquickjs::loader::FileResolver;
-use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 
 /// A host start: `main.js` through `PackResolver` + `PackLoader`; prints its result, what it
 /// compiled and loaded from the cache, and how many inputs its lookups re-hashed.
@@ -37,23 +34,7 @@ fn child() {
         builder = builder.auto_compact(1, 0.5);
     }
     let cache = builder.open().unwrap();
-    let runtime = Runtime::new().unwrap();
-    runtime.set_loader(
-        PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
-        PackLoader::new(cache.clone()),
-    );
-    let context = Context::full(&runtime).unwrap();
-    let result = context.with(|ctx| {
-        match Module::import(&ctx, "main.js")
-            .and_then(|p| p.finish::<Object>())
-            .catch(&ctx)
-        {
-            Ok(namespace) => namespace.get::<_, String>("result").unwrap(),
-            Err(e) => format!("error: {e}"),
-        }
-    });
-    drop(context);
-    drop(runtime);
+    let result = common::host::start_main(&cache);
     let c = quickjs::process_counters();
     println!("result={result}");
     println!("compiles={}", c.compiles);

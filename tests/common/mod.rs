@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod child;
+#[cfg(feature = "quickjs")]
+pub mod host;
 pub mod tree;
 
 use std::fs;
