@@ -115,17 +115,12 @@ impl PendingModule {
         entries
     }
 
-    /// Bytes its entries take in the pack: the bytecode's segment, and the pointer's.
+    /// Bytes its entries take in the pack.
     fn stored_len(&self) -> u64 {
-        let segment = |len: usize| len as u64 + crate::format::SEGMENT_HEADER_LEN;
-        let pointer = match &self.place {
-            Some((Some(_), _)) => segment(16),
-            _ => 0,
-        };
-        let map = self.map.as_ref().map_or(0, |(json, record)| {
-            segment(json.len()) + record.as_ref().map_or(0, |r| segment(r.len()))
-        });
-        segment(self.bytecode.len()) + pointer + map
+        self.entries()
+            .iter()
+            .map(|(_, entry)| entry.stored_len())
+            .sum()
     }
 }
 
