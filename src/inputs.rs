@@ -35,12 +35,27 @@ pub fn collect_inputs<P: AsRef<Path>>(
 }
 
 /// The files a source map's `sources` name (resolved against `base`, with `sourceRoot`
-/// applied; a file named twice is listed twice, callers keep one), each a regular file, with its `sourcesContent` where the map has
-/// it (what the bundler read). Sources that are not files (`webpack://…`, `<anonymous>`,
-/// virtual modules) or do not exist are skipped; an unparsable map names none.
+/// applied; a file named twice is listed twice, callers keep one), each a regular file, with
+/// its `sourcesContent` where the map has it (what the bundler read). Sources that are not
+/// files (`webpack://…`, `<anonymous>`, virtual modules) or do not exist are skipped; an
+/// unparsable map names none.
 pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<(PathBuf, Option<String>)> {
+    match sourcemap::decode_slice(json.as_bytes()) {
+        Ok(decoded) => files_of_map(&decoded, base),
+        Err(e) => {
+            log::debug!("bytecode-pack: ignoring unparsable source map: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// [`source_map_files`] of a map already parsed.
+pub(crate) fn files_of_map(
+    map: &sourcemap::DecodedMap,
+    base: &Path,
+) -> Vec<(PathBuf, Option<String>)> {
     let mut files = Vec::new();
-    for (source, content) in source_map_sources(json) {
+    for (source, content) in source_map_sources(map) {
         let source = source.strip_prefix("file://").unwrap_or(&source);
         if source.contains("://") || source.starts_with('<') || source.is_empty() {
             continue;
@@ -55,14 +70,7 @@ pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<(PathBuf, Option<
 
 /// The `sources` of a regular or indexed source map, with `sourceRoot` applied, and their
 /// `sourcesContent`.
-fn source_map_sources(json: &str) -> Vec<(String, Option<String>)> {
-    let decoded = match sourcemap::decode_slice(json.as_bytes()) {
-        Ok(decoded) => decoded,
-        Err(e) => {
-            log::debug!("bytecode-pack: ignoring unparsable source map: {e}");
-            return Vec::new();
-        }
-    };
+fn source_map_sources(map: &sourcemap::DecodedMap) -> Vec<(String, Option<String>)> {
     let sources = |map: &sourcemap::SourceMap| {
         (0..map.get_source_count())
             .filter_map(|idx| {
@@ -71,12 +79,12 @@ fn source_map_sources(json: &str) -> Vec<(String, Option<String>)> {
             })
             .collect()
     };
-    match decoded {
-        sourcemap::DecodedMap::Regular(map) => sources(&map),
+    match map {
+        sourcemap::DecodedMap::Regular(map) => sources(map),
         sourcemap::DecodedMap::Index(index) => {
             index.flatten().map(|m| sources(&m)).unwrap_or_default()
         }
-        sourcemap::DecodedMap::Hermes(hermes) => sources(&hermes),
+        sourcemap::DecodedMap::Hermes(hermes) => sources(hermes),
     }
 }
 

@@ -169,8 +169,9 @@ where
     let mut inputs = made.inputs.clone();
     if let Some(map) = made.source_map.take() {
         let base = made.map_base.clone().unwrap_or_else(|| root.clone());
-        inputs.extend(map_inputs(&map, &base));
-        made.source_map = maps::of_build(name, &map, &base, &root);
+        let (files, kept) = maps::of_build(name, &map, &base, &root);
+        inputs.extend(map_inputs(files));
+        made.source_map = kept;
     }
     inputs.extend(key.entries.iter().map(|entry| Input::path(*entry)));
     let inputs = distinct(inputs);
@@ -201,16 +202,13 @@ where
     })
 }
 
-/// The files a map's `sources` name (relative to `base`), each recorded from the map's
-/// `sourcesContent` where it has it (what the bundler read), else by path.
-fn map_inputs(map: &str, base: &Path) -> Vec<Input> {
-    crate::inputs::source_map_files(map, base)
-        .into_iter()
-        .map(|(path, content)| match content {
-            Some(content) => Input::with_content(path, content.as_bytes()),
-            None => Input::path(path),
-        })
-        .collect()
+/// The files a map names as inputs, each recorded from the map's `sourcesContent` where it has
+/// it (what the bundler read), else by path.
+fn map_inputs(files: maps::MapFiles) -> impl Iterator<Item = Input> {
+    files.into_iter().map(|(path, content)| match content {
+        Some(content) => Input::with_content(path, content.as_bytes()),
+        None => Input::path(path),
+    })
 }
 
 /// `inputs` with each path once (the first recording of it kept).

@@ -95,19 +95,37 @@ pub(crate) fn current(
     guarded(|| normalized(map, &base, root, Outside::Refused))
 }
 
-/// A map a host's build returned for module `name`: its `sources` relative to `base`, kept
-/// relative to `root` where they lie under it (else absolute: the host chose them). `None`,
-/// with one warning, if it cannot be used.
-pub(crate) fn of_build(name: &str, map: &str, base: &Path, root: &Path) -> Option<String> {
+/// The files a source map a host's build returned for module `name` names (its `sources`,
+/// relative to `base`, with their `sourcesContent`: see [`crate::inputs::files_of_map`]), and
+/// the map to keep: its `sources` relative to `root` where they lie under it (else absolute:
+/// the host chose them). Parsed once for both. No files and no map, with one warning, if it
+/// cannot be parsed; no map, with one warning, if it cannot be kept.
+pub(crate) fn of_build(
+    name: &str,
+    map: &str,
+    base: &Path,
+    root: &Path,
+) -> (MapFiles, Option<String>) {
+    let decoded = match parse(map.as_bytes()) {
+        Ok(decoded) => decoded,
+        Err(why) => {
+            warn(name, &why);
+            return (Vec::new(), None);
+        }
+    };
+    let files = crate::inputs::files_of_map(&decoded, base);
     if map.len() as u64 > MAX_MAP_LEN {
         warn(name, &format!("{} bytes, over {MAX_MAP_LEN}", map.len()));
-        return None;
+        return (files, None);
     }
-    parse(map.as_bytes())
-        .and_then(|map| guarded(|| normalized(map, base, root, Outside::Absolute)))
+    let kept = guarded(|| normalized(decoded, base, root, Outside::Absolute))
         .map_err(|why| warn(name, &why))
-        .ok()
+        .ok();
+    (files, kept)
 }
+
+/// Files a map names, each with its `sourcesContent` where the map has it.
+pub(crate) type MapFiles = Vec<(PathBuf, Option<String>)>;
 
 fn warn(name: &str, why: &str) {
     log::warn!(
@@ -285,15 +303,25 @@ mod tests {
     fn an_index_map_far_past_its_lines_is_refused() {
         let map = r#"{"version":3,"sections":[{"offset":{"line":4000000000,"column":0},
             "map":{"version":3,"sources":["a.ts"],"names":[],"mappings":"AAAA"}}]}"#;
-        assert!(of_build("m", map, Path::new("/p"), Path::new("/p")).is_none());
+        assert!(
+            of_build("m", map, Path::new("/p"), Path::new("/p"))
+                .1
+                .is_none()
+        );
         let near = map.replace("4000000000", "3");
-        assert!(of_build("m", &near, Path::new("/p"), Path::new("/p")).is_some());
+        assert!(
+            of_build("m", &near, Path::new("/p"), Path::new("/p"))
+                .1
+                .is_some()
+        );
     }
 
     #[test]
     fn sources_are_kept_relative_to_the_root_and_outside_ones_refused() {
         let map = r#"{"version":3,"sources":["../src/a.ts","b.ts"],"sourcesContent":["x","y"],"names":[],"mappings":"AAAA"}"#;
-        let json = of_build("m", map, Path::new("/p/dist"), Path::new("/p")).unwrap();
+        let json = of_build("m", map, Path::new("/p/dist"), Path::new("/p"))
+            .1
+            .unwrap();
         let kept = SourceMap::from_slice(json.as_bytes()).unwrap();
         let sources: Vec<_> = kept.sources().collect();
         assert_eq!(sources, ["src/a.ts", "dist/b.ts"]);
@@ -301,7 +329,9 @@ mod tests {
             kept.get_source_contents(0).is_none(),
             "sourcesContent dropped"
         );
-        let outside = of_build("m", map, Path::new("/p/dist"), Path::new("/p/dist/x")).unwrap();
+        let outside = of_build("m", map, Path::new("/p/dist"), Path::new("/p/dist/x"))
+            .1
+            .unwrap();
         let kept = SourceMap::from_slice(outside.as_bytes()).unwrap();
         assert_eq!(kept.get_source(0), Some("/p/src/a.ts"), "kept absolute");
         let found = FoundMap {
@@ -313,6 +343,23 @@ mod tests {
             found.normalized("m", Path::new("/p/dist/x")).is_none(),
             "refused"
         );
-        assert!(of_build("m", "{\"version\":3,", Path::new("/p"), Path::new("/p")).is_none());
+        let (files, kept) = of_build("m", "{\"version\":3,", Path::new("/p"), Path::new("/p"));
+        assert!(files.is_empty() && kept.is_none());
+    }
+
+    /// One parse gives both the map's input files (those that exist, with the content the
+    /// bundler read) and the map to keep.
+    #[test]
+    fn a_build_map_names_its_existing_sources_with_the_content_read() {
+        let tmp = crate::private_tempdir();
+        let (src, dist) = (tmp.path().join("src"), tmp.path().join("dist"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::create_dir_all(&dist).unwrap();
+        std::fs::write(src.join("a.ts"), "x").unwrap();
+        let map = r#"{"version":3,"sources":["../src/a.ts","../src/gone.ts"],"sourcesContent":["read",null],"names":[],"mappings":"AAAA"}"#;
+        let (files, kept) = of_build("m", map, &dist, tmp.path());
+        let a = crate::freshness::recorded_path(&dist.join("../src/a.ts"));
+        assert_eq!(files, [(a, Some("read".to_owned()))]);
+        assert!(kept.is_some());
     }
 }
