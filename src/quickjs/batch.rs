@@ -55,6 +55,13 @@ pub(crate) trait Answers: Send + Sync {
     fn take_if_changed(&self) -> Option<Learned>;
 }
 
+/// A module's source map, ready to store, and the record of the map file it came from (its
+/// entry's sidecar; `None` for an inline map).
+pub(crate) struct MapToStore {
+    pub(crate) json: Arc<str>,
+    pub(crate) file_record: Option<String>,
+}
+
 /// A loaded module waiting to be stored: its bytecode, where its source lies, and (for a
 /// module under a root) the pointer from its content to that place.
 pub(crate) struct PendingModule {
@@ -62,9 +69,7 @@ pub(crate) struct PendingModule {
     name: String,
     bytecode: Vec<u8>,
     input: Input,
-    /// Its source map, ready to store, and the record of the map file it came from (its
-    /// entry's sidecar).
-    map: Option<(Arc<str>, Option<String>)>,
+    map: Option<MapToStore>,
     /// For a module under a root: the key of its content's pointer (`None`: a pointer to
     /// another tree's entry stands, and is left pointing there), and the root its input is
     /// recorded under.
@@ -80,7 +85,7 @@ impl PendingModule {
         name: &str,
         bytecode: Vec<u8>,
         input: Input,
-        map: Option<(Arc<str>, Option<String>)>,
+        map: Option<MapToStore>,
     ) -> Self {
         PendingModule {
             key,
@@ -98,9 +103,9 @@ impl PendingModule {
         let mut entry = NewEntry::new(&self.name, &self.bytecode)
             .engine_bytecode()
             .inputs(vec![self.input.clone()]);
-        if let Some((json, record)) = &self.map {
-            entry = entry.source_map(json);
-            if let Some(record) = record {
+        if let Some(map) = &self.map {
+            entry = entry.source_map(&map.json);
+            if let Some(record) = &map.file_record {
                 entry = entry.aux(record);
             }
         }

@@ -67,27 +67,31 @@ pub struct BuiltModule<'js> {
     pub module: Module<'js, Declared>,
     /// From the cache, or built and compiled.
     pub origin: Origin,
-    stored: Option<Hit>,
-    made: Option<Build>,
+    output: Output,
+}
+
+/// Where a built module's map and sidecar are: in the cache entry it was loaded from, or in
+/// the build that just ran.
+enum Output {
+    Stored(Hit),
+    Built(Build),
 }
 
 impl BuiltModule<'_> {
     /// The module's source map (its `sources` relative to the working directory, without
     /// `sourcesContent`, as stored), if it has one.
     pub fn source_map(&self) -> Option<&str> {
-        match (&self.stored, &self.made) {
-            (Some(hit), _) => hit.source_map(),
-            (None, Some(build)) => build.source_map.as_deref(),
-            (None, None) => None,
+        match &self.output {
+            Output::Stored(hit) => hit.source_map(),
+            Output::Built(build) => build.source_map.as_deref(),
         }
     }
 
     /// The sidecar the build gave, if any.
     pub fn aux(&self) -> Option<&str> {
-        match (&self.stored, &self.made) {
-            (Some(hit), _) => hit.aux(),
-            (None, Some(build)) => build.aux.as_deref(),
-            (None, None) => None,
+        match &self.output {
+            Output::Stored(hit) => hit.aux(),
+            Output::Built(build) => build.aux.as_deref(),
         }
     }
 }
@@ -156,8 +160,7 @@ where
                 return Ok(BuiltModule {
                     module,
                     origin: Origin::Cache,
-                    stored: Some(hit),
-                    made: None,
+                    output: Output::Stored(hit),
                 });
             }
             Err(e) => log::warn!("bytecode-pack: cached {name} did not load, rebuilding: {e}"),
@@ -197,8 +200,7 @@ where
     Ok(BuiltModule {
         module,
         origin: Origin::Compiled,
-        stored: None,
-        made: Some(made),
+        output: Output::Built(made),
     })
 }
 

@@ -7,7 +7,7 @@ use rquickjs::loader::{ImportAttributes, Loader};
 use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
 
-use super::batch::{EXIT_LOCK_WAIT, PendingModule, Side, StartBatch};
+use super::batch::{EXIT_LOCK_WAIT, MapToStore, PendingModule, Side, StartBatch};
 use super::stack::{self, MapFile, MapSource};
 use super::{CompileOptions, compile_js, load, maps};
 use crate::LookupOptions;
@@ -192,13 +192,16 @@ impl PackLoader {
         name: &str,
         found: Option<maps::FoundMap>,
         hit: &Hit,
-    ) -> Option<(Arc<str>, Option<String>)> {
+    ) -> Option<MapToStore> {
         match (found, hit.source_map()) {
             (Some(found), Some(json)) if found.record.as_deref() == hit.aux() => {
                 let json: Arc<str> = json.into();
                 let held = MapSource::Held(Arc::clone(&json));
                 stack::register(ctx, name, held, Some(&self.cache));
-                Some((json, found.record))
+                Some(MapToStore {
+                    json,
+                    file_record: found.record,
+                })
             }
             (found, _) => self.made_map(ctx, name, found),
         }
@@ -211,12 +214,12 @@ impl PackLoader {
         ctx: &Ctx<'_>,
         name: &str,
         found: Option<maps::FoundMap>,
-    ) -> Option<(Arc<str>, Option<String>)> {
+    ) -> Option<MapToStore> {
         let Some(found) = found else {
             stack::forget(ctx, name);
             return None;
         };
-        let record = found.record.clone();
+        let file_record = found.record.clone();
         let Some(json) = found.normalized(name, &self.cwd) else {
             stack::forget(ctx, name);
             return None;
@@ -228,7 +231,7 @@ impl PackLoader {
             MapSource::Held(Arc::clone(&json)),
             Some(&self.cache),
         );
-        Some((json, record))
+        Some(MapToStore { json, file_record })
     }
 
     /// The entry another tree stored module `name` in when it had exactly the content whose
