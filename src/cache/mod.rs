@@ -67,12 +67,23 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    /// Whether automatic compaction may run on a pack of `generation` that is `pack_len` long
-    /// (see [`Inner::compaction_retry`]).
-    fn may_compact(&self, generation: u64, pack_len: u64) -> bool {
-        self.compaction_retry
-            .lock()
-            .is_none_or(|(failed_in, retry_at)| failed_in != generation || pack_len >= retry_at)
+    /// Whether automatic compaction should run on a pack of `generation` that is `pack_len`
+    /// long and holds `live_bytes`, `vanished` of them under trees that are gone (dead too):
+    /// the options want it, and it did not fail on this pack lately (see
+    /// [`Inner::compaction_retry`]).
+    fn compaction_due(
+        &self,
+        generation: u64,
+        pack_len: u64,
+        live_bytes: u64,
+        vanished: u64,
+    ) -> bool {
+        let live = live_bytes.saturating_sub(vanished);
+        self.options.wants_compaction(pack_len, live)
+            && self
+                .compaction_retry
+                .lock()
+                .is_none_or(|(failed_in, retry_at)| failed_in != generation || pack_len >= retry_at)
     }
 }
 

@@ -112,10 +112,8 @@ impl Cache {
         let compacted = self.write(wait, |state| {
             let first_new_seq = state.fields.next_seq;
             state.append_many(prepared, options.durability)?;
-            let live = state.fields.live_bytes.saturating_sub(vanished);
-            if options.wants_compaction(state.pack_file_len, live)
-                && inner.may_compact(state.fields.generation, state.pack_file_len)
-            {
+            let (generation, live) = (state.fields.generation, state.fields.live_bytes);
+            if inner.compaction_due(generation, state.pack_file_len, live, vanished) {
                 // The new entries are appended but unpublished: compaction carries them over,
                 // and never evicts them.
                 match compact::compact(state, options, Some(first_new_seq), checked_ahead) {
@@ -214,9 +212,12 @@ impl Cache {
             published.pack_len,
             published.live_bytes,
         );
-        let live = fields.live_bytes.saturating_sub(vanished);
-        let likely = (self.inner.options).wants_compaction(fields.pack_len, live)
-            && self.inner.may_compact(fields.generation, fields.pack_len);
+        let likely = (self.inner).compaction_due(
+            fields.generation,
+            fields.pack_len,
+            fields.live_bytes,
+            vanished,
+        );
         (vanished, likely)
     }
 
