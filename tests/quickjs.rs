@@ -54,7 +54,10 @@ fn child() {
     });
     let c = quickjs::process_counters();
     println!("result={result}");
-    println!("compiles={} cache_loads={}", c.compiles, c.cache_loads);
+    println!(
+        "compiles={} cache_loads={} hits_compiled={}",
+        c.compiles, c.cache_loads, c.hits_compiled
+    );
     println!(
         "rehashes={}",
         cache.stats().unwrap().counters.input_rehashes
@@ -84,6 +87,8 @@ struct Run {
     compiles: u64,
     cache_loads: u64,
     rehashes: u64,
+    /// Hits compiled from their source instead of loaded (a large graph).
+    hits_compiled: u64,
 }
 
 impl Project {
@@ -153,6 +158,7 @@ impl Project {
             compiles: field("compiles").parse().unwrap(),
             cache_loads: field("cache_loads").parse().unwrap(),
             rehashes: field("rehashes").parse().unwrap(),
+            hits_compiled: field("hits_compiled").parse().unwrap(),
         }
     }
 
@@ -465,6 +471,59 @@ fn with_pack_resolver_a_second_start_compiles_nothing_and_an_edit_recompiles_one
     let gone = project.run_with("pack-resolver");
     assert!(gone.result.starts_with("error:"), "{gone:?}");
     assert_eq!(project.run_with("script-loader").result, gone.result);
+}
+
+/// A module importing 4,000 others: loaded from bytecode, QuickJS would resolve each of its
+/// imports twice, walking its list of modules each time; a warm start compiles it from its
+/// unchanged source instead, and loads the rest. An edit of it, or of what it imports, is
+/// still seen.
+#[test]
+fn a_module_importing_thousands_is_compiled_on_a_warm_start_and_edits_are_seen() {
+    let project = Project::new();
+    let leaves = 4000;
+    let main = |extra: &str| {
+        let imports: String = (0..leaves)
+            .map(|i| format!("import {{ f{i} }} from './lib/m{i}.js';\n"))
+            .collect();
+        let sum: Vec<String> = (0..leaves).map(|i| format!("f{i}()")).collect();
+        format!(
+            "{imports}export const result = `sum=${{{}}}{extra}`;\n",
+            sum.join(" + ")
+        )
+    };
+    for i in 0..leaves {
+        project.write(
+            &format!("lib/m{i}.js"),
+            &format!("export const f{i} = () => 1;\n"),
+        );
+    }
+    project.write("main.js", &main(""));
+    common::let_ctime_age();
+    let cold = project.run_with("pack-resolver");
+    assert_eq!((cold.result.as_str(), cold.compiles), ("sum=4000", 4001));
+    let warm = project.run_with("pack-resolver");
+    assert_eq!(
+        (
+            warm.result.as_str(),
+            warm.compiles,
+            warm.cache_loads,
+            warm.hits_compiled
+        ),
+        ("sum=4000", 0, 4000, 1),
+        "{warm:?}"
+    );
+    project.write("main.js", &main(" edited"));
+    project.write("lib/m7.js", "export const f7 = () => 2;\n");
+    let edited = project.run_with("pack-resolver");
+    assert_eq!(
+        (
+            edited.result.as_str(),
+            edited.compiles,
+            edited.hits_compiled
+        ),
+        ("sum=4001 edited", 2, 0),
+        "{edited:?}"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rquickjs::loader::{ImportAttributes, Loader};
 use rquickjs::module::Declared;
@@ -9,7 +10,7 @@ use rquickjs::{Ctx, Module};
 
 use super::batch::{EXIT_LOCK_WAIT, MapToStore, PendingModule, Side, StartBatch};
 use super::stack::{self, MapFile, MapSource};
-use super::{CompileOptions, compile_js, load, maps};
+use super::{CompileOptions, compile_js, imports, load, maps};
 use crate::LookupOptions;
 use crate::cache::Cache;
 use crate::entry::Hit;
@@ -53,6 +54,15 @@ const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2
 ///
 /// Module names are resolved against the working directory when the loader is created, as
 /// the resolver answered them against its own: a host that changes directory makes a new one.
+///
+/// **Graphs of thousands of modules.** QuickJS resolves each import of a module read from
+/// bytecode twice, against once for a module it compiles, and each resolution walks its list
+/// of loaded modules. Once a runtime holds a thousand modules or so, a module whose second
+/// walks would cost more than compiling it (many imports, a long list) is compiled from its
+/// unchanged source instead of loaded (counted in
+/// [`ProcessCounters::hits_compiled`](super::ProcessCounters::hits_compiled)), with debug
+/// information kept whatever the [`CompileOptions`]. Smaller graphs, and leaves, always load
+/// their bytecode.
 #[derive(Clone)]
 pub struct PackLoader {
     cache: Cache,
@@ -61,7 +71,16 @@ pub struct PackLoader {
     cwd: Arc<Path>,
     root: Option<Arc<Root>>,
     batch: Arc<StartBatch>,
+    /// Modules this loader was asked for: about the length of the engine's list of loaded
+    /// modules, which each resolution walks.
+    requested: Arc<AtomicUsize>,
 }
+
+/// Below this many modules requested, and for bytecode shorter than [`LARGE_BYTECODE`], a hit
+/// is loaded without reading its import count: no second walk there costs more than the
+/// reading would.
+const FEW_MODULES: usize = 1000;
+const LARGE_BYTECODE: usize = 64 << 10;
 
 impl PackLoader {
     /// A loader over `cache` for `.js` and `.mjs` files, keeping debug info and source.
@@ -74,6 +93,7 @@ impl PackLoader {
             cache,
             options: CompileOptions::default(),
             extensions: vec!["js".into(), "mjs".into()],
+            requested: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -123,11 +143,15 @@ impl PackLoader {
             Some(root) => throttled.root(&root.path),
             None => throttled,
         };
-        if let Some(hit) = self.cache.lookup_with(&key, lookup).ok()
-            && let Some(module) = self.load_hit(ctx, name, &hit)
-        {
-            self.hit_map(ctx, name, key, &hit, path);
-            return Ok(module);
+        if let Ok(hit) = self.cache.lookup_with(&key, lookup) {
+            let module = match self.compiling_costs_less(&hit) {
+                true => self.compile_unchanged(ctx, name, &path, &hit)?,
+                false => self.load_hit(ctx, name, &hit),
+            };
+            if let Some(module) = module {
+                self.hit_map(ctx, name, key, &hit, path);
+                return Ok(module);
+            }
         }
         // The resolver checked a file was there; what is there now may be a FIFO.
         // Taken before the read: the recording instant the observed stat data may be given.
@@ -255,6 +279,33 @@ impl PackLoader {
         same.then_some(hit)
     }
 
+    /// Whether compiling the module `hit` holds would cost less than loading its bytecode,
+    /// with the modules requested so far (see `imports`).
+    fn compiling_costs_less(&self, hit: &Hit) -> bool {
+        let (requested, len) = (self.requested.load(Ordering::Relaxed), hit.bytecode().len());
+        if requested < FEW_MODULES && len < LARGE_BYTECODE {
+            return false;
+        }
+        imports::import_count(hit.bytecode())
+            .is_some_and(|count| imports::compiling_costs_less(count, requested, len))
+    }
+
+    /// Module `name` compiled from its file at `path`, unchanged since `hit` was stored from
+    /// it (its check just passed), without storing it again; `hit`'s bytecode if the file can
+    /// no longer be read.
+    fn compile_unchanged<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        name: &str,
+        path: &Path,
+        hit: &Hit,
+    ) -> rquickjs::Result<Option<Module<'js, Declared>>> {
+        match crate::fsys::read_user_file(path, MAX_SOURCE_LEN) {
+            Ok((source, _)) => super::declare_js(ctx, name, source).map(Some),
+            Err(_) => Ok(self.load_hit(ctx, name, hit)),
+        }
+    }
+
     /// The module a cache hit holds, or `None` (with a warning) if it did not load.
     fn load_hit<'js>(
         &self,
@@ -344,6 +395,8 @@ impl Loader for PackLoader {
         if !self.handles(name) {
             return Err(rquickjs::Error::new_loading(name));
         }
+        // Counted before the load: the engine lists the module before it reads what it imports.
+        self.requested.fetch_add(1, Ordering::Relaxed);
         self.load_file(ctx, name)
     }
 }
