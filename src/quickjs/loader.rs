@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use parking_lot::Mutex;
 use rquickjs::loader::{ImportAttributes, Loader};
 use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
+use rustc_hash::FxHashSet;
 
 use super::batch::{EXIT_LOCK_WAIT, MapToStore, PendingModule, Side, StartBatch};
 use super::stack::{self, MapFile, MapSource};
@@ -57,12 +58,12 @@ const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2
 ///
 /// **Graphs of thousands of modules.** QuickJS resolves each import of a module read from
 /// bytecode twice, against once for a module it compiles, and each resolution walks its list
-/// of loaded modules. Once a runtime holds a thousand modules or so, a module whose second
-/// walks would cost more than compiling it (many imports, a long list) is compiled from its
-/// unchanged source instead of loaded (counted in
-/// [`ProcessCounters::hits_compiled`](super::ProcessCounters::hits_compiled)), with debug
-/// information kept whatever the [`CompileOptions`]. Smaller graphs, and leaves, always load
-/// their bytecode.
+/// of loaded modules. Once a context has imported a thousand modules or so, a module whose
+/// second walks would cost more than compiling it (many imports, a long list) is compiled from
+/// its unchanged source instead of loaded (counted in
+/// [`ProcessCounters::hits_compiled`](super::ProcessCounters::hits_compiled)), with its debug
+/// information and source text kept whatever the [`CompileOptions`]. Smaller graphs, and
+/// leaves, always load their bytecode.
 #[derive(Clone)]
 pub struct PackLoader {
     cache: Cache,
@@ -71,14 +72,26 @@ pub struct PackLoader {
     cwd: Arc<Path>,
     root: Option<Arc<Root>>,
     batch: Arc<StartBatch>,
-    /// Modules this loader was asked for: about the length of the engine's list of loaded
-    /// modules, which each resolution walks.
-    requested: Arc<AtomicUsize>,
+    /// The modules requested in the current context: about the length of the engine's list
+    /// of loaded modules, which each resolution walks.
+    requested: Arc<Mutex<Requested>>,
 }
 
-/// Below this many modules requested, and for bytecode shorter than [`LARGE_BYTECODE`], a hit
-/// is loaded without reading its import count: no second walk there costs more than the
-/// reading would.
+/// The modules a loader was asked for since its runtime's current context began asking. The
+/// engine asks for a module once per context (then finds it in its list), so a name asked
+/// for again means another context of the runtime is importing: the count starts over.
+#[derive(Default)]
+struct Requested {
+    count: usize,
+    /// The names asked for, by hash (a collision starts the count over early: an
+    /// underestimate, which only makes a hit load rather than compile).
+    names: FxHashSet<u64>,
+}
+
+/// A gate before the cost model, so that an ordinary start never reads an import count: below
+/// this many modules requested a hit is loaded unless its bytecode is [`LARGE_BYTECODE`] or
+/// more (a module importing thousands of others), since only there could the model choose to
+/// compile by much.
 const FEW_MODULES: usize = 1000;
 const LARGE_BYTECODE: usize = 64 << 10;
 
@@ -93,7 +106,7 @@ impl PackLoader {
             cache,
             options: CompileOptions::default(),
             extensions: vec!["js".into(), "mjs".into()],
-            requested: Arc::new(AtomicUsize::new(0)),
+            requested: Arc::default(),
         }
     }
 
@@ -282,7 +295,7 @@ impl PackLoader {
     /// Whether compiling the module `hit` holds would cost less than loading its bytecode,
     /// with the modules requested so far (see `imports`).
     fn compiling_costs_less(&self, hit: &Hit) -> bool {
-        let (requested, len) = (self.requested.load(Ordering::Relaxed), hit.bytecode().len());
+        let (requested, len) = (self.requested.lock().count, hit.bytecode().len());
         if requested < FEW_MODULES && len < LARGE_BYTECODE {
             return false;
         }
@@ -290,9 +303,10 @@ impl PackLoader {
             .is_some_and(|count| imports::compiling_costs_less(count, requested, len))
     }
 
-    /// Module `name` compiled from its file at `path`, unchanged since `hit` was stored from
-    /// it (its check just passed), without storing it again; `hit`'s bytecode if the file can
-    /// no longer be read.
+    /// Module `name` compiled from its file at `path`, without storing it again, if the file
+    /// still holds the content `hit` was compiled from (its check just passed; an edit since
+    /// is `None`, a miss, so that the module's map is the one made from what is compiled);
+    /// `hit`'s bytecode if the file can no longer be read.
     fn compile_unchanged<'js>(
         &self,
         ctx: &Ctx<'js>,
@@ -301,7 +315,13 @@ impl PackLoader {
         hit: &Hit,
     ) -> rquickjs::Result<Option<Module<'js, Declared>>> {
         match crate::fsys::read_user_file(path, MAX_SOURCE_LEN) {
-            Ok((source, _)) => super::declare_js(ctx, name, source).map(Some),
+            Ok((source, _)) => {
+                let content = Input::with_content(path, &source).content_hash();
+                if !hit.recorded_input_hashes().eq(content) {
+                    return Ok(None);
+                }
+                super::declare_js(ctx, name, source).map(Some)
+            }
             Err(_) => Ok(self.load_hit(ctx, name, hit)),
         }
     }
@@ -329,6 +349,22 @@ impl PackLoader {
         {
             log::warn!("bytecode-pack: cannot store compiled modules: {e}");
         }
+    }
+}
+
+impl Requested {
+    /// Notes a request for module `name`.
+    fn note(&mut self, name: &str) {
+        if !self
+            .names
+            .insert(xxhash_rust::xxh3::xxh3_64(name.as_bytes()))
+        {
+            self.names.clear();
+            self.names
+                .insert(xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
+            self.count = 0;
+        }
+        self.count += 1;
     }
 }
 
@@ -396,13 +432,26 @@ impl Loader for PackLoader {
             return Err(rquickjs::Error::new_loading(name));
         }
         // Counted before the load: the engine lists the module before it reads what it imports.
-        self.requested.fetch_add(1, Ordering::Relaxed);
+        self.requested.lock().note(name);
         self.load_file(ctx, name)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    /// A name asked for again is another context importing: the count starts over there.
+    #[test]
+    fn requests_are_counted_per_context() {
+        let mut requested = super::Requested::default();
+        for name in ["a.js", "b.js", "c.js"] {
+            requested.note(name);
+        }
+        assert_eq!(requested.count, 3);
+        requested.note("a.js");
+        requested.note("d.js");
+        assert_eq!(requested.count, 2);
+    }
+
     #[test]
     fn extensions_are_what_std_path_gives() {
         let names = [

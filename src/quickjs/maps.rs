@@ -106,8 +106,9 @@ pub(crate) fn of_build(
     base: &Path,
     root: &Path,
 ) -> (MapFiles, Option<String>) {
-    let decoded = match parse(map.as_bytes()) {
-        Ok(decoded) => decoded,
+    // Flattened once, guarded: an index map's flattening can panic in the map crate.
+    let decoded = match parse(map.as_bytes()).and_then(|map| guarded(|| regular(map))) {
+        Ok(flat) => DecodedMap::Regular(flat),
         Err(why) => {
             warn(name, &why);
             return (Vec::new(), None);
@@ -181,6 +182,15 @@ fn guarded<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
         .unwrap_or_else(|_| Err("the map could not be read".to_owned()))
 }
 
+/// The map as a regular one: an index map flattened, a Hermes map without its extensions.
+fn regular(map: DecodedMap) -> Result<SourceMap, String> {
+    match map {
+        DecodedMap::Regular(map) => Ok(map),
+        DecodedMap::Index(index) => index.flatten().map_err(|e| format!("index map: {e}")),
+        DecodedMap::Hermes(hermes) => Ok((*hermes).clone()),
+    }
+}
+
 /// What becomes of a map's source outside the project root.
 #[derive(Clone, Copy)]
 enum Outside {
@@ -199,11 +209,7 @@ fn normalized(
     root: &Path,
     outside: Outside,
 ) -> Result<String, String> {
-    let mut map: SourceMap = match map {
-        DecodedMap::Regular(map) => map,
-        DecodedMap::Index(index) => index.flatten().map_err(|e| format!("index map: {e}"))?,
-        DecodedMap::Hermes(hermes) => (*hermes).clone(),
-    };
+    let mut map = regular(map)?;
     // Written back one `;` per generated line: an index map's section offsets could make a
     // small map a huge one.
     let lines = map.tokens().map(|t| t.get_dst_line()).max().unwrap_or(0);

@@ -147,6 +147,7 @@ static HITS_COMPILED: AtomicU64 = AtomicU64::new(0);
 
 /// Process-wide counts of what this module did, for tests and diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ProcessCounters {
     /// Modules this crate compiled to bytecode: on a miss, or through [`compile`].
     pub compiles: u64,
