@@ -165,6 +165,44 @@ mod tests {
         assert_eq!(import_count(&[BYTECODE_VERSION + 1, 0, 0, 0, 0, 0]), None);
     }
 
+    /// Any bytes, damaged bytecode included, give a count or `None`, never a panic or a hang.
+    #[test]
+    fn any_bytes_read_as_a_count_or_none() {
+        let runtime = rquickjs::Runtime::new().unwrap();
+        runtime.set_loader(Empty, Empty);
+        let context = rquickjs::Context::full(&runtime).unwrap();
+        let source = "import { a } from './a.js';\nexport const 名 = a;\n";
+        let bytecode = context.with(|ctx| {
+            let options = super::super::CompileOptions::default();
+            let (_, bytecode) =
+                super::super::compile(&ctx, "m.js", source.as_bytes(), options).unwrap();
+            bytecode.into_bytes()
+        });
+        // A small xorshift, seeded: the same cases every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2_000 {
+            let mut damaged = bytecode.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % damaged.len() as u64) as usize;
+                damaged[at] = next() as u8;
+            }
+            damaged.truncate(1 + (next() % damaged.len() as u64) as usize);
+            let _ = import_count(&damaged);
+            let random: Vec<u8> = (0..next() % 64).map(|_| next() as u8).collect();
+            let _ = import_count(&random);
+        }
+        // Atom and string lengths claiming far more than there is end the read.
+        let mut claims = vec![BYTECODE_VERSION, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f];
+        claims.extend([0x01, 0xff, 0xff, 0xff, 0xff, 0x07]);
+        assert_eq!(import_count(&claims), None);
+    }
+
     #[test]
     fn compiling_pays_only_for_imports_deep_in_a_large_graph() {
         // A leaf never: it has nothing to resolve twice.
