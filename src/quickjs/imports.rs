@@ -127,12 +127,22 @@ mod tests {
         }
     }
 
-    /// Counts read from the bytecode of modules the engine compiled.
-    #[test]
-    fn a_modules_imports_are_counted_from_its_bytecode() {
+    /// The bytecode the engine writes for module `source` (what it imports, empty).
+    fn bytecode_of(source: &str) -> Vec<u8> {
         let runtime = rquickjs::Runtime::new().unwrap();
         runtime.set_loader(Empty, Empty);
         let context = rquickjs::Context::full(&runtime).unwrap();
+        context.with(|ctx| {
+            let options = super::super::CompileOptions::default();
+            let (_, bytecode) =
+                super::super::compile(&ctx, "m.js", source.as_bytes(), options).unwrap();
+            bytecode.into_bytes()
+        })
+    }
+
+    /// Counts read from the bytecode of modules the engine compiled.
+    #[test]
+    fn a_modules_imports_are_counted_from_its_bytecode() {
         // Names outside Latin-1 are atoms of 16-bit characters.
         let wide = "export const 名前 = 1, ünï = 2;\n";
         let cases = [
@@ -151,16 +161,11 @@ mod tests {
                 300,
             ),
         ];
-        context.with(|ctx| {
-            for (source, imports) in cases {
-                let options = super::super::CompileOptions::default();
-                let (_, bytecode) =
-                    super::super::compile(&ctx, "m.js", source.as_bytes(), options).unwrap();
-                let bytes = bytecode.as_bytes();
-                assert_eq!(import_count(bytes), Some(imports), "{source}");
-                assert_eq!(import_count(&bytes[..bytes.len().min(12)]), None);
-            }
-        });
+        for (source, imports) in cases {
+            let bytes = bytecode_of(&source);
+            assert_eq!(import_count(&bytes), Some(imports), "{source}");
+            assert_eq!(import_count(&bytes[..bytes.len().min(12)]), None);
+        }
         assert_eq!(import_count(b""), None);
         assert_eq!(import_count(&[BYTECODE_VERSION + 1, 0, 0, 0, 0, 0]), None);
     }
@@ -168,16 +173,7 @@ mod tests {
     /// Any bytes, damaged bytecode included, give a count or `None`, never a panic or a hang.
     #[test]
     fn any_bytes_read_as_a_count_or_none() {
-        let runtime = rquickjs::Runtime::new().unwrap();
-        runtime.set_loader(Empty, Empty);
-        let context = rquickjs::Context::full(&runtime).unwrap();
-        let source = "import { a } from './a.js';\nexport const 名 = a;\n";
-        let bytecode = context.with(|ctx| {
-            let options = super::super::CompileOptions::default();
-            let (_, bytecode) =
-                super::super::compile(&ctx, "m.js", source.as_bytes(), options).unwrap();
-            bytecode.into_bytes()
-        });
+        let bytecode = bytecode_of("import { a } from './a.js';\nexport const 名 = a;\n");
         // A small xorshift, seeded: the same cases every run.
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = || {
