@@ -86,17 +86,8 @@ fn rss() -> u64 {
 /// warm-up and after the rest.
 fn runtime_per_request(cache: &Cache) {
     let request = || {
-        let runtime = Runtime::new().unwrap();
-        runtime.set_loader(
-            PackResolver::new(FileResolver::default().with_path("."), cache.clone()),
-            PackLoader::new(cache.clone()),
-        );
-        let context = Context::full(&runtime).unwrap();
-        context.with(|ctx| {
-            Module::import(&ctx, "main.js")
-                .and_then(|p| p.finish::<Object>())
-                .unwrap();
-        });
+        let result = common::host::start_main(cache);
+        assert!(!result.starts_with("error"), "{result}");
     };
     let resolver_only = || {
         drop(PackResolver::new(

@@ -3,11 +3,12 @@
 
 use bytecode_pack::Cache;
 use bytecode_pack::quickjs::{PackLoader, PackResolver};
+use rquickjs::convert::Coerced;
 use rquickjs::loader::FileResolver;
 use rquickjs::{CatchResultExt, Context, Module, Object, Runtime};
 
-/// Imports `main.js` in a new runtime over `cache`: its `result` export, or `error: ` and the
-/// engine's message on one line. The runtime is dropped before this returns, so what the start
+/// Imports `main.js` in a new runtime over `cache`: its `result` export as a string (as
+/// `String(result)` gives it), or `error: ` and the engine's message on one line. The runtime is dropped before this returns, so what the start
 /// compiled and learned is stored by then.
 pub fn start_main(cache: &Cache) -> String {
     let runtime = Runtime::new().unwrap();
@@ -21,7 +22,7 @@ pub fn start_main(cache: &Cache) -> String {
             .and_then(|p| p.finish::<Object>())
             .catch(&ctx)
         {
-            Ok(namespace) => namespace.get::<_, String>("result").unwrap(),
+            Ok(namespace) => namespace.get::<_, Coerced<String>>("result").unwrap().0,
             Err(e) => format!("error: {}", e.to_string().replace('\n', " | ")),
         }
     })
