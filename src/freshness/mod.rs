@@ -86,7 +86,7 @@ impl Input {
     pub fn with_content(path: impl Into<PathBuf>, content: &[u8]) -> Input {
         Input {
             path: path.into(),
-            compiled_hash: Some(xxh3_128(content).to_le_bytes()),
+            compiled_hash: Some(content_hash(content)),
             observed: None,
         }
     }
@@ -101,6 +101,11 @@ impl Input {
     pub(crate) fn content_hash(&self) -> Option<[u8; 16]> {
         self.compiled_hash
     }
+}
+
+/// The hash an input's content is recorded by: its XXH3-128, little-endian.
+pub(crate) fn content_hash(content: &[u8]) -> [u8; 16] {
+    xxh3_128(content).to_le_bytes()
 }
 
 pub(crate) fn now_nanos() -> i64 {

@@ -38,7 +38,9 @@ pub(crate) fn import_count(bytecode: &[u8]) -> Option<u32> {
         match (kind & 0x80 != 0, kind & 0x40 != 0) {
             // One of the engine's own atoms, by number (inline, or with more bits after).
             (true, false) => {}
-            (true, true) => drop(at.leb128()?),
+            (true, true) => {
+                at.leb128()?;
+            }
             // A string: its length (in characters, doubled, plus one if they are 16-bit).
             (false, _) => {
                 let len = at.leb128()?;

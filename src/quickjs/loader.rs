@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
 use rquickjs::loader::{ImportAttributes, Loader};
 use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
@@ -16,7 +15,7 @@ use crate::LookupOptions;
 use crate::cache::Cache;
 use crate::entry::Hit;
 use crate::error::Result;
-use crate::freshness::Input;
+use crate::freshness::{Input, content_hash};
 use crate::key::Key;
 
 /// The largest source file a loader reads, 1 GiB: far past any module QuickJS is given to
@@ -73,19 +72,24 @@ pub struct PackLoader {
     root: Option<Arc<Root>>,
     batch: Arc<StartBatch>,
     /// The modules requested in the current context: about the length of the engine's list
-    /// of loaded modules, which each resolution walks.
-    requested: Arc<Mutex<Requested>>,
+    /// of loaded modules, which each resolution walks. Each runtime's loader (a clone) counts
+    /// its own.
+    requested: Requested,
 }
 
-/// The modules a loader was asked for since its runtime's current context began asking. The
-/// engine asks for a module once per context (then finds it in its list), so a name asked
-/// for again means another context of the runtime is importing: the count starts over.
+/// The modules a loader was asked for since its runtime's current context began asking, by
+/// the hash of their names. The engine asks for a module once per context (then finds it in
+/// its list), so a name asked for again means another context of the runtime is importing:
+/// the count starts over. (A collision starts it over early: an underestimate, which only
+/// makes a hit load rather than compile.)
 #[derive(Default)]
-struct Requested {
-    count: usize,
-    /// The names asked for, by hash (a collision starts the count over early: an
-    /// underestimate, which only makes a hit load rather than compile).
-    names: FxHashSet<u64>,
+struct Requested(FxHashSet<u64>);
+
+impl Clone for Requested {
+    /// A clone goes to another runtime, whose contexts have imported nothing yet.
+    fn clone(&self) -> Self {
+        Requested::default()
+    }
 }
 
 /// A gate before the cost model, so that an ordinary start never reads an import count: below
@@ -106,7 +110,7 @@ impl PackLoader {
             cache,
             options: CompileOptions::default(),
             extensions: vec!["js".into(), "mjs".into()],
-            requested: Arc::default(),
+            requested: Requested::default(),
         }
     }
 
@@ -209,12 +213,11 @@ impl PackLoader {
     /// Registers the map of module `name` (its file at `path`) loaded from `hit`, stored under
     /// `key`; or forgets an earlier one if it has none.
     fn hit_map(&self, ctx: &Ctx<'_>, name: &str, key: Key, hit: &Hit, path: PathBuf) {
-        let file = || MapFile {
+        let file = MapFile {
             module: path,
             root: Arc::clone(&self.cwd),
         };
-        let found = hit.source_map_checksum().is_some().then(file);
-        match MapSource::of_hit(&self.cache, key, hit, found) {
+        match MapSource::of_hit(&self.cache, key, hit, Some(file)) {
             Some(map) => stack::register(ctx, name, map, Some(&self.cache)),
             None => stack::forget(ctx, name),
         }
@@ -286,16 +289,14 @@ impl PackLoader {
         let target = self.cache.lookup_with(pointer, unchecked).ok()?;
         let target = Key::from_bytes(target.bytecode().try_into().ok()?);
         let hit = self.cache.lookup_with(&target, unchecked).ok()?;
-        let same = hit.module_name() == name
-            && content.is_some()
-            && hit.recorded_input_hashes().eq(content);
+        let same = hit.module_name() == name && content.is_some_and(|c| compiled_from(&hit, c));
         same.then_some(hit)
     }
 
     /// Whether compiling the module `hit` holds would cost less than loading its bytecode,
     /// with the modules requested so far (see `imports`).
     fn compiling_costs_less(&self, hit: &Hit) -> bool {
-        let (requested, len) = (self.requested.lock().count, hit.bytecode().len());
+        let (requested, len) = (self.requested.0.len(), hit.bytecode().len());
         if requested < FEW_MODULES && len < LARGE_BYTECODE {
             return false;
         }
@@ -315,13 +316,10 @@ impl PackLoader {
         hit: &Hit,
     ) -> rquickjs::Result<Option<Module<'js, Declared>>> {
         match crate::fsys::read_user_file(path, MAX_SOURCE_LEN) {
-            Ok((source, _)) => {
-                let content = Input::with_content(path, &source).content_hash();
-                if !hit.recorded_input_hashes().eq(content) {
-                    return Ok(None);
-                }
+            Ok((source, _)) if compiled_from(hit, content_hash(&source)) => {
                 super::declare_js(ctx, name, source).map(Some)
             }
+            Ok(_) => Ok(None),
             Err(_) => Ok(self.load_hit(ctx, name, hit)),
         }
     }
@@ -355,17 +353,17 @@ impl PackLoader {
 impl Requested {
     /// Notes a request for module `name`.
     fn note(&mut self, name: &str) {
-        if !self
-            .names
-            .insert(xxhash_rust::xxh3::xxh3_64(name.as_bytes()))
-        {
-            self.names.clear();
-            self.names
-                .insert(xxhash_rust::xxh3::xxh3_64(name.as_bytes()));
-            self.count = 0;
+        let hash = xxhash_rust::xxh3::xxh3_64(name.as_bytes());
+        if !self.0.insert(hash) {
+            self.0.clear();
+            self.0.insert(hash);
         }
-        self.count += 1;
     }
+}
+
+/// Whether `hit`'s entry was compiled from exactly the content whose hash is `content`.
+fn compiled_from(hit: &Hit, content: [u8; 16]) -> bool {
+    hit.recorded_input_hashes().eq([content])
 }
 
 /// The project root: the loader's working directory, under which module entries are recorded
@@ -432,7 +430,7 @@ impl Loader for PackLoader {
             return Err(rquickjs::Error::new_loading(name));
         }
         // Counted before the load: the engine lists the module before it reads what it imports.
-        self.requested.lock().note(name);
+        self.requested.note(name);
         self.load_file(ctx, name)
     }
 }
@@ -446,10 +444,10 @@ mod tests {
         for name in ["a.js", "b.js", "c.js"] {
             requested.note(name);
         }
-        assert_eq!(requested.count, 3);
+        assert_eq!(requested.0.len(), 3);
         requested.note("a.js");
         requested.note("d.js");
-        assert_eq!(requested.count, 2);
+        assert_eq!(requested.0.len(), 2);
     }
 
     #[test]

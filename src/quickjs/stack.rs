@@ -68,7 +68,8 @@ impl MapSource {
         hit: &crate::Hit,
         file: Option<MapFile>,
     ) -> Option<MapSource> {
-        // Known from the record: a warm load neither reads nor hashes the map.
+        // Known from the record: a warm load parses nothing, and hashes the map's segment only
+        // as the snapshot checks every segment of an entry, once per entry and snapshot.
         let checksum = hit.source_map_checksum()?;
         Some(MapSource::Stored {
             cache: cache.clone(),
