@@ -25,23 +25,28 @@ pub fn collect_inputs<P: AsRef<Path>>(
         }
     }
     if let Some(json) = source_map_json {
-        found.extend(
-            source_map_files(json, cwd)
-                .into_iter()
-                .map(|(path, _)| path),
-        );
+        found.extend(source_map_files(json, cwd));
     }
     found.into_iter().collect()
 }
 
 /// The files a source map's `sources` name (resolved against `base`, with `sourceRoot`
-/// applied; a file named twice is listed twice, callers keep one), each a regular file, with
-/// its `sourcesContent` where the map has it (what the bundler read). Sources that are not
-/// files (`webpack://…`, `<anonymous>`, virtual modules) or do not exist are skipped; an
-/// unparsable map names none.
-pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<(PathBuf, Option<String>)> {
+/// applied; a file named twice is listed twice, callers keep one), each a regular file.
+/// Sources that are not files (`webpack://…`, `<anonymous>`, virtual modules) or do not exist
+/// are skipped; an unparsable map names none.
+pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<PathBuf> {
+    let paths = |map: &sourcemap::SourceMap| {
+        files_of_map(map, base)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect()
+    };
     match sourcemap::decode_slice(json.as_bytes()) {
-        Ok(decoded) => files_of_map(&decoded, base),
+        Ok(sourcemap::DecodedMap::Regular(map)) => paths(&map),
+        Ok(sourcemap::DecodedMap::Index(index)) => {
+            index.flatten().map(|map| paths(&map)).unwrap_or_default()
+        }
+        Ok(sourcemap::DecodedMap::Hermes(hermes)) => paths(&hermes),
         Err(e) => {
             log::debug!("bytecode-pack: ignoring unparsable source map: {e}");
             Vec::new()
@@ -49,43 +54,27 @@ pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<(PathBuf, Option<
     }
 }
 
-/// [`source_map_files`] of a map already parsed.
-pub(crate) fn files_of_map(
-    map: &sourcemap::DecodedMap,
+/// [`source_map_files`] of a regular map already parsed, each with its `sourcesContent` where
+/// the map has it (what the bundler read), borrowed from the map.
+pub(crate) fn files_of_map<'m>(
+    map: &'m sourcemap::SourceMap,
     base: &Path,
-) -> Vec<(PathBuf, Option<String>)> {
+) -> Vec<(PathBuf, Option<&'m str>)> {
     let mut files = Vec::new();
-    for (source, content) in source_map_sources(map) {
-        let source = source.strip_prefix("file://").unwrap_or(&source);
+    for idx in 0..map.get_source_count() {
+        let Some(source) = map.get_source(idx) else {
+            continue;
+        };
+        let source = source.strip_prefix("file://").unwrap_or(source);
         if source.contains("://") || source.starts_with('<') || source.is_empty() {
             continue;
         }
         let path = crate::freshness::recorded_path(&base.join(source));
         if path.is_file() {
-            files.push((path, content));
+            files.push((path, map.get_source_contents(idx)));
         }
     }
     files
-}
-
-/// The `sources` of a regular or indexed source map, with `sourceRoot` applied, and their
-/// `sourcesContent`.
-fn source_map_sources(map: &sourcemap::DecodedMap) -> Vec<(String, Option<String>)> {
-    let sources = |map: &sourcemap::SourceMap| {
-        (0..map.get_source_count())
-            .filter_map(|idx| {
-                let source = map.get_source(idx)?.to_owned();
-                Some((source, map.get_source_contents(idx).map(str::to_owned)))
-            })
-            .collect()
-    };
-    match map {
-        sourcemap::DecodedMap::Regular(map) => sources(map),
-        sourcemap::DecodedMap::Index(index) => {
-            index.flatten().map(|m| sources(&m)).unwrap_or_default()
-        }
-        sourcemap::DecodedMap::Hermes(hermes) => sources(hermes),
-    }
 }
 
 #[cfg(test)]

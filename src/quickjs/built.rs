@@ -172,8 +172,8 @@ where
     let mut inputs = made.inputs.clone();
     if let Some(map) = made.source_map.take() {
         let base = made.map_base.clone().unwrap_or_else(|| root.clone());
-        let (files, kept) = maps::of_build(name, &map, &base, &root);
-        inputs.extend(map_inputs(files));
+        let (map_inputs, kept) = maps::of_build(name, &map, &base, &root);
+        inputs.extend(map_inputs);
         made.source_map = kept;
     }
     inputs.extend(key.entries.iter().map(|entry| Input::path(*entry)));
@@ -201,15 +201,6 @@ where
         module,
         origin: Origin::Compiled,
         output: Output::Built(made),
-    })
-}
-
-/// The files a map names as inputs, each recorded from the map's `sourcesContent` where it has
-/// it (what the bundler read), else by path.
-fn map_inputs(files: maps::MapFiles) -> impl Iterator<Item = Input> {
-    files.into_iter().map(|(path, content)| match content {
-        Some(content) => Input::with_content(path, content.as_bytes()),
-        None => Input::path(path),
     })
 }
 

@@ -13,6 +13,8 @@ use std::path::{Component, Path, PathBuf};
 use sourcemap::{DecodedMap, SourceMap};
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::freshness::Input;
+
 /// The largest source map read or kept, 16 MiB: far past what a module's map takes. A larger
 /// one is refused before it is read.
 pub(crate) const MAX_MAP_LEN: u64 = 16 << 20;
@@ -95,38 +97,42 @@ pub(crate) fn current(
     guarded(|| normalized(map, &base, root, Outside::Refused))
 }
 
-/// The files a source map a host's build returned for module `name` names (its `sources`,
-/// relative to `base`, with their `sourcesContent`: see [`crate::inputs::files_of_map`]), and
-/// the map to keep: its `sources` relative to `root` where they lie under it (else absolute:
-/// the host chose them). Parsed once for both. No files and no map, with one warning, if it
-/// cannot be parsed; no map, with one warning, if it cannot be kept.
+/// The inputs a source map a host's build returned for module `name` names (its `sources`,
+/// relative to `base`, each recorded from its `sourcesContent` where the map has it, what the
+/// bundler read, else by path: see [`crate::inputs::files_of_map`]), and the map to keep: its
+/// `sources` relative to `root` where they lie under it (else absolute: the host chose them).
+/// Parsed once for both. No inputs and no map, with one warning, if it cannot be parsed; no
+/// map, with one warning, if it cannot be kept.
 pub(crate) fn of_build(
     name: &str,
     map: &str,
     base: &Path,
     root: &Path,
-) -> (MapFiles, Option<String>) {
+) -> (Vec<Input>, Option<String>) {
     // Flattened once, guarded: an index map's flattening can panic in the map crate.
-    let decoded = match parse(map.as_bytes()).and_then(|map| guarded(|| regular(map))) {
-        Ok(flat) => DecodedMap::Regular(flat),
+    let flat = match parse(map.as_bytes()).and_then(|map| guarded(|| regular(map))) {
+        Ok(flat) => flat,
         Err(why) => {
             warn(name, &why);
             return (Vec::new(), None);
         }
     };
-    let files = crate::inputs::files_of_map(&decoded, base);
+    let inputs = crate::inputs::files_of_map(&flat, base)
+        .into_iter()
+        .map(|(path, content)| match content {
+            Some(content) => Input::with_content(path, content.as_bytes()),
+            None => Input::path(path),
+        })
+        .collect();
     if map.len() as u64 > MAX_MAP_LEN {
         warn(name, &format!("{} bytes, over {MAX_MAP_LEN}", map.len()));
-        return (files, None);
+        return (inputs, None);
     }
-    let kept = guarded(|| normalized(decoded, base, root, Outside::Absolute))
+    let kept = guarded(|| normalized(DecodedMap::Regular(flat), base, root, Outside::Absolute))
         .map_err(|why| warn(name, &why))
         .ok();
-    (files, kept)
+    (inputs, kept)
 }
-
-/// Files a map names, each with its `sourcesContent` where the map has it.
-pub(crate) type MapFiles = Vec<(PathBuf, Option<String>)>;
 
 fn warn(name: &str, why: &str) {
     log::warn!(
@@ -349,8 +355,8 @@ mod tests {
             found.normalized("m", Path::new("/p/dist/x")).is_none(),
             "refused"
         );
-        let (files, kept) = of_build("m", "{\"version\":3,", Path::new("/p"), Path::new("/p"));
-        assert!(files.is_empty() && kept.is_none());
+        let (inputs, kept) = of_build("m", "{\"version\":3,", Path::new("/p"), Path::new("/p"));
+        assert!(inputs.is_empty() && kept.is_none());
     }
 
     /// One parse gives both the map's input files (those that exist, with the content the
@@ -363,9 +369,9 @@ mod tests {
         std::fs::create_dir_all(&dist).unwrap();
         std::fs::write(src.join("a.ts"), "x").unwrap();
         let map = r#"{"version":3,"sources":["../src/a.ts","../src/gone.ts"],"sourcesContent":["read",null],"names":[],"mappings":"AAAA"}"#;
-        let (files, kept) = of_build("m", map, &dist, tmp.path());
+        let (inputs, kept) = of_build("m", map, &dist, tmp.path());
         let a = crate::freshness::recorded_path(&dist.join("../src/a.ts"));
-        assert_eq!(files, [(a, Some("read".to_owned()))]);
+        assert_eq!(inputs, [Input::with_content(a, b"read")]);
         assert!(kept.is_some());
     }
 }
