@@ -91,24 +91,35 @@ impl Inner {
 /// few percent of the entries, few enough that a write does not read the whole index.
 const VANISHED_SAMPLE: usize = 256;
 
-/// Among every `nth` record of `snapshot`: the bytes of the entries recorded under a root (a
-/// tree's working directory) that no longer exists (a deleted checkout, a temporary directory,
-/// the old path of a moved tree not started since), and the bytes of all. One `stat` per
-/// distinct root.
-fn vanished_share(snapshot: &Snapshot, nth: usize) -> (u64, u64) {
+/// What [`tally`] counts among the records it reads.
+#[derive(Default)]
+struct Tally {
+    entries: u64,
+    /// Bytes of the entries recorded under a root that is gone.
+    vanished: u64,
+    /// Bytes of all the entries.
+    all: u64,
+}
+
+/// Every `nth` record of `snapshot`, counted: the entries, their bytes, and the bytes of those
+/// recorded under a root (a tree's working directory) that no longer exists (a deleted
+/// checkout, a temporary directory, the old path of a moved tree not started since). One
+/// `stat` per distinct root.
+fn tally(snapshot: &Snapshot, nth: usize) -> Tally {
     let mut gone = GoneRoots::default();
-    let (mut vanished, mut all) = (0, 0);
+    let mut tally = Tally::default();
     for (_, record) in snapshot.every_nth_record(nth) {
         #[cfg(test)]
         tests::RECORDS_READ.with(|read| read.set(read.get() + 1));
         let Some(record) = record else { continue };
         let len = crate::format::archived_stored_len(record);
-        all += len;
+        tally.entries += 1;
+        tally.all += len;
         if gone.holds(record) {
-            vanished += len;
+            tally.vanished += len;
         }
     }
-    (vanished, all)
+    tally
 }
 
 /// Which recorded roots are gone, asked once each.
@@ -164,7 +175,7 @@ impl Cache {
             _ => {
                 let snapshot = self.inner.snapshot.load_full();
                 let nth = snapshot.rows().div_ceil(VANISHED_SAMPLE).max(1);
-                let (vanished, all) = vanished_share(&snapshot, nth);
+                let Tally { vanished, all, .. } = tally(&snapshot, nth);
                 // A share, so that one large record sampled cannot stand for more than is live.
                 let bytes = match all {
                     0 => 0,
@@ -248,18 +259,12 @@ impl Cache {
         }
         let snapshot = self.reload()?;
         let generation = snapshot.generation();
-        let (mut entries, mut live_bytes, mut vanished) = (0, 0u64, 0u64);
         // What was recorded under a tree that is gone is dead: the next compaction drops it.
-        let mut gone = GoneRoots::default();
-        for (_, e) in snapshot.records() {
-            let Some(e) = e else { continue };
-            entries += 1;
-            let len = crate::format::archived_stored_len(e);
-            live_bytes += len;
-            if gone.holds(e) {
-                vanished += len;
-            }
-        }
+        let Tally {
+            entries,
+            vanished,
+            all: mut live_bytes,
+        } = tally(&snapshot, 1);
         if generation != 0 {
             live_bytes += crate::format::PACK_HEADER_LEN;
         }
@@ -285,7 +290,7 @@ mod tests {
     use crate::{Cache, Input, Key, NewEntry};
 
     thread_local! {
-        /// Records read by `vanished_bytes` on this thread.
+        /// Records read by `tally` on this thread.
         pub(super) static RECORDS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
@@ -316,7 +321,7 @@ mod tests {
         // A new handle: one counts once per pack generation.
         let cache = Cache::open(tmp.path().join("cache")).unwrap();
         let snapshot = cache.inner.snapshot.load_full();
-        let (exact, _) = super::vanished_share(&snapshot, 1);
+        let exact = super::tally(&snapshot, 1).vanished;
         let fields = snapshot.head().unwrap().index().header().fields;
         assert!(fields.pack_len >= cache.inner.options.compact_min_bytes);
         RECORDS_READ.with(|read| read.set(0));
