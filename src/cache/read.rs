@@ -38,7 +38,9 @@ pub struct LookupOptions<'a> {
 impl<'a> LookupOptions<'a> {
     /// Checks inputs recorded relative to a root ([`crate::NewEntry::relative_to`]) under
     /// `root`: where the tree is now. Without it such inputs are not found, and the entry
-    /// misses as stale.
+    /// misses as stale. Roots are recorded absolute: a relative `root` is made absolute (a
+    /// `getcwd`) on each hit of a handle that can write, to tell a move from another spelling
+    /// of the same directory, so a caller looking up many entries names it absolute.
     pub fn root(mut self, root: &'a Path) -> Self {
         self.root = Some(root);
         self
