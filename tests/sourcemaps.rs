@@ -36,17 +36,16 @@ fn child() {
         return built_bundle(&cache);
     }
     let entry = std::env::var("BP_ENTRY").unwrap();
-    let host = match std::env::var("BP_HOST_PREPARE").as_deref() {
-        Ok("before") => HOST_PREPARE,
-        _ => "",
-    };
+    // Before: set by a script run before any module loads (imports are hoisted, so setting it
+    // at the top of the driver would run after its imports loaded).
+    let host_before = std::env::var("BP_HOST_PREPARE").as_deref() == Ok("before");
     let host_after = match std::env::var("BP_HOST_PREPARE").as_deref() {
         Ok("after") => HOST_PREPARE,
         _ => "",
     };
     let prelude = std::env::var("BP_PRELUDE").unwrap_or_default();
     let driver = format!(
-        "{host}\nimport {{ run }} from '{entry}';\n{host_after}\n{prelude}\nError.stackTraceLimit = 100;\n\
+        "import {{ run }} from '{entry}';\n{host_after}\n{prelude}\nError.stackTraceLimit = 100;\n\
          let stack = 'did not throw';\ntry {{ run(); }} catch (e) {{ stack = e.stack; }}\n\
          export {{ stack }};\n"
     );
@@ -59,6 +58,11 @@ fn child() {
     );
     let context = Context::full(&runtime).unwrap();
     context.with(|ctx| {
+        if host_before {
+            ctx.eval::<(), _>(HOST_PREPARE)
+                .catch(&ctx)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         let stack: String = Module::declare(ctx.clone(), "driver.js", driver)
             .and_then(|m| m.eval())
             .and_then(|(module, promise)| {
