@@ -158,7 +158,7 @@ fn populated_cache_of(uid: u32, name: &str) -> (tempfile::TempDir, std::path::Pa
 fn run_child(role: &str, root: &Path, uid: u32) -> String {
     Child::new(role)
         .env("BP_ROOT", root)
-        .env("BP_UID", uid.to_string())
+        .run_as(uid)
         .run()
         .expect_success()
 }
@@ -198,8 +198,7 @@ fn a_file_size_limit_fails_the_put_cleanly_and_reads_go_on() {
 
 /// A new directory at `path`, private to `uid`.
 fn private_dir_of(path: &Path, uid: u32) {
-    std::fs::create_dir(path).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).unwrap();
+    common::create_private_dir(path);
     chown_tree(path, uid);
 }
 
@@ -252,7 +251,7 @@ fn a_cache_shipped_by_root_serves_an_app_user_and_takes_no_writes() {
     let before = common::files_as_they_are(&root.join(abi_tag()));
     let out = Child::new("shipped")
         .env("BP_ROOT", &root)
-        .env("BP_UID", "65534")
+        .run_as(65534)
         .env("BP_UPPER", &upper)
         .run()
         .expect_success();
@@ -285,7 +284,7 @@ fn a_cache_another_ordinary_user_owns_is_refused() {
     let (_tmp, root) = populated_cache_of(65533, "theirs");
     let out = Child::new("another-users")
         .env("BP_ROOT", &root)
-        .env("BP_UID", "65534")
+        .run_as(65534)
         .run()
         .expect_success();
     assert!(out.contains("open=insecure"), "{out}");
@@ -426,7 +425,7 @@ fn an_input_another_user_owns_is_read_all_the_same() {
     private_dir_of(&root, 65534);
     let out = Child::new("another-users-input")
         .env("BP_ROOT", &root)
-        .env("BP_UID", "65534")
+        .run_as(65534)
         .env("BP_INPUT", &input)
         .run()
         .expect_success();

@@ -329,7 +329,7 @@ fn a_start_over_a_read_only_cache_warns_once_and_writes_nothing() {
         project
             .child("start")
             .env("BP_DROP", "rquickjs")
-            .env("BP_UID", "65534"),
+            .run_as(65534),
     );
     assert_eq!(start.compiles, 2, "{start:?}");
     assert_eq!(start.publications, 0, "{start:?}");

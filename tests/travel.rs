@@ -371,7 +371,7 @@ fn a_cache_shipped_by_root_resolves_for_an_app_user_without_probing() {
     let Some((_tmp, dir, root)) = shipped_by_root(|_| {}) else {
         return;
     };
-    let start = start_with(Child::new("start").env("BP_UID", "65534"), &dir, &root);
+    let start = start_with(Child::new("start").run_as(65534), &dir, &root);
     assert_eq!(
         (start.result.as_str(), start.compiles, start.probed),
         (V1, 0, 0),
@@ -390,7 +390,7 @@ fn root_answers_through_a_directory_the_app_user_cannot_search_are_not_used() {
     let Some((_tmp, dir, root)) = shipped_by_root(lib_for_root_only) else {
         return;
     };
-    let start = start_with(Child::new("start").env("BP_UID", "65534"), &dir, &root);
+    let start = start_with(Child::new("start").run_as(65534), &dir, &root);
     assert!(start.result.starts_with("error"), "{start:?}");
     assert!(start.probed >= 1, "{start:?}");
 }

@@ -76,6 +76,11 @@ impl Child {
         self
     }
 
+    /// The child runs as user `uid` (see [`become_user`]).
+    pub fn run_as(self, uid: u32) -> Child {
+        self.env("BP_UID", uid.to_string())
+    }
+
     pub fn env_remove(mut self, name: &str) -> Child {
         self.command.env_remove(name);
         self
