@@ -512,6 +512,25 @@ fn a_module_importing_thousands_is_compiled_on_a_warm_start_and_edits_are_seen()
         ("sum=4000", 0, 4000, 1),
         "{warm:?}"
     );
+    // A copy of the tree (new inodes): its first start finds the module through its content,
+    // compiled in the original, and compiles it over that hit all the same.
+    let copy = project.dir.with_file_name("copy");
+    common::tree::copy_tree(&project.dir, &copy);
+    let copied = Child::new("pack-resolver")
+        .current_dir(&copy)
+        .env("BP_ROOT", &project.root)
+        .run()
+        .expect_success();
+    let copied = Project::parse(&copied);
+    assert_eq!(
+        (
+            copied.result.as_str(),
+            copied.compiles,
+            copied.hits_compiled
+        ),
+        ("sum=4000", 0, 1),
+        "{copied:?}"
+    );
     // What it imports edited: it is still compiled over its hit, and linked to the edit.
     project.write("lib/m7.js", "export const f7 = () => 2;\n");
     let edited = project.run_with("pack-resolver");

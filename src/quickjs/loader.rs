@@ -161,11 +161,8 @@ impl PackLoader {
             None => throttled,
         };
         if let Ok(hit) = self.cache.lookup_with(&key, lookup) {
-            let module = match self.compiling_costs_less(&hit) {
-                true => self.compile_unchanged(ctx, name, &path, &hit)?,
-                false => self.load_hit(ctx, name, &hit),
-            };
-            if let Some(module) = module {
+            let unchanged = || unchanged_source(&path, &hit);
+            if let Some(module) = self.module_of_hit(ctx, name, &hit, unchanged)? {
                 self.hit_map(ctx, name, key, &hit, path);
                 return Ok(module);
             }
@@ -193,8 +190,9 @@ impl PackLoader {
         // The pointer stays with the tree that compiled the content (a throwaway copy deleted
         // later takes nothing from it); a tree that compiles it (again) points it home.
         let pointer = self.options.key(Key::for_source(name, &source), name);
-        if let Some(hit) = self.compiled_elsewhere(&pointer, name, input.content_hash())
-            && let Some(module) = self.load_hit(ctx, name, &hit)
+        let elsewhere = self.compiled_elsewhere(&pointer, name, input.content_hash());
+        if let Some(hit) = elsewhere
+            && let Some(module) = self.module_of_hit(ctx, name, &hit, || Some(source.clone()))?
         {
             let bytecode = hit.bytecode().to_vec();
             let map = self.copied_map(ctx, name, map, &hit);
@@ -304,24 +302,22 @@ impl PackLoader {
             .is_some_and(|count| imports::compiling_costs_less(count, requested, len))
     }
 
-    /// Module `name` compiled from its file at `path`, without storing it again, if the file
-    /// still holds the content `hit` was compiled from (its check just passed; an edit since
-    /// is `None`, a miss, so that the module's map is the one made from what is compiled);
-    /// `hit`'s bytecode if the file can no longer be read.
-    fn compile_unchanged<'js>(
+    /// The module `hit` holds: compiled from its source (given by `source`, if it can be)
+    /// where that costs less than loading its bytecode, without storing it again; else loaded
+    /// from its bytecode (`None`, with a warning, if that did not load).
+    fn module_of_hit<'js>(
         &self,
         ctx: &Ctx<'js>,
         name: &str,
-        path: &Path,
         hit: &Hit,
+        source: impl FnOnce() -> Option<Vec<u8>>,
     ) -> rquickjs::Result<Option<Module<'js, Declared>>> {
-        match crate::fsys::read_user_file(path, MAX_SOURCE_LEN) {
-            Ok((source, _)) if compiled_from(hit, content_hash(&source)) => {
-                super::declare_js(ctx, name, source).map(Some)
-            }
-            Ok(_) => Ok(None),
-            Err(_) => Ok(self.load_hit(ctx, name, hit)),
+        if self.compiling_costs_less(hit)
+            && let Some(source) = source()
+        {
+            return super::declare_js(ctx, name, source).map(Some);
         }
+        Ok(self.load_hit(ctx, name, hit))
     }
 
     /// The module a cache hit holds, or `None` (with a warning) if it did not load.
@@ -359,6 +355,14 @@ impl Requested {
             self.0.insert(hash);
         }
     }
+}
+
+/// The file at `path`, if it still holds the content `hit` was compiled from (its check just
+/// passed): an edit since, or a file that can no longer be read, leaves `hit`'s bytecode to
+/// load, which goes with its map.
+fn unchanged_source(path: &Path, hit: &Hit) -> Option<Vec<u8>> {
+    let (source, _) = crate::fsys::read_user_file(path, MAX_SOURCE_LEN).ok()?;
+    compiled_from(hit, content_hash(&source)).then_some(source)
 }
 
 /// Whether `hit`'s entry was compiled from exactly the content whose hash is `content`.
