@@ -169,18 +169,42 @@ pub(crate) fn open_user_file_within(path: &Path, max_len: u64) -> io::Result<(Fi
 /// before the read. Errors name the path.
 #[cfg(feature = "quickjs")]
 pub(crate) fn read_user_file(path: &Path, max_len: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
+    let (file, meta) = open_user_file(path).map_err(|e| with_path(path, e))?;
+    let content = read_opened(file, &meta, path, max_len)?;
+    Ok((content, meta))
+}
+
+/// [`read_user_file`] of a regular file already opened at `path`, whose descriptor's
+/// metadata is `meta`.
+#[cfg(feature = "quickjs")]
+pub(crate) fn read_opened(
+    file: File,
+    meta: &fs::Metadata,
+    path: &Path,
+    max_len: u64,
+) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    let (file, meta) = open_user_file_within(path, max_len).map_err(with_path)?;
+    if meta.len() > max_len {
+        let e = format!("{} bytes, more than the {max_len} allowed here", meta.len());
+        return Err(with_path(
+            path,
+            io::Error::new(io::ErrorKind::FileTooLarge, e),
+        ));
+    }
     let mut content = Vec::new();
     // Fallible: memory the machine does not have is an error, not an abort.
     content
         .try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX))
-        .map_err(|e| with_path(io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
+        .map_err(|e| with_path(path, io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
     file.take(meta.len())
         .read_to_end(&mut content)
-        .map_err(with_path)?;
-    Ok((content, meta))
+        .map_err(|e| with_path(path, e))?;
+    Ok(content)
+}
+
+#[cfg(feature = "quickjs")]
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Streams `file` through XXH3-128, reading at most `limit + 1` bytes: the digest and how many

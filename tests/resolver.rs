@@ -114,10 +114,13 @@ struct Start {
 impl Host<'_, '_> {
     /// One simulated process start: a new `PackResolver` over the shared cache and a fresh
     /// `FileResolver`, both asked every question; the `PackResolver` is dropped at the end.
+    /// Every other start pairs it with a `PackLoader`, as a host does: its probes then open
+    /// the files they find, for the loader.
     fn start(&mut self, queries: &[(&str, &str)]) -> Start {
         let before = self.cache.stats().unwrap().counters;
         let mut file = file_resolver();
         let mut pack = PackResolver::new(file_resolver(), self.cache.clone());
+        let loader = (self.starts % 2 == 1).then(|| PackLoader::new(self.cache.clone()));
         let answers = queries
             .iter()
             .map(|&(base, name)| Answer {
@@ -128,6 +131,7 @@ impl Host<'_, '_> {
             })
             .collect();
         drop(pack);
+        drop(loader);
         let after = self.cache.stats().unwrap().counters;
         self.starts += 1;
         Start {

@@ -81,7 +81,9 @@ fn start_with(child: Child, project: &Path, root: &Path) -> Start {
     }
 }
 
-/// A project of four modules in two directories, written long enough ago to be trusted.
+/// A project of four modules in two directories, written long enough ago to be trusted. Two
+/// imports name their file (one probe decides them), two leave its extension to the
+/// resolver's patterns (a listing of their directory can vouch for them).
 fn project(at: &Path) {
     common::lib_project(
         at,
@@ -89,8 +91,8 @@ fn project(at: &Path) {
             (
                 "main.js",
                 "import { add } from './lib/math.js';\n\
-         import { describe } from './lib/describe.js';\n\
-         import { version } from './version.js';\n\
+         import { describe } from './lib/describe';\n\
+         import { version } from './version';\n\
          export const result = `${describe(add(2, 3))} ${version}`;\n",
             ),
             ("version.js", "export const version = 'v1';\n"),
@@ -130,7 +132,7 @@ fn a_moved_tree_starts_warm() {
 }
 
 /// A copy (new inodes and ctimes): the first start compiles nothing, and the start after it
-/// is warm again (nothing re-hashed).
+/// is warm again (nothing re-hashed, nothing probed).
 #[test]
 fn a_copied_tree_compiles_nothing_and_is_warm_the_start_after() {
     let (_tmp, dir, root) = warm_project();
@@ -138,7 +140,9 @@ fn a_copied_tree_compiles_nothing_and_is_warm_the_start_after() {
     copy_tree(&dir, &copy);
     common::let_ctime_age();
     let first = start(&copy, &root);
-    // Its directories hold what the original's held: the original's answers stand.
+    // Its directories hold what the original's held: the original's answers stand, those
+    // without an extension by their directories' listings, those that name their file by
+    // finding it again.
     assert_eq!(
         (first.result.as_str(), first.compiles, first.probed),
         (V1, 0, 0),
@@ -153,8 +157,10 @@ fn a_copied_tree_compiles_nothing_and_is_warm_the_start_after() {
     );
 }
 
-/// In a copy whose `lib/` gained a file, the answers found in `lib/` are probed again (a new
-/// file could win over them), the others still come from the original's table.
+/// In a copy whose `lib/` gained a file, the answer found there for a name without an
+/// extension is probed again (a new file could win over it); the others still come from the
+/// original's table: `./version`, whose directory's listing is unchanged, and the names of
+/// files in `lib/`, each found again where it was.
 #[test]
 fn a_copy_with_a_changed_directory_probes_only_there() {
     let (_tmp, dir, root) = warm_project();
@@ -168,8 +174,35 @@ fn a_copy_with_a_changed_directory_probes_only_there() {
         (V1, 0),
         "{first:?}"
     );
-    // main.js imports ./lib/math.js and ./lib/describe.js, describe.js imports ./math.js.
-    assert!((1..=3).contains(&first.probed), "{first:?}");
+    // main.js imports ./lib/math.js, ./lib/describe and ./version, describe.js imports
+    // ./math.js: only ./lib/describe is probed.
+    assert_eq!(first.probed, 1, "{first:?}");
+}
+
+/// In a copy where a file an import names is gone, or is a directory now, that import fails
+/// to resolve, as `FileResolver`'s does: the original's answer is not found again.
+#[test]
+fn in_a_copy_an_import_of_a_file_gone_fails_to_resolve() {
+    let (_tmp, dir, root) = warm_project();
+    for becomes_a_directory in [false, true] {
+        let name = if becomes_a_directory {
+            "directory"
+        } else {
+            "gone"
+        };
+        let copy = dir.with_file_name(format!("copy-{name}"));
+        copy_tree(&dir, &copy);
+        fs::remove_file(copy.join("lib/math.js")).unwrap();
+        if becomes_a_directory {
+            fs::create_dir(copy.join("lib/math.js")).unwrap();
+        }
+        common::let_ctime_age();
+        let first = start(&copy, &root);
+        assert!(
+            first.result.contains("resolving module './lib/math.js'"),
+            "{name}: {first:?}"
+        );
+    }
 }
 
 /// A tar archive of the project extracted elsewhere (whole-second mtimes, fresh ctimes): the

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::handoff::Handoff;
 use super::loader::Root;
 use super::resolver::STORE_NAME;
 use crate::cache::Cache;
@@ -133,6 +134,8 @@ impl PendingModule {
 pub(crate) struct StartBatch {
     cache: Cache,
     state: Mutex<BatchState>,
+    /// A file the resolver opened for the loader to read next.
+    pub(crate) handoff: Handoff,
 }
 
 #[derive(Default)]
@@ -173,14 +176,18 @@ impl StartBatch {
                 .filter(|(other, _)| *other != side)
                 .and_then(|(_, batch)| batch.upgrade())
                 .filter(|batch| batch.cache.dir() == cache.dir());
-            if let Some(batch) = waiting {
-                return batch;
-            }
-            let batch = Arc::new(StartBatch {
-                cache: cache.clone(),
-                state: Mutex::new(BatchState::default()),
+            let batch = waiting.unwrap_or_else(|| {
+                let batch = Arc::new(StartBatch {
+                    cache: cache.clone(),
+                    state: Mutex::new(BatchState::default()),
+                    handoff: Handoff::default(),
+                });
+                *slot = Some((side, Arc::downgrade(&batch)));
+                batch
             });
-            *slot = Some((side, Arc::downgrade(&batch)));
+            if side == Side::Loader {
+                batch.handoff.loader_joined();
+            }
             batch
         })
     }

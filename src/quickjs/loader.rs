@@ -9,6 +9,7 @@ use rquickjs::{Ctx, Module};
 use rustc_hash::FxHashSet;
 
 use super::batch::{EXIT_LOCK_WAIT, MapToStore, PendingModule, Side, StartBatch};
+use super::handoff::OpenedModule;
 use super::stack::{self, MapFile, MapSource};
 use super::{CompileOptions, compile_js, imports, load, maps};
 use crate::LookupOptions;
@@ -149,6 +150,8 @@ impl PackLoader {
             let (source, _) = crate::fsys::read_user_file(Path::new(name), MAX_SOURCE_LEN)?;
             return compile_js(ctx, name, &source, self.options).map(|(module, _)| module);
         }
+        // The file, if the resolver opened it just now; closed if a hit does without it.
+        let opened = self.batch.handoff.take(&path);
         let throttled = LookupOptions::default().refresh_interval(REFRESH_INTERVAL);
         let located = self.root.as_ref().filter(|_| under_root(name));
         // Where this tree's file is recorded, with its bytecode: one lookup when warm.
@@ -167,10 +170,7 @@ impl PackLoader {
                 return Ok(module);
             }
         }
-        // The resolver checked a file was there; what is there now may be a FIFO.
-        // Taken before the read: the recording instant the observed stat data may be given.
-        let read_from = crate::freshness::now_nanos();
-        let (source, meta) = crate::fsys::read_user_file(&path, MAX_SOURCE_LEN)?;
+        let (source, meta, read_from) = self.read_source(&path, opened)?;
         // The bytes read are the input recorded: an edit racing this load cannot be cached as
         // the old content.
         let input = Input::read_by_compiler(path.clone(), &source, &meta, read_from);
@@ -206,6 +206,24 @@ impl PackLoader {
         let bytecode = bytecode.into_bytes();
         self.store(PendingModule::new(key, place, name, bytecode, input, map));
         Ok(module)
+    }
+
+    /// The source file at `path`, read through the descriptor its resolver `opened` if it
+    /// did, with the descriptor's metadata and the recording instant that stat data may be
+    /// given (taken before the open).
+    fn read_source(
+        &self,
+        path: &Path,
+        opened: Option<OpenedModule>,
+    ) -> std::io::Result<(Vec<u8>, std::fs::Metadata, i64)> {
+        if let Some(opened) = opened {
+            let source = crate::fsys::read_opened(opened.file, &opened.meta, path, MAX_SOURCE_LEN)?;
+            return Ok((source, opened.meta, opened.read_from_ns));
+        }
+        // The resolver checked a file was there; what is there now may be a FIFO.
+        let read_from = crate::freshness::now_nanos();
+        let (source, meta) = crate::fsys::read_user_file(path, MAX_SOURCE_LEN)?;
+        Ok((source, meta, read_from))
     }
 
     /// Registers the map of module `name` (its file at `path`) loaded from `hit`, stored under

@@ -59,6 +59,7 @@ mod batch;
 mod built;
 #[allow(unsafe_code)]
 mod engine;
+mod handoff;
 mod imports;
 mod loader;
 mod maps;

@@ -60,6 +60,12 @@ pub(crate) fn open_for_reading(path: &Path) -> io::Result<fs::File> {
     OpenOptions::new().read(true).open(path)
 }
 
+/// Not offered here (a final symlink would be followed): the resolver probes instead.
+#[cfg(feature = "quickjs")]
+pub(crate) fn open_for_probe(_path: &Path) -> io::Result<fs::File> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 pub(crate) fn open_error_kind(_e: &io::Error) -> Option<&'static str> {
     None
 }

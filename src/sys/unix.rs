@@ -99,12 +99,23 @@ pub(crate) fn open_cache_options() -> OpenOptions {
 /// Refused once with `EPERM` (another user's file), the flag is dropped for the process.
 /// Opens whatever is there: [`crate::fsys::open_user_file`] checks it is a regular file.
 pub(crate) fn open_for_reading(path: &Path) -> io::Result<fs::File> {
+    open_user_file_with(path, 0)
+}
+
+/// [`open_for_reading`], but a final symlink is refused (`ELOOP`) and a terminal never
+/// becomes the process's controlling one: a resolver's probe that opens what it finds.
+#[cfg(feature = "quickjs")]
+pub(crate) fn open_for_probe(path: &Path) -> io::Result<fs::File> {
+    open_user_file_with(path, libc::O_NOFOLLOW | libc::O_NOCTTY)
+}
+
+fn open_user_file_with(path: &Path, flags: libc::c_int) -> io::Result<fs::File> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use std::sync::atomic::{AtomicBool, Ordering};
         static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
         if !NOATIME_REFUSED.load(Ordering::Relaxed) {
-            match user_options(libc::O_NOATIME).open(path) {
+            match user_options(libc::O_NOATIME | flags).open(path) {
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                     NOATIME_REFUSED.store(true, Ordering::Relaxed);
                 }
@@ -112,7 +123,7 @@ pub(crate) fn open_for_reading(path: &Path) -> io::Result<fs::File> {
             }
         }
     }
-    user_options(0).open(path)
+    user_options(flags).open(path)
 }
 
 fn user_options(extra_flags: libc::c_int) -> OpenOptions {

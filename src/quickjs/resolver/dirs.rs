@@ -6,6 +6,7 @@ use rustc_hash::FxHashMap;
 
 use super::listing::Listing;
 use super::stored::{AnswerToStore, DirStamp, StoredAnswers, encode};
+use crate::format::StatRecord;
 use crate::freshness;
 
 /// A resolution computed during this run, with the directories whose entries it was computed
@@ -41,6 +42,16 @@ pub(crate) struct Dirs {
     /// the directory, or one whose entries were put back as they were): its stored answers
     /// stand.
     pub(crate) relisted: Vec<bool>,
+    /// Per stored directory: stamped again, and its listing not yet compared with the stored
+    /// one. The comparison reads the whole directory, so it waits for an answer that needs
+    /// it ([`Dirs::relist`]), or for the store, off the start's critical path: an answer one
+    /// probe decides is probed instead (a copied tree's first start would otherwise list
+    /// every directory it imports from).
+    relistable: Vec<bool>,
+    /// Stored answers one probe decides (see [`super::paths::one_probe_decides`]) whose
+    /// directory was stamped again, found again by that probe after the new stamp: each stands
+    /// while its directory keeps that stamp (by stat data and instant).
+    found_again: Vec<Option<(Option<StatRecord>, i64)>>,
     /// Directories first stamped during this run, and their stamps.
     pub(crate) added: Vec<(String, DirStamp)>,
     /// Per directory: the round it was last checked in (0: not yet).
@@ -65,6 +76,8 @@ impl Dirs {
             stored,
             restamped: vec![None; stored as usize],
             relisted: vec![false; stored as usize],
+            relistable: vec![false; stored as usize],
+            found_again: Vec::new(),
             added: Vec::new(),
             checked: vec![0; stored as usize],
             round: 1,
@@ -170,30 +183,53 @@ impl Dirs {
         if searchable && stamp.still_valid(now.as_ref()) {
             return false;
         }
-        // Its stat data changed, its entries perhaps not (a copy of the tree, a `touch`).
-        let listing = match (stamp.listing, &now) {
-            (Some(stored), Some(now)) if searchable => {
-                Listing::certified(&full, now, read_from).filter(|now| *now == stored)
-            }
-            _ => None,
-        };
+        // Its stat data changed, its entries perhaps not (a copy of the tree, a `touch`): its
+        // listing is compared with the stored one when an answer needs it.
         let stamp = DirStamp {
             stat: now,
             recorded_at_ns: read_from,
-            listing,
+            listing: None,
         };
         let worth_storing = stamp.can_vouch();
         match id.checked_sub(self.stored) {
             None => {
-                self.restamped[id as usize] = Some(stamp);
-                self.relisted[id as usize] = listing.is_some();
+                let id = id as usize;
+                self.restamped[id] = Some(stamp);
+                self.relisted[id] = false;
+                self.relistable[id] = searchable && stamp.stat.is_some();
             }
             Some(added) => self.added[added as usize].1 = stamp,
         }
-        if listing.is_none() {
-            forget_answers_from(answers, id);
-        }
+        forget_answers_from(answers, id);
         worth_storing
+    }
+
+    /// Whether stored directory `id`, stamped again in this round, has the entries it had
+    /// when stored: its listing now, certified for its new stamp, equals the stored one (a
+    /// copy of the directory, or one whose entries were put back as they were). Then its
+    /// stored answers stand. Compared once per stamp.
+    pub(crate) fn relist(&mut self, table: &StoredAnswers, id: u32) -> bool {
+        let i = id as usize;
+        if !self.is_current(id) {
+            return false;
+        }
+        if !self.relistable.get_mut(i).is_some_and(std::mem::take) {
+            return self.relisted.get(i) == Some(&true);
+        }
+        let (Some((path, stored)), Some(stamp)) = (table.dir(id), self.restamped[i]) else {
+            return false;
+        };
+        let (Some(stored_listing), Some(stat)) = (stored.listing, &stamp.stat) else {
+            return false;
+        };
+        let full = full_path(&self.cwd, path);
+        let listing = Listing::certified(&full, stat, stamp.recorded_at_ns);
+        if listing != Some(stored_listing) {
+            return false;
+        }
+        self.restamped[i] = Some(DirStamp { listing, ..stamp });
+        self.relisted[i] = true;
+        true
     }
 
     /// The id of the directory at `path` (as [`relative_to`] keeps it), stamping it first if
@@ -219,6 +255,30 @@ impl Dirs {
         self.added.push((path.to_owned(), stamp));
         self.checked.push(self.round);
         (id, worth_storing)
+    }
+
+    /// Notes that stored answer `index`, computed from stored directory `id` alone, was found
+    /// again by its probe, taken after `id`'s current stamp.
+    pub(crate) fn found_again(&mut self, table: &StoredAnswers, index: u32, id: u32) {
+        let Some((_, stamp)) = self.get(Some(table), id) else {
+            return;
+        };
+        if self.found_again.is_empty() {
+            self.found_again = vec![None; table.answer_count() as usize];
+        }
+        if let Some(slot) = self.found_again.get_mut(index as usize) {
+            *slot = Some((stamp.stat, stamp.recorded_at_ns));
+        }
+    }
+
+    /// Whether stored answer `index`, computed from directory `dir` alone, was found again
+    /// under that directory's current stamp.
+    fn was_found_again(&self, table: Option<&StoredAnswers>, index: u32, dir: u32) -> bool {
+        let Some(Some(found)) = self.found_again.get(index as usize) else {
+            return false;
+        };
+        self.get(table, dir)
+            .is_some_and(|(_, now)| *found == (now.stat, now.recorded_at_ns))
     }
 
     /// Whether stored answers computed from `id` still stand: it was checked unchanged (in
@@ -261,10 +321,24 @@ pub(crate) fn payload(table: Option<&StoredAnswers>, dirs: &Dirs, answers: &NewA
         // Cannot happen for a table that opened (every directory was read then); start over.
         return encode(std::iter::empty(), &[]);
     };
+    // A directory stamped again whose listing no answer needed: its stored answers stand if
+    // the listing taken for its new stamp is the stored one.
+    let relisted_now: Vec<bool> = (0..dirs.stored)
+        .map(|id| {
+            let stored = table.and_then(|t| t.dir(id)).and_then(|(_, s)| s.listing);
+            dirs.relistable[id as usize]
+                && stored.is_some()
+                && all_dirs.get(id as usize).map(|(_, s)| s.listing) == Some(stored)
+        })
+        .collect();
+    let stands =
+        |id: u32| dirs.stored_answers_stand(id) || relisted_now.get(id as usize) == Some(&true);
     let kept = table.into_iter().flat_map(|t| t.answers()).filter_map(|a| {
         let (scope, name, value) = a.text()?;
         let replaced = answers.get(scope).is_some_and(|n| n.contains_key(name));
-        let stands = a.dirs().all(|id| dirs.stored_answers_stand(id));
+        let found_again =
+            super::only_dir(&a).is_some_and(|only| dirs.was_found_again(table, a.index(), only));
+        let stands = found_again || a.dirs().all(stands);
         (stands && !replaced).then(|| AnswerToStore {
             dirs: a.dirs().collect(),
             scope,
@@ -399,6 +473,67 @@ mod tests {
         assert_eq!(found("./e"), Some(("s/e.mjs", vec![0, 2])));
         assert_eq!(found("./f"), Some(("s/f.mjs", vec![2])));
         assert_eq!(written.answers().count(), 3);
+    }
+
+    /// A directory stamped again (in a copy of the tree: a new inode and ctime) keeps its
+    /// stored answers if its entries are the same: read from its listing when an answer needs
+    /// it, or, if none did, when the run's answers are stored. One that gained an entry keeps
+    /// none.
+    #[cfg(unix)]
+    #[test]
+    fn a_copied_directory_keeps_its_answers_by_its_listing_when_needed_or_at_the_store() {
+        let root = crate::private_tempdir();
+        let tree = |name: &str, extra: bool| {
+            let lib = root.path().join(name).join("lib");
+            std::fs::create_dir_all(&lib).unwrap();
+            for file in ["a.js", "b.mjs"] {
+                std::fs::write(lib.join(file), file).unwrap();
+            }
+            if extra {
+                std::fs::write(lib.join("c.js"), "").unwrap();
+            }
+            root.path().join(name).to_str().unwrap().to_owned()
+        };
+        let (original, same, grown) = (
+            tree("original", false),
+            tree("same", false),
+            tree("grown", true),
+        );
+        std::thread::sleep(crate::FINE_RACY_WINDOW + std::time::Duration::from_millis(20));
+        let lib = Path::new(&original).join("lib");
+        let stat = crate::sys::stat_path(&lib).unwrap();
+        let recorded_at_ns = freshness::now_nanos();
+        let listing = Listing::certified(&lib, &stat, recorded_at_ns);
+        assert!(listing.is_some(), "an aged directory of files");
+        let stamp = DirStamp {
+            stat: Some(stat),
+            recorded_at_ns,
+            listing,
+        };
+        let answer = AnswerToStore {
+            scope: "lib",
+            name: "./a",
+            value: "lib/a.js",
+            dirs: vec![0],
+        };
+        let table = StoredAnswers::open(stored::encode([("lib", stamp)].into_iter(), &[answer]));
+        let table = table.unwrap();
+        // Whether a start in `cwd` relisted `lib` (if asked to), and whether it wrote back
+        // the stored answer.
+        let start = |cwd: &str, relist_now: bool| {
+            let mut dirs = Dirs::new(table.dir_count(), cwd);
+            let mut answers = NewAnswers::default();
+            dirs.check(Some(&table), &mut answers, 0);
+            assert!(!dirs.unchanged_since_stored(0), "{cwd}: stamped again");
+            let relisted = relist_now && dirs.relist(&table, 0);
+            assert_eq!(dirs.unchanged_since_stored(0), relisted);
+            let written = StoredAnswers::open(payload(Some(&table), &dirs, &answers)).unwrap();
+            (relisted, written.find("lib", "./a").is_some())
+        };
+        assert_eq!(start(&same, true), (true, true));
+        assert_eq!(start(&same, false), (false, true));
+        assert_eq!(start(&grown, true), (false, false));
+        assert_eq!(start(&grown, false), (false, false));
     }
 
     #[test]

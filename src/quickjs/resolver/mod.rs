@@ -24,6 +24,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rquickjs::loader::{FileResolver, ImportAttributes, Resolver};
 use rquickjs::{Ctx, Result};
+use rustc_hash::FxHashSet;
 
 use super::batch::{Answers, Learned, Side, StartBatch};
 use crate::cache::Cache;
@@ -31,7 +32,7 @@ use crate::key::Key;
 use config::Config;
 use dirs::{Answer, Dirs, NewAnswers, payload};
 use listing::Listing;
-use paths::base_dir;
+use paths::{base_dir, is_plain_relative, one_probe_decides};
 use probe::Probing;
 use stored::StoredAnswers;
 
@@ -112,6 +113,9 @@ struct ResolverState {
     dirty: bool,
     /// A path buffer reused by every probe.
     scratch: String,
+    /// The files probes found in the current round (full paths): found once per round, as a
+    /// directory is checked once per round.
+    files_found: FxHashSet<String>,
     /// When the current round of directory checks began (at the first call of the run), by
     /// [`crate::sys::coarse_clock`].
     round_started: Option<Duration>,
@@ -186,6 +190,7 @@ impl PackResolver {
             answers: NewAnswers::default(),
             dirty: false,
             scratch: String::new(),
+            files_found: FxHashSet::default(),
             round_started: None,
             last_scope: None,
         };
@@ -292,6 +297,7 @@ impl ResolverState {
             Some(started) if now.saturating_sub(started) < RECHECK_AFTER => {}
             Some(_) => {
                 self.dirs.next_round();
+                self.files_found.clear();
                 self.round_started = Some(now);
             }
             None => self.round_started = Some(now),
@@ -345,6 +351,7 @@ impl ResolverState {
             for id in probing.consulted {
                 self.dirs.uncheck(id);
             }
+            self.files_found.clear();
             return self.inner.resolve(ctx, base, name, attributes);
         };
         let value = value.to_string();
@@ -387,15 +394,56 @@ impl ResolverState {
         self.load();
         let table = self.stored.as_ref()?.as_ref()?;
         let answer = table.find_in(scope, seed, name)?;
+        let mut probe_in = None;
         for id in answer.dirs() {
             // A changed directory is stamped again, which kills every stored answer computed
-            // from it (and forgets those of this run).
+            // from it (and forgets those of this run), unless its entries are the same: read
+            // from its listing, or for an answer one probe decides, from that probe.
             self.dirty |= self.dirs.check(Some(table), &mut self.answers, id);
-            if !self.dirs.unchanged_since_stored(id) {
+            if self.dirs.unchanged_since_stored(id) {
+                continue;
+            }
+            if one_probe_decides(name) && only_dir(&answer) == Some(id) {
+                probe_in = Some(id);
+                break;
+            }
+            if !self.dirs.relist(table, id) {
                 return None;
             }
         }
-        answer.value().map(str::to_owned)
+        let (index, value) = (answer.index(), answer.value()?.to_owned());
+        match probe_in {
+            Some(dir) => self.find_again(index, dir, &value).then_some(value),
+            None => Some(value),
+        }
+    }
+
+    /// Whether the stored answer at `index` of the table, `value`, which one probe decides,
+    /// stands in its directory `dir` (stamped again in this round: a copy of the tree, or an
+    /// entry added): `value` is still a file there. Probed as the probing path would, after the
+    /// directory's stamp; the answer then stands under that stamp.
+    fn find_again(&mut self, index: u32, dir: u32, value: &str) -> bool {
+        let Some(table) = self.stored.as_ref().and_then(Option::as_ref) else {
+            return false;
+        };
+        let in_dir = self.dirs.get(Some(table), dir).map(|(path, _)| path);
+        let holder = value.rsplit_once('/').map_or("", |(holder, _)| holder);
+        if !is_plain_relative(value) || in_dir != Some(holder) {
+            return false;
+        }
+        let mut full = std::mem::take(&mut self.scratch);
+        full.clear();
+        full.push_str(self.cwd.trim_end_matches('/'));
+        full.push('/');
+        full.push_str(value);
+        let found = self.files_found.contains(&full)
+            || self.batch.handoff.probe(std::path::Path::new(&full)) == crate::sys::Probe::File
+                && self.files_found.insert(full.clone());
+        if found && self.dirs.can_vouch(dir) {
+            self.dirs.found_again(table, index, dir);
+        }
+        self.scratch = full;
+        found
     }
 
     /// The payload to store (see [`payload`]).
@@ -448,6 +496,15 @@ impl Drop for ResolverState {
         if let Some(answers) = self.take_if_changed() {
             self.batch.hand_over(answers);
         }
+    }
+}
+
+/// The directory `answer` was computed from, if it was computed from one alone.
+fn only_dir(answer: &stored::StoredAnswer<'_>) -> Option<u32> {
+    let mut ids = answer.dirs();
+    match (ids.next(), ids.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
     }
 }
 

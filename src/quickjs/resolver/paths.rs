@@ -17,10 +17,21 @@ pub(super) fn directory_of(full: &str) -> Option<&str> {
 /// Whether `name` is relative and every component is a plain name (not empty, `.` or `..`):
 /// then path arithmetic on it is string arithmetic, and the exact conversions can be skipped.
 pub(super) fn is_plain_relative(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+    // One pass over the bytes (a start asks this of every answer): `/` may not begin or end
+    // the name or follow `/`, and no component may be `.` or `..`.
+    let bytes = name.as_bytes();
+    let mut component = 0..0;
+    for (at, &byte) in bytes.iter().enumerate().chain([(bytes.len(), &b'/')]) {
+        if byte != b'/' {
+            continue;
+        }
+        component.end = at;
+        if matches!(&bytes[component.clone()], b"" | b"." | b"..") {
+            return false;
+        }
+        component.start = at + 1;
+    }
+    true
 }
 
 /// `RelativePath::parent` of a base module's name, without parsing its components when it is
@@ -30,6 +41,13 @@ pub(super) fn base_dir(base: &str) -> Option<&str> {
         return Some(base.rsplit_once('/').map_or("", |(dir, _)| dir));
     }
     RelativePath::new(base).parent().map(RelativePath::as_str)
+}
+
+/// Whether one probe decides what `name` resolves to: a relative name with an extension is
+/// the file it names, or nothing (`FileResolver::try_patterns`). Probing it costs less than
+/// listing its directory.
+pub(super) fn one_probe_decides(name: &str) -> bool {
+    name.starts_with('.') && RelativePath::new(name).extension().is_some()
 }
 
 #[cfg(test)]
@@ -77,6 +95,37 @@ mod tests {
             }
             let parent = RelativePath::new(name).parent().map(RelativePath::as_str);
             assert_eq!(base_dir(name), parent, "{name:?}");
+        }
+    }
+
+    /// The one-pass check says what checking each component says.
+    #[test]
+    fn plain_names_are_those_whose_every_component_is_a_name() {
+        let names = [
+            "a.js", "a/b.js", "x./y.js", "a..b/c", "..a/.b", ".", "..", "", "/", "//", "/a", "a/",
+            "a//b", "./a", "a/./b", "a/../b", "a/.", "a/..", ".a", "a.", "...", "a/.../b",
+        ];
+        for name in names {
+            let by_component = !name.is_empty()
+                && name
+                    .split('/')
+                    .all(|c| !c.is_empty() && c != "." && c != "..");
+            assert_eq!(is_plain_relative(name), by_component, "{name:?}");
+        }
+    }
+
+    /// Names with an extension are decided by one probe; others, and bare names, are not.
+    #[test]
+    fn one_probe_decides_relative_names_with_an_extension() {
+        let decided = ["./a.js", "../b.mjs", "./lib/x.y.js", "./.a.js"];
+        let undecided = [
+            "./a", "lib/a.js", "a.js", "./a.b/c", "./.js", "./a/..", "./",
+        ];
+        for name in decided {
+            assert!(one_probe_decides(name), "{name:?}");
+        }
+        for name in undecided {
+            assert!(!one_probe_decides(name), "{name:?}");
         }
     }
 

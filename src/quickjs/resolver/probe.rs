@@ -94,8 +94,16 @@ impl ResolverState {
         if !probing.consulted.contains(&dir_id) {
             probing.consulted.push(dir_id);
         }
-        match crate::sys::probe(Path::new(full)) {
-            Probe::File => true,
+        // A file found in this round is not looked at again (imports of one module from many
+        // places); where a loader shares the start, the probe opens the file for it.
+        if self.files_found.contains(full) {
+            return true;
+        }
+        match self.batch.handoff.probe(Path::new(full)) {
+            Probe::File => {
+                self.files_found.insert(full.to_owned());
+                true
+            }
             Probe::Symlink => {
                 probing.keepable = false;
                 Path::new(full).is_file()

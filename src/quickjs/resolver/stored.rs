@@ -77,6 +77,8 @@ pub(crate) struct AnswerToStore<'a> {
 /// A stored answer, read in place. Its strings are checked as UTF-8 only when read as text:
 /// finding one compares bytes.
 pub(crate) struct StoredAnswer<'a> {
+    /// Its position in the table.
+    index: u32,
     scope: &'a [u8],
     name: &'a [u8],
     value: &'a [u8],
@@ -93,6 +95,11 @@ impl<'a> StoredAnswer<'a> {
     /// The path the name resolved to, if it is UTF-8.
     pub fn value(&self) -> Option<&'a str> {
         std::str::from_utf8(self.value).ok()
+    }
+
+    /// Its position in the table.
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     /// The directories it was computed from (indices, not yet checked against the table).
@@ -151,6 +158,11 @@ impl StoredAnswers {
     /// How many directories the table holds (their indices are `0..dir_count`).
     pub fn dir_count(&self) -> u32 {
         self.dirs
+    }
+
+    /// How many answers the table holds (their indices are `0..answer_count`).
+    pub fn answer_count(&self) -> u32 {
+        self.answers
     }
 
     /// Directory `id`: its path and stamp.
@@ -242,6 +254,7 @@ impl StoredAnswers {
             return None;
         }
         Some(StoredAnswer {
+            index: i,
             scope: self.string(field(0), field(1))?,
             name: self.string(field(2), field(3))?,
             value: self.string(field(4), field(5))?,

@@ -1,0 +1,127 @@
+//! A module file passed from a start's [`super::PackResolver`] to its [`super::PackLoader`]:
+//! where the resolver must look at a file (its directory changed, as in a fresh copy of the
+//! tree), it opens it rather than `stat` it, and the loader, which the engine calls for that
+//! module next, reads it through that descriptor. One path walk per module instead of two.
+
+use std::fs::{File, Metadata};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::Mutex;
+
+use crate::sys::Probe;
+
+/// A regular file a resolver's probe opened: its path, the descriptor, the descriptor's
+/// metadata, and when the probe began (the recording instant its stat data may be given, as
+/// for a file the loader opens itself).
+pub(crate) struct OpenedModule {
+    pub(crate) path: PathBuf,
+    pub(crate) file: File,
+    pub(crate) meta: Metadata,
+    pub(crate) read_from_ns: i64,
+}
+
+/// One start's hand-off: at most one file waits in it. The engine loads a module right after
+/// resolving it, so the loader takes the file the resolver just opened; a file it does not
+/// take (the module was loaded already) is closed when the next one replaces it.
+#[derive(Default)]
+pub(crate) struct Handoff {
+    /// Whether a loader shares the start: without one, nothing would take a file, and a probe
+    /// costs less than an open.
+    loader: AtomicBool,
+    waiting: Mutex<Option<OpenedModule>>,
+}
+
+impl Handoff {
+    pub(crate) fn loader_joined(&self) {
+        self.loader.store(true, Ordering::Relaxed);
+    }
+
+    /// What is at `path`, a final symlink not followed, as [`crate::sys::probe`] says; where
+    /// a loader shares the start, a regular file is opened and left for it.
+    pub(crate) fn probe(&self, path: &Path) -> Probe {
+        if !self.loader.load(Ordering::Relaxed) {
+            return crate::sys::probe(path);
+        }
+        let read_from_ns = crate::freshness::now_nanos();
+        let file = match crate::sys::open_for_probe(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Probe::Absent,
+            // A symlink (refused), a socket, a file this process may see but not read: the
+            // probe says what it is.
+            Err(_) => return crate::sys::probe(path),
+        };
+        match file.metadata() {
+            Ok(meta) if meta.is_file() => {
+                *self.waiting.lock() = Some(OpenedModule {
+                    path: path.to_path_buf(),
+                    file,
+                    meta,
+                    read_from_ns,
+                });
+                Probe::File
+            }
+            Ok(_) => Probe::Other,
+            Err(_) => crate::sys::probe(path),
+        }
+    }
+
+    /// The file waiting, if it is the one at `path`; whatever waited is taken either way.
+    pub(crate) fn take(&self, path: &Path) -> Option<OpenedModule> {
+        let waiting = self.waiting.lock().take()?;
+        (waiting.path == path).then_some(waiting)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    /// With a loader in the start, a probe opens a regular file and leaves it for the loader
+    /// to take at that path; anything else is said as `sys::probe` says it, without blocking
+    /// (a FIFO) and without leaving it. Without a loader nothing is opened.
+    #[test]
+    fn a_probe_leaves_regular_files_for_the_loader_and_nothing_else() {
+        let dir = crate::private_tempdir();
+        let at = |name: &str| dir.path().join(name);
+        std::fs::write(at("m.js"), "export default 1;").unwrap();
+        std::os::unix::fs::symlink("m.js", at("link.js")).unwrap();
+        std::fs::create_dir(at("dir.js")).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(at("fifo.js"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+
+        let alone = Handoff::default();
+        assert_eq!(alone.probe(&at("m.js")), Probe::File);
+        assert!(alone.take(&at("m.js")).is_none(), "opened without a loader");
+
+        let paired = Handoff::default();
+        paired.loader_joined();
+        let others = [
+            ("fifo.js", Probe::Other),
+            ("link.js", Probe::Symlink),
+            ("dir.js", Probe::Other),
+            ("absent.js", Probe::Absent),
+        ];
+        for (name, kind) in others {
+            assert_eq!(paired.probe(&at(name)), kind, "{name}");
+            assert!(paired.take(&at(name)).is_none(), "{name} left to load");
+        }
+        assert_eq!(paired.probe(&at("m.js")), Probe::File);
+        assert!(paired.take(&at("link.js")).is_none(), "another path");
+        assert!(
+            paired.take(&at("m.js")).is_none(),
+            "closed by the take before"
+        );
+        paired.probe(&at("m.js"));
+        let opened = paired.take(&at("m.js")).expect("left for the loader");
+        let content = std::io::read_to_string(opened.file).unwrap();
+        assert_eq!(
+            (content.as_str(), opened.meta.len()),
+            ("export default 1;", 17)
+        );
+        assert!(paired.take(&at("m.js")).is_none(), "taken once");
+    }
+}
