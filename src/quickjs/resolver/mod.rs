@@ -48,6 +48,14 @@ use stored::StoredAnswers;
 /// untracked cache do. An answer that went through a symlink is never kept, since the
 /// symlink's target can change without its directory changing.
 ///
+/// In a directory that changed (as every directory of a fresh copy of the tree has), a stored
+/// answer for a relative name with an extension stands if its file is still there: one probe
+/// decides that name, as it decides it for `FileResolver`. Other answers stand if the
+/// directory's entries are the ones it had (its listing). Where a [`super::PackLoader`] made
+/// beside this resolver shares its start, a probe that finds a file opens it (without
+/// following a final symlink, and never blocking), and the loader, which the engine asks for
+/// that module next, reads it through that descriptor.
+///
 /// ```no_run
 /// use bytecode_pack::Cache;
 /// use bytecode_pack::quickjs::{PackLoader, PackResolver};
@@ -253,7 +261,8 @@ impl ResolverState {
     /// For a tree with no table of its own (a fresh copy): the table of a tree whose working
     /// directory had the same entries when it last stored, its likely original. Its answers
     /// are relative to the working directory, and each stands only where its directories
-    /// hold the same entries here ([`Dirs::check`] compares their listings).
+    /// hold the same entries here (their listings compare equal, [`Dirs::relist`]), or, for
+    /// an answer one probe decides, where its file is found again.
     fn table_of_original(&self) -> Option<crate::Hit> {
         let listing = Listing::hint(std::path::Path::new(&self.cwd))?;
         self.table_through(self.pointer_key(listing))
