@@ -177,6 +177,14 @@ fn a_copy_with_a_changed_directory_probes_only_there() {
     // main.js imports ./lib/math.js, ./lib/describe and ./version, describe.js imports
     // ./math.js: only ./lib/describe is probed.
     assert_eq!(first.probed, 1, "{first:?}");
+    // What it found, again or anew, was stored under `lib/`'s new stamp.
+    common::let_ctime_age();
+    let second = start(&copy, &root);
+    assert_eq!(
+        (second.result.as_str(), second.compiles, second.probed),
+        (V1, 0, 0),
+        "{second:?}"
+    );
 }
 
 /// In a copy where a file an import names is gone, or is a directory now, that import fails

@@ -1,7 +1,8 @@
 //! A module file passed from a start's [`super::PackResolver`] to its [`super::PackLoader`]:
-//! where the resolver must look at a file (its directory changed, as in a fresh copy of the
-//! tree), it opens it rather than `stat` it, and the loader, which the engine calls for that
-//! module next, reads it through that descriptor. One path walk per module instead of two.
+//! where the resolver must find a stored answer's file again (its directory changed, as in a
+//! fresh copy of the tree), it opens the file rather than `stat` it, and the loader, which the
+//! engine calls for that module next, reads it through that descriptor. One path walk per
+//! module instead of two.
 
 use std::fs::{File, Metadata};
 use std::path::{Path, PathBuf};
@@ -22,8 +23,9 @@ pub(crate) struct OpenedModule {
 }
 
 /// One start's hand-off: at most one file waits in it. The engine loads a module right after
-/// resolving it, so the loader takes the file the resolver just opened; a file it does not
-/// take (the module was loaded already) is closed when the next one replaces it.
+/// resolving it, so the loader takes the file the resolver just opened. A file nobody takes
+/// (the module was loaded already) is closed at the resolver's next call, so a file is read
+/// only by the load that follows its probe.
 #[derive(Default)]
 pub(crate) struct Handoff {
     /// Whether a loader shares the start: without one, nothing would take a file, and a probe
@@ -37,9 +39,12 @@ impl Handoff {
         self.loader.store(true, Ordering::Relaxed);
     }
 
-    /// What is at `path`, a final symlink not followed, as [`crate::sys::probe`] says; where
-    /// a loader shares the start, a regular file is opened and left for it.
-    pub(crate) fn probe(&self, path: &Path) -> Probe {
+    /// What is at `path`, a final symlink not followed, as [`crate::sys::probe`] says, for a
+    /// path that held a regular file when its answer was stored: where a loader shares the
+    /// start, the probe opens it (never blocking, never taking a terminal as controlling one)
+    /// and leaves a regular file for the loader. (Other probes only `stat`: they would open
+    /// every candidate `FileResolver` looks at, FIFOs and devices included.)
+    pub(crate) fn probe_opening(&self, path: &Path) -> Probe {
         if !self.loader.load(Ordering::Relaxed) {
             return crate::sys::probe(path);
         }
@@ -64,6 +69,11 @@ impl Handoff {
             Ok(_) => Probe::Other,
             Err(_) => crate::sys::probe(path),
         }
+    }
+
+    /// Closes the file waiting, if any: nothing takes it now.
+    pub(crate) fn discard(&self) {
+        self.waiting.lock().take();
     }
 
     /// The file waiting, if it is the one at `path`; whatever waited is taken either way.
@@ -94,7 +104,7 @@ mod tests {
         assert!(made.success());
 
         let alone = Handoff::default();
-        assert_eq!(alone.probe(&at("m.js")), Probe::File);
+        assert_eq!(alone.probe_opening(&at("m.js")), Probe::File);
         assert!(alone.take(&at("m.js")).is_none(), "opened without a loader");
 
         let paired = Handoff::default();
@@ -106,16 +116,16 @@ mod tests {
             ("absent.js", Probe::Absent),
         ];
         for (name, kind) in others {
-            assert_eq!(paired.probe(&at(name)), kind, "{name}");
+            assert_eq!(paired.probe_opening(&at(name)), kind, "{name}");
             assert!(paired.take(&at(name)).is_none(), "{name} left to load");
         }
-        assert_eq!(paired.probe(&at("m.js")), Probe::File);
+        assert_eq!(paired.probe_opening(&at("m.js")), Probe::File);
         assert!(paired.take(&at("link.js")).is_none(), "another path");
         assert!(
             paired.take(&at("m.js")).is_none(),
             "closed by the take before"
         );
-        paired.probe(&at("m.js"));
+        paired.probe_opening(&at("m.js"));
         let opened = paired.take(&at("m.js")).expect("left for the loader");
         let content = std::io::read_to_string(opened.file).unwrap();
         assert_eq!(
@@ -123,5 +133,9 @@ mod tests {
             ("export default 1;", 17)
         );
         assert!(paired.take(&at("m.js")).is_none(), "taken once");
+        // The resolver's next call closes what no load took.
+        paired.probe_opening(&at("m.js"));
+        paired.discard();
+        assert!(paired.take(&at("m.js")).is_none(), "discarded");
     }
 }

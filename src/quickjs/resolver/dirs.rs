@@ -35,8 +35,9 @@ pub(super) fn forget_answers_from(answers: &mut NewAnswers, id: u32) {
 pub(crate) struct Dirs {
     pub(crate) stored: u32,
     /// Per stored directory: the stamp this run gave it, once it found its stat data changed.
-    /// Stored answers computed from a directory stamped again are dead for good, unless it
-    /// was `relisted`.
+    /// Stored answers computed from a directory stamped again are dead, unless its listing is
+    /// the stored one (`relisted`, or found so when the run's answers are stored) or the
+    /// answer's file was found again after the new stamp (`found_again`).
     pub(crate) restamped: Vec<Option<DirStamp>>,
     /// Per stored directory: stamped again with the same [`Listing`] as stored (a copy of
     /// the directory, or one whose entries were put back as they were): its stored answers
@@ -313,9 +314,10 @@ impl Dirs {
 }
 
 /// The payload that stores a run's state: every directory with its current stamp, the answers
-/// computed during the run, and the stored answers they do not replace whose directories were
-/// not stamped again (an answer computed from a directory that changed is never written back
-/// under its new stamp).
+/// computed during the run, and the stored answers they do not replace that still stand:
+/// their directories were not stamped again, or were with the entries they had (their
+/// listings equal), or the answer's file was found again after the new stamp. Any other
+/// answer computed from a directory that changed is never written back under its new stamp.
 pub(crate) fn payload(table: Option<&StoredAnswers>, dirs: &Dirs, answers: &NewAnswers) -> Vec<u8> {
     let Some(all_dirs) = dirs.all_listed(table) else {
         // Cannot happen for a table that opened (every directory was read then); start over.

@@ -52,9 +52,9 @@ use stored::StoredAnswers;
 /// answer for a relative name with an extension stands if its file is still there: one probe
 /// decides that name, as it decides it for `FileResolver`. Other answers stand if the
 /// directory's entries are the ones it had (its listing). Where a [`super::PackLoader`] made
-/// beside this resolver shares its start, a probe that finds a file opens it (without
-/// following a final symlink, and never blocking), and the loader, which the engine asks for
-/// that module next, reads it through that descriptor.
+/// beside this resolver shares its start, the probe that finds such a file again opens it
+/// (without following a final symlink, and never blocking), and the loader, which the engine
+/// asks for that module next, reads it through that descriptor.
 ///
 /// ```no_run
 /// use bytecode_pack::Cache;
@@ -301,6 +301,8 @@ impl ResolverState {
         if self.config.is_none() {
             return self.inner.resolve(ctx, base, name, attributes);
         }
+        // A file a probe left for the loader is read by the load that follows that probe only.
+        self.batch.handoff.discard();
         let now = crate::sys::coarse_clock();
         match self.round_started {
             Some(started) if now.saturating_sub(started) < RECHECK_AFTER => {}
@@ -384,7 +386,8 @@ impl ResolverState {
     }
 
     /// A kept answer for `name` in `scope`: one computed during this run, or a stored one
-    /// if every directory it came from is unchanged.
+    /// if every directory it came from is unchanged, holds the entries it held (its listing),
+    /// or, for an answer one probe decides, still holds its file.
     fn known_answer(&mut self, scope: &str, seed: u64, name: &str) -> Option<String> {
         if let Some(answer) = self.answers.get(scope).and_then(|names| names.get(name)) {
             if answer.dirs.iter().all(|&id| self.dirs.is_current(id)) {
@@ -446,7 +449,11 @@ impl ResolverState {
         full.push('/');
         full.push_str(value);
         let found = self.files_found.contains(&full)
-            || self.batch.handoff.probe(std::path::Path::new(&full)) == crate::sys::Probe::File
+            || self
+                .batch
+                .handoff
+                .probe_opening(std::path::Path::new(&full))
+                == crate::sys::Probe::File
                 && self.files_found.insert(full.clone());
         if found && self.dirs.can_vouch(dir) {
             self.dirs.found_again(table, index, dir);

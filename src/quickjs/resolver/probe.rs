@@ -95,11 +95,11 @@ impl ResolverState {
             probing.consulted.push(dir_id);
         }
         // A file found in this round is not looked at again (imports of one module from many
-        // places); where a loader shares the start, the probe opens the file for it.
+        // places).
         if self.files_found.contains(full) {
             return true;
         }
-        match self.batch.handoff.probe(Path::new(full)) {
+        match crate::sys::probe(Path::new(full)) {
             Probe::File => {
                 self.files_found.insert(full.to_owned());
                 true
