@@ -42,8 +42,8 @@ impl Handoff {
     /// What is at `path`, a final symlink not followed, as [`crate::sys::probe`] says, for a
     /// path that held a regular file when its answer was stored: where a loader shares the
     /// start, the probe opens it (never blocking, never taking a terminal as controlling one)
-    /// and leaves a regular file for the loader. (Other probes only `stat`: they would open
-    /// every candidate `FileResolver` looks at, FIFOs and devices included.)
+    /// and leaves a regular file for the loader. (Other probes only `stat`: opening would
+    /// reach every candidate `FileResolver` looks at, FIFOs and devices included.)
     pub(crate) fn probe_opening(&self, path: &Path) -> Probe {
         if !self.loader.load(Ordering::Relaxed) {
             return crate::sys::probe(path);
