@@ -153,13 +153,19 @@ pub(crate) fn open_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
 /// sparse file of a terabyte costs nothing to make).
 pub(crate) fn open_user_file_within(path: &Path, max_len: u64) -> io::Result<(File, fs::Metadata)> {
     let (file, meta) = open_user_file(path)?;
+    refuse_longer(&meta, max_len)?;
+    Ok((file, meta))
+}
+
+/// An error if the file `meta` describes is more than `max_len` bytes long.
+fn refuse_longer(meta: &fs::Metadata, max_len: u64) -> io::Result<()> {
     if meta.len() > max_len {
         return Err(io::Error::new(
             io::ErrorKind::FileTooLarge,
             format!("{} bytes, more than the {max_len} allowed here", meta.len()),
         ));
     }
-    Ok((file, meta))
+    Ok(())
 }
 
 /// Reads a file a user named, whole: non-blocking open, regular files only, at most
@@ -184,13 +190,7 @@ pub(crate) fn read_opened(
     max_len: u64,
 ) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    if meta.len() > max_len {
-        let e = format!("{} bytes, more than the {max_len} allowed here", meta.len());
-        return Err(with_path(
-            path,
-            io::Error::new(io::ErrorKind::FileTooLarge, e),
-        ));
-    }
+    refuse_longer(meta, max_len).map_err(|e| with_path(path, e))?;
     let mut content = Vec::new();
     // Fallible: memory the machine does not have is an error, not an abort.
     content
