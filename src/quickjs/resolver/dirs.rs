@@ -30,25 +30,36 @@ pub(super) fn forget_answers_from(answers: &mut NewAnswers, id: u32) {
     answers.retain(|_, names| !names.is_empty());
 }
 
+/// How a stored directory stamped again (its stat data changed) compares with its stored
+/// [`Listing`]. The comparison reads the whole directory, so it waits for an answer that needs
+/// it ([`Dirs::relist`]), or for the store, off the start's critical path: an answer one probe
+/// decides is probed instead (a copied tree's first start would otherwise list every directory
+/// it imports from).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Relisted {
+    /// Not stamped again, or stamped again with other entries, or with none that can be
+    /// compared (gone, or not searchable by this process).
+    #[default]
+    No,
+    /// Stamped again, its listing not compared yet.
+    Due,
+    /// Stamped again with the entries it had (a copy of the directory, or one whose entries
+    /// were put back as they were): its stored answers stand.
+    Same,
+}
+
 /// Every directory stamped: first those of the stored table (ids `0..stored`, read from it
 /// as needed), then those first stamped during this run.
 pub(crate) struct Dirs {
     pub(crate) stored: u32,
     /// Per stored directory: the stamp this run gave it, once it found its stat data changed.
     /// Stored answers computed from a directory stamped again are dead, unless its listing is
-    /// the stored one (`relisted`, or found so when the run's answers are stored) or the
-    /// answer's file was found again after the new stamp (`found_again`).
+    /// the stored one (`relisted`) or the answer's file was found again after the new stamp
+    /// (`found_again`).
     pub(crate) restamped: Vec<Option<DirStamp>>,
-    /// Per stored directory: stamped again with the same [`Listing`] as stored (a copy of
-    /// the directory, or one whose entries were put back as they were): its stored answers
-    /// stand.
-    pub(crate) relisted: Vec<bool>,
-    /// Per stored directory: stamped again, and its listing not yet compared with the stored
-    /// one. The comparison reads the whole directory, so it waits for an answer that needs
-    /// it ([`Dirs::relist`]), or for the store, off the start's critical path: an answer one
-    /// probe decides is probed instead (a copied tree's first start would otherwise list
-    /// every directory it imports from).
-    relistable: Vec<bool>,
+    /// Per stored directory: how its entries compare with the stored ones once it was stamped
+    /// again.
+    relisted: Vec<Relisted>,
     /// Stored answers one probe decides (see [`super::paths::one_probe_decides`]) whose
     /// directory was stamped again, found again by that probe after the new stamp: each stands
     /// while its directory keeps that stamp (by stat data and instant).
@@ -76,8 +87,7 @@ impl Dirs {
             cwd: cwd.to_owned(),
             stored,
             restamped: vec![None; stored as usize],
-            relisted: vec![false; stored as usize],
-            relistable: vec![false; stored as usize],
+            relisted: vec![Relisted::No; stored as usize],
             found_again: Vec::new(),
             added: Vec::new(),
             checked: vec![0; stored as usize],
@@ -196,8 +206,10 @@ impl Dirs {
             None => {
                 let id = id as usize;
                 self.restamped[id] = Some(stamp);
-                self.relisted[id] = false;
-                self.relistable[id] = searchable && stamp.stat.is_some();
+                self.relisted[id] = match searchable && stamp.stat.is_some() {
+                    true => Relisted::Due,
+                    false => Relisted::No,
+                };
             }
             Some(added) => self.added[added as usize].1 = stamp,
         }
@@ -214,9 +226,12 @@ impl Dirs {
         if !self.is_current(id) {
             return false;
         }
-        if !self.relistable.get_mut(i).is_some_and(std::mem::take) {
-            return self.relisted.get(i) == Some(&true);
+        match self.relisted.get(i) {
+            Some(Relisted::Due) => {}
+            relisted => return relisted == Some(&Relisted::Same),
         }
+        // Compared once: what it finds stands for this stamp.
+        self.relisted[i] = Relisted::No;
         let (Some((path, stored)), Some(stamp)) = (table.dir(id), self.restamped[i]) else {
             return false;
         };
@@ -229,7 +244,7 @@ impl Dirs {
             return false;
         }
         self.restamped[i] = Some(DirStamp { listing, ..stamp });
-        self.relisted[i] = true;
+        self.relisted[i] = Relisted::Same;
         true
     }
 
@@ -292,7 +307,8 @@ impl Dirs {
     /// or stamped again with its stored listing.
     fn stored_answers_stand(&self, id: u32) -> bool {
         let id = id as usize;
-        id < self.stored as usize && (self.restamped[id].is_none() || self.relisted[id])
+        id < self.stored as usize
+            && (self.restamped[id].is_none() || self.relisted[id] == Relisted::Same)
     }
 
     /// Every directory's current stamp, as [`Dirs::all`], with a certified listing added to
@@ -328,7 +344,7 @@ pub(crate) fn payload(table: Option<&StoredAnswers>, dirs: &Dirs, answers: &NewA
     let relisted_now: Vec<bool> = (0..dirs.stored)
         .map(|id| {
             let stored = table.and_then(|t| t.dir(id)).and_then(|(_, s)| s.listing);
-            dirs.relistable[id as usize]
+            dirs.relisted[id as usize] == Relisted::Due
                 && stored.is_some()
                 && all_dirs.get(id as usize).map(|(_, s)| s.listing) == Some(stored)
         })
