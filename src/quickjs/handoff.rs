@@ -32,6 +32,10 @@ pub(crate) struct Handoff {
     /// costs less than an open.
     loader: AtomicBool,
     waiting: Mutex<Option<OpenedModule>>,
+    /// Whether a file waits, written under `waiting`'s lock: `take` and `discard` run on every
+    /// load and resolve of a start, and skip the lock when nothing waits (a warm start's every
+    /// call). Read without the lock it is a hint: a file missed that way is read by its path.
+    occupied: AtomicBool,
 }
 
 impl Handoff {
@@ -58,12 +62,14 @@ impl Handoff {
         };
         match file.metadata() {
             Ok(meta) if meta.is_file() => {
-                *self.waiting.lock() = Some(OpenedModule {
+                let mut waiting = self.waiting.lock();
+                *waiting = Some(OpenedModule {
                     path: path.to_path_buf(),
                     file,
                     meta,
                     read_from_ns,
                 });
+                self.occupied.store(true, Ordering::Relaxed);
                 Probe::File
             }
             Ok(_) => Probe::Other,
@@ -73,13 +79,21 @@ impl Handoff {
 
     /// Closes the file waiting, if any: nothing takes it now.
     pub(crate) fn discard(&self) {
-        self.waiting.lock().take();
+        self.take_any();
     }
 
     /// The file waiting, if it is the one at `path`; whatever waited is taken either way.
     pub(crate) fn take(&self, path: &Path) -> Option<OpenedModule> {
-        let waiting = self.waiting.lock().take()?;
-        (waiting.path == path).then_some(waiting)
+        self.take_any().filter(|waiting| waiting.path == path)
+    }
+
+    fn take_any(&self) -> Option<OpenedModule> {
+        if !self.occupied.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut waiting = self.waiting.lock();
+        self.occupied.store(false, Ordering::Relaxed);
+        waiting.take()
     }
 }
 
