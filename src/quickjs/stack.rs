@@ -2,10 +2,10 @@
 //! original file, line and column, as `node --enable-source-maps` does.
 //!
 //! Each runtime keeps one [`SourceMaps`]: for each module with a map, where its map is (the
-//! cache entry it was loaded from, checked by its stored checksum, or the bytes a first start just made),
-//! and the maps parsed so far. Loading a module only registers it; a map is read from the
-//! cache and parsed the first time a stack passes through the module, and parsed maps are
-//! kept for the runtime's life within [`MOST_PARSED_BYTES`].
+//! cache entry it was loaded from, checked by its stored checksum, or the bytes a first start
+//! just made), and the maps parsed so far. Loading a module only registers it; a map is read
+//! from the cache and parsed the first time a stack passes through the module, and parsed
+//! maps are kept for the runtime's life within [`MOST_PARSED_BYTES`].
 //!
 //! The first module with a map that a context loads installs a small script there (its
 //! bytecode kept in the cache): reading an error's `stack` maps the frames QuickJS formatted,
