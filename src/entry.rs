@@ -130,14 +130,15 @@ impl Hit {
         self.record().module_name.as_str()
     }
 
-    /// The source map, if one was stored.
+    /// The source map, if one was stored. Its checksum is checked here, at each call, not when
+    /// the hit was made: a map whose bytes are damaged is `None` (with a warning), and the
+    /// bytecode still serves.
     pub fn source_map(&self) -> Option<&str> {
-        let segment = self.record().source_map.as_ref()?;
-        std::str::from_utf8(self.snapshot.segment(segment)).ok()
+        self.checked_text(self.record().source_map.as_ref()?, "source map")
     }
 
     /// The checksum the source map's segment was stored with (XXH3-128 of its bytes, checked
-    /// when the hit was made), if it has one: what identifies this map without reading it.
+    /// when the map is read), if it has one: what identifies this map without reading it.
     #[cfg(feature = "quickjs")]
     pub(crate) fn source_map_checksum(&self) -> Option<[u8; 16]> {
         self.record().source_map.as_ref().map(|s| s.checksum)
@@ -156,10 +157,25 @@ impl Hit {
         self.record().flags.to_native() & crate::format::FLAG_ENGINE_BYTECODE != 0
     }
 
-    /// The caller's sidecar, if one was stored.
+    /// The caller's sidecar, if one was stored; checked as [`Hit::source_map`] is.
     pub fn aux(&self) -> Option<&str> {
-        let segment = self.record().aux.as_ref()?;
-        std::str::from_utf8(self.snapshot.segment(segment)).ok()
+        self.checked_text(self.record().aux.as_ref()?, "aux")
+    }
+
+    /// The text of one of this entry's segments, if its bytes pass their checksum.
+    fn checked_text(
+        &self,
+        segment: &crate::format::ArchivedSegmentRef,
+        what: &str,
+    ) -> Option<&str> {
+        let Some(bytes) = self.snapshot.checked_segment(segment) else {
+            log::warn!(
+                "bytecode-pack: the {what} of cached {} is damaged, left out",
+                self.module_name()
+            );
+            return None;
+        };
+        std::str::from_utf8(bytes).ok()
     }
 }
 

@@ -12,7 +12,7 @@ use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::files::{INDEX_FILE, base_file_name, pack_file_name};
-use crate::format::{self, ArchivedEntryRecord, BaseRef, FormatError, SegmentRef};
+use crate::format::{self, ArchivedEntryRecord, BaseRef, FormatError, SegmentKind, SegmentRef};
 use crate::fsys::CacheFile;
 use crate::sys;
 use crate::unsafe_io::{CheckedIndex, map_prefix};
@@ -296,8 +296,11 @@ impl Snapshot {
         }
     }
 
-    /// Whether every segment of the entry at `at` passes its checksum; checked once per
-    /// snapshot.
+    /// Whether the entry at `at` can be served: its bytecode passes its checksum and every
+    /// other segment lies in the pack; checked once per snapshot. The source map and aux
+    /// segments are checked when read ([`Snapshot::checked_segment`]): a hit reads them only
+    /// for a stack trace or on the caller's request, and hashing them on every hit would
+    /// make an entry with a map cost a hash of both.
     pub(crate) fn segments_intact(&self, at: EntryAt, entry: &ArchivedEntryRecord) -> bool {
         let Some((table, i)) = self.table(at) else {
             return false;
@@ -308,9 +311,12 @@ impl Snapshot {
             None => return false,
         }
         let pack = self.pack();
-        let good = format::archived_segments(entry)
-            .map(|(_, s)| SegmentRef::from(s))
-            .all(|s| format::checked_segment_bytes(pack, &s).is_ok());
+        let good = format::archived_segments(entry).all(|(kind, s)| match kind {
+            SegmentKind::Bytecode => format::checked_segment_bytes(pack, &s.into()).is_ok(),
+            SegmentKind::SourceMap | SegmentKind::Aux => {
+                format::segment_bytes(pack, &s.into()).is_ok()
+            }
+        });
         table.checked.set(i, good);
         good
     }
@@ -328,6 +334,13 @@ impl Snapshot {
         // In bounds of a mapping, so both ends fit in usize.
         let start = SegmentRef::from(segment).offset as usize;
         start..start + bytes.len()
+    }
+
+    /// The bytes of a segment of an entry whose segments are intact, if they pass their
+    /// checksum.
+    pub(crate) fn checked_segment(&self, segment: &format::ArchivedSegmentRef) -> Option<&[u8]> {
+        let bytes = self.segment(segment);
+        (format::payload_checksum(bytes) == segment.checksum).then_some(bytes)
     }
 
     /// The bytes of a segment of an entry whose segments are intact.

@@ -124,8 +124,9 @@ fn corrupted_and_truncated_files_are_misses_never_wrong_bytes() {
                 match cache.lookup(&Key::for_source("m", &[i])) {
                     Ok(hit) => {
                         assert_eq!(hit.bytecode(), &bytes(i, 300)[..]);
-                        assert_eq!(hit.source_map(), Some("{}"));
-                        assert_eq!(hit.aux(), Some("a"));
+                        // Sidecars are checked when read: exact, or absent if damaged.
+                        assert!(matches!(hit.source_map(), Some("{}") | None));
+                        assert!(matches!(hit.aux(), Some("a") | None));
                     }
                     Err(MissReason::Corrupt) => corrupt_misses += 1,
                     // A damaged key in the index table makes its entry unfindable.
@@ -192,8 +193,9 @@ fn every_get_is_a_miss_or_the_exact_bytes() {
                         &codes[i as usize][..],
                         "trial {trial}, entry {i}"
                     );
-                    assert_eq!(hit.source_map(), Some(maps[i as usize].as_str()));
-                    assert_eq!(hit.aux(), Some("aux"));
+                    let map = hit.source_map();
+                    assert!(map.is_none_or(|m| m == maps[i as usize]), "trial {trial}");
+                    assert!(matches!(hit.aux(), Some("aux") | None), "trial {trial}");
                     assert_eq!(hit.module_name(), "m.js");
                 }
                 None => misses += 1,

@@ -593,6 +593,44 @@ fn verify_reports_a_damaged_segment() {
     assert!(cache.verify().unwrap().is_ok());
 }
 
+/// A source map or aux segment is checked when it is read, not at every hit: one whose bytes
+/// are damaged is absent from the hit, whose bytecode (checked) still serves, and `verify`
+/// reports it.
+#[test]
+fn a_damaged_sidecar_is_absent_and_its_bytecode_still_serves() {
+    let map = "{\"version\":3,\"mappings\":\"MAP-SEGMENT\"}";
+    let aux = "AUX-SEGMENT-BYTES";
+    for (damaged, needle) in [("map", "MAP-SEGMENT"), ("aux", "AUX-SEGMENT")] {
+        let f = Fixture::new();
+        let cache = f.cache();
+        let key = Key::for_source("m", b"");
+        let code = bytes(2, 500);
+        let entry = NewEntry::new("m", &code).source_map(map).aux(aux);
+        cache.put(&key, &entry).unwrap();
+        drop(cache);
+        let pack = common::pack_file(&f.dir());
+        let mut content = fs::read(&pack).unwrap();
+        let at = content
+            .windows(needle.len())
+            .position(|w| w == needle.as_bytes())
+            .expect("the segment is in the pack");
+        content[at] ^= 0x20;
+        fs::write(&pack, content).unwrap();
+
+        let cache = f.cache();
+        let hit = cache.lookup(&key).expect("the bytecode is intact");
+        assert_eq!(hit.bytecode(), &code[..]);
+        let (expected_map, expected_aux) = match damaged {
+            "map" => (None, Some(aux)),
+            _ => (Some(map), None),
+        };
+        assert_eq!(hit.source_map(), expected_map, "{damaged} damaged");
+        assert_eq!(hit.aux(), expected_aux, "{damaged} damaged");
+        let report = cache.verify().unwrap();
+        assert!(!report.is_ok(), "{damaged} damaged: {report:?}");
+    }
+}
+
 #[cfg(unix)]
 mod permissions {
     use super::*;

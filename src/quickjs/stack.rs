@@ -68,8 +68,8 @@ impl MapSource {
         hit: &crate::Hit,
         file: Option<MapFile>,
     ) -> Option<MapSource> {
-        // Known from the record: a warm load parses nothing, and hashes the map's segment only
-        // as the snapshot checks every segment of an entry, once per entry and snapshot.
+        // Known from the record: a warm load neither reads nor hashes the map's segment (that
+        // is checked when a stack needs the map).
         let checksum = hit.source_map_checksum()?;
         Some(MapSource::Stored {
             cache: cache.clone(),
@@ -205,7 +205,7 @@ fn stored_map(
     }
     let json = hit
         .source_map()
-        .ok_or_else(|| "its stored map is not UTF-8".to_owned())?;
+        .ok_or_else(|| "its stored map is damaged or not UTF-8".to_owned())?;
     match file {
         Some(file) => {
             super::maps::current(&file.module, json, hit.aux(), &file.root).map(Arc::from)
