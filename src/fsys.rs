@@ -175,16 +175,22 @@ fn refuse_longer(meta: &fs::Metadata, max_len: u64) -> io::Result<()> {
 /// before the read. Errors name the path.
 #[cfg(feature = "quickjs")]
 pub(crate) fn read_user_file(path: &Path, max_len: u64) -> io::Result<(Vec<u8>, fs::Metadata)> {
-    let (file, meta) = open_user_file(path).map_err(|e| with_path(path, e))?;
-    let content = read_opened(file, &meta, path, max_len)?;
+    let (mut file, meta) = open_named_user_file(path)?;
+    let content = read_opened(&mut file, &meta, path, max_len)?;
     Ok((content, meta))
+}
+
+/// [`open_user_file`], its errors naming the path.
+#[cfg(feature = "quickjs")]
+pub(crate) fn open_named_user_file(path: &Path) -> io::Result<(File, fs::Metadata)> {
+    open_user_file(path).map_err(|e| with_path(path, e))
 }
 
 /// [`read_user_file`] of a regular file already opened at `path`, whose descriptor's
 /// metadata is `meta`.
 #[cfg(feature = "quickjs")]
 pub(crate) fn read_opened(
-    file: File,
+    file: &mut File,
     meta: &fs::Metadata,
     path: &Path,
     max_len: u64,
@@ -196,7 +202,8 @@ pub(crate) fn read_opened(
     content
         .try_reserve_exact(usize::try_from(meta.len()).unwrap_or(usize::MAX))
         .map_err(|e| with_path(path, io::Error::new(io::ErrorKind::OutOfMemory, e)))?;
-    file.take(meta.len())
+    file.by_ref()
+        .take(meta.len())
         .read_to_end(&mut content)
         .map_err(|e| with_path(path, e))?;
     Ok(content)

@@ -1,5 +1,6 @@
 //! The storage side's only `unsafe` code: mapping cache files, reading a checked index in
-//! place, and the FFI calls that ask who this process is and read the coarse clock. (The
+//! place, and the FFI calls that ask who this process is, how many files it may open, and read
+//! the coarse clock. (The
 //! engine side's one `Module::load` is in `quickjs::engine`.)
 //!
 //! # The invariants this module relies on
@@ -119,6 +120,20 @@ impl<B: StableBytes> CheckedIndex<B> {
 pub(crate) fn current_uid() -> u32 {
     // SAFETY: geteuid(2) takes no arguments, touches no memory and always succeeds.
     unsafe { libc::geteuid() }
+}
+
+/// This process's soft limit on open files (`RLIMIT_NOFILE`), `None` if unknown.
+#[cfg(all(unix, feature = "quickjs"))]
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable `rlimit`, the only memory getrlimit(2) writes.
+    let failed = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0;
+    // `rlim_t` is `u64` on Linux, not on every Unix.
+    #[allow(clippy::useless_conversion)]
+    (!failed).then(|| u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX))
 }
 
 /// Whether this process may create and replace files in the directory `dir`, as the kernel

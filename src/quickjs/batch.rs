@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::closing::ClosingLater;
 use super::handoff::Handoff;
 use super::loader::Root;
 use super::resolver::STORE_NAME;
@@ -136,6 +137,8 @@ pub(crate) struct StartBatch {
     state: Mutex<BatchState>,
     /// A file the resolver opened for the loader to read next.
     pub(crate) handoff: Handoff,
+    /// The source files the start read, closed after its loads.
+    pub(crate) closing: ClosingLater,
 }
 
 #[derive(Default)]
@@ -181,6 +184,7 @@ impl StartBatch {
                     cache: cache.clone(),
                     state: Mutex::new(BatchState::default()),
                     handoff: Handoff::default(),
+                    closing: ClosingLater::default(),
                 });
                 *slot = Some((side, Arc::downgrade(&batch)));
                 batch
@@ -228,6 +232,7 @@ impl StartBatch {
     /// (`None`: the cache's `lock_timeout`); with nothing to store, re-records racy inputs if
     /// the lock is free.
     pub(crate) fn publish(&self, wait: Option<Duration>) -> Result<()> {
+        self.closing.close_all();
         let (modules, mut left_out, handed_over, resolver) = {
             let mut state = self.state.lock();
             state.module_bytes = 0;

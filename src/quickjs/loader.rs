@@ -150,6 +150,7 @@ impl PackLoader {
             let (source, _) = crate::fsys::read_user_file(Path::new(name), MAX_SOURCE_LEN)?;
             return compile_js(ctx, name, &source, self.options).map(|(module, _)| module);
         }
+        self.batch.closing.close_if_due();
         // The file, if the resolver opened it just now; closed if a hit does without it.
         let opened = self.batch.handoff.take(&path);
         let throttled = LookupOptions::default().refresh_interval(REFRESH_INTERVAL);
@@ -210,19 +211,23 @@ impl PackLoader {
 
     /// The source file at `path`, read through the descriptor its resolver `opened` if it
     /// did, with the descriptor's metadata and the recording instant that stat data may be
-    /// given (taken before the open).
+    /// given (taken before the open). The file is closed after the start's loads.
     fn read_source(
         &self,
         path: &Path,
         opened: Option<OpenedModule>,
     ) -> std::io::Result<(Vec<u8>, std::fs::Metadata, i64)> {
-        if let Some(opened) = opened {
-            let source = crate::fsys::read_opened(opened.file, &opened.meta, path, MAX_SOURCE_LEN)?;
-            return Ok((source, opened.meta, opened.read_from_ns));
-        }
-        // The resolver checked a file was there; what is there now may be a FIFO.
-        let read_from = crate::freshness::now_nanos();
-        let (source, meta) = crate::fsys::read_user_file(path, MAX_SOURCE_LEN)?;
+        let (mut file, meta, read_from) = match opened {
+            Some(opened) => (opened.file, opened.meta, opened.read_from_ns),
+            None => {
+                // The resolver checked a file was there; what is there now may be a FIFO.
+                let read_from = crate::freshness::now_nanos();
+                let (file, meta) = crate::fsys::open_named_user_file(path)?;
+                (file, meta, read_from)
+            }
+        };
+        let source = crate::fsys::read_opened(&mut file, &meta, path, MAX_SOURCE_LEN)?;
+        self.batch.closing.close_later(file);
         Ok((source, meta, read_from))
     }
 

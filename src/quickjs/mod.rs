@@ -57,6 +57,7 @@ use rquickjs::{CatchResultExt, Ctx, Module, WriteOptions};
 
 mod batch;
 mod built;
+mod closing;
 #[allow(unsafe_code)]
 mod engine;
 mod handoff;

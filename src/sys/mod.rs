@@ -29,7 +29,9 @@ pub(crate) use imp::{
     special_file_kind, stat_record, sync_dir,
 };
 #[cfg(feature = "quickjs")]
-pub(crate) use imp::{LONGEST_PATH, credentials, directory_inode, may_search, open_for_probe};
+pub(crate) use imp::{
+    LONGEST_PATH, credentials, directory_inode, may_search, open_files_limit, open_for_probe,
+};
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) use linux::learn_made_up_device;
 #[cfg(feature = "quickjs")]

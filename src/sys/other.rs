@@ -16,6 +16,12 @@ pub(crate) type FileIdentity = (u64, u64, i64);
 #[cfg(feature = "quickjs")]
 pub(crate) const LONGEST_PATH: usize = usize::MAX;
 
+/// Unknown here: files are closed at once elsewhere than on Unix.
+#[cfg(feature = "quickjs")]
+pub(crate) fn open_files_limit() -> Option<u64> {
+    None
+}
+
 /// No permission model is read here: every process asks as the same one.
 #[cfg(feature = "quickjs")]
 pub(crate) fn credentials() -> String {

@@ -47,6 +47,8 @@ pub(crate) const LONGEST_PATH: usize = libc::PATH_MAX as usize;
 
 #[cfg(feature = "quickjs")]
 pub(crate) use crate::unsafe_io::credentials;
+#[cfg(feature = "quickjs")]
+pub(crate) use crate::unsafe_io::open_files_limit;
 
 /// What is wrong with a cache directory's owner or mode, if anything: it must be this user's
 /// and not writable by group or others.

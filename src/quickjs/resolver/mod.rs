@@ -303,6 +303,7 @@ impl ResolverState {
         }
         // A file a probe left for the loader is read by the load that follows that probe only.
         self.batch.handoff.discard();
+        self.batch.closing.close_if_due();
         let now = crate::sys::coarse_clock();
         match self.round_started {
             Some(started) if now.saturating_sub(started) < RECHECK_AFTER => {}
