@@ -69,7 +69,7 @@ pub(crate) struct MapToStore {
 pub(crate) struct PendingModule {
     key: Key,
     name: String,
-    bytecode: Vec<u8>,
+    bytecode: PendingBytecode,
     input: Input,
     map: Option<MapToStore>,
     /// For a module under a root: the key of its content's pointer (`None`: a pointer to
@@ -78,14 +78,30 @@ pub(crate) struct PendingModule {
     place: Option<(Option<Key>, Arc<Root>)>,
 }
 
+/// A pending module's bytecode: compiled in this start, or another tree's entry's (a copy's
+/// module, stored again under its own place without copying it out of the pack first).
+pub(crate) enum PendingBytecode {
+    Compiled(Vec<u8>),
+    Stored(crate::Hit),
+}
+
+impl PendingBytecode {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            PendingBytecode::Compiled(bytes) => bytes,
+            PendingBytecode::Stored(hit) => hit.bytecode(),
+        }
+    }
+}
+
 impl PendingModule {
-    /// Module `name`'s `bytecode` (from this engine's `Module::write`), stored under `key`
+    /// Module `name`'s `bytecode` (this engine's, compiled or stored), stored under `key`
     /// with its `input`; under a root with `place`.
     pub(crate) fn new(
         key: Key,
         place: Option<(Option<Key>, Arc<Root>)>,
         name: &str,
-        bytecode: Vec<u8>,
+        bytecode: PendingBytecode,
         input: Input,
         map: Option<MapToStore>,
     ) -> Self {
@@ -102,9 +118,15 @@ impl PendingModule {
     /// Its entries: the bytecode where the source lies, and the pointer to it from its
     /// content.
     fn entries(&self) -> Vec<(Key, NewEntry<'_>)> {
-        let mut entry = NewEntry::new(&self.name, &self.bytecode)
-            .engine_bytecode()
-            .inputs(vec![self.input.clone()]);
+        let (entry, to_here) = self.entries_without_input();
+        let entry = (self.key, entry.inputs(vec![self.input.clone()]));
+        std::iter::once(entry).chain(to_here).collect()
+    }
+
+    /// [`PendingModule::entries`] without the input the first is recorded with (which takes
+    /// no pack bytes): the entry where the source lies, and the pointer if there is one.
+    fn entries_without_input(&self) -> (NewEntry<'_>, Option<(Key, NewEntry<'_>)>) {
+        let mut entry = NewEntry::new(&self.name, self.bytecode.as_slice()).engine_bytecode();
         if let Some(map) = &self.map {
             entry = entry.source_map(&map.json);
             if let Some(record) = &map.file_record {
@@ -112,22 +134,19 @@ impl PendingModule {
             }
         }
         let Some((pointer, root)) = &self.place else {
-            return vec![(self.key, entry)];
+            return (entry, None);
         };
-        let mut entries = vec![(self.key, entry.relative_to(&root.path))];
-        if let Some(pointer) = pointer {
+        let to_here = pointer.map(|pointer| {
             let to_here = NewEntry::new(&self.name, self.key.as_bytes()).pointer();
-            entries.push((*pointer, to_here));
-        }
-        entries
+            (pointer, to_here)
+        });
+        (entry.relative_to(&root.path), to_here)
     }
 
     /// Bytes its entries take in the pack.
     fn stored_len(&self) -> u64 {
-        self.entries()
-            .iter()
-            .map(|(_, entry)| entry.stored_len())
-            .sum()
+        let (entry, to_here) = self.entries_without_input();
+        entry.stored_len() + to_here.map_or(0, |(_, to_here)| to_here.stored_len())
     }
 }
 

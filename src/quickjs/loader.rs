@@ -8,7 +8,7 @@ use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
 use rustc_hash::FxHashSet;
 
-use super::batch::{EXIT_LOCK_WAIT, MapToStore, PendingModule, Side, StartBatch};
+use super::batch::{EXIT_LOCK_WAIT, MapToStore, PendingBytecode, PendingModule, Side, StartBatch};
 use super::handoff::OpenedModule;
 use super::stack::{self, MapFile, MapSource};
 use super::{CompileOptions, compile_js, imports, load, maps};
@@ -182,7 +182,7 @@ impl PackLoader {
         let Some(root) = located else {
             let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
             let map = self.made_map(ctx, name, map);
-            let bytecode = bytecode.into_bytes();
+            let bytecode = PendingBytecode::Compiled(bytecode.into_bytes());
             self.store(PendingModule::new(key, None, name, bytecode, input, map));
             return Ok(module);
         };
@@ -190,21 +190,23 @@ impl PackLoader {
         // bytecode, found through the pointer from the content's key to where it was stored.
         // The pointer stays with the tree that compiled the content (a throwaway copy deleted
         // later takes nothing from it); a tree that compiles it (again) points it home.
-        let pointer = self.options.key(Key::for_source(name, &source), name);
-        let elsewhere = self.compiled_elsewhere(&pointer, name, input.content_hash());
+        let content = input.content_hash();
+        let pointer = content.map(|content| self.options.key(pointer_key(name, content), name));
+        let elsewhere =
+            pointer.and_then(|pointer| self.compiled_elsewhere(&pointer, name, content));
         if let Some(hit) = elsewhere
             && let Some(module) = self.module_of_hit(ctx, name, &hit, || Some(source.clone()))?
         {
-            let bytecode = hit.bytecode().to_vec();
             let map = self.copied_map(ctx, name, map, &hit);
             let place = Some((None, Arc::clone(root)));
+            let bytecode = PendingBytecode::Stored(hit);
             self.store(PendingModule::new(key, place, name, bytecode, input, map));
             return Ok(module);
         }
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
         let map = self.made_map(ctx, name, map);
-        let place = Some((Some(pointer), Arc::clone(root)));
-        let bytecode = bytecode.into_bytes();
+        let place = Some((pointer, Arc::clone(root)));
+        let bytecode = PendingBytecode::Compiled(bytecode.into_bytes());
         self.store(PendingModule::new(key, place, name, bytecode, input, map));
         Ok(module)
     }
@@ -425,6 +427,16 @@ impl Root {
 
 /// The name the path keys are derived under.
 const PATH_ENTRIES: &str = "bytecode-pack module path 1";
+
+/// The key of the pointer from module `name` with the content whose hash is `content` to the
+/// entry of the tree that compiled it (before the options are folded in): derived from the
+/// hash the module's input is recorded by, so that a source is hashed once.
+fn pointer_key(name: &str, content: [u8; 16]) -> Key {
+    Key::for_source(CONTENT_POINTERS, &[name.as_bytes(), &content].concat())
+}
+
+/// The name the content pointers' keys are derived under.
+const CONTENT_POINTERS: &str = "bytecode-pack content pointer 1";
 
 /// Whether `name` lies under the root: relative, every component a plain name.
 fn under_root(name: &str) -> bool {
