@@ -37,6 +37,9 @@ fn child() {
     if std::env::var_os("BP_COUNT_OPEN_FILES").is_some() {
         return count_open_files(&cache);
     }
+    if let Some(doomed) = std::env::var_os("BP_DELETE_BETWEEN_IMPORTS") {
+        return import_twice(&cache, Path::new(&doomed));
+    }
     let result = common::host::start_main(&cache);
     let c = quickjs::process_counters();
     println!("result={result}");
@@ -78,6 +81,32 @@ fn count_open_files(cache: &Cache) {
     println!("open_after_flush={}", open());
     drop((flusher, context, runtime));
     println!("open_after_drop={}", open());
+}
+
+/// Imports `main.js` in a context, deletes `doomed`, lets the resolver's round end, and
+/// imports it again in a new context of the same runtime; prints both results.
+fn import_twice(cache: &Cache, doomed: &Path) {
+    use rquickjs::loader::FileResolver;
+    use rquickjs::{CatchResultExt, Coerced, Context, Module, Object, Runtime};
+    let runtime = Runtime::new().unwrap();
+    let resolver =
+        quickjs::PackResolver::new(FileResolver::default().with_path("."), cache.clone());
+    runtime.set_loader(resolver, quickjs::PackLoader::new(cache.clone()));
+    let import = || {
+        let context = Context::full(&runtime).unwrap();
+        context.with(|ctx| {
+            let imported = Module::import(&ctx, "main.js").and_then(|p| p.finish::<Object>());
+            match imported.catch(&ctx) {
+                Ok(namespace) => namespace.get::<_, Coerced<String>>("result").unwrap().0,
+                Err(e) => format!("error: {}", e.to_string().replace('\n', " | ")),
+            }
+        })
+    };
+    println!("first={}", import());
+    fs::remove_file(doomed).unwrap();
+    // Past the resolver's round (100 ms), in which directories are not checked again.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    println!("second={}", import());
 }
 
 #[derive(Debug, PartialEq)]
@@ -219,6 +248,31 @@ fn a_copys_start_closes_the_files_it_read_by_the_flush() {
     assert_eq!(count("open_after_import"), 4, "{stdout}");
     assert_eq!(count("open_after_flush"), 0, "{stdout}");
     assert_eq!(count("open_after_drop"), 0, "{stdout}");
+}
+
+/// A file found again in a copy stands while its directory keeps the stamp it was found
+/// under: once the file is deleted (its directory stamped anew), a later import of it in the
+/// same process fails to resolve, as with `FileResolver`.
+#[test]
+fn a_file_found_again_then_deleted_fails_to_resolve_in_the_same_process() {
+    let (_tmp, dir, root) = warm_project();
+    let copy = dir.with_file_name("copy");
+    copy_tree(&dir, &copy);
+    common::let_ctime_age();
+    let stdout = Child::new("import twice")
+        .current_dir(&copy)
+        .env("BP_ROOT", &root)
+        .env("BP_DELETE_BETWEEN_IMPORTS", copy.join("lib/math.js"))
+        .run()
+        .expect_success();
+    assert!(stdout.contains(&format!("first={V1}\n")), "{stdout}");
+    let second = stdout.lines().find_map(|l| l.strip_prefix("second="));
+    let second = second.unwrap_or_else(|| panic!("no second import in {stdout}"));
+    // Resolving fails (not loading a file the resolver vouched for).
+    assert!(
+        second.contains("Error resolving module './lib/math.js'"),
+        "{stdout}"
+    );
 }
 
 /// In a copy whose `lib/` gained a file, the answer found there for a name without an

@@ -440,6 +440,9 @@ const CONTENT_POINTERS: &str = "bytecode-pack content pointer 1";
 
 /// Whether `name` lies under the root: relative, every component a plain name.
 fn under_root(name: &str) -> bool {
+    if super::resolver::is_plain_relative(name) {
+        return true;
+    }
     !name.is_empty()
         && Path::new(name)
             .components()

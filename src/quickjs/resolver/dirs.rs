@@ -289,7 +289,12 @@ impl Dirs {
 
     /// Whether stored answer `index`, computed from directory `dir` alone, was found again
     /// under that directory's current stamp.
-    fn was_found_again(&self, table: Option<&StoredAnswers>, index: u32, dir: u32) -> bool {
+    pub(crate) fn was_found_again(
+        &self,
+        table: Option<&StoredAnswers>,
+        index: u32,
+        dir: u32,
+    ) -> bool {
         let Some(Some(found)) = self.found_again.get(index as usize) else {
             return false;
         };

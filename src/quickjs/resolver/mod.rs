@@ -32,7 +32,8 @@ use crate::key::Key;
 use config::Config;
 use dirs::{Answer, Dirs, NewAnswers, payload};
 use listing::Listing;
-use paths::{base_dir, is_plain_relative, one_probe_decides};
+pub(crate) use paths::is_plain_relative;
+use paths::{base_dir, one_probe_decides};
 use probe::Probing;
 use stored::StoredAnswers;
 
@@ -426,6 +427,9 @@ impl ResolverState {
         }
         let (index, value) = (answer.index(), answer.value()?.to_owned());
         match probe_in {
+            // Found under the directory's current stamp already (the engine resolves each
+            // import of a module read from bytecode twice): no entry came or went since.
+            Some(dir) if self.dirs.was_found_again(Some(table), index, dir) => Some(value),
             Some(dir) => self.find_again(index, dir, &value).then_some(value),
             None => Some(value),
         }

@@ -16,11 +16,13 @@ pub(super) fn directory_of(full: &str) -> Option<&str> {
 
 /// Whether `name` is relative and every component is a plain name (not empty, `.` or `..`):
 /// then path arithmetic on it is string arithmetic, and the exact conversions can be skipped.
-pub(super) fn is_plain_relative(name: &str) -> bool {
+pub(crate) fn is_plain_relative(name: &str) -> bool {
+    // Over bytes: `str::split` cost a start some 600 instructions a name.
     !name.is_empty()
         && name
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..")
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .all(|c| !c.is_empty() && c != b"." && c != b"..")
 }
 
 /// `RelativePath::parent` of a base module's name, without parsing its components when it is
@@ -36,7 +38,16 @@ pub(super) fn base_dir(base: &str) -> Option<&str> {
 /// the file it names, or nothing (`FileResolver::try_patterns`). Probing it costs less than
 /// listing its directory.
 pub(super) fn one_probe_decides(name: &str) -> bool {
-    name.starts_with('.') && RelativePath::new(name).extension().is_some()
+    if !name.starts_with('.') {
+        return false;
+    }
+    let file = name.rsplit_once('/').map_or(name, |(_, file)| file);
+    if file.is_empty() || file == "." || file == ".." {
+        return RelativePath::new(name).extension().is_some();
+    }
+    // A plain last component is the file name; it has an extension if a dot follows its
+    // first byte (`RelativePath::extension`, without walking the components).
+    file.rfind('.').is_some_and(|dot| dot > 0)
 }
 
 #[cfg(test)]
@@ -99,6 +110,27 @@ mod tests {
         }
         for name in undecided {
             assert!(!one_probe_decides(name), "{name:?}");
+        }
+        let more = [
+            "./a.",
+            "./...",
+            "./a/.b.c",
+            "./a.js/",
+            "./a.js/.",
+            "./a.js/..",
+            ".",
+            "..",
+            "./.",
+            "./..",
+            "../a.b/",
+            ".a.js",
+            "./a//b.js",
+            "./a..",
+            "./.a.",
+        ];
+        for name in more.into_iter().chain(decided).chain(undecided) {
+            let exact = name.starts_with('.') && RelativePath::new(name).extension().is_some();
+            assert_eq!(one_probe_decides(name), exact, "{name:?}");
         }
     }
 
