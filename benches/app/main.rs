@@ -39,11 +39,13 @@
 //!
 //! At the end two tables on stderr give, per code base, the median of every start the bench
 //! timed (warm-up included: the same process each time) to ready and to stored, and six
-//! ratios of each.
+//! ratios of each. `BP_APP_PAIRS` adds variants started alternately (see `pairs.rs`), for
+//! ratios this VM's drift over minutes does not move.
 
 mod child;
 mod fixture;
 mod limit;
+mod pairs;
 #[path = "../compare/per_file.rs"]
 mod per_file;
 mod per_file_loader;
@@ -220,6 +222,11 @@ impl Variant {
         Variant::ALL.iter().copied().find(|v| v.name() == name)
     }
 
+    /// Whether its starts run as another user (a cache shipped by root).
+    fn needs_root(self) -> bool {
+        matches!(self.prep(), Prep::Shipped { .. })
+    }
+
     fn prep(self) -> Prep {
         match self {
             Variant::ScriptLoader => Prep::Nothing,
@@ -391,7 +398,7 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
         if !codebase.runs(variant) {
             continue;
         }
-        if matches!(variant.prep(), Prep::Shipped { .. }) && !is_root() {
+        if variant.needs_root() && !is_root() {
             eprintln!(
                 "app/{}/{}: SKIPPED (needs root, to ship a cache to another user)",
                 codebase.name,
@@ -403,62 +410,11 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
         let mut dir: Option<Option<PathBuf>> = None;
         group.bench_function(format!("{}/{}", codebase.name, variant.name()), |b| {
             let p = prepared.get_or_init(|| Prepared::new(codebase));
-            let dir = dir.get_or_insert_with(|| match variant.prep() {
-                Prep::Nothing | Prep::FreshCache | Prep::Precompiled => None,
-                Prep::Recorded => Some(p.recorded.clone()),
-                Prep::Moved | Prep::Copied { .. } => {
-                    // Its own tree and cache, so the others' trees stay where they are.
-                    let own = p.caches().join(variant.name());
-                    copy_tree(&p.root, &own.join("tree-a"));
-                    std::thread::sleep(bytecode_pack::RACY_WINDOW);
-                    if variant == Variant::CopiedReads {
-                        // Its child reads the module list of the record run.
-                        return Some(p.recorded.clone());
-                    }
-                    let dir = own.join("cache");
-                    let report = spawn(codebase, &own.join("tree-a"), variant.name(), Some(&dir));
-                    p.check(codebase, variant, &report, p.modules);
-                    Some(dir)
-                }
-                Prep::Shipped { layered } => Some(ship(p, codebase, variant, layered)),
-                Prep::WarmCache => {
-                    let dir = p.caches().join(variant.name());
-                    let report = spawn(codebase, &p.root, variant.name(), Some(&dir));
-                    p.check(codebase, variant, &report, p.modules);
-                    Some(dir)
-                }
-            });
-            let expected_misses = match variant.prep() {
-                Prep::FreshCache => p.modules,
-                _ => 0,
-            };
+            let dir = dir.get_or_insert_with(|| variant_dir(p, codebase, variant));
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    // Created and removed outside the child's clock.
-                    let fresh = matches!(variant.prep(), Prep::FreshCache | Prep::Precompiled)
-                        .then(|| tempfile::tempdir_in(p.caches()).unwrap());
-                    // A root the cache creates itself (private whatever the umask).
-                    let fresh_root = fresh.as_ref().map(|t| t.path().join("cache"));
-                    let cache_dir = fresh_root.as_deref().or(dir.as_deref());
-                    if variant.prep() == Prep::Precompiled {
-                        spawn(codebase, &p.root, PRECOMPILE, cache_dir);
-                    }
-                    let placed = place_tree(p, variant, cache_dir, codebase);
-                    let report = spawn(
-                        codebase,
-                        &placed.tree,
-                        variant.name(),
-                        placed.cache.as_deref(),
-                    );
-                    for path in &placed.remove_after {
-                        fs::remove_dir_all(path).unwrap();
-                    }
-                    if variant == Variant::CopiedReads {
-                        assert_eq!(report.exports as u64, p.modules, "copied_reads: files read");
-                    } else {
-                        p.check(codebase, variant, &report, expected_misses);
-                    }
+                    let report = timed_start(p, codebase, variant, dir.as_deref());
                     total += report.ready;
                     samples
                         .borrow_mut()
@@ -471,6 +427,70 @@ fn bench_codebase(c: &mut Criterion, codebase: &'static Codebase, samples: &Samp
         });
     }
     group.finish();
+}
+
+/// The dir `variant`'s starts use (a filled cache, the record run's files), set up before
+/// its first timed start.
+fn variant_dir(p: &Prepared, codebase: &Codebase, variant: Variant) -> Option<PathBuf> {
+    match variant.prep() {
+        Prep::Nothing | Prep::FreshCache | Prep::Precompiled => None,
+        Prep::Recorded => Some(p.recorded.clone()),
+        Prep::Moved | Prep::Copied { .. } => {
+            // Its own tree and cache, so the others' trees stay where they are.
+            let own = p.caches().join(variant.name());
+            copy_tree(&p.root, &own.join("tree-a"));
+            std::thread::sleep(bytecode_pack::RACY_WINDOW);
+            if variant == Variant::CopiedReads {
+                // Its child reads the module list of the record run.
+                return Some(p.recorded.clone());
+            }
+            let dir = own.join("cache");
+            let report = spawn(codebase, &own.join("tree-a"), variant.name(), Some(&dir));
+            p.check(codebase, variant, &report, p.modules);
+            Some(dir)
+        }
+        Prep::Shipped { layered } => Some(ship(p, codebase, variant, layered)),
+        Prep::WarmCache => {
+            let dir = p.caches().join(variant.name());
+            let report = spawn(codebase, &p.root, variant.name(), Some(&dir));
+            p.check(codebase, variant, &report, p.modules);
+            Some(dir)
+        }
+    }
+}
+
+/// One timed start of `variant` over `dir` (what [`variant_dir`] set up), its tree placed and
+/// its result checked outside the child's clock.
+fn timed_start(p: &Prepared, codebase: &Codebase, variant: Variant, dir: Option<&Path>) -> Report {
+    let expected_misses = match variant.prep() {
+        Prep::FreshCache => p.modules,
+        _ => 0,
+    };
+    // Created and removed outside the child's clock.
+    let fresh = matches!(variant.prep(), Prep::FreshCache | Prep::Precompiled)
+        .then(|| tempfile::tempdir_in(p.caches()).unwrap());
+    // A root the cache creates itself (private whatever the umask).
+    let fresh_root = fresh.as_ref().map(|t| t.path().join("cache"));
+    let cache_dir = fresh_root.as_deref().or(dir);
+    if variant.prep() == Prep::Precompiled {
+        spawn(codebase, &p.root, PRECOMPILE, cache_dir);
+    }
+    let placed = place_tree(p, variant, cache_dir, codebase);
+    let report = spawn(
+        codebase,
+        &placed.tree,
+        variant.name(),
+        placed.cache.as_deref(),
+    );
+    for path in &placed.remove_after {
+        fs::remove_dir_all(path).unwrap();
+    }
+    if variant == Variant::CopiedReads {
+        assert_eq!(report.exports as u64, p.modules, "copied_reads: files read");
+    } else {
+        p.check(codebase, variant, &report, expected_misses);
+    }
+    report
 }
 
 /// Where a timed start of `variant` runs, readied outside the clock: the shared tree, or (moved
@@ -732,6 +752,9 @@ fn main() {
         for codebase in &CODEBASES {
             print_healing(codebase);
         }
+    }
+    if let Ok(spec) = std::env::var(pairs::PAIRS) {
+        pairs::print_pairs(&spec);
     }
 }
 

@@ -1,0 +1,89 @@
+//! `BP_APP_PAIRS=<a>/<b>[,<c>/<d>...]`: after the timed run, each pair of variants is started
+//! alternately on every code base that runs both, `BP_APP_PAIR_ROUNDS` rounds (21 unless
+//! set), a then b in even rounds and b then a in odd ones. Criterion times one variant after
+//! the other, minutes apart, and this VM's speed drifts over minutes; alternating cancels the
+//! drift out of the ratio. Printed per pair: each variant's median to ready, and the median of
+//! the rounds' ratios a / b. `BP_APP_PAIR_CODEBASES=<name>,...` limits the code bases.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fixture::CODEBASES;
+use crate::{Prepared, Variant, is_root, timed_start, variant_dir};
+
+/// The environment variable naming the pairs.
+pub const PAIRS: &str = "BP_APP_PAIRS";
+const ROUNDS: &str = "BP_APP_PAIR_ROUNDS";
+const ONLY: &str = "BP_APP_PAIR_CODEBASES";
+
+/// Runs and prints the pairs `spec` names (`<a>/<b>,...`).
+pub fn print_pairs(spec: &str) {
+    let rounds: usize = std::env::var(ROUNDS)
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(21)
+        .clamp(1, 1000);
+    let pairs: Vec<(Variant, Variant)> = spec
+        .split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (a, b) = pair
+                .split_once('/')
+                .unwrap_or_else(|| panic!("{PAIRS}: {pair:?} is not <variant>/<variant>"));
+            let variant = |name: &str| {
+                Variant::from_name(name).unwrap_or_else(|| panic!("{PAIRS}: no variant {name}"))
+            };
+            (variant(a), variant(b))
+        })
+        .collect();
+    let only = std::env::var(ONLY).ok();
+    let chosen = |name: &str| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|o| o == name))
+    };
+    for codebase in CODEBASES.iter().filter(|c| chosen(c.name)) {
+        let runs = |v: Variant| codebase.runs(v) && (!v.needs_root() || is_root());
+        let pairs: Vec<_> = pairs.iter().filter(|(a, b)| runs(*a) && runs(*b)).collect();
+        if pairs.is_empty() {
+            continue;
+        }
+        let p = Prepared::new(codebase);
+        let mut dirs: HashMap<Variant, Option<PathBuf>> = HashMap::new();
+        for &&(a, b) in &pairs {
+            for v in [a, b] {
+                dirs.entry(v)
+                    .or_insert_with(|| variant_dir(&p, codebase, v));
+            }
+            let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..rounds {
+                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for i in order {
+                    let v = [a, b][i];
+                    let report = timed_start(&p, codebase, v, dirs[&v].as_deref());
+                    times[i].push(report.ready);
+                }
+            }
+            let ratios: Vec<f64> = times[0]
+                .iter()
+                .zip(&times[1])
+                .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
+                .collect();
+            let ms = |d: &[Duration]| median(d.iter().map(Duration::as_secs_f64).collect()) * 1e3;
+            eprintln!(
+                "app pairs: {} {} {:.2} ms / {} {:.2} ms = {:.2}x (median of {rounds} alternated rounds' ratios)",
+                codebase.name,
+                a.name(),
+                ms(&times[0]),
+                b.name(),
+                ms(&times[1]),
+                median(ratios),
+            );
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
