@@ -7,6 +7,10 @@
 //! after the oldest of them was read, or when [`limit`] of them wait. Only where an open file
 //! blocks nothing: Windows' renames and deletes fail on an open file, so there a file is
 //! closed at once.
+//!
+//! On Linux the directories whose files a resolver opens by name (a copy's stored answers,
+//! found again) are kept here too, as handles the files are opened through: one path walk
+//! per directory instead of one per file. They are closed with the files.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +43,26 @@ pub(crate) struct ClosingLater {
 #[derive(Default)]
 struct Waiting {
     files: Vec<File>,
+    /// Handles on directories, by the resolver's id for each.
+    #[cfg(target_os = "linux")]
+    directories: Vec<(u32, std::os::fd::OwnedFd)>,
     /// When the oldest file waiting was read (the coarse clock).
     since: Duration,
+}
+
+impl Waiting {
+    fn is_empty(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        if !self.directories.is_empty() {
+            return false;
+        }
+        self.files.is_empty()
+    }
+
+    /// Everything waiting, to drop (close) outside the lock.
+    fn take(&mut self) -> Waiting {
+        std::mem::take(self)
+    }
 }
 
 impl ClosingLater {
@@ -56,11 +78,41 @@ impl ClosingLater {
             drop(due);
             waiting = self.waiting.lock();
         }
-        if waiting.files.is_empty() {
+        if waiting.is_empty() {
             waiting.since = crate::sys::coarse_clock();
         }
         waiting.files.push(file);
         self.occupied.store(true, Ordering::Relaxed);
+    }
+
+    /// The entry `name` of directory `dir` (the resolver's directory `id`), opened for a
+    /// probe as [`crate::sys::open_for_probe`] would open its path, through a handle on the
+    /// directory kept with the files (made on first use). `None` where no handle can be had
+    /// (then the caller opens the path).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn open_in_directory(
+        &self,
+        id: u32,
+        dir: &std::path::Path,
+        name: &std::ffi::OsStr,
+    ) -> Option<std::io::Result<File>> {
+        use std::os::fd::AsFd;
+        let mut waiting = self.waiting.lock();
+        let at = match waiting.directories.iter().position(|(d, _)| *d == id) {
+            Some(at) => at,
+            None if waiting.directories.len() < limit() => {
+                let handle = crate::sys::open_directory(dir).ok()?;
+                if waiting.is_empty() {
+                    waiting.since = crate::sys::coarse_clock();
+                }
+                waiting.directories.push((id, handle));
+                self.occupied.store(true, Ordering::Relaxed);
+                waiting.directories.len() - 1
+            }
+            None => return None,
+        };
+        let handle = waiting.directories[at].1.as_fd();
+        Some(crate::sys::open_for_probe_in(handle, name))
     }
 
     /// Closes the files waiting if the oldest has waited long enough.
@@ -74,7 +126,7 @@ impl ClosingLater {
                 return;
             }
             self.occupied.store(false, Ordering::Relaxed);
-            std::mem::take(&mut waiting.files)
+            waiting.take()
         };
         drop(due);
     }
@@ -87,7 +139,7 @@ impl ClosingLater {
         let due = {
             let mut waiting = self.waiting.lock();
             self.occupied.store(false, Ordering::Relaxed);
-            std::mem::take(&mut waiting.files)
+            waiting.take()
         };
         drop(due);
     }
@@ -96,6 +148,7 @@ impl ClosingLater {
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
     use std::path::Path;
 
     /// How many of this process's descriptors are open on `path`.
@@ -130,5 +183,44 @@ mod tests {
         assert_eq!(open_on(&path), 5, "the limit closed the ones before");
         closing.close_all();
         assert_eq!(open_on(&path), 0);
+    }
+
+    /// A file opened through a directory's handle is opened as `open_for_probe` opens its
+    /// path: a final symlink refused, a FIFO without blocking. The handle is made once per
+    /// directory and closed with the files.
+    #[test]
+    fn files_open_through_their_directorys_handle_as_by_their_path() {
+        use std::ffi::OsStr;
+        let dir = crate::private_tempdir();
+        let dir = dir.path().canonicalize().unwrap();
+        std::fs::write(dir.join("m.js"), "1").unwrap();
+        std::os::unix::fs::symlink("m.js", dir.join("link.js")).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.join("fifo.js"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let closing = ClosingLater::default();
+        let open = |name: &str| {
+            closing
+                .open_in_directory(7, &dir, OsStr::new(name))
+                .unwrap()
+        };
+        let file = open("m.js").unwrap();
+        assert_eq!(std::io::read_to_string(file).unwrap(), "1");
+        let refused = open("link.js").unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::ELOOP), "{refused}");
+        assert!(
+            open("fifo.js")
+                .unwrap()
+                .metadata()
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        assert!(open("absent.js").is_err());
+        assert_eq!(open_on(&dir), 1, "one handle for the directory");
+        closing.close_all();
+        assert_eq!(open_on(&dir), 0);
     }
 }

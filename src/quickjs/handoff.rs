@@ -47,13 +47,19 @@ impl Handoff {
     /// path that held a regular file when its answer was stored: where a loader shares the
     /// start, the probe opens it (never blocking, never taking a terminal as controlling one)
     /// and leaves a regular file for the loader. (Other probes only `stat`: opening would
-    /// reach every candidate `FileResolver` looks at, FIFOs and devices included.)
-    pub(crate) fn probe_opening(&self, path: &Path) -> Probe {
+    /// reach every candidate `FileResolver` looks at, FIFOs and devices included.) `open`
+    /// opens `path` as [`crate::sys::open_for_probe`] does, or `None` has it do so.
+    pub(crate) fn probe_opening(
+        &self,
+        path: &Path,
+        open: impl FnOnce() -> Option<std::io::Result<File>>,
+    ) -> Probe {
         if !self.loader.load(Ordering::Relaxed) {
             return crate::sys::probe(path);
         }
         let read_from_ns = crate::freshness::now_nanos();
-        let file = match crate::sys::open_for_probe(path) {
+        let opened = open().unwrap_or_else(|| crate::sys::open_for_probe(path));
+        let file = match opened {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Probe::Absent,
             // A symlink (refused), a socket, a file this process may see but not read: the
@@ -101,6 +107,12 @@ impl Handoff {
 mod tests {
     use super::*;
 
+    impl Handoff {
+        fn probe_opening_path(&self, path: &Path) -> Probe {
+            self.probe_opening(path, || None)
+        }
+    }
+
     /// With a loader in the start, a probe opens a regular file and leaves it for the loader
     /// to take at that path; anything else is said as `sys::probe` says it, without blocking
     /// (a FIFO) and without leaving it. Without a loader nothing is opened.
@@ -118,7 +130,7 @@ mod tests {
         assert!(made.success());
 
         let alone = Handoff::default();
-        assert_eq!(alone.probe_opening(&at("m.js")), Probe::File);
+        assert_eq!(alone.probe_opening_path(&at("m.js")), Probe::File);
         assert!(alone.take(&at("m.js")).is_none(), "opened without a loader");
 
         let paired = Handoff::default();
@@ -130,16 +142,16 @@ mod tests {
             ("absent.js", Probe::Absent),
         ];
         for (name, kind) in others {
-            assert_eq!(paired.probe_opening(&at(name)), kind, "{name}");
+            assert_eq!(paired.probe_opening_path(&at(name)), kind, "{name}");
             assert!(paired.take(&at(name)).is_none(), "{name} left to load");
         }
-        assert_eq!(paired.probe_opening(&at("m.js")), Probe::File);
+        assert_eq!(paired.probe_opening_path(&at("m.js")), Probe::File);
         assert!(paired.take(&at("link.js")).is_none(), "another path");
         assert!(
             paired.take(&at("m.js")).is_none(),
             "closed by the take before"
         );
-        paired.probe_opening(&at("m.js"));
+        paired.probe_opening_path(&at("m.js"));
         let opened = paired.take(&at("m.js")).expect("left for the loader");
         let content = std::io::read_to_string(opened.file).unwrap();
         assert_eq!(
@@ -148,7 +160,7 @@ mod tests {
         );
         assert!(paired.take(&at("m.js")).is_none(), "taken once");
         // The resolver's next call closes what no load took.
-        paired.probe_opening(&at("m.js"));
+        paired.probe_opening_path(&at("m.js"));
         paired.discard();
         assert!(paired.take(&at("m.js")).is_none(), "discarded");
     }

@@ -4,7 +4,7 @@
 //! | file | what |
 //! |---|---|
 //! | `unix.rs` (`other.rs` elsewhere) | owners and modes, open flags, directory sync, file identity, stat records, credentials |
-//! | `linux/mod.rs` (`portable.rs` elsewhere) | how a path is `stat`ed and probed, the resolver's clock |
+//! | `linux/mod.rs` (`portable.rs` elsewhere) | how a path is `stat`ed and probed (on Linux also opened through its directory's handle), the resolver's clock |
 //! | `linux/filesystems.rs` (nothing elsewhere) | which filesystems keep trustworthy ctimes, and by whose clock ([`Ctime`]) |
 //!
 //! Unix is the tested platform, Linux the measured one; `other.rs` and `portable.rs` are the
@@ -34,6 +34,8 @@ pub(crate) use imp::{
 };
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) use linux::learn_made_up_device;
+#[cfg(all(feature = "quickjs", target_os = "linux"))]
+pub(crate) use linux::{open_directory, open_for_probe_in};
 #[cfg(feature = "quickjs")]
 pub(crate) use stat::{coarse_clock, probe};
 pub(crate) use stat::{ctime_of, stat_path};

@@ -454,17 +454,30 @@ impl ResolverState {
         full.push('/');
         full.push_str(value);
         let found = self.files_found.contains(&full)
-            || self
-                .batch
-                .handoff
-                .probe_opening(std::path::Path::new(&full))
-                == crate::sys::Probe::File
+            || self.probe_in(dir, &full) == crate::sys::Probe::File
                 && self.files_found.insert(full.clone());
         if found && self.dirs.can_vouch(dir) {
             self.dirs.found_again(table, index, dir);
         }
         self.scratch = full;
         found
+    }
+
+    /// [`super::handoff::Handoff::probe_opening`] of `full`, the path of a file in stored
+    /// directory `dir`: on Linux opened through a handle on the directory, kept with the
+    /// start's files.
+    fn probe_in(&self, dir: u32, full: &str) -> crate::sys::Probe {
+        let path = std::path::Path::new(full);
+        self.batch.handoff.probe_opening(path, || {
+            // A working directory, a separator and a plain relative name: string arithmetic.
+            #[cfg(target_os = "linux")]
+            if let Some((parent, name)) = full.rsplit_once('/') {
+                let (parent, name) = (std::path::Path::new(parent), name.as_ref());
+                return self.batch.closing.open_in_directory(dir, parent, name);
+            }
+            let _ = dir;
+            None
+        })
     }
 
     /// The payload to store (see [`payload`]).

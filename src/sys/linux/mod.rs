@@ -73,6 +73,31 @@ fn statx_path(path: &Path) -> io::Result<(StatRecord, u64)> {
     }
 }
 
+/// A handle on the directory at `path` to open its files by name ([`open_for_probe_in`]),
+/// which walks no path per file. `O_PATH`: it reads nothing.
+#[cfg(feature = "quickjs")]
+pub(crate) fn open_directory(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, open};
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(open(path, flags, Mode::empty())?)
+}
+
+/// [`crate::sys::open_for_probe`] of the entry `name` of the directory `dir` is a handle on.
+#[cfg(feature = "quickjs")]
+pub(crate) fn open_for_probe_in(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: &std::ffi::OsStr,
+) -> io::Result<fs::File> {
+    use rustix::fs::{Mode, OFlags, openat};
+    let flags =
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY;
+    // `O_NOATIME`, as `open_for_probe` asks it, is refused for another user's file.
+    match openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => Ok(openat(dir, name, flags, Mode::empty())?.into()),
+        opened => Ok(opened?.into()),
+    }
+}
+
 /// [`crate::sys::Probe`] of `path`: on Linux a `statx` asking for the file type only.
 #[cfg(feature = "quickjs")]
 pub(crate) fn probe(path: &Path) -> crate::sys::Probe {
