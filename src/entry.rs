@@ -162,6 +162,16 @@ impl Hit {
         self.checked_text(self.record().aux.as_ref()?, "aux")
     }
 
+    /// The caller's sidecar: `Ok(None)` if none was stored, `Err(())` if its bytes are damaged
+    /// (which [`Hit::aux`] also says as `None`).
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn stored_aux(&self) -> Result<Option<&str>, ()> {
+        match self.record().aux.as_ref() {
+            None => Ok(None),
+            Some(segment) => self.checked_text(segment, "aux").map(Some).ok_or(()),
+        }
+    }
+
     /// The text of one of this entry's segments, if its bytes pass their checksum.
     fn checked_text(
         &self,

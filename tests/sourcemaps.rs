@@ -381,6 +381,39 @@ fn an_edited_map_file_is_used_by_the_next_start() {
     );
 }
 
+/// A map whose record of its file is damaged in the pack is not used: that record is what
+/// says whether the file changed, so the stored map could be stale. (Here it is: the file
+/// was edited, and the start must not name `util.ts` from the old map.)
+#[test]
+fn a_map_whose_file_record_is_damaged_is_not_used() {
+    let (_tmp, project, cache) = fixtures();
+    let entry = "tsc-external/main.js";
+    let before = start(&project, &cache, entry, &[]);
+    assert_eq!(our_frames(&before)[0], ("src-ts/src/util.ts".into(), 18));
+    let pack = common::pack_file(&cache.join(bytecode_pack::abi_tag()));
+    let mut bytes = fs::read(&pack).unwrap();
+    let record = b"bytecode-pack map file 1\nutil.js.map\n";
+    let at = bytes
+        .windows(record.len())
+        .position(|w| w == record)
+        .expect("util.js's map file record is in the pack");
+    // A hex digit of the file's hash, made another: only the segment's checksum can tell.
+    let digit = at + record.len();
+    bytes[digit] = if bytes[digit] == b'0' { b'1' } else { b'0' };
+    fs::write(&pack, bytes).unwrap();
+    let dist = project.join("tsc-external");
+    fs::copy(dist.join("middle.js.map"), dist.join("util.js.map")).unwrap();
+    common::let_ctime_age();
+    let after = start(&project, &cache, entry, &[]);
+    assert_eq!(after.compiles, 0, "the bytecode is intact");
+    assert_ne!(
+        our_frames(&after)[0].0,
+        "src-ts/src/util.ts",
+        "the stale map was used: {:?}",
+        after.stack
+    );
+}
+
 /// Bad maps: the program runs, the frames keep their generated positions, one warning per
 /// map, and nothing hangs or reads without bound.
 #[test]

@@ -75,10 +75,12 @@ fn count_open_files(cache: &Cache) {
         quickjs::PackResolver::new(FileResolver::default().with_path("."), cache.clone());
     runtime.set_loader(resolver, loader);
     let context = Context::full(&runtime).unwrap();
+    let began = std::time::Instant::now();
     context.with(|ctx| {
         let module = Module::import(&ctx, "main.js").unwrap();
         module.finish::<rquickjs::Object>().unwrap();
     });
+    println!("import_ms={}", began.elapsed().as_millis());
     println!("open_after_import={}", open());
     flusher.flush().unwrap();
     println!("open_after_flush={}", open());
@@ -262,8 +264,20 @@ fn a_copys_start_closes_the_files_it_read_by_the_flush() {
         (files.parse().unwrap(), dirs.parse().unwrap())
     };
     // The four modules' files, read and not yet closed: the start paid no `close`. So is
-    // `lib/`, where `./lib/math.js` was found again: that file was opened through it.
-    assert_eq!(count("open_after_import"), (4, 1), "{stdout}");
+    // `lib/`, where `./lib/math.js` was found again: that file was opened through it. (An
+    // import slower than 100 ms, on a loaded machine, closes what waited that long.)
+    let import_ms: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("import_ms="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let after_import = count("open_after_import");
+    if import_ms < 80 {
+        assert_eq!(after_import, (4, 1), "{stdout}");
+    } else {
+        assert!(after_import.0 <= 4 && after_import.1 <= 1, "{stdout}");
+    }
     assert_eq!(count("open_after_flush"), (0, 0), "{stdout}");
     assert_eq!(count("open_after_drop"), (0, 0), "{stdout}");
 }

@@ -58,10 +58,12 @@ const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2
 ///
 /// **Source files it reads** (to compile them, or to hash them in a copied tree) are closed
 /// together after the start's loads rather than one at a time during them (a `close` costs
-/// about what the `open` did): when the start's batch is stored or flushed, at the first load
-/// or resolve 100 ms after the oldest was read, or when 256 wait (a quarter of the process's
-/// open-file limit, if that is lower). Elsewhere than on Unix, where an open file blocks its
-/// renaming, each is closed at once.
+/// about what the `open` did): when the start's batch is stored or flushed, or at the first
+/// load or resolve 100 ms after the oldest was read. At most 256 wait in the whole process (a
+/// quarter of its open-file limit, if that is lower); past that a file is closed at once. A
+/// host that keeps its runtime after its start and imports nothing more holds them until it
+/// drops the runtime or calls [`PackLoader::flush`]. Elsewhere than on Unix, where an open
+/// file blocks its renaming, each is closed at once.
 ///
 /// **Graphs of thousands of modules.** QuickJS resolves each import of a module read from
 /// bytecode twice, against once for a module it compiles, and each resolution walks its list
@@ -264,7 +266,7 @@ impl PackLoader {
         hit: &Hit,
     ) -> Option<MapToStore> {
         match (found, hit.source_map()) {
-            (Some(found), Some(json)) if found.record.as_deref() == hit.aux() => {
+            (Some(found), Some(json)) if Ok(found.record.as_deref()) == hit.stored_aux() => {
                 let json: Arc<str> = json.into();
                 let held = MapSource::Held(Arc::clone(&json));
                 stack::register(ctx, name, held, Some(&self.cache));
@@ -447,7 +449,8 @@ const CONTENT_POINTERS: &str = "bytecode-pack content pointer 1";
 
 /// Whether `name` lies under the root: relative, every component a plain name.
 fn under_root(name: &str) -> bool {
-    if super::resolver::is_plain_relative(name) {
+    // Elsewhere `\` and prefixes like `C:` separate components too: std decides.
+    if cfg!(unix) && super::resolver::is_plain_relative(name) {
         return true;
     }
     !name.is_empty()

@@ -208,7 +208,12 @@ fn stored_map(
         .ok_or_else(|| "its stored map is damaged or not UTF-8".to_owned())?;
     match file {
         Some(file) => {
-            super::maps::current(&file.module, json, hit.aux(), &file.root).map(Arc::from)
+            // The record of the map file it came from: damaged, it cannot say whether that
+            // file changed since.
+            let record = hit
+                .stored_aux()
+                .map_err(|()| "the record of its map file is damaged".to_owned())?;
+            super::maps::current(&file.module, json, record, &file.root).map(Arc::from)
         }
         None => Ok(json.into()),
     }

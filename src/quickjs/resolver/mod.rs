@@ -311,6 +311,8 @@ impl ResolverState {
             Some(_) => {
                 self.dirs.next_round();
                 self.files_found.clear();
+                #[cfg(target_os = "linux")]
+                self.batch.closing.close_directories();
                 self.round_started = Some(now);
             }
             None => self.round_started = Some(now),
