@@ -359,6 +359,15 @@ fn stacks_survive_patched_built_ins_and_a_stack_overflow() {
     assert!(s.printed.contains("string"), "{:?}", s.printed);
 }
 
+/// A start of `entry` after `util.js.map` became another real map (`middle.js`'s, whose
+/// lines name `middle.ts`).
+fn start_with_util_map_edited(project: &Path, cache: &Path, entry: &str) -> Start {
+    let dist = project.join("tsc-external");
+    fs::copy(dist.join("middle.js.map"), dist.join("util.js.map")).unwrap();
+    common::let_ctime_age();
+    start(project, cache, entry, &[])
+}
+
 /// A changed map file is used by the next start, without compiling its module again: a
 /// stored map is checked against its file when a stack first passes through the module.
 /// (The new map is another real one: `middle.js`'s, whose lines name `middle.ts`.)
@@ -368,10 +377,7 @@ fn an_edited_map_file_is_used_by_the_next_start() {
     let entry = "tsc-external/main.js";
     let before = start(&project, &cache, entry, &[]);
     assert_eq!(our_frames(&before)[0], ("src-ts/src/util.ts".into(), 18));
-    let dist = project.join("tsc-external");
-    fs::copy(dist.join("middle.js.map"), dist.join("util.js.map")).unwrap();
-    common::let_ctime_age();
-    let after = start(&project, &cache, entry, &[]);
+    let after = start_with_util_map_edited(&project, &cache, entry);
     assert_eq!(after.compiles, 0, "a map is no module's input");
     assert_eq!(
         our_frames(&after)[0].0,
@@ -401,10 +407,7 @@ fn a_map_whose_file_record_is_damaged_is_not_used() {
     let digit = at + record.len();
     bytes[digit] = if bytes[digit] == b'0' { b'1' } else { b'0' };
     fs::write(&pack, bytes).unwrap();
-    let dist = project.join("tsc-external");
-    fs::copy(dist.join("middle.js.map"), dist.join("util.js.map")).unwrap();
-    common::let_ctime_age();
-    let after = start(&project, &cache, entry, &[]);
+    let after = start_with_util_map_edited(&project, &cache, entry);
     assert_eq!(after.compiles, 0, "the bytecode is intact");
     assert_ne!(
         our_frames(&after)[0].0,

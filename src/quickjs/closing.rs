@@ -152,31 +152,30 @@ impl ClosingLater {
 
     /// Closes the files waiting if the oldest has waited long enough.
     pub(crate) fn close_if_due(&self) {
+        self.close_everything_if(|waiting| {
+            crate::sys::coarse_clock().saturating_sub(waiting.since) >= AT_MOST
+        });
+    }
+
+    /// Closes every file waiting.
+    pub(crate) fn close_all(&self) {
+        self.close_everything_if(|_| true);
+    }
+
+    /// Closes everything waiting if `due` says so of it, outside the lock.
+    fn close_everything_if(&self, due: impl FnOnce(&Waiting) -> bool) {
         if !self.occupied.load(Ordering::Relaxed) {
             return;
         }
-        let due = {
+        let closing = {
             let mut waiting = self.waiting.lock();
-            if crate::sys::coarse_clock().saturating_sub(waiting.since) < AT_MOST {
+            if !due(&waiting) {
                 return;
             }
             self.occupied.store(false, Ordering::Relaxed);
             waiting.take()
         };
-        drop(due);
-    }
-
-    /// Closes every file waiting.
-    pub(crate) fn close_all(&self) {
-        if !self.occupied.load(Ordering::Relaxed) {
-            return;
-        }
-        let due = {
-            let mut waiting = self.waiting.lock();
-            self.occupied.store(false, Ordering::Relaxed);
-            waiting.take()
-        };
-        drop(due);
+        drop(closing);
     }
 }
 
