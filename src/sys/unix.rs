@@ -108,16 +108,33 @@ pub(crate) fn open_for_reading(path: &Path) -> io::Result<fs::File> {
 /// becomes the process's controlling one: a resolver's probe that opens what it finds.
 #[cfg(feature = "quickjs")]
 pub(crate) fn open_for_probe(path: &Path) -> io::Result<fs::File> {
-    open_user_file_with(path, libc::O_NOFOLLOW | libc::O_NOCTTY)
+    open_user_file_with(path, PROBE_FLAGS)
 }
 
+/// The flags a probe adds to a user file's ([`open_for_probe`]).
+#[cfg(feature = "quickjs")]
+pub(crate) const PROBE_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NOCTTY;
+
 fn open_user_file_with(path: &Path, flags: libc::c_int) -> io::Result<fs::File> {
+    with_noatime_first(flags, |flags| {
+        OpenOptions::new().read(true).custom_flags(flags).open(path)
+    })
+}
+
+/// `open(flags)` of a file a user named, for reading: `flags` and `O_CLOEXEC | O_NONBLOCK`,
+/// with `O_NOATIME` where the kernel allows it (see [`open_for_reading`]; refused once, it is
+/// not asked again in this process).
+pub(crate) fn with_noatime_first(
+    flags: libc::c_int,
+    open: impl Fn(libc::c_int) -> io::Result<fs::File>,
+) -> io::Result<fs::File> {
+    let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | flags;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use std::sync::atomic::{AtomicBool, Ordering};
         static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
         if !NOATIME_REFUSED.load(Ordering::Relaxed) {
-            match user_options(libc::O_NOATIME | flags).open(path) {
+            match open(libc::O_NOATIME | flags) {
                 Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                     NOATIME_REFUSED.store(true, Ordering::Relaxed);
                 }
@@ -125,14 +142,7 @@ fn open_user_file_with(path: &Path, flags: libc::c_int) -> io::Result<fs::File> 
             }
         }
     }
-    user_options(flags).open(path)
-}
-
-fn user_options(extra_flags: libc::c_int) -> OpenOptions {
-    let mut opts = OpenOptions::new();
-    opts.read(true)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK | extra_flags);
-    opts
+    open(flags)
 }
 
 /// What a failed `open` of a cache file says about what is there: a symlink (`O_NOFOLLOW`

@@ -89,19 +89,11 @@ pub(crate) fn open_for_probe_in(
     name: &std::ffi::OsStr,
 ) -> io::Result<fs::File> {
     use rustix::fs::{Mode, OFlags, openat};
-    let flags =
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY;
-    // `O_NOATIME`, as `open_for_probe` asks it, is refused for another user's file: once
-    // refused, not asked again (a shipped tree's files are all another user's).
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
-    if !NOATIME_REFUSED.load(Ordering::Relaxed) {
-        match openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
-            Err(rustix::io::Errno::PERM) => NOATIME_REFUSED.store(true, Ordering::Relaxed),
-            opened => return Ok(opened?.into()),
-        }
-    }
-    Ok(openat(dir, name, flags, Mode::empty())?.into())
+    super::imp::with_noatime_first(super::imp::PROBE_FLAGS, |flags| {
+        // Bits of a non-negative `c_int`, as `open(2)` takes them.
+        let flags = OFlags::RDONLY | OFlags::from_bits_retain(flags as u32);
+        Ok(openat(dir, name, flags, Mode::empty())?.into())
+    })
 }
 
 /// [`crate::sys::Probe`] of `path`: on Linux a `statx` asking for the file type only.
