@@ -224,10 +224,7 @@ fn a_moved_tree_starts_warm() {
 /// is warm again (nothing re-hashed, nothing probed).
 #[test]
 fn a_copied_tree_compiles_nothing_and_is_warm_the_start_after() {
-    let (_tmp, dir, root) = warm_project();
-    let copy = dir.with_file_name("copy");
-    copy_tree(&dir, &copy);
-    common::let_ctime_age();
+    let (_tmp, copy, root) = warm_copy();
     let first = start(&copy, &root);
     // Its directories hold what the original's held: the original's answers stand, those
     // without an extension by their directories' listings, those that name their file by
