@@ -25,7 +25,8 @@ const AT_MOST: Duration = Duration::from_millis(100);
 
 /// The most descriptors that wait in the whole process (files and directory handles, every
 /// start's): 256, or a quarter of the process's limit on open files if that is lower, so
-/// that a host near its limit is not pushed over it. Past it, a file is closed at once.
+/// that a host near its limit is not pushed over it; none where that limit cannot be read.
+/// Past it, a file is closed at once.
 fn limit() -> usize {
     static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *LIMIT.get_or_init(|| {
@@ -64,7 +65,8 @@ struct Waiting {
     /// Handles on directories, by the resolver's id for each.
     #[cfg(target_os = "linux")]
     directories: Vec<(u32, std::os::fd::OwnedFd)>,
-    /// When the oldest file waiting was read (the coarse clock).
+    /// When the oldest descriptor began waiting (a file read, a directory handle opened; the
+    /// coarse clock).
     since: Duration,
 }
 
@@ -150,14 +152,14 @@ impl ClosingLater {
         drop(due);
     }
 
-    /// Closes the files waiting if the oldest has waited long enough.
+    /// Closes the files and directory handles waiting, if the oldest has waited long enough.
     pub(crate) fn close_if_due(&self) {
         self.close_everything_if(|waiting| {
             crate::sys::coarse_clock().saturating_sub(waiting.since) >= AT_MOST
         });
     }
 
-    /// Closes every file waiting.
+    /// Closes every file and directory handle waiting.
     pub(crate) fn close_all(&self) {
         self.close_everything_if(|_| true);
     }

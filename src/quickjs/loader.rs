@@ -59,8 +59,9 @@ const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2
 /// **Source files it reads** (to compile them, or to hash them in a copied tree) are closed
 /// together after the start's loads rather than one at a time during them (a `close` costs
 /// about what the `open` did): when the start's batch is stored or flushed, or at the first
-/// load or resolve 100 ms after the oldest was read. At most 256 wait in the whole process (a
-/// quarter of its open-file limit, if that is lower); past that a file is closed at once. A
+/// load or resolve 100 ms after the oldest was read. At most 256 descriptors (files and the
+/// resolver's directory handles) wait in the whole process (a quarter of its open-file limit
+/// if that is lower, none if it cannot be read); past that a file is closed at once. A
 /// host that keeps its runtime after its start and imports nothing more holds them until it
 /// drops the runtime or calls [`PackLoader::flush`]. Elsewhere than on Unix, where an open
 /// file blocks its renaming, each is closed at once.
