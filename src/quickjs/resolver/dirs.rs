@@ -5,6 +5,7 @@
 use rustc_hash::FxHashMap;
 
 use super::listing::Listing;
+use super::paths::full_path;
 use super::stored::{AnswerToStore, DirStamp, StoredAnswers, encode};
 use crate::format::StatRecord;
 use crate::freshness;
@@ -248,7 +249,7 @@ impl Dirs {
         true
     }
 
-    /// The id of the directory at `path` (as [`relative_to`] keeps it), stamping it first if
+    /// The id of the directory at `path` (as [`relative_to`](super::paths::relative_to) keeps it), stamping it first if
     /// it has none; and whether that stamp is worth storing (see [`Dirs::check`]).
     pub(crate) fn id(&mut self, table: Option<&StoredAnswers>, path: &str) -> (u32, bool) {
         let index = self.index.get_or_insert_with(|| {
@@ -381,64 +382,11 @@ pub(crate) fn payload(table: Option<&StoredAnswers>, dirs: &Dirs, answers: &NewA
     encode(all_dirs.into_iter(), &to_store)
 }
 
-/// `dir` (absolute) as a run keeps it: relative to the working directory `cwd` if it lies
-/// under it (`cwd` itself as ""), else as it is.
-pub(crate) fn relative_to<'a>(cwd: &str, dir: &'a str) -> &'a str {
-    let base = cwd.trim_end_matches('/');
-    if dir == cwd || dir.trim_end_matches('/') == base {
-        return "";
-    }
-    match dir
-        .strip_prefix(base)
-        .and_then(|rest| rest.strip_prefix('/'))
-    {
-        Some(relative) if !relative.is_empty() => relative,
-        _ => dir,
-    }
-}
-
-/// The directory a kept path names: under `cwd` if relative (see [`relative_to`]).
-fn full_path(cwd: &str, kept: &str) -> std::path::PathBuf {
-    if kept.starts_with('/') {
-        return kept.into();
-    }
-    let mut full = cwd.trim_end_matches('/').to_owned();
-    if kept.is_empty() {
-        return if full.is_empty() {
-            "/".into()
-        } else {
-            full.into()
-        };
-    }
-    full.push('/');
-    full.push_str(kept);
-    full.into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
 
-    /// A directory under the working directory is kept relative to it, so a moved tree's
-    /// stamps still name its directories; others stay absolute; both come back whole.
-    #[test]
-    fn directories_under_the_working_directory_are_kept_relative() {
-        let cases = [
-            ("/srv/app", "/srv/app", ""),
-            ("/srv/app", "/srv/app/lib", "lib"),
-            ("/srv/app", "/srv/app/lib/deep", "lib/deep"),
-            ("/srv/app", "/srv/application", "/srv/application"),
-            ("/srv/app", "/srv", "/srv"),
-            ("/srv/app", "/usr/lib/js", "/usr/lib/js"),
-            ("/", "/", ""),
-            ("/", "/lib", "lib"),
-        ];
-        for (cwd, dir, kept) in cases {
-            assert_eq!(relative_to(cwd, dir), kept, "{cwd:?} {dir:?}");
-            assert_eq!(full_path(cwd, kept), Path::new(dir), "{cwd:?} {kept:?}");
-        }
-    }
     use crate::quickjs::resolver::stored;
 
     /// What a run writes back: its own answers, the stored answers it did not replace whose

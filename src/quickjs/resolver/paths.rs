@@ -50,6 +50,40 @@ pub(super) fn one_probe_decides(name: &str) -> bool {
     file.rfind('.').is_some_and(|dot| dot > 0)
 }
 
+/// `dir` (absolute) as a run keeps it: relative to the working directory `cwd` if it lies
+/// under it (`cwd` itself as ""), else as it is.
+pub(super) fn relative_to<'a>(cwd: &str, dir: &'a str) -> &'a str {
+    let base = cwd.trim_end_matches('/');
+    if dir == cwd || dir.trim_end_matches('/') == base {
+        return "";
+    }
+    match dir
+        .strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix('/'))
+    {
+        Some(relative) if !relative.is_empty() => relative,
+        _ => dir,
+    }
+}
+
+/// The directory a kept path names: under `cwd` if relative (see [`relative_to`]).
+pub(super) fn full_path(cwd: &str, kept: &str) -> std::path::PathBuf {
+    if kept.starts_with('/') {
+        return kept.into();
+    }
+    let mut full = cwd.trim_end_matches('/').to_owned();
+    if kept.is_empty() {
+        return if full.is_empty() {
+            "/".into()
+        } else {
+            full.into()
+        };
+    }
+    full.push('/');
+    full.push_str(kept);
+    full.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +192,26 @@ mod tests {
         for base in bases {
             let expected = RelativePath::new(base).parent().map(RelativePath::as_str);
             assert_eq!(base_dir(base), expected, "{base:?}");
+        }
+    }
+
+    /// A directory under the working directory is kept relative to it, so a moved tree's
+    /// stamps still name its directories; others stay absolute; both come back whole.
+    #[test]
+    fn directories_under_the_working_directory_are_kept_relative() {
+        let cases = [
+            ("/srv/app", "/srv/app", ""),
+            ("/srv/app", "/srv/app/lib", "lib"),
+            ("/srv/app", "/srv/app/lib/deep", "lib/deep"),
+            ("/srv/app", "/srv/application", "/srv/application"),
+            ("/srv/app", "/srv", "/srv"),
+            ("/srv/app", "/usr/lib/js", "/usr/lib/js"),
+            ("/", "/", ""),
+            ("/", "/lib", "lib"),
+        ];
+        for (cwd, dir, kept) in cases {
+            assert_eq!(relative_to(cwd, dir), kept, "{cwd:?} {dir:?}");
+            assert_eq!(full_path(cwd, kept), Path::new(dir), "{cwd:?} {kept:?}");
         }
     }
 }

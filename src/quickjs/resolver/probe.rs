@@ -8,8 +8,7 @@ use std::sync::Arc;
 use relative_path::{RelativePath, RelativePathBuf};
 
 use super::ResolverState;
-use super::dirs::relative_to;
-use super::paths::{directory_of, is_plain_relative};
+use super::paths::{directory_of, is_plain_relative, relative_to};
 use crate::sys::Probe;
 
 /// What one resolution's probes found out besides its answer: the directories it consulted
