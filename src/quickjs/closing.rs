@@ -6,7 +6,7 @@
 //! its batch is stored (the runtime dropped, or a flush), or at the first load or resolve
 //! 100 ms after the oldest of them was read; past the process's budget ([`limit`]) a file is
 //! closed at once. Only where an open file blocks nothing: Windows' renames and deletes fail
-//! on an open file, so there a file is closed at once.
+//! on an open file, so there the budget is none and a file is closed at once.
 //!
 //! On Linux the directories whose files a resolver opens by name (a copy's stored answers,
 //! found again) are kept here too, as handles the files are opened through: one path walk
@@ -96,7 +96,7 @@ impl Drop for Waiting {
 impl ClosingLater {
     /// Keeps `file` (read, no longer needed) to close later.
     pub(crate) fn close_later(&self, file: File) {
-        if cfg!(not(unix)) || !reserve() {
+        if !reserve() {
             return drop(file);
         }
         let mut waiting = self.waiting.lock();
@@ -207,6 +207,8 @@ mod tests {
         for _ in 0..3 {
             closing.close_later(File::open(&path).unwrap());
         }
+        // Waiting since the clock's end: not due, however long this thread is descheduled.
+        closing.waiting.lock().since = Duration::MAX;
         closing.close_if_due();
         assert_eq!(open_on(&path), 3, "not due yet");
         closing.waiting.lock().since = Duration::ZERO;

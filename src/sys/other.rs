@@ -16,7 +16,8 @@ pub(crate) type FileIdentity = (u64, u64, i64);
 #[cfg(feature = "quickjs")]
 pub(crate) const LONGEST_PATH: usize = usize::MAX;
 
-/// Unknown here: files are closed at once elsewhere than on Unix.
+/// Unknown here, so no descriptor waits to be closed (`quickjs::closing`): elsewhere than on
+/// Unix an open file blocks its renaming.
 #[cfg(feature = "quickjs")]
 pub(crate) fn open_files_limit() -> Option<u64> {
     None
