@@ -1,7 +1,6 @@
 //! The storage side's only `unsafe` code: mapping cache files, reading a checked index in
 //! place, and the FFI calls that ask who this process is, how many files it may open, and read
-//! the coarse clock. (The
-//! engine side's one `Module::load` is in `quickjs::engine`.)
+//! the coarse clock. (The engine side's one `Module::load` is in `quickjs::engine`.)
 //!
 //! # The invariants this module relies on
 //!

@@ -207,9 +207,10 @@ impl Dirs {
             None => {
                 let id = id as usize;
                 self.restamped[id] = Some(stamp);
-                self.relisted[id] = match searchable && stamp.stat.is_some() {
-                    true => Relisted::Due,
-                    false => Relisted::No,
+                self.relisted[id] = if searchable && stamp.stat.is_some() {
+                    Relisted::Due
+                } else {
+                    Relisted::No
                 };
             }
             Some(added) => self.added[added as usize].1 = stamp,
@@ -249,8 +250,8 @@ impl Dirs {
         true
     }
 
-    /// The id of the directory at `path` (as [`relative_to`](super::paths::relative_to) keeps it), stamping it first if
-    /// it has none; and whether that stamp is worth storing (see [`Dirs::check`]).
+    /// The id of the directory at `path` (as [`super::paths::relative_to`] keeps it), stamping
+    /// it first if it has none; and whether that stamp is worth storing (see [`Dirs::check`]).
     pub(crate) fn id(&mut self, table: Option<&StoredAnswers>, path: &str) -> (u32, bool) {
         let index = self.index.get_or_insert_with(|| {
             (0..self.stored)

@@ -8,7 +8,7 @@
 //! | `dirs.rs` | directory stamps, the run's answers, and the payload that stores them |
 //! | `stored.rs` | the stored table, read in place |
 //! | `listing.rs` | a directory's listing, which lets a copy keep its original's answers |
-//! | `paths.rs` | name and directory arithmetic as strings (the fast paths, directories kept relative to the working directory) |
+//! | `paths.rs` | name and directory arithmetic as strings (the fast paths) |
 //! | `config.rs` | `FileResolver`'s settings, read back |
 
 mod config;
