@@ -34,8 +34,8 @@ fn child() {
         builder = builder.auto_compact(1, 0.5);
     }
     let cache = builder.open().unwrap();
-    if std::env::var_os("BP_COUNT_OPEN_FILES").is_some() {
-        return count_open_files(&cache);
+    if let Some(how) = std::env::var_os("BP_COUNT_OPEN_FILES") {
+        return count_open_files(&cache, how == "flush");
     }
     if let Some(doomed) = std::env::var_os("BP_DELETE_BETWEEN_IMPORTS") {
         return import_twice(&cache, Path::new(&doomed));
@@ -52,9 +52,10 @@ fn child() {
     );
 }
 
-/// A start of `main.js` that prints how many of the project's files and directories the process holds open
-/// once the import is done, after a flush of its loader, and after the runtime is dropped.
-fn count_open_files(cache: &Cache) {
+/// A start of `main.js` that prints how many of the project's files and directories the
+/// process holds open once the import is done, after a flush of its loader if `flush`, and
+/// after the runtime is dropped.
+fn count_open_files(cache: &Cache, flush: bool) {
     use rquickjs::loader::FileResolver;
     use rquickjs::{Context, Module, Runtime};
     let project = std::env::current_dir().unwrap().canonicalize().unwrap();
@@ -82,8 +83,10 @@ fn count_open_files(cache: &Cache) {
     });
     println!("import_ms={}", began.elapsed().as_millis());
     println!("open_after_import={}", open());
-    flusher.flush().unwrap();
-    println!("open_after_flush={}", open());
+    if flush {
+        flusher.flush().unwrap();
+        println!("open_after_flush={}", open());
+    }
     drop((flusher, context, runtime));
     println!("open_after_drop={}", open());
 }
@@ -244,39 +247,54 @@ fn a_copied_tree_compiles_nothing_and_is_warm_the_start_after() {
 }
 
 /// A copy's first start reads every module's file; it closes them together after its loads
-/// rather than one at a time during them: by its loader's flush at the latest (and by the
-/// runtime's drop, which stores the batch), with the directory handles it opened files
-/// through. Nothing stays open after either.
+/// rather than one at a time during them: by its loader's flush, or by the runtime's drop
+/// (which stores the batch), with the directory handles it opened files through. Nothing
+/// stays open after either.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_copys_start_closes_the_files_it_read_by_the_flush() {
-    let (_tmp, copy, root) = warm_copy();
-    let stdout = start_in(&copy, &root, "BP_COUNT_OPEN_FILES", "1");
-    let count = |name: &str| -> (usize, usize) {
-        let line = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")));
-        let line = line.unwrap_or_else(|| panic!("no {name} in {stdout}"));
-        let (files, dirs) = line.split_once(' ').unwrap();
-        (files.parse().unwrap(), dirs.parse().unwrap())
-    };
-    // The four modules' files, read and not yet closed: the start paid no `close`. So is
-    // `lib/`, where `./lib/math.js` was found again: that file was opened through it. (An
-    // import slower than 100 ms, on a loaded machine, closes what waited that long.)
-    let import_ms: u64 = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("import_ms="))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let after_import = count("open_after_import");
-    if import_ms < 80 {
-        assert_eq!(after_import, (4, 1), "{stdout}");
-    } else {
-        assert!(after_import.0 <= 4 && after_import.1 <= 1, "{stdout}");
+    for how in ["flush", "drop"] {
+        let stdout = a_quick_copys_start_counting_open_files(how);
+        let count = |name: &str| -> (usize, usize) {
+            let line = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}=")));
+            let line = line.unwrap_or_else(|| panic!("no {name} in {stdout}"));
+            let (files, dirs) = line.split_once(' ').unwrap();
+            (files.parse().unwrap(), dirs.parse().unwrap())
+        };
+        // The four modules' files, read and not yet closed: the start paid no `close`. So is
+        // `lib/`, where `./lib/math.js` was found again: that file was opened through it.
+        assert_eq!(count("open_after_import"), (4, 1), "{how}: {stdout}");
+        if how == "flush" {
+            assert_eq!(count("open_after_flush"), (0, 0), "{how}: {stdout}");
+        }
+        assert_eq!(count("open_after_drop"), (0, 0), "{how}: {stdout}");
     }
-    assert_eq!(count("open_after_flush"), (0, 0), "{stdout}");
-    assert_eq!(count("open_after_drop"), (0, 0), "{stdout}");
+}
+
+/// The output of a child's first start in a fresh warm copy, counting the files it holds open
+/// (`how`: "flush" or "drop", see `count_open_files`), from a start whose import took under
+/// 80 ms: a slower one, on a loaded machine, closes at its next load what waited 100 ms.
+/// Tried up to five times, each in a copy of its own.
+#[cfg(target_os = "linux")]
+fn a_quick_copys_start_counting_open_files(how: &str) -> String {
+    let mut slowest = Vec::new();
+    for _ in 0..5 {
+        let (_tmp, copy, root) = warm_copy();
+        let stdout = start_in(&copy, &root, "BP_COUNT_OPEN_FILES", how);
+        let import_ms: u64 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("import_ms="))
+            .unwrap_or_else(|| panic!("no import_ms in {stdout}"))
+            .parse()
+            .unwrap();
+        if import_ms < 80 {
+            return stdout;
+        }
+        slowest.push(import_ms);
+    }
+    panic!("every import took 80 ms or more ({slowest:?} ms): the machine is too loaded");
 }
 
 /// A file found again in a copy stands while its directory keeps the stamp it was found
