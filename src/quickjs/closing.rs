@@ -261,4 +261,26 @@ mod tests {
         closing.close_all();
         assert_eq!(open_on(&dir), 0);
     }
+
+    /// At a resolver's new round the directory handles close and the files wait on; a file
+    /// opened after that goes through a new handle.
+    #[test]
+    fn a_new_round_closes_the_directory_handles_only() {
+        let dir = crate::private_tempdir();
+        let dir = dir.path().canonicalize().unwrap();
+        std::fs::write(dir.join("m.js"), "1").unwrap();
+        let closing = ClosingLater::default();
+        let open = || {
+            let name = std::ffi::OsStr::new("m.js");
+            closing.open_in_directory(7, &dir, name).unwrap().unwrap()
+        };
+        closing.close_later(open());
+        assert_eq!((open_on(&dir), open_on(&dir.join("m.js"))), (1, 1));
+        closing.close_directories();
+        assert_eq!((open_on(&dir), open_on(&dir.join("m.js"))), (0, 1));
+        closing.close_later(open());
+        assert_eq!((open_on(&dir), open_on(&dir.join("m.js"))), (1, 2));
+        closing.close_all();
+        assert_eq!((open_on(&dir), open_on(&dir.join("m.js"))), (0, 0));
+    }
 }
