@@ -1,9 +1,11 @@
 //! `BP_APP_PAIRS=<a>/<b>[,<c>/<d>...]`: after the timed run, each pair of variants is started
-//! alternately on every code base that runs both, `BP_APP_PAIR_ROUNDS` rounds (21 unless
-//! set), a then b in even rounds and b then a in odd ones. Criterion times one variant after
-//! the other, minutes apart, and this VM's speed drifts over minutes; alternating cancels the
-//! drift out of the ratio. Printed per pair: each variant's median to ready, and the median of
-//! the rounds' ratios a / b. `BP_APP_PAIR_CODEBASES=<name>,...` limits the code bases.
+//! alternately on every code base that runs both, `BP_APP_PAIR_ROUNDS` rounds (22 unless set;
+//! an odd count is rounded up), a then b in even rounds and b then a in odd ones. Criterion
+//! times one variant after the other, minutes apart, and this VM's speed drifts over minutes;
+//! alternating cancels the drift out of the ratio. Printed per pair: each variant's median to
+//! ready, and the median over each two rounds (one in each order, so that going first or
+//! second weighs on neither side) of the geometric mean of their ratios a / b.
+//! `BP_APP_PAIR_CODEBASES=<name>,...` limits the code bases.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,17 +23,20 @@ const ONLY: &str = "BP_APP_PAIR_CODEBASES";
 pub fn print_pairs(spec: &str) {
     let rounds: usize = std::env::var(ROUNDS)
         .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(21)
-        .clamp(1, 1000);
+        .and_then(|r| r.parse::<usize>().ok())
+        .unwrap_or(22)
+        .clamp(2, 1000)
+        .next_multiple_of(2);
     let pairs: Vec<(Variant, Variant)> = spec
         .split(',')
+        .map(str::trim)
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (a, b) = pair
                 .split_once('/')
                 .unwrap_or_else(|| panic!("{PAIRS}: {pair:?} is not <variant>/<variant>"));
             let variant = |name: &str| {
+                let name = name.trim();
                 Variant::from_name(name).unwrap_or_else(|| panic!("{PAIRS}: no variant {name}"))
             };
             (variant(a), variant(b))
@@ -69,15 +74,17 @@ pub fn print_pairs(spec: &str) {
                 .zip(&times[1])
                 .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
                 .collect();
+            // A round with a first and the next with b first.
+            let balanced: Vec<f64> = ratios.chunks(2).map(|r| (r[0] * r[1]).sqrt()).collect();
             let ms = |d: &[Duration]| median(d.iter().map(Duration::as_secs_f64).collect()) * 1e3;
             eprintln!(
-                "app pairs: {} {} {:.2} ms / {} {:.2} ms = {:.2}x (median of {rounds} alternated rounds' ratios)",
+                "app pairs: {} {} {:.2} ms / {} {:.2} ms = {:.2}x (median over {rounds} alternated rounds, two at a time)",
                 codebase.name,
                 a.name(),
                 ms(&times[0]),
                 b.name(),
                 ms(&times[1]),
-                median(ratios),
+                median(balanced),
             );
         }
     }
@@ -85,5 +92,10 @@ pub fn print_pairs(spec: &str) {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let middle = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    }
 }
