@@ -2,11 +2,12 @@
 //!
 //! A `close` costs about what the `open` did (the kernel releases the file then): on the
 //! first start of a copied tree, where every module's file is opened and read, closing each
-//! one as it was read took 6% of the start. A start's files are instead closed together when
-//! its batch is stored (the runtime dropped, or a flush), or at the first load or resolve
-//! 100 ms after the oldest of them was read; past the process's budget ([`limit`]) a file is
-//! closed at once. Only where an open file blocks nothing: Windows' renames and deletes fail
-//! on an open file, so there the budget is none and a file is closed at once.
+//! one as it was read made the start about 10% slower. A start's files are instead closed
+//! together when its batch is stored (the runtime dropped, or a flush), or at the first load
+//! or resolve 100 ms after the oldest of them was read; past the process's budget
+//! ([`limit`]) a file is closed at once. Only where an open file blocks nothing: Windows'
+//! renames and deletes fail on an open file, so there the budget is none and a file is
+//! closed at once.
 //!
 //! On Linux the directories whose files a resolver opens by name (a copy's stored answers,
 //! found again) are kept here too, as handles the files are opened through: one path walk
