@@ -188,6 +188,14 @@ mod tests {
     use std::os::unix::fs::FileTypeExt;
     use std::path::Path;
 
+    /// A private directory (by its canonical path) holding `m.js`.
+    fn directory_with_a_module() -> (tempfile::TempDir, std::path::PathBuf) {
+        let tmp = crate::private_tempdir();
+        let dir = tmp.path().canonicalize().unwrap();
+        std::fs::write(dir.join("m.js"), "1").unwrap();
+        (tmp, dir)
+    }
+
     /// How many of this process's descriptors are open on `path`.
     fn open_on(path: &Path) -> usize {
         std::fs::read_dir("/proc/self/fd")
@@ -201,9 +209,8 @@ mod tests {
     /// budget, and are really closed then.
     #[test]
     fn files_wait_until_due_and_never_past_the_limit() {
-        let dir = crate::private_tempdir();
-        let path = dir.path().canonicalize().unwrap().join("m.js");
-        std::fs::write(&path, "1").unwrap();
+        let (_tmp, dir) = directory_with_a_module();
+        let path = dir.join("m.js");
         let closing = ClosingLater::default();
         for _ in 0..3 {
             closing.close_later(File::open(&path).unwrap());
@@ -230,9 +237,7 @@ mod tests {
     #[test]
     fn files_open_through_their_directorys_handle_as_by_their_path() {
         use std::ffi::OsStr;
-        let dir = crate::private_tempdir();
-        let dir = dir.path().canonicalize().unwrap();
-        std::fs::write(dir.join("m.js"), "1").unwrap();
+        let (_tmp, dir) = directory_with_a_module();
         std::os::unix::fs::symlink("m.js", dir.join("link.js")).unwrap();
         let made = std::process::Command::new("mkfifo")
             .arg(dir.join("fifo.js"))
@@ -267,9 +272,7 @@ mod tests {
     /// opened after that goes through a new handle.
     #[test]
     fn a_new_round_closes_the_directory_handles_only() {
-        let dir = crate::private_tempdir();
-        let dir = dir.path().canonicalize().unwrap();
-        std::fs::write(dir.join("m.js"), "1").unwrap();
+        let (_tmp, dir) = directory_with_a_module();
         let closing = ClosingLater::default();
         let open = || {
             let name = std::ffi::OsStr::new("m.js");
