@@ -216,10 +216,10 @@ fn write_new_pack(
 /// every `get`.
 fn revalidate_inputs(mut entry: EntryRecord) -> Option<EntryRecord> {
     // An entry recorded under a root is gone with it.
-    if entry.root.as_deref().is_some_and(freshness::root_is_gone) {
-        return None;
-    }
-    let root = entry.root.as_deref().and_then(crate::sys::path_from_bytes);
+    let root = match entry.root.as_deref() {
+        Some(recorded) => Some(freshness::existing_root(recorded)?),
+        None => None,
+    };
     let mut rehashed = Vec::new();
     for (i, input) in entry.inputs.iter().enumerate() {
         // Inputs recorded relative to a root are checked where it was last recorded.

@@ -132,7 +132,12 @@ pub(crate) fn recorded_path(path: &Path) -> PathBuf {
 /// directory now (a deleted checkout, a temporary directory, the old path of a tree moved and
 /// not started since), or no path on this system. Its entries are dead.
 pub(crate) fn root_is_gone(recorded: &[u8]) -> bool {
-    crate::sys::path_from_bytes(recorded).is_none_or(|root| !root.is_dir())
+    existing_root(recorded).is_none()
+}
+
+/// The root an entry was recorded under, unless it [is gone](root_is_gone).
+pub(crate) fn existing_root(recorded: &[u8]) -> Option<&Path> {
+    crate::sys::path_from_bytes(recorded).filter(|root| root.is_dir())
 }
 
 /// Whether [`recorded_path`] returns `path` unchanged (as `std::path::absolute` would): on Unix
