@@ -153,7 +153,10 @@ impl PackLoader {
         ctx: &Ctx<'js>,
         name: &str,
     ) -> rquickjs::Result<Module<'js, Declared>> {
-        let path = self.cwd.join(name);
+        // `cwd.join(name)`, allocated once: `join` copies `cwd` and grows it for `name`.
+        let mut path = PathBuf::with_capacity(self.cwd.as_os_str().len() + 1 + name.len());
+        path.push(&self.cwd);
+        path.push(name);
         if path.as_os_str().len() >= crate::sys::LONGEST_PATH {
             // The kernel refuses so long a path (the cache records inputs by absolute path),
             // but not the relative name ScriptLoader reads: compiled from it, not cached.
