@@ -21,6 +21,7 @@ use parking_lot::Mutex;
 use super::closing::ClosingLater;
 use super::handoff::Handoff;
 use super::loader::Root;
+use super::maps::PendingMap;
 use super::resolver::STORE_NAME;
 use crate::cache::Cache;
 use crate::entry::NewEntry;
@@ -57,10 +58,11 @@ pub(crate) trait Answers: Send + Sync {
     fn take_if_changed(&self) -> Option<Learned>;
 }
 
-/// A module's source map, ready to store, and the record of the map file it came from (its
-/// entry's sidecar; `None` for an inline map).
+/// A module's source map, made ready to store when stored (or when a stack needed it first),
+/// and the record of the map file it came from (its entry's sidecar; `None` for an inline
+/// map).
 pub(crate) struct MapToStore {
-    pub(crate) json: Arc<str>,
+    pub(crate) map: Arc<PendingMap>,
     pub(crate) file_record: Option<String>,
 }
 
@@ -118,17 +120,24 @@ impl PendingModule {
     /// Its entries: the bytecode where the source lies, and the pointer to it from its
     /// content.
     fn entries(&self) -> Vec<(Key, NewEntry<'_>)> {
-        let (entry, to_here) = self.entries_without_input();
+        let (entry, to_here) = self.entries_without_input(WithMap::Made);
         let entry = (self.key, entry.inputs(vec![self.input.clone()]));
         std::iter::once(entry).chain(to_here).collect()
     }
 
     /// [`PendingModule::entries`] without the input the first is recorded with (which takes
-    /// no pack bytes): the entry where the source lies, and the pointer if there is one.
-    fn entries_without_input(&self) -> (NewEntry<'_>, Option<(Key, NewEntry<'_>)>) {
+    /// no pack bytes): the entry where the source lies, and the pointer if there is one. The
+    /// map, if `with_map` says so (made now if it was not: a map that cannot be used goes
+    /// without the record of its file).
+    fn entries_without_input(
+        &self,
+        with_map: WithMap,
+    ) -> (NewEntry<'_>, Option<(Key, NewEntry<'_>)>) {
         let mut entry = NewEntry::new(&self.name, self.bytecode.as_slice()).engine_bytecode();
-        if let Some(map) = &self.map {
-            entry = entry.source_map(&map.json);
+        if let (Some(map), WithMap::Made) = (&self.map, with_map)
+            && let Some(json) = map.map.json()
+        {
+            entry = entry.source_map(json);
             if let Some(record) = &map.file_record {
                 entry = entry.aux(record);
             }
@@ -143,11 +152,25 @@ impl PendingModule {
         (entry.relative_to(&root.path), to_here)
     }
 
-    /// Bytes its entries take in the pack.
-    fn stored_len(&self) -> u64 {
-        let (entry, to_here) = self.entries_without_input();
-        entry.stored_len() + to_here.map_or(0, |(_, to_here)| to_here.stored_len())
+    /// Bytes its entries will take in the pack, a map not made yet counted as found (making
+    /// it is left for the store).
+    fn budgeted_len(&self) -> u64 {
+        let (entry, to_here) = self.entries_without_input(WithMap::Skipped);
+        let map = self.map.as_ref().map_or(0, |map| {
+            let record = map.file_record.as_ref().map_or(0, |record| {
+                record.len() as u64 + crate::format::SEGMENT_HEADER_LEN
+            });
+            map.map.len_hint() as u64 + crate::format::SEGMENT_HEADER_LEN + record
+        });
+        entry.stored_len() + to_here.map_or(0, |(_, to_here)| to_here.stored_len()) + map
     }
+}
+
+/// Whether [`PendingModule::entries_without_input`] includes the module's map.
+#[derive(Clone, Copy)]
+enum WithMap {
+    Made,
+    Skipped,
 }
 
 /// One start's entries, published once when the last owner is dropped (or on a flush).
@@ -230,7 +253,7 @@ impl StartBatch {
     /// not store it with the others, and the limit means the cache cannot hold them all.
     pub(crate) fn add(&self, module: PendingModule) -> bool {
         let budget = self.cache.max_batch_bytes();
-        let len = module.stored_len();
+        let len = module.budgeted_len();
         let mut state = self.state.lock();
         if state.module_bytes.saturating_add(len) > budget || !self.can_store() {
             state.left_out.count += 1;

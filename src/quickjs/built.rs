@@ -2,12 +2,14 @@
 //! build starts from, so that a hit skips the build as well as the compile.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
 
+use super::maps::{self, PendingMap};
 use super::stack::{self, MapSource};
-use super::{CompileOptions, Origin, compile, load, maps};
+use super::{CompileOptions, Origin, compile, load};
 use crate::cache::Cache;
 use crate::entry::Hit;
 use crate::freshness::Input;
@@ -182,7 +184,7 @@ where
         Some(json) => stack::register(
             ctx,
             name,
-            MapSource::Held(json.as_str().into()),
+            MapSource::Held(Arc::new(PendingMap::ready(json.as_str().into()))),
             Some(cache),
         ),
         None => stack::forget(ctx, name),

@@ -10,8 +10,9 @@ use rustc_hash::FxHashSet;
 
 use super::batch::{EXIT_LOCK_WAIT, MapToStore, PendingBytecode, PendingModule, Side, StartBatch};
 use super::handoff::OpenedModule;
+use super::maps::{self, PendingMap};
 use super::stack::{self, MapFile, MapSource};
-use super::{CompileOptions, compile_js, imports, load, maps};
+use super::{CompileOptions, compile_js, imports, load};
 use crate::LookupOptions;
 use crate::cache::Cache;
 use crate::entry::Hit;
@@ -271,11 +272,11 @@ impl PackLoader {
     ) -> Option<MapToStore> {
         match (found, hit.source_map()) {
             (Some(found), Some(json)) if Ok(found.record.as_deref()) == hit.stored_aux() => {
-                let json: Arc<str> = json.into();
-                let held = MapSource::Held(Arc::clone(&json));
+                let map = Arc::new(PendingMap::ready(json.into()));
+                let held = MapSource::Held(Arc::clone(&map));
                 stack::register(ctx, name, held, Some(&self.cache));
                 Some(MapToStore {
-                    json,
+                    map,
                     file_record: found.record,
                 })
             }
@@ -283,8 +284,9 @@ impl PackLoader {
         }
     }
 
-    /// The map found for module `name` just compiled, made ready to store (sources relative
-    /// to the root) and registered for its stack frames.
+    /// The map found for module `name` just compiled, registered for its stack frames, to be
+    /// made ready to store (sources relative to the root) when a stack or the store first
+    /// needs it: parsing and rewriting it is no part of the start's critical path.
     fn made_map(
         &self,
         ctx: &Ctx<'_>,
@@ -296,18 +298,14 @@ impl PackLoader {
             return None;
         };
         let file_record = found.record.clone();
-        let Some(json) = found.normalized(name, &self.cwd) else {
-            stack::forget(ctx, name);
-            return None;
-        };
-        let json: Arc<str> = json.into();
+        let map = Arc::new(PendingMap::of_found(found, name, &self.cwd));
         stack::register(
             ctx,
             name,
-            MapSource::Held(Arc::clone(&json)),
+            MapSource::Held(Arc::clone(&map)),
             Some(&self.cache),
         );
-        Some(MapToStore { json, file_record })
+        Some(MapToStore { map, file_record })
     }
 
     /// The entry another tree stored module `name` in when it had exactly the content whose

@@ -9,7 +9,9 @@
 //! frames keep their generated positions.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
+use parking_lot::Mutex;
 use sourcemap::{DecodedMap, SourceMap};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -31,6 +33,8 @@ pub(crate) struct FoundMap {
     map: Result<DecodedMap, Vec<u8>>,
     base: PathBuf,
     pub record: Option<String>,
+    /// Bytes of the map as found (decoded from its URL, for an inline one).
+    len: usize,
 }
 
 impl FoundMap {
@@ -57,17 +61,71 @@ pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
             map: Ok(map),
             base: dir.to_path_buf(),
             record: None,
+            len: url.len() / 4 * 3,
         })
     } else if url.contains("://") {
         Err(format!("{url}: not a file beside the module"))
     } else {
         read_file(&dir.join(url)).map(|(bytes, base)| FoundMap {
             record: Some(format!("{FILE_RECORD}\n{url}\n{:032x}", xxh3_128(&bytes))),
+            len: bytes.len(),
             map: Err(bytes),
             base,
         })
     };
     found.map_err(|why| warn(name, &why)).ok()
+}
+
+/// A module's map as its entry stores it (sources relative to the root), made when first
+/// needed: by a stack through the module, or by the store after the start's loads. A first
+/// start runs its application before it parses and rewrites any map.
+pub(crate) struct PendingMap {
+    /// What it is made from, until it is: the map found, its module's name (for the
+    /// warning) and the root.
+    found: Mutex<Option<(FoundMap, Box<str>, PathBuf)>>,
+    made: OnceLock<Option<Arc<str>>>,
+    /// The found map's length, for a batch's budget before the map is made.
+    found_len: usize,
+}
+
+impl PendingMap {
+    /// A map ready to store as it is.
+    pub(crate) fn ready(json: Arc<str>) -> PendingMap {
+        PendingMap {
+            found: Mutex::new(None),
+            found_len: json.len(),
+            made: OnceLock::from(Some(json)),
+        }
+    }
+
+    /// Module `name`'s map `found`, to be made ready with its sources relative to `root`.
+    pub(crate) fn of_found(found: FoundMap, name: &str, root: &Path) -> PendingMap {
+        PendingMap {
+            found_len: found.len,
+            found: Mutex::new(Some((found, name.into(), root.to_path_buf()))),
+            made: OnceLock::new(),
+        }
+    }
+
+    /// The map, ready to store (made now if it was not); `None` if it cannot be used
+    /// (warned once, when it was made).
+    pub(crate) fn json(&self) -> Option<&Arc<str>> {
+        self.made
+            .get_or_init(|| {
+                let (found, name, root) = self.found.lock().take()?;
+                found.normalized(&name, &root).map(Arc::from)
+            })
+            .as_ref()
+    }
+
+    /// Its length: as made if it was, else as found (a map made ready has no
+    /// `sourcesContent`, and is rarely longer).
+    pub(crate) fn len_hint(&self) -> usize {
+        match self.made.get() {
+            Some(made) => made.as_ref().map_or(0, |json| json.len()),
+            None => self.found_len,
+        }
+    }
 }
 
 /// The map to use for module `name` (its file at `path`) loaded from the cache, which holds
@@ -350,6 +408,7 @@ mod tests {
             map: Err(map.as_bytes().to_vec()),
             base: "/p/dist".into(),
             record: None,
+            len: map.len(),
         };
         assert!(
             found.normalized("m", Path::new("/p/dist/x")).is_none(),
@@ -357,6 +416,33 @@ mod tests {
         );
         let (inputs, kept) = of_build("m", "{\"version\":3,", Path::new("/p"), Path::new("/p"));
         assert!(inputs.is_empty() && kept.is_none());
+    }
+
+    /// A found map is made ready when first asked for, and once; until then a batch counts
+    /// it by its found length. One that cannot be used is none, every time.
+    #[test]
+    fn a_pending_map_is_made_when_first_needed_and_once() {
+        let map = r#"{"version":3,"sources":["../src/a.ts"],"sourcesContent":["x"],"names":[],"mappings":"AAAA"}"#;
+        let found = |base: &str| FoundMap {
+            map: Err(map.as_bytes().to_vec()),
+            base: base.into(),
+            record: None,
+            len: map.len(),
+        };
+        let pending = PendingMap::of_found(found("/p/dist"), "m", Path::new("/p"));
+        assert!(pending.made.get().is_none(), "not made when found");
+        assert_eq!(pending.len_hint(), map.len());
+        let json = Arc::clone(pending.json().unwrap());
+        let kept = SourceMap::from_slice(json.as_bytes()).unwrap();
+        assert_eq!(kept.get_source(0), Some("src/a.ts"));
+        assert!(kept.get_source_contents(0).is_none());
+        assert!(Arc::ptr_eq(pending.json().unwrap(), &json), "made once");
+        assert_eq!(pending.len_hint(), json.len());
+        let outside = PendingMap::of_found(found("/q/dist"), "m", Path::new("/p"));
+        assert!(outside.json().is_none() && outside.json().is_none());
+        assert_eq!(outside.len_hint(), 0);
+        let ready = PendingMap::ready(Arc::clone(&json));
+        assert!(Arc::ptr_eq(ready.json().unwrap(), &json));
     }
 
     /// One parse gives both the map's input files (those that exist, with the content the

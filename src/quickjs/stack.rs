@@ -2,10 +2,11 @@
 //! original file, line and column, as `node --enable-source-maps` does.
 //!
 //! Each runtime keeps one [`SourceMaps`]: for each module with a map, where its map is (the
-//! cache entry it was loaded from, checked by its stored checksum, or the bytes a first start
-//! just made), and the maps parsed so far. Loading a module only registers it; a map is read
-//! from the cache and parsed the first time a stack passes through the module, and parsed
-//! maps are kept for the runtime's life within [`MOST_PARSED_BYTES`].
+//! cache entry it was loaded from, checked by its stored checksum, or the map a first start
+//! just read, made ready when first needed), and the maps parsed so far. Loading a module
+//! only registers it; a map is read from the cache (or made) and parsed the first time a
+//! stack passes through the module, and parsed maps are kept for the runtime's life within
+//! [`MOST_PARSED_BYTES`].
 //!
 //! The first module with a map that a context loads installs a small script there (its
 //! bytecode kept in the cache): reading an error's `stack` maps the frames QuickJS formatted,
@@ -24,6 +25,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use sourcemap::SourceMap;
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::maps::PendingMap;
 use crate::LookupOptions;
 use crate::cache::Cache;
 use crate::key::Key;
@@ -48,8 +50,9 @@ pub(crate) enum MapSource {
         checksum: [u8; 16],
         file: Option<MapFile>,
     },
-    /// In memory: a map this start made (it is stored at the start's end).
-    Held(Arc<str>),
+    /// In memory: a map this start found or made, made ready when first needed (it is
+    /// stored at the start's end).
+    Held(Arc<PendingMap>),
 }
 
 /// A module [`super::PackLoader`] loaded: its file, and the project root its map's sources
@@ -127,6 +130,15 @@ impl SourceMaps {
 
     /// Module `module`'s map, parsed (once, then kept within the budget).
     fn parsed(&self, module: &str) -> Option<Arc<SourceMap>> {
+        let named = xxh3_128(module.as_bytes());
+        // A map this start read is made ready outside the lock, as a warning is logged.
+        let held = match self.state.lock().modules.get(&named) {
+            Some(MapSource::Held(map)) => Some(Arc::clone(map)),
+            _ => None,
+        };
+        if let Some(map) = held {
+            map.json();
+        }
         let mut state = self.state.lock();
         if let Some(parsed) = state.parsed.get(module) {
             let map = Arc::clone(&parsed.map);
@@ -136,20 +148,21 @@ impl SourceMaps {
         if state.unusable.contains(module) {
             return None;
         }
-        let json = match state.modules.get(&xxh3_128(module.as_bytes()))? {
-            MapSource::Held(json) => Ok(Arc::clone(json)),
+        // Why there is none (`None`: warned already, when a held map was made).
+        let json = match state.modules.get(&named)? {
+            MapSource::Held(map) => map.json().cloned().ok_or(None),
             MapSource::Stored {
                 cache,
                 key,
                 checksum,
                 file,
-            } => stored_map(cache, key, *checksum, file.as_ref()),
+            } => stored_map(cache, key, *checksum, file.as_ref()).map_err(Some),
         };
         let parsed = json.and_then(|json| {
             let parse = || SourceMap::from_slice(json.as_bytes());
             let map = std::panic::catch_unwind(parse)
-                .map_err(|_| "the parser failed on it".to_owned())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| Some("the parser failed on it".to_owned()))?
+                .map_err(|e| Some(e.to_string()))?;
             // What it takes in memory: its tokens (28 bytes each) and its strings.
             let bytes = map.get_token_count() as usize * 28 + json.len();
             Ok((Arc::new(map), bytes))
@@ -162,10 +175,12 @@ impl SourceMaps {
             Err(why) => {
                 state.unusable.insert(module.to_owned());
                 drop(state);
-                log::warn!(
-                    "bytecode-pack: {module}: source map not used ({why}); its stack frames \
-                     keep their generated positions"
-                );
+                if let Some(why) = why {
+                    log::warn!(
+                        "bytecode-pack: {module}: source map not used ({why}); its stack \
+                         frames keep their generated positions"
+                    );
+                }
                 None
             }
         }
