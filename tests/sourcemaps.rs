@@ -58,6 +58,17 @@ fn child() {
     );
     let context = Context::full(&runtime).unwrap();
     context.with(|ctx| {
+        // `BP_COPY_AFTER_LOADS=<from>:<to>`: `copyAfterLoads()` copies a file, for a prelude
+        // to call once every module has loaded.
+        if let Ok(copy) = std::env::var("BP_COPY_AFTER_LOADS") {
+            let (from, to) = copy.split_once(':').unwrap();
+            let (from, to) = (from.to_owned(), to.to_owned());
+            let copy = rquickjs::Function::new(ctx.clone(), move || {
+                fs::copy(&from, &to).unwrap();
+            })
+            .unwrap();
+            ctx.globals().set("copyAfterLoads", copy).unwrap();
+        }
         if host_before {
             ctx.eval::<(), _>(HOST_PREPARE)
                 .catch(&ctx)
@@ -366,6 +377,32 @@ fn start_with_util_map_edited(project: &Path, cache: &Path, entry: &str) -> Star
     fs::copy(dist.join("middle.js.map"), dist.join("util.js.map")).unwrap();
     common::let_ctime_age();
     start(project, cache, entry, &[])
+}
+
+/// A first start reads a module's map file when a stack first passes through the module, not
+/// as the module loads: a map file changed between the two is the one used, and stored.
+/// (Read at load, the frame would name `util.ts`.)
+#[test]
+fn a_first_start_reads_a_map_file_when_a_stack_first_needs_it() {
+    let (_tmp, project, cache) = fixtures();
+    let entry = "tsc-external/main.js";
+    let copy = "tsc-external/middle.js.map:tsc-external/util.js.map";
+    let env = [
+        ("BP_COPY_AFTER_LOADS", copy),
+        ("BP_PRELUDE", "copyAfterLoads();"),
+    ];
+    let first = start(&project, &cache, entry, &env);
+    assert!(first.compiles > 0);
+    assert_eq!(
+        our_frames(&first)[0].0,
+        "src-ts/src/middle.ts",
+        "{:?}",
+        first.stack
+    );
+    common::let_ctime_age();
+    let warm = start(&project, &cache, entry, &[]);
+    assert_eq!(warm.compiles, 0);
+    assert_eq!(our_frames(&warm)[0].0, "src-ts/src/middle.ts");
 }
 
 /// A changed map file is used by the next start, without compiling its module again: a

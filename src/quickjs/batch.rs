@@ -58,14 +58,6 @@ pub(crate) trait Answers: Send + Sync {
     fn take_if_changed(&self) -> Option<Learned>;
 }
 
-/// A module's source map, made ready to store when stored (or when a stack needed it first),
-/// and the record of the map file it came from (its entry's sidecar; `None` for an inline
-/// map).
-pub(crate) struct MapToStore {
-    pub(crate) map: Arc<PendingMap>,
-    pub(crate) file_record: Option<String>,
-}
-
 /// A loaded module waiting to be stored: its bytecode, where its source lies, and (for a
 /// module under a root) the pointer from its content to that place.
 pub(crate) struct PendingModule {
@@ -73,7 +65,9 @@ pub(crate) struct PendingModule {
     name: String,
     bytecode: PendingBytecode,
     input: Input,
-    map: Option<MapToStore>,
+    /// Its source map, made ready when stored (or when a stack needed it first), and the
+    /// record of the map file it came from (its entry's sidecar).
+    map: Option<Arc<PendingMap>>,
     /// For a module under a root: the key of its content's pointer (`None`: a pointer to
     /// another tree's entry stands, and is left pointing there), and the root its input is
     /// recorded under.
@@ -105,7 +99,7 @@ impl PendingModule {
         name: &str,
         bytecode: PendingBytecode,
         input: Input,
-        map: Option<MapToStore>,
+        map: Option<Arc<PendingMap>>,
     ) -> Self {
         PendingModule {
             key,
@@ -135,10 +129,10 @@ impl PendingModule {
     ) -> (NewEntry<'_>, Option<(Key, NewEntry<'_>)>) {
         let mut entry = NewEntry::new(&self.name, self.bytecode.as_slice()).engine_bytecode();
         if let (Some(map), WithMap::Made) = (&self.map, with_map)
-            && let Some(json) = map.map.json()
+            && let Some((json, file_record)) = map.made()
         {
             entry = entry.source_map(json);
-            if let Some(record) = &map.file_record {
+            if let Some(record) = file_record {
                 entry = entry.aux(record);
             }
         }
@@ -152,16 +146,11 @@ impl PendingModule {
         (entry.relative_to(&root.path), to_here)
     }
 
-    /// Bytes its entries will take in the pack, a map not made yet counted as found (making
-    /// it is left for the store).
+    /// Bytes its entries will take in the pack, a map not made yet not counted (making it is
+    /// left for the store, which fits what it stores to the cache's limits).
     fn budgeted_len(&self) -> u64 {
         let (entry, to_here) = self.entries_without_input(WithMap::Skipped);
-        let map = self.map.as_ref().map_or(0, |map| {
-            let record = map.file_record.as_ref().map_or(0, |record| {
-                record.len() as u64 + crate::format::SEGMENT_HEADER_LEN
-            });
-            map.map.len_hint() as u64 + crate::format::SEGMENT_HEADER_LEN + record
-        });
+        let map = self.map.as_ref().map_or(0, |map| map.len_hint() as u64);
         entry.stored_len() + to_here.map_or(0, |(_, to_here)| to_here.stored_len()) + map
     }
 }

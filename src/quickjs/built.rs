@@ -184,7 +184,7 @@ where
         Some(json) => stack::register(
             ctx,
             name,
-            MapSource::Held(Arc::new(PendingMap::ready(json.as_str().into()))),
+            MapSource::Held(Arc::new(PendingMap::ready(json.as_str().into(), None))),
             Some(cache),
         ),
         None => stack::forget(ctx, name),

@@ -8,7 +8,7 @@ use rquickjs::module::Declared;
 use rquickjs::{Ctx, Module};
 use rustc_hash::FxHashSet;
 
-use super::batch::{EXIT_LOCK_WAIT, MapToStore, PendingBytecode, PendingModule, Side, StartBatch};
+use super::batch::{EXIT_LOCK_WAIT, PendingBytecode, PendingModule, Side, StartBatch};
 use super::handoff::OpenedModule;
 use super::maps::{self, PendingMap};
 use super::stack::{self, MapFile, MapSource};
@@ -262,42 +262,42 @@ impl PackLoader {
 
     /// The map of module `name` loaded from another tree's entry `hit`, as this tree's files
     /// give it: the other tree's map, unless this tree's map file differs from the one it was
-    /// made from (an inline map is part of the content, so the same).
+    /// made from (read now, to compare; an inline map is part of the content, so the same).
     fn copied_map(
         &self,
         ctx: &Ctx<'_>,
         name: &str,
         found: Option<maps::FoundMap>,
         hit: &Hit,
-    ) -> Option<MapToStore> {
-        match (found, hit.source_map()) {
-            (Some(found), Some(json)) if Ok(found.record.as_deref()) == hit.stored_aux() => {
-                let map = Arc::new(PendingMap::ready(json.into()));
-                let held = MapSource::Held(Arc::clone(&map));
-                stack::register(ctx, name, held, Some(&self.cache));
-                Some(MapToStore {
-                    map,
-                    file_record: found.record,
-                })
-            }
-            (found, _) => self.made_map(ctx, name, found),
+    ) -> Option<Arc<PendingMap>> {
+        let Some(mut found) = found else {
+            return self.made_map(ctx, name, None);
+        };
+        if let Some(json) = hit.source_map()
+            && let Ok(record) = found.file_record(name)
+            && Ok(record) == hit.stored_aux()
+        {
+            let map = Arc::new(PendingMap::ready(json.into(), record.map(str::to_owned)));
+            let held = MapSource::Held(Arc::clone(&map));
+            stack::register(ctx, name, held, Some(&self.cache));
+            return Some(map);
         }
+        self.made_map(ctx, name, Some(found))
     }
 
     /// The map found for module `name` just compiled, registered for its stack frames, to be
-    /// made ready to store (sources relative to the root) when a stack or the store first
-    /// needs it: parsing and rewriting it is no part of the start's critical path.
+    /// read and made ready to store (sources relative to the root) when a stack or the store
+    /// first needs it: none of that is on the start's critical path.
     fn made_map(
         &self,
         ctx: &Ctx<'_>,
         name: &str,
         found: Option<maps::FoundMap>,
-    ) -> Option<MapToStore> {
+    ) -> Option<Arc<PendingMap>> {
         let Some(found) = found else {
             stack::forget(ctx, name);
             return None;
         };
-        let file_record = found.record.clone();
         let map = Arc::new(PendingMap::of_found(found, name, &self.cwd));
         stack::register(
             ctx,
@@ -305,7 +305,7 @@ impl PackLoader {
             MapSource::Held(Arc::clone(&map)),
             Some(&self.cache),
         );
-        Some(MapToStore { map, file_record })
+        Some(map)
     }
 
     /// The entry another tree stored module `name` in when it had exactly the content whose

@@ -25,111 +25,137 @@ pub(crate) const MAX_MAP_LEN: u64 = 16 << 20;
 /// tag, the URL, and the XXH3-128 of the file as read.
 const FILE_RECORD: &str = "bytecode-pack map file 1";
 
-/// A module's map as found: the map (parsed only when it is made ready to store: a copy of a
-/// tree whose entry already holds it never parses it), the directory its sources are relative
-/// to, and, for a map file, the record of it its entry keeps (`None` for an inline map, which
-/// the module's own content covers).
+/// A module's map as its source names it: an inline `data:` URL, or a map file beside it,
+/// read (once) when the map is made ready to store or when its record is asked for. Nothing
+/// is read or parsed when it is found: a first start runs its application first, and a copy
+/// of a tree whose entry already holds the map only reads the file, to compare its record.
 pub(crate) struct FoundMap {
-    map: Result<DecodedMap, Vec<u8>>,
-    base: PathBuf,
-    pub record: Option<String>,
-    /// Bytes of the map as found (decoded from its URL, for an inline one).
-    len: usize,
+    url: String,
+    /// The module's directory, which a map file's URL is relative to.
+    dir: PathBuf,
+    /// The map file's bytes and the record of them its entry keeps, once read (`Err`: it
+    /// could not be, and that was warned about).
+    read: Option<Result<(Vec<u8>, String), ()>>,
 }
 
 impl FoundMap {
-    /// The map, ready to store: sources relative to `root`. `None`, with one warning, if it
-    /// is malformed or names sources outside the project.
-    pub(crate) fn normalized(self, name: &str, root: &Path) -> Option<String> {
-        let map = match self.map {
-            Ok(map) => Ok(map),
-            Err(bytes) => parse(&bytes),
+    /// The record of the map file its entry keeps as its sidecar (`None` for an inline map,
+    /// which the module's own content covers): the tag, the URL and the XXH3-128 of the file
+    /// as read. `Err` (with one warning) if the file cannot be read.
+    pub(crate) fn file_record(&mut self, name: &str) -> Result<Option<&str>, ()> {
+        if self.url.starts_with("data:") {
+            return Ok(None);
+        }
+        let read = self.read.get_or_insert_with(|| {
+            let (bytes, _) =
+                read_file(&self.dir.join(&self.url)).map_err(|why| warn(name, &why))?;
+            let record = format!("{FILE_RECORD}\n{}\n{:032x}", self.url, xxh3_128(&bytes));
+            Ok((bytes, record))
+        });
+        match read {
+            Ok((_, record)) => Ok(Some(record)),
+            Err(()) => Err(()),
+        }
+    }
+
+    /// The map, ready to store: sources relative to `root`, and the record of its file.
+    /// `None`, with one warning, if it cannot be read, is malformed or names sources outside
+    /// the project.
+    fn normalized(mut self, name: &str, root: &Path) -> Option<(String, Option<String>)> {
+        let record = self.file_record(name).ok()?.map(str::to_owned);
+        let (map, base) = match self.read.take() {
+            Some(Ok((bytes, _))) => {
+                let base = self.dir.join(&self.url);
+                (
+                    parse(&bytes),
+                    base.parent().unwrap_or(Path::new("")).to_path_buf(),
+                )
+            }
+            _ => (inline(&self.url), self.dir),
         };
-        map.and_then(|map| guarded(|| normalized(map, &self.base, root, Outside::Refused)))
+        let json = map
+            .and_then(|map| guarded(|| normalized(map, &base, root, Outside::Refused)))
             .map_err(|why| warn(name, &why))
-            .ok()
+            .ok()?;
+        Some((json, record))
     }
 }
 
 /// Module `name`'s map, if its `source` (read from `path`, to which a map URL is relative)
-/// names one. `None` if it names none, or (with one warning) if the map cannot be read.
+/// names one. `None` if it names none, or (with one warning) if the URL names no file beside
+/// the module. Nothing is read yet (see [`FoundMap`]).
 pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
     let url = mapping_url(source)?;
-    let dir = path.parent().unwrap_or(Path::new(""));
-    let found = if url.starts_with("data:") {
-        inline(url).map(|map| FoundMap {
-            map: Ok(map),
-            base: dir.to_path_buf(),
-            record: None,
-            len: url.len() / 4 * 3,
-        })
-    } else if url.contains("://") {
-        Err(format!("{url}: not a file beside the module"))
-    } else {
-        read_file(&dir.join(url)).map(|(bytes, base)| FoundMap {
-            record: Some(format!("{FILE_RECORD}\n{url}\n{:032x}", xxh3_128(&bytes))),
-            len: bytes.len(),
-            map: Err(bytes),
-            base,
-        })
-    };
-    found.map_err(|why| warn(name, &why)).ok()
+    if !url.starts_with("data:") && url.contains("://") {
+        warn(name, &format!("{url}: not a file beside the module"));
+        return None;
+    }
+    Some(FoundMap {
+        url: url.to_owned(),
+        dir: path.parent().unwrap_or(Path::new("")).to_path_buf(),
+        read: None,
+    })
 }
 
-/// A module's map as its entry stores it (sources relative to the root), made when first
-/// needed: by a stack through the module, or by the store after the start's loads. A first
-/// start runs its application before it parses and rewrites any map.
+/// A module's map as its entry stores it (sources relative to the root) and the record of
+/// its file, made when first needed: by a stack through the module, or by the store after the
+/// start's loads. A first start runs its application before it reads, parses or rewrites any
+/// map.
 pub(crate) struct PendingMap {
     /// What it is made from, until it is: the map found, its module's name (for the
     /// warning) and the root.
     found: Mutex<Option<(FoundMap, Box<str>, PathBuf)>>,
-    made: OnceLock<Option<Arc<str>>>,
-    /// The found map's length, for a batch's budget before the map is made.
-    found_len: usize,
+    made: OnceLock<Option<(Arc<str>, Option<String>)>>,
 }
 
 impl PendingMap {
-    /// A map ready to store as it is.
-    pub(crate) fn ready(json: Arc<str>) -> PendingMap {
+    /// A map ready to store as it is, with the record of the file it came from, if any.
+    pub(crate) fn ready(json: Arc<str>, file_record: Option<String>) -> PendingMap {
         PendingMap {
             found: Mutex::new(None),
-            found_len: json.len(),
-            made: OnceLock::from(Some(json)),
+            made: OnceLock::from(Some((json, file_record))),
         }
     }
 
     /// Module `name`'s map `found`, to be made ready with its sources relative to `root`.
     pub(crate) fn of_found(found: FoundMap, name: &str, root: &Path) -> PendingMap {
         PendingMap {
-            found_len: found.len,
             found: Mutex::new(Some((found, name.into(), root.to_path_buf()))),
             made: OnceLock::new(),
         }
     }
 
-    /// The map, ready to store (made now if it was not); `None` if it cannot be used
-    /// (warned once, when it was made).
-    pub(crate) fn json(&self) -> Option<&Arc<str>> {
-        self.made
+    /// The map ready to store and the record of its file (made now if it was not); `None`
+    /// if it cannot be used (warned once, when it was made).
+    pub(crate) fn made(&self) -> Option<(&Arc<str>, Option<&str>)> {
+        let (json, record) = self
+            .made
             .get_or_init(|| {
                 let (found, name, root) = self.found.lock().take()?;
-                found.normalized(&name, &root).map(Arc::from)
+                let (json, record) = found.normalized(&name, &root)?;
+                Some((Arc::from(json), record))
             })
-            .as_ref()
+            .as_ref()?;
+        Some((json, record.as_deref()))
     }
 
-    /// Its length: as made if it was, else as found (a map made ready has no
-    /// `sourcesContent`, and is rarely longer).
+    /// The map ready to store (see [`PendingMap::made`]).
+    pub(crate) fn json(&self) -> Option<&Arc<str>> {
+        self.made().map(|(json, _)| json)
+    }
+
+    /// Its bytes, with its file's record, once made (nothing before: a batch counts it when
+    /// it is stored).
     pub(crate) fn len_hint(&self) -> usize {
         match self.made.get() {
-            Some(made) => made.as_ref().map_or(0, |json| json.len()),
-            None => self.found_len,
+            Some(Some((json, record))) => json.len() + record.as_ref().map_or(0, String::len),
+            _ => 0,
         }
     }
 }
 
 /// The map to use for module `name` (its file at `path`) loaded from the cache, which holds
-/// `stored` and, as its sidecar, `record` (see [`FoundMap::record`]): the stored one while
+/// `stored` and, as its sidecar, `record` (see [`FoundMap::file_record`]): the stored one while
 /// the map file holds the bytes it was made from, else the file's map as it is now (an edited
 /// map is used without compiling the module again). An error says why none can be used.
 pub(crate) fn current(
@@ -404,44 +430,56 @@ mod tests {
             .unwrap();
         let kept = SourceMap::from_slice(outside.as_bytes()).unwrap();
         assert_eq!(kept.get_source(0), Some("/p/src/a.ts"), "kept absolute");
-        let found = FoundMap {
-            map: Err(map.as_bytes().to_vec()),
-            base: "/p/dist".into(),
-            record: None,
-            len: map.len(),
-        };
+        let tmp = crate::private_tempdir();
+        let found = map_file_beside_a_module(tmp.path(), map);
         assert!(
-            found.normalized("m", Path::new("/p/dist/x")).is_none(),
+            found.normalized("m", &tmp.path().join("dist/x")).is_none(),
             "refused"
         );
         let (inputs, kept) = of_build("m", "{\"version\":3,", Path::new("/p"), Path::new("/p"));
         assert!(inputs.is_empty() && kept.is_none());
     }
 
-    /// A found map is made ready when first asked for, and once; until then a batch counts
-    /// it by its found length. One that cannot be used is none, every time.
+    /// `m.js.map` holding `map` in `root`'s `dist/`, found as the map of `dist/m.js`.
+    fn map_file_beside_a_module(root: &Path, map: &str) -> FoundMap {
+        let dist = root.join("dist");
+        std::fs::create_dir_all(&dist).unwrap();
+        std::fs::write(dist.join("m.js.map"), map).unwrap();
+        let source = b"x;\n//# sourceMappingURL=m.js.map\n";
+        find("m", source, &dist.join("m.js")).unwrap()
+    }
+
+    /// A found map is read and made ready when first asked for, and once; a batch counts it
+    /// only then. One that cannot be used is none, every time.
     #[test]
     fn a_pending_map_is_made_when_first_needed_and_once() {
         let map = r#"{"version":3,"sources":["../src/a.ts"],"sourcesContent":["x"],"names":[],"mappings":"AAAA"}"#;
-        let found = |base: &str| FoundMap {
-            map: Err(map.as_bytes().to_vec()),
-            base: base.into(),
-            record: None,
-            len: map.len(),
-        };
-        let pending = PendingMap::of_found(found("/p/dist"), "m", Path::new("/p"));
+        let tmp = crate::private_tempdir();
+        let found = map_file_beside_a_module(tmp.path(), map);
+        assert!(found.read.is_none(), "not read when found");
+        let pending = PendingMap::of_found(found, "m", tmp.path());
         assert!(pending.made.get().is_none(), "not made when found");
-        assert_eq!(pending.len_hint(), map.len());
-        let json = Arc::clone(pending.json().unwrap());
+        assert_eq!(pending.len_hint(), 0);
+        let (json, record) = pending.made().unwrap();
+        let json = Arc::clone(json);
         let kept = SourceMap::from_slice(json.as_bytes()).unwrap();
         assert_eq!(kept.get_source(0), Some("src/a.ts"));
         assert!(kept.get_source_contents(0).is_none());
+        let hash = format!("{:032x}", xxh3_128(map.as_bytes()));
+        assert_eq!(
+            record,
+            Some(format!("{FILE_RECORD}\nm.js.map\n{hash}").as_str())
+        );
         assert!(Arc::ptr_eq(pending.json().unwrap(), &json), "made once");
-        assert_eq!(pending.len_hint(), json.len());
-        let outside = PendingMap::of_found(found("/q/dist"), "m", Path::new("/p"));
+        assert_eq!(pending.len_hint(), json.len() + record.unwrap().len());
+        let outside = map_file_beside_a_module(&tmp.path().join("q"), map);
+        let outside = PendingMap::of_found(outside, "m", &tmp.path().join("q/dist/x"));
         assert!(outside.json().is_none() && outside.json().is_none());
         assert_eq!(outside.len_hint(), 0);
-        let ready = PendingMap::ready(Arc::clone(&json));
+        let gone = map_file_beside_a_module(&tmp.path().join("gone"), map);
+        std::fs::remove_dir_all(tmp.path().join("gone")).unwrap();
+        assert!(PendingMap::of_found(gone, "m", tmp.path()).made().is_none());
+        let ready = PendingMap::ready(Arc::clone(&json), None);
         assert!(Arc::ptr_eq(ready.json().unwrap(), &json));
     }
 
