@@ -110,6 +110,12 @@ pub struct Hit {
 }
 
 impl Hit {
+    /// The key the entry is stored under.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn key(&self) -> crate::Key {
+        crate::Key::from_bytes(self.record().key)
+    }
+
     fn record(&self) -> &ArchivedEntryRecord {
         // The record passed its checks when the hit was made, and that verdict is kept.
         self.snapshot

@@ -274,6 +274,30 @@ fn a_copied_tree_compiles_nothing_and_keeps_its_frames_mapped() {
     }
 }
 
+/// A copy whose map file differs from the one the original's map was made from uses its own
+/// file's map (the original's entry is reused for the bytecode only), and stores it.
+#[test]
+fn a_copy_with_an_edited_map_file_uses_its_own_map() {
+    let (_tmp, project, cache) = fixtures();
+    let entry = "tsc-external/main.js";
+    let original = start(&project, &cache, entry, &[]);
+    assert_eq!(our_frames(&original)[0].0, "src-ts/src/util.ts");
+    let copy = project.with_file_name("copy");
+    copy_tree(&project, &copy);
+    let first = start_with_util_map_edited(&copy, &cache, entry);
+    assert_eq!(first.compiles, 0, "the bytecode is the original's");
+    assert_eq!(
+        our_frames(&first)[0].0,
+        "src-ts/src/middle.ts",
+        "{:?}",
+        first.stack
+    );
+    let second = start(&copy, &cache, entry, &[]);
+    assert_eq!(our_frames(&second)[0].0, "src-ts/src/middle.ts");
+    let original = start(&project, &cache, entry, &[]);
+    assert_eq!(our_frames(&original)[0].0, "src-ts/src/util.ts");
+}
+
 #[test]
 fn two_hundred_modules_each_with_its_map_name_their_own_sources() {
     maps_as_node_does("tsc-many", "tsc-many/entry.js");

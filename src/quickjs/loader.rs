@@ -195,7 +195,7 @@ impl PackLoader {
             .flatten();
         let Some(root) = located else {
             let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-            let map = self.made_map(ctx, name, map);
+            let map = self.found_map(ctx, name, map, None);
             let bytecode = PendingBytecode::Compiled(bytecode.into_bytes());
             self.store(PendingModule::new(key, None, name, bytecode, input, map));
             return Ok(module);
@@ -211,14 +211,14 @@ impl PackLoader {
         if let Some(hit) = elsewhere
             && let Some(module) = self.module_of_hit(ctx, name, &hit, || Some(source.clone()))?
         {
-            let map = self.copied_map(ctx, name, map, &hit);
+            let map = self.found_map(ctx, name, map, Some(&hit));
             let place = Some((None, Arc::clone(root)));
             let bytecode = PendingBytecode::Stored(hit);
             self.store(PendingModule::new(key, place, name, bytecode, input, map));
             return Ok(module);
         }
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-        let map = self.made_map(ctx, name, map);
+        let map = self.found_map(ctx, name, map, None);
         let place = Some((pointer, Arc::clone(root)));
         let bytecode = PendingBytecode::Compiled(bytecode.into_bytes());
         self.store(PendingModule::new(key, place, name, bytecode, input, map));
@@ -260,45 +260,29 @@ impl PackLoader {
         }
     }
 
-    /// The map of module `name` loaded from another tree's entry `hit`, as this tree's files
-    /// give it: the other tree's map, unless this tree's map file differs from the one it was
-    /// made from (read now, to compare; an inline map is part of the content, so the same).
-    fn copied_map(
+    /// The map found for module `name` just loaded (compiled, or `copied` from another
+    /// tree's entry), registered for its stack frames, to be read and made ready to store
+    /// (sources relative to the root) when a stack or the store first needs it: none of that
+    /// is on the start's critical path.
+    fn found_map(
         &self,
         ctx: &Ctx<'_>,
         name: &str,
         found: Option<maps::FoundMap>,
-        hit: &Hit,
-    ) -> Option<Arc<PendingMap>> {
-        let Some(mut found) = found else {
-            return self.made_map(ctx, name, None);
-        };
-        if let Some(json) = hit.source_map()
-            && let Ok(record) = found.file_record(name)
-            && Ok(record) == hit.stored_aux()
-        {
-            let map = Arc::new(PendingMap::ready(json.into(), record.map(str::to_owned)));
-            let held = MapSource::Held(Arc::clone(&map));
-            stack::register(ctx, name, held, Some(&self.cache));
-            return Some(map);
-        }
-        self.made_map(ctx, name, Some(found))
-    }
-
-    /// The map found for module `name` just compiled, registered for its stack frames, to be
-    /// read and made ready to store (sources relative to the root) when a stack or the store
-    /// first needs it: none of that is on the start's critical path.
-    fn made_map(
-        &self,
-        ctx: &Ctx<'_>,
-        name: &str,
-        found: Option<maps::FoundMap>,
+        copied: Option<&Hit>,
     ) -> Option<Arc<PendingMap>> {
         let Some(found) = found else {
             stack::forget(ctx, name);
             return None;
         };
-        let map = Arc::new(PendingMap::of_found(found, name, &self.cwd));
+        let copied = copied.and_then(|hit| {
+            Some(maps::CopiedMap {
+                cache: self.cache.clone(),
+                key: hit.key(),
+                checksum: hit.source_map_checksum()?,
+            })
+        });
+        let map = Arc::new(PendingMap::of_found(found, name, &self.cwd, copied));
         stack::register(
             ctx,
             name,

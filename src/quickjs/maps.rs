@@ -102,10 +102,28 @@ pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
 /// start's loads. A first start runs its application before it reads, parses or rewrites any
 /// map.
 pub(crate) struct PendingMap {
-    /// What it is made from, until it is: the map found, its module's name (for the
-    /// warning) and the root.
-    found: Mutex<Option<(FoundMap, Box<str>, PathBuf)>>,
+    /// What it is made from, until it is.
+    found: Mutex<Option<Found>>,
     made: OnceLock<Option<(Arc<str>, Option<String>)>>,
+}
+
+/// A map found, its module's name (for the warning), the root, and, for a module whose
+/// bytecode came from another tree's entry, that entry's map (see [`CopiedMap`]).
+struct Found {
+    map: FoundMap,
+    name: Box<str>,
+    root: PathBuf,
+    copied: Option<CopiedMap>,
+}
+
+/// The map another tree's entry holds, for a module loaded from that entry: this tree's map
+/// too while this tree's map file is the one it was made from. Known by the entry's key and
+/// the map's checksum (the entry is looked up again when the map is made, so that no snapshot
+/// of the cache is kept alive until then).
+pub(crate) struct CopiedMap {
+    pub cache: crate::Cache,
+    pub key: crate::Key,
+    pub checksum: [u8; 16],
 }
 
 impl PendingMap {
@@ -117,10 +135,23 @@ impl PendingMap {
         }
     }
 
-    /// Module `name`'s map `found`, to be made ready with its sources relative to `root`.
-    pub(crate) fn of_found(found: FoundMap, name: &str, root: &Path) -> PendingMap {
+    /// Module `name`'s map `found`, to be made ready with its sources relative to `root`;
+    /// for a module loaded from another tree's entry, `copied`, whose map it is while the map
+    /// file is the one that map was made from.
+    pub(crate) fn of_found(
+        found: FoundMap,
+        name: &str,
+        root: &Path,
+        copied: Option<CopiedMap>,
+    ) -> PendingMap {
+        let found = Found {
+            map: found,
+            name: name.into(),
+            root: root.to_path_buf(),
+            copied,
+        };
         PendingMap {
-            found: Mutex::new(Some((found, name.into(), root.to_path_buf()))),
+            found: Mutex::new(Some(found)),
             made: OnceLock::new(),
         }
     }
@@ -130,11 +161,7 @@ impl PendingMap {
     pub(crate) fn made(&self) -> Option<(&Arc<str>, Option<&str>)> {
         let (json, record) = self
             .made
-            .get_or_init(|| {
-                let (found, name, root) = self.found.lock().take()?;
-                let (json, record) = found.normalized(&name, &root)?;
-                Some((Arc::from(json), record))
-            })
+            .get_or_init(|| self.found.lock().take()?.made())
             .as_ref()?;
         Some((json, record.as_deref()))
     }
@@ -151,6 +178,28 @@ impl PendingMap {
             Some(Some((json, record))) => json.len() + record.as_ref().map_or(0, String::len),
             _ => 0,
         }
+    }
+}
+
+impl Found {
+    /// The copied entry's map if this tree's map file is the one it was made from (an inline
+    /// map is part of the content, so the same), parsing nothing; else the map found, made
+    /// ready.
+    fn made(mut self) -> Option<(Arc<str>, Option<String>)> {
+        let unchecked = crate::LookupOptions::default().without_input_checks();
+        let copied = self.copied.as_ref().and_then(|copied| {
+            let hit = copied.cache.lookup_with(&copied.key, unchecked).ok()?;
+            (hit.source_map_checksum() == Some(copied.checksum)).then_some(hit)
+        });
+        if let Some(hit) = &copied
+            && let Ok(record) = self.map.file_record(&self.name)
+            && Ok(record) == hit.stored_aux()
+            && let Some(json) = hit.source_map()
+        {
+            return Some((Arc::from(json), record.map(str::to_owned)));
+        }
+        let (json, record) = self.map.normalized(&self.name, &self.root)?;
+        Some((Arc::from(json), record))
     }
 }
 
@@ -457,7 +506,7 @@ mod tests {
         let tmp = crate::private_tempdir();
         let found = map_file_beside_a_module(tmp.path(), map);
         assert!(found.read.is_none(), "not read when found");
-        let pending = PendingMap::of_found(found, "m", tmp.path());
+        let pending = PendingMap::of_found(found, "m", tmp.path(), None);
         assert!(pending.made.get().is_none(), "not made when found");
         assert_eq!(pending.len_hint(), 0);
         let (json, record) = pending.made().unwrap();
@@ -473,12 +522,16 @@ mod tests {
         assert!(Arc::ptr_eq(pending.json().unwrap(), &json), "made once");
         assert_eq!(pending.len_hint(), json.len() + record.unwrap().len());
         let outside = map_file_beside_a_module(&tmp.path().join("q"), map);
-        let outside = PendingMap::of_found(outside, "m", &tmp.path().join("q/dist/x"));
+        let outside = PendingMap::of_found(outside, "m", &tmp.path().join("q/dist/x"), None);
         assert!(outside.json().is_none() && outside.json().is_none());
         assert_eq!(outside.len_hint(), 0);
         let gone = map_file_beside_a_module(&tmp.path().join("gone"), map);
         std::fs::remove_dir_all(tmp.path().join("gone")).unwrap();
-        assert!(PendingMap::of_found(gone, "m", tmp.path()).made().is_none());
+        assert!(
+            PendingMap::of_found(gone, "m", tmp.path(), None)
+                .made()
+                .is_none()
+        );
         let ready = PendingMap::ready(Arc::clone(&json), None);
         assert!(Arc::ptr_eq(ready.json().unwrap(), &json));
     }
