@@ -3,7 +3,7 @@
 //!
 //! Each runtime keeps one [`SourceMaps`]: for each module with a map, where its map is (the
 //! cache entry it was loaded from, checked by its stored checksum, or the map a first start
-//! just read, made ready when first needed), and the maps parsed so far. Loading a module
+//! found, read and made ready when first needed), and the maps parsed so far. Loading a module
 //! only registers it; a map is read from the cache (or made) and parsed the first time a
 //! stack passes through the module, and parsed maps are kept for the runtime's life within
 //! [`MOST_PARSED_BYTES`].
