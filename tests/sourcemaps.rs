@@ -220,6 +220,11 @@ fn our_frames(start: &Start) -> Vec<(String, u32)> {
     frames
 }
 
+/// The file of the innermost frame in the user's code.
+fn innermost_file(start: &Start) -> String {
+    our_frames(start).swap_remove(0).0
+}
+
 fn maps_as_node_does(case: &str, entry: &str) {
     let (_tmp, project, cache) = fixtures();
     let expected = node_frames(&project, case);
@@ -281,21 +286,21 @@ fn a_copy_with_an_edited_map_file_uses_its_own_map() {
     let (_tmp, project, cache) = fixtures();
     let entry = "tsc-external/main.js";
     let original = start(&project, &cache, entry, &[]);
-    assert_eq!(our_frames(&original)[0].0, "src-ts/src/util.ts");
+    assert_eq!(innermost_file(&original), "src-ts/src/util.ts");
     let copy = project.with_file_name("copy");
     copy_tree(&project, &copy);
     let first = start_with_util_map_edited(&copy, &cache, entry);
     assert_eq!(first.compiles, 0, "the bytecode is the original's");
     assert_eq!(
-        our_frames(&first)[0].0,
+        innermost_file(&first),
         "src-ts/src/middle.ts",
         "{:?}",
         first.stack
     );
     let second = start(&copy, &cache, entry, &[]);
-    assert_eq!(our_frames(&second)[0].0, "src-ts/src/middle.ts");
+    assert_eq!(innermost_file(&second), "src-ts/src/middle.ts");
     let original = start(&project, &cache, entry, &[]);
-    assert_eq!(our_frames(&original)[0].0, "src-ts/src/util.ts");
+    assert_eq!(innermost_file(&original), "src-ts/src/util.ts");
 }
 
 #[test]
@@ -418,7 +423,7 @@ fn a_first_start_reads_a_map_file_when_a_stack_first_needs_it() {
     let first = start(&project, &cache, entry, &env);
     assert!(first.compiles > 0);
     assert_eq!(
-        our_frames(&first)[0].0,
+        innermost_file(&first),
         "src-ts/src/middle.ts",
         "{:?}",
         first.stack
@@ -426,7 +431,7 @@ fn a_first_start_reads_a_map_file_when_a_stack_first_needs_it() {
     common::let_ctime_age();
     let warm = start(&project, &cache, entry, &[]);
     assert_eq!(warm.compiles, 0);
-    assert_eq!(our_frames(&warm)[0].0, "src-ts/src/middle.ts");
+    assert_eq!(innermost_file(&warm), "src-ts/src/middle.ts");
 }
 
 /// A changed map file is used by the next start, without compiling its module again: a
@@ -441,7 +446,7 @@ fn an_edited_map_file_is_used_by_the_next_start() {
     let after = start_with_util_map_edited(&project, &cache, entry);
     assert_eq!(after.compiles, 0, "a map is no module's input");
     assert_eq!(
-        our_frames(&after)[0].0,
+        innermost_file(&after),
         "src-ts/src/middle.ts",
         "{:?}",
         after.stack
@@ -472,7 +477,7 @@ fn a_map_whose_file_record_is_damaged_is_not_used() {
     let after = start_with_util_map_edited(&project, &cache, entry);
     assert_eq!(after.compiles, 0, "the bytecode is intact");
     assert_eq!(
-        our_frames(&after)[0].0,
+        innermost_file(&after),
         "tsc-external/util.js",
         "a map was used: {:?}",
         after.stack
