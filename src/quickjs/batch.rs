@@ -146,8 +146,11 @@ impl PendingModule {
         (entry.relative_to(&root.path), to_here)
     }
 
-    /// Bytes its entries will take in the pack, a map not made yet not counted (making it is
-    /// left for the store, which fits what it stores to the cache's limits).
+    /// Bytes its entries will take in the pack, a map not made yet not counted: making it is
+    /// left for the store, which fits what it stores to the cache's limits with the maps. (So
+    /// a batch counted under the budget may not fit with its maps: only in a cache whose
+    /// `max_bytes` is under what one start stores, where the store then leaves out what does
+    /// not fit, as it would have left out modules here.)
     fn budgeted_len(&self) -> u64 {
         let (entry, to_here) = self.entries_without_input(WithMap::Skipped);
         let map = self.map.as_ref().map_or(0, |map| map.len_hint() as u64);

@@ -118,8 +118,8 @@ struct Found {
 
 /// The map another tree's entry holds, for a module loaded from that entry: this tree's map
 /// too while this tree's map file is the one it was made from. Known by the entry's key and
-/// the map's checksum (the entry is looked up again when the map is made, so that no snapshot
-/// of the cache is kept alive until then).
+/// the map's checksum, and looked up again when the map is made: a map that is never made
+/// (its module never stored, by a read-only cache) keeps no snapshot of the cache mapped.
 pub(crate) struct CopiedMap {
     pub cache: crate::Cache,
     pub key: crate::Key,
