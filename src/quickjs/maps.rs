@@ -33,9 +33,16 @@ pub(crate) struct FoundMap {
     url: String,
     /// The module's directory, which a map file's URL is relative to.
     dir: PathBuf,
-    /// The map file's bytes and the record of them its entry keeps, once read (`Err`: it
-    /// could not be, and that was warned about).
-    read: Option<Result<(Vec<u8>, String), ()>>,
+    /// The map file, once read (`Err`: it could not be, and that was warned about).
+    read: Option<Result<MapFileRead, ()>>,
+}
+
+/// A map file as read: its bytes, its directory (which its sources are relative to) and the
+/// record of it its entry keeps.
+struct MapFileRead {
+    bytes: Vec<u8>,
+    base: PathBuf,
+    record: String,
 }
 
 impl FoundMap {
@@ -47,13 +54,17 @@ impl FoundMap {
             return Ok(None);
         }
         let read = self.read.get_or_insert_with(|| {
-            let (bytes, _) =
+            let (bytes, base) =
                 read_file(&self.dir.join(&self.url)).map_err(|why| warn(name, &why))?;
             let record = format!("{FILE_RECORD}\n{}\n{:032x}", self.url, xxh3_128(&bytes));
-            Ok((bytes, record))
+            Ok(MapFileRead {
+                bytes,
+                base,
+                record,
+            })
         });
         match read {
-            Ok((_, record)) => Ok(Some(record)),
+            Ok(read) => Ok(Some(&read.record)),
             Err(()) => Err(()),
         }
     }
@@ -64,13 +75,7 @@ impl FoundMap {
     fn normalized(mut self, name: &str, root: &Path) -> Option<(String, Option<String>)> {
         let record = self.file_record(name).ok()?.map(str::to_owned);
         let (map, base) = match self.read.take() {
-            Some(Ok((bytes, _))) => {
-                let base = self.dir.join(&self.url);
-                (
-                    parse(&bytes),
-                    base.parent().unwrap_or(Path::new("")).to_path_buf(),
-                )
-            }
+            Some(Ok(read)) => (parse(&read.bytes), read.base),
             _ => (inline(&self.url), self.dir),
         };
         let json = map
