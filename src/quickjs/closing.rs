@@ -188,12 +188,21 @@ mod tests {
     use std::os::unix::fs::FileTypeExt;
     use std::path::Path;
 
-    /// A private directory (by its canonical path) holding `m.js`.
-    fn directory_with_a_module() -> (tempfile::TempDir, std::path::PathBuf) {
+    /// The process's budget of waiting descriptors, which one of these tests fills: they
+    /// take it in turn (the test harness runs tests on several threads).
+    static BUDGET: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+    /// A private directory (by its canonical path) holding `m.js`, and the budget to itself.
+    fn directory_with_a_module() -> (
+        parking_lot::MutexGuard<'static, ()>,
+        tempfile::TempDir,
+        std::path::PathBuf,
+    ) {
+        let budget = BUDGET.lock();
         let tmp = crate::private_tempdir();
         let dir = tmp.path().canonicalize().unwrap();
         std::fs::write(dir.join("m.js"), "1").unwrap();
-        (tmp, dir)
+        (budget, tmp, dir)
     }
 
     /// How many of this process's descriptors are open on `path`.
@@ -209,7 +218,7 @@ mod tests {
     /// budget, and are really closed then.
     #[test]
     fn files_wait_until_due_and_never_past_the_limit() {
-        let (_tmp, dir) = directory_with_a_module();
+        let (_budget, _tmp, dir) = directory_with_a_module();
         let path = dir.join("m.js");
         let closing = ClosingLater::default();
         for _ in 0..3 {
@@ -237,7 +246,7 @@ mod tests {
     #[test]
     fn files_open_through_their_directorys_handle_as_by_their_path() {
         use std::ffi::OsStr;
-        let (_tmp, dir) = directory_with_a_module();
+        let (_budget, _tmp, dir) = directory_with_a_module();
         std::os::unix::fs::symlink("m.js", dir.join("link.js")).unwrap();
         let made = std::process::Command::new("mkfifo")
             .arg(dir.join("fifo.js"))
@@ -272,7 +281,7 @@ mod tests {
     /// opened after that goes through a new handle.
     #[test]
     fn a_new_round_closes_the_directory_handles_only() {
-        let (_tmp, dir) = directory_with_a_module();
+        let (_budget, _tmp, dir) = directory_with_a_module();
         let closing = ClosingLater::default();
         let open = || {
             let name = std::ffi::OsStr::new("m.js");
