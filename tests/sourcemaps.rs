@@ -291,6 +291,15 @@ fn a_copy_with_an_edited_map_file_uses_its_own_map() {
     copy_tree(&project, &copy);
     let first = start_with_util_map_edited(&copy, &cache, entry);
     assert_eq!(first.compiles, 0, "the bytecode is the original's");
+    // Stored with the record of the copy's file.
+    let pack = fs::read(common::pack_file(&cache.join(bytecode_pack::abi_tag()))).unwrap();
+    let edited = fs::read(copy.join("tsc-external/util.js.map")).unwrap();
+    let hash = xxhash_rust::xxh3::xxh3_128(&edited);
+    let record = format!("bytecode-pack map file 1\nutil.js.map\n{hash:032x}");
+    assert!(
+        pack.windows(record.len()).any(|w| w == record.as_bytes()),
+        "the copy's map is stored with its file's record"
+    );
     assert_eq!(
         innermost_file(&first),
         "src-ts/src/middle.ts",
