@@ -543,6 +543,39 @@ fn a_module_importing_thousands_is_compiled_on_a_warm_start_and_edits_are_seen()
         ("sum=4001 edited".into(), 1, 0),
         "{edited:?}"
     );
+    // An edit its stat data cannot show (a write through a shared mapping whose page is
+    // already writable moves no time, and keeps the size): a module compiled over its hit is
+    // checked by the content it is compiled from, so the edit is seen and stored.
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(project.dir.join("main.js"))
+        .unwrap();
+    // SAFETY: the file is this test's own; nothing truncates it while it is mapped.
+    let mut mapped = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
+    let at = |mapped: &memmap2::MmapMut| {
+        let text = std::str::from_utf8(mapped).unwrap();
+        text.find("sum=").or_else(|| text.find("Sum=")).unwrap()
+    };
+    // The first write through the mapping moves the file's times; a start records them.
+    let s = at(&mapped);
+    mapped[s] = b'S';
+    common::let_ctime_age();
+    let recorded = project.run_with("pack-resolver");
+    assert_eq!(
+        seen(&recorded),
+        ("Sum=4001 edited".into(), 1, 0),
+        "{recorded:?}"
+    );
+    mapped[s + 1] = b'U';
+    let unseen_by_stat = project.run_with("pack-resolver");
+    assert_eq!(
+        seen(&unseen_by_stat),
+        ("SUm=4001 edited".into(), 1, 0),
+        "{unseen_by_stat:?}"
+    );
+    let again = project.run_with("pack-resolver");
+    assert_eq!(seen(&again), ("SUm=4001 edited".into(), 0, 1), "{again:?}");
 }
 
 #[test]

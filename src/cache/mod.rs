@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 pub use builder::{CacheBuilder, ENV_CACHE_DIR, ENV_DISABLE, default_root};
+#[cfg(feature = "quickjs")]
+pub(crate) use read::ContentProof;
 pub use read::LookupOptions;
 
 use crate::entry::{EntryInfo, Hit};

@@ -33,6 +33,33 @@ pub struct LookupOptions<'a> {
     root: Option<&'a Path>,
     refresh_interval: Option<Duration>,
     skip_input_checks: bool,
+    #[cfg(feature = "quickjs")]
+    content_proof: Option<ProveByContent<'a>>,
+}
+
+/// What a caller that reads an entry's only input anyway found in it (see
+/// [`LookupOptions::proven_by_content`]).
+#[cfg(feature = "quickjs")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ContentProof {
+    /// The content the entry was compiled from: it is fresh, whatever its stat data says.
+    Same,
+    /// Other content: the entry is stale, whatever its stat data says.
+    Changed,
+    /// Not read: its stat data decides, as for any lookup.
+    Unknown,
+}
+
+/// A caller's check of a hit's input by its content.
+#[cfg(feature = "quickjs")]
+#[derive(Clone, Copy)]
+pub(crate) struct ProveByContent<'a>(&'a dyn Fn(&Hit) -> ContentProof);
+
+#[cfg(feature = "quickjs")]
+impl std::fmt::Debug for ProveByContent<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProveByContent")
+    }
 }
 
 impl<'a> LookupOptions<'a> {
@@ -62,6 +89,28 @@ impl<'a> LookupOptions<'a> {
     pub(crate) fn without_input_checks(mut self) -> Self {
         self.skip_input_checks = true;
         self
+    }
+
+    /// For a caller that reads a hit's input anyway (`quickjs::PackLoader` compiling a module
+    /// over its hit): `prove` is asked first, with the hit found, and its answer by content
+    /// stands in for the `stat` of the input. Asked of every entry found, sealed or not.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn proven_by_content(mut self, prove: &'a dyn Fn(&Hit) -> ContentProof) -> Self {
+        self.content_proof = Some(ProveByContent(prove));
+        self
+    }
+
+    /// What the caller's check by content says of `hit`.
+    fn content_proof(&self, _hit: &Hit) -> Option<bool> {
+        #[cfg(feature = "quickjs")]
+        if let Some(ProveByContent(prove)) = self.content_proof {
+            return match prove(_hit) {
+                ContentProof::Same => Some(true),
+                ContentProof::Changed => Some(false),
+                ContentProof::Unknown => None,
+            };
+        }
+        None
     }
 }
 
@@ -209,17 +258,25 @@ fn lookup_in(
     if !snapshot.segments_intact(i, entry) {
         return Err(MissReason::Corrupt);
     }
-    // Sealed (the tree cannot change after deployment, by the host's word) or found by
-    // content (its inputs are another tree's): no input is checked.
-    if !(inner.options.sealed || options.skip_input_checks) {
-        check_inputs(key, entry, inner, root, queue_refreshes)?;
-    }
     let bytecode = snapshot.segment_range(&entry.bytecode);
-    Ok(Hit {
+    let hit = Hit {
         snapshot: Arc::clone(snapshot),
         entry: i,
         bytecode,
-    })
+    };
+    let proven = options.content_proof(&hit);
+    // Sealed (the tree cannot change after deployment, by the host's word) or found by
+    // content (its inputs are another tree's): no input is checked.
+    if inner.options.sealed || options.skip_input_checks {
+        return Ok(hit);
+    }
+    match proven {
+        // Read and compared by the caller just now: a `stat` could only say less.
+        Some(true) => queue_refresh(key, entry, inner, root, queue_refreshes, None),
+        Some(false) => return Err(MissReason::Stale),
+        None => check_inputs(key, entry, inner, root, queue_refreshes)?,
+    }
+    Ok(hit)
 }
 
 /// Checks `entry`'s inputs (relative ones under `root`, else where they were recorded), and
@@ -251,6 +308,22 @@ fn check_inputs(
     }
     let rerecord = freshness::rerecord(&rehashed)
         .filter(|rerecord| rerecord.stats.iter().any(|(_, stat)| stat.is_some()));
+    queue_refresh(key, entry, inner, root, queue_refreshes, rerecord);
+    Ok(())
+}
+
+/// Queues for the handle's next write the stat data of `entry`'s inputs that can be trusted
+/// again (`rerecord`), and where its tree is now if it moved (see [`check_inputs`]).
+fn queue_refresh(
+    key: &Key,
+    entry: &ArchivedEntryRecord,
+    inner: &Inner,
+    root: Option<&Path>,
+    queue_refreshes: bool,
+    rerecord: Option<freshness::Rerecord>,
+) {
+    let recorded_at = entry.recorded_at_ns.to_native();
+    let recorded_root = entry.root.as_ref().map(|r| r.as_slice());
     // Where the tree is now, if it moved: compared as recorded (absolute), and only when the
     // names differ (a root named another way is not a move).
     let moved_to = match (root, recorded_root) {
@@ -276,13 +349,48 @@ fn check_inputs(
             });
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::entry::NewEntry;
+
+    /// A caller's answer by content stands in for the input's `stat`: other content misses
+    /// as stale with the file's stat data unchanged, the same content hits with the file's
+    /// times moved, and no answer leaves the `stat` to decide.
+    #[cfg(feature = "quickjs")]
+    #[test]
+    fn a_proof_by_content_decides_instead_of_the_inputs_stat() {
+        use crate::freshness::Input;
+        let root = crate::private_tempdir();
+        let cache = Cache::open(root.path()).unwrap();
+        let source = root.path().join("m.js");
+        std::fs::write(&source, "1").unwrap();
+        let key = Key::for_source("m.js", b"1");
+        let entry = NewEntry::new("m.js", b"code").inputs(vec![Input::path(&source)]);
+        cache.put(&key, &entry).unwrap();
+        let asked = std::cell::Cell::new(0);
+        let lookup = |proof: ContentProof| {
+            let prove = |_: &Hit| {
+                asked.set(asked.get() + 1);
+                proof
+            };
+            let options = LookupOptions::default().proven_by_content(&prove);
+            cache
+                .lookup_with(&key, options)
+                .map(|hit| hit.bytecode().to_vec())
+        };
+        assert_eq!(lookup(ContentProof::Changed), Err(MissReason::Stale));
+        assert_eq!(lookup(ContentProof::Unknown).unwrap(), b"code");
+        // An edit its stat data shows: the stat decides when the caller knows nothing...
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&source, "2").unwrap();
+        assert_eq!(lookup(ContentProof::Unknown), Err(MissReason::Stale));
+        // ...and the caller's check of the content, when it made one.
+        assert_eq!(lookup(ContentProof::Same).unwrap(), b"code");
+        assert_eq!(asked.get(), 4);
+    }
 
     #[test]
     fn a_throttled_miss_sees_other_handles_writes_once_its_interval_passed() {

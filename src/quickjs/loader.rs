@@ -14,7 +14,7 @@ use super::maps::{self, PendingMap};
 use super::stack::{self, MapFile, MapSource};
 use super::{CompileOptions, compile_js, imports, load};
 use crate::LookupOptions;
-use crate::cache::Cache;
+use crate::cache::{Cache, ContentProof};
 use crate::entry::Hit;
 use crate::error::Result;
 use crate::freshness::{Input, content_hash};
@@ -178,9 +178,19 @@ impl PackLoader {
             Some(root) => throttled.root(&root.path),
             None => throttled,
         };
-        if let Ok(hit) = self.cache.lookup_with(&key, lookup) {
-            let unchanged = || unchanged_source(&path, &hit);
-            if let Some(module) = self.module_of_hit(ctx, name, &hit, unchanged)? {
+        // A hit compiling costs less for is read anyway: its content, compared with the
+        // recorded one, stands in for the `stat` of its file.
+        let proven_source = std::cell::Cell::new(None);
+        let prove = |hit: &Hit| self.prove_by_content(hit, &path, &proven_source);
+        if let Ok(hit) = self
+            .cache
+            .lookup_with(&key, lookup.proven_by_content(&prove))
+        {
+            let module = match proven_source.take() {
+                Some(source) => Some(super::declare_js(ctx, name, source)?),
+                None => self.load_hit(ctx, name, &hit),
+            };
+            if let Some(module) = module {
                 self.hit_map(ctx, name, key, &hit, path);
                 return Ok(module);
             }
@@ -209,7 +219,7 @@ impl PackLoader {
         let elsewhere =
             pointer.and_then(|pointer| self.compiled_elsewhere(&pointer, name, content));
         if let Some(hit) = elsewhere
-            && let Some(module) = self.module_of_hit(ctx, name, &hit, || Some(source.clone()))?
+            && let Some(module) = self.module_of_hit(ctx, name, &hit, &source)?
         {
             let map = self.found_map(ctx, name, map, Some(&hit));
             let place = Some((None, Arc::clone(root)));
@@ -322,20 +332,46 @@ impl PackLoader {
             .is_some_and(|count| imports::compiling_costs_less(count, requested, len))
     }
 
-    /// The module `hit` holds: compiled from its source (given by `source`, if it can be)
-    /// where that costs less than loading its bytecode, without storing it again; else loaded
-    /// from its bytecode (`None`, with a warning, if that did not load).
+    /// Whether the file at `path` holds the content `hit` was compiled from, asked of a hit
+    /// that compiling costs less for (which reads the file anyway), with the file's content
+    /// left in `source` when it does; [`ContentProof::Unknown`] for any other hit, or a file
+    /// that cannot be read: its `stat` decides then.
+    fn prove_by_content(
+        &self,
+        hit: &Hit,
+        path: &Path,
+        source: &std::cell::Cell<Option<Vec<u8>>>,
+    ) -> ContentProof {
+        source.set(None);
+        let mut recorded = hit.recorded_input_hashes();
+        let (Some(recorded), None) = (recorded.next(), recorded.next()) else {
+            return ContentProof::Unknown;
+        };
+        if !self.compiling_costs_less(hit) {
+            return ContentProof::Unknown;
+        }
+        let Ok((read, _)) = crate::fsys::read_user_file(path, MAX_SOURCE_LEN) else {
+            return ContentProof::Unknown;
+        };
+        if content_hash(&read) != recorded {
+            return ContentProof::Changed;
+        }
+        source.set(Some(read));
+        ContentProof::Same
+    }
+
+    /// The module `hit` holds, which was compiled from `source`: compiled from it where that
+    /// costs less than loading its bytecode, without storing it again; else loaded from its
+    /// bytecode (`None`, with a warning, if that did not load).
     fn module_of_hit<'js>(
         &self,
         ctx: &Ctx<'js>,
         name: &str,
         hit: &Hit,
-        source: impl FnOnce() -> Option<Vec<u8>>,
+        source: &[u8],
     ) -> rquickjs::Result<Option<Module<'js, Declared>>> {
-        if self.compiling_costs_less(hit)
-            && let Some(source) = source()
-        {
-            return super::declare_js(ctx, name, source).map(Some);
+        if self.compiling_costs_less(hit) {
+            return super::declare_js(ctx, name, source.to_vec()).map(Some);
         }
         Ok(self.load_hit(ctx, name, hit))
     }
@@ -375,14 +411,6 @@ impl Requested {
             self.0.insert(hash);
         }
     }
-}
-
-/// The file at `path`, if it still holds the content `hit` was compiled from (its check just
-/// passed): an edit since, or a file that can no longer be read, leaves `hit`'s bytecode to
-/// load, which goes with its map.
-fn unchanged_source(path: &Path, hit: &Hit) -> Option<Vec<u8>> {
-    let (source, _) = crate::fsys::read_user_file(path, MAX_SOURCE_LEN).ok()?;
-    compiled_from(hit, content_hash(&source)).then_some(source)
 }
 
 /// Whether `hit`'s entry was compiled from exactly the content whose hash is `content`.
