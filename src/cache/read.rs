@@ -390,6 +390,51 @@ mod tests {
         // ...and the caller's check of the content, when it made one.
         assert_eq!(lookup(ContentProof::Same).unwrap(), b"code");
         assert_eq!(asked.get(), 4);
+        // A sealed handle checks nothing, by its host's word: it is asked, and not heeded.
+        let sealed = Cache::builder(root.path()).sealed(true).open().unwrap();
+        let changed = |_: &Hit| {
+            asked.set(asked.get() + 1);
+            ContentProof::Changed
+        };
+        let options = LookupOptions::default().proven_by_content(&changed);
+        assert_eq!(
+            sealed.lookup_with(&key, options).unwrap().bytecode(),
+            b"code"
+        );
+        assert_eq!(asked.get(), 5);
+    }
+
+    /// A lookup its caller proves by content still records where a moved tree is now, so
+    /// that a compaction does not drop the tree's entries as recorded under a root that is
+    /// gone.
+    #[cfg(feature = "quickjs")]
+    #[test]
+    fn a_proof_by_content_still_records_where_a_moved_tree_is() {
+        use crate::freshness::Input;
+        let tmp = crate::private_tempdir();
+        let (tree, moved) = (tmp.path().join("tree"), tmp.path().join("moved"));
+        std::fs::create_dir(&tree).unwrap();
+        std::fs::write(tree.join("m.js"), "1").unwrap();
+        let cache = Cache::open(tmp.path().join("cache")).unwrap();
+        let key = Key::for_source("m.js", b"1");
+        let entry = NewEntry::new("m.js", b"code")
+            .relative_to(&tree)
+            .inputs(vec![Input::path(tree.join("m.js"))]);
+        cache.put(&key, &entry).unwrap();
+        std::fs::rename(&tree, &moved).unwrap();
+        let same = |_: &Hit| ContentProof::Same;
+        let proven = LookupOptions::default()
+            .root(&moved)
+            .proven_by_content(&same);
+        assert!(cache.lookup_with(&key, proven).is_ok());
+        assert_eq!(cache.refresh_racy().unwrap(), 1);
+        let report = cache.compact().unwrap();
+        assert_eq!(report.dropped_stale, 0, "{report:?}");
+        let checked = LookupOptions::default().root(&moved);
+        assert_eq!(
+            cache.lookup_with(&key, checked).unwrap().bytecode(),
+            b"code"
+        );
     }
 
     #[test]
