@@ -73,8 +73,10 @@ const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(2
 /// second walks would cost more than compiling it (many imports, a long list) is compiled from
 /// its unchanged source instead of loaded (counted in
 /// [`ProcessCounters::hits_compiled`](super::ProcessCounters::hits_compiled)), with its debug
-/// information and source text kept whatever the [`CompileOptions`]. Smaller graphs, and
-/// leaves, always load their bytecode.
+/// information and source text kept whatever the [`CompileOptions`]. The file it is compiled
+/// from is checked by its content (the hash of what was read, against the recorded one), in
+/// place of a `stat`: other content is compiled and stored again. Smaller graphs, and leaves,
+/// always load their bytecode.
 #[derive(Clone)]
 pub struct PackLoader {
     cache: Cache,
