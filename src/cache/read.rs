@@ -39,8 +39,8 @@ pub struct LookupOptions<'a> {
 
 /// What a caller that reads an entry's only input anyway found in it (see
 /// [`LookupOptions::proven_by_content`]).
-#[cfg(feature = "quickjs")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "quickjs"), allow(dead_code))]
 pub(crate) enum ContentProof {
     /// The content the entry was compiled from: it is fresh, whatever its stat data says.
     Same,
@@ -101,16 +101,12 @@ impl<'a> LookupOptions<'a> {
     }
 
     /// What the caller's check by content says of `hit`.
-    fn content_proof(&self, _hit: &Hit) -> Option<bool> {
+    fn content_proof(&self, _hit: &Hit) -> ContentProof {
         #[cfg(feature = "quickjs")]
         if let Some(ProveByContent(prove)) = self.content_proof {
-            return match prove(_hit) {
-                ContentProof::Same => Some(true),
-                ContentProof::Changed => Some(false),
-                ContentProof::Unknown => None,
-            };
+            return prove(_hit);
         }
-        None
+        ContentProof::Unknown
     }
 }
 
@@ -272,9 +268,9 @@ fn lookup_in(
     }
     match proven {
         // Read and compared by the caller just now: a `stat` could only say less.
-        Some(true) => queue_refresh(key, entry, inner, root, queue_refreshes, None),
-        Some(false) => return Err(MissReason::Stale),
-        None => check_inputs(key, entry, inner, root, queue_refreshes)?,
+        ContentProof::Same => queue_refresh(key, entry, inner, root, queue_refreshes, None),
+        ContentProof::Changed => return Err(MissReason::Stale),
+        ContentProof::Unknown => check_inputs(key, entry, inner, root, queue_refreshes)?,
     }
     Ok(hit)
 }

@@ -345,17 +345,14 @@ impl PackLoader {
         source: &std::cell::Cell<Option<Vec<u8>>>,
     ) -> ContentProof {
         source.set(None);
-        let mut recorded = hit.recorded_input_hashes();
-        let (Some(recorded), None) = (recorded.next(), recorded.next()) else {
-            return ContentProof::Unknown;
-        };
-        if !self.compiling_costs_less(hit) {
+        // A module's entry has its file as its one input; any other entry is left to `stat`.
+        if hit.recorded_input_hashes().count() != 1 || !self.compiling_costs_less(hit) {
             return ContentProof::Unknown;
         }
         let Ok((read, _)) = crate::fsys::read_user_file(path, MAX_SOURCE_LEN) else {
             return ContentProof::Unknown;
         };
-        if content_hash(&read) != recorded {
+        if !compiled_from(hit, content_hash(&read)) {
             return ContentProof::Changed;
         }
         source.set(Some(read));
