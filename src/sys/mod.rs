@@ -61,7 +61,7 @@ pub(crate) enum Ctime {
 
 impl Ctime {
     /// Whether stat data can ever stand in for content.
-    #[cfg(feature = "quickjs")]
+    #[cfg(any(feature = "quickjs", test))]
     pub(crate) fn kept_by_a_kernel(self) -> bool {
         matches!(self, Ctime::LocalClock | Ctime::RemoteClock)
     }
