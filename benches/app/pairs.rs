@@ -45,7 +45,7 @@ pub fn print_pairs(spec: &str) {
     let only = std::env::var(ONLY).ok();
     let chosen = |name: &str| {
         only.as_deref()
-            .is_none_or(|only| only.split(',').any(|o| o == name))
+            .is_none_or(|only| only.split(',').any(|o| o.trim() == name))
     };
     for codebase in CODEBASES.iter().filter(|c| chosen(c.name)) {
         let runs = |v: Variant| codebase.runs(v) && (!v.needs_root() || is_root());
@@ -75,7 +75,9 @@ pub fn print_pairs(spec: &str) {
                 .map(|(a, b)| a.as_secs_f64() / b.as_secs_f64())
                 .collect();
             // A round with a first and the next with b first.
-            let balanced: Vec<f64> = ratios.chunks(2).map(|r| (r[0] * r[1]).sqrt()).collect();
+            // Their median taken over logarithms, so that an even count's middle two meet at
+            // their geometric mean and a/b stays the inverse of b/a.
+            let balanced: Vec<f64> = ratios.chunks(2).map(|r| (r[0] * r[1]).ln() / 2.0).collect();
             let ms = |d: &[Duration]| median(d.iter().map(Duration::as_secs_f64).collect()) * 1e3;
             eprintln!(
                 "app pairs: {} {} {:.2} ms / {} {:.2} ms = {:.2}x (median over {rounds} alternated rounds, two at a time)",
@@ -84,7 +86,7 @@ pub fn print_pairs(spec: &str) {
                 ms(&times[0]),
                 b.name(),
                 ms(&times[1]),
-                median(balanced),
+                median(balanced).exp(),
             );
         }
     }
