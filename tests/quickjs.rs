@@ -553,13 +553,9 @@ fn a_module_importing_thousands_is_compiled_on_a_warm_start_and_edits_are_seen()
         .unwrap();
     // SAFETY: the file is this test's own; nothing truncates it while it is mapped.
     let mut mapped = unsafe { memmap2::MmapMut::map_mut(&file) }.unwrap();
-    let at = |mapped: &memmap2::MmapMut| {
-        let text = std::str::from_utf8(mapped).unwrap();
-        text.find("sum=").or_else(|| text.find("Sum=")).unwrap()
-    };
+    let s = std::str::from_utf8(&mapped).unwrap().find("sum=").unwrap();
     // Where the filesystem tracks writes through mappings (ext4), the first write moves the
     // file's times, and a start records them; on tmpfs no write through a mapping moves them.
-    let s = at(&mapped);
     mapped[s] = b'S';
     common::let_ctime_age();
     let recorded = project.run_with("pack-resolver");
@@ -568,7 +564,19 @@ fn a_module_importing_thousands_is_compiled_on_a_warm_start_and_edits_are_seen()
         ("Sum=4001 edited".into(), 1, 0),
         "{recorded:?}"
     );
+    let mtime = || {
+        fs::metadata(project.dir.join("main.js"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = mtime();
     mapped[s + 1] = b'U';
+    if mtime() != before {
+        // The page was written back meanwhile: this write moved the times, and a `stat` sees
+        // it too, so the step below no longer tells the two checks apart.
+        common::skipped("an edit stat data cannot show", "main.js's mtime moved");
+    }
     let unseen_by_stat = project.run_with("pack-resolver");
     assert_eq!(
         seen(&unseen_by_stat),

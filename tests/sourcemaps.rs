@@ -222,7 +222,22 @@ fn our_frames(start: &Start) -> Vec<(String, u32)> {
 
 /// The file of the innermost frame in the user's code.
 fn innermost_file(start: &Start) -> String {
-    our_frames(start).swap_remove(0).0
+    let frames = our_frames(start).into_iter().next();
+    frames
+        .unwrap_or_else(|| panic!("no frame of ours: {:?}", start.stack))
+        .0
+}
+
+/// The record of a module's map file its entry keeps (the start of it, without the hash).
+const MAP_RECORD: &str = "bytecode-pack map file 1\nutil.js.map\n";
+
+/// Whether the pack of the cache under `cache` holds the record of `util.js.map` in `dist`
+/// as the file is now.
+fn pack_holds_the_util_map_record(cache: &Path, dist: &Path) -> bool {
+    let pack = fs::read(common::pack_file(&cache.join(bytecode_pack::abi_tag()))).unwrap();
+    let hash = xxhash_rust::xxh3::xxh3_128(&fs::read(dist.join("util.js.map")).unwrap());
+    let record = format!("{MAP_RECORD}{hash:032x}");
+    pack.windows(record.len()).any(|w| w == record.as_bytes())
 }
 
 fn maps_as_node_does(case: &str, entry: &str) {
@@ -291,13 +306,8 @@ fn a_copy_with_an_edited_map_file_uses_its_own_map() {
     copy_tree(&project, &copy);
     let first = start_with_util_map_edited(&copy, &cache, entry);
     assert_eq!(first.compiles, 0, "the bytecode is the original's");
-    // Stored with the record of the copy's file.
-    let pack = fs::read(common::pack_file(&cache.join(bytecode_pack::abi_tag()))).unwrap();
-    let edited = fs::read(copy.join("tsc-external/util.js.map")).unwrap();
-    let hash = xxhash_rust::xxh3::xxh3_128(&edited);
-    let record = format!("bytecode-pack map file 1\nutil.js.map\n{hash:032x}");
     assert!(
-        pack.windows(record.len()).any(|w| w == record.as_bytes()),
+        pack_holds_the_util_map_record(&cache, &copy.join("tsc-external")),
         "the copy's map is stored with its file's record"
     );
     assert_eq!(
@@ -437,6 +447,10 @@ fn a_first_start_reads_a_map_file_when_a_stack_first_needs_it() {
         "{:?}",
         first.stack
     );
+    assert!(
+        pack_holds_the_util_map_record(&cache, &project.join("tsc-external")),
+        "stored with the record of the file as it was read"
+    );
     common::let_ctime_age();
     let warm = start(&project, &cache, entry, &[]);
     assert_eq!(warm.compiles, 0);
@@ -474,7 +488,7 @@ fn a_map_whose_file_record_is_damaged_is_not_used() {
     assert_eq!(our_frames(&before)[0], ("src-ts/src/util.ts".into(), 18));
     let pack = common::pack_file(&cache.join(bytecode_pack::abi_tag()));
     let mut bytes = fs::read(&pack).unwrap();
-    let record = b"bytecode-pack map file 1\nutil.js.map\n";
+    let record = MAP_RECORD.as_bytes();
     let at = bytes
         .windows(record.len())
         .position(|w| w == record)

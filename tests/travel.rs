@@ -252,9 +252,11 @@ fn a_copied_tree_compiles_nothing_and_is_warm_the_start_after() {
 /// stays open after either.
 #[cfg(target_os = "linux")]
 #[test]
-fn a_copys_start_closes_the_files_it_read_by_the_flush() {
+fn a_copys_start_closes_the_files_it_read_by_the_flush_or_the_drop() {
     for how in ["flush", "drop"] {
-        let stdout = a_quick_copys_start_counting_open_files(how);
+        let Some(stdout) = a_quick_copys_start_counting_open_files(how) else {
+            return;
+        };
         let count = |name: &str| -> (usize, usize) {
             let line = stdout
                 .lines()
@@ -276,9 +278,10 @@ fn a_copys_start_closes_the_files_it_read_by_the_flush() {
 /// The output of a child's first start in a fresh warm copy, counting the files it holds open
 /// (`how`: "flush" or "drop", see `count_open_files`), from a start whose import took under
 /// 80 ms: a slower one, on a loaded machine, closes at its next load what waited 100 ms.
-/// Tried up to five times, each in a copy of its own.
+/// Tried up to five times, each in a copy of its own; `None` (reported as skipped) if every
+/// import was slower: what waits then is closed by design, and no count would be exact.
 #[cfg(target_os = "linux")]
-fn a_quick_copys_start_counting_open_files(how: &str) -> String {
+fn a_quick_copys_start_counting_open_files(how: &str) -> Option<String> {
     let mut slowest = Vec::new();
     for _ in 0..5 {
         let (_tmp, copy, root) = warm_copy();
@@ -290,11 +293,13 @@ fn a_quick_copys_start_counting_open_files(how: &str) -> String {
             .parse()
             .unwrap();
         if import_ms < 80 {
-            return stdout;
+            return Some(stdout);
         }
         slowest.push(import_ms);
     }
-    panic!("every import took 80 ms or more ({slowest:?} ms): the machine is too loaded");
+    let why = format!("every import took 80 ms or more ({slowest:?} ms): the machine is loaded");
+    common::skipped("open files after a copy's import", &why);
+    None
 }
 
 /// A file found again in a copy stands while its directory keeps the stamp it was found

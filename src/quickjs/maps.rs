@@ -485,6 +485,11 @@ mod tests {
         let kept = SourceMap::from_slice(outside.as_bytes()).unwrap();
         assert_eq!(kept.get_source(0), Some("/p/src/a.ts"), "kept absolute");
         let tmp = crate::private_tempdir();
+        let inside = map_file_beside_a_module(tmp.path(), map);
+        assert!(
+            inside.normalized("m", tmp.path()).is_some(),
+            "read and kept"
+        );
         let found = map_file_beside_a_module(tmp.path(), map);
         assert!(
             found.normalized("m", &tmp.path().join("dist/x")).is_none(),
