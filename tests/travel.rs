@@ -137,19 +137,20 @@ fn start_with(child: Child, project: &Path, root: &Path) -> Start {
         .env("BP_ROOT", root)
         .run()
         .expect_success();
-    let field = |name: &str| -> String {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
-            .to_owned()
-    };
     Start {
-        result: field("result"),
-        compiles: field("compiles").parse().unwrap(),
-        rehashes: field("rehashes").parse().unwrap(),
-        probed: field("probed").parse().unwrap(),
+        result: field(&stdout, "result").to_owned(),
+        compiles: field(&stdout, "compiles").parse().unwrap(),
+        rehashes: field(&stdout, "rehashes").parse().unwrap(),
+        probed: field(&stdout, "probed").parse().unwrap(),
     }
+}
+
+/// The value of a child's `name=value` line.
+fn field<'a>(stdout: &'a str, name: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {name} in {stdout}"))
 }
 
 /// A project of four modules in two directories, written long enough ago to be trusted. Two
@@ -258,11 +259,7 @@ fn a_copys_start_closes_the_files_it_read_by_the_flush_or_the_drop() {
             return;
         };
         let count = |name: &str| -> (usize, usize) {
-            let line = stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{name}=")));
-            let line = line.unwrap_or_else(|| panic!("no {name} in {stdout}"));
-            let (files, dirs) = line.split_once(' ').unwrap();
+            let (files, dirs) = field(&stdout, name).split_once(' ').unwrap();
             (files.parse().unwrap(), dirs.parse().unwrap())
         };
         // The four modules' files, read and not yet closed: the start paid no `close`. So is
@@ -286,12 +283,7 @@ fn a_quick_copys_start_counting_open_files(how: &str) -> Option<String> {
     for _ in 0..5 {
         let (_tmp, copy, root) = warm_copy();
         let stdout = start_in(&copy, &root, "BP_COUNT_OPEN_FILES", how);
-        let import_ms: u64 = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("import_ms="))
-            .unwrap_or_else(|| panic!("no import_ms in {stdout}"))
-            .parse()
-            .unwrap();
+        let import_ms: u64 = field(&stdout, "import_ms").parse().unwrap();
         if import_ms < 80 {
             return Some(stdout);
         }
