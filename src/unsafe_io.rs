@@ -1,6 +1,7 @@
 //! The storage side's only `unsafe` code: mapping cache files, reading a checked index in
-//! place, and the FFI calls that ask who this process is, how many files it may open, and read
-//! the coarse clock. (The engine side's one `Module::load` is in `quickjs::engine`.)
+//! place, and the FFI calls rustix does not make as this crate needs them: the supplementary
+//! groups read exactly, the coarse clock, the engine's version. (The engine side's one
+//! `Module::load` is in `quickjs::engine`.)
 //!
 //! # The invariants this module relies on
 //!
@@ -114,62 +115,17 @@ impl<B: StableBytes> CheckedIndex<B> {
     }
 }
 
-/// This process's effective user id, to check who owns the cache directory.
-#[cfg(unix)]
-pub(crate) fn current_uid() -> u32 {
-    // SAFETY: geteuid(2) takes no arguments, touches no memory and always succeeds.
-    unsafe { libc::geteuid() }
-}
-
-/// This process's soft limit on open files (`RLIMIT_NOFILE`), `None` if unknown.
-#[cfg(all(unix, feature = "quickjs"))]
-pub(crate) fn open_files_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable `rlimit`, the only memory getrlimit(2) writes.
-    let failed = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0;
-    // `rlim_t` is `u64` on Linux, not on every Unix.
-    #[allow(clippy::useless_conversion)]
-    (!failed).then(|| u64::try_from(limit.rlim_cur).unwrap_or(u64::MAX))
-}
-
-/// Whether this process may create and replace files in the directory `dir`, as the kernel
-/// would judge it now for its effective ids: not in a directory another user owns without
-/// granting it, nor on a read-only mount (`EROFS`).
-#[cfg(unix)]
-pub(crate) fn may_write_in(dir: &std::path::Path) -> bool {
-    may(dir, libc::W_OK)
-}
-
-/// Whether this process may search directory `dir` (and every directory on its path), as the
-/// kernel would judge it now for its effective ids: what a `stat` of a file in it needs.
-#[cfg(all(unix, feature = "quickjs"))]
-pub(crate) fn may_search(dir: &std::path::Path) -> bool {
-    may(dir, libc::X_OK)
-}
-
-/// `faccessat(dir, mode)` with `AT_EACCESS`: for the effective ids, as other calls are judged.
-#[cfg(unix)]
-fn may(dir: &std::path::Path, mode: libc::c_int) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `path` is a valid NUL-terminated string that outlives the call; faccessat(2)
-    // only reads it.
-    unsafe { libc::faccessat(libc::AT_FDCWD, path.as_ptr(), mode, libc::AT_EACCESS) == 0 }
-}
-
 /// Who this process is to the kernel's permission checks: its effective user and group ids
 /// and its supplementary groups (sorted: their order means nothing), as text for a key. A
 /// group list that cannot be read (it changed between the two calls) reads `?`: a key of its
-/// own, never another process's.
+/// own, never another process's. (rustix's `getgroups` would pad a list that shrank between
+/// its two calls with root's group.)
 #[cfg(all(unix, feature = "quickjs"))]
 pub(crate) fn credentials() -> String {
-    // SAFETY: geteuid(2) and getegid(2) take no arguments, touch no memory and always succeed.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
     // SAFETY: with a size of 0, getgroups(2) only returns how many groups there are and
     // writes nothing (the pointer is not used).
     let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };

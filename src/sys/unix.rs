@@ -47,13 +47,18 @@ pub(crate) const LONGEST_PATH: usize = libc::PATH_MAX as usize;
 
 #[cfg(feature = "quickjs")]
 pub(crate) use crate::unsafe_io::credentials;
+
+/// This process's soft limit on open files (`RLIMIT_NOFILE`); `u64::MAX` if unlimited.
 #[cfg(feature = "quickjs")]
-pub(crate) use crate::unsafe_io::open_files_limit;
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    Some(limit.current.unwrap_or(u64::MAX))
+}
 
 /// What is wrong with a cache directory's owner or mode, if anything: it must be this user's
 /// and not writable by group or others.
 pub(crate) fn check_owner_and_mode(meta: &fs::Metadata) -> Option<String> {
-    let me = crate::unsafe_io::current_uid();
+    let me = rustix::process::geteuid().as_raw();
     // Root's files are as safe as this user's, the rule ssh applies to its own: nobody else
     // can swap what is in them. (A cache shipped in an image is root's, read by an app user.)
     if meta.uid() != me && meta.uid() != 0 {
@@ -71,16 +76,25 @@ pub(crate) fn check_owner_and_mode(meta: &fs::Metadata) -> Option<String> {
     None
 }
 
-/// Whether this process may search `dir` (see [`crate::unsafe_io::may_search`]).
+/// Whether this process may search directory `dir` (and every directory on its path), as the
+/// kernel would judge it now for its effective ids: what a `stat` of a file in it needs.
 #[cfg(feature = "quickjs")]
 pub(crate) fn may_search(dir: &Path) -> bool {
-    crate::unsafe_io::may_search(dir)
+    may(dir, rustix::fs::Access::EXEC_OK)
 }
 
-/// Whether this process may create and replace files in `dir` (see
-/// [`crate::unsafe_io::may_write_in`]).
+/// Whether this process may create and replace files in the directory `dir`, as the kernel
+/// would judge it now for its effective ids: not in a directory another user owns without
+/// granting it, nor on a read-only mount (`EROFS`).
 pub(crate) fn may_write_in(dir: &Path) -> bool {
-    crate::unsafe_io::may_write_in(dir)
+    may(dir, rustix::fs::Access::WRITE_OK)
+}
+
+/// `faccessat(dir, access)` with `AT_EACCESS`: for the effective ids, as other calls are
+/// judged. Where the kernel cannot judge for them (before Linux 5.8, in a set-id process) the
+/// answer is no.
+fn may(dir: &Path, access: rustix::fs::Access) -> bool {
+    rustix::fs::accessat(rustix::fs::CWD, dir, access, rustix::fs::AtFlags::EACCESS).is_ok()
 }
 
 /// Options for the cache's own files: never through a symlink, never blocking on a FIFO put
