@@ -61,6 +61,7 @@ mod built;
 mod closing;
 #[allow(unsafe_code)]
 mod engine;
+mod glue;
 mod handoff;
 mod imports;
 mod loader;

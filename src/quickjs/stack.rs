@@ -8,23 +8,24 @@
 //! stack passes through the module, and parsed maps are kept for the runtime's life within
 //! [`MOST_PARSED_BYTES`].
 //!
-//! The first module with a map that a context loads installs a small script there (its
-//! bytecode kept in the cache): reading an error's `stack` maps the frames QuickJS formatted,
-//! once, so nothing runs when an error is made (one made at a stack overflow keeps its
-//! stack). A host's own `Error.prepareStackTrace` (quickjs-ng's V8-style hook), set before or
-//! after, keeps working: it is called with the mapped call sites, and reading the property
-//! gives back the host's function.
+//! The first module with a map that a context loads makes the context map its stacks (see
+//! `glue`): reading an error's `stack` maps the frames QuickJS formatted, once, so nothing
+//! runs when an error is made (one made at a stack overflow keeps its stack). A host's own
+//! `Error.prepareStackTrace` (quickjs-ng's V8-style hook), set before or after, keeps
+//! working: it is called with the mapped call sites, and reading the property gives back the
+//! host's function.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rquickjs::{Ctx, Function, Module, Object};
+use rquickjs::{Ctx, Object};
 use rustc_hash::{FxHashMap, FxHashSet};
 use sourcemap::SourceMap;
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::glue::INSTALLED;
 use super::maps::PendingMap;
 use crate::LookupOptions;
 use crate::cache::Cache;
@@ -33,9 +34,6 @@ use crate::key::Key;
 /// Bytes of maps kept parsed per runtime (counted as their JSON's length); past it the
 /// longest unused is dropped, and parsed again if a stack needs it.
 pub(crate) const MOST_PARSED_BYTES: usize = 64 << 20;
-
-/// The global property a context that maps its stacks carries (not enumerable).
-const INSTALLED: &str = "__bytecodePackStackMaps";
 
 /// Where a module's map is.
 pub(crate) enum MapSource {
@@ -273,17 +271,12 @@ pub(crate) fn register(ctx: &Ctx<'_>, name: &str, source: MapSource, cache: Opti
         return;
     }
     // Marked first: a context where installing fails is not tried again at every module.
-    let marked = Object::new(ctx.clone())
-        .and_then(|flag| globals.prop(INSTALLED, rquickjs::object::Property::from(flag)));
-    if let Err(e) = marked.and_then(|()| install(ctx, &maps, cache)) {
-        let why = match e {
-            rquickjs::Error::Exception => ctx.catch().as_exception().map_or_else(
-                || "an exception".to_owned(),
-                |exception| exception.message().unwrap_or_default(),
-            ),
-            other => other.to_string(),
-        };
-        log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
+    let marked = Object::new(ctx.clone()).and_then(|marker| {
+        globals.prop(INSTALLED, rquickjs::object::Property::from(marker.clone()))?;
+        Ok(marker)
+    });
+    if let Err(e) = marked.and_then(|marker| super::glue::install(ctx, &maps, cache, &marker)) {
+        super::glue::warn_cannot_map(ctx, e);
     }
 }
 
@@ -294,146 +287,6 @@ pub(crate) fn forget(ctx: &Ctx<'_>, name: &str) {
         maps.replace(name, None);
     }
 }
-
-/// Installs the mapping `Error.prepareStackTrace` in `ctx`, once.
-fn install(ctx: &Ctx<'_>, maps: &Arc<SourceMaps>, cache: Option<&Cache>) -> rquickjs::Result<()> {
-    let maps = Arc::clone(maps);
-    let original = Function::new(ctx.clone(), move |module: String, line: u32, col: u32| {
-        maps.original(&module, line, col)
-            .map(|(file, line, col)| rquickjs::convert::List((file, line, col)))
-    })?;
-    let setup = match cache.and_then(|cache| glue_from_cache(ctx, cache)) {
-        Some(setup) => setup,
-        None => {
-            let module = Module::declare(ctx.clone(), GLUE_NAME, GLUE)?;
-            glue_of(module)?
-        }
-    };
-    setup.call::<_, ()>((original,))
-}
-
-/// The glue's module name.
-const GLUE_NAME: &str = "bytecode-pack:stack-maps";
-
-/// The glue's setup function, its module loaded from (or compiled into) `cache`: compiling it
-/// would cost a warm start a few percent. Storing it is best effort (a read-only cache just
-/// compiles it each time), quiet, and never waits for the writer lock.
-fn glue_from_cache<'js>(ctx: &Ctx<'js>, cache: &Cache) -> Option<Function<'js>> {
-    let options = super::CompileOptions::default();
-    let key = options.key(Key::for_source(GLUE_NAME, GLUE.as_bytes()), GLUE_NAME);
-    // Neither counted as a load nor as a compile: the glue is no module of the host's.
-    let loaded = cache
-        .get(&key)
-        .filter(crate::Hit::is_engine_bytecode)
-        .and_then(|hit| super::engine::load_verified_bytecode(ctx, &hit).ok());
-    let module = match loaded {
-        Some(module) => module,
-        None => {
-            let module = Module::declare(ctx.clone(), GLUE_NAME, GLUE).ok()?;
-            let bytecode = super::Bytecode(module.write(options.write_options()).ok()?);
-            // Never waits for another process's writer: the next start can store it.
-            let entry = bytecode.entry(GLUE_NAME);
-            let _ = cache.put_many_within([(key, &entry)], std::time::Duration::ZERO);
-            module
-        }
-    };
-    glue_of(module).ok()
-}
-
-/// The setup function the glue module exports, once it is evaluated.
-fn glue_of<'js>(
-    module: Module<'js, rquickjs::module::Declared>,
-) -> rquickjs::Result<Function<'js>> {
-    let (module, promise) = module.eval()?;
-    promise.finish::<()>()?;
-    module.get("default")
-}
-
-/// Maps stacks lazily: `Error.prototype.stack`'s getter is wrapped so that reading an
-/// error's stack maps the frames QuickJS formatted (and keeps the result on the error), so no
-/// JavaScript runs when an error is made (an error made at a stack overflow keeps its stack).
-/// `Error.prepareStackTrace` becomes an accessor that keeps the host's own function: while it
-/// is one, the engine calls a wrapper that passes it the mapped call sites instead.
-const GLUE: &str = r#"export default (original) => {
-  // Built-ins taken now: a program that replaces them later must not break its own stacks.
-  const apply = Reflect.apply;
-  const { lastIndexOf, slice, split } = String.prototype;
-  const stack = Object.getOwnPropertyDescriptor(Error.prototype, "stack");
-  const slot = Object.getOwnPropertyDescriptor(Error, "prepareStackTrace");
-  let host;
-  // "    at name (file:line:col)" or "    at file:line:col", mapped where it can be.
-  const frame = (line) => {
-    if (apply(slice, line, [0, 7]) !== "    at ") return line;
-    const open = apply(lastIndexOf, line, [" ("]);
-    const inParens = open > 0 && apply(slice, line, [-1]) === ")";
-    const place = inParens ? apply(slice, line, [open + 2, -1]) : apply(slice, line, [7]);
-    const c = apply(lastIndexOf, place, [":"]);
-    const l = c > 0 ? apply(lastIndexOf, place, [":", c - 1]) : -1;
-    if (l <= 0) return line;
-    const at = original(apply(slice, place, [0, l]), +apply(slice, place, [l + 1, c]), +apply(slice, place, [c + 1]));
-    if (at === undefined) return line;
-    const where = `${at[0]}:${at[1]}:${at[2]}`;
-    return inParens ? `${apply(slice, line, [0, open])} (${where})` : `    at ${where}`;
-  };
-  const mapStack = (text) => {
-    const lines = apply(split, text, ["\n"]);
-    let out = "";
-    for (let i = 0; i < lines.length; i++) out += (i > 0 ? "\n" : "") + frame(lines[i]);
-    return out;
-  };
-  Object.defineProperty(Error.prototype, "stack", {
-    configurable: true,
-    enumerable: stack.enumerable,
-    get() {
-      const text = apply(stack.get, this, []);
-      if (typeof text !== "string" || typeof host === "function") return text;
-      let mapped = text;
-      try {
-        mapped = mapStack(text);
-        if (mapped !== text) apply(stack.set, this, [mapped]);
-      } catch {}
-      return mapped;
-    },
-    set(value) { return apply(stack.set, this, [value]); },
-  });
-  const site = (s) => {
-    const file = s.getFileName(), line = s.getLineNumber(), col = s.getColumnNumber();
-    if (typeof file !== "string" || typeof line !== "number" || typeof col !== "number") return s;
-    const at = original(file, line, col);
-    if (at === undefined) return s;
-    return {
-      getFileName: () => at[0],
-      getLineNumber: () => at[1],
-      getColumnNumber: () => at[2],
-      getFunctionName: () => s.getFunctionName(),
-      getFunction: () => s.getFunction(),
-      isNative: () => s.isNative(),
-      isConstructor: () => s.isConstructor(),
-      toString: () => `${s.getFunctionName() ?? "<anonymous>"} (${at[0]}:${at[1]}:${at[2]})`,
-    };
-  };
-  const wrap = (fn) => (error, sites) => {
-    let list;
-    try {
-      list = [];
-      for (let i = 0; i < sites.length; i++) list[i] = site(sites[i]);
-    } catch {
-      list = sites;
-    }
-    return apply(fn, Error, [error, list]);
-  };
-  const set = (value) => {
-    host = value;
-    apply(slot.set, Error, [typeof value === "function" ? wrap(value) : value]);
-  };
-  set(apply(slot.get, Error, []));
-  Object.defineProperty(Error, "prepareStackTrace", {
-    configurable: true,
-    enumerable: slot.enumerable,
-    get() { return host; },
-    set,
-  });
-}"#;
 
 #[cfg(test)]
 mod tests {
