@@ -12,9 +12,8 @@
 //! properties. They find `Error` as the global of that name when the script runs; a program
 //! that replaced it by then has its errors' stacks left unmapped.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rquickjs::function::This;
 use rquickjs::object::Property;
@@ -33,7 +32,7 @@ struct Pending {
     maps: Arc<SourceMaps>,
     cache: Option<Cache>,
     /// Whether the script was run (or tried): the accessors then only pass calls on.
-    ran: Cell<bool>,
+    ran: AtomicBool,
 }
 
 /// Makes `ctx` map its stacks through `maps` (see the module's docs), keeping what it takes
@@ -63,20 +62,20 @@ pub(super) fn install<'js>(
     taken.prop("stack", Property::from(stack.clone()))?;
     taken.prop("slot", Property::from(slot.clone()))?;
     marker.prop("taken", Property::from(taken))?;
-    let pending = Rc::new(Pending {
+    let pending = Arc::new(Pending {
         maps: Arc::clone(maps),
         cache: cache.cloned(),
-        ran: Cell::new(false),
+        ran: AtomicBool::new(false),
     });
     // A host's own function, set before: it is given mapped call sites from now on.
     let host: Value = slot
         .get::<_, Function>("get")?
         .call((This(error.clone()),))?;
     if host.is_function() {
-        pending.ran.set(true);
+        pending.ran.store(true, Ordering::Relaxed);
         return run_script(ctx, &pending);
     }
-    let on_read = Rc::clone(&pending);
+    let on_read = Arc::clone(&pending);
     let read_stack = Function::new(ctx.clone(), move |ctx: Ctx<'js>, this: This<Value<'js>>| {
         if let Some(error) = this.0.as_object().filter(|_| on_read.run_once(&ctx)) {
             // The script's getter stands where this one stood.
@@ -135,7 +134,7 @@ impl Pending {
     /// Runs the script if it has not run yet: whether it did now. A failure leaves the frames
     /// as they are (logged once per context).
     fn run_once(&self, ctx: &Ctx<'_>) -> bool {
-        if self.ran.replace(true) {
+        if self.ran.swap(true, Ordering::Relaxed) {
             return false;
         }
         run_script(ctx, self)
