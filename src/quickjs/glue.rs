@@ -31,9 +31,15 @@ pub(super) const INSTALLED: &str = "__bytecodePackStackMaps";
 struct Pending {
     maps: Arc<SourceMaps>,
     cache: Option<Cache>,
-    /// Whether the script was run (or tried): the accessors then only pass calls on.
+    /// Whether the script ran, or is running: the accessors then only pass calls on.
     ran: AtomicBool,
+    /// Whether a failure to run it was logged.
+    warned: AtomicBool,
 }
+
+/// What the engine says when a call finds the stack used up: a read made there cannot run
+/// the script, and the next read tries again without a warning.
+const STACK_OVERFLOW: &str = "Maximum call stack size exceeded";
 
 /// Makes `ctx` map its stacks through `maps` (see the module's docs), keeping what it takes
 /// on `marker`. `cache`, if given, keeps the script's bytecode.
@@ -66,6 +72,7 @@ pub(super) fn install<'js>(
         maps: Arc::clone(maps),
         cache: cache.cloned(),
         ran: AtomicBool::new(false),
+        warned: AtomicBool::new(false),
     });
     // A host's own function, set before: it is given mapped call sites from now on.
     let host: Value = slot
@@ -131,28 +138,42 @@ fn engine_accessor<'js>(
 }
 
 impl Pending {
-    /// Runs the script if it has not run yet: whether it did now. A failure leaves the frames
-    /// as they are (logged once per context).
+    /// Runs the script if it has not run yet: whether it did now. A failure leaves this
+    /// read's frames as they are (logged once per context, unless the stack was used up) and
+    /// the next read tries again.
     fn run_once(&self, ctx: &Ctx<'_>) -> bool {
         if self.ran.swap(true, Ordering::Relaxed) {
             return false;
         }
-        run_script(ctx, self)
-            .map_err(|e| warn_cannot_map(ctx, e))
-            .is_ok()
+        let Err(e) = run_script(ctx, self) else {
+            return true;
+        };
+        self.ran.store(false, Ordering::Relaxed);
+        let why = why_not(ctx, e);
+        if why == STACK_OVERFLOW {
+            log::debug!("bytecode-pack: stack left unmapped: {why}");
+        } else if !self.warned.swap(true, Ordering::Relaxed) {
+            log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
+        }
+        false
     }
 }
 
 /// Logs why `ctx` cannot map its stacks (`e`, taking the exception it stands for).
 pub(super) fn warn_cannot_map(ctx: &Ctx<'_>, e: rquickjs::Error) {
-    let why = match e {
+    let why = why_not(ctx, e);
+    log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
+}
+
+/// What `e` says went wrong, taking the exception it stands for.
+fn why_not(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
+    match e {
         rquickjs::Error::Exception => ctx.catch().as_exception().map_or_else(
             || "an exception".to_owned(),
             |exception| exception.message().unwrap_or_default(),
         ),
         other => other.to_string(),
-    };
-    log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
+    }
 }
 
 /// Loads (or compiles) the script and runs it with what [`install`] took.
@@ -355,6 +376,37 @@ mod tests {
             "run, and kept, at the first read"
         );
         drop(read);
+        drop(runtime);
+    }
+
+    /// A first stack read with the stack all but used up (a stack overflow caught where it
+    /// happened) cannot run the script: a later read runs it and is mapped.
+    #[test]
+    fn a_first_read_at_a_stack_overflow_leaves_a_later_one_mapped() {
+        let tmp = crate::private_tempdir();
+        let cache = Cache::open(tmp.path()).unwrap();
+        let json: Arc<str> =
+            r#"{"version":3,"sources":["src/m.ts"],"names":[],"mappings":"AAAA"}"#.into();
+        let runtime = rquickjs::Runtime::new().unwrap();
+        runtime.set_max_stack_size(256 << 10);
+        let context = rquickjs::Context::full(&runtime).unwrap();
+        let stack = context.with(|ctx| {
+            let map = Arc::new(PendingMap::ready(json, None));
+            stack::register(&ctx, "m.js", MapSource::Held(map), Some(&cache));
+            let source = "export function fail() { throw new Error('x'); }\n\
+                export function deep() { try { return deep(); } catch (e) { return e.stack; } }";
+            let module = Module::declare(ctx.clone(), "m.js", source).unwrap();
+            let (module, promise) = module.eval().unwrap();
+            promise.finish::<()>().unwrap();
+            let deep: Function = module.get("deep").unwrap();
+            let _: Value = deep.call(()).unwrap();
+            let fail: Function = module.get("fail").unwrap();
+            assert!(fail.call::<_, ()>(()).is_err());
+            let error = ctx.catch().into_object().unwrap();
+            error.get::<_, String>("stack").unwrap()
+        });
+        assert!(stack.contains("src/m.ts:1:1"), "{stack}");
+        drop(context);
         drop(runtime);
     }
 }
