@@ -328,6 +328,30 @@ mod tests {
     use super::*;
     use crate::quickjs::maps::PendingMap;
     use crate::quickjs::stack::{self, MapSource};
+    use rquickjs::module::Evaluated;
+
+    /// A map of `m.js` that names `src/m.ts:1:1` for each of its positions.
+    const MAP: &str = r#"{"version":3,"sources":["src/m.ts"],"names":[],"mappings":"AAAA"}"#;
+
+    /// Module `m.js` evaluated from `source` in `ctx`, its map registered as a loader does.
+    fn mapped_module<'js>(ctx: &Ctx<'js>, cache: &Cache, source: &str) -> Module<'js, Evaluated> {
+        let map = Arc::new(PendingMap::ready(MAP.into(), None));
+        stack::register(ctx, "m.js", MapSource::Held(map), Some(cache));
+        let declared = Module::declare(ctx.clone(), "m.js", source.to_owned()).unwrap();
+        let (module, promise) = declared.eval().unwrap();
+        promise.finish::<()>().unwrap();
+        module
+    }
+
+    /// The error the function `fail` of `module` throws.
+    fn thrown_by<'js>(ctx: &Ctx<'js>, module: &Module<'js, Evaluated>) -> Object<'js> {
+        let fail: Function = module.get("fail").unwrap();
+        let thrown = fail.call::<_, ()>(()).unwrap_err();
+        assert!(matches!(thrown, rquickjs::Error::Exception));
+        ctx.catch().into_object().unwrap()
+    }
+
+    const FAIL: &str = "export function fail() { throw new Error('x'); }";
 
     /// The script is loaded only when a stack is first read, then maps it; a context that
     /// read none, and one that did, are freed with their runtime (a debug build of the engine
@@ -337,39 +361,21 @@ mod tests {
     fn the_script_runs_when_a_stack_is_first_read_and_contexts_free_cleanly() {
         let tmp = crate::private_tempdir();
         let cache = Cache::open(tmp.path()).unwrap();
-        let json: Arc<str> =
-            r#"{"version":3,"sources":["src/m.ts"],"names":[],"mappings":"AAAA"}"#.into();
         let runtime = rquickjs::Runtime::new().unwrap();
-        let source = "export function fail() { throw new Error('x'); }";
-        let stack_of_fail = |ctx: &Ctx<'_>| -> String {
-            let map = Arc::new(PendingMap::ready(Arc::clone(&json), None));
-            stack::register(ctx, "m.js", MapSource::Held(map), Some(&cache));
-            let module = Module::declare(ctx.clone(), "m.js", source).unwrap();
-            let (module, promise) = module.eval().unwrap();
-            promise.finish::<()>().unwrap();
-            let fail: Function = module.get("fail").unwrap();
-            let thrown = fail.call::<_, ()>(()).unwrap_err();
-            assert!(matches!(thrown, rquickjs::Error::Exception));
-            let error = ctx.catch().into_object().unwrap();
+        let unread = rquickjs::Context::full(&runtime).unwrap();
+        unread.with(|ctx| drop(mapped_module(&ctx, &cache, FAIL)));
+        drop(unread);
+        let read = rquickjs::Context::full(&runtime).unwrap();
+        let stack = read.with(|ctx| {
+            let error = thrown_by(&ctx, &mapped_module(&ctx, &cache, FAIL));
             let host: Value = ctx.eval("Error.prepareStackTrace").unwrap();
             assert!(
                 host.is_undefined(),
-                "the engine's own value until the script runs"
+                "the engine's value until the script runs"
             );
-            assert!(
-                cache.get(&glue_key()).is_none(),
-                "not run before a stack is read"
-            );
-            error.get("stack").unwrap()
-        };
-        let unread = rquickjs::Context::full(&runtime).unwrap();
-        unread.with(|ctx| {
-            let map = Arc::new(PendingMap::ready(Arc::clone(&json), None));
-            stack::register(&ctx, "m.js", MapSource::Held(map), Some(&cache));
+            assert!(cache.get(&glue_key()).is_none(), "not run before a read");
+            error.get::<_, String>("stack").unwrap()
         });
-        drop(unread);
-        let read = rquickjs::Context::full(&runtime).unwrap();
-        let stack = read.with(|ctx| stack_of_fail(&ctx));
         assert!(stack.contains("src/m.ts:1:1"), "{stack}");
         assert!(
             cache.get(&glue_key()).is_some(),
@@ -385,25 +391,16 @@ mod tests {
     fn a_first_read_at_a_stack_overflow_leaves_a_later_one_mapped() {
         let tmp = crate::private_tempdir();
         let cache = Cache::open(tmp.path()).unwrap();
-        let json: Arc<str> =
-            r#"{"version":3,"sources":["src/m.ts"],"names":[],"mappings":"AAAA"}"#.into();
         let runtime = rquickjs::Runtime::new().unwrap();
         runtime.set_max_stack_size(256 << 10);
         let context = rquickjs::Context::full(&runtime).unwrap();
+        let deep =
+            "export function deep() { try { return deep(); } catch (e) { return e.stack; } }";
         let stack = context.with(|ctx| {
-            let map = Arc::new(PendingMap::ready(json, None));
-            stack::register(&ctx, "m.js", MapSource::Held(map), Some(&cache));
-            let source = "export function fail() { throw new Error('x'); }\n\
-                export function deep() { try { return deep(); } catch (e) { return e.stack; } }";
-            let module = Module::declare(ctx.clone(), "m.js", source).unwrap();
-            let (module, promise) = module.eval().unwrap();
-            promise.finish::<()>().unwrap();
+            let module = mapped_module(&ctx, &cache, &format!("{FAIL}\n{deep}"));
             let deep: Function = module.get("deep").unwrap();
             let _: Value = deep.call(()).unwrap();
-            let fail: Function = module.get("fail").unwrap();
-            assert!(fail.call::<_, ()>(()).is_err());
-            let error = ctx.catch().into_object().unwrap();
-            error.get::<_, String>("stack").unwrap()
+            thrown_by(&ctx, &module).get::<_, String>("stack").unwrap()
         });
         assert!(stack.contains("src/m.ts:1:1"), "{stack}");
         drop(context);
