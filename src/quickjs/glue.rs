@@ -1,19 +1,19 @@
 //! The script that maps a context's stacks, installed in two steps. When the context's first
 //! module with a map loads, two native accessors take the places of `Error.prototype.stack`'s
 //! getter and `Error.prepareStackTrace` (a few native calls), and the built-ins the script
-//! uses are taken. The script itself (its bytecode kept in the cache) is loaded and run only
-//! when a stack is first read, or when a host sets its own `Error.prepareStackTrace`: a start
-//! that reads no stack runs none of it.
+//! uses are taken. The script itself (its bytecode kept in the cache) is loaded and run when
+//! a stack is first read, or a host sets its own `Error.prepareStackTrace` (at once if one was
+//! set before): a start that reads no stack runs none of it. The accessors stay, and call the
+//! functions the script gave from then on, so a program that wrapped them keeps its wrapping.
 //!
 //! The native accessors hold no JavaScript value: a reference from Rust is invisible to the
 //! engine's cycle collector, and every built-in leads back to its context, so the context
 //! would never be freed. What they need (the built-ins the script uses, the engine's own
-//! accessors) is kept on the context's marker, the global [`INSTALLED`] object, as read-only
-//! properties. They find `Error` as the global of that name when the script runs; a program
-//! that replaced it by then has its errors' stacks left unmapped.
+//! accessors, then the script's functions) is kept on the context's marker, the global
+//! [`INSTALLED`] object, as read-only properties.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use rquickjs::function::This;
 use rquickjs::object::Property;
@@ -27,19 +27,29 @@ use crate::key::Key;
 /// [`install`] keeps what it took on.
 pub(super) const INSTALLED: &str = "__bytecodePackStackMaps";
 
-/// What the native accessors keep for the script, until it takes their places.
+/// What the engine says when a call finds the stack used up: a read made there cannot run
+/// the script, and a later one tries again.
+const STACK_OVERFLOW: &str = "Maximum call stack size exceeded";
+
+/// Tries cut short by a used-up stack after which a context's stacks stay unmapped.
+const MOST_OVERFLOWS: u32 = 64;
+
+/// Where the script stands, in [`Pending::state`]: not run (or run, its functions then on
+/// the marker), running, or given up on.
+const IDLE: u8 = 0;
+const RUNNING: u8 = 1;
+const GAVE_UP: u8 = 2;
+
+/// What the native accessors of one context share.
 struct Pending {
     maps: Arc<SourceMaps>,
     cache: Option<Cache>,
-    /// Whether the script ran, or is running: the accessors then only pass calls on.
-    ran: AtomicBool,
-    /// Whether a failure to run it was logged.
-    warned: AtomicBool,
+    /// The context they were made in (its address). A call from another context of the
+    /// runtime (on an error handed over) is passed to the engine's accessors there.
+    home: usize,
+    state: AtomicU8,
+    overflows: AtomicU32,
 }
-
-/// What the engine says when a call finds the stack used up: a read made there cannot run
-/// the script, and the next read tries again without a warning.
-const STACK_OVERFLOW: &str = "Maximum call stack size exceeded";
 
 /// Makes `ctx` map its stacks through `maps` (see the module's docs), keeping what it takes
 /// on `marker`. `cache`, if given, keeps the script's bytecode.
@@ -57,51 +67,27 @@ pub(super) fn install<'js>(
     let proto: Object = error.get("prototype")?;
     let stack: Object = descriptor_of.call((proto.clone(), "stack"))?;
     let slot: Object = descriptor_of.call((error.clone(), "prepareStackTrace"))?;
-    let reflect: Object = globals.get("Reflect")?;
-    let strings: Object = globals.get::<_, Object>("String")?.get("prototype")?;
-    let taken = Object::new(ctx.clone())?;
-    taken.prop("apply", Property::from(reflect.get::<_, Value>("apply")?))?;
-    for method in ["lastIndexOf", "slice", "split"] {
-        taken.prop(method, Property::from(strings.get::<_, Value>(method)?))?;
-    }
-    taken.prop("defineProperty", Property::from(define.clone()))?;
-    taken.prop("stack", Property::from(stack.clone()))?;
-    taken.prop("slot", Property::from(slot.clone()))?;
-    marker.prop("taken", Property::from(taken))?;
+    marker.prop("taken", Property::from(take(ctx, &error, &stack, &slot)?))?;
     let pending = Arc::new(Pending {
         maps: Arc::clone(maps),
         cache: cache.cloned(),
-        ran: AtomicBool::new(false),
-        warned: AtomicBool::new(false),
+        home: ctx.as_raw().as_ptr() as usize,
+        state: AtomicU8::new(IDLE),
+        overflows: AtomicU32::new(0),
     });
-    // A host's own function, set before: it is given mapped call sites from now on.
-    let host: Value = slot
-        .get::<_, Function>("get")?
-        .call((This(error.clone()),))?;
-    if host.is_function() {
-        pending.ran.store(true, Ordering::Relaxed);
-        return run_script(ctx, &pending);
-    }
     let on_read = Arc::clone(&pending);
     let read_stack = Function::new(ctx.clone(), move |ctx: Ctx<'js>, this: This<Value<'js>>| {
-        if let Some(error) = this.0.as_object().filter(|_| on_read.run_once(&ctx)) {
-            // The script's getter stands where this one stood.
-            return error.get::<_, Value>("stack");
-        }
-        engine_accessor(&ctx, "stack", "get")?.call::<_, Value>((this,))
+        on_read.read_stack(&ctx, this)
     })?;
+    let on_get = Arc::clone(&pending);
     let get_host = Function::new(ctx.clone(), move |ctx: Ctx<'js>, this: This<Value<'js>>| {
-        engine_accessor(&ctx, "slot", "get")?.call::<_, Value>((this,))
+        on_get.get_host(&ctx, this)
     })?;
-    let on_set = pending;
+    let on_set = Arc::clone(&pending);
     let set_host = Function::new(
         ctx.clone(),
         move |ctx: Ctx<'js>, this: This<Value<'js>>, host: Value<'js>| {
-            if let Some(error) = this.0.as_object().filter(|_| on_set.run_once(&ctx)) {
-                // The script's setter stands where this one stood.
-                return error.set("prepareStackTrace", host);
-            }
-            engine_accessor(&ctx, "slot", "set")?.call::<_, ()>((this, host))
+            on_set.set_host(&ctx, this, host)
         },
     )?;
     let accessor = |get: Function<'js>, set: Value<'js>, like: &Object<'js>| {
@@ -115,69 +101,200 @@ pub(super) fn install<'js>(
     let stack_set = stack.get::<_, Value>("set")?;
     define.call::<_, ()>((proto, "stack", accessor(read_stack, stack_set, &stack)?))?;
     let set_host = set_host.into_value();
-    define.call::<_, ()>((
-        error,
-        "prepareStackTrace",
-        accessor(get_host, set_host, &slot)?,
-    ))
+    let slot_accessor = accessor(get_host, set_host, &slot)?;
+    define.call::<_, ()>((error.clone(), "prepareStackTrace", slot_accessor))?;
+    // A host's own function, set before: it is given mapped call sites from now on.
+    let host: Value = slot.get::<_, Function>("get")?.call((This(error),))?;
+    if host.is_function() {
+        pending.script(ctx)?;
+    }
+    Ok(())
 }
 
-/// What [`install`] took: the built-ins the script uses and the engine's own accessors.
-fn taken<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
-    ctx.globals().get::<_, Object>(INSTALLED)?.get("taken")
-}
-
-/// The engine's own `get` or `set` of `Error.prototype.stack` (`which` is `"stack"`) or
-/// `Error.prepareStackTrace` (`"slot"`), as [`install`] found them.
-fn engine_accessor<'js>(
+/// The built-ins the script uses and the engine's accessors (`stack` and `slot` are the
+/// descriptors of `Error.prototype.stack` and `Error.prepareStackTrace`), as one object of
+/// read-only properties.
+fn take<'js>(
     ctx: &Ctx<'js>,
-    which: &str,
-    side: &str,
-) -> rquickjs::Result<Function<'js>> {
-    taken(ctx)?.get::<_, Object>(which)?.get(side)
+    error: &Object<'js>,
+    stack: &Object<'js>,
+    slot: &Object<'js>,
+) -> rquickjs::Result<Object<'js>> {
+    let globals = ctx.globals();
+    let reflect: Object = globals.get("Reflect")?;
+    let strings: Object = globals.get::<_, Object>("String")?.get("prototype")?;
+    let taken = Object::new(ctx.clone())?;
+    let keep = |name: &str, value: Value<'js>| taken.prop(name, Property::from(value));
+    keep("apply", reflect.get("apply")?)?;
+    for method in ["lastIndexOf", "slice", "split"] {
+        keep(method, strings.get(method)?)?;
+    }
+    keep("freeze", globals.get::<_, Object>("Object")?.get("freeze")?)?;
+    keep("stackGet", stack.get("get")?)?;
+    keep("stackSet", stack.get("set")?)?;
+    keep("slotGet", slot.get("get")?)?;
+    keep("slotSet", slot.get("set")?)?;
+    keep("Error", error.clone().into_value())?;
+    Ok(taken)
 }
 
 impl Pending {
-    /// Runs the script if it has not run yet: whether it did now. A failure leaves this
-    /// read's frames as they are (logged once per context, unless the stack was used up) and
-    /// the next read tries again.
-    fn run_once(&self, ctx: &Ctx<'_>) -> bool {
-        if self.ran.swap(true, Ordering::Relaxed) {
-            return false;
+    /// `Error.prototype.stack`'s getter: the script's, run now if need be, else the engine's.
+    fn read_stack<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        this: This<Value<'js>>,
+    ) -> rquickjs::Result<Value<'js>> {
+        if self.is_home(ctx)
+            && this.0.is_object()
+            && let Some(script) = self.script(ctx)?
+        {
+            return script.get::<_, Function>("getStack")?.call((this,));
         }
-        let Err(e) = run_script(ctx, self) else {
-            return true;
-        };
-        self.ran.store(false, Ordering::Relaxed);
-        let why = why_not(ctx, e);
-        if why == STACK_OVERFLOW {
-            log::debug!("bytecode-pack: stack left unmapped: {why}");
-        } else if !self.warned.swap(true, Ordering::Relaxed) {
-            log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
-        }
-        false
+        engine_accessor(ctx, "stackGet")?.call((this,))
     }
+
+    /// `Error.prepareStackTrace`'s getter: the host's own function, as the script keeps it
+    /// once it ran, else the engine's value.
+    fn get_host<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        this: This<Value<'js>>,
+    ) -> rquickjs::Result<Value<'js>> {
+        if let Some(script) = self.ran_script(ctx)? {
+            return script.get::<_, Function>("getHost")?.call(());
+        }
+        engine_accessor(ctx, "slotGet")?.call((this,))
+    }
+
+    /// `Error.prepareStackTrace`'s setter: a host's own function runs the script, which gives
+    /// it mapped call sites; any other value goes where the script (if it ran) or the engine
+    /// keeps it.
+    fn set_host<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        this: This<Value<'js>>,
+        host: Value<'js>,
+    ) -> rquickjs::Result<()> {
+        let script = match host.is_function() && self.is_home(ctx) {
+            true => self.script(ctx)?,
+            false => self.ran_script(ctx)?,
+        };
+        match script {
+            Some(script) => script.get::<_, Function>("setHost")?.call((host,)),
+            None => engine_accessor(ctx, "slotSet")?.call((this, host)),
+        }
+    }
+
+    /// Whether `ctx` is the context these accessors were made in.
+    fn is_home(&self, ctx: &Ctx<'_>) -> bool {
+        ctx.as_raw().as_ptr() as usize == self.home
+    }
+
+    /// The script's functions if it ran in `ctx`, these accessors' context.
+    fn ran_script<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<Option<Object<'js>>> {
+        if !self.is_home(ctx) {
+            return Ok(None);
+        }
+        ctx.globals().get::<_, Object>(INSTALLED)?.get("script")
+    }
+
+    /// The script's functions, the script run now if it has not run: `None` while it runs
+    /// (a read it causes), once given up on, or if this try failed (that read's frames stay
+    /// as they are). An uncatchable error (an interrupt) is thrown on.
+    fn script<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<Option<Object<'js>>> {
+        if let Some(script) = self.ran_script(ctx)? {
+            return Ok(Some(script));
+        }
+        if self
+            .state
+            .compare_exchange(IDLE, RUNNING, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return Ok(None);
+        }
+        match run_script(ctx, self) {
+            Ok(script) => {
+                let marker: Object = ctx.globals().get(INSTALLED)?;
+                marker.prop("script", Property::from(script.clone()))?;
+                self.state.store(IDLE, Ordering::Relaxed);
+                Ok(Some(script))
+            }
+            Err(e) => self.failed(ctx, e).map(|()| None),
+        }
+    }
+
+    /// Notes that running the script failed with `e`, taking its exception: a used-up stack
+    /// is tried again at a later read ([`MOST_OVERFLOWS`] times), an interrupt is thrown on
+    /// and tried again, anything else gives up (logged once).
+    fn failed(&self, ctx: &Ctx<'_>, e: rquickjs::Error) -> rquickjs::Result<()> {
+        let exception = matches!(e, rquickjs::Error::Exception).then(|| ctx.catch());
+        if let Some(exception) = exception.as_ref().filter(|e| e.is_uncatchable_error()) {
+            self.state.store(IDLE, Ordering::Relaxed);
+            return Err(ctx.throw(exception.clone()));
+        }
+        let why = match &exception {
+            Some(exception) => message_of(exception),
+            None => e.to_string(),
+        };
+        let again = why == STACK_OVERFLOW
+            && self.overflows.fetch_add(1, Ordering::Relaxed) + 1 < MOST_OVERFLOWS;
+        if again {
+            log::debug!("bytecode-pack: a stack left unmapped: {why}");
+            self.state.store(IDLE, Ordering::Relaxed);
+        } else {
+            log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
+            self.state.store(GAVE_UP, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The engine's accessor `name` (`stackGet`, `stackSet`, `slotGet` or `slotSet`) in `ctx`: as
+/// [`install`] took it there, or, in a context that does not map its stacks (a call from it on
+/// an error of one that does), its own.
+fn engine_accessor<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Function<'js>> {
+    let globals = ctx.globals();
+    let taken = globals
+        .get::<_, Option<Object>>(INSTALLED)?
+        .map(|marker| marker.get::<_, Option<Object>>("taken"))
+        .transpose()?
+        .flatten();
+    if let Some(taken) = taken {
+        return taken.get(name);
+    }
+    let error: Object = globals.get("Error")?;
+    let (holder, key) = match name {
+        "stackGet" | "stackSet" => (error.get("prototype")?, "stack"),
+        _ => (error, "prepareStackTrace"),
+    };
+    let descriptor_of: Function = globals
+        .get::<_, Object>("Object")?
+        .get("getOwnPropertyDescriptor")?;
+    let descriptor: Object = descriptor_of.call((holder, key))?;
+    descriptor.get(if name.ends_with("Get") { "get" } else { "set" })
 }
 
 /// Logs why `ctx` cannot map its stacks (`e`, taking the exception it stands for).
 pub(super) fn warn_cannot_map(ctx: &Ctx<'_>, e: rquickjs::Error) {
-    let why = why_not(ctx, e);
+    let why = match e {
+        rquickjs::Error::Exception => message_of(&ctx.catch()),
+        other => other.to_string(),
+    };
     log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
 }
 
-/// What `e` says went wrong, taking the exception it stands for.
-fn why_not(ctx: &Ctx<'_>, e: rquickjs::Error) -> String {
-    match e {
-        rquickjs::Error::Exception => ctx.catch().as_exception().map_or_else(
-            || "an exception".to_owned(),
-            |exception| exception.message().unwrap_or_default(),
-        ),
-        other => other.to_string(),
-    }
+/// An exception's message.
+fn message_of(exception: &Value<'_>) -> String {
+    exception.as_exception().map_or_else(
+        || "an exception".to_owned(),
+        |exception| exception.message().unwrap_or_default(),
+    )
 }
 
-/// Loads (or compiles) the script and runs it with what [`install`] took.
-fn run_script(ctx: &Ctx<'_>, pending: &Pending) -> rquickjs::Result<()> {
+/// Loads (or compiles) the script and runs it with what [`install`] took: the functions it
+/// gives.
+fn run_script<'js>(ctx: &Ctx<'js>, pending: &Pending) -> rquickjs::Result<Object<'js>> {
     let maps = Arc::clone(&pending.maps);
     let original = Function::new(ctx.clone(), move |module: String, line: u32, col: u32| {
         maps.original(&module, line, col)
@@ -194,7 +311,8 @@ fn run_script(ctx: &Ctx<'_>, pending: &Pending) -> rquickjs::Result<()> {
             glue_of(module)?
         }
     };
-    setup.call::<_, ()>((original, taken(ctx)?))
+    let taken: Object = ctx.globals().get::<_, Object>(INSTALLED)?.get("taken")?;
+    setup.call((original, taken))
 }
 
 /// The glue's module name.
@@ -240,14 +358,16 @@ fn glue_of<'js>(
     module.get("default")
 }
 
-/// Maps stacks lazily: `Error.prototype.stack`'s getter is wrapped so that reading an
-/// error's stack maps the frames QuickJS formatted (and keeps the result on the error), so no
-/// JavaScript runs when an error is made (an error made at a stack overflow keeps its stack).
-/// `Error.prepareStackTrace` becomes an accessor that keeps the host's own function: while it
-/// is one, the engine calls a wrapper that passes it the mapped call sites instead.
+/// Maps stacks lazily. Its setup returns the functions the native accessors call once it ran:
+/// `getStack`, the getter of `Error.prototype.stack`, maps the frames QuickJS formatted (and
+/// keeps the result on the error), so no JavaScript runs when an error is made (an error made
+/// at a stack overflow keeps its stack); `getHost` and `setHost` keep the host's own
+/// `Error.prepareStackTrace`: while it is a function, the engine calls a wrapper that passes it
+/// the mapped call sites instead.
 const GLUE: &str = r#"export default (original, taken) => {
   // Built-ins taken at install: a program that replaces them later must not break its stacks.
-  const { apply, lastIndexOf, slice, split, defineProperty, stack, slot } = taken;
+  const { apply, lastIndexOf, slice, split, freeze, stackGet, stackSet, slotGet, slotSet, Error } =
+    taken;
   let host;
   // "    at name (file:line:col)" or "    at file:line:col", mapped where it can be.
   const frame = (line) => {
@@ -269,21 +389,17 @@ const GLUE: &str = r#"export default (original, taken) => {
     for (let i = 0; i < lines.length; i++) out += (i > 0 ? "\n" : "") + frame(lines[i]);
     return out;
   };
-  defineProperty(Error.prototype, "stack", {
-    configurable: true,
-    enumerable: stack.enumerable,
-    get() {
-      const text = apply(stack.get, this, []);
-      if (typeof text !== "string" || typeof host === "function") return text;
-      let mapped = text;
-      try {
-        mapped = mapStack(text);
-        if (mapped !== text) apply(stack.set, this, [mapped]);
-      } catch {}
-      return mapped;
-    },
-    set(value) { return apply(stack.set, this, [value]); },
-  });
+  // The getter of `Error.prototype.stack`: the engine's text, mapped once (kept on the error).
+  function getStack() {
+    const text = apply(stackGet, this, []);
+    if (typeof text !== "string" || typeof host === "function") return text;
+    let mapped = text;
+    try {
+      mapped = mapStack(text);
+      if (mapped !== text) apply(stackSet, this, [mapped]);
+    } catch {}
+    return mapped;
+  }
   const site = (s) => {
     const file = s.getFileName(), line = s.getLineNumber(), col = s.getColumnNumber();
     if (typeof file !== "string" || typeof line !== "number" || typeof col !== "number") return s;
@@ -310,17 +426,12 @@ const GLUE: &str = r#"export default (original, taken) => {
     }
     return apply(fn, Error, [error, list]);
   };
-  const set = (value) => {
+  const setHost = (value) => {
     host = value;
-    apply(slot.set, Error, [typeof value === "function" ? wrap(value) : value]);
+    apply(slotSet, Error, [typeof value === "function" ? wrap(value) : value]);
   };
-  set(apply(slot.get, Error, []));
-  defineProperty(Error, "prepareStackTrace", {
-    configurable: true,
-    enumerable: slot.enumerable,
-    get() { return host; },
-    set,
-  });
+  setHost(apply(slotGet, Error, []));
+  return freeze({ getStack, getHost: () => host, setHost });
 }"#;
 
 #[cfg(test)]
@@ -404,6 +515,69 @@ mod tests {
         });
         assert!(stack.contains("src/m.ts:1:1"), "{stack}");
         drop(context);
+        drop(runtime);
+    }
+
+    /// A program that wraps `Error.prototype.stack` after the accessors were installed keeps
+    /// its wrapping when the script runs, and what it wraps is mapped.
+    #[test]
+    fn a_programs_own_stack_getter_stays_and_wraps_mapped_stacks() {
+        let tmp = crate::private_tempdir();
+        let cache = Cache::open(tmp.path()).unwrap();
+        let runtime = rquickjs::Runtime::new().unwrap();
+        let context = rquickjs::Context::full(&runtime).unwrap();
+        let wrap = "const d = Object.getOwnPropertyDescriptor(Error.prototype, 'stack');\
+            Object.defineProperty(Error.prototype, 'stack', { configurable: true,\
+            get() { return '[x] ' + d.get.call(this); } });";
+        let stacks: Vec<String> = context.with(|ctx| {
+            let module = mapped_module(&ctx, &cache, FAIL);
+            ctx.eval::<(), _>(wrap).unwrap();
+            (0..2)
+                .map(|_| thrown_by(&ctx, &module).get("stack").unwrap())
+                .collect()
+        });
+        for stack in &stacks {
+            assert!(stack.starts_with("[x] "), "{stack}");
+            assert!(stack.contains("src/m.ts:1:1"), "{stack}");
+        }
+        drop(context);
+        drop(runtime);
+    }
+
+    /// An error handed to another context of the runtime keeps a stack there (the engine's,
+    /// as that context has it), and its own context's script is left to it.
+    #[test]
+    fn another_contexts_read_of_a_mapped_error_gets_a_stack() {
+        let tmp = crate::private_tempdir();
+        let cache = Cache::open(tmp.path()).unwrap();
+        let runtime = rquickjs::Runtime::new().unwrap();
+        let (home, other) = (
+            rquickjs::Context::full(&runtime).unwrap(),
+            rquickjs::Context::full(&runtime).unwrap(),
+        );
+        let (handed, fail) = home.with(|ctx| {
+            let module = mapped_module(&ctx, &cache, FAIL);
+            let fail: Function = module.get("fail").unwrap();
+            let error = thrown_by(&ctx, &module);
+            let save = |value| rquickjs::Persistent::save(&ctx, value);
+            (save(error.into_value()), save(fail.into_value()))
+        });
+        let there: String = other.with(|ctx| {
+            // Read by a script of that context (a value restored keeps its own context).
+            ctx.globals()
+                .set("handed", handed.restore(&ctx).unwrap())
+                .unwrap();
+            ctx.eval("handed.stack").unwrap()
+        });
+        assert!(there.contains("fail"), "{there}");
+        let here: String = home.with(|ctx| {
+            let fail = fail.restore(&ctx).unwrap().into_function().unwrap();
+            assert!(fail.call::<_, ()>(()).is_err());
+            let error = ctx.catch().into_object().unwrap();
+            error.get("stack").unwrap()
+        });
+        assert!(here.contains("src/m.ts:1:1"), "{here}");
+        drop((home, other));
         drop(runtime);
     }
 }
