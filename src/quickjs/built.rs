@@ -156,7 +156,8 @@ where
         match load(ctx, &hit) {
             Ok(module) => {
                 match MapSource::of_hit(cache, cache_key, &hit, None) {
-                    Some(map) => stack::register(ctx, name, map, Some(cache)),
+                    Some(map) => stack::register(ctx, name, map, Some(cache))
+                        .map_err(|e| super::js_error(ctx, name, e))?,
                     None => stack::forget(ctx, name),
                 }
                 return Ok(BuiltModule {
@@ -181,12 +182,11 @@ where
     inputs.extend(key.entries.iter().map(|entry| Input::path(*entry)));
     let inputs = distinct(inputs);
     match &made.source_map {
-        Some(json) => stack::register(
-            ctx,
-            name,
-            MapSource::Held(Arc::new(PendingMap::ready(json.as_str().into(), None))),
-            Some(cache),
-        ),
+        Some(json) => {
+            let map = Arc::new(PendingMap::ready(json.as_str().into(), None));
+            stack::register(ctx, name, MapSource::Held(map), Some(cache))
+                .map_err(|e| super::js_error(ctx, name, e))?;
+        }
         None => stack::forget(ctx, name),
     }
     let mut entry = bytecode.entry(name).inputs(inputs);

@@ -67,7 +67,14 @@ pub(super) fn install<'js>(
     let proto: Object = error.get("prototype")?;
     let stack: Object = descriptor_of.call((proto.clone(), "stack"))?;
     let slot: Object = descriptor_of.call((error.clone(), "prepareStackTrace"))?;
-    marker.prop("taken", Property::from(take(ctx, &error, &stack, &slot)?))?;
+    let taken = take(ctx, &error, &stack, &slot)?;
+    for name in ["stackGet", "stackSet", "slotGet", "slotSet"] {
+        if !taken.get::<_, Value>(name)?.is_function() {
+            let why = "`Error.prototype.stack` or `Error.prepareStackTrace` is not the engine's";
+            return Err(rquickjs::Exception::throw_type(ctx, why));
+        }
+    }
+    marker.prop("taken", Property::from(taken))?;
     let pending = Arc::new(Pending {
         maps: Arc::clone(maps),
         cache: cache.cloned(),
@@ -145,13 +152,15 @@ impl Pending {
         ctx: &Ctx<'js>,
         this: This<Value<'js>>,
     ) -> rquickjs::Result<Value<'js>> {
-        if self.is_home(ctx)
-            && this.0.is_object()
+        if this.0.is_object()
             && let Some(script) = self.script(ctx)?
         {
             return script.get::<_, Function>("getStack")?.call((this,));
         }
-        engine_accessor(ctx, "stackGet")?.call((this,))
+        match engine_accessor(ctx, "stackGet")? {
+            Some(get) => get.call((this,)),
+            None => Ok(Value::new_undefined(ctx.clone())),
+        }
     }
 
     /// `Error.prepareStackTrace`'s getter: the host's own function, as the script keeps it
@@ -164,7 +173,10 @@ impl Pending {
         if let Some(script) = self.ran_script(ctx)? {
             return script.get::<_, Function>("getHost")?.call(());
         }
-        engine_accessor(ctx, "slotGet")?.call((this,))
+        match engine_accessor(ctx, "slotGet")? {
+            Some(get) => get.call((this,)),
+            None => Ok(Value::new_undefined(ctx.clone())),
+        }
     }
 
     /// `Error.prepareStackTrace`'s setter: a host's own function runs the script, which gives
@@ -176,13 +188,14 @@ impl Pending {
         this: This<Value<'js>>,
         host: Value<'js>,
     ) -> rquickjs::Result<()> {
-        let script = match host.is_function() && self.is_home(ctx) {
+        let script = match host.is_function() {
             true => self.script(ctx)?,
             false => self.ran_script(ctx)?,
         };
-        match script {
-            Some(script) => script.get::<_, Function>("setHost")?.call((host,)),
-            None => engine_accessor(ctx, "slotSet")?.call((this, host)),
+        match (script, engine_accessor(ctx, "slotSet")?) {
+            (Some(script), _) => script.get::<_, Function>("setHost")?.call((host,)),
+            (None, Some(set)) => set.call((this, host)),
+            (None, None) => Ok(()),
         }
     }
 
@@ -199,10 +212,14 @@ impl Pending {
         ctx.globals().get::<_, Object>(INSTALLED)?.get("script")
     }
 
-    /// The script's functions, the script run now if it has not run: `None` while it runs
-    /// (a read it causes), once given up on, or if this try failed (that read's frames stay
-    /// as they are). An uncatchable error (an interrupt) is thrown on.
+    /// The script's functions, the script run now if it has not run: `None` in another
+    /// context, while it runs (a read it causes), once given up on, or if this try failed
+    /// (that read's frames stay as they are). An uncatchable error (an interrupt) is thrown
+    /// on.
     fn script<'js>(&self, ctx: &Ctx<'js>) -> rquickjs::Result<Option<Object<'js>>> {
+        if !self.is_home(ctx) {
+            return Ok(None);
+        }
         if let Some(script) = self.ran_script(ctx)? {
             return Ok(Some(script));
         }
@@ -213,15 +230,31 @@ impl Pending {
         {
             return Ok(None);
         }
-        match run_script(ctx, self) {
-            Ok(script) => {
-                let marker: Object = ctx.globals().get(INSTALLED)?;
-                marker.prop("script", Property::from(script.clone()))?;
-                self.state.store(IDLE, Ordering::Relaxed);
-                Ok(Some(script))
+        // What the engine's slot holds now, and the script's functions, kept on the marker
+        // before anything else changes.
+        let run = || {
+            let taken = taken(ctx)?;
+            let error = taken.get::<_, Value>("Error")?;
+            let current: Value = taken.get::<_, Function>("slotGet")?.call((This(error),))?;
+            let script = run_script(ctx, self, current.clone())?;
+            let marker: Object = ctx.globals().get(INSTALLED)?;
+            marker.prop("script", Property::from(script.clone()))?;
+            rquickjs::Result::Ok((script, current))
+        };
+        let (script, current) = match run() {
+            Ok(ran) => ran,
+            Err(e) => return self.failed(ctx, e).map(|()| None),
+        };
+        self.state.store(IDLE, Ordering::Relaxed);
+        // A host's own function set before: wrapped now, to be given mapped call sites. If
+        // that fails, the engine keeps calling it unwrapped.
+        if current.is_function() {
+            let set = script.get::<_, Function>("setHost");
+            if let Err(e) = set.and_then(|set| set.call::<_, ()>((current,))) {
+                throw_on_uncatchable(ctx, e)?;
             }
-            Err(e) => self.failed(ctx, e).map(|()| None),
         }
+        Ok(Some(script))
     }
 
     /// Notes that running the script failed with `e`, taking its exception: a used-up stack
@@ -250,10 +283,15 @@ impl Pending {
     }
 }
 
+/// What [`install`] took in `ctx`.
+fn taken<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
+    ctx.globals().get::<_, Object>(INSTALLED)?.get("taken")
+}
+
 /// The engine's accessor `name` (`stackGet`, `stackSet`, `slotGet` or `slotSet`) in `ctx`: as
 /// [`install`] took it there, or, in a context that does not map its stacks (a call from it on
-/// an error of one that does), its own.
-fn engine_accessor<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Function<'js>> {
+/// an error of one that does), the accessor that context has now, if it is a function.
+fn engine_accessor<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Option<Function<'js>>> {
     let globals = ctx.globals();
     let taken = globals
         .get::<_, Option<Object>>(INSTALLED)?
@@ -271,17 +309,40 @@ fn engine_accessor<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Function
     let descriptor_of: Function = globals
         .get::<_, Object>("Object")?
         .get("getOwnPropertyDescriptor")?;
-    let descriptor: Object = descriptor_of.call((holder, key))?;
-    descriptor.get(if name.ends_with("Get") { "get" } else { "set" })
+    let descriptor: Option<Object> = descriptor_of.call((holder, key))?;
+    let side = if name.ends_with("Get") { "get" } else { "set" };
+    Ok(descriptor
+        .map(|descriptor| descriptor.get::<_, Value>(side))
+        .transpose()?
+        .and_then(Value::into_function))
 }
 
-/// Logs why `ctx` cannot map its stacks (`e`, taking the exception it stands for).
-pub(super) fn warn_cannot_map(ctx: &Ctx<'_>, e: rquickjs::Error) {
+/// Takes the exception `e` stands for, throwing it on if it is uncatchable (an interrupt).
+fn throw_on_uncatchable(ctx: &Ctx<'_>, e: rquickjs::Error) -> rquickjs::Result<()> {
+    if matches!(e, rquickjs::Error::Exception) {
+        let exception = ctx.catch();
+        if exception.is_uncatchable_error() {
+            return Err(ctx.throw(exception));
+        }
+    }
+    Ok(())
+}
+
+/// Logs why `ctx` cannot map its stacks (`e`, taking the exception it stands for), or throws
+/// it on if it is uncatchable (an interrupt).
+pub(super) fn warn_cannot_map(ctx: &Ctx<'_>, e: rquickjs::Error) -> rquickjs::Result<()> {
     let why = match e {
-        rquickjs::Error::Exception => message_of(&ctx.catch()),
+        rquickjs::Error::Exception => {
+            let exception = ctx.catch();
+            if exception.is_uncatchable_error() {
+                return Err(ctx.throw(exception));
+            }
+            message_of(&exception)
+        }
         other => other.to_string(),
     };
     log::warn!("bytecode-pack: cannot map stack traces to source files here: {why}");
+    Ok(())
 }
 
 /// An exception's message.
@@ -292,55 +353,56 @@ fn message_of(exception: &Value<'_>) -> String {
     )
 }
 
-/// Loads (or compiles) the script and runs it with what [`install`] took: the functions it
-/// gives.
-fn run_script<'js>(ctx: &Ctx<'js>, pending: &Pending) -> rquickjs::Result<Object<'js>> {
+/// Loads (or compiles) the script and runs it with what [`install`] took and `current`, the
+/// value `Error.prepareStackTrace` holds: the functions it gives.
+fn run_script<'js>(
+    ctx: &Ctx<'js>,
+    pending: &Pending,
+    current: Value<'js>,
+) -> rquickjs::Result<Object<'js>> {
     let maps = Arc::clone(&pending.maps);
     let original = Function::new(ctx.clone(), move |module: String, line: u32, col: u32| {
         maps.original(&module, line, col)
             .map(|(file, line, col)| rquickjs::convert::List((file, line, col)))
     })?;
-    let setup = match pending
-        .cache
-        .as_ref()
-        .and_then(|cache| glue_from_cache(ctx, cache))
-    {
-        Some(setup) => setup,
-        None => {
-            let module = Module::declare(ctx.clone(), GLUE_NAME, GLUE)?;
-            glue_of(module)?
-        }
-    };
-    let taken: Object = ctx.globals().get::<_, Object>(INSTALLED)?.get("taken")?;
-    setup.call((original, taken))
+    let setup = glue_setup(ctx, pending.cache.as_ref())?;
+    setup.call((original, taken(ctx)?, current))
 }
 
 /// The glue's module name.
 const GLUE_NAME: &str = "bytecode-pack:stack-maps";
 
-/// The glue's setup function, its module loaded from (or compiled into) `cache`: compiling it
-/// would cost a warm start a few percent. Storing it is best effort (a read-only cache just
-/// compiles it each time), quiet, and never waits for the writer lock.
-fn glue_from_cache<'js>(ctx: &Ctx<'js>, cache: &Cache) -> Option<Function<'js>> {
-    let options = super::CompileOptions::default();
+/// The glue's setup function, its module loaded from `cache`, or compiled (and stored there,
+/// if given): compiling it costs more than loading it. Storing it is best effort (a read-only
+/// cache just compiles it each time), quiet, and never waits for the writer lock.
+fn glue_setup<'js>(ctx: &Ctx<'js>, cache: Option<&Cache>) -> rquickjs::Result<Function<'js>> {
     let key = glue_key();
     // Neither counted as a load nor as a compile: the glue is no module of the host's.
-    let loaded = cache
-        .get(&key)
-        .filter(crate::Hit::is_engine_bytecode)
-        .and_then(|hit| super::engine::load_verified_bytecode(ctx, &hit).ok());
+    let hit = cache.and_then(|cache| cache.get(&key));
+    let loaded = match hit.filter(crate::Hit::is_engine_bytecode) {
+        Some(hit) => super::engine::load_verified_bytecode(ctx, &hit).map(Some),
+        None => Ok(None),
+    };
     let module = match loaded {
-        Some(module) => module,
-        None => {
-            let module = Module::declare(ctx.clone(), GLUE_NAME, GLUE).ok()?;
-            let bytecode = super::Bytecode(module.write(options.write_options()).ok()?);
-            // Never waits for another process's writer: the next start can store it.
-            let entry = bytecode.entry(GLUE_NAME);
-            let _ = cache.put_many_within([(key, &entry)], std::time::Duration::ZERO);
+        Ok(Some(module)) => module,
+        missed => {
+            // Bytes the engine would not read are compiled instead, unless an interrupt
+            // stops it.
+            if let Err(e) = missed {
+                throw_on_uncatchable(ctx, e)?;
+            }
+            let module = Module::declare(ctx.clone(), GLUE_NAME, GLUE)?;
+            if let Some(cache) = cache {
+                let options = super::CompileOptions::default();
+                let bytecode = super::Bytecode(module.write(options.write_options())?);
+                // Never waits for another process's writer: the next start can store it.
+                let entry = bytecode.entry(GLUE_NAME);
+                let _ = cache.put_many_within([(key, &entry)], std::time::Duration::ZERO);
+            }
             module
         }
     };
-    glue_of(module).ok()
+    glue_of(module)
 }
 
 /// Where the glue's bytecode is kept.
@@ -364,11 +426,12 @@ fn glue_of<'js>(
 /// at a stack overflow keeps its stack); `getHost` and `setHost` keep the host's own
 /// `Error.prepareStackTrace`: while it is a function, the engine calls a wrapper that passes it
 /// the mapped call sites instead.
-const GLUE: &str = r#"export default (original, taken) => {
+const GLUE: &str = r#"export default (original, taken, current) => {
   // Built-ins taken at install: a program that replaces them later must not break its stacks.
   const { apply, lastIndexOf, slice, split, freeze, stackGet, stackSet, slotGet, slotSet, Error } =
     taken;
-  let host;
+  // What `Error.prepareStackTrace` holds now (a host's function is wrapped by the caller).
+  let host = current;
   // "    at name (file:line:col)" or "    at file:line:col", mapped where it can be.
   const frame = (line) => {
     if (apply(slice, line, [0, 7]) !== "    at ") return line;
@@ -426,11 +489,11 @@ const GLUE: &str = r#"export default (original, taken) => {
     }
     return apply(fn, Error, [error, list]);
   };
+  // The engine's slot first: if that throws, nothing changed.
   const setHost = (value) => {
-    host = value;
     apply(slotSet, Error, [typeof value === "function" ? wrap(value) : value]);
+    host = value;
   };
-  setHost(apply(slotGet, Error, []));
   return freeze({ getStack, getHost: () => host, setHost });
 }"#;
 
@@ -447,7 +510,7 @@ mod tests {
     /// Module `m.js` evaluated from `source` in `ctx`, its map registered as a loader does.
     fn mapped_module<'js>(ctx: &Ctx<'js>, cache: &Cache, source: &str) -> Module<'js, Evaluated> {
         let map = Arc::new(PendingMap::ready(MAP.into(), None));
-        stack::register(ctx, "m.js", MapSource::Held(map), Some(cache));
+        stack::register(ctx, "m.js", MapSource::Held(map), Some(cache)).unwrap();
         let declared = Module::declare(ctx.clone(), "m.js", source.to_owned()).unwrap();
         let (module, promise) = declared.eval().unwrap();
         promise.finish::<()>().unwrap();
@@ -578,6 +641,33 @@ mod tests {
         });
         assert!(here.contains("src/m.ts:1:1"), "{here}");
         drop((home, other));
+        drop(runtime);
+    }
+
+    /// A program that froze the marker keeps its stacks, unmapped: storing the script's
+    /// functions fails once, gives up (no property of the engine's changed), and nothing is
+    /// thrown at the program.
+    #[test]
+    fn a_frozen_marker_leaves_stacks_unmapped_and_never_throws() {
+        let tmp = crate::private_tempdir();
+        let cache = Cache::open(tmp.path()).unwrap();
+        let runtime = rquickjs::Runtime::new().unwrap();
+        let context = rquickjs::Context::full(&runtime).unwrap();
+        let stacks: Vec<String> = context.with(|ctx| {
+            let module = mapped_module(&ctx, &cache, FAIL);
+            ctx.eval::<(), _>(format!("Object.freeze(globalThis.{INSTALLED});"))
+                .unwrap();
+            let stacks = (0..2)
+                .map(|_| thrown_by(&ctx, &module).get("stack").unwrap())
+                .collect();
+            let host: Value = ctx.eval("Error.prepareStackTrace").unwrap();
+            assert!(host.is_undefined());
+            stacks
+        });
+        for stack in &stacks {
+            assert!(stack.contains("m.js:1"), "{stack}");
+        }
+        drop(context);
         drop(runtime);
     }
 }

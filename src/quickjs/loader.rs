@@ -193,7 +193,7 @@ impl PackLoader {
                 None => self.load_hit(ctx, name, &hit),
             };
             if let Some(module) = module {
-                self.hit_map(ctx, name, key, &hit, path);
+                self.hit_map(ctx, name, key, &hit, path)?;
                 return Ok(module);
             }
         }
@@ -207,7 +207,7 @@ impl PackLoader {
             .flatten();
         let Some(root) = located else {
             let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-            let map = self.found_map(ctx, name, map, None);
+            let map = self.found_map(ctx, name, map, None)?;
             let bytecode = PendingBytecode::Compiled(bytecode.into_bytes());
             self.store(PendingModule::new(key, None, name, bytecode, input, map));
             return Ok(module);
@@ -223,14 +223,14 @@ impl PackLoader {
         if let Some(hit) = elsewhere
             && let Some(module) = self.module_of_hit(ctx, name, &hit, &source)?
         {
-            let map = self.found_map(ctx, name, map, Some(&hit));
+            let map = self.found_map(ctx, name, map, Some(&hit))?;
             let place = Some((None, Arc::clone(root)));
             let bytecode = PendingBytecode::Stored(hit);
             self.store(PendingModule::new(key, place, name, bytecode, input, map));
             return Ok(module);
         }
         let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
-        let map = self.found_map(ctx, name, map, None);
+        let map = self.found_map(ctx, name, map, None)?;
         let place = Some((pointer, Arc::clone(root)));
         let bytecode = PendingBytecode::Compiled(bytecode.into_bytes());
         self.store(PendingModule::new(key, place, name, bytecode, input, map));
@@ -261,14 +261,24 @@ impl PackLoader {
 
     /// Registers the map of module `name` (its file at `path`) loaded from `hit`, stored under
     /// `key`; or forgets an earlier one if it has none.
-    fn hit_map(&self, ctx: &Ctx<'_>, name: &str, key: Key, hit: &Hit, path: PathBuf) {
+    fn hit_map(
+        &self,
+        ctx: &Ctx<'_>,
+        name: &str,
+        key: Key,
+        hit: &Hit,
+        path: PathBuf,
+    ) -> rquickjs::Result<()> {
         let file = MapFile {
             module: path,
             root: Arc::clone(&self.cwd),
         };
         match MapSource::of_hit(&self.cache, key, hit, Some(file)) {
             Some(map) => stack::register(ctx, name, map, Some(&self.cache)),
-            None => stack::forget(ctx, name),
+            None => {
+                stack::forget(ctx, name);
+                Ok(())
+            }
         }
     }
 
@@ -282,10 +292,10 @@ impl PackLoader {
         name: &str,
         found: Option<maps::FoundMap>,
         copied: Option<&Hit>,
-    ) -> Option<Arc<PendingMap>> {
+    ) -> rquickjs::Result<Option<Arc<PendingMap>>> {
         let Some(found) = found else {
             stack::forget(ctx, name);
-            return None;
+            return Ok(None);
         };
         let copied = copied.and_then(|hit| {
             Some(maps::CopiedMap {
@@ -295,13 +305,9 @@ impl PackLoader {
             })
         });
         let map = Arc::new(PendingMap::of_found(found, name, &self.cwd, copied));
-        stack::register(
-            ctx,
-            name,
-            MapSource::Held(Arc::clone(&map)),
-            Some(&self.cache),
-        );
-        Some(map)
+        let held = MapSource::Held(Arc::clone(&map));
+        stack::register(ctx, name, held, Some(&self.cache))?;
+        Ok(Some(map))
     }
 
     /// The entry another tree stored module `name` in when it had exactly the content whose

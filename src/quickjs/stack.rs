@@ -256,27 +256,34 @@ impl Maps {
 }
 
 /// Registers module `name`'s map with the runtime of `ctx`, and makes the context map its
-/// stacks. A failure leaves the frames as they are (logged once per context).
-/// `cache`, if given, keeps the installing script's bytecode.
-pub(crate) fn register(ctx: &Ctx<'_>, name: &str, source: MapSource, cache: Option<&Cache>) {
+/// stacks. A failure leaves the frames as they are (logged once per context); only an
+/// uncatchable error (an interrupt while a host's own `Error.prepareStackTrace` is wrapped)
+/// is returned. `cache`, if given, keeps the mapping script's bytecode.
+pub(crate) fn register(
+    ctx: &Ctx<'_>,
+    name: &str,
+    source: MapSource,
+    cache: Option<&Cache>,
+) -> rquickjs::Result<()> {
     let Some(maps) = super::engine::runtime_maps(ctx) else {
         log::warn!(
             "bytecode-pack: {name}: cannot keep its source map (the runtime's userdata is busy)"
         );
-        return;
+        return Ok(());
     };
     maps.replace(name, Some(source));
     let globals = ctx.globals();
     if globals.contains_key(INSTALLED).unwrap_or(true) {
-        return;
+        return Ok(());
     }
     // Marked first: a context where installing fails is not tried again at every module.
     let marked = Object::new(ctx.clone()).and_then(|marker| {
         globals.prop(INSTALLED, rquickjs::object::Property::from(marker.clone()))?;
         Ok(marker)
     });
-    if let Err(e) = marked.and_then(|marker| super::glue::install(ctx, &maps, cache, &marker)) {
-        super::glue::warn_cannot_map(ctx, e);
+    match marked.and_then(|marker| super::glue::install(ctx, &maps, cache, &marker)) {
+        Ok(()) => Ok(()),
+        Err(e) => super::glue::warn_cannot_map(ctx, e),
     }
 }
 
