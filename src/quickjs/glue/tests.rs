@@ -1,0 +1,170 @@
+use super::*;
+use crate::quickjs::maps::PendingMap;
+use crate::quickjs::stack::{self, MapSource};
+use rquickjs::module::Evaluated;
+
+/// A map of `m.js` that names `src/m.ts:1:1` for each of its positions.
+const MAP: &str = r#"{"version":3,"sources":["src/m.ts"],"names":[],"mappings":"AAAA"}"#;
+
+/// Module `m.js` evaluated from `source` in `ctx`, its map registered as a loader does.
+fn mapped_module<'js>(ctx: &Ctx<'js>, cache: &Cache, source: &str) -> Module<'js, Evaluated> {
+    let map = Arc::new(PendingMap::ready(MAP.into(), None));
+    stack::register(ctx, "m.js", MapSource::Held(map), Some(cache)).unwrap();
+    let declared = Module::declare(ctx.clone(), "m.js", source.to_owned()).unwrap();
+    let (module, promise) = declared.eval().unwrap();
+    promise.finish::<()>().unwrap();
+    module
+}
+
+/// The error the function `fail` of `module` throws.
+fn thrown_by<'js>(ctx: &Ctx<'js>, module: &Module<'js, Evaluated>) -> Object<'js> {
+    let fail: Function = module.get("fail").unwrap();
+    let thrown = fail.call::<_, ()>(()).unwrap_err();
+    assert!(matches!(thrown, rquickjs::Error::Exception));
+    ctx.catch().into_object().unwrap()
+}
+
+const FAIL: &str = "export function fail() { throw new Error('x'); }";
+
+/// The script is loaded only when a stack is first read, then maps it; a context that
+/// read none, and one that did, are freed with their runtime (a debug build of the engine
+/// aborts on any object left over, which is what a JavaScript value held from Rust
+/// would be).
+#[test]
+fn the_script_runs_when_a_stack_is_first_read_and_contexts_free_cleanly() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let unread = rquickjs::Context::full(&runtime).unwrap();
+    unread.with(|ctx| drop(mapped_module(&ctx, &cache, FAIL)));
+    drop(unread);
+    let read = rquickjs::Context::full(&runtime).unwrap();
+    let stack = read.with(|ctx| {
+        let error = thrown_by(&ctx, &mapped_module(&ctx, &cache, FAIL));
+        let host: Value = ctx.eval("Error.prepareStackTrace").unwrap();
+        assert!(
+            host.is_undefined(),
+            "the engine's value until the script runs"
+        );
+        assert!(cache.get(&glue_key()).is_none(), "not run before a read");
+        error.get::<_, String>("stack").unwrap()
+    });
+    assert!(stack.contains("src/m.ts:1:1"), "{stack}");
+    assert!(
+        cache.get(&glue_key()).is_some(),
+        "run, and kept, at the first read"
+    );
+    drop(read);
+    drop(runtime);
+}
+
+/// A first stack read with the stack all but used up (a stack overflow caught where it
+/// happened) cannot run the script: a later read runs it and is mapped.
+#[test]
+fn a_first_read_at_a_stack_overflow_leaves_a_later_one_mapped() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    runtime.set_max_stack_size(256 << 10);
+    let context = rquickjs::Context::full(&runtime).unwrap();
+    let deep = "export function deep() { try { return deep(); } catch (e) { return e.stack; } }";
+    let stack = context.with(|ctx| {
+        let module = mapped_module(&ctx, &cache, &format!("{FAIL}\n{deep}"));
+        let deep: Function = module.get("deep").unwrap();
+        let _: Value = deep.call(()).unwrap();
+        thrown_by(&ctx, &module).get::<_, String>("stack").unwrap()
+    });
+    assert!(stack.contains("src/m.ts:1:1"), "{stack}");
+    drop(context);
+    drop(runtime);
+}
+
+/// A program that wraps `Error.prototype.stack` after the accessors were installed keeps
+/// its wrapping when the script runs, and what it wraps is mapped.
+#[test]
+fn a_programs_own_stack_getter_stays_and_wraps_mapped_stacks() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let context = rquickjs::Context::full(&runtime).unwrap();
+    let wrap = "const d = Object.getOwnPropertyDescriptor(Error.prototype, 'stack');\
+        Object.defineProperty(Error.prototype, 'stack', { configurable: true,\
+        get() { return '[x] ' + d.get.call(this); } });";
+    let stacks: Vec<String> = context.with(|ctx| {
+        let module = mapped_module(&ctx, &cache, FAIL);
+        ctx.eval::<(), _>(wrap).unwrap();
+        (0..2)
+            .map(|_| thrown_by(&ctx, &module).get("stack").unwrap())
+            .collect()
+    });
+    for stack in &stacks {
+        assert!(stack.starts_with("[x] "), "{stack}");
+        assert!(stack.contains("src/m.ts:1:1"), "{stack}");
+    }
+    drop(context);
+    drop(runtime);
+}
+
+/// An error handed to another context of the runtime keeps a stack there (the engine's,
+/// as that context has it), and its own context's script is left to it.
+#[test]
+fn another_contexts_read_of_a_mapped_error_gets_a_stack() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let (home, other) = (
+        rquickjs::Context::full(&runtime).unwrap(),
+        rquickjs::Context::full(&runtime).unwrap(),
+    );
+    let (handed, fail) = home.with(|ctx| {
+        let module = mapped_module(&ctx, &cache, FAIL);
+        let fail: Function = module.get("fail").unwrap();
+        let error = thrown_by(&ctx, &module);
+        let save = |value| rquickjs::Persistent::save(&ctx, value);
+        (save(error.into_value()), save(fail.into_value()))
+    });
+    let there: String = other.with(|ctx| {
+        // Read by a script of that context (a value restored keeps its own context).
+        ctx.globals()
+            .set("handed", handed.restore(&ctx).unwrap())
+            .unwrap();
+        ctx.eval("handed.stack").unwrap()
+    });
+    assert!(there.contains("fail"), "{there}");
+    let here: String = home.with(|ctx| {
+        let fail = fail.restore(&ctx).unwrap().into_function().unwrap();
+        assert!(fail.call::<_, ()>(()).is_err());
+        let error = ctx.catch().into_object().unwrap();
+        error.get("stack").unwrap()
+    });
+    assert!(here.contains("src/m.ts:1:1"), "{here}");
+    drop((home, other));
+    drop(runtime);
+}
+
+/// A program that froze the marker keeps its stacks, unmapped: storing the script's
+/// functions fails once, gives up (no property of the engine's changed), and nothing is
+/// thrown at the program.
+#[test]
+fn a_frozen_marker_leaves_stacks_unmapped_and_never_throws() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let context = rquickjs::Context::full(&runtime).unwrap();
+    let stacks: Vec<String> = context.with(|ctx| {
+        let module = mapped_module(&ctx, &cache, FAIL);
+        ctx.eval::<(), _>(format!("Object.freeze(globalThis.{INSTALLED});"))
+            .unwrap();
+        let stacks = (0..2)
+            .map(|_| thrown_by(&ctx, &module).get("stack").unwrap())
+            .collect();
+        let host: Value = ctx.eval("Error.prepareStackTrace").unwrap();
+        assert!(host.is_undefined());
+        stacks
+    });
+    for stack in &stacks {
+        assert!(stack.contains("m.js:1"), "{stack}");
+    }
+    drop(context);
+    drop(runtime);
+}
