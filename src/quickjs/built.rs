@@ -181,14 +181,6 @@ where
     }
     inputs.extend(key.entries.iter().map(|entry| Input::path(*entry)));
     let inputs = distinct(inputs);
-    match &made.source_map {
-        Some(json) => {
-            let map = Arc::new(PendingMap::ready(json.as_str().into(), None));
-            stack::register(ctx, name, MapSource::Held(map), Some(cache))
-                .map_err(|e| super::js_error(ctx, name, e))?;
-        }
-        None => stack::forget(ctx, name),
-    }
     let mut entry = bytecode.entry(name).inputs(inputs);
     if let Some(json) = &made.source_map {
         entry = entry.source_map(json);
@@ -198,6 +190,15 @@ where
     }
     if let Err(e) = cache.put(&cache_key, &entry) {
         log::warn!("bytecode-pack: cannot cache {name}: {e}");
+    }
+    // After the store: an interrupt while the map is registered loses no build.
+    match &made.source_map {
+        Some(json) => {
+            let map = Arc::new(PendingMap::ready(json.as_str().into(), None));
+            stack::register(ctx, name, MapSource::Held(map), Some(cache))
+                .map_err(|e| super::js_error(ctx, name, e))?;
+        }
+        None => stack::forget(ctx, name),
     }
     Ok(BuiltModule {
         module,

@@ -256,9 +256,9 @@ impl Maps {
 }
 
 /// Registers module `name`'s map with the runtime of `ctx`, and makes the context map its
-/// stacks. A failure leaves the frames as they are (logged once per context); only an
-/// uncatchable error (an interrupt while a host's own `Error.prepareStackTrace` is wrapped)
-/// is returned. `cache`, if given, keeps the mapping script's bytecode.
+/// stacks. A failure leaves the frames as they are (logged, once per context where the
+/// context can be marked); only an uncatchable error (an interrupt) is returned. `cache`, if
+/// given, keeps the mapping script's bytecode.
 pub(crate) fn register(
     ctx: &Ctx<'_>,
     name: &str,
@@ -273,8 +273,11 @@ pub(crate) fn register(
     };
     maps.replace(name, Some(source));
     let globals = ctx.globals();
-    if globals.contains_key(INSTALLED).unwrap_or(true) {
-        return Ok(());
+    match globals.contains_key(INSTALLED) {
+        Ok(false) => {}
+        Ok(true) => return Ok(()),
+        // A global whose lookup throws (a proxy): its exception is taken, not left pending.
+        Err(e) => return super::glue::warn_cannot_map(ctx, e),
     }
     // Marked first: a context where installing fails is not tried again at every module.
     let marked = Object::new(ctx.clone()).and_then(|marker| {

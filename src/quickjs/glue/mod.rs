@@ -13,10 +13,10 @@
 //! [`INSTALLED`] object, as read-only properties.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
 use rquickjs::function::This;
-use rquickjs::object::Property;
+use rquickjs::object::{Accessor, Property};
 use rquickjs::{Ctx, Function, Module, Object, Value};
 
 use super::stack::SourceMaps;
@@ -49,6 +49,21 @@ struct Pending {
     home: usize,
     state: AtomicU8,
     overflows: AtomicU32,
+    /// A host's function set before the script ran is still to be wrapped (wrapping it was
+    /// cut short): tried again at the next read or set.
+    wrap_pending: AtomicBool,
+}
+
+/// Puts [`Pending::state`] back to [`IDLE`] if it is still [`RUNNING`] when dropped: a panic
+/// while the script runs does not leave it running for good.
+struct Running<'a>(&'a AtomicU8);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .compare_exchange(RUNNING, IDLE, Ordering::Relaxed, Ordering::Relaxed);
+    }
 }
 
 /// Makes `ctx` map its stacks through `maps` (see the module's docs), keeping what it takes
@@ -62,7 +77,6 @@ pub(super) fn install<'js>(
     let globals = ctx.globals();
     let object: Object = globals.get("Object")?;
     let descriptor_of: Function = object.get("getOwnPropertyDescriptor")?;
-    let define: Function = object.get("defineProperty")?;
     let error: Object = globals.get("Error")?;
     let proto: Object = error.get("prototype")?;
     let stack: Object = descriptor_of.call((proto.clone(), "stack"))?;
@@ -81,35 +95,37 @@ pub(super) fn install<'js>(
         home: ctx.as_raw().as_ptr() as usize,
         state: AtomicU8::new(IDLE),
         overflows: AtomicU32::new(0),
+        wrap_pending: AtomicBool::new(false),
     });
+    // Defined by the engine directly (no script runs between the two, so no interrupt can
+    // leave one without the other).
     let on_read = Arc::clone(&pending);
-    let read_stack = Function::new(ctx.clone(), move |ctx: Ctx<'js>, this: This<Value<'js>>| {
-        on_read.read_stack(&ctx, this)
-    })?;
+    let read_stack = move |ctx: Ctx<'js>, this: This<Value<'js>>| on_read.read_stack(&ctx, this);
+    let write_stack =
+        |ctx: Ctx<'js>, this: This<Value<'js>>, value: Value<'js>| match engine_accessor(
+            &ctx, "stackSet",
+        )? {
+            Some(set) => set.call((this, value)),
+            None => Ok(()),
+        };
     let on_get = Arc::clone(&pending);
-    let get_host = Function::new(ctx.clone(), move |ctx: Ctx<'js>, this: This<Value<'js>>| {
-        on_get.get_host(&ctx, this)
-    })?;
+    let get_host = move |ctx: Ctx<'js>, this: This<Value<'js>>| on_get.get_host(&ctx, this);
     let on_set = Arc::clone(&pending);
-    let set_host = Function::new(
-        ctx.clone(),
-        move |ctx: Ctx<'js>, this: This<Value<'js>>, host: Value<'js>| {
-            on_set.set_host(&ctx, this, host)
-        },
-    )?;
-    let accessor = |get: Function<'js>, set: Value<'js>, like: &Object<'js>| {
-        let descriptor = Object::new(ctx.clone())?;
-        descriptor.set("get", get)?;
-        descriptor.set("set", set)?;
-        descriptor.set("enumerable", like.get::<_, Value>("enumerable")?)?;
-        descriptor.set("configurable", true)?;
-        rquickjs::Result::Ok(descriptor)
+    let set_host = move |ctx: Ctx<'js>, this: This<Value<'js>>, host: Value<'js>| {
+        on_set.set_host(&ctx, this, host)
     };
-    let stack_set = stack.get::<_, Value>("set")?;
-    define.call::<_, ()>((proto, "stack", accessor(read_stack, stack_set, &stack)?))?;
-    let set_host = set_host.into_value();
-    let slot_accessor = accessor(get_host, set_host, &slot)?;
-    define.call::<_, ()>((error.clone(), "prepareStackTrace", slot_accessor))?;
+    let stack_enumerable = stack.get::<_, bool>("enumerable")?;
+    let slot_enumerable = slot.get::<_, bool>("enumerable")?;
+    let stack_accessor = Accessor::new(read_stack, write_stack).configurable();
+    let slot_accessor = Accessor::new(get_host, set_host).configurable();
+    match stack_enumerable {
+        true => proto.prop("stack", stack_accessor.enumerable())?,
+        false => proto.prop("stack", stack_accessor)?,
+    }
+    match slot_enumerable {
+        true => error.prop("prepareStackTrace", slot_accessor.enumerable())?,
+        false => error.prop("prepareStackTrace", slot_accessor)?,
+    }
     // A host's own function, set before: it is given mapped call sites from now on.
     let host: Value = slot.get::<_, Function>("get")?.call((This(error),))?;
     if host.is_function() {
@@ -136,7 +152,9 @@ fn take<'js>(
     for method in ["lastIndexOf", "slice", "split"] {
         keep(method, strings.get(method)?)?;
     }
-    keep("freeze", globals.get::<_, Object>("Object")?.get("freeze")?)?;
+    let object: Object = globals.get("Object")?;
+    keep("freeze", object.get("freeze")?)?;
+    keep("defineProperty", object.get("defineProperty")?)?;
     keep("stackGet", stack.get("get")?)?;
     keep("stackSet", stack.get("set")?)?;
     keep("slotGet", slot.get("get")?)?;
@@ -209,7 +227,8 @@ impl Pending {
         if !self.is_home(ctx) {
             return Ok(None);
         }
-        ctx.globals().get::<_, Object>(INSTALLED)?.get("script")
+        let script: Value = ctx.globals().get::<_, Object>(INSTALLED)?.get("script")?;
+        Ok(script.into_object())
     }
 
     /// The script's functions, the script run now if it has not run: `None` in another
@@ -221,6 +240,10 @@ impl Pending {
             return Ok(None);
         }
         if let Some(script) = self.ran_script(ctx)? {
+            if self.wrap_pending.swap(false, Ordering::Relaxed) {
+                let host = script.get::<_, Function>("getHost")?.call::<_, Value>(())?;
+                self.wrap(ctx, &script, host)?;
+            }
             return Ok(Some(script));
         }
         if self
@@ -230,6 +253,7 @@ impl Pending {
         {
             return Ok(None);
         }
+        let _running = Running(&self.state);
         // What the engine's slot holds now, and the script's functions, kept on the marker
         // before anything else changes.
         let run = || {
@@ -246,15 +270,27 @@ impl Pending {
             Err(e) => return self.failed(ctx, e).map(|()| None),
         };
         self.state.store(IDLE, Ordering::Relaxed);
-        // A host's own function set before: wrapped now, to be given mapped call sites. If
-        // that fails, the engine keeps calling it unwrapped.
+        // A host's own function set before: wrapped now, to be given mapped call sites.
         if current.is_function() {
-            let set = script.get::<_, Function>("setHost");
-            if let Err(e) = set.and_then(|set| set.call::<_, ()>((current,))) {
-                throw_on_uncatchable(ctx, e)?;
-            }
+            self.wrap(ctx, &script, current)?;
         }
         Ok(Some(script))
+    }
+
+    /// Hands the host's function `host` to the script to be wrapped. If that is cut short, the
+    /// engine keeps calling it unwrapped until the next read or set tries again.
+    fn wrap<'js>(
+        &self,
+        ctx: &Ctx<'js>,
+        script: &Object<'js>,
+        host: Value<'js>,
+    ) -> rquickjs::Result<()> {
+        let set = script.get::<_, Function>("setHost");
+        if let Err(e) = set.and_then(|set| set.call::<_, ()>((host,))) {
+            self.wrap_pending.store(true, Ordering::Relaxed);
+            throw_on_uncatchable(ctx, e)?;
+        }
+        Ok(())
     }
 
     /// Notes that running the script failed with `e`, taking its exception: a used-up stack

@@ -1,7 +1,7 @@
 export default (original, taken, current) => {
   // Built-ins taken at install: a program that replaces them later must not break its stacks.
-  const { apply, lastIndexOf, slice, split, freeze, stackGet, stackSet, slotGet, slotSet, Error } =
-    taken;
+  const { apply, lastIndexOf, slice, split, freeze, defineProperty } = taken;
+  const { stackGet, slotGet, slotSet, Error } = taken;
   // What `Error.prepareStackTrace` holds now (a host's function is wrapped by the caller).
   let host = current;
   // "    at name (file:line:col)" or "    at file:line:col", mapped where it can be.
@@ -31,7 +31,10 @@ export default (original, taken, current) => {
     let mapped = text;
     try {
       mapped = mapStack(text);
-      if (mapped !== text) apply(stackSet, this, [mapped]);
+      // Kept as the engine keeps a stack: not enumerable, so `JSON.stringify` and
+      // `Object.keys` of the error do not change.
+      const kept = { __proto__: null, value: mapped, writable: true, configurable: true };
+      if (mapped !== text) defineProperty(this, "stack", kept);
     } catch {}
     return mapped;
   }

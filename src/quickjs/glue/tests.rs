@@ -168,3 +168,45 @@ fn a_frozen_marker_leaves_stacks_unmapped_and_never_throws() {
     drop(context);
     drop(runtime);
 }
+
+/// A mapped stack is kept on its error as the engine keeps one: not enumerable, so the
+/// error's keys and its JSON are those of an unmapped one.
+#[test]
+fn a_mapped_stack_is_kept_without_becoming_enumerable() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let context = rquickjs::Context::full(&runtime).unwrap();
+    context.with(|ctx| {
+        let error = thrown_by(&ctx, &mapped_module(&ctx, &cache, FAIL));
+        ctx.globals().set("error", error).unwrap();
+        let read: String = ctx.eval("error.stack").unwrap();
+        assert!(read.contains("src/m.ts:1:1"), "{read}");
+        let seen: String = ctx
+            .eval("Object.keys(error).join() + JSON.stringify(error) + error.stack")
+            .unwrap();
+        assert_eq!(seen, format!("{{}}{read}"));
+    });
+    drop(context);
+    drop(runtime);
+}
+
+/// A global whose lookups throw (a proxy in its prototype chain) leaves no exception pending
+/// when a map is registered (the engine would fail the next import with it).
+#[test]
+fn a_throwing_global_leaves_no_exception_pending() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let context = rquickjs::Context::full(&runtime).unwrap();
+    context.with(|ctx| {
+        let trap = "Object.setPrototypeOf(globalThis, new Proxy(Object.getPrototypeOf(globalThis), \
+                    { has() { throw new Error('no lookups'); } }));";
+        ctx.eval::<(), _>(trap).unwrap();
+        let map = Arc::new(PendingMap::ready(MAP.into(), None));
+        stack::register(&ctx, "m.js", MapSource::Held(map), Some(&cache)).unwrap();
+        assert!(!ctx.has_exception());
+    });
+    drop(context);
+    drop(runtime);
+}
