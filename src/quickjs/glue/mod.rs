@@ -54,15 +54,15 @@ struct Pending {
     wrap_pending: AtomicBool,
 }
 
-/// Puts [`Pending::state`] back to [`IDLE`] if it is still [`RUNNING`] when dropped: a panic
-/// while the script runs does not leave it running for good.
+/// Gives the script up ([`GAVE_UP`]) if [`Pending::state`] is still [`RUNNING`] when dropped:
+/// a panic while it runs neither leaves it running nor makes every read hit it again.
 struct Running<'a>(&'a AtomicU8);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
         let _ = self
             .0
-            .compare_exchange(RUNNING, IDLE, Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(RUNNING, GAVE_UP, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -82,11 +82,14 @@ pub(super) fn install<'js>(
     let stack: Object = descriptor_of.call((proto.clone(), "stack"))?;
     let slot: Object = descriptor_of.call((error.clone(), "prepareStackTrace"))?;
     let taken = take(ctx, &error, &stack, &slot)?;
+    // Both replaceable, or neither is replaced.
+    let mut usable = stack.get::<_, bool>("configurable")? && slot.get("configurable")?;
     for name in ["stackGet", "stackSet", "slotGet", "slotSet"] {
-        if !taken.get::<_, Value>(name)?.is_function() {
-            let why = "`Error.prototype.stack` or `Error.prepareStackTrace` is not the engine's";
-            return Err(rquickjs::Exception::throw_type(ctx, why));
-        }
+        usable &= taken.get::<_, Value>(name)?.is_function();
+    }
+    if !usable {
+        let why = "`Error.prototype.stack` or `Error.prepareStackTrace` is not the engine's";
+        return Err(rquickjs::Exception::throw_type(ctx, why));
     }
     marker.prop("taken", Property::from(taken))?;
     let pending = Arc::new(Pending {
@@ -240,9 +243,15 @@ impl Pending {
             return Ok(None);
         }
         if let Some(script) = self.ran_script(ctx)? {
-            if self.wrap_pending.swap(false, Ordering::Relaxed) {
-                let host = script.get::<_, Function>("getHost")?.call::<_, Value>(())?;
-                self.wrap(ctx, &script, host)?;
+            if self.wrap_pending.load(Ordering::Relaxed) {
+                let get = script.get::<_, Function>("getHost");
+                match get.and_then(|get| get.call::<_, Value>(())) {
+                    Ok(host) => {
+                        self.wrap_pending.store(false, Ordering::Relaxed);
+                        self.wrap(ctx, &script, host)?;
+                    }
+                    Err(e) => throw_on_uncatchable(ctx, e)?,
+                }
             }
             return Ok(Some(script));
         }

@@ -33,8 +33,10 @@ export default (original, taken, current) => {
       mapped = mapStack(text);
       // Kept as the engine keeps a stack: not enumerable, so `JSON.stringify` and
       // `Object.keys` of the error do not change.
-      const kept = { __proto__: null, value: mapped, writable: true, configurable: true };
-      if (mapped !== text) defineProperty(this, "stack", kept);
+      if (mapped !== text) {
+        const kept = { __proto__: null, value: mapped, writable: true, configurable: true };
+        defineProperty(this, "stack", kept);
+      }
     } catch {}
     return mapped;
   }

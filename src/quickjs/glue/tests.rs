@@ -186,6 +186,16 @@ fn a_mapped_stack_is_kept_without_becoming_enumerable() {
             .eval("Object.keys(error).join() + JSON.stringify(error) + error.stack")
             .unwrap();
         assert_eq!(seen, format!("{{}}{read}"));
+        let kept: String = ctx
+            .eval(
+                "const d = Object.getOwnPropertyDescriptor(error, 'stack');\
+                 `${d.enumerable} ${d.writable} ${d.configurable}`",
+            )
+            .unwrap();
+        assert_eq!(
+            kept, "false true true",
+            "kept on the error as the engine keeps one"
+        );
     });
     drop(context);
     drop(runtime);
@@ -207,6 +217,27 @@ fn a_throwing_global_leaves_no_exception_pending() {
         stack::register(&ctx, "m.js", MapSource::Held(map), Some(&cache)).unwrap();
         assert!(!ctx.has_exception());
     });
+    drop(context);
+    drop(runtime);
+}
+
+/// Where `Error.prepareStackTrace` cannot be replaced (a frozen `Error`), neither accessor is:
+/// stacks stay the engine's, not half mapped.
+#[test]
+fn a_frozen_error_is_left_as_it_is() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let context = rquickjs::Context::full(&runtime).unwrap();
+    let stack: String = context.with(|ctx| {
+        ctx.eval::<(), _>("Object.freeze(Error);").unwrap();
+        let error = thrown_by(&ctx, &mapped_module(&ctx, &cache, FAIL));
+        error.get("stack").unwrap()
+    });
+    assert!(
+        stack.contains("m.js:1") && !stack.contains("m.ts"),
+        "{stack}"
+    );
     drop(context);
     drop(runtime);
 }
