@@ -178,10 +178,7 @@ impl Pending {
         {
             return script.get::<_, Function>("getStack")?.call((this,));
         }
-        match engine_accessor(ctx, "stackGet")? {
-            Some(get) => get.call((this,)),
-            None => Ok(Value::new_undefined(ctx.clone())),
-        }
+        engine_get(ctx, "stackGet", this)
     }
 
     /// `Error.prepareStackTrace`'s getter: the host's own function, as the script keeps it
@@ -194,10 +191,7 @@ impl Pending {
         if let Some(script) = self.ran_script(ctx)? {
             return script.get::<_, Function>("getHost")?.call(());
         }
-        match engine_accessor(ctx, "slotGet")? {
-            Some(get) => get.call((this,)),
-            None => Ok(Value::new_undefined(ctx.clone())),
-        }
+        engine_get(ctx, "slotGet", this)
     }
 
     /// `Error.prepareStackTrace`'s setter: a host's own function runs the script, which gives
@@ -360,6 +354,19 @@ fn engine_accessor<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Option<F
         .map(|descriptor| descriptor.get::<_, Value>(side))
         .transpose()?
         .and_then(Value::into_function))
+}
+
+/// What the engine's getter `name` (see [`engine_accessor`]) gives for `this`; undefined if
+/// there is none.
+fn engine_get<'js>(
+    ctx: &Ctx<'js>,
+    name: &str,
+    this: This<Value<'js>>,
+) -> rquickjs::Result<Value<'js>> {
+    match engine_accessor(ctx, name)? {
+        Some(get) => get.call((this,)),
+        None => Ok(Value::new_undefined(ctx.clone())),
+    }
 }
 
 /// Takes the exception `e` stands for, throwing it on if it is uncatchable (an interrupt).

@@ -26,6 +26,19 @@ fn thrown_by<'js>(ctx: &Ctx<'js>, module: &Module<'js, Evaluated>) -> Object<'js
 
 const FAIL: &str = "export function fail() { throw new Error('x'); }";
 
+/// What `f` gives in a context of a new runtime, with a cache; both are freed after it (a
+/// debug build of the engine aborts on any object left over).
+fn in_context<R>(f: impl for<'js> FnOnce(&Ctx<'js>, &Cache) -> R) -> R {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let context = rquickjs::Context::full(&runtime).unwrap();
+    let out = context.with(|ctx| f(&ctx, &cache));
+    drop(context);
+    drop(runtime);
+    out
+}
+
 /// The script is loaded only when a stack is first read, then maps it; a context that
 /// read none, and one that did, are freed with their runtime (a debug build of the engine
 /// aborts on any object left over, which is what a JavaScript value held from Rust
@@ -83,26 +96,20 @@ fn a_first_read_at_a_stack_overflow_leaves_a_later_one_mapped() {
 /// its wrapping when the script runs, and what it wraps is mapped.
 #[test]
 fn a_programs_own_stack_getter_stays_and_wraps_mapped_stacks() {
-    let tmp = crate::private_tempdir();
-    let cache = Cache::open(tmp.path()).unwrap();
-    let runtime = rquickjs::Runtime::new().unwrap();
-    let context = rquickjs::Context::full(&runtime).unwrap();
     let wrap = "const d = Object.getOwnPropertyDescriptor(Error.prototype, 'stack');\
         Object.defineProperty(Error.prototype, 'stack', { configurable: true,\
         get() { return '[x] ' + d.get.call(this); } });";
-    let stacks: Vec<String> = context.with(|ctx| {
-        let module = mapped_module(&ctx, &cache, FAIL);
+    let stacks: Vec<String> = in_context(|ctx, cache| {
+        let module = mapped_module(ctx, cache, FAIL);
         ctx.eval::<(), _>(wrap).unwrap();
         (0..2)
-            .map(|_| thrown_by(&ctx, &module).get("stack").unwrap())
+            .map(|_| thrown_by(ctx, &module).get("stack").unwrap())
             .collect()
     });
     for stack in &stacks {
         assert!(stack.starts_with("[x] "), "{stack}");
         assert!(stack.contains("src/m.ts:1:1"), "{stack}");
     }
-    drop(context);
-    drop(runtime);
 }
 
 /// An error handed to another context of the runtime keeps a stack there (the engine's,
@@ -147,16 +154,12 @@ fn another_contexts_read_of_a_mapped_error_gets_a_stack() {
 /// thrown at the program.
 #[test]
 fn a_frozen_marker_leaves_stacks_unmapped_and_never_throws() {
-    let tmp = crate::private_tempdir();
-    let cache = Cache::open(tmp.path()).unwrap();
-    let runtime = rquickjs::Runtime::new().unwrap();
-    let context = rquickjs::Context::full(&runtime).unwrap();
-    let stacks: Vec<String> = context.with(|ctx| {
-        let module = mapped_module(&ctx, &cache, FAIL);
+    let stacks: Vec<String> = in_context(|ctx, cache| {
+        let module = mapped_module(ctx, cache, FAIL);
         ctx.eval::<(), _>(format!("Object.freeze(globalThis.{INSTALLED});"))
             .unwrap();
         let stacks = (0..2)
-            .map(|_| thrown_by(&ctx, &module).get("stack").unwrap())
+            .map(|_| thrown_by(ctx, &module).get("stack").unwrap())
             .collect();
         let host: Value = ctx.eval("Error.prepareStackTrace").unwrap();
         assert!(host.is_undefined());
@@ -165,20 +168,14 @@ fn a_frozen_marker_leaves_stacks_unmapped_and_never_throws() {
     for stack in &stacks {
         assert!(stack.contains("m.js:1"), "{stack}");
     }
-    drop(context);
-    drop(runtime);
 }
 
 /// A mapped stack is kept on its error as the engine keeps one: not enumerable, so the
 /// error's keys and its JSON are those of an unmapped one.
 #[test]
 fn a_mapped_stack_is_kept_without_becoming_enumerable() {
-    let tmp = crate::private_tempdir();
-    let cache = Cache::open(tmp.path()).unwrap();
-    let runtime = rquickjs::Runtime::new().unwrap();
-    let context = rquickjs::Context::full(&runtime).unwrap();
-    context.with(|ctx| {
-        let error = thrown_by(&ctx, &mapped_module(&ctx, &cache, FAIL));
+    in_context(|ctx, cache| {
+        let error = thrown_by(ctx, &mapped_module(ctx, cache, FAIL));
         ctx.globals().set("error", error).unwrap();
         let read: String = ctx.eval("error.stack").unwrap();
         assert!(read.contains("src/m.ts:1:1"), "{read}");
@@ -197,47 +194,33 @@ fn a_mapped_stack_is_kept_without_becoming_enumerable() {
             "kept on the error as the engine keeps one"
         );
     });
-    drop(context);
-    drop(runtime);
 }
 
 /// A global whose lookups throw (a proxy in its prototype chain) leaves no exception pending
 /// when a map is registered (the engine would fail the next import with it).
 #[test]
 fn a_throwing_global_leaves_no_exception_pending() {
-    let tmp = crate::private_tempdir();
-    let cache = Cache::open(tmp.path()).unwrap();
-    let runtime = rquickjs::Runtime::new().unwrap();
-    let context = rquickjs::Context::full(&runtime).unwrap();
-    context.with(|ctx| {
+    in_context(|ctx, cache| {
         let trap = "Object.setPrototypeOf(globalThis, new Proxy(Object.getPrototypeOf(globalThis), \
                     { has() { throw new Error('no lookups'); } }));";
         ctx.eval::<(), _>(trap).unwrap();
         let map = Arc::new(PendingMap::ready(MAP.into(), None));
-        stack::register(&ctx, "m.js", MapSource::Held(map), Some(&cache)).unwrap();
+        stack::register(ctx, "m.js", MapSource::Held(map), Some(cache)).unwrap();
         assert!(!ctx.has_exception());
     });
-    drop(context);
-    drop(runtime);
 }
 
 /// Where `Error.prepareStackTrace` cannot be replaced (a frozen `Error`), neither accessor is:
 /// stacks stay the engine's, not half mapped.
 #[test]
 fn a_frozen_error_is_left_as_it_is() {
-    let tmp = crate::private_tempdir();
-    let cache = Cache::open(tmp.path()).unwrap();
-    let runtime = rquickjs::Runtime::new().unwrap();
-    let context = rquickjs::Context::full(&runtime).unwrap();
-    let stack: String = context.with(|ctx| {
+    let stack: String = in_context(|ctx, cache| {
         ctx.eval::<(), _>("Object.freeze(Error);").unwrap();
-        let error = thrown_by(&ctx, &mapped_module(&ctx, &cache, FAIL));
+        let error = thrown_by(ctx, &mapped_module(ctx, cache, FAIL));
         error.get("stack").unwrap()
     });
     assert!(
         stack.contains("m.js:1") && !stack.contains("m.ts"),
         "{stack}"
     );
-    drop(context);
-    drop(runtime);
 }
