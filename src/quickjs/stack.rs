@@ -281,6 +281,8 @@ pub(crate) fn register(
     }
     // Marked first: a context where installing fails is not tried again at every module.
     let marked = Object::new(ctx.clone()).and_then(|marker| {
+        // Only its own properties count: nothing inherited from `Object.prototype` is read.
+        marker.set_prototype(None)?;
         globals.prop(INSTALLED, rquickjs::object::Property::from(marker.clone()))?;
         Ok(marker)
     });

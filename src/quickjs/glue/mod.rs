@@ -150,6 +150,8 @@ fn take<'js>(
     let reflect: Object = globals.get("Reflect")?;
     let strings: Object = globals.get::<_, Object>("String")?.get("prototype")?;
     let taken = Object::new(ctx.clone())?;
+    // Only its own properties count: nothing inherited from `Object.prototype` is read.
+    taken.set_prototype(None)?;
     let keep = |name: &str, value: Value<'js>| taken.prop(name, Property::from(value));
     keep("apply", reflect.get("apply")?)?;
     for method in ["lastIndexOf", "slice", "split"] {
@@ -157,7 +159,11 @@ fn take<'js>(
     }
     let object: Object = globals.get("Object")?;
     keep("freeze", object.get("freeze")?)?;
-    keep("defineProperty", object.get("defineProperty")?)?;
+    let weak_map: Object = globals.get("WeakMap")?;
+    let weak_methods: Object = weak_map.get("prototype")?;
+    keep("weakGet", weak_methods.get("get")?)?;
+    keep("weakSet", weak_methods.get("set")?)?;
+    keep("WeakMap", weak_map.into_value())?;
     keep("stackGet", stack.get("get")?)?;
     keep("stackSet", stack.get("set")?)?;
     keep("slotGet", slot.get("get")?)?;

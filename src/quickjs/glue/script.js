@@ -1,7 +1,11 @@
 export default (original, taken, current) => {
   // Built-ins taken at install: a program that replaces them later must not break its stacks.
-  const { apply, lastIndexOf, slice, split, freeze, defineProperty } = taken;
+  const { apply, lastIndexOf, slice, split, freeze, WeakMap, weakGet, weakSet } = taken;
   const { stackGet, slotGet, slotSet, Error } = taken;
+  // Each error's stack as the engine has it, and as mapped: the error itself gets no
+  // property (the engine keeps its stack out of sight, and a program's own getter on
+  // `Error.prototype.stack` must still be reached at every read).
+  const mappedOf = new WeakMap();
   // What `Error.prepareStackTrace` holds now (a host's function is wrapped by the caller).
   let host = current;
   // "    at name (file:line:col)" or "    at file:line:col", mapped where it can be.
@@ -24,19 +28,16 @@ export default (original, taken, current) => {
     for (let i = 0; i < lines.length; i++) out += (i > 0 ? "\n" : "") + frame(lines[i]);
     return out;
   };
-  // The getter of `Error.prototype.stack`: the engine's text, mapped once (kept on the error).
+  // The getter of `Error.prototype.stack`: the engine's text, mapped once per error.
   function getStack() {
     const text = apply(stackGet, this, []);
     if (typeof text !== "string" || typeof host === "function") return text;
     let mapped = text;
     try {
+      const seen = apply(weakGet, mappedOf, [this]);
+      if (seen !== undefined && seen[0] === text) return seen[1];
       mapped = mapStack(text);
-      // Kept as the engine keeps a stack: not enumerable, so `JSON.stringify` and
-      // `Object.keys` of the error do not change.
-      if (mapped !== text) {
-        const kept = { __proto__: null, value: mapped, writable: true, configurable: true };
-        defineProperty(this, "stack", kept);
-      }
+      apply(weakSet, mappedOf, [this, [text, mapped]]);
     } catch {}
     return mapped;
   }
