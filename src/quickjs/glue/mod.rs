@@ -159,11 +159,13 @@ fn take<'js>(
     }
     let object: Object = globals.get("Object")?;
     keep("freeze", object.get("freeze")?)?;
-    let weak_map: Object = globals.get("WeakMap")?;
-    let weak_methods: Object = weak_map.get("prototype")?;
-    keep("weakGet", weak_methods.get("get")?)?;
-    keep("weakSet", weak_methods.get("set")?)?;
-    keep("WeakMap", weak_map.into_value())?;
+    // A context made without `WeakMap` maps each read of a stack again.
+    if let Some(weak_map) = globals.get::<_, Option<Object>>("WeakMap")? {
+        let weak_methods: Object = weak_map.get("prototype")?;
+        keep("weakGet", weak_methods.get("get")?)?;
+        keep("weakSet", weak_methods.get("set")?)?;
+        keep("WeakMap", weak_map.into_value())?;
+    }
     keep("stackGet", stack.get("get")?)?;
     keep("stackSet", stack.get("set")?)?;
     keep("slotGet", slot.get("get")?)?;
@@ -480,7 +482,7 @@ fn glue_of<'js>(
 
 /// Maps stacks lazily. Its setup returns the functions the native accessors call once it ran:
 /// `getStack`, the getter of `Error.prototype.stack`, maps the frames QuickJS formatted (and
-/// keeps the result on the error), so no JavaScript runs when an error is made (an error made
+/// remembers the result for that error), so no JavaScript runs when an error is made (an error made
 /// at a stack overflow keeps its stack); `getHost` and `setHost` keep the host's own
 /// `Error.prepareStackTrace`: while it is a function, the engine calls a wrapper that passes it
 /// the mapped call sites instead.

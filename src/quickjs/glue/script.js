@@ -5,7 +5,7 @@ export default (original, taken, current) => {
   // Each error's stack as the engine has it, and as mapped: the error itself gets no
   // property (the engine keeps its stack out of sight, and a program's own getter on
   // `Error.prototype.stack` must still be reached at every read).
-  const mappedOf = new WeakMap();
+  const mappedOf = WeakMap === undefined ? undefined : new WeakMap();
   // What `Error.prepareStackTrace` holds now (a host's function is wrapped by the caller).
   let host = current;
   // "    at name (file:line:col)" or "    at file:line:col", mapped where it can be.
@@ -31,13 +31,15 @@ export default (original, taken, current) => {
   // The getter of `Error.prototype.stack`: the engine's text, mapped once per error.
   function getStack() {
     const text = apply(stackGet, this, []);
-    if (typeof text !== "string" || typeof host === "function") return text;
+    if (typeof text !== "string") return text;
+    // Mapped once stays mapped, even after a host set its own `Error.prepareStackTrace`.
+    const seen = mappedOf === undefined ? undefined : apply(weakGet, mappedOf, [this]);
+    if (seen !== undefined && seen[0] === text) return seen[1];
+    if (typeof host === "function") return text;
     let mapped = text;
     try {
-      const seen = apply(weakGet, mappedOf, [this]);
-      if (seen !== undefined && seen[0] === text) return seen[1];
       mapped = mapStack(text);
-      apply(weakSet, mappedOf, [this, [text, mapped]]);
+      if (mappedOf !== undefined) apply(weakSet, mappedOf, [this, [text, mapped]]);
     } catch {}
     return mapped;
   }
