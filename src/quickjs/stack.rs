@@ -20,12 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use rquickjs::{Ctx, Object};
+use rquickjs::Ctx;
 use rustc_hash::{FxHashMap, FxHashSet};
 use sourcemap::SourceMap;
 use xxhash_rust::xxh3::xxh3_128;
 
-use super::glue::INSTALLED;
 use super::maps::PendingMap;
 use crate::LookupOptions;
 use crate::cache::Cache;
@@ -256,9 +255,8 @@ impl Maps {
 }
 
 /// Registers module `name`'s map with the runtime of `ctx`, and makes the context map its
-/// stacks. A failure leaves the frames as they are (logged, once per context where the
-/// context can be marked); only an uncatchable error (an interrupt) is returned. `cache`, if
-/// given, keeps the mapping script's bytecode.
+/// stacks ([`super::glue::install_once`]: only an interrupt is returned). `cache`, if given,
+/// keeps the mapping script's bytecode.
 pub(crate) fn register(
     ctx: &Ctx<'_>,
     name: &str,
@@ -272,24 +270,7 @@ pub(crate) fn register(
         return Ok(());
     };
     maps.replace(name, Some(source));
-    let globals = ctx.globals();
-    match globals.contains_key(INSTALLED) {
-        Ok(false) => {}
-        Ok(true) => return Ok(()),
-        // A global whose lookup throws (a proxy): its exception is taken, not left pending.
-        Err(e) => return super::glue::warn_cannot_map(ctx, e),
-    }
-    // Marked first: a context where installing fails is not tried again at every module.
-    let marked = Object::new(ctx.clone()).and_then(|marker| {
-        // Only its own properties count: nothing inherited from `Object.prototype` is read.
-        marker.set_prototype(None)?;
-        globals.prop(INSTALLED, rquickjs::object::Property::from(marker.clone()))?;
-        Ok(marker)
-    });
-    match marked.and_then(|marker| super::glue::install(ctx, &maps, cache, &marker)) {
-        Ok(()) => Ok(()),
-        Err(e) => super::glue::warn_cannot_map(ctx, e),
-    }
+    super::glue::install_once(ctx, &maps, cache)
 }
 
 /// Module `name` was loaded without a map: a map registered for that name before (another

@@ -25,7 +25,7 @@ use crate::key::Key;
 
 /// The global property a context that maps its stacks carries (not enumerable): the marker
 /// [`install`] keeps what it took on.
-pub(super) const INSTALLED: &str = "__bytecodePackStackMaps";
+const INSTALLED: &str = "__bytecodePackStackMaps";
 
 /// What the engine says when a call finds the stack used up: a read made there cannot run
 /// the script, and a later one tries again.
@@ -66,9 +66,37 @@ impl Drop for Running<'_> {
     }
 }
 
-/// Makes `ctx` map its stacks through `maps` (see the module's docs), keeping what it takes
-/// on `marker`. `cache`, if given, keeps the script's bytecode.
-pub(super) fn install<'js>(
+/// Makes `ctx` map its stacks through `maps` (see the module's docs), unless it was marked
+/// before. A failure leaves the frames as they are (logged, once per context where the
+/// context can be marked); only an uncatchable error (an interrupt) is returned. `cache`, if
+/// given, keeps the script's bytecode.
+pub(super) fn install_once(
+    ctx: &Ctx<'_>,
+    maps: &Arc<SourceMaps>,
+    cache: Option<&Cache>,
+) -> rquickjs::Result<()> {
+    let globals = ctx.globals();
+    match globals.contains_key(INSTALLED) {
+        Ok(false) => {}
+        Ok(true) => return Ok(()),
+        // A global whose lookup throws (a proxy): its exception is taken, not left pending.
+        Err(e) => return warn_cannot_map(ctx, e),
+    }
+    // Marked first: a context where installing fails is not tried again at every module.
+    let marked = Object::new(ctx.clone()).and_then(|marker| {
+        // Only its own properties count: nothing inherited from `Object.prototype` is read.
+        marker.set_prototype(None)?;
+        globals.prop(INSTALLED, Property::from(marker.clone()))?;
+        Ok(marker)
+    });
+    match marked.and_then(|marker| install(ctx, maps, cache, &marker)) {
+        Ok(()) => Ok(()),
+        Err(e) => warn_cannot_map(ctx, e),
+    }
+}
+
+/// Installs the accessors in `ctx`, keeping what it takes on `marker`.
+fn install<'js>(
     ctx: &Ctx<'js>,
     maps: &Arc<SourceMaps>,
     cache: Option<&Cache>,
@@ -390,7 +418,7 @@ fn throw_on_uncatchable(ctx: &Ctx<'_>, e: rquickjs::Error) -> rquickjs::Result<(
 
 /// Logs why `ctx` cannot map its stacks (`e`, taking the exception it stands for), or throws
 /// it on if it is uncatchable (an interrupt).
-pub(super) fn warn_cannot_map(ctx: &Ctx<'_>, e: rquickjs::Error) -> rquickjs::Result<()> {
+fn warn_cannot_map(ctx: &Ctx<'_>, e: rquickjs::Error) -> rquickjs::Result<()> {
     let why = match e {
         rquickjs::Error::Exception => {
             let exception = ctx.catch();
