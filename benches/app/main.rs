@@ -756,6 +756,9 @@ fn main() {
     if let Ok(spec) = std::env::var(pairs::PAIRS) {
         pairs::print_pairs(&spec);
     }
+    if let Ok(spec) = std::env::var(pairs::MAP_PAIRS) {
+        pairs::print_map_pairs(&spec);
+    }
 }
 
 /// Starts 1-5 of `pack_resolver_warm` right after a fresh extraction, back to back over one
