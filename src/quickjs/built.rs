@@ -155,11 +155,9 @@ where
     if let Some(hit) = cache.get(&cache_key) {
         match load(ctx, &hit) {
             Ok(module) => {
-                match MapSource::of_hit(cache, cache_key, &hit, None) {
-                    Some(map) => stack::register(ctx, name, map, Some(cache))
-                        .map_err(|e| super::js_error(ctx, name, e))?,
-                    None => stack::forget(ctx, name),
-                }
+                let map = MapSource::of_hit(cache, cache_key, &hit, None);
+                stack::register(ctx, name, map, Some(cache))
+                    .map_err(|e| super::js_error(ctx, name, e))?;
                 return Ok(BuiltModule {
                     module,
                     origin: Origin::Cache,
@@ -192,14 +190,11 @@ where
         log::warn!("bytecode-pack: cannot cache {name}: {e}");
     }
     // After the store: an interrupt while the map is registered loses no build.
-    match &made.source_map {
-        Some(json) => {
-            let map = Arc::new(PendingMap::ready(json.as_str().into(), None));
-            stack::register(ctx, name, MapSource::Held(map), Some(cache))
-                .map_err(|e| super::js_error(ctx, name, e))?;
-        }
-        None => stack::forget(ctx, name),
-    }
+    let map = made
+        .source_map
+        .as_ref()
+        .map(|json| MapSource::Held(Arc::new(PendingMap::ready(json.as_str().into()))));
+    stack::register(ctx, name, map, Some(cache)).map_err(|e| super::js_error(ctx, name, e))?;
     Ok(BuiltModule {
         module,
         origin: Origin::Compiled,

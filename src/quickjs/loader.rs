@@ -273,13 +273,8 @@ impl PackLoader {
             module: path,
             root: Arc::clone(&self.cwd),
         };
-        match MapSource::of_hit(&self.cache, key, hit, Some(file)) {
-            Some(map) => stack::register(ctx, name, map, Some(&self.cache)),
-            None => {
-                stack::forget(ctx, name);
-                Ok(())
-            }
-        }
+        let map = MapSource::of_hit(&self.cache, key, hit, Some(file));
+        stack::register(ctx, name, map, Some(&self.cache))
     }
 
     /// The map found for module `name` just loaded (compiled, or `copied` from another
@@ -294,8 +289,7 @@ impl PackLoader {
         copied: Option<&Hit>,
     ) -> rquickjs::Result<Option<Arc<PendingMap>>> {
         let Some(found) = found else {
-            stack::forget(ctx, name);
-            return Ok(None);
+            return stack::register(ctx, name, None, None).map(|()| None);
         };
         let copied = copied.and_then(|hit| {
             Some(maps::CopiedMap {
@@ -306,7 +300,7 @@ impl PackLoader {
         });
         let map = Arc::new(PendingMap::of_found(found, name, &self.cwd, copied));
         let held = MapSource::Held(Arc::clone(&map));
-        stack::register(ctx, name, held, Some(&self.cache))?;
+        stack::register(ctx, name, Some(held), Some(&self.cache))?;
         Ok(Some(map))
     }
 
@@ -352,7 +346,7 @@ impl PackLoader {
     ) -> ContentProof {
         source.set(None);
         // A module's entry has its file as its one input; any other entry is left to `stat`.
-        if hit.recorded_input_hashes().count() != 1 || !self.compiling_costs_less(hit) {
+        if !self.compiling_costs_less(hit) || hit.recorded_input_hashes().count() != 1 {
             return ContentProof::Unknown;
         }
         let Ok((read, _)) = crate::fsys::read_user_file(path, MAX_SOURCE_LEN) else {

@@ -132,11 +132,11 @@ pub(crate) struct CopiedMap {
 }
 
 impl PendingMap {
-    /// A map ready to store as it is, with the record of the file it came from, if any.
-    pub(crate) fn ready(json: Arc<str>, file_record: Option<String>) -> PendingMap {
+    /// A map ready to store as it is (given, not read from a file).
+    pub(crate) fn ready(json: Arc<str>) -> PendingMap {
         PendingMap {
             found: Mutex::new(None),
-            made: OnceLock::from(Some((json, file_record))),
+            made: OnceLock::from(Some((json, None))),
         }
     }
 
@@ -542,7 +542,7 @@ mod tests {
                 .made()
                 .is_none()
         );
-        let ready = PendingMap::ready(Arc::clone(&json), None);
+        let ready = PendingMap::ready(Arc::clone(&json));
         assert!(Arc::ptr_eq(ready.json().unwrap(), &json));
     }
 

@@ -254,15 +254,20 @@ impl Maps {
     }
 }
 
-/// Registers module `name`'s map with the runtime of `ctx`, and makes the context map its
-/// stacks ([`super::glue::install_once`]: only an interrupt is returned). `cache`, if given,
-/// keeps the mapping script's bytecode.
+/// Registers module `name`'s map (`source`) with the runtime of `ctx`, and makes the context
+/// map its stacks ([`super::glue::install_once`]: only an interrupt is returned); or, for a
+/// module loaded without a map, forgets one registered for that name before (another
+/// context, an earlier version). `cache`, if given, keeps the mapping script's bytecode.
 pub(crate) fn register(
     ctx: &Ctx<'_>,
     name: &str,
-    source: MapSource,
+    source: Option<MapSource>,
     cache: Option<&Cache>,
 ) -> rquickjs::Result<()> {
+    let Some(source) = source else {
+        forget(ctx, name);
+        return Ok(());
+    };
     let Some(maps) = super::engine::runtime_maps(ctx) else {
         log::warn!(
             "bytecode-pack: {name}: cannot keep its source map (the runtime's userdata is busy)"
@@ -273,9 +278,8 @@ pub(crate) fn register(
     super::glue::install_once(ctx, &maps, cache)
 }
 
-/// Module `name` was loaded without a map: a map registered for that name before (another
-/// context, an earlier version) is not its.
-pub(crate) fn forget(ctx: &Ctx<'_>, name: &str) {
+/// Forgets the map registered for module `name` (see [`register`]).
+fn forget(ctx: &Ctx<'_>, name: &str) {
     if let Some(maps) = super::engine::existing_runtime_maps(ctx) {
         maps.replace(name, None);
     }

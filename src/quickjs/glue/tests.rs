@@ -8,8 +8,8 @@ const MAP: &str = r#"{"version":3,"sources":["src/m.ts"],"names":[],"mappings":"
 
 /// Module `m.js` evaluated from `source` in `ctx`, its map registered as a loader does.
 fn mapped_module<'js>(ctx: &Ctx<'js>, cache: &Cache, source: &str) -> Module<'js, Evaluated> {
-    let map = Arc::new(PendingMap::ready(MAP.into(), None));
-    stack::register(ctx, "m.js", MapSource::Held(map), Some(cache)).unwrap();
+    let map = Arc::new(PendingMap::ready(MAP.into()));
+    stack::register(ctx, "m.js", Some(MapSource::Held(map)), Some(cache)).unwrap();
     let declared = Module::declare(ctx.clone(), "m.js", source.to_owned()).unwrap();
     let (module, promise) = declared.eval().unwrap();
     promise.finish::<()>().unwrap();
@@ -214,8 +214,8 @@ fn a_throwing_global_leaves_no_exception_pending() {
         let trap = "Object.setPrototypeOf(globalThis, new Proxy(Object.getPrototypeOf(globalThis), \
                     { has() { throw new Error('no lookups'); } }));";
         ctx.eval::<(), _>(trap).unwrap();
-        let map = Arc::new(PendingMap::ready(MAP.into(), None));
-        stack::register(ctx, "m.js", MapSource::Held(map), Some(cache)).unwrap();
+        let map = Arc::new(PendingMap::ready(MAP.into()));
+        stack::register(ctx, "m.js", Some(MapSource::Held(map)), Some(cache)).unwrap();
         assert!(!ctx.has_exception());
     });
 }
