@@ -43,13 +43,12 @@
 //! [`PackLoader`] loads whose source ends with a `//# sourceMappingURL=` comment (a `.map` file
 //! beside them, whose hash the module's entry records and a stack checks, or an inline
 //! `data:` URL), and modules [`declare_built`] gives with a map. Nothing to switch on; on a
-//! first start and a warm one alike. A stack is mapped when it is read; a map is read and
-//! parsed the first time a stack passes through its module (on a first start, or when the
-//! start's entries are stored), not at load. A host's own
-//! `Error.prepareStackTrace` keeps working, and is given the mapped call sites. A map that
-//! cannot be used (malformed, missing, too large, not a regular file, or, for [`PackLoader`],
-//! naming sources outside the working directory) leaves its frames as they are, with one
-//! warning.
+//! first start and a warm one alike. A stack is mapped when it is read; a map is parsed the
+//! first time a stack passes through its module, not at load (a first start also reads and
+//! prepares each map file when its entries are stored). A host's own `Error.prepareStackTrace`
+//! keeps working, and is given the mapped call sites. A map that cannot be used (malformed,
+//! missing, too large, not a regular file, or, for [`PackLoader`], naming sources outside the
+//! working directory) leaves its frames as they are, with one warning.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
