@@ -111,31 +111,26 @@ impl PendingModule {
         }
     }
 
-    /// Its entries: the bytecode where the source lies, and the pointer to it from its
-    /// content.
+    /// Its entries: the bytecode where the source lies (with its map, made now if it was
+    /// not: a map that cannot be used goes without the record of its file), and the pointer
+    /// to it from its content.
     fn entries(&self) -> Vec<(Key, NewEntry<'_>)> {
-        let (entry, to_here) = self.entries_without_input(WithMap::Made);
-        let entry = (self.key, entry.inputs(vec![self.input.clone()]));
-        std::iter::once(entry).chain(to_here).collect()
-    }
-
-    /// [`PendingModule::entries`] without the input the first is recorded with (which takes
-    /// no pack bytes): the entry where the source lies, and the pointer if there is one. The
-    /// map, if `with_map` says so (made now if it was not: a map that cannot be used goes
-    /// without the record of its file).
-    fn entries_without_input(
-        &self,
-        with_map: WithMap,
-    ) -> (NewEntry<'_>, Option<(Key, NewEntry<'_>)>) {
-        let mut entry = NewEntry::new(&self.name, self.bytecode.as_slice()).engine_bytecode();
-        if let (Some(map), WithMap::Made) = (&self.map, with_map)
-            && let Some((json, file_record)) = map.made()
-        {
+        let (mut entry, to_here) = self.entries_without_input();
+        if let Some((json, file_record)) = self.map.as_ref().and_then(|map| map.made()) {
             entry = entry.source_map(json);
             if let Some(record) = file_record {
                 entry = entry.aux(record);
             }
         }
+        let entry = (self.key, entry.inputs(vec![self.input.clone()]));
+        std::iter::once(entry).chain(to_here).collect()
+    }
+
+    /// [`PendingModule::entries`] without the input the first is recorded with (which takes
+    /// no pack bytes) and without its map: the entry where the source lies, and the pointer
+    /// if there is one.
+    fn entries_without_input(&self) -> (NewEntry<'_>, Option<(Key, NewEntry<'_>)>) {
+        let entry = NewEntry::new(&self.name, self.bytecode.as_slice()).engine_bytecode();
         let Some((pointer, root)) = &self.place else {
             return (entry, None);
         };
@@ -146,23 +141,15 @@ impl PendingModule {
         (entry.relative_to(&root.path), to_here)
     }
 
-    /// Bytes its entries will take in the pack, a map not made yet not counted: making it is
-    /// left for the store, which fits what it stores to the cache's limits with the maps. (So
-    /// a batch counted under the budget may not fit with its maps: only in a cache whose
-    /// `max_bytes` is under what one start stores, where the store then leaves out what does
-    /// not fit, as it would have left out modules here.)
+    /// Bytes its entries will take in the pack, its map not counted: making it is left for
+    /// the store, which fits what it stores to the cache's limits with the maps. (So a batch
+    /// counted under the budget may not fit with its maps: only in a cache whose `max_bytes`
+    /// is under what one start stores, where the store then leaves out what does not fit, as
+    /// it would have left out modules here.)
     fn budgeted_len(&self) -> u64 {
-        let (entry, to_here) = self.entries_without_input(WithMap::Skipped);
-        let map = self.map.as_ref().map_or(0, |map| map.len_hint() as u64);
-        entry.stored_len() + to_here.map_or(0, |(_, to_here)| to_here.stored_len()) + map
+        let (entry, to_here) = self.entries_without_input();
+        entry.stored_len() + to_here.map_or(0, |(_, to_here)| to_here.stored_len())
     }
-}
-
-/// Whether [`PendingModule::entries_without_input`] includes the module's map.
-#[derive(Clone, Copy)]
-enum WithMap {
-    Made,
-    Skipped,
 }
 
 /// One start's entries, published once when the last owner is dropped (or on a flush).

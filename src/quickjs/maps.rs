@@ -175,15 +175,6 @@ impl PendingMap {
     pub(crate) fn json(&self) -> Option<&Arc<str>> {
         self.made().map(|(json, _)| json)
     }
-
-    /// Its bytes, with its file's record, once made (nothing before: a batch counts it when
-    /// it is stored).
-    pub(crate) fn len_hint(&self) -> usize {
-        match self.made.get() {
-            Some(Some((json, record))) => json.len() + record.as_ref().map_or(0, String::len),
-            _ => 0,
-        }
-    }
 }
 
 impl Found {
@@ -508,8 +499,8 @@ mod tests {
         find("m", source, &dist.join("m.js")).unwrap()
     }
 
-    /// A found map is read and made ready when first asked for, and once; a batch counts it
-    /// only then. One that cannot be used is none, every time.
+    /// A found map is read and made ready when first asked for, and once. One that cannot be
+    /// used is none, every time.
     #[test]
     fn a_pending_map_is_made_when_first_needed_and_once() {
         let map = r#"{"version":3,"sources":["../src/a.ts"],"sourcesContent":["x"],"names":[],"mappings":"AAAA"}"#;
@@ -518,7 +509,6 @@ mod tests {
         assert!(found.read.is_none(), "not read when found");
         let pending = PendingMap::of_found(found, "m", tmp.path(), None);
         assert!(pending.made.get().is_none(), "not made when found");
-        assert_eq!(pending.len_hint(), 0);
         let (json, record) = pending.made().unwrap();
         let json = Arc::clone(json);
         let kept = SourceMap::from_slice(json.as_bytes()).unwrap();
@@ -530,11 +520,9 @@ mod tests {
             Some(format!("{FILE_RECORD}\nm.js.map\n{hash}").as_str())
         );
         assert!(Arc::ptr_eq(pending.json().unwrap(), &json), "made once");
-        assert_eq!(pending.len_hint(), json.len() + record.unwrap().len());
         let outside = map_file_beside_a_module(&tmp.path().join("q"), map);
         let outside = PendingMap::of_found(outside, "m", &tmp.path().join("q/dist/x"), None);
         assert!(outside.json().is_none() && outside.json().is_none());
-        assert_eq!(outside.len_hint(), 0);
         let gone = map_file_beside_a_module(&tmp.path().join("gone"), map);
         std::fs::remove_dir_all(tmp.path().join("gone")).unwrap();
         assert!(
