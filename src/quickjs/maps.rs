@@ -182,11 +182,10 @@ impl Found {
     /// map is part of the content, so the same), parsing nothing; else the map found, made
     /// ready.
     fn made(mut self) -> Option<(Arc<str>, Option<String>)> {
-        let unchecked = crate::LookupOptions::default().without_input_checks();
-        let copied = self.copied.as_ref().and_then(|copied| {
-            let hit = copied.cache.lookup_with(&copied.key, unchecked).ok()?;
-            (hit.source_map_checksum() == Some(copied.checksum)).then_some(hit)
-        });
+        let copied = self
+            .copied
+            .as_ref()
+            .and_then(|copied| entry_holding_map(&copied.cache, &copied.key, copied.checksum).ok());
         if let Some(hit) = &copied
             && let Ok(record) = self.map.file_record(&self.name)
             && Ok(record) == hit.stored_aux()
@@ -197,6 +196,23 @@ impl Found {
         let (json, record) = self.map.normalized(&self.name, &self.root)?;
         Some((Arc::from(json), record))
     }
+}
+
+/// The entry under `key`, found without checking its inputs (a copy's entry has another
+/// tree's), if it still holds the map stored with `checksum`; else why not.
+pub(crate) fn entry_holding_map(
+    cache: &crate::Cache,
+    key: &crate::Key,
+    checksum: [u8; 16],
+) -> Result<crate::Hit, &'static str> {
+    let unchecked = crate::LookupOptions::default().without_input_checks();
+    let hit = cache
+        .lookup_with(key, unchecked)
+        .map_err(|_| "its cache entry is gone")?;
+    if hit.source_map_checksum() != Some(checksum) {
+        return Err("its cache entry holds another map now");
+    }
+    Ok(hit)
 }
 
 /// The map to use for module `name` (its file at `path`) loaded from the cache, which holds

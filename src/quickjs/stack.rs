@@ -26,7 +26,6 @@ use sourcemap::SourceMap;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::maps::PendingMap;
-use crate::LookupOptions;
 use crate::cache::Cache;
 use crate::key::Key;
 
@@ -208,13 +207,7 @@ fn stored_map(
     checksum: [u8; 16],
     file: Option<&MapFile>,
 ) -> Result<Arc<str>, String> {
-    let unchecked = LookupOptions::default().without_input_checks();
-    let hit = cache
-        .lookup_with(key, unchecked)
-        .map_err(|_| "its cache entry is gone".to_owned())?;
-    if hit.source_map_checksum() != Some(checksum) {
-        return Err("its cache entry holds another map now".to_owned());
-    }
+    let hit = super::maps::entry_holding_map(cache, key, checksum).map_err(str::to_owned)?;
     let json = hit
         .source_map()
         .ok_or_else(|| "its stored map is damaged or not UTF-8".to_owned())?;
