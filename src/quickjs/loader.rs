@@ -298,7 +298,12 @@ impl PackLoader {
                 checksum: hit.source_map_checksum()?,
             })
         });
-        let map = Arc::new(PendingMap::of_found(found, name, &self.cwd, copied));
+        let map = Arc::new(PendingMap::of_found(
+            found,
+            name,
+            Arc::clone(&self.cwd),
+            copied,
+        ));
         let held = MapSource::Held(Arc::clone(&map));
         stack::register(ctx, name, Some(held), Some(&self.cache))?;
         Ok(Some(map))

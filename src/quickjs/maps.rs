@@ -117,7 +117,7 @@ pub(crate) struct PendingMap {
 struct Found {
     map: FoundMap,
     name: Box<str>,
-    root: PathBuf,
+    root: Arc<Path>,
     copied: Option<CopiedMap>,
 }
 
@@ -146,13 +146,13 @@ impl PendingMap {
     pub(crate) fn of_found(
         found: FoundMap,
         name: &str,
-        root: &Path,
+        root: Arc<Path>,
         copied: Option<CopiedMap>,
     ) -> PendingMap {
         let found = Found {
             map: found,
             name: name.into(),
-            root: root.to_path_buf(),
+            root,
             copied,
         };
         PendingMap {
@@ -523,7 +523,7 @@ mod tests {
         let tmp = crate::private_tempdir();
         let found = map_file_beside_a_module(tmp.path(), map);
         assert!(found.read.is_none(), "not read when found");
-        let pending = PendingMap::of_found(found, "m", tmp.path(), None);
+        let pending = PendingMap::of_found(found, "m", tmp.path().into(), None);
         assert!(pending.made.get().is_none(), "not made when found");
         let (json, record) = pending.made().unwrap();
         let json = Arc::clone(json);
@@ -537,12 +537,12 @@ mod tests {
         );
         assert!(Arc::ptr_eq(pending.json().unwrap(), &json), "made once");
         let outside = map_file_beside_a_module(&tmp.path().join("q"), map);
-        let outside = PendingMap::of_found(outside, "m", &tmp.path().join("q/dist/x"), None);
+        let outside = PendingMap::of_found(outside, "m", tmp.path().join("q/dist/x").into(), None);
         assert!(outside.json().is_none() && outside.json().is_none());
         let gone = map_file_beside_a_module(&tmp.path().join("gone"), map);
         std::fs::remove_dir_all(tmp.path().join("gone")).unwrap();
         assert!(
-            PendingMap::of_found(gone, "m", tmp.path(), None)
+            PendingMap::of_found(gone, "m", tmp.path().into(), None)
                 .made()
                 .is_none()
         );
