@@ -168,7 +168,7 @@ impl PackLoader {
         }
         self.batch.closing.close_if_due();
         // The file, if the resolver opened it just now; closed if a hit does without it.
-        let opened = self.batch.handoff.take(&path);
+        let opened = std::cell::Cell::new(self.batch.handoff.take(&path));
         let throttled = LookupOptions::default().refresh_interval(REFRESH_INTERVAL);
         let located = self.root.as_ref().filter(|_| under_root(name));
         // Where this tree's file is recorded, with its bytecode: one lookup when warm.
@@ -183,7 +183,7 @@ impl PackLoader {
         // A hit compiling costs less for is read anyway: its content, compared with the
         // recorded one, stands in for the `stat` of its file.
         let proven_source = std::cell::Cell::new(None);
-        let prove = |hit: &Hit| self.prove_by_content(hit, &path, &proven_source);
+        let prove = |hit: &Hit| self.prove_by_content(hit, &path, &opened, &proven_source);
         if let Ok(hit) = self
             .cache
             .lookup_with(&key, lookup.proven_by_content(&prove))
@@ -197,7 +197,7 @@ impl PackLoader {
                 return Ok(module);
             }
         }
-        let (source, meta, read_from) = self.read_source(&path, opened)?;
+        let (source, meta, read_from) = self.read_source(&path, opened.take())?;
         // The bytes read are the input recorded: an edit racing this load cannot be cached as
         // the old content.
         let input = Input::read_by_compiler(path.clone(), &source, &meta, read_from);
@@ -339,14 +339,16 @@ impl PackLoader {
             .is_some_and(|count| imports::compiling_costs_less(count, requested, len))
     }
 
-    /// Whether the file at `path` holds the content `hit` was compiled from, asked of a hit
-    /// that compiling costs less for (which reads the file anyway), with the file's content
-    /// left in `source` when it does; [`ContentProof::Unknown`] for any other hit, or a file
-    /// that cannot be read: its `stat` decides then.
+    /// Whether the file at `path` (`opened` by the resolver, if it was) holds the content `hit`
+    /// was compiled from, asked of a hit that compiling costs less for (which reads the file
+    /// anyway), with the file's content left in `source` when it does;
+    /// [`ContentProof::Unknown`] for any other hit, or a file that cannot be read: its `stat`
+    /// decides then.
     fn prove_by_content(
         &self,
         hit: &Hit,
         path: &Path,
+        opened: &std::cell::Cell<Option<OpenedModule>>,
         source: &std::cell::Cell<Option<Vec<u8>>>,
     ) -> ContentProof {
         source.set(None);
@@ -354,7 +356,14 @@ impl PackLoader {
         if !self.compiling_costs_less(hit) || hit.recorded_input_hashes().count() != 1 {
             return ContentProof::Unknown;
         }
-        let Ok((read, _)) = crate::fsys::read_user_file(path, MAX_SOURCE_LEN) else {
+        // Read through the descriptor the resolver opened, if it did (closed as read).
+        let read = match opened.take() {
+            Some(mut opened) => {
+                crate::fsys::read_opened(&mut opened.file, &opened.meta, path, MAX_SOURCE_LEN)
+            }
+            None => crate::fsys::read_user_file(path, MAX_SOURCE_LEN).map(|(read, _)| read),
+        };
+        let Ok(read) = read else {
             return ContentProof::Unknown;
         };
         if !compiled_from(hit, content_hash(&read)) {
