@@ -12,6 +12,7 @@
 //! accessors, then the script's functions) is kept on the context's marker, the global
 //! [`INSTALLED`] object, as read-only properties.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 
@@ -132,13 +133,9 @@ fn install<'js>(
     // leave one without the other).
     let on_read = Arc::clone(&pending);
     let read_stack = move |ctx: Ctx<'js>, this: This<Value<'js>>| on_read.read_stack(&ctx, this);
-    let write_stack =
-        |ctx: Ctx<'js>, this: This<Value<'js>>, value: Value<'js>| match engine_accessor(
-            &ctx, "stackSet",
-        )? {
-            Some(set) => set.call((this, value)),
-            None => Ok(()),
-        };
+    let write_stack = |ctx: Ctx<'js>, this: This<Value<'js>>, value: Value<'js>| {
+        call_engine(&ctx, "stackSet", |set| set.call::<_, ()>((this, value))).map(drop)
+    };
     let on_get = Arc::clone(&pending);
     let get_host = move |ctx: Ctx<'js>, this: This<Value<'js>>| on_get.get_host(&ctx, this);
     let on_set = Arc::clone(&pending);
@@ -243,10 +240,9 @@ impl Pending {
             true => self.script(ctx)?,
             false => self.ran_script(ctx)?,
         };
-        match (script, engine_accessor(ctx, "slotSet")?) {
-            (Some(script), _) => script.get::<_, Function>("setHost")?.call((host,)),
-            (None, Some(set)) => set.call((this, host)),
-            (None, None) => Ok(()),
+        match script {
+            Some(script) => script.get::<_, Function>("setHost")?.call((host,)),
+            None => call_engine(ctx, "slotSet", |set| set.call::<_, ()>((this, host))).map(drop),
         }
     }
 
@@ -363,10 +359,19 @@ fn taken<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
     ctx.globals().get::<_, Object>(INSTALLED)?.get("taken")
 }
 
-/// The engine's accessor `name` (`stackGet`, `stackSet`, `slotGet` or `slotSet`) in `ctx`: as
-/// [`install`] took it there, or, in a context that does not map its stacks (a call from it on
-/// an error of one that does), the accessor that context has now, if it is a function.
-fn engine_accessor<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Option<Function<'js>>> {
+/// Calls the engine's accessor `name` (`stackGet`, `stackSet`, `slotGet` or `slotSet`) in
+/// `ctx` with `call`: as [`install`] took it there, or, in a context that does not map its
+/// stacks (a call from it on an error of one that does), the accessor that context has now, if
+/// it is a function. `None` if there is none.
+///
+/// That context's accessor may be one of these (its global `Error` is a mapping context's), so
+/// a call through one does not fall back again on this thread: it finds none, where it would
+/// call itself until the engine's stack ran out.
+fn call_engine<'js, R>(
+    ctx: &Ctx<'js>,
+    name: &str,
+    call: impl FnOnce(Function<'js>) -> rquickjs::Result<R>,
+) -> rquickjs::Result<Option<R>> {
     let globals = ctx.globals();
     let taken = globals
         .get::<_, Option<Object>>(INSTALLED)?
@@ -374,7 +379,13 @@ fn engine_accessor<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Option<F
         .transpose()?
         .flatten();
     if let Some(taken) = taken {
-        return taken.get(name);
+        return taken
+            .get::<_, Option<Function>>(name)?
+            .map(call)
+            .transpose();
+    }
+    if FALLING_BACK.get() {
+        return Ok(None);
     }
     let error: Object = globals.get("Error")?;
     let (holder, key) = match name {
@@ -386,23 +397,47 @@ fn engine_accessor<'js>(ctx: &Ctx<'js>, name: &str) -> rquickjs::Result<Option<F
         .get("getOwnPropertyDescriptor")?;
     let descriptor: Option<Object> = descriptor_of.call((holder, key))?;
     let side = if name.ends_with("Get") { "get" } else { "set" };
-    Ok(descriptor
+    let Some(accessor) = descriptor
         .map(|descriptor| descriptor.get::<_, Value>(side))
         .transpose()?
-        .and_then(Value::into_function))
+        .and_then(Value::into_function)
+    else {
+        return Ok(None);
+    };
+    let _falling_back = FallingBack::enter();
+    call(accessor).map(Some)
 }
 
-/// What the engine's getter `name` (see [`engine_accessor`]) gives for `this`; undefined if
+thread_local! {
+    /// Whether [`call_engine`] is calling another context's accessor on this thread.
+    static FALLING_BACK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// [`FALLING_BACK`] while it lives, even through a panic.
+struct FallingBack;
+
+impl FallingBack {
+    fn enter() -> FallingBack {
+        FALLING_BACK.set(true);
+        FallingBack
+    }
+}
+
+impl Drop for FallingBack {
+    fn drop(&mut self) {
+        FALLING_BACK.set(false);
+    }
+}
+
+/// What the engine's getter `name` (see [`call_engine`]) gives for `this`; undefined if
 /// there is none.
 fn engine_get<'js>(
     ctx: &Ctx<'js>,
     name: &str,
     this: This<Value<'js>>,
 ) -> rquickjs::Result<Value<'js>> {
-    match engine_accessor(ctx, name)? {
-        Some(get) => get.call((this,)),
-        None => Ok(Value::new_undefined(ctx.clone())),
-    }
+    let got = call_engine(ctx, name, |get| get.call((this,)))?;
+    Ok(got.unwrap_or_else(|| Value::new_undefined(ctx.clone())))
 }
 
 /// Takes the exception `e` stands for, throwing it on if it is uncatchable (an interrupt).

@@ -155,6 +155,59 @@ fn another_contexts_read_of_a_mapped_error_gets_a_stack() {
     drop(runtime);
 }
 
+/// A context whose global `Error` is a mapping context's finds these accessors where it looks
+/// for its own: its reads and writes of a mapped error's stack, and of
+/// `Error.prepareStackTrace`, find nothing there (undefined, nothing kept) instead of calling
+/// themselves until the engine's stack runs out, and the mapping context maps on after.
+#[test]
+fn a_context_given_a_mapping_contexts_error_does_not_call_itself() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let (home, other) = (
+        rquickjs::Context::full(&runtime).unwrap(),
+        rquickjs::Context::full(&runtime).unwrap(),
+    );
+    let (handed, error, fail) = home.with(|ctx| {
+        let module = mapped_module(&ctx, &cache, FAIL);
+        let fail: Function = module.get("fail").unwrap();
+        let handed = thrown_by(&ctx, &module);
+        let error: Value = ctx.globals().get("Error").unwrap();
+        let save = |value| rquickjs::Persistent::save(&ctx, value);
+        (
+            save(handed.into_value()),
+            save(error),
+            save(fail.into_value()),
+        )
+    });
+    other.with(|ctx| {
+        let globals = ctx.globals();
+        globals
+            .set("handed", handed.restore(&ctx).unwrap())
+            .unwrap();
+        globals.set("Error", error.restore(&ctx).unwrap()).unwrap();
+        for script in [
+            "handed.stack",
+            "handed.stack = 'set'; handed.stack",
+            "Error.prepareStackTrace = () => 'host'; Error.prepareStackTrace",
+        ] {
+            match ctx.eval::<Value, _>(script) {
+                Ok(value) => assert!(value.is_undefined(), "{script}: {value:?}"),
+                Err(e) => panic!("{script}: {e}: {:?}", ctx.catch()),
+            }
+        }
+    });
+    let here: String = home.with(|ctx| {
+        let fail = fail.restore(&ctx).unwrap().into_function().unwrap();
+        assert!(fail.call::<_, ()>(()).is_err());
+        let error = ctx.catch().into_object().unwrap();
+        error.get("stack").unwrap()
+    });
+    assert!(here.contains("src/m.ts:1:1"), "{here}");
+    drop((home, other));
+    drop(runtime);
+}
+
 /// A program that froze the marker keeps its stacks, unmapped: storing the script's
 /// functions fails, the script is given up (a host's function set after is the engine's to
 /// call, unwrapped), and nothing is thrown at the program.
