@@ -21,11 +21,15 @@ pub enum Source {
 
 impl Codebase {
     /// Whether the bench runs `variant` on it: a generated graph only the starts that show
-    /// where a warm start stops paying (the cache's, compiling, the limit).
+    /// where a warm start stops paying (the cache's, compiling, the limit) and what its
+    /// freshness checks cost (the sealed start).
     pub fn runs(&self, variant: crate::Variant) -> bool {
         use crate::Variant::*;
         !matches!(self.source, Source::Generated { .. })
-            || matches!(variant, ScriptLoader | Limit | PackResolverWarm)
+            || matches!(
+                variant,
+                ScriptLoader | Limit | PackResolverWarm | PackResolverSealed
+            )
     }
 }
 
