@@ -30,11 +30,22 @@ const FILE_RECORD: &str = "bytecode-pack map file 1";
 /// is read or parsed when it is found: a first start runs its application first, and a copy
 /// of a tree whose entry already holds the map only reads the file, to compare its record.
 pub(crate) struct FoundMap {
-    url: String,
-    /// The module's directory, which a map file's URL is relative to.
+    /// The module's directory, which a map file's URL (and an inline map's sources) are
+    /// relative to.
     dir: PathBuf,
-    /// The map file, once read (`Err`: it could not be, and that was warned about).
-    read: Option<Result<MapFileRead, ()>>,
+    url: MapUrl,
+}
+
+/// Where a module's map is.
+enum MapUrl {
+    /// A `data:` URL: the module's own content, which its entry's hash covers.
+    Inline(String),
+    /// A map file, by its URL, and the file once read (`Err`: it could not be, and that was
+    /// warned about).
+    File {
+        url: String,
+        read: Option<Result<MapFileRead, ()>>,
+    },
 }
 
 /// A map file as read: its bytes, its directory (which its sources are relative to) and the
@@ -50,13 +61,12 @@ impl FoundMap {
     /// which the module's own content covers): the tag, the URL and the XXH3-128 of the file
     /// as read. `Err` (with one warning) if the file cannot be read.
     pub(crate) fn file_record(&mut self, name: &str) -> Result<Option<&str>, ()> {
-        if self.url.starts_with("data:") {
+        let MapUrl::File { url, read } = &mut self.url else {
             return Ok(None);
-        }
-        let read = self.read.get_or_insert_with(|| {
-            let (bytes, base) =
-                read_file(&self.dir.join(&self.url)).map_err(|why| warn(name, &why))?;
-            let record = format!("{FILE_RECORD}\n{}\n{:032x}", self.url, xxh3_128(&bytes));
+        };
+        let read = read.get_or_insert_with(|| {
+            let (bytes, base) = read_file(&self.dir.join(&*url)).map_err(|why| warn(name, &why))?;
+            let record = format!("{FILE_RECORD}\n{url}\n{:032x}", xxh3_128(&bytes));
             Ok(MapFileRead {
                 bytes,
                 base,
@@ -74,9 +84,14 @@ impl FoundMap {
     /// the project.
     fn normalized(mut self, name: &str, root: &Path) -> Option<(String, Option<String>)> {
         let record = self.file_record(name).ok()?.map(str::to_owned);
-        let (map, base) = match self.read.take() {
-            Some(Ok(read)) => (parse(&read.bytes), read.base),
-            _ => (inline(&self.url), self.dir),
+        let (map, base) = match self.url {
+            MapUrl::Inline(url) => (inline(&url), self.dir),
+            MapUrl::File {
+                read: Some(Ok(read)),
+                ..
+            } => (parse(&read.bytes), read.base),
+            // Read by `file_record` above, which returned early where it could not be.
+            MapUrl::File { .. } => return None,
         };
         let json = map
             .and_then(|map| guarded(|| normalized(map, &base, root, Outside::Refused)))
@@ -91,14 +106,20 @@ impl FoundMap {
 /// the module. Nothing is read yet (see [`FoundMap`]).
 pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
     let url = mapping_url(source)?;
-    if !url.starts_with("data:") && url.contains("://") {
+    let url = if url.starts_with("data:") {
+        MapUrl::Inline(url.to_owned())
+    } else if url.contains("://") {
         warn(name, &format!("{url}: not a file beside the module"));
         return None;
-    }
+    } else {
+        MapUrl::File {
+            url: url.to_owned(),
+            read: None,
+        }
+    };
     Some(FoundMap {
-        url: url.to_owned(),
         dir: path.parent().unwrap_or(Path::new("")).to_path_buf(),
-        read: None,
+        url,
     })
 }
 
@@ -522,7 +543,10 @@ mod tests {
         let map = r#"{"version":3,"sources":["../src/a.ts"],"sourcesContent":["x"],"names":[],"mappings":"AAAA"}"#;
         let tmp = crate::private_tempdir();
         let found = map_file_beside_a_module(tmp.path(), map);
-        assert!(found.read.is_none(), "not read when found");
+        assert!(
+            matches!(found.url, MapUrl::File { read: None, .. }),
+            "not read when found"
+        );
         let pending = PendingMap::of_found(found, "m", tmp.path().into(), None);
         assert!(pending.made.get().is_none(), "not made when found");
         let (json, record) = pending.made().unwrap();
