@@ -360,13 +360,15 @@ fn taken<'js>(ctx: &Ctx<'js>) -> rquickjs::Result<Object<'js>> {
 }
 
 /// Calls the engine's accessor `name` (`stackGet`, `stackSet`, `slotGet` or `slotSet`) in
-/// `ctx` with `call`: as [`install`] took it there, or, in a context that does not map its
-/// stacks (a call from it on an error of one that does), the accessor that context has now, if
-/// it is a function. `None` if there is none.
+/// `ctx` with `call`: as [`install`] took it there, or, in a context that took none (a call
+/// from it on an error of one that did, or one whose install failed), the accessor that
+/// context's `Error` has now, if it is a function. `None` if there is none.
 ///
-/// That context's accessor may be one of these (its global `Error` is a mapping context's), so
-/// a call through one does not fall back again on this thread: it finds none, where it would
-/// call itself until the engine's stack ran out.
+/// That accessor may be one of these (the context's global `Error` is a mapping context's),
+/// whose call falls back again: calls through such accessors nest at most
+/// [`MOST_FALLBACKS`] deep on a thread, and the innermost finds none, where they would nest
+/// until the engine's stack ran out. (A program's own accessor there may read another
+/// error's stack, legitimately, within that depth.)
 fn call_engine<'js, R>(
     ctx: &Ctx<'js>,
     name: &str,
@@ -384,7 +386,7 @@ fn call_engine<'js, R>(
             .map(call)
             .transpose();
     }
-    if FALLING_BACK.get() {
+    if FALLBACKS.get() >= MOST_FALLBACKS {
         return Ok(None);
     }
     let error: Object = globals.get("Error")?;
@@ -404,28 +406,31 @@ fn call_engine<'js, R>(
     else {
         return Ok(None);
     };
-    let _falling_back = FallingBack::enter();
+    let _nested = Fallback::enter();
     call(accessor).map(Some)
 }
 
+/// How deep calls through accessors [`call_engine`] fell back to nest on a thread.
+const MOST_FALLBACKS: u32 = 8;
+
 thread_local! {
-    /// Whether [`call_engine`] is calling another context's accessor on this thread.
-    static FALLING_BACK: Cell<bool> = const { Cell::new(false) };
+    /// How many of [`call_engine`]'s fallback calls are under way on this thread.
+    static FALLBACKS: Cell<u32> = const { Cell::new(0) };
 }
 
-/// [`FALLING_BACK`] while it lives, even through a panic.
-struct FallingBack;
+/// One fallback call counted in [`FALLBACKS`] while it lives, even through a panic.
+struct Fallback;
 
-impl FallingBack {
-    fn enter() -> FallingBack {
-        FALLING_BACK.set(true);
-        FallingBack
+impl Fallback {
+    fn enter() -> Fallback {
+        FALLBACKS.set(FALLBACKS.get() + 1);
+        Fallback
     }
 }
 
-impl Drop for FallingBack {
+impl Drop for Fallback {
     fn drop(&mut self) {
-        FALLING_BACK.set(false);
+        FALLBACKS.set(FALLBACKS.get() - 1);
     }
 }
 

@@ -208,6 +208,40 @@ fn a_context_given_a_mapping_contexts_error_does_not_call_itself() {
     drop(runtime);
 }
 
+/// Another context's own stack getter, which reads the stack of the error's cause, is called
+/// for a mapped error handed to it and for its cause in turn: a call that fell back may fall
+/// back again, up to a depth.
+#[test]
+fn another_contexts_own_getter_may_read_a_mapped_errors_cause_through_the_fallback() {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let (home, other) = (
+        rquickjs::Context::full(&runtime).unwrap(),
+        rquickjs::Context::full(&runtime).unwrap(),
+    );
+    let handed = home.with(|ctx| {
+        drop(mapped_module(&ctx, &cache, FAIL));
+        let error: Value = ctx
+            .eval("new Error('outer', { cause: new Error('inner') })")
+            .unwrap();
+        rquickjs::Persistent::save(&ctx, error)
+    });
+    let read: String = other.with(|ctx| {
+        let getter = "Object.defineProperty(Error.prototype, 'stack', { configurable: true, \
+             get() { return 'B:' + (this.cause ? this.cause.stack : 'end'); } });";
+        ctx.eval::<(), _>(getter).unwrap();
+        let globals = ctx.globals();
+        globals
+            .set("handed", handed.restore(&ctx).unwrap())
+            .unwrap();
+        ctx.eval("handed.stack").unwrap()
+    });
+    assert_eq!(read, "B:B:end");
+    drop((home, other));
+    drop(runtime);
+}
+
 /// A program that froze the marker keeps its stacks, unmapped: storing the script's
 /// functions fails, the script is given up (a host's function set after is the engine's to
 /// call, unwrapped), and nothing is thrown at the program.
