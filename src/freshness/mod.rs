@@ -416,7 +416,7 @@ pub(crate) fn check(input: InputView<'_>, recorded_at_ns: i64, root: Option<&Pat
     } else {
         match root {
             Some(root) => {
-                under_root = root.join(recorded);
+                under_root = crate::sys::under_root(root, recorded);
                 under_root.as_path()
             }
             None => return Freshness::Stale,

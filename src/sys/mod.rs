@@ -26,7 +26,7 @@ use portable as stat;
 pub(crate) use imp::{
     FileIdentity, check_owner_and_mode, create_private_dir, file_identity, may_write_in,
     open_cache_options, open_error_kind, open_for_reading, path_from_bytes, same_file,
-    special_file_kind, stat_record, sync_dir,
+    special_file_kind, stat_record, sync_dir, under_root,
 };
 #[cfg(feature = "quickjs")]
 pub(crate) use imp::{

@@ -4,7 +4,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::format::StatRecord;
 
@@ -93,6 +93,11 @@ pub(crate) fn same_file(_a: &fs::File, _b: &fs::File) -> io::Result<bool> {
 
 pub(crate) fn path_from_bytes(bytes: &[u8]) -> Option<&Path> {
     std::str::from_utf8(bytes).ok().map(Path::new)
+}
+
+/// The relative path `relative` under `root`.
+pub(crate) fn under_root(root: &Path, relative: &Path) -> PathBuf {
+    root.join(relative)
 }
 
 pub(crate) fn stat_record(meta: &fs::Metadata) -> StatRecord {
