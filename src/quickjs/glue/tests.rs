@@ -39,6 +39,32 @@ fn in_context<R>(f: impl for<'js> FnOnce(&Ctx<'js>, &Cache) -> R) -> R {
     out
 }
 
+/// What `f` gives with two contexts of one runtime, `home` and `other`, and a cache; all are
+/// freed after it (a debug build of the engine aborts on any object left over).
+fn in_two_contexts<R>(f: impl FnOnce(&rquickjs::Context, &rquickjs::Context, &Cache) -> R) -> R {
+    let tmp = crate::private_tempdir();
+    let cache = Cache::open(tmp.path()).unwrap();
+    let runtime = rquickjs::Runtime::new().unwrap();
+    let (home, other) = (
+        rquickjs::Context::full(&runtime).unwrap(),
+        rquickjs::Context::full(&runtime).unwrap(),
+    );
+    let out = f(&home, &other, &cache);
+    drop((home, other));
+    drop(runtime);
+    out
+}
+
+/// The stack of the error that `fail`, a function saved from `home`, throws there now.
+fn stack_thrown_by(home: &rquickjs::Context, fail: rquickjs::Persistent<Value<'static>>) -> String {
+    home.with(|ctx| {
+        let fail = fail.restore(&ctx).unwrap().into_function().unwrap();
+        assert!(fail.call::<_, ()>(()).is_err());
+        let error = ctx.catch().into_object().unwrap();
+        error.get("stack").unwrap()
+    })
+}
+
 /// The script is loaded only when a stack is first read, then maps it; a context that
 /// read none, and one that did, are freed with their runtime (a debug build of the engine
 /// aborts on any object left over, which is what a JavaScript value held from Rust
@@ -122,37 +148,25 @@ fn a_programs_own_stack_getter_stays_and_wraps_mapped_stacks() {
 /// as that context has it), and its own context's script is left to it.
 #[test]
 fn another_contexts_read_of_a_mapped_error_gets_a_stack() {
-    let tmp = crate::private_tempdir();
-    let cache = Cache::open(tmp.path()).unwrap();
-    let runtime = rquickjs::Runtime::new().unwrap();
-    let (home, other) = (
-        rquickjs::Context::full(&runtime).unwrap(),
-        rquickjs::Context::full(&runtime).unwrap(),
-    );
-    let (handed, fail) = home.with(|ctx| {
-        let module = mapped_module(&ctx, &cache, FAIL);
-        let fail: Function = module.get("fail").unwrap();
-        let error = thrown_by(&ctx, &module);
-        let save = |value| rquickjs::Persistent::save(&ctx, value);
-        (save(error.into_value()), save(fail.into_value()))
+    in_two_contexts(|home, other, cache| {
+        let (handed, fail) = home.with(|ctx| {
+            let module = mapped_module(&ctx, cache, FAIL);
+            let fail: Function = module.get("fail").unwrap();
+            let error = thrown_by(&ctx, &module);
+            let save = |value| rquickjs::Persistent::save(&ctx, value);
+            (save(error.into_value()), save(fail.into_value()))
+        });
+        let there: String = other.with(|ctx| {
+            // Read by a script of that context (a value restored keeps its own context).
+            ctx.globals()
+                .set("handed", handed.restore(&ctx).unwrap())
+                .unwrap();
+            ctx.eval("handed.stack").unwrap()
+        });
+        assert!(there.contains("fail") && !there.contains("m.ts"), "{there}");
+        let here = stack_thrown_by(home, fail);
+        assert!(here.contains("src/m.ts:1:1"), "{here}");
     });
-    let there: String = other.with(|ctx| {
-        // Read by a script of that context (a value restored keeps its own context).
-        ctx.globals()
-            .set("handed", handed.restore(&ctx).unwrap())
-            .unwrap();
-        ctx.eval("handed.stack").unwrap()
-    });
-    assert!(there.contains("fail") && !there.contains("m.ts"), "{there}");
-    let here: String = home.with(|ctx| {
-        let fail = fail.restore(&ctx).unwrap().into_function().unwrap();
-        assert!(fail.call::<_, ()>(()).is_err());
-        let error = ctx.catch().into_object().unwrap();
-        error.get("stack").unwrap()
-    });
-    assert!(here.contains("src/m.ts:1:1"), "{here}");
-    drop((home, other));
-    drop(runtime);
 }
 
 /// A context whose global `Error` is a mapping context's finds these accessors where it looks
@@ -161,51 +175,39 @@ fn another_contexts_read_of_a_mapped_error_gets_a_stack() {
 /// themselves until the engine's stack runs out, and the mapping context maps on after.
 #[test]
 fn a_context_given_a_mapping_contexts_error_does_not_call_itself() {
-    let tmp = crate::private_tempdir();
-    let cache = Cache::open(tmp.path()).unwrap();
-    let runtime = rquickjs::Runtime::new().unwrap();
-    let (home, other) = (
-        rquickjs::Context::full(&runtime).unwrap(),
-        rquickjs::Context::full(&runtime).unwrap(),
-    );
-    let (handed, error, fail) = home.with(|ctx| {
-        let module = mapped_module(&ctx, &cache, FAIL);
-        let fail: Function = module.get("fail").unwrap();
-        let handed = thrown_by(&ctx, &module);
-        let error: Value = ctx.globals().get("Error").unwrap();
-        let save = |value| rquickjs::Persistent::save(&ctx, value);
-        (
-            save(handed.into_value()),
-            save(error),
-            save(fail.into_value()),
-        )
-    });
-    other.with(|ctx| {
-        let globals = ctx.globals();
-        globals
-            .set("handed", handed.restore(&ctx).unwrap())
-            .unwrap();
-        globals.set("Error", error.restore(&ctx).unwrap()).unwrap();
-        for script in [
-            "handed.stack",
-            "handed.stack = 'set'; handed.stack",
-            "Error.prepareStackTrace = () => 'host'; Error.prepareStackTrace",
-        ] {
-            match ctx.eval::<Value, _>(script) {
-                Ok(value) => assert!(value.is_undefined(), "{script}: {value:?}"),
-                Err(e) => panic!("{script}: {e}: {:?}", ctx.catch()),
+    in_two_contexts(|home, other, cache| {
+        let (handed, error, fail) = home.with(|ctx| {
+            let module = mapped_module(&ctx, cache, FAIL);
+            let fail: Function = module.get("fail").unwrap();
+            let handed = thrown_by(&ctx, &module);
+            let error: Value = ctx.globals().get("Error").unwrap();
+            let save = |value| rquickjs::Persistent::save(&ctx, value);
+            (
+                save(handed.into_value()),
+                save(error),
+                save(fail.into_value()),
+            )
+        });
+        other.with(|ctx| {
+            let globals = ctx.globals();
+            globals
+                .set("handed", handed.restore(&ctx).unwrap())
+                .unwrap();
+            globals.set("Error", error.restore(&ctx).unwrap()).unwrap();
+            for script in [
+                "handed.stack",
+                "handed.stack = 'set'; handed.stack",
+                "Error.prepareStackTrace = () => 'host'; Error.prepareStackTrace",
+            ] {
+                match ctx.eval::<Value, _>(script) {
+                    Ok(value) => assert!(value.is_undefined(), "{script}: {value:?}"),
+                    Err(e) => panic!("{script}: {e}: {:?}", ctx.catch()),
+                }
             }
-        }
+        });
+        let here = stack_thrown_by(home, fail);
+        assert!(here.contains("src/m.ts:1:1"), "{here}");
     });
-    let here: String = home.with(|ctx| {
-        let fail = fail.restore(&ctx).unwrap().into_function().unwrap();
-        assert!(fail.call::<_, ()>(()).is_err());
-        let error = ctx.catch().into_object().unwrap();
-        error.get("stack").unwrap()
-    });
-    assert!(here.contains("src/m.ts:1:1"), "{here}");
-    drop((home, other));
-    drop(runtime);
 }
 
 /// Another context's own stack getter, which reads the stack of the error's cause, is called
@@ -213,33 +215,26 @@ fn a_context_given_a_mapping_contexts_error_does_not_call_itself() {
 /// back again, up to a depth.
 #[test]
 fn another_contexts_own_getter_may_read_a_mapped_errors_cause_through_the_fallback() {
-    let tmp = crate::private_tempdir();
-    let cache = Cache::open(tmp.path()).unwrap();
-    let runtime = rquickjs::Runtime::new().unwrap();
-    let (home, other) = (
-        rquickjs::Context::full(&runtime).unwrap(),
-        rquickjs::Context::full(&runtime).unwrap(),
-    );
-    let handed = home.with(|ctx| {
-        drop(mapped_module(&ctx, &cache, FAIL));
-        let error: Value = ctx
-            .eval("new Error('outer', { cause: new Error('inner') })")
-            .unwrap();
-        rquickjs::Persistent::save(&ctx, error)
-    });
-    let read: String = other.with(|ctx| {
-        let getter = "Object.defineProperty(Error.prototype, 'stack', { configurable: true, \
+    in_two_contexts(|home, other, cache| {
+        let handed = home.with(|ctx| {
+            drop(mapped_module(&ctx, cache, FAIL));
+            let error: Value = ctx
+                .eval("new Error('outer', { cause: new Error('inner') })")
+                .unwrap();
+            rquickjs::Persistent::save(&ctx, error)
+        });
+        let read: String = other.with(|ctx| {
+            let getter = "Object.defineProperty(Error.prototype, 'stack', { configurable: true, \
              get() { return 'B:' + (this.cause ? this.cause.stack : 'end'); } });";
-        ctx.eval::<(), _>(getter).unwrap();
-        let globals = ctx.globals();
-        globals
-            .set("handed", handed.restore(&ctx).unwrap())
-            .unwrap();
-        ctx.eval("handed.stack").unwrap()
+            ctx.eval::<(), _>(getter).unwrap();
+            let globals = ctx.globals();
+            globals
+                .set("handed", handed.restore(&ctx).unwrap())
+                .unwrap();
+            ctx.eval("handed.stack").unwrap()
+        });
+        assert_eq!(read, "B:B:end");
     });
-    assert_eq!(read, "B:B:end");
-    drop((home, other));
-    drop(runtime);
 }
 
 /// A program that froze the marker keeps its stacks, unmapped: storing the script's
