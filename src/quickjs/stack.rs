@@ -80,6 +80,11 @@ impl MapSource {
 }
 
 /// A runtime's source maps.
+///
+/// Every caller runs inside a context of the runtime (a load, a stack read), holding the
+/// runtime's own lock, so this one is never contended: it makes the maps `Sync`, and work
+/// done under it (a map read from the cache or a file, a parse) holds up nothing that could
+/// run meanwhile.
 #[derive(Default)]
 pub(crate) struct SourceMaps {
     state: Mutex<Maps>,
