@@ -163,6 +163,12 @@ impl Hit {
         self.record().flags.to_native() & crate::format::FLAG_ENGINE_BYTECODE != 0
     }
 
+    /// Whether the entry is a pointer this crate stored (its bytecode is another entry's key).
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn is_pointer(&self) -> bool {
+        self.record().flags.to_native() & crate::format::FLAG_POINTER != 0
+    }
+
     /// The caller's sidecar, if one was stored; checked as [`Hit::source_map`] is.
     pub fn aux(&self) -> Option<&str> {
         self.checked_text(self.record().aux.as_ref()?, "aux")

@@ -312,6 +312,10 @@ impl PackLoader {
     /// The entry another tree stored module `name` in when it had exactly the content whose
     /// hash is `content` (found through the pointer under `pointer`), whatever that tree
     /// holds now: the bytecode was compiled from that content.
+    ///
+    /// Only a pointer this crate stored, to bytecode this crate compiled: the entry found is
+    /// stored again as this tree's engine bytecode, which a later start gives `Module::load`,
+    /// and bytes a caller `put` under these keys must never get there.
     fn compiled_elsewhere(
         &self,
         pointer: &Key,
@@ -321,10 +325,15 @@ impl PackLoader {
         let unchecked = LookupOptions::default()
             .refresh_interval(REFRESH_INTERVAL)
             .without_input_checks();
-        let target = self.cache.lookup_with(pointer, unchecked).ok()?;
-        let target = Key::from_bytes(target.bytecode().try_into().ok()?);
+        let pointer = self.cache.lookup_with(pointer, unchecked).ok()?;
+        if !pointer.is_pointer() {
+            return None;
+        }
+        let target = Key::from_bytes(pointer.bytecode().try_into().ok()?);
         let hit = self.cache.lookup_with(&target, unchecked).ok()?;
-        let same = hit.module_name() == name && content.is_some_and(|c| compiled_from(&hit, c));
+        let same = hit.is_engine_bytecode()
+            && hit.module_name() == name
+            && content.is_some_and(|c| compiled_from(&hit, c));
         same.then_some(hit)
     }
 
@@ -516,10 +525,54 @@ impl Loader for PackLoader {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::NewEntry;
+
+    /// Another tree's entry is reused only through a pointer this crate stored, to bytecode
+    /// this crate compiled: bytes a caller `put`, under the target's key or the pointer's, are
+    /// never stored again as engine bytecode (which a later start would give `Module::load`).
+    #[test]
+    fn another_trees_entry_is_reused_only_if_this_crate_compiled_it() {
+        let tmp = crate::private_tempdir();
+        let cache = Cache::open(tmp.path().join("cache")).unwrap();
+        let loader = PackLoader::new(cache.clone());
+        let source = tmp.path().join("m.js");
+        std::fs::write(&source, "export const x = 1;").unwrap();
+        let (target, pointer, by_hand) = (
+            Key::from_bytes([7; 16]),
+            Key::from_bytes([8; 16]),
+            Key::from_bytes([9; 16]),
+        );
+        let compiled = NewEntry::new("m.js", b"not bytecode").inputs(vec![Input::path(&source)]);
+        let put = |key: &Key, entry: &NewEntry<'_>| cache.put(key, entry).unwrap();
+        put(&target, &compiled);
+        put(
+            &pointer,
+            &NewEntry::new("m.js", target.as_bytes()).pointer(),
+        );
+        put(&by_hand, &NewEntry::new("m.js", target.as_bytes()));
+        let content = cache.get(&target).unwrap().recorded_input_hashes().next();
+        let reused = |pointer: &Key| {
+            loader
+                .compiled_elsewhere(pointer, "m.js", content)
+                .is_some()
+        };
+        assert!(
+            !reused(&pointer),
+            "a caller's bytes are not engine bytecode"
+        );
+        put(&target, &compiled.clone().engine_bytecode());
+        assert!(
+            reused(&pointer),
+            "this crate's bytecode, through its pointer"
+        );
+        assert!(!reused(&by_hand), "a pointer put by hand");
+    }
+
     /// A name asked for again is another context importing: the count starts over there.
     #[test]
     fn requests_are_counted_per_context() {
-        let mut requested = super::Requested::default();
+        let mut requested = Requested::default();
         for name in ["a.js", "b.js", "c.js"] {
             requested.note(name);
         }
@@ -555,7 +608,7 @@ mod tests {
             let expected = std::path::Path::new(name)
                 .extension()
                 .and_then(|e| e.to_str());
-            assert_eq!(super::extension(name), expected, "{name:?}");
+            assert_eq!(extension(name), expected, "{name:?}");
         }
     }
 }
