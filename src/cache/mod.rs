@@ -116,9 +116,9 @@ fn tally(snapshot: &Snapshot, nth: usize) -> Tally {
         let Some(record) = record else { continue };
         let len = crate::format::archived_stored_len(record);
         tally.entries += 1;
-        tally.all += len;
+        tally.all = tally.all.saturating_add(len);
         if gone.holds(record) {
-            tally.vanished += len;
+            tally.vanished = tally.vanished.saturating_add(len);
         }
     }
     tally
@@ -226,9 +226,7 @@ impl Cache {
             .filter_map(|(_, record)| record)
             .map(|e| {
                 let owned = crate::format::SegmentRef::from(&e.bytecode);
-                let stored: u64 = crate::format::archived_segments(e)
-                    .map(|(_, s)| crate::format::SegmentRef::from(s).stored_len())
-                    .sum();
+                let stored = crate::format::archived_stored_len(e);
                 let nanos = e.recorded_at_ns.to_native();
                 EntryInfo {
                     key: Key::from_bytes(e.key),

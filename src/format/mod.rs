@@ -329,16 +329,19 @@ pub struct StatRecord {
 }
 
 impl SegmentRef {
-    /// Bytes this segment takes in the pack, header included.
+    /// Bytes this segment takes in the pack, header included (saturating: a record is read
+    /// before its segments are bounds-checked, and a crafted one may claim any length).
     pub fn stored_len(&self) -> u64 {
-        SEGMENT_HEADER_LEN + self.len
+        SEGMENT_HEADER_LEN.saturating_add(self.len)
     }
 }
 
 impl EntryRecord {
     /// Bytes this entry's segments take in the pack.
     pub fn stored_len(&self) -> u64 {
-        self.segments().map(|(_, s)| s.stored_len()).sum()
+        self.segments()
+            .map(|(_, s)| s.stored_len())
+            .fold(0, u64::saturating_add)
     }
 
     /// The entry's segments with their kinds.
@@ -379,18 +382,16 @@ pub fn archived_segments(
 pub fn archived_stored_len(entry: &ArchivedEntryRecord) -> u64 {
     archived_segments(entry)
         .map(|(_, s)| SegmentRef::from(s).stored_len())
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 impl IndexBody {
     /// Live bytes in the pack: header plus every entry's segments.
     pub fn live_bytes(&self) -> u64 {
-        PACK_HEADER_LEN
-            + self
-                .entries
-                .iter()
-                .map(EntryRecord::stored_len)
-                .sum::<u64>()
+        self.entries
+            .iter()
+            .map(EntryRecord::stored_len)
+            .fold(PACK_HEADER_LEN, u64::saturating_add)
     }
 }
 

@@ -192,3 +192,16 @@ fn segments_scan_and_reject_damage() {
     };
     assert!(segment_bytes(&pack, &huge).is_err());
 }
+
+/// A record read before its segments are bounds-checked may claim any length: what its
+/// segments take in the pack saturates instead of overflowing (a panic in a debug build).
+#[test]
+fn a_records_claimed_lengths_saturate() {
+    let mut body = sample_body();
+    body.entries[0].bytecode.len = u64::MAX - 1;
+    assert_eq!(body.entries[0].stored_len(), u64::MAX);
+    assert_eq!(body.live_bytes(), u64::MAX);
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&body.entries[0]).unwrap();
+    let archived = rkyv::access::<ArchivedEntryRecord, rkyv::rancor::Error>(&bytes).unwrap();
+    assert_eq!(archived_stored_len(archived), u64::MAX);
+}
