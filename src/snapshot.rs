@@ -96,15 +96,12 @@ impl Snapshot {
     /// empty snapshot; a rejected one is an empty, damaged snapshot (logged), so callers only
     /// see I/O errors.
     pub(crate) fn load(dir: &Path, abi_tag: &str) -> Result<Snapshot> {
-        let mut last_err = None;
+        let mut vanished = None;
         for _ in 0..LOAD_ATTEMPTS {
             match Self::try_load(dir, abi_tag) {
                 Ok(snapshot) => return Ok(snapshot),
-                Err(LoadError::PackVanished(path)) => {
-                    last_err = Some(Error::Io {
-                        path,
-                        source: io::ErrorKind::NotFound.into(),
-                    })
+                Err(LoadError::PackVanished { path, identity }) => {
+                    vanished = Some((path, identity))
                 }
                 Err(LoadError::Format {
                     path,
@@ -121,7 +118,17 @@ impl Snapshot {
                 Err(LoadError::Io(e)) => return Err(e),
             }
         }
-        Err(last_err.expect("at least one attempt"))
+        // Still named by the index read last: not a compactor's race but gone for good (deleted
+        // from outside, lost in a crash). Damage, as a file of the wrong kind is: lookups miss,
+        // and the next write rebuilds, where an error would fail every open until then.
+        let (path, identity) = vanished.expect("at least one attempt");
+        let source = FormatError::Missing;
+        log::warn!("bytecode-pack: ignoring {}: {source}", path.display());
+        Ok(Snapshot {
+            damage: Some(Damage { path, source }),
+            identity,
+            ..Snapshot::empty()
+        })
     }
 
     fn try_load(dir: &Path, abi_tag: &str) -> Result<Snapshot, LoadError> {
@@ -135,6 +142,10 @@ impl Snapshot {
             LoadError::Format { path, source, .. } => LoadError::Format {
                 path,
                 source,
+                identity: Some(identity),
+            },
+            LoadError::PackVanished { path, .. } => LoadError::PackVanished {
+                path,
                 identity: Some(identity),
             },
             other => other,
@@ -361,8 +372,10 @@ pub(crate) fn open_base(
     abi_tag: &str,
 ) -> Result<CheckedIndex<Mmap>, LoadError> {
     let path = dir.join(base_file_name(reference.id));
-    let (base, _) =
-        open_index(&path, abi_tag)?.ok_or_else(|| LoadError::PackVanished(path.clone()))?;
+    let (base, _) = open_index(&path, abi_tag)?.ok_or_else(|| LoadError::PackVanished {
+        path: path.clone(),
+        identity: None,
+    })?;
     if !format::base_matches(base.header(), base.file_len(), reference, generation) {
         return Err(LoadError::Format {
             path,
@@ -399,7 +412,11 @@ pub(crate) enum Found<'s> {
 }
 
 pub(crate) enum LoadError {
-    PackVanished(PathBuf),
+    /// A file the index names is not there; with the index's identity, where it was read.
+    PackVanished {
+        path: PathBuf,
+        identity: Option<FileIdentity>,
+    },
     Format {
         path: PathBuf,
         source: FormatError,
@@ -411,7 +428,7 @@ pub(crate) enum LoadError {
 impl From<LoadError> for Error {
     fn from(e: LoadError) -> Error {
         match e {
-            LoadError::PackVanished(path) => Error::Io {
+            LoadError::PackVanished { path, .. } => Error::Io {
                 path,
                 source: io::ErrorKind::NotFound.into(),
             },
@@ -494,7 +511,10 @@ fn pack_error(path: &Path, source: FormatError) -> LoadError {
 /// zeros a writer extends it with); every other entry is still served.
 fn open_committed_pack(path: &Path, committed: u64) -> Result<(File, u64), LoadError> {
     let Some((file, meta)) = open_cache_file(path)? else {
-        return Err(LoadError::PackVanished(path.to_path_buf()));
+        return Err(LoadError::PackVanished {
+            path: path.to_path_buf(),
+            identity: None,
+        });
     };
     let len = meta.len();
     if len < format::PACK_HEADER_LEN || committed < format::PACK_HEADER_LEN {

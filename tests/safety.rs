@@ -440,6 +440,34 @@ mod never_serves_stale_or_damaged_bytes {
         );
     }
 
+    /// A pack the published index names, deleted from outside (or lost in a crash): the
+    /// cache still opens, its lookups miss as corrupt with the pack named as missing, and the
+    /// next write rebuilds it, where every open used to fail with "not found".
+    #[test]
+    fn a_missing_pack_is_damage_the_next_write_repairs() {
+        let (_tmp, root, dir, _cache) = one_entry_cache();
+        fs::remove_file(common::pack_file(&dir)).unwrap();
+
+        let fresh = Cache::open(&root).unwrap();
+        assert_eq!(fresh.lookup(&key(1)).err(), Some(MissReason::Corrupt));
+        let damage = fresh.stats().unwrap().damage.unwrap();
+        assert!(
+            damage.contains("pack-") && damage.contains("missing"),
+            "{damage}"
+        );
+        fresh.put(&key(2), &NewEntry::new("m", b"again")).unwrap();
+        assert_eq!(fresh.get(&key(2)).unwrap().bytecode(), b"again");
+        assert!(fresh.verify().unwrap().is_ok());
+        assert!(
+            Cache::open(&root)
+                .unwrap()
+                .stats()
+                .unwrap()
+                .damage
+                .is_none()
+        );
+    }
+
     /// Rewrites row `row` of the index file at `path` through `change`, then restores its
     /// checksum, as a writer bug (not bit rot) would leave it.
     fn rewrite_row(path: &Path, row: usize, change: impl FnOnce(&mut [u8])) {

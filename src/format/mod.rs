@@ -233,6 +233,10 @@ pub enum FormatError {
         /// Which field.
         what: &'static str,
     },
+    /// A file the published index names (its pack, or the base it extends) is not there,
+    /// every time the index is read again: deleted from outside, or lost in a crash.
+    #[error("is named by the published index but missing")]
+    Missing,
     /// Something other than a regular file has the file's name (a FIFO, a device, a
     /// directory, a symlink): it is never read.
     #[error("is {kind}, not a regular file")]
