@@ -69,6 +69,18 @@ pub(crate) fn not_a_regular_file(meta: &fs::Metadata) -> io::Error {
     )
 }
 
+/// An error unless `path` (followed through symlinks) is a regular file, asked before it is
+/// opened: opening a device can act (a tape rewinds, a watchdog arms), and the paths this
+/// guards come from files a package ships (a source map's `sources`, a module's map URL).
+/// What is opened after is checked again: the path may change in between.
+pub(crate) fn refuse_unless_regular(path: &Path) -> io::Result<()> {
+    let named = fs::metadata(path)?;
+    match named.is_file() {
+        true => Ok(()),
+        false => Err(not_a_regular_file(&named)),
+    }
+}
+
 /// A short name for what a path is, for error messages.
 pub(crate) fn file_kind(meta: &fs::Metadata) -> &'static str {
     let t = meta.file_type();

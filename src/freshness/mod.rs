@@ -169,13 +169,9 @@ const MAX_INPUT_LEN: u64 = 4 << 30;
 /// or `None` for the stat data if the file changed while it was read (grew, shrank, was
 /// replaced): such a record is re-hashed by every check.
 fn hash_file(path: &Path) -> std::io::Result<([u8; 16], Option<StatRecord>)> {
-    // Anything but a regular file is refused before it is opened, not only after: opening a
-    // device can act (a tape rewinds, a watchdog arms), and inputs come from source maps a
-    // package ships. (What is opened is checked again: the path may change in between.)
-    let named = std::fs::metadata(path)?;
-    if !named.is_file() {
-        return Err(fsys::not_a_regular_file(&named));
-    }
+    // Anything but a regular file is refused before it is opened, not only after: inputs
+    // come from source maps a package ships.
+    fsys::refuse_unless_regular(path)?;
     let (mut file, meta) = fsys::open_user_file_within(path, MAX_INPUT_LEN)?;
     let before = stat_record(&meta);
     let (hash, read) = fsys::hash_bounded(&mut file, before.size)?;

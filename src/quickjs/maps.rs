@@ -339,6 +339,9 @@ fn inline(url: &str) -> Result<DecodedMap, String> {
 /// A map file's bytes, read bounded (a FIFO, a device or a directory is refused, never
 /// read), and its directory (which its sources are relative to).
 fn read_file(path: &Path) -> Result<(Vec<u8>, PathBuf), String> {
+    // The URL comes from the module's content: anything but a regular file is refused before
+    // it is opened (a device, named absolutely or through `..`).
+    crate::fsys::refuse_unless_regular(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (bytes, _) = crate::fsys::read_user_file(path, MAX_MAP_LEN).map_err(|e| e.to_string())?;
     Ok((bytes, path.parent().unwrap_or(Path::new("")).to_path_buf()))
 }
@@ -525,6 +528,30 @@ mod tests {
         );
         let (inputs, kept) = of_build("m", "{\"version\":3,", Path::new("/p"), Path::new("/p"));
         assert!(inputs.is_empty() && kept.is_none());
+    }
+
+    /// A map URL naming something other than a regular file (here a FIFO; a device alike) is
+    /// refused before it is opened, since opening a device can act: watched with inotify, the
+    /// FIFO is never opened.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_map_url_naming_a_fifo_is_refused_unopened() {
+        use rustix::fs::{CWD, FileType, Mode, inotify, mknodat};
+        let tmp = crate::private_tempdir();
+        let dist = tmp.path().join("dist");
+        std::fs::create_dir_all(&dist).unwrap();
+        let fifo = dist.join("m.js.map");
+        mknodat(CWD, &fifo, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+        let watch = inotify::init(inotify::CreateFlags::NONBLOCK).unwrap();
+        inotify::add_watch(&watch, &fifo, inotify::WatchFlags::OPEN).unwrap();
+        let source = b"x;\n//# sourceMappingURL=m.js.map\n";
+        let mut found = find("m", source, &dist.join("m.js")).unwrap();
+        assert!(found.file_record("m").is_err(), "refused");
+        let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
+        match inotify::Reader::new(&watch, &mut buf).next() {
+            Err(rustix::io::Errno::AGAIN) => {}
+            other => panic!("the FIFO was opened: {:?}", other.map(|e| e.events())),
+        }
     }
 
     /// `m.js.map` holding `map` in `root`'s `dist/`, found as the map of `dist/m.js`.

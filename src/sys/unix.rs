@@ -115,11 +115,12 @@ pub(crate) fn open_cache_options() -> OpenOptions {
 /// Refused once with `EPERM` (another user's file), the flag is dropped for the process.
 /// Opens whatever is there: [`crate::fsys::open_user_file`] checks it is a regular file.
 pub(crate) fn open_for_reading(path: &Path) -> io::Result<fs::File> {
-    open_user_file_with(path, 0)
+    // A terminal opened by mistake never becomes the process's controlling one.
+    open_user_file_with(path, libc::O_NOCTTY)
 }
 
-/// [`open_for_reading`], but a final symlink is refused (`ELOOP`) and a terminal never
-/// becomes the process's controlling one: a resolver's probe that opens what it finds.
+/// [`open_for_reading`], but a final symlink is refused (`ELOOP`): a resolver's probe that
+/// opens what it finds.
 #[cfg(feature = "quickjs")]
 pub(crate) fn open_for_probe(path: &Path) -> io::Result<fs::File> {
     open_user_file_with(path, PROBE_FLAGS)
