@@ -83,7 +83,7 @@ enum Command {
         /// `PackLoader` must use the same options.
         #[arg(long)]
         stripped: bool,
-        /// Threads compiling at once (0: one per core).
+        /// Threads compiling at once (0: one per core; at most one per core).
         #[arg(long, default_value_t = 0)]
         jobs: usize,
     },

@@ -67,7 +67,8 @@ impl Precompile {
         self
     }
 
-    /// How many threads compile at once (0, the default: one per core).
+    /// How many threads compile at once (0, the default: one per core; never more than the
+    /// cores).
     pub fn jobs(mut self, jobs: usize) -> Precompile {
         self.jobs = jobs;
         self
@@ -101,32 +102,45 @@ pub fn precompile(
         }
         walk(dir, &mut names, &mut report.skipped, &mut HashSet::new())?;
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // More workers than cores only add runtimes: each compiles with one.
     let jobs = match request.jobs {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
+        0 => cores,
+        n => n.min(cores),
     }
     .clamp(1, names.len().max(1));
     let before = process_counters().compiles;
     let done = std::sync::atomic::AtomicUsize::new(0);
     let chunks: Vec<&[String]> = names.chunks(names.len().div_ceil(jobs).max(1)).collect();
+    let total = names.len();
+    let tick = || {
+        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        progress(n, total);
+    };
+    let compile = |chunk: &[String]| load_all(cache, resolver, request.options, chunk, &tick);
     let results: Vec<Result<Loaded>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = chunks
+        // A chunk whose thread the system refuses (a process or cgroup limit) is compiled here,
+        // after the others started.
+        let (running, refused): (Vec<_>, Vec<_>) = chunks
             .iter()
-            .map(|chunk| {
-                let done = &done;
-                let total = names.len();
-                scope.spawn(move || {
-                    load_all(cache, resolver, request.options, chunk, &|| {
-                        let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        progress(n, total);
-                    })
-                })
+            .map(|&chunk| {
+                let compile = &compile;
+                let spawned =
+                    std::thread::Builder::new().spawn_scoped(scope, move || compile(chunk));
+                (chunk, spawned)
             })
-            .collect();
-        workers
+            .partition(|(_, spawned)| spawned.is_ok());
+        let here: Vec<_> = refused
             .into_iter()
-            .map(|w| w.join().expect("a precompile worker panicked"))
-            .collect()
+            .map(|(chunk, _)| compile(chunk))
+            .collect();
+        let there = running.into_iter().map(|(_, spawned)| {
+            let worker = spawned.expect("partitioned by success");
+            worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        });
+        here.into_iter().chain(there).collect()
     });
     for result in results {
         let (modules, failures) = result?;
