@@ -340,6 +340,8 @@ fn a_built_module_skips_its_build_until_an_input_or_the_configuration_changes() 
     )
     .unwrap();
     fs::write(dir.join("helper.js"), "export const h = () => 1;").unwrap();
+    // Inputs by path that changed within the racy window before a build keep it uncached.
+    common::let_ctime_age();
     // What a bundler would emit for those two files (its map names both).
     let bundle = "const h = () => 1; export const v = h();";
     let map = r#"{"version":3,"sources":["entry.js","helper.js"],"names":[],"mappings":"AAAA"}"#;
@@ -377,12 +379,64 @@ fn a_built_module_skips_its_build_until_an_input_or_the_configuration_changes() 
     assert_eq!(declare(b"v1"), Origin::Cache);
     assert_eq!(builds.get(), 1, "a hit does not build");
     fs::write(dir.join("helper.js"), "export const h = () => 2;").unwrap();
+    common::let_ctime_age();
     assert_eq!(declare(b"v1"), Origin::Compiled, "an edited helper");
     assert_eq!(declare(b"v1"), Origin::Cache);
     assert_eq!(declare(b"v2"), Origin::Compiled, "another configuration");
     fs::remove_file(dir.join("helper.js")).unwrap();
     assert_eq!(declare(b"v2"), Origin::Compiled, "a deleted input");
     assert_eq!(builds.get(), 4);
+}
+
+/// A file the build read, recorded by path (a map's source without `sourcesContent`), that
+/// is edited while the build runs keeps the module uncached: what is hashed after the build is
+/// not what it read, and a cached module would be served for content it was not built from.
+#[test]
+fn a_build_whose_input_changes_while_it_runs_is_not_cached() {
+    let tmp = common::tempdir();
+    let dir = tmp.path().canonicalize().unwrap();
+    let helper = dir.join("helper.js");
+    fs::write(dir.join("entry.js"), "import { h } from './helper.js';").unwrap();
+    fs::write(&helper, "export const h = () => 1;").unwrap();
+    common::let_ctime_age();
+    let map = r#"{"version":3,"sources":["entry.js","helper.js"],"names":[],"mappings":"AAAA"}"#;
+    let cache = Cache::open(dir.join("cache")).unwrap();
+    let entry = dir.join("entry.js");
+    let declare = |edit_while_building: bool| {
+        let key = quickjs::BuildKey {
+            name: "bundle.js",
+            entries: &[entry.as_path()],
+            config: b"",
+            options: CompileOptions::default(),
+        };
+        let runtime = Runtime::new().unwrap();
+        let context = Context::full(&runtime).unwrap();
+        context.with(|ctx| {
+            let built = quickjs::declare_built(&cache, &ctx, &key, || {
+                // The bundler read the helper as it was; the user saves it before the build ends.
+                if edit_while_building {
+                    fs::write(&helper, "export const h = () => 2;").unwrap();
+                }
+                Ok::<_, bytecode_pack::Error>(quickjs::Build {
+                    source: "export const v = 1;".into(),
+                    source_map: Some(map.into()),
+                    map_base: Some(dir.clone()),
+                    aux: None,
+                    inputs: vec![],
+                })
+            })
+            .unwrap();
+            built.origin
+        })
+    };
+    assert_eq!(declare(true), Origin::Compiled);
+    common::let_ctime_age();
+    assert_eq!(
+        declare(false),
+        Origin::Compiled,
+        "the first build was not cached"
+    );
+    assert_eq!(declare(false), Origin::Cache, "the second was");
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub struct Input {
     /// The stat data of the descriptor the compiled content was read from, and when the read
     /// ended: lets `put` skip reading the file again when its stat data is unchanged.
     observed: Option<(StatRecord, i64)>,
+    /// For a file recorded by path that a build read at some point after this instant (ns):
+    /// `put` refuses it if it may have changed since (see [`Input::read_since`]).
+    read_since: Option<i64>,
 }
 
 impl Input {
@@ -60,7 +63,19 @@ impl Input {
             path: path.into(),
             compiled_hash: None,
             observed: None,
+            read_since: None,
         }
+    }
+
+    /// This input, if it is recorded by path, as read by a build at some point after
+    /// `since_ns`: what `put` hashes may then not be what the build read, so `put` refuses
+    /// the input ([`Error::Input`]) if its stat data moved at or after that instant, by the
+    /// racy rule ([`stat_is_trusted`]), where its filesystem's ctime tells (elsewhere it is
+    /// recorded as it is now, as any input by path is).
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn read_since(self, since_ns: i64) -> Input {
+        let read_since = self.compiled_hash.is_none().then_some(since_ns);
+        Input { read_since, ..self }
     }
 
     /// [`Input::with_content`] for bytes read from the descriptor whose `fstat` gave `meta`,
@@ -88,6 +103,7 @@ impl Input {
             path: path.into(),
             compiled_hash: Some(content_hash(content)),
             observed: None,
+            read_since: None,
         }
     }
 
@@ -240,7 +256,33 @@ pub(crate) fn record(input: &Input, root: Option<&Path>) -> Result<(InputRecord,
     // The record is valid from just before the read: a later recording instant could trust
     // stat data that an edit between the read and that instant kept.
     let read_from = now_nanos();
-    record_by_reading(input, path, stored).map(|r| (r, read_from))
+    let record = record_by_reading(input, path.clone(), stored)?;
+    if let Some(since) = input.read_since
+        && changed_since(&record, since)
+    {
+        let why = "changed while the build that read it ran, or just before it began";
+        return Err(Error::Input {
+            path,
+            source: std::io::Error::other(why),
+        });
+    }
+    Ok((record, read_from))
+}
+
+/// Whether the input `record` describes (its stat data taken as it was hashed) may have
+/// changed at or after `since_ns`, where its filesystem's ctime can tell: a stat that moved
+/// while it was hashed, or a ctime within the racy window of that instant or after it.
+fn changed_since(record: &InputRecord, since_ns: i64) -> bool {
+    use crate::sys::Ctime;
+    match record.stat {
+        None => true,
+        Some(stat) => {
+            matches!(
+                crate::sys::ctime_of(stat.dev),
+                Ctime::LocalClock | Ctime::RemoteClock
+            ) && !stat_is_trusted(&stat, since_ns)
+        }
+    }
 }
 
 /// Records the input at `path` (stored as `stored`) by reading it.

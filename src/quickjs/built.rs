@@ -58,7 +58,10 @@ pub struct Build {
     /// inputs already, recorded from its `sourcesContent` where it has them): a file the
     /// bundler inlined without a mapping, a configuration file. Use [`Input::with_content`]
     /// where the build reports what it read: an [`Input::path`] is hashed when the module is
-    /// stored, after the build, so an edit in between would be recorded as built.
+    /// stored, after the build, and one that changed after the build began (or within the racy
+    /// window before) keeps the module from being cached, which the next call builds again.
+    /// (Where a filesystem's ctime cannot tell, FAT for one, an edit during the build is
+    /// recorded as built.)
     pub inputs: Vec<Input>,
 }
 
@@ -167,17 +170,32 @@ where
             Err(e) => log::warn!("bytecode-pack: cached {name} did not load, rebuilding: {e}"),
         }
     }
+    // Inputs recorded by path are hashed after the build: one that changed since it began may
+    // not hold what the build read, and is refused (the module is then not cached).
+    let started = crate::freshness::now_nanos();
     let mut made = build()?;
     let (module, bytecode) = compile(ctx, name, made.source.as_bytes(), key.options)?;
     let root = std::env::current_dir().unwrap_or_default();
-    let mut inputs = made.inputs.clone();
+    let mut inputs: Vec<Input> = made
+        .inputs
+        .iter()
+        .map(|i| i.clone().read_since(started))
+        .collect();
     if let Some(map) = made.source_map.take() {
         let base = made.map_base.clone().unwrap_or_else(|| root.clone());
         let (map_inputs, kept) = maps::of_build(name, &map, &base, &root);
-        inputs.extend(map_inputs);
+        inputs.extend(
+            map_inputs
+                .into_iter()
+                .map(|input| input.read_since(started)),
+        );
         made.source_map = kept;
     }
-    inputs.extend(key.entries.iter().map(|entry| Input::path(*entry)));
+    inputs.extend(
+        key.entries
+            .iter()
+            .map(|entry| Input::path(*entry).read_since(started)),
+    );
     let inputs = distinct(inputs);
     let mut entry = bytecode.entry(name).inputs(inputs);
     if let Some(json) = &made.source_map {
