@@ -78,6 +78,7 @@ fn child() {
             "long-lived" => long_lived(&mut host),
             "deleted-cwd" => deleted_cwd(&mut host),
             "long-cwd" => long_cwd(&mut host),
+            "replaced-mid-round" => replaced_mid_round(&mut host),
             other => panic!("unknown role {other}"),
         }
     });
@@ -1009,6 +1010,41 @@ fn deleted_cwd(h: &mut Host) {
     println!("deleted cwd: done");
 }
 
+/// A directory replaced in the middle of a round (`mv lib lib.old && mkdir lib`), after a
+/// failed resolution had the resolver check it again: an answer found again there probes the
+/// new directory, as `FileResolver` does, not the old one through a handle opened on it earlier
+/// in the round (with a `PackLoader` beside it, probes open what they find through directory
+/// handles).
+fn replaced_mid_round(h: &mut Host) {
+    for file in ["lib/a.js", "lib/m.js", "lib/n.js"] {
+        write(file);
+    }
+    std::thread::sleep(PAST_RACY);
+    let stored = h.start(&[("lib/m.js", "./a.js")]);
+    assert_eq!(stored.answers[0].pack.as_deref(), Some("lib/a.js"));
+    // Changed since its answers were stored: they are found again, by a probe each.
+    write("lib/x.js");
+    std::thread::sleep(PAST_RACY);
+    let mut pack = PackResolver::new(file_resolver(), h.cache.clone());
+    let loader = PackLoader::new(h.cache.clone());
+    let mut file = file_resolver();
+    let ctx = h.ctx;
+    let ask = |resolver: &mut dyn Resolver, base: &str, name: &str| {
+        Resolver::resolve(resolver, ctx, base, name, None).ok()
+    };
+    let found = ask(&mut pack, "lib/m.js", "./a.js");
+    assert_eq!(found.as_deref(), Some("lib/a.js"), "test setup");
+    rename("lib", "lib.old");
+    mkdir("lib");
+    write("lib/other.js");
+    assert_eq!(ask(&mut pack, "lib/m.js", "./missing.js"), None);
+    let expected = ask(&mut file, "lib/n.js", "./a.js");
+    assert_eq!(expected, None, "test setup");
+    assert_eq!(ask(&mut pack, "lib/n.js", "./a.js"), expected);
+    drop((pack, loader));
+    println!("replaced mid-round: done");
+}
+
 /// A working directory whose path is close to `PATH_MAX` (4096 bytes): the relative paths
 /// `FileResolver` probes and `ScriptLoader` reads work, while the same files by absolute path
 /// are too long for the kernel. Both the resolver and the loader must still find them.
@@ -1832,6 +1868,11 @@ fn two_projects_sharing_one_cache_root_keep_apart_and_follow_a_swap() {
 #[test]
 fn a_long_lived_resolver_sees_edits_once_its_checks_are_due() {
     child_says("long-lived", &[], "long-lived: done");
+}
+
+#[test]
+fn a_directory_replaced_mid_round_is_probed_anew_not_through_an_old_handle() {
+    child_says("replaced-mid-round", &[], "replaced mid-round: done");
 }
 
 #[test]

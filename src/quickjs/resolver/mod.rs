@@ -367,6 +367,10 @@ impl ResolverState {
                 self.dirs.uncheck(id);
             }
             self.files_found.clear();
+            // A handle must not outlive its directory's check (see `closing`): one checked
+            // again may be another directory at the same path.
+            #[cfg(target_os = "linux")]
+            self.batch.closing.close_directories();
             return self.inner.resolve(ctx, base, name, attributes);
         };
         let value = value.to_string();
