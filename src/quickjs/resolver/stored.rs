@@ -250,7 +250,9 @@ impl StoredAnswers {
             .checked_add(self.ids_at)?;
         let ids_to = ids_from.checked_add((field(7) as usize).checked_mul(4)?)?;
         let dirs = self.bytes.get(ids_from..ids_to.min(self.strings_at))?;
-        if dirs.len() != ids_to - ids_from {
+        // Every answer comes from at least one directory probed: one with none (a crafted
+        // table) would stand unchecked in every start.
+        if dirs.is_empty() || dirs.len() != ids_to - ids_from {
             return None;
         }
         Some(StoredAnswer {
@@ -443,6 +445,26 @@ mod tests {
         // An empty table: one empty slot, so a search ends.
         let empty = encode(std::iter::empty(), &[]);
         assert!(StoredAnswers::open(empty).unwrap().find("a", "b").is_none());
+    }
+
+    /// An answer that names no directory (never stored by a resolver; a crafted table) is
+    /// not one: nothing would ever check it.
+    #[test]
+    fn an_answer_from_no_directory_is_not_found() {
+        let answer = |dirs| AnswerToStore {
+            scope: "a",
+            name: "./m",
+            value: "a/m.js",
+            dirs,
+        };
+        let dirs = [("/a", stamp(1))];
+        let with = |answers: &[AnswerToStore<'_>]| {
+            StoredAnswers::open(encode(dirs.iter().copied(), answers)).unwrap()
+        };
+        assert!(with(&[answer(vec![0])]).find("a", "./m").is_some());
+        let table = with(&[answer(vec![])]);
+        assert!(table.find("a", "./m").is_none());
+        assert_eq!(table.answers().count(), 0);
     }
 
     /// A payload that lies past its checksum (which a reader does not rely on) gives absent
