@@ -132,7 +132,12 @@ pub fn fuzz_resolutions(data: &[u8]) {
         let read = exercise_stored_table(bytes.clone());
         if bytes == pristine {
             let mut read = read.expect("an undamaged table opens");
-            let mut built: Vec<_> = answers.into_iter().map(|(s, n, v, _)| (s, n, v)).collect();
+            // An answer that names no directory is not one (nothing would check it).
+            let mut built: Vec<_> = answers
+                .into_iter()
+                .filter(|(.., ids)| !ids.is_empty())
+                .map(|(s, n, v, _)| (s, n, v))
+                .collect();
             read.sort();
             built.sort();
             assert_eq!(read, built);
@@ -276,7 +281,8 @@ fn body(b: &mut Bytes) -> IndexBody {
     IndexBody {
         generation: b.u64(),
         pack_len: b.u64(),
-        next_seq: b.u64(),
+        // A valid header counts in the lower half of the range (see `check_index_header`).
+        next_seq: b.u64() >> 1,
         entries,
     }
 }

@@ -230,6 +230,14 @@ pub fn check_index_header(file: &[u8], abi_tag: &str) -> Result<IndexHeader, For
     if !(file.as_ptr() as usize).is_multiple_of(RECORD_ALIGN) {
         return Err(FormatError::Misaligned);
     }
+    // Writers count up from it, one per record and base: past half the range it can only
+    // have been forged, and counting on would wrap to 0, which names no base.
+    let next_seq = u64_at(file, NEXT_SEQ_AT);
+    if next_seq > u64::MAX / 2 {
+        return Err(FormatError::TooLarge {
+            what: "next sequence number",
+        });
+    }
     let base_id = u64_at(file, BASE_ID_AT);
     let base = (base_id != 0).then(|| BaseRef {
         id: base_id,
@@ -240,7 +248,7 @@ pub fn check_index_header(file: &[u8], abi_tag: &str) -> Result<IndexHeader, For
         fields: IndexFields {
             generation: u64_at(file, GENERATION_AT),
             pack_len: u64_at(file, PACK_LEN_AT),
-            next_seq: u64_at(file, NEXT_SEQ_AT),
+            next_seq,
             base,
             live_entries: u64_at(file, LIVE_ENTRIES_AT),
             live_bytes: u64_at(file, LIVE_BYTES_AT),

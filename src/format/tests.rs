@@ -205,3 +205,19 @@ fn a_records_claimed_lengths_saturate() {
     let archived = rkyv::access::<ArchivedEntryRecord, rkyv::rancor::Error>(&bytes).unwrap();
     assert_eq!(archived_stored_len(archived), u64::MAX);
 }
+
+/// A header whose next sequence number is past half the range (forged: writers count up from
+/// it, and would wrap to 0, which names no base) is refused.
+#[test]
+fn a_forged_next_sequence_number_is_refused() {
+    let mut body = sample_body();
+    body.next_seq = u64::MAX / 2;
+    let file = aligned(&encode_index(&body, TAG).unwrap());
+    assert!(check_index_header(&file, TAG).is_ok());
+    body.next_seq = u64::MAX / 2 + 1;
+    let file = aligned(&encode_index(&body, TAG).unwrap());
+    assert!(matches!(
+        check_index_header(&file, TAG),
+        Err(FormatError::TooLarge { .. })
+    ));
+}
