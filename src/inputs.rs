@@ -41,17 +41,26 @@ pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<PathBuf> {
             .map(|(path, _)| path)
             .collect()
     };
-    match sourcemap::decode_slice(json.as_bytes()) {
-        Ok(sourcemap::DecodedMap::Regular(map)) => paths(&map),
-        Ok(sourcemap::DecodedMap::Index(index)) => {
-            index.flatten().map(|map| paths(&map)).unwrap_or_default()
-        }
-        Ok(sourcemap::DecodedMap::Hermes(hermes)) => paths(&hermes),
-        Err(e) => {
-            log::debug!("bytecode-pack: ignoring unparsable source map: {e}");
-            Vec::new()
-        }
-    }
+    // The map is untrusted input to a crate that does arithmetic on its numbers: a panic in
+    // it (an overflow flattening an index map, in a debug build) is a map that names nothing.
+    let named =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+            || match sourcemap::decode_slice(json.as_bytes()) {
+                Ok(sourcemap::DecodedMap::Regular(map)) => paths(&map),
+                Ok(sourcemap::DecodedMap::Index(index)) => {
+                    index.flatten().map(|map| paths(&map)).unwrap_or_default()
+                }
+                Ok(sourcemap::DecodedMap::Hermes(hermes)) => paths(&hermes),
+                Err(e) => {
+                    log::debug!("bytecode-pack: ignoring unparsable source map: {e}");
+                    Vec::new()
+                }
+            },
+        ));
+    named.unwrap_or_else(|_| {
+        log::debug!("bytecode-pack: ignoring a source map the map crate could not read");
+        Vec::new()
+    })
 }
 
 /// [`source_map_files`] of a regular map already parsed, each with its `sourcesContent` where
@@ -102,6 +111,24 @@ mod tests {
         assert_eq!(
             collect_inputs(&[root.join("entry.js")], Some("not json"), &root),
             vec![root.join("entry.js")]
+        );
+    }
+
+    /// An index map whose section offset overflows the map crate's arithmetic (a panic in a
+    /// debug build) names no files, and never takes the host down.
+    #[test]
+    fn a_map_the_map_crate_panics_on_names_nothing() {
+        let dir = crate::private_tempdir();
+        let root = dir.path().canonicalize().unwrap();
+        for file in ["a.js", "entry.js"] {
+            std::fs::write(root.join(file), "x").unwrap();
+        }
+        let map = r#"{"version":3,"sections":[{"offset":{"line":0,"column":4294967295},"map":{"version":3,"sources":["a.js"],"names":[],"mappings":"CAAA"}}]}"#;
+        let entry = root.join("entry.js");
+        let got = collect_inputs(std::slice::from_ref(&entry), Some(map), &root);
+        assert!(
+            got == [entry.clone()] || got == [entry, root.join("a.js")],
+            "{got:?}"
         );
     }
 }
