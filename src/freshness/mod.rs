@@ -373,15 +373,15 @@ pub(crate) struct Rerecord {
 /// new recording instant is when the first re-hash began, and stat data is recorded only if it
 /// was already old enough to trust then. (The instant never moves back, since inputs trusted
 /// under it would turn racy; after a clock step back it can lie past a re-hash, and only stat
-/// data that was trusted when read stays sound.) No stat data (the file changed while read)
-/// is recorded as none: such an input is re-hashed by every check. `None` if nothing was
-/// re-hashed.
+/// data that was trusted when read stays sound.) Every other input re-hashed is recorded with
+/// none, to be re-hashed by every check until a re-record finds stat data to trust: keeping
+/// its old stat data would let the later instant vouch for stat data that was racy under its
+/// own (a same-tick edit it hides). `None` if nothing was re-hashed.
 pub(crate) fn rerecord(rehashed: &[Rehashed]) -> Option<Rerecord> {
     let recorded_at_ns = rehashed.iter().map(|r| r.2).min()?;
     let stats = rehashed
         .iter()
-        .filter(|(_, stat, _)| stat.is_none_or(|s| stat_is_trusted(&s, recorded_at_ns)))
-        .map(|(i, stat, _)| (*i, *stat))
+        .map(|(i, stat, _)| (*i, stat.filter(|s| stat_is_trusted(s, recorded_at_ns))))
         .collect();
     Some(Rerecord {
         recorded_at_ns,
