@@ -134,7 +134,8 @@ fn inspect(dir: &Path, name: &str) -> std::result::Result<(OtherAbi, Vec<CacheDi
     let other = OtherAbi {
         abi_tag: name.to_owned(),
         path: dir.to_path_buf(),
-        bytes: files.iter().map(|f| f.bytes).sum(),
+        // Saturating: sparse files can claim any size.
+        bytes: files.iter().map(|f| f.bytes).fold(0, u64::saturating_add),
         last_used,
     };
     Ok((other, files))
@@ -203,7 +204,7 @@ pub fn prune_other_abis(root: &Path, unused_for: Duration) -> Result<PruneReport
         }
         match remove_cache_dir(&dir, &name, other.last_used) {
             Ok(removed) => {
-                report.bytes_freed += removed.bytes;
+                report.bytes_freed = report.bytes_freed.saturating_add(removed.bytes);
                 report.removed.push(removed);
             }
             Err(reason) => report.skipped.push(skip(reason)),

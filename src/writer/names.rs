@@ -49,7 +49,7 @@ pub(crate) fn sweep(
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    let mut freed = 0;
+    let mut freed: u64 = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(kind) = name.to_str().and_then(CacheFile::of) else {
@@ -85,7 +85,7 @@ pub(crate) fn sweep(
         }
         let len = meta.len();
         match std::fs::remove_file(entry.path()) {
-            Ok(()) => freed += len,
+            Ok(()) => freed = freed.saturating_add(len),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => log::warn!(
                 "bytecode-pack: cannot remove {}: {e}",
