@@ -388,9 +388,9 @@ fn a_built_module_skips_its_build_until_an_input_or_the_configuration_changes() 
     assert_eq!(builds.get(), 4);
 }
 
-/// A file the build read, recorded by path (a map's source without `sourcesContent`), that
-/// is edited while the build runs keeps the module uncached: what is hashed after the build is
-/// not what it read, and a cached module would be served for content it was not built from.
+/// A file the build read that is edited while the build runs is never served as built: a
+/// map's source without `sourcesContent` (recorded by path, after the build) keeps the module
+/// uncached; the entry file (read before the build) makes the entry miss.
 #[test]
 fn a_build_whose_input_changes_while_it_runs_is_not_cached() {
     let tmp = common::tempdir();
@@ -402,7 +402,7 @@ fn a_build_whose_input_changes_while_it_runs_is_not_cached() {
     let map = r#"{"version":3,"sources":["entry.js","helper.js"],"names":[],"mappings":"AAAA"}"#;
     let cache = Cache::open(dir.join("cache")).unwrap();
     let entry = dir.join("entry.js");
-    let declare = |edit_while_building: bool| {
+    let declare = |edit_while_building: Option<(&Path, &str)>| {
         let key = quickjs::BuildKey {
             name: "bundle.js",
             entries: &[entry.as_path()],
@@ -414,8 +414,8 @@ fn a_build_whose_input_changes_while_it_runs_is_not_cached() {
         context.with(|ctx| {
             let built = quickjs::declare_built(&cache, &ctx, &key, || {
                 // The bundler read the helper as it was; the user saves it before the build ends.
-                if edit_while_building {
-                    fs::write(&helper, "export const h = () => 2;").unwrap();
+                if let Some((file, content)) = edit_while_building {
+                    fs::write(file, content).unwrap();
                 }
                 Ok::<_, bytecode_pack::Error>(quickjs::Build {
                     source: "export const v = 1;".into(),
@@ -429,14 +429,27 @@ fn a_build_whose_input_changes_while_it_runs_is_not_cached() {
             built.origin
         })
     };
-    assert_eq!(declare(true), Origin::Compiled);
+    let edit_helper = Some((helper.as_path(), "export const h = () => 2;"));
+    assert_eq!(declare(edit_helper), Origin::Compiled);
+    common::let_ctime_age();
+    let not_cached = "the build whose helper was edited was not cached";
+    assert_eq!(declare(None), Origin::Compiled, "{not_cached}");
+    assert_eq!(declare(None), Origin::Cache, "the next was");
+    fs::write(&helper, "export const h = () => 3;").unwrap();
+    common::let_ctime_age();
+    let edit_entry = Some((entry.as_path(), "import { h } from './helper.js'; h();"));
+    assert_eq!(
+        declare(edit_entry),
+        Origin::Compiled,
+        "the helper was edited"
+    );
     common::let_ctime_age();
     assert_eq!(
-        declare(false),
+        declare(None),
         Origin::Compiled,
-        "the first build was not cached"
+        "the entry was edited while built"
     );
-    assert_eq!(declare(false), Origin::Cache, "the second was");
+    assert_eq!(declare(None), Origin::Cache);
 }
 
 #[test]

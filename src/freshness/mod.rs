@@ -67,6 +67,21 @@ impl Input {
         }
     }
 
+    /// The file at `path` as it is now, read and hashed: recorded with that content, as a
+    /// compiler's read is (see [`Input::with_content`]), so an edit after this read makes the
+    /// entry miss. `None` if it cannot be read.
+    #[cfg(feature = "quickjs")]
+    pub(crate) fn read_now(path: &Path) -> Option<Input> {
+        let read_from = now_nanos();
+        let (hash, stat) = hash_file(path).ok()?;
+        Some(Input {
+            path: path.to_path_buf(),
+            compiled_hash: Some(hash),
+            observed: stat.map(|stat| (stat, read_from)),
+            read_since: None,
+        })
+    }
+
     /// This input, if it is recorded by path, as read by a build at some point after
     /// `since_ns`: what `put` hashes may then not be what the build read, so `put` refuses
     /// the input ([`Error::Input`]) if its stat data moved at or after that instant, by the

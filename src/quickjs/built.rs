@@ -171,8 +171,17 @@ where
         }
     }
     // Inputs recorded by path are hashed after the build: one that changed since it began may
-    // not hold what the build read, and is refused (the module is then not cached).
+    // not hold what the build read, and is refused (the module is then not cached). The entry
+    // files, known before, are read now instead: an edit during the build then makes the
+    // entry miss, and one just before costs nothing.
     let started = crate::freshness::now_nanos();
+    let entries: Vec<Input> = key
+        .entries
+        .iter()
+        .map(|entry| {
+            Input::read_now(entry).unwrap_or_else(|| Input::path(*entry).read_since(started))
+        })
+        .collect();
     let mut made = build()?;
     let (module, bytecode) = compile(ctx, name, made.source.as_bytes(), key.options)?;
     let root = std::env::current_dir().unwrap_or_default();
@@ -191,11 +200,7 @@ where
         );
         made.source_map = kept;
     }
-    inputs.extend(
-        key.entries
-            .iter()
-            .map(|entry| Input::path(*entry).read_since(started)),
-    );
+    inputs.extend(entries);
     let inputs = distinct(inputs);
     let mut entry = bytecode.entry(name).inputs(inputs);
     if let Some(json) = &made.source_map {
@@ -220,11 +225,16 @@ where
     })
 }
 
-/// `inputs` with each path once (the first recording of it kept).
+/// `inputs` with each path once: a recording of content read (by the build, or before it)
+/// over one by path, else the first.
 fn distinct(inputs: Vec<Input>) -> Vec<Input> {
     let mut seen = rustc_hash::FxHashSet::default();
-    inputs
+    let (by_content, by_path): (Vec<_>, Vec<_>) = inputs
         .into_iter()
+        .partition(|input| input.content_hash().is_some());
+    by_content
+        .into_iter()
+        .chain(by_path)
         .filter(|input| seen.insert(input.as_path().to_path_buf()))
         .collect()
 }
