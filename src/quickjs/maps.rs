@@ -398,6 +398,13 @@ fn normalized(
     map.set_source_root(None::<&str>);
     let root = lexical(root);
     for (idx, source) in (0..).zip(sources) {
+        // A source that names no file stays one (a frame it maps is left as it is), rather
+        // than becoming the directory it is resolved against.
+        if source.is_empty() || source.chars().any(char::is_control) {
+            map.set_source(idx, "");
+            map.set_source_contents(idx, None);
+            continue;
+        }
         let kept = match source.split_once("://") {
             Some(("file", path)) => relative_in(&root, &lexical(Path::new(path)), outside)?,
             Some(_) => source,

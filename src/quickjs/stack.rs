@@ -113,15 +113,26 @@ pub(crate) struct RuntimeMaps(pub(crate) Arc<SourceMaps>);
 impl SourceMaps {
     /// Where `line` and `col` (1-based, as QuickJS counts them) of module `module` come from:
     /// the original file (relative to the project root), line and column (1-based). `None`
-    /// where the module has no usable map or the position maps to no source.
+    /// where the module has no usable map or the position maps to no source: no mapping on
+    /// its generated line (the nearest one before, on an earlier line, is another line's
+    /// code), or a source that names no file (empty, or with control characters, which would
+    /// write lines of their own into the stack).
     pub(crate) fn original(&self, module: &str, line: u32, col: u32) -> Option<(String, u32, u32)> {
         let map = self.parsed(module)?;
         // A map is untrusted input to a crate that does arithmetic on its numbers: a panic in
         // it (an overflow in a debug build) is a position not mapped, never a failed stack.
         let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let token = map.lookup_token(line.checked_sub(1)?, col.saturating_sub(1))?;
+            let line = line.checked_sub(1)?;
+            let token = map.lookup_token(line, col.saturating_sub(1))?;
+            let source = token.get_source()?;
+            if token.get_dst_line() != line
+                || source.is_empty()
+                || source.chars().any(char::is_control)
+            {
+                return None;
+            }
             Some((
-                token.get_source()?.to_owned(),
+                source.to_owned(),
                 token.get_src_line().checked_add(1)?,
                 token.get_src_col().checked_add(1)?,
             ))
@@ -286,6 +297,23 @@ fn forget(ctx: &Ctx<'_>, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A position maps only through a mapping on its own generated line, and only to a source
+    /// that names a file: not an empty one, nor one whose control characters would write lines
+    /// of their own into the stack.
+    #[test]
+    fn positions_map_only_on_their_line_and_only_to_plain_sources() {
+        let json = r#"{"version":3,"sources":["a.ts","b.ts\n    at evil (/etc/x.js:1:1)",""],"names":[],"mappings":"ACAA;ACAA;AFAA"}"#;
+        let maps = SourceMaps::default();
+        maps.replace(
+            "m",
+            Some(MapSource::Held(Arc::new(PendingMap::ready(json.into())))),
+        );
+        assert_eq!(maps.original("m", 1, 1), None, "a source with a newline");
+        assert_eq!(maps.original("m", 2, 1), None, "an empty source");
+        assert_eq!(maps.original("m", 3, 1), Some(("a.ts".to_owned(), 1, 1)));
+        assert_eq!(maps.original("m", 5, 1), None, "line 5 has no mapping");
+    }
 
     /// Parsed maps stay within their budget: the longest unused is dropped first.
     #[test]
