@@ -184,6 +184,7 @@ fn take<'js>(
     }
     let object: Object = globals.get("Object")?;
     keep("freeze", object.get("freeze")?)?;
+    keep("defineProperty", object.get("defineProperty")?)?;
     // A context made without `WeakMap` maps each read of a stack again.
     if let Some(weak_map) = globals.get::<_, Option<Object>>("WeakMap")? {
         let weak_methods: Object = weak_map.get("prototype")?;
@@ -489,9 +490,12 @@ fn run_script<'js>(
     current: Value<'js>,
 ) -> rquickjs::Result<Object<'js>> {
     let maps = Arc::clone(&pending.maps);
+    // One string, `file\nline\ncol` (a mapped file has no control characters), which the
+    // script splits: an array made here would be filled by assignment, which a program's
+    // indexed setter on `Object.prototype` intercepts.
     let original = Function::new(ctx.clone(), move |module: String, line: u32, col: u32| {
         maps.original(&module, line, col)
-            .map(|(file, line, col)| rquickjs::convert::List((file, line, col)))
+            .map(|(file, line, col)| format!("{file}\n{line}\n{col}"))
     })?;
     let setup = glue_setup(ctx, pending.cache.as_ref())?;
     setup.call((original, taken(ctx)?, current))

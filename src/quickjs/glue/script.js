@@ -1,6 +1,14 @@
 export default (original, taken, current) => {
   // Built-ins taken at install: a program that replaces them later must not break its stacks.
-  const { apply, lastIndexOf, slice, split, freeze, WeakMap, weakGet, weakSet } = taken;
+  const { apply, lastIndexOf, slice, split, freeze, defineProperty } = taken;
+  const { WeakMap, weakGet, weakSet } = taken;
+  // `[file, line, col]` of a position, or undefined. Arrays here are made by `split` and
+  // literals, or filled by `defineProperty`, never by assignment: a program's indexed setter
+  // on a prototype would intercept that.
+  const located = (file, line, col) => {
+    const at = original(file, line, col);
+    return at === undefined ? undefined : apply(split, at, ["\n"]);
+  };
   const { stackGet, slotGet, slotSet, Error } = taken;
   // Each error's stack as the engine has it, and as mapped: the error itself gets no
   // property (the engine keeps its stack out of sight, and a program's own getter on
@@ -17,7 +25,7 @@ export default (original, taken, current) => {
     const c = apply(lastIndexOf, place, [":"]);
     const l = c > 0 ? apply(lastIndexOf, place, [":", c - 1]) : -1;
     if (l <= 0) return line;
-    const at = original(apply(slice, place, [0, l]), +apply(slice, place, [l + 1, c]), +apply(slice, place, [c + 1]));
+    const at = located(apply(slice, place, [0, l]), +apply(slice, place, [l + 1, c]), +apply(slice, place, [c + 1]));
     if (at === undefined) return line;
     const where = `${at[0]}:${at[1]}:${at[2]}`;
     return inParens ? `${apply(slice, line, [0, open])} (${where})` : `    at ${where}`;
@@ -46,12 +54,12 @@ export default (original, taken, current) => {
   const site = (s) => {
     const file = s.getFileName(), line = s.getLineNumber(), col = s.getColumnNumber();
     if (typeof file !== "string" || typeof line !== "number" || typeof col !== "number") return s;
-    const at = original(file, line, col);
+    const at = located(file, line, col);
     if (at === undefined) return s;
     return {
       getFileName: () => at[0],
-      getLineNumber: () => at[1],
-      getColumnNumber: () => at[2],
+      getLineNumber: () => +at[1],
+      getColumnNumber: () => +at[2],
       getFunctionName: () => s.getFunctionName(),
       getFunction: () => s.getFunction(),
       isNative: () => s.isNative(),
@@ -63,7 +71,11 @@ export default (original, taken, current) => {
     let list;
     try {
       list = [];
-      for (let i = 0; i < sites.length; i++) list[i] = site(sites[i]);
+      for (let i = 0; i < sites.length; i++) {
+        const value = site(sites[i]);
+        const field = { __proto__: null, value, writable: true, enumerable: true, configurable: true };
+        apply(defineProperty, undefined, [list, i, field]);
+      }
     } catch {
       list = sites;
     }

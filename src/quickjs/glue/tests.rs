@@ -120,6 +120,29 @@ fn a_first_read_at_a_stack_overflow_leaves_a_later_one_mapped() {
     drop(runtime);
 }
 
+/// A program's indexed accessors on `Array.prototype` and `Object.prototype` (which take over
+/// assignments to array elements) neither change a mapped frame's file nor the call sites a
+/// host's `Error.prepareStackTrace` is given.
+#[test]
+fn a_programs_indexed_accessors_on_prototypes_change_no_mapped_frame() {
+    let poison = "for (const p of [Array.prototype, Object.prototype]) for (const i of \
+        ['0', '1', '2']) Object.defineProperty(p, i, \
+        { configurable: true, get() { return 'evil.ts'; }, set(v) {} });";
+    let (stack, host): (String, String) = in_context(|ctx, cache| {
+        let module = mapped_module(ctx, cache, FAIL);
+        ctx.eval::<(), _>(poison).unwrap();
+        let stack = thrown_by(ctx, &module).get("stack").unwrap();
+        let host = "Error.prepareStackTrace = (e, sites) => sites[0].getFileName();";
+        ctx.eval::<(), _>(host).unwrap();
+        (stack, thrown_by(ctx, &module).get("stack").unwrap())
+    });
+    assert!(
+        stack.contains("src/m.ts:1:1") && !stack.contains("evil"),
+        "{stack}"
+    );
+    assert_eq!(host, "src/m.ts");
+}
+
 /// A program that wraps `Error.prototype.stack` after the accessors were installed keeps
 /// its wrapping when the script runs, and what it wraps is mapped.
 #[test]
