@@ -61,10 +61,18 @@ fn child() {
         // `BP_COPY_AFTER_LOADS=<from>:<to>`: `copyAfterLoads()` copies a file, for a prelude
         // to call once every module has loaded.
         if let Ok(copy) = std::env::var("BP_COPY_AFTER_LOADS") {
-            let (from, to) = copy.split_once(':').unwrap();
-            let (from, to) = (from.to_owned(), to.to_owned());
+            // `<from>:<to>[,<from>:<to>...]`, copied in order.
+            let pairs: Vec<(String, String)> = copy
+                .split(',')
+                .map(|pair| {
+                    let (from, to) = pair.split_once(':').unwrap();
+                    (from.to_owned(), to.to_owned())
+                })
+                .collect();
             let copy = rquickjs::Function::new(ctx.clone(), move || {
-                fs::copy(&from, &to).unwrap();
+                for (from, to) in &pairs {
+                    fs::copy(from, to).unwrap();
+                }
             })
             .unwrap();
             ctx.globals().set("copyAfterLoads", copy).unwrap();
@@ -473,6 +481,35 @@ fn an_edited_map_file_is_used_by_the_next_start() {
         "src-ts/src/middle.ts",
         "{:?}",
         after.stack
+    );
+}
+
+/// A warm start whose module and its map file are both rebuilt after the module loaded, before
+/// a stack passes through it, maps the loaded code through the map stored with it: the map
+/// file is used over the stored map only while the module's file still holds what its
+/// bytecode was compiled from. (Through the rebuilt map, the frame would name `middle.ts`.)
+#[test]
+fn a_module_rebuilt_after_it_loaded_keeps_the_map_stored_with_it() {
+    let (_tmp, project, cache) = fixtures();
+    let entry = "tsc-external/main.js";
+    let cold = start(&project, &cache, entry, &[]);
+    assert_eq!(our_frames(&cold)[0], ("src-ts/src/util.ts".into(), 18));
+    let rebuild = "tsc-external/middle.js.map:tsc-external/util.js.map,\
+        tsc-external/middle.js:tsc-external/util.js";
+    let env = [
+        ("BP_COPY_AFTER_LOADS", rebuild),
+        ("BP_PRELUDE", "copyAfterLoads();"),
+    ];
+    let rebuilt = start(&project, &cache, entry, &env);
+    assert_eq!(
+        rebuilt.compiles, 0,
+        "util.js was loaded before it was rebuilt"
+    );
+    assert_eq!(
+        our_frames(&rebuilt)[0],
+        ("src-ts/src/util.ts".into(), 18),
+        "{:?}",
+        rebuilt.stack
     );
 }
 

@@ -228,7 +228,10 @@ fn stored_map(
         .source_map()
         .ok_or_else(|| "its stored map is damaged or not UTF-8".to_owned())?;
     match file {
-        Some(file) => {
+        // The map file is used over the stored map only while the module's own file holds
+        // what its bytecode was compiled from: a module rebuilt after it loaded (its file and
+        // its map both new) runs the old code, which the new map does not describe.
+        Some(file) if still_compiled_from(&hit, &file.module) => {
             // The record of the map file it came from: damaged, it cannot say whether that
             // file changed since.
             let record = hit
@@ -236,7 +239,19 @@ fn stored_map(
                 .map_err(|()| "the record of its map file is damaged".to_owned())?;
             super::maps::current(&file.module, json, record, &file.root).map(Arc::from)
         }
+        Some(_) => Ok(json.into()),
         None => Ok(json.into()),
+    }
+}
+
+/// Whether the file `module` holds the content `hit`'s bytecode was compiled from (its one
+/// recorded input).
+fn still_compiled_from(hit: &crate::Hit, module: &Path) -> bool {
+    match crate::fsys::read_user_file(module, super::loader::MAX_SOURCE_LEN) {
+        Ok((source, _)) => hit
+            .recorded_input_hashes()
+            .eq([crate::freshness::content_hash(&source)]),
+        Err(_) => false,
     }
 }
 
