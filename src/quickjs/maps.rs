@@ -41,9 +41,13 @@ enum MapUrl {
     /// A `data:` URL: the module's own content, which its entry's hash covers.
     Inline(String),
     /// A map file, by its URL, and the file once read (`Err`: it could not be, and that was
-    /// warned about).
+    /// warned about). Read only while the module's file (`module`) still holds what was
+    /// compiled (`compiled`, its hash): a rebuild since may have replaced the map too, and the
+    /// new map does not describe the code that runs.
     File {
         url: String,
+        module: PathBuf,
+        compiled: [u8; 16],
         read: Option<Result<MapFileRead, ()>>,
     },
 }
@@ -61,10 +65,22 @@ impl FoundMap {
     /// which the module's own content covers): the tag, the URL and the XXH3-128 of the file
     /// as read. `Err` (with one warning) if the file cannot be read.
     pub(crate) fn file_record(&mut self, name: &str) -> Result<Option<&str>, ()> {
-        let MapUrl::File { url, read } = &mut self.url else {
+        let MapUrl::File {
+            url,
+            module,
+            compiled,
+            read,
+        } = &mut self.url
+        else {
             return Ok(None);
         };
         let read = read.get_or_insert_with(|| {
+            let holds = crate::fsys::read_user_file(module, super::loader::MAX_SOURCE_LEN)
+                .is_ok_and(|(source, _)| crate::freshness::content_hash(&source) == *compiled);
+            if !holds {
+                warn(name, "its module changed since it was compiled");
+                return Err(());
+            }
             let (bytes, base) = read_file(&self.dir.join(&*url)).map_err(|why| warn(name, &why))?;
             let record = format!("{FILE_RECORD}\n{url}\n{:032x}", xxh3_128(&bytes));
             Ok(MapFileRead {
@@ -114,6 +130,8 @@ pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
     } else {
         MapUrl::File {
             url: url.to_owned(),
+            module: path.to_path_buf(),
+            compiled: crate::freshness::content_hash(source),
             read: None,
         }
     };
@@ -552,6 +570,7 @@ mod tests {
         let watch = inotify::init(inotify::CreateFlags::NONBLOCK).unwrap();
         inotify::add_watch(&watch, &fifo, inotify::WatchFlags::OPEN).unwrap();
         let source = b"x;\n//# sourceMappingURL=m.js.map\n";
+        std::fs::write(dist.join("m.js"), source).unwrap();
         let mut found = find("m", source, &dist.join("m.js")).unwrap();
         assert!(found.file_record("m").is_err(), "refused");
         let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
@@ -567,7 +586,21 @@ mod tests {
         std::fs::create_dir_all(&dist).unwrap();
         std::fs::write(dist.join("m.js.map"), map).unwrap();
         let source = b"x;\n//# sourceMappingURL=m.js.map\n";
+        std::fs::write(dist.join("m.js"), source).unwrap();
         find("m", source, &dist.join("m.js")).unwrap()
+    }
+
+    /// A map file is not read once the module's file no longer holds what was compiled (a
+    /// rebuild since may have replaced the map as well): the map is none.
+    #[test]
+    fn a_map_file_is_not_read_for_a_module_changed_since_it_was_compiled() {
+        let map = r#"{"version":3,"sources":["a.ts"],"names":[],"mappings":"AAAA"}"#;
+        let tmp = crate::private_tempdir();
+        let mut found = map_file_beside_a_module(tmp.path(), map);
+        std::fs::write(tmp.path().join("dist/m.js"), "y;").unwrap();
+        assert!(found.file_record("m").is_err());
+        let mut found = map_file_beside_a_module(tmp.path(), map);
+        assert!(found.file_record("m").unwrap().is_some(), "unchanged: read");
     }
 
     /// A found map is read and made ready when first asked for, and once. One that cannot be
