@@ -447,25 +447,7 @@ mod never_serves_stale_or_damaged_bytes {
     fn a_missing_pack_is_damage_the_next_write_repairs() {
         let (_tmp, root, dir, _cache) = one_entry_cache();
         fs::remove_file(common::pack_file(&dir)).unwrap();
-
-        let fresh = Cache::open(&root).unwrap();
-        assert_eq!(fresh.lookup(&key(1)).err(), Some(MissReason::Corrupt));
-        let damage = fresh.stats().unwrap().damage.unwrap();
-        assert!(
-            damage.contains("pack-") && damage.contains("missing"),
-            "{damage}"
-        );
-        fresh.put(&key(2), &NewEntry::new("m", b"again")).unwrap();
-        assert_eq!(fresh.get(&key(2)).unwrap().bytecode(), b"again");
-        assert!(fresh.verify().unwrap().is_ok());
-        assert!(
-            Cache::open(&root)
-                .unwrap()
-                .stats()
-                .unwrap()
-                .damage
-                .is_none()
-        );
+        common::assert_missing_file_is_repaired(&root, &key(1), "pack-");
     }
 
     /// Rewrites row `row` of the index file at `path` through `change`, then restores its

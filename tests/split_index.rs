@@ -159,22 +159,5 @@ fn a_base_of_the_wrong_length_is_rejected_whole() {
 fn a_missing_base_is_damage_the_next_write_repairs() {
     let (_tmp, root, base) = split_cache();
     fs::remove_file(&base).unwrap();
-    let fresh = Cache::open(&root).unwrap();
-    let damage = fresh.stats().unwrap().damage.expect("reported");
-    assert!(
-        damage.contains("base-") && damage.contains("missing"),
-        "{damage}"
-    );
-    assert_eq!(fresh.lookup(&key(0)).err(), Some(MissReason::Corrupt));
-    fresh.put(&key(500), &NewEntry::new("m", b"after")).unwrap();
-    assert_eq!(fresh.get(&key(500)).unwrap().bytecode(), b"after");
-    assert!(fresh.verify().unwrap().is_ok());
-    assert!(
-        Cache::open(&root)
-            .unwrap()
-            .stats()
-            .unwrap()
-            .damage
-            .is_none()
-    );
+    common::assert_missing_file_is_repaired(&root, &key(0), "base-");
 }

@@ -132,6 +132,26 @@ pub fn backdate(path: &Path) {
     set_mtime(path, SystemTime::now() - Duration::from_secs(3600));
 }
 
+/// Checks a cache at `root` whose index names a file that is gone (`named`: its name's prefix,
+/// `pack-` or `base-`): it opens, `held` misses as corrupt, `stats` names the file as missing,
+/// and a write rebuilds it, after which it opens undamaged.
+pub fn assert_missing_file_is_repaired(root: &Path, held: &bytecode_pack::Key, named: &str) {
+    use bytecode_pack::{Cache, MissReason, NewEntry};
+    let fresh = Cache::open(root).unwrap();
+    assert_eq!(fresh.lookup(held).err(), Some(MissReason::Corrupt));
+    let damage = fresh.stats().unwrap().damage.expect("reported");
+    assert!(
+        damage.contains(named) && damage.contains("missing"),
+        "{damage}"
+    );
+    let another = key("repaired", 0);
+    fresh.put(&another, &NewEntry::new("m", b"again")).unwrap();
+    assert_eq!(fresh.get(&another).unwrap().bytecode(), b"again");
+    assert!(fresh.verify().unwrap().is_ok());
+    let reopened = Cache::open(root).unwrap();
+    assert!(reopened.stats().unwrap().damage.is_none());
+}
+
 /// Waits out the fine racy window after the last change to a file's ctime: the ctime cannot
 /// be set, only waited for.
 pub fn let_ctime_age() {
