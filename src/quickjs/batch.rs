@@ -300,12 +300,29 @@ impl StartBatch {
             }
             groups.push(group);
         }
+        let answers_len: u64 = groups.iter().flatten().map(|(_, e)| e.stored_len()).sum();
         groups.extend(modules.iter().map(PendingModule::entries));
-        let (fits, over) = fit_within(groups, self.cache.max_batch_bytes());
+        let (fits, mut over) = fit_within(groups, self.cache.max_batch_bytes());
+        // The answers' group, first if any, counted apart from the modules.
+        let first_kept = fits
+            .first()
+            .and_then(|group| group.first())
+            .map(|(key, _)| *key);
+        if let Some(learned) = &answers
+            && first_kept != Some(learned.key)
+        {
+            over.count -= 1;
+            over.bytes = over.bytes.saturating_sub(answers_len);
+            log::warn!(
+                "bytecode-pack: the start's resolutions ({answers_len} bytes) not stored: over \
+                 the cache's max_bytes of {}; the next start probes again",
+                self.cache.max_batch_bytes() + crate::format::PACK_HEADER_LEN,
+            );
+        }
+        let compiled = modules.len() + left_out.count;
         left_out.count += over.count;
         left_out.bytes += over.bytes;
         if left_out.count > 0 {
-            let compiled = modules.len() + left_out.count - over.count;
             log::warn!(
                 "bytecode-pack: {} of {compiled} compiled modules ({} bytes) not stored: over \
                  the cache's max_bytes of {}; they are compiled again by the next start",
