@@ -83,8 +83,10 @@ pub(crate) fn compact(
         &mut checked_ahead,
         &mut report,
     );
-    report.dropped_pointers = drop_dangling_pointers(&mut kept, old_pack, protect_from_seq);
+    // Evicted first: a pointer stored after its target (as every pointer is) could otherwise
+    // outlive the target evicted under it.
     report.evicted = evict(&mut kept, options, protect_from_seq.unwrap_or(u64::MAX));
+    report.dropped_pointers = drop_dangling_pointers(&mut kept, old_pack, protect_from_seq);
 
     let generation = crate::writer::next_generation_after(&state.dir, old_generation)?;
     let new_pack_len = write_new_pack(state, generation, old_pack, &mut kept)?;
@@ -339,6 +341,33 @@ mod tests {
             inputs: vec![record],
             root: None,
         }
+    }
+
+    /// A pointer stored after its target (as every pointer is) does not outlive the target
+    /// evicted under it: eviction comes before the pointers are checked.
+    #[cfg(feature = "quickjs")]
+    #[test]
+    fn eviction_takes_a_pointer_with_its_target() {
+        use crate::{Cache, Key, NewEntry};
+        let dir = crate::private_tempdir();
+        let cache = Cache::builder(dir.path())
+            .max_bytes(16 << 10)
+            .open()
+            .unwrap();
+        let key = |n: u8| Key::from_bytes([n; 16]);
+        let (target, pointer, later) = (key(1), key(2), key(3));
+        cache
+            .put(&target, &NewEntry::new("t", &[7u8; 10 << 10]))
+            .unwrap();
+        let to_target = NewEntry::new("t", target.as_bytes()).pointer();
+        cache.put(&pointer, &to_target).unwrap();
+        cache
+            .put(&later, &NewEntry::new("l", &[8u8; 8 << 10]))
+            .unwrap();
+        // That put took the cache over `max_bytes`: it compacted, and evicted.
+        assert!(cache.get(&target).is_none(), "evicted: the oldest");
+        assert!(cache.get(&later).is_some());
+        assert!(cache.get(&pointer).is_none(), "its pointer went with it");
     }
 
     /// Stat data read just now is racy: compaction must not record it where it would be
