@@ -113,6 +113,12 @@ impl Cache {
             let first_new_seq = state.fields.next_seq;
             state.append_many(prepared, options.durability)?;
             let (generation, live) = (state.fields.generation, state.fields.live_bytes);
+            // Estimated for the generation published before the lock: after another
+            // process's compaction it counts bytes that are gone already.
+            let vanished = match vanished {
+                Some((estimated_for, bytes)) if estimated_for == generation => bytes,
+                _ => 0,
+            };
             if inner.compaction_due(generation, state.pack_file_len, live, vanished) {
                 // The new entries are appended but unpublished: compaction carries them over,
                 // and never evicts them.
@@ -182,14 +188,14 @@ impl Cache {
     /// space grows past its share).
     /// Also says how many bytes of the published pack were recorded under roots that are gone
     /// (see [`Cache::vanished_in`]), which count as dead.
-    fn compaction_likely(&self, batch: &[PreparedEntry]) -> (u64, bool) {
+    fn compaction_likely(&self, batch: &[PreparedEntry]) -> (Option<(u64, u64)>, bool) {
         let current = self.inner.snapshot.load_full();
         let snapshot = match self.refresh_if_changed(&current) {
             Ok(Some(fresh)) => fresh,
             _ => current,
         };
         let Some(head) = snapshot.head() else {
-            return (0, false);
+            return (None, false);
         };
         let mut fields = head.index().header().fields;
         let mut in_batch = HashMap::with_capacity(batch.len());
@@ -218,7 +224,7 @@ impl Cache {
             fields.live_bytes,
             vanished,
         );
-        (vanished, likely)
+        (Some((published.generation, vanished)), likely)
     }
 
     /// Judges the published entries' inputs for a compaction without the writer lock, so that
