@@ -610,3 +610,37 @@ fn shipped_by_root(adjust: impl FnOnce(&Path)) -> Option<(tempfile::TempDir, Pat
     common::let_ctime_age();
     Some((tmp, dir, root))
 }
+
+/// A tree moved, whose first start since looks up only some of its entries: that start's
+/// re-recording moves the tree whole, so a later compaction keeps the others too, instead of
+/// dropping them with the root that is gone (a start of another entry point would hit them).
+#[test]
+fn a_compaction_after_a_moved_trees_first_start_keeps_the_entries_it_did_not_look_up() {
+    use bytecode_pack::{Input, LookupOptions, NewEntry};
+    let (_tmp, base) = common::canonical_tempdir();
+    let (tree, moved) = (base.join("tree"), base.join("moved"));
+    fs::create_dir(&tree).unwrap();
+    let cache = Cache::open(base.join("cache")).unwrap();
+    let keys = [common::key("moved", 0), common::key("moved", 1)];
+    for (key, name) in keys.iter().zip(["a.js", "b.js"]) {
+        let file = tree.join(name);
+        fs::write(&file, name).unwrap();
+        let entry = NewEntry::new(name, name.as_bytes())
+            .inputs(vec![Input::path(&file)])
+            .relative_to(&tree);
+        cache.put(key, &entry).unwrap();
+    }
+    fs::rename(&tree, &moved).unwrap();
+    let here = || LookupOptions::default().root(&moved);
+    assert!(
+        cache.lookup_with(&keys[0], here()).is_ok(),
+        "the first start's lookup"
+    );
+    // Its exit re-records what it found; a later process compacts.
+    drop(cache);
+    let later = Cache::open(base.join("cache")).unwrap();
+    later.compact().unwrap();
+    for key in &keys {
+        assert!(later.lookup_with(key, here()).is_ok(), "kept: {key:?}");
+    }
+}

@@ -308,6 +308,7 @@ impl Cache {
             .iter()
             .filter(|r| write.state().refresh(r))
             .count();
+        write.state().move_trees_whole();
         let out = change(write.state())?;
         let committed = write.commit(Commit {
             durability: inner.options.durability,

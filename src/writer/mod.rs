@@ -146,6 +146,9 @@ pub(crate) struct WriteState {
     linked: Option<PathBuf>,
     /// Whether the new index was renamed into place (then nothing is rolled back).
     renamed: bool,
+    /// The roots of trees found moved by this write's refreshes: recorded root, where it is
+    /// now (see [`WriteState::move_trees_whole`]).
+    moved_roots: std::collections::HashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl WriteState {
@@ -171,6 +174,7 @@ impl WriteState {
                     rollback_to: (fields.generation, fields.pack_len),
                     linked: None,
                     renamed: false,
+                    moved_roots: Default::default(),
                 });
             }
             Ok(None) => {}
@@ -202,6 +206,7 @@ impl WriteState {
             rollback_to: (generation + 1, 0),
             linked: None,
             renamed: false,
+            moved_roots: Default::default(),
         })
     }
 
@@ -410,10 +415,43 @@ impl WriteState {
         }
         record.recorded_at_ns = record.recorded_at_ns.max(observed_at_ns);
         if let Some(root) = root {
+            if let Some(recorded) = record.root.take().filter(|recorded| recorded != root) {
+                self.moved_roots.insert(recorded, root.clone());
+            }
             record.root = Some(root.clone());
         }
         self.add(record);
         true
+    }
+
+    /// Re-records under its new root every published entry of a tree this write's refreshes
+    /// found moved (a lookup under the root it is at now hit one of its entries), where the
+    /// root it was recorded under is gone: the tree moved whole, and its entries that start
+    /// did not look up would otherwise be dropped by a compaction with that root. (Their
+    /// inputs are checked under the new root by every lookup, as any entry's.) A root that
+    /// exists again holds another tree: its entries stay.
+    pub(crate) fn move_trees_whole(&mut self) {
+        if self.moved_roots.is_empty() || self.rewrite.is_some() {
+            return;
+        }
+        let moved = std::mem::take(&mut self.moved_roots);
+        let gone: std::collections::HashMap<&Vec<u8>, &Vec<u8>> = moved
+            .iter()
+            .filter(|(recorded, _)| crate::freshness::existing_root(recorded).is_none())
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let (entries, _) = self.all_entries();
+        for mut record in entries {
+            let now = record.root.as_ref().and_then(|recorded| gone.get(recorded));
+            if let Some(now) = now.map(|now| (*now).clone())
+                && !self.added.contains_key(&record.key)
+            {
+                record.root = Some(now);
+                self.add(record);
+            }
+        }
     }
 
     /// Every entry, published or added by this write, decoded and validated (for compaction):
