@@ -79,7 +79,6 @@ fn child() {
             "deleted-cwd" => deleted_cwd(&mut host),
             "long-cwd" => long_cwd(&mut host),
             "replaced-mid-round" => replaced_mid_round(&mut host),
-            "cwd-replaced" => cwd_replaced(&mut host),
             other => panic!("unknown role {other}"),
         }
     });
@@ -1046,35 +1045,6 @@ fn replaced_mid_round(h: &mut Host) {
     println!("replaced mid-round: done");
 }
 
-/// A working directory moved away while a long-lived resolver runs, and another tree put at
-/// its path: `FileResolver` resolves against the process's working directory (the one moved),
-/// and so does the `PackResolver` from its next round, not against the new tree at the path.
-fn cwd_replaced(h: &mut Host) {
-    let project = std::env::current_dir().unwrap();
-    write("lib/a.js");
-    write("lib/x.mjs");
-    std::thread::sleep(PAST_RACY);
-    let mut pack = PackResolver::new(file_resolver(), h.cache.clone());
-    let mut file = file_resolver();
-    let ctx = h.ctx;
-    let ask = |resolver: &mut dyn Resolver| {
-        Resolver::resolve(resolver, ctx, "lib/a.js", "./x", None).ok()
-    };
-    assert_eq!(ask(&mut pack).as_deref(), Some("lib/x.mjs"), "test setup");
-    let moved = project.with_extension("moved");
-    fs::rename(&project, &moved).unwrap();
-    fs::create_dir_all(project.join("lib")).unwrap();
-    fs::write(project.join("lib/x.js"), "export {};").unwrap();
-    std::thread::sleep(PAST_RECHECK);
-    let expected = ask(&mut file);
-    assert_eq!(expected.as_deref(), Some("lib/x.mjs"), "test setup");
-    assert_eq!(ask(&mut pack), expected);
-    drop(pack);
-    fs::remove_dir_all(&project).unwrap();
-    fs::rename(&moved, &project).unwrap();
-    println!("cwd replaced: done");
-}
-
 /// A working directory whose path is close to `PATH_MAX` (4096 bytes): the relative paths
 /// `FileResolver` probes and `ScriptLoader` reads work, while the same files by absolute path
 /// are too long for the kernel. Both the resolver and the loader must still find them.
@@ -1903,11 +1873,6 @@ fn a_long_lived_resolver_sees_edits_once_its_checks_are_due() {
 #[test]
 fn a_directory_replaced_mid_round_is_probed_anew_not_through_an_old_handle() {
     child_says("replaced-mid-round", &[], "replaced mid-round: done");
-}
-
-#[test]
-fn a_working_directory_moved_away_is_still_the_one_resolved_against() {
-    child_says("cwd-replaced", &[], "cwd replaced: done");
 }
 
 #[test]

@@ -30,8 +30,7 @@ pub(crate) use imp::{
 };
 #[cfg(feature = "quickjs")]
 pub(crate) use imp::{
-    LONGEST_PATH, credentials, directory_identity, directory_inode, may_search, open_files_limit,
-    open_for_probe,
+    LONGEST_PATH, credentials, directory_inode, may_search, open_files_limit, open_for_probe,
 };
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) use linux::learn_made_up_device;

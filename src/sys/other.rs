@@ -35,12 +35,6 @@ pub(crate) fn directory_inode(_meta: &fs::Metadata) -> Option<u64> {
     None
 }
 
-/// No inode here: which directory the working directory is cannot be told apart by path.
-#[cfg(feature = "quickjs")]
-pub(crate) fn directory_identity(_meta: &fs::Metadata) -> Option<(u64, u64)> {
-    None
-}
-
 pub(crate) fn file_identity(meta: &fs::Metadata) -> FileIdentity {
     let mtime = meta.modified().map(super::epoch_nanos).unwrap_or(0);
     (meta.len(), 0, mtime)

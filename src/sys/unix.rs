@@ -28,12 +28,6 @@ pub(crate) fn directory_inode(meta: &fs::Metadata) -> Option<u64> {
     Some(meta.ino())
 }
 
-/// Which directory `meta` describes, within this boot: device and inode.
-#[cfg(feature = "quickjs")]
-pub(crate) fn directory_identity(meta: &fs::Metadata) -> Option<(u64, u64)> {
-    Some((meta.dev(), meta.ino()))
-}
-
 /// Creates `dir` and missing parents with mode 0700.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     match fs::DirBuilder::new()

@@ -84,10 +84,8 @@ use stored::StoredAnswers;
 /// answer is found by the next call.
 ///
 /// Names resolve against the working directory when the resolver is created (as
-/// `FileResolver` resolves against the working directory of each call). From the next round
-/// on, a host that changed directory, or whose working directory was moved away and another
-/// put at its path, has every call go to the wrapped resolver, as it would without this one;
-/// a host that changes directory makes a new resolver to keep its answers cached. What a run learned is stored with the modules its
+/// `FileResolver` resolves against the working directory of each call): a host that changes
+/// directory makes a new one. What a run learned is stored with the modules its
 /// [`super::PackLoader`] compiled, in one publication, when the last of the two is dropped
 /// (rquickjs drops both with the runtime), or on [`PackResolver::flush`].
 #[derive(Clone)]
@@ -107,14 +105,6 @@ struct ResolverState {
     batch: Arc<StartBatch>,
     /// The working directory, as a string (resolution is string arithmetic on UTF-8 names).
     cwd: String,
-    /// Which directory `cwd` named when the resolver was made (device and inode), where that
-    /// can be told.
-    cwd_identity: Option<(u64, u64)>,
-    /// Whether, at the current round's start, the process's working directory or the one
-    /// `cwd` names was another than that (the host changed directory, or the tree was moved
-    /// away and another put at its path): then every call goes to the wrapped resolver, which
-    /// resolves against the process's working directory as it is.
-    cwd_elsewhere: bool,
     key: Key,
     /// The key of this configuration's tables wherever they lie (`key` without the place),
     /// from which the pointers that let a copy of a tree find its original's table derive.
@@ -184,12 +174,10 @@ impl PackResolver {
         // Where: the working directory by its inode, which survives a move (`mv`) of the tree
         // and a remount (not its device: see `loader::Root`), so that its answers (kept
         // relative to it) do too; by its path where it has no inode.
-        let cwd_meta = std::fs::metadata(&cwd).ok();
-        let place = cwd_meta
-            .as_ref()
-            .and_then(crate::sys::directory_inode)
+        let place = std::fs::metadata(&cwd)
+            .ok()
+            .and_then(|m| crate::sys::directory_inode(&m))
             .map_or_else(|| cwd.clone(), |ino| format!("directory {ino}"));
-        let cwd_identity = cwd_meta.as_ref().and_then(crate::sys::directory_identity);
         let anywhere = format!("{resolver:?}\0{}", crate::sys::credentials());
         let identity = format!("{place}\0{anywhere}");
         // The same place and settings for anyone: where another user's table is pointed to.
@@ -206,8 +194,6 @@ impl PackResolver {
             config,
             cache,
             cwd,
-            cwd_identity,
-            cwd_elsewhere: false,
             stored: None,
             dirs,
             answers: NewAnswers::default(),
@@ -236,21 +222,6 @@ impl PackResolver {
 }
 
 impl ResolverState {
-    /// Whether the process's working directory, and the directory `cwd` names, are both the
-    /// one `cwd` named when the resolver was made (true where that cannot be told).
-    fn cwd_is_where_it_was(&self) -> bool {
-        let Some(identity) = self.cwd_identity else {
-            return true;
-        };
-        let is_it = |path: &str| {
-            std::fs::metadata(path)
-                .ok()
-                .and_then(|meta| crate::sys::directory_identity(&meta))
-                == Some(identity)
-        };
-        is_it(".") && is_it(&self.cwd)
-    }
-
     /// Reads the stored answers in place, once.
     fn load(&mut self) {
         if self.stored.is_none() {
@@ -343,13 +314,8 @@ impl ResolverState {
                 #[cfg(target_os = "linux")]
                 self.batch.closing.close_directories();
                 self.round_started = Some(now);
-                // Checked from the second round on: the first began as the resolver was made.
-                self.cwd_elsewhere = !self.cwd_is_where_it_was();
             }
             None => self.round_started = Some(now),
-        }
-        if self.cwd_elsewhere {
-            return self.inner.resolve(ctx, base, name, attributes);
         }
         if !name.starts_with('.') {
             let seed = *SEARCH_PATHS_SEED.get_or_init(|| stored::scope_seed(SEARCH_PATHS));
