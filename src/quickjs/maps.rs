@@ -28,7 +28,8 @@ const FILE_RECORD: &str = "bytecode-pack map file 1";
 /// A module's map as its source names it: an inline `data:` URL, or a map file beside it,
 /// read (once) when the map is made ready to store or when its record is asked for. Nothing
 /// is read or parsed when it is found: a first start runs its application first, and a copy
-/// of a tree whose entry already holds the map only reads the file, to compare its record.
+/// of a tree whose entry already holds the map only reads the file, to compare its record
+/// (and the module's file, to check it still holds what was compiled).
 pub(crate) struct FoundMap {
     /// The module's directory, which a map file's URL (and an inline map's sources) are
     /// relative to.
@@ -417,8 +418,9 @@ fn normalized(
     let root = lexical(root);
     for (idx, source) in (0..).zip(sources) {
         // A source that names no file stays one (a frame it maps is left as it is), rather
-        // than becoming the directory it is resolved against.
-        if source.is_empty() || source.chars().any(char::is_control) {
+        // than becoming the directory it is resolved against. (An empty or null one comes
+        // back as `<sourceRoot>/` where the map has a root.)
+        if source.is_empty() || source.ends_with('/') || source.chars().any(char::is_control) {
             map.set_source(idx, "");
             map.set_source_contents(idx, None);
             continue;
@@ -578,6 +580,17 @@ mod tests {
             Err(rustix::io::Errno::AGAIN) => {}
             other => panic!("the FIFO was opened: {:?}", other.map(|e| e.events())),
         }
+    }
+
+    /// A null or empty source names no file, with a `sourceRoot` too (the map crate gives it
+    /// back as the root's directory): it is stored empty, not as that directory.
+    #[test]
+    fn a_source_naming_no_file_is_stored_empty_whatever_the_source_root() {
+        let map = r#"{"version":3,"sourceRoot":"../src","sources":[null,"","a.ts"],"names":[],"mappings":"AAAA;ACAA;ACAA"}"#;
+        let (_, kept) = of_build("m", map, Path::new("/p/dist"), Path::new("/p"));
+        let kept = SourceMap::from_slice(kept.unwrap().as_bytes()).unwrap();
+        let sources: Vec<&str> = kept.sources().collect();
+        assert_eq!(sources, ["", "", "src/a.ts"]);
     }
 
     /// `m.js.map` holding `map` in `root`'s `dist/`, found as the map of `dist/m.js`.

@@ -127,6 +127,7 @@ impl SourceMaps {
             let source = token.get_source()?;
             if token.get_dst_line() != line
                 || source.is_empty()
+                || source.ends_with('/')
                 || source.chars().any(char::is_control)
             {
                 return None;
@@ -227,21 +228,22 @@ fn stored_map(
     let json = hit
         .source_map()
         .ok_or_else(|| "its stored map is damaged or not UTF-8".to_owned())?;
-    match file {
-        // The map file is used over the stored map only while the module's own file holds
-        // what its bytecode was compiled from: a module rebuilt after it loaded (its file and
-        // its map both new) runs the old code, which the new map does not describe.
-        Some(file) if still_compiled_from(&hit, &file.module) => {
-            // The record of the map file it came from: damaged, it cannot say whether that
-            // file changed since.
-            let record = hit
-                .stored_aux()
-                .map_err(|()| "the record of its map file is damaged".to_owned())?;
-            super::maps::current(&file.module, json, record, &file.root).map(Arc::from)
-        }
-        Some(_) => Ok(json.into()),
-        None => Ok(json.into()),
+    let Some(file) = file else {
+        return Ok(json.into());
+    };
+    // The record of the map file it came from: damaged, it cannot say whether that file
+    // changed since.
+    let record = hit
+        .stored_aux()
+        .map_err(|()| "the record of its map file is damaged".to_owned())?;
+    // None for an inline map, which the module's content covers: the stored one. A map file
+    // is used over the stored map only while the module's own file holds what its bytecode
+    // was compiled from: a module rebuilt after it loaded (its file and its map both new)
+    // runs the old code, which the new map does not describe.
+    if record.is_none() || !still_compiled_from(&hit, &file.module) {
+        return Ok(json.into());
     }
+    super::maps::current(&file.module, json, record, &file.root).map(Arc::from)
 }
 
 /// Whether the file `module` holds the content `hit`'s bytecode was compiled from (its one
