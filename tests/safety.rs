@@ -812,3 +812,20 @@ mod waits_for_the_writer_lock_as_configured {
         assert_eq!(cache.get(&key(2)).unwrap().bytecode(), b"two");
     }
 }
+
+/// A file named as a base numbered past half the range (not the cache's: no writer makes
+/// one) makes writes fail with the directory named, instead of publishing an index whose next
+/// sequence number no reader accepts (every lookup then missed, every write rebuilt).
+#[test]
+fn a_base_name_past_half_the_range_fails_writes_clearly() {
+    let (_tmp, base) = common::canonical_tempdir();
+    let root = base.join("cache");
+    let cache = Cache::open(&root).unwrap();
+    let dir = root.join(abi_tag());
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("base-8000000000000000"), b"not the cache's").unwrap();
+    match cache.put(&key(1), &NewEntry::new("m", b"bc")) {
+        Err(Error::Insecure { path, .. }) => assert_eq!(path, dir),
+        other => panic!("{other:?}"),
+    }
+}

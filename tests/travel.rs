@@ -644,3 +644,44 @@ fn a_compaction_after_a_moved_trees_first_start_keeps_the_entries_it_did_not_loo
         assert!(later.lookup_with(key, here()).is_ok(), "kept: {key:?}");
     }
 }
+
+/// A moved tree's first store does not compact for the bytes that moved with the tree: an
+/// estimate made before the lock counted them as under a vanished root, and a compaction
+/// then rewrote the pack and reclaimed none of them.
+#[test]
+fn a_moved_trees_first_store_does_not_compact_for_bytes_that_moved_with_it() {
+    use bytecode_pack::{Input, LookupOptions, NewEntry};
+    let (_tmp, base) = common::canonical_tempdir();
+    let (tree, moved) = (base.join("tree"), base.join("moved"));
+    fs::create_dir(&tree).unwrap();
+    // Compacts as soon as more than half of any pack is dead.
+    let cache = Cache::builder(base.join("cache"))
+        .auto_compact(1, 0.5)
+        .open()
+        .unwrap();
+    let keys = [common::key("moved", 0), common::key("moved", 1)];
+    for (key, name) in keys.iter().zip(["a.js", "b.js"]) {
+        let file = tree.join(name);
+        fs::write(&file, name).unwrap();
+        let entry = NewEntry::new(name, &[7; 4096])
+            .inputs(vec![Input::path(&file)])
+            .relative_to(&tree);
+        cache.put(key, &entry).unwrap();
+    }
+    fs::rename(&tree, &moved).unwrap();
+    // The tree's first start since: a new process.
+    drop(cache);
+    let cache = Cache::builder(base.join("cache"))
+        .auto_compact(1, 0.5)
+        .open()
+        .unwrap();
+    let before = cache.stats().unwrap().generation;
+    let here = || LookupOptions::default().root(&moved);
+    assert!(cache.lookup_with(&keys[0], here()).is_ok());
+    let other = common::key("moved", 2);
+    cache.put(&other, &NewEntry::new("c", b"c")).unwrap();
+    assert_eq!(cache.stats().unwrap().generation, before, "no compaction");
+    for key in &keys {
+        assert!(cache.lookup_with(key, here()).is_ok());
+    }
+}

@@ -116,7 +116,11 @@ impl Cache {
             // Estimated for the generation published before the lock: after another
             // process's compaction it counts bytes that are gone already.
             let vanished = match vanished {
-                Some((estimated_for, bytes)) if estimated_for == generation => bytes,
+                Some((estimated_for, bytes))
+                    if estimated_for == generation && !state.moved_trees =>
+                {
+                    bytes
+                }
                 _ => 0,
             };
             if inner.compaction_due(generation, state.pack_file_len, live, vanished) {
@@ -309,6 +313,10 @@ impl Cache {
             .filter(|r| write.state().refresh(r))
             .count();
         write.state().move_trees_whole();
+        if write.state().moved_trees {
+            // What this handle counted as under vanished roots moved with its tree.
+            *inner.vanished.lock() = None;
+        }
         let out = change(write.state())?;
         let committed = write.commit(Commit {
             durability: inner.options.durability,

@@ -59,7 +59,9 @@ pub struct Build {
     /// bundler inlined without a mapping, a configuration file. Use [`Input::with_content`]
     /// where the build reports what it read: an [`Input::path`] is hashed when the module is
     /// stored, after the build, and one that changed after the build began (or within the racy
-    /// window before) keeps the module from being cached, which the next call builds again.
+    /// window before) keeps the module from being cached, which the next call builds again (a
+    /// build that rewrites such a file itself each time is never cached: report what it
+    /// wrote with [`Input::with_content`]).
     /// (Where a filesystem's ctime cannot tell, FAT for one, an edit during the build is
     /// recorded as built.)
     pub inputs: Vec<Input>,

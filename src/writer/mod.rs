@@ -149,6 +149,9 @@ pub(crate) struct WriteState {
     /// The roots of trees found moved by this write's refreshes: recorded root, where it is
     /// now (see [`WriteState::move_trees_whole`]).
     moved_roots: std::collections::HashMap<Vec<u8>, Vec<u8>>,
+    /// Whether this write re-recorded a moved tree's entries under its new root: bytes an
+    /// estimate made before the lock counted as under a vanished root are live again.
+    pub(crate) moved_trees: bool,
 }
 
 impl WriteState {
@@ -175,6 +178,7 @@ impl WriteState {
                     linked: None,
                     renamed: false,
                     moved_roots: Default::default(),
+                    moved_trees: false,
                 });
             }
             Ok(None) => {}
@@ -182,8 +186,15 @@ impl WriteState {
             Err(e) => log::warn!("bytecode-pack: rebuilding: {}", Error::from(e)),
         }
         let (generation, max_base) = highest_names(dir)?;
-        // Names past these would overflow: a directory full of such names is not usable.
-        let (Some(_), Some(_)) = (generation.checked_add(2), max_base.checked_add(2)) else {
+        // Names past these would overflow, and a base id past half the range makes a next
+        // sequence number no reader accepts (see `check_index_header`): a directory holding
+        // such names is not usable.
+        let next_seq_fits = max_base < u64::MAX / 2;
+        let (Some(_), Some(_), true) = (
+            generation.checked_add(2),
+            max_base.checked_add(2),
+            next_seq_fits,
+        ) else {
             return Err(Error::Insecure {
                 path: dir.to_path_buf(),
                 problem: "holds a pack or base file numbered at the end of the range".into(),
@@ -207,6 +218,7 @@ impl WriteState {
             linked: None,
             renamed: false,
             moved_roots: Default::default(),
+            moved_trees: false,
         })
     }
 
@@ -450,6 +462,7 @@ impl WriteState {
             {
                 record.root = Some(now);
                 self.add(record);
+                self.moved_trees = true;
             }
         }
     }
