@@ -195,6 +195,14 @@ pub(crate) fn is_recorded_form(path: &Path) -> bool {
 /// size and makes a lookup miss, without being read.
 const MAX_INPUT_LEN: u64 = 4 << 30;
 
+/// Whether the file at `path` holds the content whose hash ([`content_hash`]) is `hash`, read
+/// now as an input is (regular files only, bounded, never blocking); false if it cannot be
+/// read.
+#[cfg(feature = "quickjs")]
+pub(crate) fn file_holds(path: &Path, hash: [u8; 16]) -> bool {
+    hash_file(path).is_ok_and(|(now, _)| now == hash)
+}
+
 /// Opens `path` (following symlinks, never blocking, regular files only) and hashes its
 /// content, streaming. Returns the hash and the stat data that describes exactly that content,
 /// or `None` for the stat data if the file changed while it was read (grew, shrank, was

@@ -76,9 +76,7 @@ impl FoundMap {
             return Ok(None);
         };
         let read = read.get_or_insert_with(|| {
-            let holds = crate::fsys::read_user_file(module, super::loader::MAX_SOURCE_LEN)
-                .is_ok_and(|(source, _)| crate::freshness::content_hash(&source) == *compiled);
-            if !holds {
+            if !crate::freshness::file_holds(module, *compiled) {
                 warn(name, "its module changed since it was compiled");
                 return Err(());
             }
@@ -118,10 +116,10 @@ impl FoundMap {
     }
 }
 
-/// Module `name`'s map, if its `source` (read from `path`, to which a map URL is relative)
-/// names one. `None` if it names none, or (with one warning) if the URL names no file beside
+/// Module `name`'s map, if its `source` (read from `path`, to which a map URL is relative, and
+/// compiled as the content whose hash is `compiled`) names one. `None` if it names none, or (with one warning) if the URL names no file beside
 /// the module. Nothing is read yet (see [`FoundMap`]).
-pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
+pub(crate) fn find(name: &str, source: &[u8], path: &Path, compiled: [u8; 16]) -> Option<FoundMap> {
     let url = mapping_url(source)?;
     let url = if url.starts_with("data:") {
         MapUrl::Inline(url.to_owned())
@@ -132,7 +130,7 @@ pub(crate) fn find(name: &str, source: &[u8], path: &Path) -> Option<FoundMap> {
         MapUrl::File {
             url: url.to_owned(),
             module: path.to_path_buf(),
-            compiled: crate::freshness::content_hash(source),
+            compiled,
             read: None,
         }
     };
@@ -480,6 +478,7 @@ fn lexical(path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::freshness::content_hash;
 
     #[test]
     fn the_url_is_read_from_the_last_non_blank_line_only() {
@@ -573,7 +572,7 @@ mod tests {
         inotify::add_watch(&watch, &fifo, inotify::WatchFlags::OPEN).unwrap();
         let source = b"x;\n//# sourceMappingURL=m.js.map\n";
         std::fs::write(dist.join("m.js"), source).unwrap();
-        let mut found = find("m", source, &dist.join("m.js")).unwrap();
+        let mut found = find("m", source, &dist.join("m.js"), content_hash(source)).unwrap();
         assert!(found.file_record("m").is_err(), "refused");
         let mut buf = [std::mem::MaybeUninit::uninit(); 1024];
         match inotify::Reader::new(&watch, &mut buf).next() {
@@ -600,7 +599,7 @@ mod tests {
         std::fs::write(dist.join("m.js.map"), map).unwrap();
         let source = b"x;\n//# sourceMappingURL=m.js.map\n";
         std::fs::write(dist.join("m.js"), source).unwrap();
-        find("m", source, &dist.join("m.js")).unwrap()
+        find("m", source, &dist.join("m.js"), content_hash(source)).unwrap()
     }
 
     /// A map file is not read once the module's file no longer holds what was compiled (a

@@ -249,11 +249,10 @@ fn stored_map(
 /// Whether the file `module` holds the content `hit`'s bytecode was compiled from (its one
 /// recorded input).
 fn still_compiled_from(hit: &crate::Hit, module: &Path) -> bool {
-    match crate::fsys::read_user_file(module, super::loader::MAX_SOURCE_LEN) {
-        Ok((source, _)) => hit
-            .recorded_input_hashes()
-            .eq([crate::freshness::content_hash(&source)]),
-        Err(_) => false,
+    let mut recorded = hit.recorded_input_hashes();
+    match (recorded.next(), recorded.next()) {
+        (Some(hash), None) => crate::freshness::file_holds(module, hash),
+        _ => false,
     }
 }
 

@@ -23,7 +23,7 @@ use crate::key::Key;
 /// The largest source file a loader reads, 1 GiB: far past any module QuickJS is given to
 /// compile. A larger file fails its import at once, with its size, instead of being read (or
 /// its claimed size allocated: a sparse file of a terabyte costs nothing to make).
-pub(crate) const MAX_SOURCE_LEN: u64 = 1 << 30;
+const MAX_SOURCE_LEN: u64 = 1 << 30;
 
 /// A first start misses on every module: each miss checking the index for another process's
 /// newer publication would cost a `stat` per module, so misses check at most this often.
@@ -203,7 +203,7 @@ impl PackLoader {
         let input = Input::read_by_compiler(path.clone(), &source, &meta, read_from);
         // Without debug information no frame has a position to map.
         let map = (!self.options.strip_debug)
-            .then(|| maps::find(name, &source, &path))
+            .then(|| maps::find(name, &source, &path, input.content_hash()?))
             .flatten();
         let Some(root) = located else {
             let (module, bytecode) = compile_js(ctx, name, &source, self.options)?;
