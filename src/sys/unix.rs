@@ -115,8 +115,7 @@ pub(crate) fn open_cache_options() -> OpenOptions {
 /// Refused once with `EPERM` (another user's file), the flag is dropped for the process.
 /// Opens whatever is there: [`crate::fsys::open_user_file`] checks it is a regular file.
 pub(crate) fn open_for_reading(path: &Path) -> io::Result<fs::File> {
-    // A terminal opened by mistake never becomes the process's controlling one.
-    open_user_file_with(path, libc::O_NOCTTY)
+    open_user_file_with(path, 0)
 }
 
 /// [`open_for_reading`], but a final symlink is refused (`ELOOP`): a resolver's probe that
@@ -128,7 +127,7 @@ pub(crate) fn open_for_probe(path: &Path) -> io::Result<fs::File> {
 
 /// The flags a probe adds to a user file's ([`open_for_probe`]).
 #[cfg(feature = "quickjs")]
-pub(crate) const PROBE_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NOCTTY;
+pub(crate) const PROBE_FLAGS: libc::c_int = libc::O_NOFOLLOW;
 
 fn open_user_file_with(path: &Path, flags: libc::c_int) -> io::Result<fs::File> {
     with_noatime_first(flags, |flags| {
@@ -136,14 +135,15 @@ fn open_user_file_with(path: &Path, flags: libc::c_int) -> io::Result<fs::File> 
     })
 }
 
-/// `open(flags)` of a file a user named, for reading: `flags` and `O_CLOEXEC | O_NONBLOCK`,
-/// with `O_NOATIME` where the kernel allows it (see [`open_for_reading`]; refused once, it is
-/// not asked again in this process).
+/// `open(flags)` of a file a user named, for reading: `flags` and `O_CLOEXEC | O_NONBLOCK |
+/// O_NOCTTY` (a terminal opened by mistake never becomes the process's controlling one), with
+/// `O_NOATIME` where the kernel allows it (see [`open_for_reading`]; refused once, it is not
+/// asked again in this process).
 pub(crate) fn with_noatime_first(
     flags: libc::c_int,
     open: impl Fn(libc::c_int) -> io::Result<fs::File>,
 ) -> io::Result<fs::File> {
-    let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | flags;
+    let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY | flags;
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         use std::sync::atomic::{AtomicBool, Ordering};
