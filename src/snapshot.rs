@@ -107,14 +107,7 @@ impl Snapshot {
                     path,
                     source,
                     identity,
-                }) => {
-                    log::warn!("bytecode-pack: ignoring {}: {source}", path.display());
-                    return Ok(Snapshot {
-                        damage: Some(Damage { path, source }),
-                        identity,
-                        ..Snapshot::empty()
-                    });
-                }
+                }) => return Ok(Snapshot::damaged(path, source, identity)),
                 Err(LoadError::Io(e)) => return Err(e),
             }
         }
@@ -122,13 +115,18 @@ impl Snapshot {
         // from outside, lost in a crash). Damage, as a file of the wrong kind is: lookups miss,
         // and the next write rebuilds, where an error would fail every open until then.
         let (path, identity) = vanished.expect("at least one attempt");
-        let source = FormatError::Missing;
+        Ok(Snapshot::damaged(path, FormatError::Missing, identity))
+    }
+
+    /// The empty snapshot of an index rejected for `source` at `path` (logged): every lookup
+    /// misses until a writer publishes a good one. `identity`: the index's, if it was read.
+    fn damaged(path: PathBuf, source: FormatError, identity: Option<FileIdentity>) -> Snapshot {
         log::warn!("bytecode-pack: ignoring {}: {source}", path.display());
-        Ok(Snapshot {
+        Snapshot {
             damage: Some(Damage { path, source }),
             identity,
             ..Snapshot::empty()
-        })
+        }
     }
 
     fn try_load(dir: &Path, abi_tag: &str) -> Result<Snapshot, LoadError> {

@@ -297,14 +297,13 @@ pub(crate) fn record(input: &Input, root: Option<&Path>) -> Result<(InputRecord,
 /// while it was hashed, or a ctime within the racy window of that instant or after it.
 fn changed_since(record: &InputRecord, since_ns: i64) -> bool {
     use crate::sys::Ctime;
-    match record.stat {
-        None => true,
-        Some(stat) => {
-            matches!(
-                crate::sys::ctime_of(stat.dev),
-                Ctime::LocalClock | Ctime::RemoteClock
-            ) && !stat_is_trusted(&stat, since_ns)
-        }
+    let Some(stat) = record.stat else {
+        return true;
+    };
+    match crate::sys::ctime_of(stat.dev) {
+        Ctime::Settable | Ctime::Pseudo => false,
+        Ctime::LocalClock => !stat_is_old_enough(&stat, since_ns, false),
+        Ctime::RemoteClock => !stat_is_old_enough(&stat, since_ns, true),
     }
 }
 

@@ -189,17 +189,12 @@ impl WriteState {
         // Names past these would overflow, and a base id past half the range makes a next
         // sequence number no reader accepts (see `check_index_header`): a directory holding
         // such names is not usable.
-        let next_seq_fits = max_base < u64::MAX / 2;
-        let (Some(_), Some(_), true) = (
-            generation.checked_add(2),
-            max_base.checked_add(2),
-            next_seq_fits,
-        ) else {
+        if generation.checked_add(2).is_none() || max_base >= u64::MAX / 2 {
             return Err(Error::Insecure {
                 path: dir.to_path_buf(),
                 problem: "holds a pack or base file numbered at the end of the range".into(),
             });
-        };
+        }
         Ok(WriteState {
             dir: dir.to_path_buf(),
             abi_tag,
