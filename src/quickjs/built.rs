@@ -174,36 +174,26 @@ where
     }
     // Inputs recorded by path are hashed after the build: one that changed since it began may
     // not hold what the build read, and is refused (the module is then not cached). The entry
-    // files, known before, are read now instead: an edit during the build then makes the
-    // entry miss, and one just before costs nothing.
+    // files, known before the build, are hashed here: an edit during the build makes the
+    // entry miss, and one just before it costs nothing.
     let started = crate::freshness::now_nanos();
     let entries: Vec<Input> = key
         .entries
         .iter()
-        .map(|entry| {
-            Input::read_now(entry).unwrap_or_else(|| Input::path(*entry).read_since(started))
-        })
+        .map(|entry| Input::read_now(entry).unwrap_or_else(|| Input::path(*entry)))
         .collect();
     let mut made = build()?;
     let (module, bytecode) = compile(ctx, name, made.source.as_bytes(), key.options)?;
     let root = std::env::current_dir().unwrap_or_default();
-    let mut inputs: Vec<Input> = made
-        .inputs
-        .iter()
-        .map(|i| i.clone().read_since(started))
-        .collect();
+    let mut inputs = made.inputs.clone();
     if let Some(map) = made.source_map.take() {
         let base = made.map_base.clone().unwrap_or_else(|| root.clone());
         let (map_inputs, kept) = maps::of_build(name, &map, &base, &root);
-        inputs.extend(
-            map_inputs
-                .into_iter()
-                .map(|input| input.read_since(started)),
-        );
+        inputs.extend(map_inputs);
         made.source_map = kept;
     }
     inputs.extend(entries);
-    let inputs = distinct(inputs);
+    let inputs = distinct(inputs.into_iter().map(|input| input.read_since(started)));
     let mut entry = bytecode.entry(name).inputs(inputs);
     if let Some(json) = &made.source_map {
         entry = entry.source_map(json);
@@ -229,7 +219,7 @@ where
 
 /// `inputs` with each path once: a recording of content read (by the build, or before it)
 /// over one by path, else the first.
-fn distinct(inputs: Vec<Input>) -> Vec<Input> {
+fn distinct(inputs: impl IntoIterator<Item = Input>) -> Vec<Input> {
     let mut seen = rustc_hash::FxHashSet::default();
     let (by_content, by_path): (Vec<_>, Vec<_>) = inputs
         .into_iter()

@@ -416,9 +416,8 @@ fn normalized(
     let root = lexical(root);
     for (idx, source) in (0..).zip(sources) {
         // A source that names no file stays one (a frame it maps is left as it is), rather
-        // than becoming the directory it is resolved against. (An empty or null one comes
-        // back as `<sourceRoot>/` where the map has a root.)
-        if source.is_empty() || source.ends_with('/') || source.chars().any(char::is_control) {
+        // than becoming the directory it is resolved against.
+        if !names_a_file(&source) {
             map.set_source(idx, "");
             map.set_source_contents(idx, None);
             continue;
@@ -434,6 +433,13 @@ fn normalized(
     let mut json = Vec::new();
     map.to_writer(&mut json).map_err(|e| e.to_string())?;
     String::from_utf8(json).map_err(|e| e.to_string())
+}
+
+/// Whether a map's source names a file: not empty, not a directory (an empty or null source
+/// comes back from the map crate as `<sourceRoot>/` where the map has a root), and without
+/// control characters (which would write lines of their own into a stack).
+pub(crate) fn names_a_file(source: &str) -> bool {
+    !source.is_empty() && !source.ends_with('/') && !source.chars().any(char::is_control)
 }
 
 /// `path` relative to `root` ("" for the root itself); if it lies outside, as `outside`

@@ -125,11 +125,7 @@ impl SourceMaps {
             let line = line.checked_sub(1)?;
             let token = map.lookup_token(line, col.saturating_sub(1))?;
             let source = token.get_source()?;
-            if token.get_dst_line() != line
-                || source.is_empty()
-                || source.ends_with('/')
-                || source.chars().any(char::is_control)
-            {
+            if token.get_dst_line() != line || !super::maps::names_a_file(source) {
                 return None;
             }
             Some((
