@@ -442,7 +442,7 @@ mod never_serves_stale_or_damaged_bytes {
 
     /// A pack the published index names, deleted from outside (or lost in a crash): the
     /// cache still opens, its lookups miss as corrupt with the pack named as missing, and the
-    /// next write rebuilds it, where every open used to fail with "not found".
+    /// next write rebuilds it.
     #[test]
     fn a_missing_pack_is_damage_the_next_write_repairs() {
         let (_tmp, root, dir, _cache) = one_entry_cache();

@@ -154,7 +154,7 @@ fn a_base_of_the_wrong_length_is_rejected_whole() {
 
 /// A base the published delta names, deleted from outside (or lost in a crash): the cache
 /// still opens, its lookups miss as corrupt with the base named as missing, and the next write
-/// rebuilds it, where every open used to fail with "not found" until the index was deleted.
+/// rebuilds it.
 #[test]
 fn a_missing_base_is_damage_the_next_write_repairs() {
     let (_tmp, root, base) = split_cache();

@@ -645,9 +645,9 @@ fn a_compaction_after_a_moved_trees_first_start_keeps_the_entries_it_did_not_loo
     }
 }
 
-/// A moved tree's first store does not compact for the bytes that moved with the tree: an
-/// estimate made before the lock counted them as under a vanished root, and a compaction
-/// then rewrote the pack and reclaimed none of them.
+/// A moved tree's first store does not compact for the bytes that moved with the tree: they
+/// are live under its new root, whatever an estimate made before the lock counted under the
+/// root that is gone.
 #[test]
 fn a_moved_trees_first_store_does_not_compact_for_bytes_that_moved_with_it() {
     use bytecode_pack::{Input, LookupOptions, NewEntry};
