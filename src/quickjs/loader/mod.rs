@@ -365,14 +365,9 @@ impl PackLoader {
         if !self.compiling_costs_less(hit) || hit.recorded_input_hashes().count() != 1 {
             return ContentProof::Unknown;
         }
-        // Read through the descriptor the resolver opened, if it did (closed as read).
-        let read = match opened.take() {
-            Some(mut opened) => {
-                crate::fsys::read_opened(&mut opened.file, &opened.meta, path, MAX_SOURCE_LEN)
-            }
-            None => crate::fsys::read_user_file(path, MAX_SOURCE_LEN).map(|(read, _)| read),
-        };
-        let Ok(read) = read else {
+        // Read as a module compiled from its source is (through the resolver's descriptor if
+        // it opened one; closed with the start's other files).
+        let Ok((read, _, _)) = self.read_source(path, opened.take()) else {
             return ContentProof::Unknown;
         };
         if !compiled_from(hit, content_hash(&read)) {
