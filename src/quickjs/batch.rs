@@ -288,7 +288,8 @@ impl StartBatch {
         }
         // The answers come first: they save every module's probes. A module's entries are
         // stored together or not at all.
-        let mut groups: Vec<Vec<(Key, NewEntry<'_>)>> = Vec::with_capacity(modules.len() + 1);
+        let mut budget = self.cache.max_batch_bytes();
+        let mut kept: Vec<Vec<(Key, NewEntry<'_>)>> = Vec::with_capacity(modules.len() + 1);
         if let Some(learned) = &answers {
             // Recorded under the root it was learned in: a compaction drops it once that
             // directory is gone.
@@ -298,27 +299,21 @@ impl StartBatch {
                 let to_it = NewEntry::new(STORE_NAME, learned.key.as_bytes()).pointer();
                 group.push((pointer, to_it));
             }
-            groups.push(group);
+            let len: u64 = group.iter().map(|(_, entry)| entry.stored_len()).sum();
+            match budget.checked_sub(len) {
+                Some(left) => {
+                    budget = left;
+                    kept.push(group);
+                }
+                None => log::warn!(
+                    "bytecode-pack: the start's resolutions ({len} bytes) not stored: over \
+                     the cache's max_bytes of {}; the next start probes again",
+                    self.cache.max_batch_bytes() + crate::format::PACK_HEADER_LEN,
+                ),
+            }
         }
-        let answers_len: u64 = groups.iter().flatten().map(|(_, e)| e.stored_len()).sum();
-        groups.extend(modules.iter().map(PendingModule::entries));
-        let (fits, mut over) = fit_within(groups, self.cache.max_batch_bytes());
-        // The answers' group, first if any, counted apart from the modules.
-        let first_kept = fits
-            .first()
-            .and_then(|group| group.first())
-            .map(|(key, _)| *key);
-        if let Some(learned) = &answers
-            && first_kept != Some(learned.key)
-        {
-            over.count -= 1;
-            over.bytes = over.bytes.saturating_sub(answers_len);
-            log::warn!(
-                "bytecode-pack: the start's resolutions ({answers_len} bytes) not stored: over \
-                 the cache's max_bytes of {}; the next start probes again",
-                self.cache.max_batch_bytes() + crate::format::PACK_HEADER_LEN,
-            );
-        }
+        let (fits, over) = fit_within(modules.iter().map(PendingModule::entries).collect(), budget);
+        kept.extend(fits);
         let compiled = modules.len() + left_out.count;
         left_out.count += over.count;
         left_out.bytes += over.bytes;
@@ -331,7 +326,7 @@ impl StartBatch {
                 self.cache.max_batch_bytes() + crate::format::PACK_HEADER_LEN,
             );
         }
-        let fits = fits.iter().flatten().map(|(key, entry)| (*key, entry));
+        let fits = kept.iter().flatten().map(|(key, entry)| (*key, entry));
         match wait {
             Some(wait) => self.cache.put_many_within(fits, wait),
             None => self.cache.put_many(fits),
