@@ -41,26 +41,32 @@ pub(crate) fn source_map_files(json: &str, base: &Path) -> Vec<PathBuf> {
             .map(|(path, _)| path)
             .collect()
     };
-    // The map is untrusted input to a crate that does arithmetic on its numbers: a panic in
-    // it (an overflow flattening an index map, in a debug build) is a map that names nothing.
-    let named =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-            || match sourcemap::decode_slice(json.as_bytes()) {
-                Ok(sourcemap::DecodedMap::Regular(map)) => paths(&map),
-                Ok(sourcemap::DecodedMap::Index(index)) => {
-                    index.flatten().map(|map| paths(&map)).unwrap_or_default()
-                }
-                Ok(sourcemap::DecodedMap::Hermes(hermes)) => paths(&hermes),
-                Err(e) => {
-                    log::debug!("bytecode-pack: ignoring unparsable source map: {e}");
-                    Vec::new()
-                }
-            },
-        ));
-    named.unwrap_or_else(|_| {
-        log::debug!("bytecode-pack: ignoring a source map the map crate could not read");
+    let map = guarded(|| {
+        let map = sourcemap::decode_slice(json.as_bytes()).map_err(|e| e.to_string())?;
+        regular(map).map(|map| paths(&map))
+    });
+    map.unwrap_or_else(|why| {
+        log::debug!("bytecode-pack: ignoring a source map: {why}");
         Vec::new()
     })
+}
+
+/// `work` on an untrusted map, a panic in the map crate (an overflow in a debug build) made an
+/// error: a map that cannot be read is not used, it never fails the caller.
+pub(crate) fn guarded<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        .unwrap_or_else(|_| Err("the map could not be read".to_owned()))
+}
+
+/// The map as a regular one: an index map flattened, a Hermes map without its extensions.
+pub(crate) fn regular(map: sourcemap::DecodedMap) -> Result<sourcemap::SourceMap, String> {
+    match map {
+        sourcemap::DecodedMap::Regular(map) => Ok(map),
+        sourcemap::DecodedMap::Index(index) => {
+            index.flatten().map_err(|e| format!("index map: {e}"))
+        }
+        sourcemap::DecodedMap::Hermes(hermes) => Ok((*hermes).clone()),
+    }
 }
 
 /// [`source_map_files`] of a regular map already parsed, each with its `sourcesContent` where

@@ -12,10 +12,11 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
-use sourcemap::{DecodedMap, SourceMap};
+use sourcemap::DecodedMap;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::freshness::Input;
+use crate::inputs::{guarded, regular};
 
 /// The largest source map read or kept, 16 MiB: far past what a module's map takes. A larger
 /// one is refused before it is read.
@@ -367,22 +368,6 @@ fn parse(bytes: &[u8]) -> Result<DecodedMap, String> {
     guarded(|| sourcemap::decode_slice(bytes).map_err(|e| format!("malformed: {e}")))
 }
 
-/// `work` on an untrusted map, a panic in the map crate (an overflow in a debug build) made an
-/// error: a map that cannot be read is not used, it never fails the import.
-fn guarded<T>(work: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
-        .unwrap_or_else(|_| Err("the map could not be read".to_owned()))
-}
-
-/// The map as a regular one: an index map flattened, a Hermes map without its extensions.
-fn regular(map: DecodedMap) -> Result<SourceMap, String> {
-    match map {
-        DecodedMap::Regular(map) => Ok(map),
-        DecodedMap::Index(index) => index.flatten().map_err(|e| format!("index map: {e}")),
-        DecodedMap::Hermes(hermes) => Ok((*hermes).clone()),
-    }
-}
-
 /// What becomes of a map's source outside the project root.
 #[derive(Clone, Copy)]
 enum Outside {
@@ -485,6 +470,7 @@ fn lexical(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::freshness::content_hash;
+    use sourcemap::SourceMap;
 
     #[test]
     fn the_url_is_read_from_the_last_non_blank_line_only() {
